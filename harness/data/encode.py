@@ -1,0 +1,140 @@
+"""``tokenize_splits``: examples to ``(input_ids, labels)`` pairs with an exact prompt/answer boundary.
+
+The prompt and the answer are tokenized separately and concatenated, so the first answer token
+is exactly where the loss starts. With a chat template the prompt is the template's rendering
+of the prompt messages with ``add_generation_prompt=True``, and the answer is what the template
+puts after that for an assistant turn: normally the completion plus the end-of-turn marker
+(``<|im_end|>`` for SmolLM2), i.e. exactly the tokens the model must learn to generate before it
+stops. Without a template the format is ``Question: ...\\nAnswer: `` + completion + eos.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from harness.data.examples import IGNORE_INDEX, DataError, Example, Splits
+from harness.spec import DataSpec
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+_PROBE = "ANSWER7f3c"  # stands in for the completion to find what the template wraps it in
+
+LabeledIds = tuple[list[int], list[int]]
+"""(input_ids, labels) of one example, equal lengths."""
+
+
+@dataclass(frozen=True)
+class TokenizedSplits:
+    """Token sequences ready for :func:`harness.data.make_batches`."""
+
+    train: list[LabeledIds]
+    """(input_ids, labels) pairs; labels are -100 where a token is not scored."""
+    eval: list[LabeledIds]
+    truncated: int
+    """Examples (train and eval) longer than max_seq_len and cut from the right; includes dropped."""
+    dropped: int
+    """Examples removed because truncation left no scored token."""
+
+
+def tokenize_splits(splits: Splits, tokenizer: PreTrainedTokenizerBase, spec: DataSpec) -> TokenizedSplits:
+    """Tokenize both splits of ``splits`` with ``tokenizer`` as ``spec`` says.
+
+    With ``spec.completion_only_loss`` only the answer tokens are scored; otherwise every token
+    is. Sequences are cut to ``spec.max_seq_len`` tokens from the right; an example left with no
+    scored token (after the causal shift) is dropped. Raises :class:`DataError` when that drops
+    every example of a split, naming the ``max_seq_len`` that would keep one.
+    """
+    if not splits.train or not splits.eval:
+        raise DataError(f"data {splits.source}: nothing to tokenize ({len(splits.train)} train, "
+                        f"{len(splits.eval)} eval examples); load it with harness.data.load_examples")
+    # Computed once: templates format the final assistant turn the same whatever precedes it.
+    wrap = _answer_wrapper(tokenizer, splits.train[0].prompt)
+    train, train_cut = _encode_split("train", splits.train, tokenizer, wrap, spec, splits.source)
+    held_out, eval_cut = _encode_split("eval", splits.eval, tokenizer, wrap, spec, splits.source)
+    dropped = len(splits.train) - len(train) + len(splits.eval) - len(held_out)
+    return TokenizedSplits(train, held_out, truncated=train_cut + eval_cut, dropped=dropped)
+
+
+def _encode_split(split: str, examples: list[Example], tokenizer: Any, wrap: tuple[str, str],
+                  spec: DataSpec, source: str) -> tuple[list[LabeledIds], int]:
+    """The kept (input_ids, labels) pairs of one split and how many examples were truncated."""
+    prompts = _prompt_ids(tokenizer, examples)
+    answers = _ids(tokenizer, [wrap[0] + example.completion + wrap[1] for example in examples])
+    kept: list[LabeledIds] = []
+    truncated = 0
+    for prompt, answer in zip(prompts, answers):
+        ids, labels = _join(prompt, answer, spec.completion_only_loss)
+        truncated += len(ids) > spec.max_seq_len
+        ids, labels = ids[: spec.max_seq_len], labels[: spec.max_seq_len]
+        if any(label != IGNORE_INDEX for label in labels[1:]):  # labels[0] is never predicted
+            kept.append((ids, labels))
+    if not kept:
+        raise DataError(_too_short(split, prompts, answers, spec, source))
+    return kept, truncated
+
+
+def _answer_wrapper(tokenizer: Any, prompt: list[dict[str, str]]) -> tuple[str, str]:
+    """(text before, text after) the completion in the answer the model must generate."""
+    if not getattr(tokenizer, "chat_template", None):
+        return "", _eos(tokenizer)
+    opening = _render(tokenizer, prompt, add_generation_prompt=True)
+    full = _render(tokenizer, prompt + [{"role": "assistant", "content": _PROBE}], add_generation_prompt=False)
+    if full.startswith(opening) and _PROBE in full[len(opening):]:
+        before, after = full[len(opening):].split(_PROBE, 1)
+        # The newline after the end-of-turn marker is never generated: the model stops at it.
+        if after.rstrip():
+            return before, after.rstrip()
+        return before, _eos(tokenizer)
+    return "", _eos(tokenizer)  # an unusual template: fall back to completion + eos
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]], *, add_generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def _eos(tokenizer: Any) -> str:
+    eos = getattr(tokenizer, "eos_token", None)
+    if not eos:
+        raise DataError(f"tokenizer {type(tokenizer).__name__} has no eos_token, so the model could not learn "
+                        "where an answer ends; set tokenizer.eos_token")
+    return eos
+
+
+def _prompt_ids(tokenizer: Any, examples: list[Example]) -> list[list[int]]:
+    if getattr(tokenizer, "chat_template", None):
+        # The template writes any BOS itself, so the tokenizer must not add another.
+        return _ids(tokenizer, [_render(tokenizer, e.prompt, add_generation_prompt=True) for e in examples])
+    # Plain text: let the tokenizer add its usual BOS (Llama does, GPT-2 adds nothing).
+    return _ids(tokenizer, [_plain_prompt(e.prompt) for e in examples], add_special_tokens=True)
+
+
+def _plain_prompt(messages: list[dict[str, str]]) -> str:
+    """``Question: ...\\nAnswer: `` turns for a tokenizer without a chat template."""
+    parts = []
+    for message in messages:  # system text and earlier answers each end in a blank line
+        if message["role"] == "user":
+            parts.append(f"Question: {message['content']}\nAnswer: ")
+        else:
+            parts.append(message["content"] + "\n\n")
+    return "".join(parts)
+
+
+def _ids(tokenizer: Any, texts: list[str], *, add_special_tokens: bool = False) -> list[list[int]]:
+    """Token ids of each text, in one batched call (the fast tokenizers run it in Rust)."""
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]]
+
+
+def _join(prompt: list[int], answer: list[int], completion_only: bool) -> LabeledIds:
+    ids = prompt + answer
+    labels = ([IGNORE_INDEX] * len(prompt) if completion_only else list(prompt)) + list(answer)
+    return ids, labels
+
+
+def _too_short(split: str, prompts: list[list[int]], answers: list[list[int]], spec: DataSpec, source: str) -> str:
+    # The first scored token sits right after the prompt (or at position 1 when all are scored).
+    need = min(len(p) + 1 if spec.completion_only_loss else 2 for p in prompts)
+    whole = max(len(p) + len(a) for p, a in zip(prompts, answers))
+    return (f"data {source}: max_seq_len={spec.max_seq_len} is too small: truncation leaves no scored token in any "
+            f"{split} example; set max_seq_len >= {need} (>= {whole} keeps every example whole)")

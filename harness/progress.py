@@ -1,0 +1,90 @@
+"""What the user sees: a live line while a trial runs, a line per finished trial, result tables."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Iterable
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+
+def _fmt(value: Any, spec: str = ".4g") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return format(value, spec)
+    return str(value)
+
+
+def describe_params(params: dict[str, Any]) -> str:
+    """`nf4-dq r16 a32 lr2.1e-04` - the params that matter, short."""
+    return (f"{params.get('quantization', '?')} r{params.get('lora_r', '?')} "
+            f"a{_fmt(params.get('lora_alpha'), '.3g')} lr{_fmt(params.get('learning_rate'), '.1e')}"
+            + (f" {params['target_modules']}" if params.get("target_modules") == "attention" else ""))
+
+
+class SweepProgress:
+    """Trial n of N, step, current loss, best so far: a live line on a terminal, plain lines elsewhere."""
+
+    def __init__(self, total: int, max_steps: int, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.total, self.max_steps = total, max_steps
+        self.best: float | None = None
+        self._live: Live | None = None
+        self._head = ""
+
+    def start_trial(self, index: int, number: int, params: dict[str, Any]) -> None:
+        self._head = f"trial {index}/{self.total} (#{number}) {describe_params(params)}"
+        if self.console.is_terminal:
+            self._live = Live(Text(self._head + "  loading..."), console=self.console, transient=True,
+                              refresh_per_second=4)
+            self._live.start()
+
+    def step(self, step: int, loss: float) -> None:
+        if self._live is not None:
+            best = f"  best {self.best:.4f}" if self.best is not None else ""
+            self._live.update(Text(f"{self._head}  step {step}/{self.max_steps}  loss {loss:.4f}{best}"))
+
+    def end_trial(self, record: dict[str, Any], best: float | None) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        self.best = best
+        state = record["state"]
+        detail = (f"eval_loss {_fmt(record['eval_loss'], '.4f')}  peak {_fmt(record['peak_memory_mb'], '.0f')} MiB  "
+                  f"{_fmt(record['tokens_per_second'], '.0f')} tok/s  {record['wall_seconds']:.0f} s")
+        why = f"  ({record['error']})" if record.get("error") else ""
+        best_text = f"  best {best:.4f}" if best is not None else ""
+        self.console.print(f"{self._head}  {state}  {detail}{best_text}{why}", highlight=False)
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def note(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+
+def trials_table(rows: Iterable[dict[str, Any]], title: str) -> Table:
+    """A table of trial records (from trials.jsonl or the study): params and measured results."""
+    table = Table(title=title, title_justify="left")
+    for name in ("#", "state", "quant", "r", "alpha", "lr", "eval_loss", "ppl", "peak MiB", "train s", "tok/s",
+                 "note"):
+        table.add_column(name, justify="right" if name not in ("state", "quant", "note") else "left")
+    for row in rows:
+        params = row.get("params", {})
+        table.add_row(str(row["number"]), row["state"], str(params.get("quantization", "-")),
+                      _fmt(params.get("lora_r")), _fmt(params.get("lora_alpha"), ".3g"),
+                      _fmt(params.get("learning_rate"), ".2e"), _fmt(row.get("eval_loss"), ".4f"),
+                      _fmt(row.get("perplexity"), ".2f"), _fmt(row.get("peak_memory_mb"), ".0f"),
+                      _fmt(row.get("train_seconds"), ".1f"), _fmt(row.get("tokens_per_second"), ".0f"),
+                      (row.get("error") or "")[:60])
+    return table
+
+
+def print_table(table: Table) -> None:
+    Console(file=sys.stdout, width=max(140, Console().width)).print(table)

@@ -1,0 +1,102 @@
+"""trials.jsonl: one self-describing JSON object per finished trial, appended atomically.
+
+Each record says what ran (params and the full config), what came out (metrics, memory, time)
+and where (package versions, device, git revision). Readers need nothing but `json`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import functools
+import json
+import math
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+from harness.spec import TrialResult
+
+# Optuna state name for each harness status (the contract's `state` key).
+STATE_OF_STATUS = {"complete": "COMPLETE", "pruned": "PRUNED", "oom": "FAIL", "failed": "FAIL"}
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> dict[str, Any]:
+    """Package versions, Python, platform and git revision (computed once per process)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in ("torch", "transformers", "peft", "bitsandbytes", "optuna", "wandb", "datasets", "harness"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "versions": versions,
+            "git_revision": _git_revision(), "host": platform.node()}
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def build_record(*, study: str, number: int, params: dict[str, Any], config: dict[str, Any],
+                 result: TrialResult, seconds: float) -> dict[str, Any]:
+    """The trials.jsonl record of one finished trial (the contract's keys first)."""
+    body = result.to_dict()
+    history = body.pop("history")
+    return {
+        "number": number, "state": STATE_OF_STATUS[result.status], "params": params,
+        "eval_loss": result.eval_loss, "peak_memory_mb": result.peak_memory_mb,
+        "train_seconds": result.train_seconds, "tokens_per_second": result.tokens_per_second,
+        "metrics": result.metrics, "error": result.reason if result.status != "complete" else None,
+        "status": result.status, "study": study, "result": body, "history": history, "config": config,
+        "wall_seconds": seconds, "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "environment": environment(),
+    }
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """Append one line under an exclusive lock, flushed to disk (safe with several writers)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(_finite(record), default=str, allow_nan=False) + "\n"
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a trials.jsonl file, in order (a torn last line is skipped)."""
+    if not path.exists():
+        return
+    with open(path) as handle:
+        for line in handle:
+            line = line.strip()
+            if line:
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: non-finite floats become None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,149 @@
+"""Runs trials in a supervised child process, so a trial that dies cannot take the study down.
+
+One long-lived worker process (spawned, not forked) runs trial after trial and keeps its
+`TrialCache` (converted checkpoint, tokenizer, tokenized data), so start-up is paid once, not per
+trial. If the process dies in the middle of a trial (SIGKILL, the OOM killer, a segfault), the
+trial ends as `failed` with the signal as its reason, and the next trial gets a fresh process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+from typing import Any, Callable
+
+from harness.spec import TrialConfig, TrialResult
+
+POLL_SECONDS = 0.2
+
+
+def _worker_main(conn: Any) -> None:
+    """The child's loop: receive a job, run it, send back progress and the result."""
+    # Ctrl-C goes to the whole process group; the supervisor decides what to do about it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from harness.trial import TrialCache, TrialCallbacks, run_baseline, run_trial
+
+    cache = TrialCache()
+    while True:
+        try:
+            kind, payload = conn.recv()
+        except EOFError:
+            return
+        if kind == "exit":
+            return
+        config = TrialConfig.from_dict(payload)
+        if kind == "baseline":
+            try:
+                score = run_baseline(config, cache)
+                data = cache.prepared(config)
+                conn.send(("baseline", {"eval_loss": score.loss, "tokens": score.tokens, "seconds": score.seconds,
+                                        "split_hash": data.split_hash, "data_source": data.source,
+                                        "n_train": len(data.tokenized.train), "n_eval": len(data.tokenized.eval),
+                                        "truncated": data.tokenized.truncated}))
+            except Exception as err:  # reported, not raised: the supervisor decides
+                from harness.trial import one_line
+
+                conn.send(("baseline", {"error": one_line(err)}))
+            continue
+
+        def on_eval(step: int, loss: float) -> bool:
+            conn.send(("eval", {"step": step, "eval_loss": loss}))
+            return bool(conn.recv())
+
+        callbacks = TrialCallbacks(
+            on_step=lambda info: conn.send(("step", {"step": info.step, "loss": info.loss, "lr": info.lr,
+                                                     "tokens": info.tokens})),
+            on_eval=on_eval)
+        conn.send(("result", run_trial(config, cache, callbacks).to_dict()))
+
+
+def describe_exit(code: int | None) -> str:
+    """A one-line reason for a worker process that ended in the middle of a trial."""
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if name == "SIGKILL" else ""
+        return f"trial process died: killed by {name}{hint}"
+    return f"trial process died: exit code {code}"
+
+
+class TrialRunner:
+    """Supervises the worker process; `run` returns a TrialResult whatever happens to the child."""
+
+    def __init__(self) -> None:
+        self._ctx = mp.get_context("spawn")
+        self._proc: Any = None
+        self._conn: Any = None
+
+    def start(self) -> None:
+        """Start the worker now (its imports overlap with whatever the caller does next)."""
+        if self._proc is not None and self._proc.is_alive():
+            return
+        parent, child = self._ctx.Pipe()
+        self._proc = self._ctx.Process(target=_worker_main, args=(child,), daemon=True, name="harness-trial")
+        self._proc.start()
+        child.close()
+        self._conn = parent
+
+    def run(self, config: TrialConfig, *, on_step: Callable[[dict[str, Any]], None] | None = None,
+            on_eval: Callable[[dict[str, Any]], bool] | None = None) -> TrialResult:
+        """Run one trial in the worker; progress messages are passed to the callbacks."""
+        self.start()
+        try:
+            self._conn.send(("trial", config.to_dict()))
+            while True:
+                kind, payload = self._receive()
+                if kind == "step" and on_step:
+                    on_step(payload)
+                elif kind == "eval":
+                    self._conn.send(bool(on_eval(payload)) if on_eval else False)
+                elif kind == "result":
+                    return TrialResult.from_dict(payload)
+        except _WorkerDied as died:
+            return TrialResult(status="failed", reason=str(died))
+
+    def baseline(self, config: TrialConfig) -> dict[str, Any]:
+        """The untuned base model's eval loss, computed in the worker (which also warms its cache)."""
+        self.start()
+        try:
+            self._conn.send(("baseline", config.to_dict()))
+            kind, payload = self._receive()
+            return payload
+        except _WorkerDied as died:
+            return {"error": str(died)}
+
+    def _receive(self) -> tuple[str, Any]:
+        while True:
+            try:
+                if self._conn.poll(POLL_SECONDS):
+                    return self._conn.recv()
+            except (EOFError, ConnectionResetError, BrokenPipeError):
+                pass
+            if not self._proc.is_alive():
+                self._proc.join()
+                code = self._proc.exitcode
+                self._proc = None
+                raise _WorkerDied(describe_exit(code))
+
+    def restart(self) -> None:
+        """Throw the worker away (after an out-of-memory trial, say) so the next trial starts clean."""
+        self.close(kill=True)
+
+    def close(self, kill: bool = False) -> None:
+        """Stop the worker: politely, or at once with kill=True (Ctrl-C)."""
+        if self._proc is None:
+            return
+        if not kill and self._proc.is_alive():
+            try:
+                self._conn.send(("exit", None))
+                self._proc.join(timeout=10)
+            except (BrokenPipeError, OSError):
+                pass
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(timeout=10)
+        self._conn.close()
+        self._proc = None
+
+
+class _WorkerDied(RuntimeError):
+    pass

@@ -1,0 +1,163 @@
+"""The Optuna side: storage, samplers, pruners, study creation and the checks that make resume safe.
+
+Everything here is an adapter around `run_trial`; nothing here trains.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from harness.space import SearchSpace
+from harness.spec import SpecError, SweepSpec
+
+# User attrs a study is created with; a resume with a different value is refused.
+PINNED_ATTRS = ("space_hash", "objectives", "model", "data")
+
+
+def _quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def make_storage(url: str) -> Any:
+    """An Optuna storage for a URL; SQLite folders are created, other URLs are passed through."""
+    import optuna
+
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return optuna.storages.RDBStorage(url) if "://" in url else optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(url))
+    except Exception as err:  # bad URL, missing driver, unreachable server
+        raise SpecError(f"storage {url}: cannot open it ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+
+
+def make_sampler(spec: SweepSpec, space: SearchSpace, finished: int) -> Any:
+    """TPE (seeded), random or grid. The seed is offset by the trials already run so a resumed
+    sweep does not replay the same random start-up samples."""
+    import optuna
+
+    seed = spec.seed + finished
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.sampler == "grid":
+        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    # Few trials per sweep: start modelling after 4 random trials rather than Optuna's 10.
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
+
+
+def make_pruner(name: str, max_steps: int) -> Any:
+    """`none`, `median` (after a warm-up of a fifth of the steps) or `hyperband`."""
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(1, max_steps // 5))
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, max_steps // 8), max_resource=max_steps)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(spec: SweepSpec, space: SearchSpace, *, create: bool = True) -> Any:
+    """Create or load the study; refuse to resume it with a different space, objectives, model or data."""
+    import optuna
+
+    _quiet_optuna()
+    storage = make_storage(spec.storage_url)
+    existing = _existing(storage, spec.study)
+    if existing is None and not create:
+        raise SpecError(f"study {spec.study!r} does not exist in {spec.storage_url}")
+    finished = 0 if existing is None else len(existing.get_trials(deepcopy=False))
+    study = optuna.create_study(storage=storage, study_name=spec.study, directions=spec.directions,
+                                sampler=make_sampler(spec, space, finished),
+                                pruner=make_pruner(spec.pruner, spec.max_steps), load_if_exists=True)
+    pinned = {"space_hash": space.hash, "objectives": list(spec.objectives), "model": spec.model,
+              "data": spec.data}
+    if existing is None:
+        for key, value in pinned.items():
+            study.set_user_attr(key, value)
+        study.set_user_attr("space", space.describe())
+        study.set_user_attr("space_source", space.source)
+    else:
+        _check_resume(study, pinned, space, spec)
+    return study
+
+
+def _existing(storage: Any, name: str) -> Any:
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+def _check_resume(study: Any, pinned: dict[str, Any], space: SearchSpace, spec: SweepSpec) -> None:
+    attrs = study.user_attrs
+    for key, value in pinned.items():
+        if key in attrs and attrs[key] != value:
+            hint = {"space_hash": f"it was created with {attrs.get('space_source', 'another space')}, "
+                                  f"not {space.source}"}.get(key, f"it was created with {attrs[key]!r}, not {value!r}")
+            raise SpecError(f"study {spec.study!r} cannot be resumed with a different {key.replace('_hash', '')}: "
+                            f"{hint}; use a new --study name or the original settings")
+
+
+def load_existing_study(name: str, storage_url: str) -> Any:
+    """Load a study for reading (status, compare, report); a clear error when it is not there."""
+    import optuna
+
+    _quiet_optuna()
+    if storage_url.startswith("sqlite:///") and not Path(storage_url[len("sqlite:///"):]).exists():
+        raise SpecError(f"no study database at {storage_url[len('sqlite:///'):]} (run `harness sweep --study {name}` "
+                        "first, or pass --storage/--out)")
+    storage = make_storage(storage_url)
+    study = _existing(storage, name)
+    if study is None:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise SpecError(f"study {name!r} not found in {storage_url} (studies there: {', '.join(names) or 'none'})")
+    return study
+
+
+def owner_attrs() -> dict[str, Any]:
+    """Who runs a trial: host and pid, so an orphaned RUNNING trial can be recognised later."""
+    return {"host": platform.node(), "pid": os.getpid()}
+
+
+def orphaned_trials(study: Any) -> list[Any]:
+    """RUNNING trials whose sweep process on this host is gone (killed before it could tell)."""
+    import optuna
+
+    orphans = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        owner = trial.user_attrs.get("owner") or {}
+        if owner.get("host") == platform.node() and not _alive(owner.get("pid")):
+            orphans.append(trial)
+    return orphans
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def study_rows(study: Any) -> list[dict[str, Any]]:
+    """One row per trial, read from the study alone (works for any storage, any worker)."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        result = trial.user_attrs.get("result") or {}
+        rows.append({"number": trial.number, "state": trial.state.name, "params": trial.params,
+                     "eval_loss": result.get("eval_loss"), "perplexity": result.get("perplexity"),
+                     "peak_memory_mb": result.get("peak_memory_mb"), "train_seconds": result.get("train_seconds"),
+                     "tokens_per_second": result.get("tokens_per_second"),
+                     "error": trial.user_attrs.get("reason")})
+    return rows

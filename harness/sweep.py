@@ -1,0 +1,256 @@
+"""One sweep: ask the study for params, run the trial in the supervised worker, tell the result,
+append trials.jsonl, log to W&B, keep the best adapter. Ctrl-C leaves everything resumable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import tracking
+from harness.experiment import spec_to_dict
+from harness.models import checkpoint_path, model_dims, resolve_model
+from harness.progress import SweepProgress
+from harness.records import append_record, build_record
+from harness.runner import TrialRunner
+from harness.space import SearchSpace, check_rank_fits, suggest
+from harness.spec import (LoraSpec, ModelSpec, QuantSpec, SpecError, SweepSpec, TrialConfig,
+                          TrialResult)
+from harness.study import open_study, orphaned_trials, owner_attrs
+
+FAULTS_ENV = "HARNESS_INJECT_FAULTS"
+"""Test hook: `0:raise,2:kill` makes the 1st trial of this run raise and the 3rd die."""
+
+
+class SweepInterrupted(Exception):
+    """Ctrl-C: the trial in flight was recorded as failed ("interrupted") and the study is resumable."""
+
+
+@dataclass
+class SweepOutcome:
+    """What a finished sweep tells the CLI."""
+
+    study: str
+    out_dir: Path
+    storage: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    baseline_eval_loss: float | None = None
+    best: dict[str, Any] | None = None
+
+
+def trial_config(spec: SweepSpec, params: dict[str, Any], *, adapter_dir: str | None = None,
+                 fault: str | None = None) -> TrialConfig:
+    """The full config of one trial: the sweep's fixed settings plus the sampled params."""
+    train = dataclasses.replace(spec.train, learning_rate=float(params["learning_rate"]),
+                                max_steps=spec.max_steps, seed=spec.seed)
+    if spec.pruner != "none" and train.eval_every == 0:
+        train = dataclasses.replace(train, eval_every=max(1, spec.max_steps // 5))
+    return TrialConfig(
+        model=ModelSpec(spec.model), quant=QuantSpec(params["quantization"]),
+        lora=LoraSpec(r=int(params["lora_r"]), alpha=float(params["lora_alpha"]),
+                      dropout=float(params["lora_dropout"]), targets=params["target_modules"]),
+        train=train, data=dataclasses.replace(spec.data_spec, name=spec.data), eval=spec.eval,
+        adapter_dir=adapter_dir, fault=fault)
+
+
+def _faults() -> dict[int, str]:
+    raw = os.environ.get(FAULTS_ENV, "")
+    pairs = (item.split(":", 1) for item in raw.split(",") if ":" in item)
+    return {int(index): fault for index, fault in pairs}
+
+
+def prepare(spec: SweepSpec, space: SearchSpace) -> None:
+    """Everything that can fail on bad input, done before the study exists or a model trains."""
+    from harness.data import load_examples
+
+    model = resolve_model(spec.model)
+    dims = model_dims(checkpoint_path(model))
+    check_rank_fits(space, dims, spec.model)
+    load_examples(dataclasses.replace(spec.data_spec, name=spec.data))
+
+
+def objective_values(spec: SweepSpec, result: TrialResult) -> list[float] | None:
+    """The values to tell the study, or None when one is missing or not finite."""
+    values = [getattr(result, name) for name in spec.objectives]
+    if any(v is None or not math.isfinite(v) for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+class Sweep:
+    """The ask-run-tell loop of one `harness sweep` invocation."""
+
+    def __init__(self, spec: SweepSpec, space: SearchSpace, progress: SweepProgress | None = None) -> None:
+        self.spec, self.space = spec, space
+        self.out_dir = Path(spec.out_dir)
+        self.progress = progress or SweepProgress(spec.trials, spec.max_steps)
+        self.runner = TrialRunner()
+        self.study: Any = None
+        self.outcome = SweepOutcome(spec.study, self.out_dir, spec.storage_url)
+        self.wandb_mode = tracking.resolve_mode(spec.wandb)
+
+    def run(self) -> SweepOutcome:
+        prepare(self.spec, self.space)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        tracking.configure_dirs(self.out_dir)
+        self.study = open_study(self.spec, self.space)
+        if "sweep" not in self.study.user_attrs:
+            self.study.set_user_attr("sweep", spec_to_dict(self.spec))
+        self.runner.start()  # its imports overlap with the bookkeeping below
+        try:
+            self._fail_orphans()
+            self._baseline()
+            faults = _faults()
+            for index in range(self.spec.trials):
+                self._one_trial(index, faults.get(index))
+        finally:
+            self.progress.stop()
+            self.runner.close(kill=True)
+        self.outcome.best = self._best()
+        return self.outcome
+
+    def _fail_orphans(self) -> None:
+        import optuna
+
+        for trial in orphaned_trials(self.study):
+            reason = "orphaned: the sweep process running it ended before recording a result"
+            self.study._storage.set_trial_user_attr(trial._trial_id, "reason", reason)
+            self.study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            self._record(trial.number, trial.params, trial.user_attrs.get("config", {}),
+                         TrialResult(status="failed", reason=reason), 0.0)
+
+    def _baseline(self) -> None:
+        attrs = self.study.user_attrs
+        if "baseline_eval_loss" not in attrs:
+            self.progress.note("scoring the untuned base model on the held-out split (once per study)...")
+            defaults = {"quantization": "none", "lora_r": 1, "lora_alpha": 1.0, "learning_rate": 1e-4,
+                        "lora_dropout": 0.0, "target_modules": "all-linear"}
+            payload = self.runner.baseline(trial_config(self.spec, defaults))
+            if "error" in payload:
+                raise SpecError(f"cannot score the base model: {payload['error']}")
+            for key in ("eval_loss", "split_hash", "data_source", "n_train", "n_eval", "truncated"):
+                self.study.set_user_attr(key if key != "eval_loss" else "baseline_eval_loss", payload.get(key))
+            attrs = self.study.user_attrs
+        self.outcome.baseline_eval_loss = attrs.get("baseline_eval_loss")
+        self.progress.note(f"untuned base model: eval_loss {attrs['baseline_eval_loss']:.4f} on "
+                           f"{attrs.get('n_eval')} held-out examples ({attrs.get('data_source')})")
+
+    def _one_trial(self, index: int, fault: str | None) -> None:
+        trial = self.study.ask()
+        params = suggest(trial, self.space)
+        tmp_adapter = self.out_dir / "adapters" / f".trial-{trial.number}"
+        config = trial_config(self.spec, params, adapter_dir=str(tmp_adapter), fault=fault)
+        trial.set_user_attr("owner", owner_attrs())
+        trial.set_user_attr("config", config.to_dict())
+        run = tracking.start_trial_run(study=self.spec.study, number=trial.number, config=config.to_dict(),
+                                       params=params, mode=self.wandb_mode, study_dir=self.out_dir)
+        self.progress.start_trial(index + 1, trial.number, params)
+        started = time.perf_counter()
+        try:
+            result = self.runner.run(config, on_step=lambda p: self._on_step(run, p),
+                                     on_eval=lambda p: self._on_eval(trial, run, p))
+        except KeyboardInterrupt:
+            self.runner.close(kill=True)
+            result = TrialResult(status="failed", reason="interrupted by user (Ctrl-C)")
+            self._finish(trial, params, config, result, time.perf_counter() - started, run)
+            raise SweepInterrupted(f"interrupted during trial {trial.number}; it is recorded as failed and the "
+                                   "study can be resumed with the same command") from None
+        if result.status == "oom":
+            self.runner.restart()  # a fresh process after an out-of-memory error
+        self._finish(trial, params, config, result, time.perf_counter() - started, run)
+
+    def _on_step(self, run: Any, payload: dict[str, Any]) -> None:
+        self.progress.step(payload["step"], payload["loss"])
+        run.log({"train/loss": payload["loss"], "train/lr": payload["lr"], "train/tokens": payload["tokens"]},
+                step=payload["step"])
+
+    def _on_eval(self, trial: Any, run: Any, payload: dict[str, Any]) -> bool:
+        run.log({"eval/loss": payload["eval_loss"]}, step=payload["step"])
+        if len(self.spec.objectives) > 1 or not math.isfinite(payload["eval_loss"]):
+            return False
+        trial.report(payload["eval_loss"], payload["step"])
+        return self.spec.pruner != "none" and trial.should_prune()
+
+    def _finish(self, trial: Any, params: dict[str, Any], config: TrialConfig, result: TrialResult,
+                seconds: float, run: Any) -> None:
+        import optuna
+
+        values = objective_values(self.spec, result) if result.status == "complete" else None
+        if result.status == "complete" and values is None:
+            result = dataclasses.replace(result, status="failed", reason="objective value missing or not finite")
+        state = {"complete": optuna.trial.TrialState.COMPLETE,
+                 "pruned": optuna.trial.TrialState.PRUNED}.get(result.status, optuna.trial.TrialState.FAIL)
+        trial.set_user_attr("status", result.status)
+        trial.set_user_attr("reason", result.reason)
+        trial.set_user_attr("result", _summary(result))
+        self.study.tell(trial, values, state=state)
+        record = self._record(trial.number, params, config.to_dict(), result, seconds)
+        self._keep_adapter(trial.number, result)
+        run.finish(_summary(result), failed=result.status != "complete")
+        self.progress.end_trial(record, self._best_value())
+
+    def _record(self, number: int, params: dict[str, Any], config: dict[str, Any], result: TrialResult,
+                seconds: float) -> dict[str, Any]:
+        record = build_record(study=self.spec.study, number=number, params=params, config=config,
+                              result=result, seconds=seconds)
+        append_record(self.out_dir / "trials.jsonl", record)
+        self.outcome.records.append(record)
+        return record
+
+    def _best_value(self) -> float | None:
+        best = self._best()
+        return best["values"][0] if best else None
+
+    def _best(self) -> dict[str, Any] | None:
+        try:
+            trials = self.study.best_trials
+        except ValueError:
+            return None
+        if not trials:
+            return None
+        key = 0 if self.spec.directions[0] == "minimize" else 1
+        trial = sorted(trials, key=lambda t: t.values[0] * (1 if key == 0 else -1))[0]
+        return {"number": trial.number, "values": trial.values, "params": trial.params}
+
+    def _keep_adapter(self, number: int, result: TrialResult) -> None:
+        """Keep the best trial's adapter (Pareto-front adapters for several objectives); drop the rest."""
+        adapters = self.out_dir / "adapters"
+        tmp = adapters / f".trial-{number}"
+        if result.status == "complete" and tmp.exists():
+            os.replace(tmp, adapters / f"trial-{number}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            keep = {t.number for t in self.study.best_trials}
+        except ValueError:
+            keep = set()
+        for folder in adapters.glob("trial-*") if adapters.exists() else []:
+            if int(folder.name.split("-")[1]) not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
+        if len(self.spec.objectives) == 1 and keep:
+            _link_best(adapters, self.out_dir / "best_adapter", min(keep))
+
+
+def _link_best(adapters: Path, link: Path, number: int) -> None:
+    """`best_adapter` points at the best trial's adapter folder (a relative symlink, replaced atomically)."""
+    target = adapters / f"trial-{number}"
+    if not target.exists():
+        return
+    tmp = link.with_name(".best_adapter.tmp")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(os.path.relpath(target, link.parent))
+    os.replace(tmp, link)
+
+
+def _summary(result: TrialResult) -> dict[str, Any]:
+    """The scalar results of a trial, for the study's user attrs and the W&B summary."""
+    data = result.to_dict()
+    data.pop("history", None)
+    metrics = data.pop("metrics", {}) or {}
+    return {**{k: v for k, v in data.items() if not isinstance(v, (dict, list))}, **metrics}

@@ -1,0 +1,272 @@
+"""run_trial(config) -> TrialResult: one LoRA/QLoRA fine-tune and its evaluation, measured.
+
+Imports neither optuna nor wandb. What is reused between trials (the converted checkpoint, the
+tokenizer, the tokenized data) lives in one visible `TrialCache`; the base model itself is loaded
+fresh for every trial, so nothing a trial does to it can leak into the next.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from harness.models import (checkpoint_path, load_base_model, load_tokenizer, pick_device, resolve_model,
+                            target_modules)
+from harness.scoring import EvalScore, eval_loss
+from harness.spec import TrialConfig, TrialResult, stable_hash
+from harness.train import NonFiniteLoss, StepInfo, StopTraining, train
+
+
+@dataclass
+class PreparedData:
+    """Tokenized splits and the eval batches, built once per (checkpoint, data spec)."""
+
+    tokenizer: Any
+    tokenized: Any
+    eval_batches: list[Any]
+    split_hash: str
+    source: str
+
+
+@dataclass
+class TrialCache:
+    """The one place where anything outlives a trial: checkpoint paths and tokenized data."""
+
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    data: dict[str, PreparedData] = field(default_factory=dict)
+
+    def checkpoint(self, model_name: str) -> str:
+        if model_name not in self.checkpoints:
+            self.checkpoints[model_name] = checkpoint_path(resolve_model(model_name))
+        return self.checkpoints[model_name]
+
+    def prepared(self, config: TrialConfig) -> PreparedData:
+        from harness.data import load_examples, make_batches, tokenize_splits
+
+        path = self.checkpoint(config.model.name)
+        key = stable_hash([path, config.data.__dict__, config.eval.batch_size])
+        if key not in self.data:
+            tokenizer = load_tokenizer(path)
+            splits = load_examples(config.data)
+            tokenized = tokenize_splits(splits, tokenizer, config.data)
+            eval_batches = make_batches(tokenized.eval, config.eval.batch_size, tokenizer.pad_token_id,
+                                        shuffle_seed=None)
+            self.data[key] = PreparedData(tokenizer, tokenized, eval_batches, splits.split_hash, splits.source)
+        return self.data[key]
+
+
+@dataclass
+class TrialCallbacks:
+    """How a running trial talks to whoever runs it (the study, a test, a script)."""
+
+    on_step: Callable[[StepInfo], None] | None = None
+    on_eval: Callable[[int, float], bool] | None = None
+    """Called with (step, intermediate eval loss); returns True to stop the trial (pruned)."""
+
+
+class MemoryMeter:
+    """Peak memory of one trial: CUDA max allocated, or the process's peak resident set on CPU."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+
+    def reset(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            _reset_peak_rss()
+
+    def peak_mb(self) -> float | None:
+        if self.device == "cuda":
+            import torch
+
+            return torch.cuda.max_memory_allocated() / 2**20
+        return _peak_rss_mb()
+
+
+def _reset_peak_rss() -> None:
+    # Writing 5 to clear_refs resets VmHWM (Linux >= 4.0), so the peak is this trial's own.
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as handle:
+            match = re.search(r"VmHWM:\s+(\d+) kB", handle.read())
+        return int(match.group(1)) / 1024 if match else None
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _seed(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def attach_adapter(base: Any, config: TrialConfig) -> Any:
+    """A fresh LoRA adapter on the frozen base model (seeded)."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = config.lora
+    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
+                             target_modules=target_modules(lora.targets), task_type="CAUSAL_LM")
+    _seed(config.train.seed)
+    return get_peft_model(base, peft_config)
+
+
+def _fault_hook(fault: str | None) -> Callable[[int, float], float] | None:
+    """Test faults: make a trial raise, produce NaN, run out of memory, or die."""
+    if fault is None:
+        return None
+
+    def hook(step: int, loss: float) -> float:
+        if fault == "raise":
+            raise RuntimeError("injected failure")
+        if fault == "oom":
+            raise MemoryError("injected out-of-memory")
+        if fault == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return math.nan if fault == "nan" else loss
+
+    return hook
+
+
+def run_trial(config: TrialConfig, cache: TrialCache | None = None,
+              callbacks: TrialCallbacks | None = None) -> TrialResult:
+    """Fine-tune a fresh adapter as the config says and score it. Never raises for a bad trial."""
+    cache = cache or TrialCache()
+    callbacks = callbacks or TrialCallbacks()
+    device = pick_device()
+    meter = MemoryMeter(device)
+    meter.reset()
+    state: dict[str, Any] = {"device": device}
+    try:
+        return _run(config, cache, callbacks, device, meter, state)
+    except StopTraining as stop:
+        return _ended("pruned", str(stop), meter, state)
+    except NonFiniteLoss as err:
+        return _ended("pruned", str(err), meter, state)
+    except MemoryError as err:
+        return _ended("oom", f"out of memory: {err}".strip(": "), meter, state)
+    except Exception as err:  # failure is a result: the study goes on
+        status = "oom" if type(err).__name__ == "OutOfMemoryError" else "failed"
+        return _ended(status, one_line(err), meter, state)
+    finally:
+        state.pop("model", None)
+        gc.collect()
+        if device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def one_line(err: BaseException) -> str:
+    """`Type: first line of the message`, at most 300 characters."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    line = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return line[:300]
+
+
+def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, device: str,
+         meter: MemoryMeter, state: dict[str, Any]) -> TrialResult:
+    data = cache.prepared(config)
+    path = cache.checkpoint(config.model.name)
+    started = time.perf_counter()
+    model = attach_adapter(load_base_model(path, config.quant.mode, device), config)
+    state["model"] = model
+    state["load_seconds"] = time.perf_counter() - started
+    state["trainable_params"], state["total_params"] = _param_counts(model)
+    state["history"] = history = []
+    state["base_model_mb"] = model.get_memory_footprint() / 2**20
+
+    def make_epoch(epoch: int) -> list[Any]:
+        from harness.data import make_batches
+
+        return make_batches(data.tokenized.train, config.train.batch_size, data.tokenizer.pad_token_id,
+                            shuffle_seed=config.train.seed * 100_003 + epoch)
+
+    def on_eval(step: int) -> bool:
+        score = eval_loss(model, data.eval_batches, device)
+        history.append({"step": step, "eval_loss": score.loss})
+        state["last_eval"] = score
+        return bool(callbacks.on_eval and callbacks.on_eval(step, score.loss))
+
+    def on_step(info: StepInfo) -> None:
+        history.append({"step": info.step, "loss": info.loss, "lr": info.lr})
+        state["steps"], state["train_tokens"] = info.step, state.get("train_tokens", 0) + info.tokens
+        state["train_seconds"] = time.perf_counter() - started - state["load_seconds"]
+        if callbacks.on_step:
+            callbacks.on_step(info)
+
+    outcome = train(model, make_epoch, config.train, device, quantized=config.quant.mode != "none",
+                    on_step=on_step, on_eval=on_eval, loss_hook=_fault_hook(config.fault))
+    score = eval_loss(model, data.eval_batches, device)
+    history.append({"step": outcome.steps, "eval_loss": score.loss})
+    if not math.isfinite(score.loss):
+        raise NonFiniteLoss(f"non-finite eval loss ({score.loss}) after step {outcome.steps}")
+    adapter_dir = None
+    if config.adapter_dir:
+        model.save_pretrained(config.adapter_dir)  # adapter_model.safetensors + adapter_config.json
+        adapter_dir = config.adapter_dir
+    return TrialResult(
+        status="complete", eval_loss=score.loss, perplexity=score.perplexity, train_loss=outcome.final_loss,
+        steps=outcome.steps, peak_memory_mb=meter.peak_mb(), train_seconds=outcome.seconds,
+        eval_seconds=score.seconds, load_seconds=state["load_seconds"],
+        tokens_per_second=outcome.tokens / outcome.seconds if outcome.seconds else None,
+        train_tokens=outcome.tokens, trainable_params=state["trainable_params"],
+        total_params=state["total_params"], metrics={"base_model_mb": state["base_model_mb"]},
+        history=history, adapter_dir=adapter_dir, device=device)
+
+
+def _param_counts(model: Any) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def _ended(status: str, reason: str, meter: MemoryMeter, state: dict[str, Any]) -> TrialResult:
+    """A trial that did not complete still reports what it measured before it stopped."""
+    last: EvalScore | None = state.get("last_eval")
+    train_seconds = state.get("train_seconds")
+    tokens = state.get("train_tokens", 0)
+    return TrialResult(
+        status=status, reason=reason, eval_loss=last.loss if last else None,
+        perplexity=last.perplexity if last else None, steps=state.get("steps", 0),
+        peak_memory_mb=meter.peak_mb(), train_seconds=train_seconds, load_seconds=state.get("load_seconds"),
+        tokens_per_second=tokens / train_seconds if train_seconds else None, train_tokens=tokens,
+        trainable_params=state.get("trainable_params"), total_params=state.get("total_params"),
+        metrics={"base_model_mb": state["base_model_mb"]} if "base_model_mb" in state else {},
+        history=state.get("history", []), device=state.get("device"))
+
+
+def run_baseline(config: TrialConfig, cache: TrialCache | None = None) -> EvalScore:
+    """Eval loss of the untuned base model (16-bit) on the same held-out split: the row to beat."""
+    cache = cache or TrialCache()
+    device = pick_device()
+    data = cache.prepared(config)
+    model = load_base_model(cache.checkpoint(config.model.name), "none", device)
+    try:
+        return eval_loss(model, data.eval_batches, device)
+    finally:
+        del model
+        gc.collect()
