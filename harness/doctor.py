@@ -9,25 +9,22 @@ takes about 5 s, most of it importing transformers and peft.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import importlib.metadata
 import importlib.util
-import logging
 import math
 import os
 import platform
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
 from harness.models import (INSTALL_HINT as BUILTIN_INSTALL, bf16_supported, compute_dtype, pick_device,
                             quantization_config, smollm2_gguf_path)
+from harness.quiet import quiet
 from harness.spec import QUANTIZATION_MODES
 
 VERSIONED_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "optuna", "wandb", "datasets")
@@ -88,7 +85,7 @@ def package_versions() -> dict[str, str]:
 def bnb_backend() -> str:
     """Which bitsandbytes backend and native library this process uses (importing it quietly)."""
     try:
-        with _quiet():
+        with quiet():
             from bitsandbytes import cextension
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         return f"unusable: {_one_line(exc)}"
@@ -125,7 +122,7 @@ def check_quantization_modes(device: str, dtype: torch.dtype) -> list[ModeCheck]
     """Train one LoRA step on a tiny random Llama in each mode of QUANTIZATION_MODES."""
     cuda_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
     # fork_rng: the checks seed torch, and must not change the caller's random streams
-    with _quiet(), torch.random.fork_rng(devices=cuda_devices), tempfile.TemporaryDirectory() as tmp:
+    with quiet(), torch.random.fork_rng(devices=cuda_devices), tempfile.TemporaryDirectory() as tmp:
         try:
             _save_tiny_llama(Path(tmp))
         except Exception as exc:  # noqa: BLE001 - reported, not raised
@@ -202,28 +199,6 @@ def _save_tiny_llama(folder: Path) -> None:
     config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
     LlamaForCausalLM(config).save_pretrained(folder)
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence library chatter (warnings, progress bars, info logs) and restore it afterwards."""
-    from transformers.utils import logging as hf_logging
-
-    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    bnb_logger = logging.getLogger("bitsandbytes")
-    bnb_level = bnb_logger.level
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    bnb_logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        bnb_logger.setLevel(bnb_level)
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -57,6 +57,10 @@ def build_sweep_spec(file_values: dict[str, Any], flags: dict[str, Any], source:
         return SweepSpec(**kwargs)
     except TypeError as err:
         raise SpecError(f"{source}: {err}") from None
+    except SpecError as err:
+        if source == "flags":
+            raise
+        raise SpecError(f"{source} (or a flag): {err}") from None
 
 
 def _section(name: str, values: dict[str, Any], source: str) -> Any:

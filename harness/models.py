@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from harness.quiet import quiet
 from harness.spec import QUANTIZATION_MODES, SpecError
 
 BUILTIN_MODELS = ("smollm2-135m", "tiny-llama")
@@ -146,7 +147,7 @@ def _load_gguf(gguf: str, *, tokenizer_only: bool = False) -> Any:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, filename = os.path.dirname(gguf), os.path.basename(gguf)
-    with _quiet_transformers():
+    with quiet():
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
         if tokenizer_only:
             return tokenizer, None
@@ -262,6 +263,8 @@ def quantization_config(mode: str, dtype: Any) -> Any:
 
 def quantization_kwargs(mode: str, dtype_name: str = "bfloat16") -> dict[str, Any] | None:
     """The same choice as plain keyword arguments of BitsAndBytesConfig (for recommended.yaml)."""
+    if mode not in QUANTIZATION_MODES:
+        raise SpecError(f"quantization {mode!r} is not one of {', '.join(QUANTIZATION_MODES)}")
     if mode == "none":
         return None
     if mode == "int8":
@@ -290,7 +293,7 @@ def load_base_model(path: str, mode: str, device: str) -> Any:
     dtype = compute_dtype(device)
     qconfig = quantization_config(mode, dtype)
     device_map = {"": 0} if device == "cuda" else {"": "cpu"}
-    with _quiet_transformers():
+    with quiet():
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=qconfig,
                                                      device_map=device_map)
     model.config.use_cache = False
@@ -302,20 +305,6 @@ def load_base_model(path: str, mode: str, device: str) -> Any:
     if device == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     return model
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
 
 
 def base_model_info(model: ResolvedModel) -> dict[str, Any]:

@@ -58,7 +58,7 @@ class SweepProgress:
                   f"{_fmt(record['tokens_per_second'], '.0f')} tok/s  {record['wall_seconds']:.0f} s")
         why = f"  ({record['error']})" if record.get("error") else ""
         best_text = f"  best {best:.4f}" if best is not None else ""
-        self.console.print(f"{self._head}  {state}  {detail}{best_text}{why}", highlight=False)
+        self.console.print(f"{self._head}  {state}  {detail}{best_text}{why}", highlight=False, soft_wrap=True)
 
     def stop(self) -> None:
         if self._live is not None:
@@ -66,7 +66,7 @@ class SweepProgress:
             self._live = None
 
     def note(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+        self.console.print(text, highlight=False, soft_wrap=True)
 
 
 def trials_table(rows: Iterable[dict[str, Any]], title: str) -> Table:

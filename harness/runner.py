@@ -21,6 +21,9 @@ def _worker_main(conn: Any) -> None:
     """The child's loop: receive a job, run it, send back progress and the result."""
     # Ctrl-C goes to the whole process group; the supervisor decides what to do about it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from harness.quiet import silence_for_process
+
+    silence_for_process()
     from harness.trial import TrialCache, TrialCallbacks, run_baseline, run_trial
 
     cache = TrialCache()

@@ -86,7 +86,7 @@ class Axis:
             return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
         if self.step:
             count = int(round((self.high - self.low) / self.step))
-            return [self.low + i * self.step for i in range(count + 1)]
+            return [min(self.low + i * self.step, self.high) for i in range(count + 1)]  # 0.1*3 > 0.3
         return None
 
     def largest(self) -> float:
@@ -179,17 +179,21 @@ def parse_space(data: Any, source: str = "<space>") -> SearchSpace:
     return SearchSpace(source, axes, ratio, str(data.get("description", "")))
 
 
+def _article(kind: type) -> str:
+    return {"int": "an integer", "float": "a number", "str": "text"}[kind.__name__]
+
+
 def _coerce(where: str, name: str, value: Any, kind: type) -> Any:
     """Check a value's type (YAML reads 1e-5 as a string, so numeric strings are accepted)."""
     if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
-        raise SpecError(f"{where}: {value!r} is not a {kind.__name__}")
+        raise SpecError(f"{where}: {value!r} is not {_article(kind)}")
     if kind is str:
         out: Any = str(value)
     else:
         try:
             out = kind(float(value)) if kind is float else int(value)
         except (TypeError, ValueError):
-            raise SpecError(f"{where}: {value!r} is not a {kind.__name__}") from None
+            raise SpecError(f"{where}: {value!r} is not {_article(kind)}") from None
         if kind is int and float(value) != out:
             raise SpecError(f"{where}: {value!r} is not an integer")
         if kind is float and not math.isfinite(out):

@@ -45,9 +45,21 @@ def make_sampler(spec: SweepSpec, space: SearchSpace, finished: int) -> Any:
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+        return _ask_tell_grid_sampler()(space.grid(), seed=seed)
     # Few trials per sweep: start modelling after 4 random trials rather than Optuna's 10.
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
+
+
+def _ask_tell_grid_sampler() -> type:
+    """GridSampler whose after_trial does not call study.stop() (only legal inside optimize());
+    the sweep loop asks `is_exhausted` itself and stops when the grid is done."""
+    import optuna
+
+    class AskTellGridSampler(optuna.samplers.GridSampler):
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            return None
+
+    return AskTellGridSampler
 
 
 def make_pruner(name: str, max_steps: int) -> Any:

@@ -98,7 +98,8 @@ class Sweep:
     def run(self) -> SweepOutcome:
         prepare(self.spec, self.space)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        tracking.configure_dirs(self.out_dir)
+        if self.wandb_mode != "disabled":
+            tracking.configure_dirs(self.out_dir)
         self.study = open_study(self.spec, self.space)
         if "sweep" not in self.study.user_attrs:
             self.study.set_user_attr("sweep", spec_to_dict(self.spec))
@@ -108,12 +109,19 @@ class Sweep:
             self._baseline()
             faults = _faults()
             for index in range(self.spec.trials):
+                if self._grid_done():
+                    self.progress.note(f"the grid is exhausted after {len(self.study.trials)} trials; stopping")
+                    break
                 self._one_trial(index, faults.get(index))
         finally:
             self.progress.stop()
             self.runner.close(kill=True)
         self.outcome.best = self._best()
         return self.outcome
+
+    def _grid_done(self) -> bool:
+        sampler = self.study.sampler
+        return hasattr(sampler, "is_exhausted") and sampler.is_exhausted(self.study)
 
     def _fail_orphans(self) -> None:
         import optuna

@@ -1,0 +1,231 @@
+"""End-to-end sweeps on tiny-llama through the real command line: storage, trials.jsonl, W&B,
+failures as results, resume, Ctrl-C, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import REPO, assert_one_line_error, run_cli
+from harness.tracking import offline_runs, read_offline_run
+
+CONTRACT_KEYS = {"number", "state", "params", "eval_loss", "peak_memory_mb", "train_seconds", "tokens_per_second",
+                 "metrics", "error"}
+TINY = ["--model", "tiny-llama", "--space", "search_spaces/tiny.yaml", "--max-steps", "5"]
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines() if line.strip()]
+
+
+def load(out: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{out}/study.db")
+
+
+def write_space(path: Path, quantization: str = "{choices: [none, int8, nf4]}", lora_r: str = "4") -> Path:
+    path.write_text(f"axes:\n  lora_r: {lora_r}\n  lora_alpha: {{ratio: 2}}\n  learning_rate: 5.0e-3\n"
+                    f"  quantization: {quantization}\n")
+    return path
+
+
+def test_sweep_records_trials_in_storage_jsonl_and_wandb_then_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "t"
+    proc = run_cli("sweep", *TINY, "--trials", "4", "--study", "t", "--out", str(out), "--wandb", "offline")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    study = load(out, "t")
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    for trial in trials:
+        assert {"lora_r", "lora_alpha", "learning_rate", "quantization"} <= set(trial.params)
+        assert all(math.isfinite(float(trial.params[k])) for k in ("lora_r", "lora_alpha", "learning_rate"))
+        assert trial.params["lora_alpha"] == trial.params["lora_alpha_ratio"] * trial.params["lora_r"]
+        assert math.isfinite(trial.value)
+    assert study.user_attrs["baseline_eval_loss"] > 0 and study.user_attrs["split_hash"]
+
+    rows = records(out)
+    assert len(rows) == 4 and all(CONTRACT_KEYS <= set(r) for r in rows)
+    assert sorted(r["number"] for r in rows) == [0, 1, 2, 3]
+    for row in rows:
+        assert row["state"] == "COMPLETE" and row["error"] is None
+        assert row["eval_loss"] == pytest.approx(study.trials[row["number"]].value)
+        assert row["peak_memory_mb"] > 0 and row["train_seconds"] > 0 and row["tokens_per_second"] > 0
+        assert row["config"]["lora"]["r"] == row["params"]["lora_r"]
+        assert row["environment"]["versions"]["torch"]
+
+    runs = [read_offline_run(p) for p in offline_runs(out)]
+    assert len(runs) == 4
+    assert {r["group"] for r in runs} == {"t"} and {r["job_type"] for r in runs} == {"trial"}
+    by_name = {r["name"]: r for r in runs}
+    for row in rows:
+        run = by_name[f"t-trial-{row['number']}"]
+        assert run["config"]["params"]["lora_r"] == row["params"]["lora_r"]
+        assert run["summary"]["eval_loss"] == pytest.approx(row["eval_loss"])
+        assert run["exit_code"] == 0
+        assert any("train/loss" in h for h in run["history"])
+
+    best = study.best_trial.number
+    adapter = out / "best_adapter"
+    assert (adapter / "adapter_model.safetensors").exists()
+    assert adapter.resolve().name == f"trial-{best}"
+    assert "best trial" in proc.stdout and "untuned base model" in proc.stdout
+
+    # Resume: the same command with --trials 2 adds two trials to the same study.
+    again = run_cli("sweep", *TINY, "--trials", "2", "--study", "t", "--out", str(out), "--wandb", "disabled")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(load(out, "t").get_trials()) == 6
+    assert sorted(r["number"] for r in records(out)) == list(range(6))
+
+    status = run_cli("status", "--study", "t", "--out", str(out))
+    assert status.returncode == 0 and "6 trials" in status.stdout and "COMPLETE" in status.stdout
+
+    # A different search space is refused, naming the problem.
+    other = write_space(tmp_path / "other.yaml")
+    refused = run_cli("sweep", "--model", "tiny-llama", "--space", str(other), "--trials", "1", "--study", "t",
+                      "--out", str(out))
+    assert_one_line_error(refused, "cannot be resumed", "space")
+
+
+def test_every_tested_quantization_mode_trains_with_grid_sampler(tmp_path: Path) -> None:
+    space = write_space(tmp_path / "q.yaml")
+    out = tmp_path / "q"
+    proc = run_cli("sweep", "--model", "tiny-llama", "--space", str(space), "--sampler", "grid", "--trials", "3",
+                   "--max-steps", "3", "--study", "q", "--out", str(out), "--wandb", "disabled")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = records(out)
+    assert {r["params"]["quantization"] for r in rows} == {"none", "int8", "nf4"}
+    assert all(r["state"] == "COMPLETE" for r in rows)
+    memory = {r["params"]["quantization"]: r["metrics"]["base_model_mb"] for r in rows}
+    assert memory["nf4"] < memory["int8"], memory  # 4-bit weights take less than 8-bit ones
+    assert not (out / "wandb").exists()
+
+
+def test_failing_trials_are_results_and_the_study_goes_on(tmp_path: Path) -> None:
+    out = tmp_path / "f"
+    proc = run_cli("sweep", *TINY, "--trials", "5", "--study", "f", "--out", str(out), "--wandb", "offline",
+                   env={"HARNESS_INJECT_FAULTS": "0:raise,1:nan,2:kill,3:oom"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = sorted(records(out), key=lambda r: r["number"])
+    assert [r["state"] for r in rows] == ["FAIL", "PRUNED", "FAIL", "FAIL", "COMPLETE"]
+    assert [r["status"] for r in rows] == ["failed", "pruned", "failed", "oom", "complete"]
+    assert "injected failure" in rows[0]["error"]
+    assert "non-finite" in rows[1]["error"]
+    assert "killed by SIGKILL" in rows[2]["error"]
+    assert "out of memory" in rows[3]["error"]
+    assert all("\n" not in r["error"] for r in rows[:4])
+    study = load(out, "f")
+    assert [t.state.name for t in study.trials] == ["FAIL", "PRUNED", "FAIL", "FAIL", "COMPLETE"]
+    assert "killed by SIGKILL" in study.trials[2].user_attrs["reason"]
+    runs = {r["name"]: r for r in map(read_offline_run, offline_runs(out))}
+    assert runs["f-trial-0"]["exit_code"] == 1 and runs["f-trial-4"]["exit_code"] == 0
+
+
+def _wait_for_running(out: Path, name: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if (out / "study.db").exists():
+            try:
+                trials = load(out, name).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+            except (KeyError, Exception):
+                trials = []
+            if trials and trials[0].user_attrs.get("config"):
+                time.sleep(2.0)  # let the worker get into the training loop
+                return
+        time.sleep(0.5)
+    raise AssertionError("no trial started")
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_ctrl_c_records_the_trial_and_the_study_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    args = ["sweep", *TINY[:4], "--max-steps", "100000", "--trials", "3", "--study", "c", "--out", str(out),
+            "--wandb", "disabled"]
+    proc = _start(args)
+    _wait_for_running(out, "c", proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "resumed" in stderr and "Traceback" not in stderr
+    study = load(out, "c")
+    assert [t.state.name for t in study.trials] == ["FAIL"]
+    assert "interrupted" in study.trials[0].user_attrs["reason"]
+    assert records(out)[0]["error"].startswith("interrupted")
+
+    again = run_cli("sweep", *TINY, "--trials", "1", "--study", "c", "--out", str(out), "--wandb", "disabled")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [t.state.name for t in load(out, "c").trials] == ["FAIL", "COMPLETE"]
+
+
+def test_a_killed_sweep_leaves_no_trial_running_forever(tmp_path: Path) -> None:
+    out = tmp_path / "k"
+    args = ["sweep", *TINY[:4], "--max-steps", "100000", "--trials", "2", "--study", "k", "--out", str(out),
+            "--wandb", "disabled"]
+    proc = _start(args)
+    _wait_for_running(out, "k", proc)
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.communicate(timeout=60)
+    again = run_cli("sweep", *TINY, "--trials", "1", "--study", "k", "--out", str(out), "--wandb", "disabled")
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = load(out, "k").trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert "orphaned" in trials[0].user_attrs["reason"]
+    assert [r["state"] for r in sorted(records(out), key=lambda r: r["number"])] == ["FAIL", "COMPLETE"]
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--space", "nope.yaml"], ["search space", "nope.yaml"]),
+    (["--model", "./no/such/model"], ["no/such/model", "does not exist"]),
+    (["--model", "missing.gguf"], ["missing.gguf", "does not exist"]),
+    (["--sampler", "bayes"], ["sampler", "bayes"]),
+    (["--objectives", "eval_loss,accuracy"], ["objective", "accuracy"]),
+    (["--pruner", "median", "--objectives", "eval_loss,peak_memory_mb"], ["pruner", "single objective"]),
+    (["--data", "no_such_file.jsonl"], ["no_such_file.jsonl"]),
+    (["--trials", "0"], ["trials"]),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], needles: list[str]) -> None:
+    base = ["sweep", "--model", "tiny-llama", "--space", "tiny", "--out", str(tmp_path / "x"), "--wandb", "disabled"]
+    assert_one_line_error(run_cli(*base, *args), *needles)
+    assert not (tmp_path / "x" / "study.db").exists()
+
+
+def test_rank_larger_than_the_model_is_refused_before_training(tmp_path: Path) -> None:
+    space = write_space(tmp_path / "big.yaml", quantization="none", lora_r="{choices: [8, 64]}")
+    proc = run_cli("sweep", "--model", "tiny-llama", "--space", str(space), "--out", str(tmp_path / "x"))
+    assert_one_line_error(proc, "big.yaml", "lora_r", "64", "32")
+
+
+def test_local_jsonl_data_in_both_formats(tmp_path: Path) -> None:
+    data = tmp_path / "mixed.jsonl"
+    lines = []
+    for i in range(40):
+        if i % 2:
+            lines.append({"messages": [{"role": "user", "content": f"What is {i} plus one?"},
+                                       {"role": "assistant", "content": f"It is {i + 1}."}]})
+        else:
+            lines.append({"prompt": f"Spell {i} in words.", "completion": f"The number {i}."})
+    data.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    out = tmp_path / "j"
+    proc = run_cli("sweep", *TINY, "--data", str(data), "--trials", "1", "--study", "j", "--out", str(out),
+                   "--wandb", "disabled")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert records(out)[0]["state"] == "COMPLETE"
+    assert str(data) in load(out, "j").user_attrs["data_source"]
+
+
+def test_status_of_a_missing_study_is_a_clear_error(tmp_path: Path) -> None:
+    assert_one_line_error(run_cli("status", "--study", "nope", "--out", str(tmp_path)), "no study database")
