@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import importlib.util
 import os
@@ -109,6 +110,14 @@ def checkpoint_path(model: ResolvedModel) -> str:
     return str(_cached(f"gguf-{_file_key(model.location)}", lambda d: _convert_gguf(model.location, d)))
 
 
+def is_converted(model: ResolvedModel) -> bool:
+    """Whether `checkpoint_path` can return at once (no conversion to do)."""
+    if model.source in ("local", "hub"):
+        return True
+    prefix = "tiny-llama" if model.name == "tiny-llama" else "gguf"
+    return (cache_dir() / "models" / f"{prefix}-{_file_key(model.location)}" / "config.json").exists()
+
+
 def _file_key(path: str) -> str:
     stat = os.stat(path)
     return hashlib.sha256(f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
@@ -146,12 +155,20 @@ def _load_gguf(gguf: str, *, tokenizer_only: bool = False) -> Any:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
     folder, filename = os.path.dirname(gguf), os.path.basename(gguf)
-    with quiet():
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
-        if tokenizer_only:
-            return tokenizer, None
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    bar = gguf_utils.tqdm
+    # transformers' GGUF reader uses a raw tqdm bar that its own progress-bar switch does not reach.
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        with quiet():
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+            if tokenizer_only:
+                return tokenizer, None
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    finally:
+        gguf_utils.tqdm = bar
     return tokenizer, model
 
 
@@ -165,8 +182,9 @@ def _convert_gguf(gguf: str, out: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.to(torch.bfloat16).save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    with quiet():
+        model.to(torch.bfloat16).save_pretrained(out)
+        tokenizer.save_pretrained(out)
 
 
 def _build_tiny_llama(model: ResolvedModel, out: Path) -> None:
@@ -179,8 +197,9 @@ def _build_tiny_llama(model: ResolvedModel, out: Path) -> None:
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                          **TINY_LLAMA)
     torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    with quiet():
+        LlamaForCausalLM(config).save_pretrained(out)
+        tokenizer.save_pretrained(out)
 
 
 @dataclass(frozen=True)
@@ -305,6 +324,30 @@ def load_base_model(path: str, mode: str, device: str) -> Any:
     if device == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     return model
+
+
+def weights_memory_mb(model: Any) -> float:
+    """Bytes held by the model's weights (MiB): parameters, buffers and bitsandbytes quantization
+    constants (absmax, codebooks, and the second-level constants of double quantization), which
+    `get_memory_footprint` does not count."""
+    seen: set[int] = set()
+    total = 0
+
+    def add(tensor: Any) -> None:
+        nonlocal total
+        if tensor is not None and hasattr(tensor, "nbytes") and id(tensor) not in seen:
+            seen.add(id(tensor))
+            total += tensor.nbytes
+
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        add(tensor)
+        state = getattr(tensor, "quant_state", None)
+        while state is not None:
+            for name in ("absmax", "code", "offset"):
+                add(getattr(state, name, None))
+            state = getattr(state, "state2", None)
+        add(getattr(tensor, "SCB", None))  # int8 row scales
+    return total / 2**20
 
 
 def base_model_info(model: ResolvedModel) -> dict[str, Any]:

@@ -77,6 +77,7 @@ def trials_table(rows: Iterable[dict[str, Any]], title: str) -> Table:
         table.add_column(name, justify="right" if name not in ("state", "quant", "note") else "left")
     for row in rows:
         params = row.get("params", {})
+        row = {**row.get("result", {}), **{k: v for k, v in row.items() if v is not None}}
         table.add_row(str(row["number"]), row["state"], str(params.get("quantization", "-")),
                       _fmt(params.get("lora_r")), _fmt(params.get("lora_alpha"), ".3g"),
                       _fmt(params.get("learning_rate"), ".2e"), _fmt(row.get("eval_loss"), ".4f"),

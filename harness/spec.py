@@ -272,7 +272,7 @@ class SweepSpec:
     data: str = "stdlib-qa"
     space: str = "default"
     """A search-space file, or the name of one in search_spaces/ (`default`, `lora_vs_qlora`, `tiny`)."""
-    trials: int = 6
+    trials: int = 8
     """How many more finished trials to run (a resumed study adds this many)."""
     max_steps: int = 30
     seed: int = 0

@@ -15,7 +15,7 @@ from typing import Any
 
 from harness import tracking
 from harness.experiment import spec_to_dict
-from harness.models import checkpoint_path, model_dims, resolve_model
+from harness.models import cache_dir, checkpoint_path, is_converted, model_dims, resolve_model
 from harness.progress import SweepProgress
 from harness.records import append_record, build_record
 from harness.runner import TrialRunner
@@ -65,11 +65,14 @@ def _faults() -> dict[int, str]:
     return {int(index): fault for index, fault in pairs}
 
 
-def prepare(spec: SweepSpec, space: SearchSpace) -> None:
+def prepare(spec: SweepSpec, space: SearchSpace, progress: SweepProgress) -> None:
     """Everything that can fail on bad input, done before the study exists or a model trains."""
     from harness.data import load_examples
 
     model = resolve_model(spec.model)
+    if not is_converted(model):
+        progress.note(f"converting {model.name} ({model.location}) into a cached checkpoint under "
+                      f"{cache_dir()} (once)...")
     dims = model_dims(checkpoint_path(model))
     check_rank_fits(space, dims, spec.model)
     load_examples(dataclasses.replace(spec.data_spec, name=spec.data))
@@ -96,7 +99,7 @@ class Sweep:
         self.wandb_mode = tracking.resolve_mode(spec.wandb)
 
     def run(self) -> SweepOutcome:
-        prepare(self.spec, self.space)
+        prepare(self.spec, self.space, self.progress)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.wandb_mode != "disabled":
             tracking.configure_dirs(self.out_dir)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from harness.models import (checkpoint_path, load_base_model, load_tokenizer, pick_device, resolve_model,
-                            target_modules)
+                            target_modules, weights_memory_mb)
 from harness.scoring import EvalScore, eval_loss
 from harness.spec import TrialConfig, TrialResult, stable_hash
 from harness.train import NonFiniteLoss, StepInfo, StopTraining, train
@@ -192,12 +192,13 @@ def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, devi
     data = cache.prepared(config)
     path = cache.checkpoint(config.model.name)
     started = time.perf_counter()
-    model = attach_adapter(load_base_model(path, config.quant.mode, device), config)
+    base = load_base_model(path, config.quant.mode, device)
+    state["base_model_mb"] = weights_memory_mb(base)  # frozen weights as stored, before the adapter
+    model = attach_adapter(base, config)
     state["model"] = model
     state["load_seconds"] = time.perf_counter() - started
     state["trainable_params"], state["total_params"] = _param_counts(model)
     state["history"] = history = []
-    state["base_model_mb"] = model.get_memory_footprint() / 2**20
 
     def make_epoch(epoch: int) -> list[Any]:
         from harness.data import make_batches

@@ -1,0 +1,49 @@
+"""The real SmolLM2-135M-Instruct (about a minute each on 2 CPU cores); marked slow, run in CI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_a_short_sweep_on_the_real_model_beats_the_untuned_model(tmp_path: Path) -> None:
+    out = tmp_path / "smol"
+    proc = run_cli("sweep", "--model", "smollm2-135m", "--trials", "2", "--max-steps", "12", "--study", "smol",
+                   "--out", str(out), "--wandb", "offline", "--seed", "0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="smol", storage=f"sqlite:///{out}/study.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    baseline = study.user_attrs["baseline_eval_loss"]
+    assert 2.0 < baseline < 8.0  # a real instruct model, not random weights (ln 49152 = 10.8)
+    assert study.best_value < baseline, (study.best_value, baseline)
+    rows = records(out)
+    assert all(r["tokens_per_second"] > 50 and r["trainable_params"] > 0 for r in [r["result"] for r in rows])
+    assert (out / "best_adapter" / "adapter_model.safetensors").exists()
+
+
+def test_every_quantization_mode_trains_the_real_model(tmp_path: Path) -> None:
+    space = tmp_path / "modes.yaml"
+    space.write_text("axes:\n  lora_r: 8\n  lora_alpha: 16\n  learning_rate: 5.0e-4\n"
+                     "  quantization: {choices: [none, int8, nf4, nf4-dq, fp4, fp4-dq]}\n")
+    out = tmp_path / "modes"
+    proc = run_cli("sweep", "--model", "smollm2-135m", "--space", str(space), "--sampler", "grid", "--trials", "6",
+                   "--max-steps", "2", "--study", "modes", "--out", str(out), "--wandb", "disabled")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["params"]["quantization"]: r for r in records(out)}
+    assert set(rows) == {"none", "int8", "nf4", "nf4-dq", "fp4", "fp4-dq"}
+    assert all(r["state"] == "COMPLETE" for r in rows.values()), {m: r["error"] for m, r in rows.items()}
+    size = {mode: r["metrics"]["base_model_mb"] for mode, r in rows.items()}
+    # Weights in memory: 4-bit < 8-bit < 16-bit; double quantization shrinks the 4-bit constants further.
+    assert size["nf4"] < size["int8"] < size["none"], size
+    assert size["nf4-dq"] < size["nf4"] and size["fp4-dq"] < size["fp4"], size

@@ -1,0 +1,113 @@
+"""run_trial and its invariants, in-process on tiny-llama: the adapter learns, the base does not move,
+failures come back as results."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.data import load_examples, make_batches, tokenize_splits
+from harness.models import load_base_model, load_tokenizer
+from harness.spec import DataSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec, TrialConfig
+from harness.train import train
+from harness.trial import TrialCache, TrialCallbacks, attach_adapter, run_trial
+
+
+def config(mode: str = "none", **train: object) -> TrialConfig:
+    return TrialConfig(model=ModelSpec("tiny-llama"), quant=QuantSpec(mode), lora=LoraSpec(r=4, alpha=8.0),
+                       train=TrainSpec(**{"learning_rate": 1e-2, "max_steps": 3, "batch_size": 4, **train}),
+                       data=DataSpec(eval_size=16, train_size=64))
+
+
+@pytest.fixture(scope="module")
+def cache() -> TrialCache:
+    return TrialCache()
+
+
+def _base_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every base parameter and buffer (quantized weights included, as stored)."""
+    state = {}
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if "lora_" not in name:
+            state[name.replace("base_model.model.", "").replace(".base_layer", "")] = tensor.detach().clone()
+    return state
+
+
+@pytest.mark.parametrize("mode", ["none", "int8", "nf4"])
+def test_lora_weights_change_and_base_weights_do_not(mode: str, tiny_checkpoint: str) -> None:
+    cfg = config(mode)
+    tokenizer = load_tokenizer(tiny_checkpoint)
+    data = tokenize_splits(load_examples(cfg.data), tokenizer, cfg.data)
+    base = load_base_model(tiny_checkpoint, mode, "cpu")
+    before = _base_state(base)
+    model = attach_adapter(base, cfg)
+    lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert lora_before and all("lora_" in n for n in lora_before)
+
+    train(model, lambda e: make_batches(data.train, 4, tokenizer.pad_token_id, shuffle_seed=e), cfg.train, "cpu",
+          quantized=mode != "none")
+
+    after = _base_state(model)
+    assert before.keys() == after.keys()
+    for name, tensor in before.items():
+        assert torch.equal(tensor, after[name]), f"base weight {name} changed"
+    lora_after = dict(model.named_parameters())
+    changed = [n for n, p in lora_before.items() if not torch.equal(p, lora_after[n])]
+    assert len(changed) == len(lora_before), "every LoRA matrix should have moved"
+
+
+def test_a_complete_trial_measures_everything(tmp_path: Path, cache: TrialCache) -> None:
+    steps: list[int] = []
+    cfg = dataclasses.replace(config(), adapter_dir=str(tmp_path / "adapter"))
+    result = run_trial(cfg, cache, TrialCallbacks(on_step=lambda info: steps.append(info.step)))
+    assert result.status == "complete", result.reason
+    assert steps == [1, 2, 3] and result.steps == 3
+    assert math.isfinite(result.eval_loss) and result.perplexity == pytest.approx(math.exp(result.eval_loss))
+    assert result.peak_memory_mb > 0 and result.train_seconds > 0 and result.eval_seconds > 0
+    assert result.tokens_per_second == pytest.approx(result.train_tokens / result.train_seconds)
+    assert 0 < result.trainable_params < result.total_params
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+    assert [h["step"] for h in result.history if "loss" in h] == [1, 2, 3]
+
+
+def test_same_config_same_seed_gives_the_same_result(cache: TrialCache) -> None:
+    first, second = run_trial(config(), cache), run_trial(config(), cache)
+    assert first.eval_loss == pytest.approx(second.eval_loss, rel=1e-6)
+    other = run_trial(config(seed=1), cache)
+    assert other.eval_loss != pytest.approx(first.eval_loss, rel=1e-9)
+
+
+@pytest.mark.parametrize("fault, status, words", [
+    ("raise", "failed", "injected failure"),
+    ("nan", "pruned", "non-finite training loss"),
+    ("oom", "oom", "out of memory"),
+])
+def test_failures_are_results(fault: str, status: str, words: str, cache: TrialCache) -> None:
+    result = run_trial(dataclasses.replace(config(), fault=fault), cache)
+    assert result.status == status and words in result.reason
+    assert "\n" not in result.reason
+    assert result.peak_memory_mb is not None
+
+
+def test_a_pruner_decision_stops_the_trial_with_its_last_eval(cache: TrialCache) -> None:
+    seen: list[tuple[int, float]] = []
+
+    def on_eval(step: int, loss: float) -> bool:
+        seen.append((step, loss))
+        return step >= 2
+
+    result = run_trial(config(max_steps=6, eval_every=1), cache, TrialCallbacks(on_eval=on_eval))
+    assert result.status == "pruned" and "step 2" in result.reason
+    assert [s for s, _ in seen] == [1, 2] and result.steps == 2
+    assert result.eval_loss == pytest.approx(seen[-1][1])
+
+
+def test_the_eval_split_is_the_same_for_every_trial(cache: TrialCache) -> None:
+    a = cache.prepared(config())
+    b = cache.prepared(config("nf4", learning_rate=1e-3))
+    assert a is b  # the same tokenized data and eval batches, reused on purpose
+    assert load_examples(config().data).split_hash == a.split_hash
