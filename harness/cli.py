@@ -76,7 +76,7 @@ def worker(
 
 def _run_sweep(spec: Any) -> None:
     from harness.experiment import resolve_space
-    from harness.progress import print_table, trials_table
+    from harness.progress import pareto_table, print_table, trials_table
     from harness.space import load_space
     from harness.sweep import Sweep, SweepInterrupted
 
@@ -87,6 +87,8 @@ def _run_sweep(spec: Any) -> None:
         _fail(str(stop), 130)
     ranked = _ranked(outcome.records, spec)
     print_table(trials_table(ranked[:10], f"study {spec.study}: {len(outcome.records)} trials this run, best first"))
+    if outcome.pareto:
+        print_table(pareto_table(outcome.pareto, spec.objectives))
     _print_where(outcome)
 
 

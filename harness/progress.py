@@ -87,5 +87,17 @@ def trials_table(rows: Iterable[dict[str, Any]], title: str) -> Table:
     return table
 
 
+def pareto_table(front: list[dict[str, Any]], objectives: Iterable[str]) -> Table:
+    """The Pareto-optimal trials of a multi-objective study: params and one column per objective."""
+    objectives = list(objectives)
+    table = Table(title=f"Pareto front over {', '.join(objectives)} ({len(front)} trials)", title_justify="left")
+    for name in ["#", "params", *objectives]:
+        table.add_column(name, justify="left" if name == "params" else "right")
+    for entry in front:
+        table.add_row(str(entry["number"]), describe_params(entry["params"]),
+                      *(_fmt(entry["values"][name], ".4g") for name in objectives))
+    return table
+
+
 def print_table(table: Table) -> None:
     Console(file=sys.stdout, width=max(140, Console().width)).print(table)

@@ -5,8 +5,10 @@ append trials.jsonl, log to W&B, keep the best adapter. Ctrl-C leaves everything
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -24,6 +26,8 @@ from harness.spec import (LoraSpec, ModelSpec, QuantSpec, SpecError, SweepSpec, 
                           TrialResult)
 from harness.study import open_study, orphaned_trials, owner_attrs
 
+FAIL_FAST = 3
+"""Stop the sweep when this many first trials all fail for the same reason."""
 FAULTS_ENV = "HARNESS_INJECT_FAULTS"
 """Test hook: `0:raise,2:kill` makes the 1st trial of this run raise and the 3rd die."""
 
@@ -42,6 +46,8 @@ class SweepOutcome:
     records: list[dict[str, Any]] = field(default_factory=list)
     baseline_eval_loss: float | None = None
     best: dict[str, Any] | None = None
+    pareto: list[dict[str, Any]] = field(default_factory=list)
+    """With several objectives: the Pareto-optimal trials (number, values, params)."""
 
 
 def trial_config(spec: SweepSpec, params: dict[str, Any], *, adapter_dir: str | None = None,
@@ -116,11 +122,34 @@ class Sweep:
                     self.progress.note(f"the grid is exhausted after {len(self.study.trials)} trials; stopping")
                     break
                 self._one_trial(index, faults.get(index))
+                self._stop_if_broken()
         finally:
             self.progress.stop()
             self.runner.close(kill=True)
         self.outcome.best = self._best()
+        if len(self.spec.objectives) > 1:
+            self._store_pareto()
         return self.outcome
+
+    def _stop_if_broken(self) -> None:
+        """Fail fast: when the first FAIL_FAST trials of this run all failed for the same reason,
+        the config is broken (not unlucky): stop and say so rather than burn the whole budget."""
+        first = self.outcome.records[:FAIL_FAST]
+        if len(first) < FAIL_FAST or len(self.outcome.records) > FAIL_FAST:
+            return
+        reasons = {_reason_kind(r) for r in first}
+        if len(reasons) == 1 and None not in reasons:
+            raise SpecError(f"the first {FAIL_FAST} trials all failed with the same reason ({first[-1]['error']}); "
+                            "stopping the sweep: fix the model, data or search space and run it again")
+
+    def _store_pareto(self) -> None:
+        front = sorted(self.study.best_trials, key=lambda t: t.values)
+        self.outcome.pareto = [{"number": t.number, "values": dict(zip(self.spec.objectives, t.values)),
+                                "params": t.params} for t in front]
+        self.study.set_user_attr("pareto_front", [t.number for t in front])
+        (self.out_dir / "pareto.json").write_text(json.dumps(
+            {"objectives": dict(zip(self.spec.objectives, self.spec.directions)), "trials": self.outcome.pareto},
+            indent=2))
 
     def _grid_done(self) -> bool:
         sampler = self.study.sampler
@@ -245,6 +274,15 @@ class Sweep:
                 shutil.rmtree(folder, ignore_errors=True)
         if len(self.spec.objectives) == 1 and keep:
             _link_best(adapters, self.out_dir / "best_adapter", min(keep))
+
+
+def _reason_kind(record: dict[str, Any]) -> str | None:
+    """A failure's reason with numbers removed (so 'loss nan at step 3' and 'at step 5' match);
+    None for a trial that completed or that the pruner stopped (not a failure)."""
+    reason = record.get("error")
+    if record["state"] == "COMPLETE" or not reason or reason.startswith("pruned at step"):
+        return None
+    return re.sub(r"[-+]?\d[\d.e+-]*", "#", reason)
 
 
 def _link_best(adapters: Path, link: Path, number: int) -> None:

@@ -229,3 +229,45 @@ def test_local_jsonl_data_in_both_formats(tmp_path: Path) -> None:
 
 def test_status_of_a_missing_study_is_a_clear_error(tmp_path: Path) -> None:
     assert_one_line_error(run_cli("status", "--study", "nope", "--out", str(tmp_path)), "no study database")
+
+
+def test_a_pruner_prunes_and_records_why(tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    proc = run_cli("sweep", *TINY[:4], "--max-steps", "10", "--trials", "8", "--pruner", "median", "--sampler",
+                   "random", "--study", "p", "--out", str(out), "--wandb", "disabled")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = load(out, "p")
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert pruned, [t.state.name for t in study.trials]
+    for trial in pruned:
+        assert trial.user_attrs["reason"].startswith("pruned at step")
+        assert trial.intermediate_values  # the eval losses it was judged on are stored
+        assert trial.user_attrs["result"]["steps"] < 10
+    rows = {r["number"]: r for r in records(out)}
+    assert all(rows[t.number]["state"] == "PRUNED" and rows[t.number]["eval_loss"] is not None for t in pruned)
+
+
+def test_multi_objective_study_stores_and_prints_the_pareto_front(tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    proc = run_cli("sweep", *TINY, "--trials", "4", "--objectives", "eval_loss,peak_memory_mb", "--study", "m",
+                   "--out", str(out), "--wandb", "disabled")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = load(out, "m")
+    assert len(study.directions) == 2
+    front = {t.number for t in study.best_trials}
+    assert front and set(study.user_attrs["pareto_front"]) == front
+    stored = json.loads((out / "pareto.json").read_text())
+    assert {t["number"] for t in stored["trials"]} == front
+    assert "Pareto front" in proc.stdout
+    assert {p.name for p in (out / "adapters").iterdir()} == {f"trial-{n}" for n in front}
+
+
+def test_a_broken_config_stops_the_sweep_early(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    proc = run_cli("sweep", *TINY, "--trials", "6", "--study", "b", "--out", str(out), "--wandb", "disabled",
+                   env={"HARNESS_INJECT_FAULTS": "0:raise,1:raise,2:raise"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("harness: error:") and "first 3 trials" in last and "injected failure" in last
+    assert len(records(out)) == 3  # nothing the user computed is lost
+    assert [t.state.name for t in load(out, "b").trials] == ["FAIL"] * 3
