@@ -60,7 +60,7 @@ def tiny_splits(train: list[Example], held_out: list[Example]) -> Splits:
 
 
 def test_builtin_names():
-    assert builtin_names() == ["stdlib-qa"]
+    assert builtin_names() == ["stdlib-qa", "headline-sentiment", "fictional-company"]
 
 
 def test_stdlib_qa_size_split_and_source(stdlib_all):
@@ -154,7 +154,8 @@ def test_json_csv_and_parquet_load(tmp_path):
 
 @pytest.mark.parametrize("content, fragments", [
     ('{"prompt": "a", "completion": "b"}\n{"prompt": "c", "completion": \n', ["bad.jsonl:2", "malformed JSON"]),
-    ('{"text": "hello"}\n', ["bad.jsonl:1", "['text']", "`messages`", "`prompt` + `completion`"]),
+    ('{"question": "hello"}\n', ["bad.jsonl:1", "['question']", "`messages`", "`prompt` + `completion`",
+                                  "`text` + `label`", "column_map"]),
     ("\n\n", ["bad.jsonl", "no records"]),
     ('{"prompt": "a", "completion": "b"}\n{"prompt": "c", "completion": "  "}\n', ["bad.jsonl", "1 usable"]),
     ('{"messages": [{"role": "user", "content": "hi"}]}\n', ["bad.jsonl:1", "last message", "assistant"]),
@@ -175,7 +176,7 @@ def test_bad_jsonl_raises_data_error_naming_the_file(tmp_path, monkeypatch, cont
 def test_missing_file_and_unknown_name(tmp_path):
     with pytest.raises(DataError, match="not found.*missing.jsonl"):
         load_examples(DataSpec(name=str(tmp_path / "missing.jsonl")))
-    with pytest.raises(DataError, match="neither a built-in dataset .stdlib-qa."):
+    with pytest.raises(DataError, match="'no-such-dataset' is not a built-in .stdlib-qa, headline-sentiment"):
         load_examples(DataSpec(name="no-such-dataset"))
     (tmp_path / "data.txt").write_text("x")
     with pytest.raises(DataError, match="data.txt: unsupported file type"):
@@ -188,7 +189,7 @@ def test_data_error_is_a_spec_error():
 
 def test_csv_missing_column_names_the_columns(tmp_path):
     (tmp_path / "qa.csv").write_text("question,answer\nq,a\n")
-    with pytest.raises(DataError, match=r"qa.csv: columns are \['question', 'answer'\]"):
+    with pytest.raises(DataError, match=r"qa.csv:2: columns are \['question', 'answer'\]"):
         load_examples(DataSpec(name=str(tmp_path / "qa.csv")))
 
 
@@ -256,6 +257,58 @@ def test_all_truncated_raises_with_the_length_needed(smol_tokenizer, stdlib_all)
     splits = tiny_splits(stdlib_all.train[:4], stdlib_all.eval[:2])
     with pytest.raises(DataError, match=r"max_seq_len=8 is too small.*set max_seq_len >= \d+"):
         tokenize_splits(splits, smol_tokenizer, DataSpec(max_seq_len=8))
+
+
+def test_eval_prompts_and_references_line_up_with_eval(smol_tokenizer, stdlib_all):
+    short = Example([{"role": "user", "content": "Hi?"}], "Hello.")
+    too_long = Example([{"role": "user", "content": "Hi? " * 60}], "Hello.")
+    held_out = stdlib_all.eval[:3] + [too_long] + stdlib_all.eval[3:5]
+    tokens = tokenize_splits(tiny_splits([short], held_out), smol_tokenizer, DataSpec(max_seq_len=80))
+    kept = [e for e in held_out if e is not too_long]
+    assert tokens.dropped == 1 and len(tokens.eval) == len(tokens.eval_prompts) == len(tokens.eval_references) == 5
+    assert tokens.eval_references == [e.completion for e in kept]
+    for example, prompt, (ids, labels) in zip(kept, tokens.eval_prompts, tokens.eval):
+        assert ids[: len(prompt)] == prompt and labels[len(prompt)] != IGNORE_INDEX  # the answer starts here
+        assert all(label == IGNORE_INDEX for label in labels[: len(prompt)])
+        rendered = smol_tokenizer.apply_chat_template(example.prompt, tokenize=False, add_generation_prompt=True)
+        assert smol_tokenizer.decode(prompt) == rendered
+
+
+def test_plain_text_examples_score_every_token_without_a_chat_wrapper(smol_tokenizer):
+    text = Example([], "The quick brown fox jumps over the lazy dog.")
+    tokens = tokenize_splits(tiny_splits([text, text], [text]), smol_tokenizer, DataSpec())
+    ids, labels = tokens.train[0]
+    assert smol_tokenizer.decode(ids) == text.completion + smol_tokenizer.eos_token  # no <|im_start|> etc.
+    assert labels[1:] == ids[1:]
+    bos_only = list(smol_tokenizer("", add_special_tokens=True)["input_ids"])  # [] for SmolLM2
+    assert tokens.eval_prompts == [bos_only] and tokens.eval_references == [text.completion]
+
+
+def test_system_or_multi_turn_needs_a_chat_template(smol_tokenizer):
+    plain = copy.deepcopy(smol_tokenizer)
+    plain.chat_template = None
+    system = Example([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}], "Hello.")
+    turns = Example([{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."},
+                     {"role": "user", "content": "Bye?"}], "Bye.")
+    single = Example([{"role": "user", "content": "Hi?"}], "Hello.")
+    with pytest.raises(DataError, match=r"train example 2 has a system message, but tokenizer .* has no chat "
+                                        r"template.*single-turn prompt/completion data without system_prompt"):
+        tokenize_splits(tiny_splits([single, system], [single]), plain, DataSpec())
+    with pytest.raises(DataError, match="eval example 1 has 3 turns, but tokenizer"):
+        tokenize_splits(tiny_splits([single], [turns]), plain, DataSpec())
+    with_template = tokenize_splits(tiny_splits([system], [turns]), smol_tokenizer, DataSpec())
+    assert "Be brief." in smol_tokenizer.decode(with_template.train[0][0])
+
+
+@pytest.mark.parametrize("name", ["stdlib-qa", "headline-sentiment", "fictional-company"])
+def test_builtin_answers_fit_their_generation_budget(smol_tokenizer, name):
+    splits = load_examples(DataSpec(name=name, eval_size=ALL))
+    tokens = tokenize_splits(splits, smol_tokenizer, DataSpec(max_seq_len=256))
+    assert (tokens.truncated, tokens.dropped) == (0, 0)
+    # Answer tokens (completion + <|im_end|>) after each eval prompt.
+    lengths = sorted(len(ids) - len(prompt) for (ids, _), prompt in zip(tokens.eval, tokens.eval_prompts))
+    covered = sum(n <= splits.max_new_tokens for n in lengths) / len(lengths)
+    assert covered >= (0.9 if name == "stdlib-qa" else 1.0), (lengths[-5:], splits.max_new_tokens)
 
 
 # ---- batching ----------------------------------------------------------------------------------

@@ -5,12 +5,16 @@ is exactly where the loss starts. With a chat template the prompt is the templat
 of the prompt messages with ``add_generation_prompt=True``, and the answer is what the template
 puts after that for an assistant turn: normally the completion plus the end-of-turn marker
 (``<|im_end|>`` for SmolLM2), i.e. exactly the tokens the model must learn to generate before it
-stops. Without a template the format is ``Question: ...\\nAnswer: `` + completion + eos.
+stops. Without a template the format is ``Question: ...\\nAnswer: `` + completion + eos, which
+only fits a single user turn: a system message or several turns need a chat template.
+
+Plain text examples (an empty prompt) get no wrapper at all: the text + eos, scored on every
+token, after whatever BOS the tokenizer adds by itself.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from harness.data.examples import IGNORE_INDEX, DataError, Example, Splits
@@ -36,6 +40,11 @@ class TokenizedSplits:
     """Examples (train and eval) longer than max_seq_len and cut from the right; includes dropped."""
     dropped: int
     """Examples removed because truncation left no scored token."""
+    eval_prompts: list[list[int]] = field(default_factory=list)
+    """Per ``eval`` entry, same order: the prompt ids that precede the answer in it, i.e. what a
+    model is given before generating (whole, even where ``eval`` cut a long prompt)."""
+    eval_references: list[str] = field(default_factory=list)
+    """Per ``eval`` entry, same order: the completion text the answer should match."""
 
 
 def tokenize_splits(splits: Splits, tokenizer: PreTrainedTokenizerBase, spec: DataSpec) -> TokenizedSplits:
@@ -43,33 +52,66 @@ def tokenize_splits(splits: Splits, tokenizer: PreTrainedTokenizerBase, spec: Da
 
     With ``spec.completion_only_loss`` only the answer tokens are scored; otherwise every token
     is. Sequences are cut to ``spec.max_seq_len`` tokens from the right; an example left with no
-    scored token (after the causal shift) is dropped. Raises :class:`DataError` when that drops
-    every example of a split, naming the ``max_seq_len`` that would keep one.
+    scored token (after the causal shift) is dropped. ``eval_prompts`` and ``eval_references``
+    line up with the kept ``eval`` entries, for generation-based metrics. Raises
+    :class:`DataError` when truncation drops every example of a split (naming the
+    ``max_seq_len`` that would keep one), or when a prompt has a system message or several
+    turns and the tokenizer has no chat template.
     """
     if not splits.train or not splits.eval:
         raise DataError(f"data {splits.source}: nothing to tokenize ({len(splits.train)} train, "
                         f"{len(splits.eval)} eval examples); load it with harness.data.load_examples")
+    _check_chat_template(splits, tokenizer)
     # Computed once: templates format the final assistant turn the same whatever precedes it.
-    wrap = _answer_wrapper(tokenizer, splits.train[0].prompt)
+    first_prompt = next((e.prompt for e in splits.train + splits.eval if e.prompt), None)
+    wrap = _answer_wrapper(tokenizer, first_prompt) if first_prompt else ("", _eos(tokenizer))
     train, train_cut = _encode_split("train", splits.train, tokenizer, wrap, spec, splits.source)
     held_out, eval_cut = _encode_split("eval", splits.eval, tokenizer, wrap, spec, splits.source)
     dropped = len(splits.train) - len(train) + len(splits.eval) - len(held_out)
-    return TokenizedSplits(train, held_out, truncated=train_cut + eval_cut, dropped=dropped)
+    return TokenizedSplits(
+        train=[(e.ids, e.labels) for e in train], eval=[(e.ids, e.labels) for e in held_out],
+        truncated=train_cut + eval_cut, dropped=dropped,
+        eval_prompts=[e.prompt for e in held_out], eval_references=[e.reference for e in held_out])
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    ids: list[int]
+    labels: list[int]
+    prompt: list[int]
+    reference: str
+
+
+def _check_chat_template(splits: Splits, tokenizer: Any) -> None:
+    """A system message or several turns cannot be written without a chat template: say so."""
+    if getattr(tokenizer, "chat_template", None):
+        return
+    for split, examples in (("train", splits.train), ("eval", splits.eval)):
+        for number, example in enumerate(examples, start=1):
+            roles = [message["role"] for message in example.prompt]
+            if roles and roles != ["user"]:
+                kind = "a system message" if "system" in roles else f"{len(roles)} turns"
+                name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+                raise DataError(f"data {splits.source}: {split} example {number} has {kind}, but tokenizer "
+                                f"{name!r} has no chat template to format it; use a model with a chat template "
+                                "(an instruct model) or single-turn prompt/completion data without system_prompt")
 
 
 def _encode_split(split: str, examples: list[Example], tokenizer: Any, wrap: tuple[str, str],
-                  spec: DataSpec, source: str) -> tuple[list[LabeledIds], int]:
-    """The kept (input_ids, labels) pairs of one split and how many examples were truncated."""
+                  spec: DataSpec, source: str) -> tuple[list[_Encoded], int]:
+    """The kept examples of one split, encoded, and how many examples were truncated."""
     prompts = _prompt_ids(tokenizer, examples)
-    answers = _ids(tokenizer, [wrap[0] + example.completion + wrap[1] for example in examples])
-    kept: list[LabeledIds] = []
+    text_end = _eos(tokenizer) if any(not e.prompt for e in examples) else ""  # plain text ends in eos
+    answers = _ids(tokenizer, [wrap[0] + e.completion + wrap[1] if e.prompt else e.completion + text_end
+                               for e in examples])
+    kept: list[_Encoded] = []
     truncated = 0
-    for prompt, answer in zip(prompts, answers):
+    for example, prompt, answer in zip(examples, prompts, answers):
         ids, labels = _join(prompt, answer, spec.completion_only_loss)
         truncated += len(ids) > spec.max_seq_len
         ids, labels = ids[: spec.max_seq_len], labels[: spec.max_seq_len]
         if any(label != IGNORE_INDEX for label in labels[1:]):  # labels[0] is never predicted
-            kept.append((ids, labels))
+            kept.append(_Encoded(ids, labels, prompt, example.completion))
     if not kept:
         raise DataError(_too_short(split, prompts, answers, spec, source))
     return kept, truncated
@@ -103,26 +145,26 @@ def _eos(tokenizer: Any) -> str:
 
 
 def _prompt_ids(tokenizer: Any, examples: list[Example]) -> list[list[int]]:
-    if getattr(tokenizer, "chat_template", None):
-        # The template writes any BOS itself, so the tokenizer must not add another.
-        return _ids(tokenizer, [_render(tokenizer, e.prompt, add_generation_prompt=True) for e in examples])
-    # Plain text: let the tokenizer add its usual BOS (Llama does, GPT-2 adds nothing).
-    return _ids(tokenizer, [_plain_prompt(e.prompt) for e in examples], add_special_tokens=True)
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    # The template writes any BOS itself, so the tokenizer must not add another; plain prompts
+    # and plain text get the tokenizer's usual BOS (Llama adds one, GPT-2 adds nothing).
+    templated = [chat and bool(e.prompt) for e in examples]
+    texts = [_render(tokenizer, e.prompt, add_generation_prompt=True) if t else _plain_prompt(e.prompt)
+             for e, t in zip(examples, templated)]
+    with_template = iter(_ids(tokenizer, [text for text, t in zip(texts, templated) if t]))
+    plain = iter(_ids(tokenizer, [text for text, t in zip(texts, templated) if not t], add_special_tokens=True))
+    return [next(with_template) if t else next(plain) for t in templated]
 
 
 def _plain_prompt(messages: list[dict[str, str]]) -> str:
-    """``Question: ...\\nAnswer: `` turns for a tokenizer without a chat template."""
-    parts = []
-    for message in messages:  # system text and earlier answers each end in a blank line
-        if message["role"] == "user":
-            parts.append(f"Question: {message['content']}\nAnswer: ")
-        else:
-            parts.append(message["content"] + "\n\n")
-    return "".join(parts)
+    """``Question: ...\\nAnswer: `` for one user turn without a chat template; empty for plain text."""
+    return f"Question: {messages[0]['content']}\nAnswer: " if messages else ""
 
 
 def _ids(tokenizer: Any, texts: list[str], *, add_special_tokens: bool = False) -> list[list[int]]:
     """Token ids of each text, in one batched call (the fast tokenizers run it in Rust)."""
+    if not texts:
+        return []
     return [list(ids) for ids in tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]]
 
 

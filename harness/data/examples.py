@@ -20,11 +20,15 @@ class DataError(SpecError):
 
 @dataclass(frozen=True)
 class Example:
-    """One supervised example: a chat prompt and the answer the model must learn to give."""
+    """One supervised example: a chat prompt and the answer the model must learn to give.
+
+    An empty ``prompt`` marks plain text (language modelling): ``completion`` is the whole
+    text, tokenized without any chat wrapper and scored on every token.
+    """
 
     prompt: list[dict[str, str]]
     """Chat messages before the answer: an optional system message, then user/assistant turns
-    ending with a user turn. Each message is ``{"role": ..., "content": ...}``."""
+    ending with a user turn. Each message is ``{"role": ..., "content": ...}``. Empty: plain text."""
     completion: str
     """The assistant's answer text (no end-of-turn marker: the tokenizer step adds it)."""
 
@@ -39,3 +43,12 @@ class Splits:
     """Human-readable origin: ``built-in stdlib-qa (Python 3.11.7)`` or the resolved file path."""
     split_hash: str
     """``stable_hash`` of the eval examples: equal hashes mean two trials scored the same split."""
+    format: str = "prompt_completion"
+    """The record shape the examples came from (a DATA_FORMATS value) or ``builtin``."""
+    metrics: tuple[str, ...] = ()
+    """Task metrics that fit these examples (``accuracy``, ``exact_match``, ``token_f1``, ``rouge_l``);
+    empty for plain text, which has nothing to generate."""
+    max_new_tokens: int = 0
+    """Generation budget for one answer, in tokens (0: nothing to generate)."""
+    labels: tuple[str, ...] = ()
+    """Classification only: the label set (sorted, from the train split) the prompts list."""

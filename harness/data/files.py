@@ -1,9 +1,10 @@
 """Read the raw records of a local data file, each with a location for error messages.
 
 JSONL is the main format (one object per line; blank lines are skipped). ``.json`` (a list of
-records), ``.csv`` (a header row with ``prompt`` and ``completion``) and ``.parquet`` (the same
-columns, or a ``messages`` column) are accepted too. Locations are ``file:line`` for JSONL and
-CSV and ``file record N`` (1-based) for JSON and Parquet.
+records), ``.csv`` (a header row naming the columns) and ``.parquet`` are accepted too. Which
+columns a record needs depends on its format (see :mod:`harness.data.formats`), so nothing here
+checks them. Locations are ``file:line`` for JSONL and CSV and ``file record N`` (1-based) for
+JSON and Parquet.
 """
 
 from __future__ import annotations
@@ -76,11 +77,17 @@ def _read_json(path: Path, shown: str) -> Located:
 
 def _read_csv(path: Path, shown: str) -> Located:
     reader = csv.DictReader(io.StringIO(_text(path, shown), newline=""))
-    _need_columns(reader.fieldnames or [], shown)
     records: Located = []
-    for row in reader:
-        # line_num is the reader's line after the row, which is the row's last line (1-based).
-        records.append((f"{shown}:{reader.line_num}", {"prompt": row["prompt"], "completion": row["completion"]}))
+    try:
+        for row in reader:
+            # DictReader files cells beyond the header under the key None and fills short rows with None.
+            if None in row or None in row.values():
+                raise DataError(f"{shown}:{reader.line_num}: the row does not have the header's "
+                                f"{len(reader.fieldnames or [])} cells; quote cells that contain commas")
+            # line_num is the reader's line after the row, which is the row's last line (1-based).
+            records.append((f"{shown}:{reader.line_num}", row))
+    except csv.Error as err:
+        raise DataError(f"{shown}:{reader.line_num}: malformed CSV ({err}); check the quoting") from None
     return records
 
 
@@ -95,11 +102,5 @@ def _read_parquet(path: Path, shown: str) -> Located:
         reason = (str(err).splitlines() or [""])[0]  # pyarrow messages can span lines
         raise DataError(f"{shown}: not a readable Parquet file ({type(err).__name__}: {reason}); "
                         "check the file or convert it to JSONL") from None
-    if "messages" not in table.column_names:
-        _need_columns(table.column_names, shown)
     return [(f"{shown} record {i}", row) for i, row in enumerate(table.to_pylist(), start=1)]
 
-
-def _need_columns(found: list[str], shown: str) -> None:
-    if not {"prompt", "completion"} <= set(found):
-        raise DataError(f"{shown}: columns are {list(found)}; expected `prompt` and `completion` columns")
