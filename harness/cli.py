@@ -43,7 +43,10 @@ def sweep(
     wandb: Optional[str] = typer.Option(None, help="auto, offline, online or disabled."),
     sampler: Optional[str] = typer.Option(None, help="tpe, random or grid."),
     pruner: Optional[str] = typer.Option(None, help="none, median or hyperband."),
-    objectives: Optional[str] = typer.Option(None, help="Comma-separated, e.g. eval_loss or eval_loss,peak_memory_mb."),
+    objectives: Optional[str] = typer.Option(None, "--objectives", "--objective",
+                                             help="Comma-separated: eval_loss, perplexity, peak_memory_mb, "
+                                                  "train_seconds, tokens_per_second, or a task metric "
+                                                  "(exact_match, accuracy, rouge_l, token_f1)."),
 ) -> None:
     """Run (or resume) a study: each trial fine-tunes a LoRA/QLoRA adapter and scores it."""
     from harness.experiment import build_sweep_spec, load_experiment
@@ -89,7 +92,7 @@ def _run_sweep(spec: Any) -> None:
     print_table(trials_table(ranked[:10], f"study {spec.study}: {len(outcome.records)} trials this run, best first"))
     if outcome.pareto:
         print_table(pareto_table(outcome.pareto, spec.objectives))
-    _print_where(outcome)
+    _print_where(outcome, spec.objectives[0])
 
 
 def _ranked(records: list[dict[str, Any]], spec: Any) -> list[dict[str, Any]]:
@@ -97,17 +100,25 @@ def _ranked(records: list[dict[str, Any]], spec: Any) -> list[dict[str, Any]]:
     order = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2}
 
     def key(record: dict[str, Any]) -> tuple[int, float]:
-        value = record.get(spec.objectives[0]) if spec.objectives[0] in record else record["result"].get(spec.objectives[0])
+        value = _objective_value(record, spec.objectives[0])
         return order.get(record["state"], 3), sign * value if value is not None else float("inf")
 
     return sorted(records, key=key)
 
 
-def _print_where(outcome: Any) -> None:
-    base = outcome.baseline_eval_loss
+def _objective_value(record: dict[str, Any], name: str) -> float | None:
+    """An objective's value in a trials.jsonl record: a top-level key, a result field or a task metric."""
+    for source in (record, record.get("result") or {}, record.get("metrics") or {}):
+        if source.get(name) is not None:
+            return source[name]
+    return None
+
+
+def _print_where(outcome: Any, objective: str) -> None:
+    base = outcome.baseline_eval_loss if objective == "eval_loss" else outcome.baseline_metrics.get(objective)
     if outcome.best is not None:
         best = outcome.best["values"][0]
-        line = f"best trial #{outcome.best['number']}: {best:.4f}"
+        line = f"best trial #{outcome.best['number']}: {objective} {best:.4f}"
         if base is not None:
             line += f"  (untuned base model: {base:.4f}, change {best - base:+.4f})"
         typer.echo(line)
@@ -137,6 +148,24 @@ def status(
     base = loaded.user_attrs.get("baseline_eval_loss")
     if base is not None:
         typer.echo(f"untuned base model eval_loss: {base:.4f}")
+
+
+@app.command()
+def datasets() -> None:
+    """The built-in datasets: what each holds, its size and the task metrics it is scored with."""
+    from rich.table import Table
+
+    from harness.data import describe_builtins
+    from harness.progress import print_table
+
+    table = Table(title="built-in datasets (use with --data NAME)", title_justify="left")
+    for name in ("name", "train", "eval", "metrics", "description"):
+        table.add_column(name, justify="right" if name in ("train", "eval") else "left")
+    for name, description, n_train, n_eval, metrics in describe_builtins():
+        table.add_row(name, str(n_train), str(n_eval), ", ".join(metrics), description)
+    print_table(table)
+    typer.echo("Local files: JSONL/JSON/CSV/Parquet with messages, prompt/completion, instruction/input/output, "
+               "text, or text/label columns.")
 
 
 @app.command()

@@ -52,12 +52,14 @@ def build_record(*, study: str, number: int, params: dict[str, Any], config: dic
     """The trials.jsonl record of one finished trial (the contract's keys first)."""
     body = result.to_dict()
     history = body.pop("history")
+    samples = body.pop("samples")
     return {
         "number": number, "state": STATE_OF_STATUS[result.status], "params": params,
         "eval_loss": result.eval_loss, "peak_memory_mb": result.peak_memory_mb,
         "train_seconds": result.train_seconds, "tokens_per_second": result.tokens_per_second,
         "metrics": result.metrics, "error": result.reason if result.status != "complete" else None,
-        "status": result.status, "study": study, "result": body, "history": history, "config": config,
+        "status": result.status, "study": study, "result": body, "samples": samples, "history": history,
+        "config": config,
         "wall_seconds": seconds, "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "environment": environment(),
     }

@@ -39,7 +39,8 @@ def _worker_main(conn: Any) -> None:
             try:
                 score = run_baseline(config, cache)
                 data = cache.prepared(config)
-                conn.send(("baseline", {"eval_loss": score.loss, "tokens": score.tokens, "seconds": score.seconds,
+                conn.send(("baseline", {"eval_loss": score.eval_loss, "tokens": score.tokens, "seconds": score.seconds,
+                                        "metrics": score.metrics, "samples": score.samples,
                                         "split_hash": data.split_hash, "data_source": data.source,
                                         "n_train": len(data.tokenized.train), "n_eval": len(data.tokenized.eval),
                                         "truncated": data.tokenized.truncated}))

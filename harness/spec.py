@@ -202,11 +202,28 @@ class EvalSpec:
     """How the held-out split is scored."""
 
     batch_size: int = 16
-    """Sequences per eval forward pass."""
+    """Sequences per eval forward pass (and per generation batch)."""
+    metrics: tuple[str, ...] | None = None
+    """Task metrics scored on generated answers; None: the data's defaults (a built-in task's own,
+    or chosen from the file's format); () turns generation off."""
+    generate_size: int = 32
+    """Generate answers for this many held-out examples (the first ones of the eval split)."""
+    max_new_tokens: int = 0
+    """Generation budget per answer in tokens; 0: the data's default."""
+    samples: int = 5
+    """Generated samples kept per trial (trials.jsonl and a W&B table)."""
 
     def __post_init__(self) -> None:
         _check(isinstance(self.batch_size, int) and self.batch_size >= 1,
                f"eval batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.metrics is not None:
+            metrics = (self.metrics,) if isinstance(self.metrics, str) else tuple(self.metrics)
+            _check(all(isinstance(m, str) and m for m in metrics), f"eval metrics must be names, got {metrics!r}")
+            object.__setattr__(self, "metrics", metrics)
+        for name in ("generate_size", "max_new_tokens", "samples"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                   f"eval {name} must be a non-negative integer, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -270,6 +287,8 @@ class TrialResult:
     """Per optimizer step: step, loss, lr; and eval_loss where evaluated."""
     adapter_dir: str | None = None
     device: str | None = None
+    samples: list[dict[str, str]] = field(default_factory=list)
+    """A few generated answers: prompt, prediction, reference."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -294,6 +313,9 @@ OBJECTIVES: dict[str, str] = {
     "train_seconds": "minimize",
     "tokens_per_second": "maximize",
 }
+# Task metrics (scored on generated answers; see harness.metrics) that a study can optimize.
+TASK_METRICS: dict[str, str] = {"exact_match": "maximize", "accuracy": "maximize", "rouge_l": "maximize",
+                                "token_f1": "maximize"}
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("none", "median", "hyperband")
 WANDB_MODES = ("auto", "offline", "online", "disabled")
@@ -337,11 +359,15 @@ class SweepSpec:
         _check(self.wandb in WANDB_MODES, f"wandb {self.wandb!r} is not one of {', '.join(WANDB_MODES)}")
         _check(len(self.objectives) >= 1, "objectives must name at least one metric, e.g. eval_loss")
         for name in self.objectives:
-            _check(name in OBJECTIVES, f"objective {name!r} is not one of {', '.join(OBJECTIVES)}")
+            _check(name in OBJECTIVES or name in TASK_METRICS,
+                   f"objective {name!r} is not one of {', '.join([*OBJECTIVES, *TASK_METRICS])}")
         _check(len(set(self.objectives)) == len(self.objectives), "objectives has duplicates")
         _check(self.pruner == "none" or len(self.objectives) == 1,
                "a pruner needs a single objective (Optuna cannot prune multi-objective studies); "
                "use --pruner none with several --objectives")
+        _check(self.pruner == "none" or self.objectives[0] in ("eval_loss", "perplexity"),
+               f"a pruner judges trials on their intermediate eval loss, so it needs --objectives eval_loss, "
+               f"not {self.objectives[0]}")
 
     @property
     def out_dir(self) -> str:
@@ -353,4 +379,9 @@ class SweepSpec:
 
     @property
     def directions(self) -> list[str]:
-        return [OBJECTIVES[name] for name in self.objectives]
+        return [OBJECTIVES.get(name, TASK_METRICS.get(name, "maximize")) for name in self.objectives]
+
+    @property
+    def task_objectives(self) -> tuple[str, ...]:
+        """Objectives that are task metrics (scored on generated answers)."""
+        return tuple(name for name in self.objectives if name in TASK_METRICS)

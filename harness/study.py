@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.space import SearchSpace
-from harness.spec import SpecError, SweepSpec
+from harness.spec import TASK_METRICS, SpecError, SweepSpec
 
 # User attrs a study is created with; a resume with a different value is refused.
 PINNED_ATTRS = ("space_hash", "objectives", "model", "data")
@@ -171,5 +171,6 @@ def study_rows(study: Any) -> list[dict[str, Any]]:
                      "eval_loss": result.get("eval_loss"), "perplexity": result.get("perplexity"),
                      "peak_memory_mb": result.get("peak_memory_mb"), "train_seconds": result.get("train_seconds"),
                      "tokens_per_second": result.get("tokens_per_second"),
+                     "metrics": {k: v for k, v in result.items() if k in TASK_METRICS},
                      "error": trial.user_attrs.get("reason")})
     return rows

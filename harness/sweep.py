@@ -17,7 +17,7 @@ from typing import Any
 
 from harness import tracking
 from harness.experiment import spec_to_dict
-from harness.models import cache_dir, checkpoint_path, is_converted, model_dims, resolve_model
+from harness.models import cache_dir, checkpoint_path, is_converted, load_tokenizer, model_dims, resolve_model
 from harness.progress import SweepProgress
 from harness.records import append_record, build_record
 from harness.runner import TrialRunner
@@ -45,14 +45,16 @@ class SweepOutcome:
     storage: str
     records: list[dict[str, Any]] = field(default_factory=list)
     baseline_eval_loss: float | None = None
+    baseline_metrics: dict[str, float] = field(default_factory=dict)
     best: dict[str, Any] | None = None
     pareto: list[dict[str, Any]] = field(default_factory=list)
     """With several objectives: the Pareto-optimal trials (number, values, params)."""
 
 
 def trial_config(spec: SweepSpec, params: dict[str, Any], *, adapter_dir: str | None = None,
-                 fault: str | None = None) -> TrialConfig:
-    """The full config of one trial: the sweep's fixed settings plus the sampled params."""
+                 fault: str | None = None, metrics: tuple[str, ...] | None = None) -> TrialConfig:
+    """The full config of one trial: the sweep's fixed settings plus the sampled params
+    (`metrics`: the task metrics resolved for this sweep, see `prepare`)."""
     train = dataclasses.replace(spec.train, learning_rate=float(params["learning_rate"]),
                                 max_steps=spec.max_steps, seed=spec.seed)
     if spec.pruner != "none" and train.eval_every == 0:
@@ -61,7 +63,8 @@ def trial_config(spec: SweepSpec, params: dict[str, Any], *, adapter_dir: str | 
         model=ModelSpec(spec.model), quant=QuantSpec(params["quantization"]),
         lora=LoraSpec(r=int(params["lora_r"]), alpha=float(params["lora_alpha"]),
                       dropout=float(params["lora_dropout"]), targets=params["target_modules"]),
-        train=train, data=dataclasses.replace(spec.data_spec, name=spec.data), eval=spec.eval,
+        train=train, data=dataclasses.replace(spec.data_spec, name=spec.data),
+        eval=spec.eval if metrics is None else dataclasses.replace(spec.eval, metrics=metrics),
         adapter_dir=adapter_dir, fault=fault)
 
 
@@ -71,22 +74,34 @@ def _faults() -> dict[int, str]:
     return {int(index): fault for index, fault in pairs}
 
 
-def prepare(spec: SweepSpec, space: SearchSpace, progress: SweepProgress) -> None:
-    """Everything that can fail on bad input, done before the study exists or a model trains."""
-    from harness.data import load_examples
+def prepare(spec: SweepSpec, space: SearchSpace, progress: SweepProgress) -> tuple[str, ...]:
+    """Everything that can fail on bad input, done before the study exists or a model trains.
+    Returns the task metrics to score: the eval spec's (else the data's defaults) plus task objectives."""
+    from harness.data import load_examples, tokenize_splits
+    from harness.metrics import check_metric_names
 
     model = resolve_model(spec.model)
     if not is_converted(model):
         progress.note(f"converting {model.name} ({model.location}) into a cached checkpoint under "
                       f"{cache_dir()} (once)...")
-    dims = model_dims(checkpoint_path(model))
-    check_rank_fits(space, dims, spec.model)
-    load_examples(dataclasses.replace(spec.data_spec, name=spec.data))
+    path = checkpoint_path(model)
+    check_rank_fits(space, model_dims(path), spec.model)
+    data_spec = dataclasses.replace(spec.data_spec, name=spec.data)
+    splits = load_examples(data_spec)
+    tokenize_splits(splits, load_tokenizer(path), data_spec)  # chat template, truncation: fail here, not later
+    metrics = splits.metrics if spec.eval.metrics is None else spec.eval.metrics
+    metrics = tuple(dict.fromkeys([*metrics, *spec.task_objectives]))
+    if spec.task_objectives and splits.max_new_tokens == 0 and not spec.eval.max_new_tokens:
+        raise SpecError(f"objective {spec.task_objectives[0]} needs generated answers, but {spec.data} is plain "
+                        "text with nothing to answer; use --objectives eval_loss")
+    check_metric_names(metrics)
+    return metrics
 
 
 def objective_values(spec: SweepSpec, result: TrialResult) -> list[float] | None:
     """The values to tell the study, or None when one is missing or not finite."""
-    values = [getattr(result, name) for name in spec.objectives]
+    values = [result.metrics.get(name) if name in spec.task_objectives else getattr(result, name)
+              for name in spec.objectives]
     if any(v is None or not math.isfinite(v) for v in values):
         return None
     return [float(v) for v in values]
@@ -103,9 +118,10 @@ class Sweep:
         self.study: Any = None
         self.outcome = SweepOutcome(spec.study, self.out_dir, spec.storage_url)
         self.wandb_mode = tracking.resolve_mode(spec.wandb)
+        self.metrics: tuple[str, ...] = ()
 
     def run(self) -> SweepOutcome:
-        prepare(self.spec, self.space, self.progress)
+        self.metrics = prepare(self.spec, self.space, self.progress)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.wandb_mode != "disabled":
             tracking.configure_dirs(self.out_dir)
@@ -171,21 +187,26 @@ class Sweep:
             self.progress.note("scoring the untuned base model on the held-out split (once per study)...")
             defaults = {"quantization": "none", "lora_r": 1, "lora_alpha": 1.0, "learning_rate": 1e-4,
                         "lora_dropout": 0.0, "target_modules": "all-linear"}
-            payload = self.runner.baseline(trial_config(self.spec, defaults))
+            payload = self.runner.baseline(trial_config(self.spec, defaults, metrics=self.metrics))
             if "error" in payload:
                 raise SpecError(f"cannot score the base model: {payload['error']}")
-            for key in ("eval_loss", "split_hash", "data_source", "n_train", "n_eval", "truncated"):
-                self.study.set_user_attr(key if key != "eval_loss" else "baseline_eval_loss", payload.get(key))
+            for key in ("eval_loss", "metrics", "samples"):
+                self.study.set_user_attr(f"baseline_{key}", payload.get(key))
+            for key in ("split_hash", "data_source", "n_train", "n_eval", "truncated"):
+                self.study.set_user_attr(key, payload.get(key))
             attrs = self.study.user_attrs
         self.outcome.baseline_eval_loss = attrs.get("baseline_eval_loss")
-        self.progress.note(f"untuned base model: eval_loss {attrs['baseline_eval_loss']:.4f} on "
-                           f"{attrs.get('n_eval')} held-out examples ({attrs.get('data_source')})")
+        self.outcome.baseline_metrics = attrs.get("baseline_metrics") or {}
+        metrics = "".join(f", {k} {v:.3f}" for k, v in self.outcome.baseline_metrics.items())
+        truncated = f"; {attrs['truncated']} examples truncated to max_seq_len" if attrs.get("truncated") else ""
+        self.progress.note(f"untuned base model: eval_loss {attrs['baseline_eval_loss']:.4f}{metrics} on "
+                           f"{attrs.get('n_eval')} held-out examples ({attrs.get('data_source')}){truncated}")
 
     def _one_trial(self, index: int, fault: str | None) -> None:
         trial = self.study.ask()
         params = suggest(trial, self.space)
         tmp_adapter = self.out_dir / "adapters" / f".trial-{trial.number}"
-        config = trial_config(self.spec, params, adapter_dir=str(tmp_adapter), fault=fault)
+        config = trial_config(self.spec, params, adapter_dir=str(tmp_adapter), fault=fault, metrics=self.metrics)
         trial.set_user_attr("owner", owner_attrs())
         trial.set_user_attr("config", config.to_dict())
         run = tracking.start_trial_run(study=self.spec.study, number=trial.number, config=config.to_dict(),
@@ -232,6 +253,7 @@ class Sweep:
         self.study.tell(trial, values, state=state)
         record = self._record(trial.number, params, config.to_dict(), result, seconds)
         self._keep_adapter(trial.number, result)
+        run.log_table("samples", result.samples)
         run.finish(_summary(result), failed=result.status != "complete")
         self.progress.end_trial(record, self._best_value())
 

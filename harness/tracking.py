@@ -131,6 +131,19 @@ class TrialRun:
         if self._run is not None:
             self._guard("log", lambda: self._run.log(dict(metrics), step=int(step)))
 
+    def log_table(self, key: str, rows: list[dict[str, Any]]) -> None:
+        """Log rows of dicts (generated samples, say) as one ``wandb.Table`` under ``key``."""
+        if self._run is not None and rows:
+            columns = list(rows[0])
+
+            def action() -> None:
+                import wandb
+
+                table = wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])
+                self._run.log({key: table}, commit=False)
+
+            self._guard("log", action)
+
     def finish(self, summary: dict[str, Any], failed: bool) -> None:
         """Write the final metrics into ``run.summary`` and close the run (exit code 1 if failed).
 

@@ -32,6 +32,9 @@ class PreparedData:
     eval_batches: list[Any]
     split_hash: str
     source: str
+    metrics: tuple[str, ...] = ()
+    """The data's default task metrics (a built-in task's own, or chosen from the file's format)."""
+    max_new_tokens: int = 0
 
 
 @dataclass
@@ -57,7 +60,8 @@ class TrialCache:
             tokenized = tokenize_splits(splits, tokenizer, config.data)
             eval_batches = make_batches(tokenized.eval, config.eval.batch_size, tokenizer.pad_token_id,
                                         shuffle_seed=None)
-            self.data[key] = PreparedData(tokenizer, tokenized, eval_batches, splits.split_hash, splits.source)
+            self.data[key] = PreparedData(tokenizer, tokenized, eval_batches, splits.split_hash, splits.source,
+                                          splits.metrics, splits.max_new_tokens)
         return self.data[key]
 
 
@@ -173,11 +177,24 @@ def run_trial(config: TrialConfig, cache: TrialCache | None = None,
         return _ended(status, one_line(err), meter, state)
     finally:
         state.pop("model", None)
-        gc.collect()
-        if device == "cuda":
-            import torch
+        release_memory(device)
 
-            torch.cuda.empty_cache()
+
+def release_memory(device: str) -> None:
+    """Give a finished trial's memory back: collect garbage, empty CUDA's cache, and on Linux
+    return freed heap pages to the OS (without malloc_trim, glibc keeps them and a long-lived
+    worker's resident memory creeps up by megabytes per trial)."""
+    gc.collect()
+    if device == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def one_line(err: BaseException) -> str:
@@ -225,6 +242,7 @@ def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, devi
     history.append({"step": outcome.steps, "eval_loss": score.loss})
     if not math.isfinite(score.loss):
         raise NonFiniteLoss(f"non-finite eval loss ({score.loss}) after step {outcome.steps}")
+    generated = score_task(model, data, config, device)
     adapter_dir = None
     if config.adapter_dir:
         model.save_pretrained(config.adapter_dir)  # adapter_model.safetensors + adapter_config.json
@@ -232,11 +250,12 @@ def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, devi
     return TrialResult(
         status="complete", eval_loss=score.loss, perplexity=score.perplexity, train_loss=outcome.final_loss,
         steps=outcome.steps, peak_memory_mb=meter.peak_mb(), train_seconds=outcome.seconds,
-        eval_seconds=score.seconds, load_seconds=state["load_seconds"],
+        eval_seconds=score.seconds + (generated.seconds if generated else 0.0), load_seconds=state["load_seconds"],
         tokens_per_second=outcome.tokens / outcome.seconds if outcome.seconds else None,
         train_tokens=outcome.tokens, trainable_params=state["trainable_params"],
-        total_params=state["total_params"], metrics={"base_model_mb": state["base_model_mb"]},
-        history=history, adapter_dir=adapter_dir, device=device)
+        total_params=state["total_params"],
+        metrics={**(generated.metrics if generated else {}), "base_model_mb": state["base_model_mb"]},
+        history=history, adapter_dir=adapter_dir, device=device, samples=generated.samples if generated else [])
 
 
 def _param_counts(model: Any) -> tuple[int, int]:
@@ -260,14 +279,49 @@ def _ended(status: str, reason: str, meter: MemoryMeter, state: dict[str, Any]) 
         history=state.get("history", []), device=state.get("device"))
 
 
-def run_baseline(config: TrialConfig, cache: TrialCache | None = None) -> EvalScore:
-    """Eval loss of the untuned base model (16-bit) on the same held-out split: the row to beat."""
+def task_metric_names(config: TrialConfig, data: PreparedData) -> tuple[str, ...]:
+    """The metrics to score on generated answers: the eval spec's, else the data's defaults."""
+    if data.max_new_tokens == 0 and not config.eval.max_new_tokens:
+        return ()  # plain text: nothing to generate from
+    return data.metrics if config.eval.metrics is None else config.eval.metrics
+
+
+def score_task(model: Any, data: PreparedData, config: TrialConfig, device: str) -> Any:
+    """Greedy answers for the first `generate_size` held-out prompts, scored with the task metrics."""
+    from harness.generation import score_generations
+
+    names = task_metric_names(config, data)
+    size = min(config.eval.generate_size, len(data.tokenized.eval_prompts))
+    if not names or size == 0:
+        return None
+    return score_generations(model, data.tokenizer, data.tokenized.eval_prompts[:size],
+                             data.tokenized.eval_references[:size], names,
+                             max_new_tokens=config.eval.max_new_tokens or data.max_new_tokens,
+                             batch_size=config.eval.batch_size, device=device, n_samples=config.eval.samples)
+
+
+@dataclass(frozen=True)
+class BaselineScore:
+    """The untuned base model on the held-out split: the row every trial is read against."""
+
+    eval_loss: float
+    tokens: int
+    seconds: float
+    metrics: dict[str, float]
+    samples: list[dict[str, str]]
+
+
+def run_baseline(config: TrialConfig, cache: TrialCache | None = None) -> BaselineScore:
+    """Eval loss and task metrics of the untuned base model (16-bit) on the same held-out split."""
     cache = cache or TrialCache()
     device = pick_device()
     data = cache.prepared(config)
     model = load_base_model(cache.checkpoint(config.model.name), "none", device)
     try:
-        return eval_loss(model, data.eval_batches, device)
+        score = eval_loss(model, data.eval_batches, device)
+        generated = score_task(model, data, config, device)
+        return BaselineScore(score.loss, score.tokens, score.seconds + (generated.seconds if generated else 0.0),
+                             generated.metrics if generated else {}, generated.samples if generated else [])
     finally:
         del model
-        gc.collect()
+        release_memory(device)

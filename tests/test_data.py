@@ -353,3 +353,16 @@ def test_grouping_by_length_reduces_padding():
     seqs = [([1] * n, [1] * n) for n in range(10, 410)]
     grouped = padding_efficiency(make_batches(seqs, 8, 0, shuffle_seed=0))
     assert grouped > 0.95
+
+
+def test_stdlib_qa_does_not_depend_on_what_else_was_imported() -> None:
+    """transformers patches methods onto logging.Logger; the dataset must not pick them up."""
+    import subprocess
+    import sys
+
+    code = ("import sys; {imports}from harness.data import load_examples; from harness.spec import DataSpec; "
+            "s = load_examples(DataSpec(eval_size=1000)); print(len(s.train), s.split_hash)")
+    plain, patched = (subprocess.run([sys.executable, "-c", code.format(imports=imports)], capture_output=True,
+                                     text=True, check=True).stdout.split()
+                      for imports in ("", "import transformers, peft; "))
+    assert plain == patched

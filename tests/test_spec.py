@@ -133,7 +133,7 @@ def test_model_data_eval_specs_reject() -> None:
         ({"sampler": "cmaes"}, "sampler"),
         ({"pruner": "successive"}, "pruner"),
         ({"wandb": "on"}, "wandb"),
-        ({"objectives": ("accuracy",)}, "accuracy"),
+        ({"objectives": ("bleu",)}, "bleu"),
         ({"objectives": ()}, "objectives"),
         ({"objectives": ("eval_loss", "eval_loss")}, "objectives"),
         ({"objectives": ("eval_loss", "peak_memory_mb"), "pruner": "median"}, "pruner"),

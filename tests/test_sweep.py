@@ -192,7 +192,7 @@ def test_a_killed_sweep_leaves_no_trial_running_forever(tmp_path: Path) -> None:
     (["--model", "./no/such/model"], ["no/such/model", "does not exist"]),
     (["--model", "missing.gguf"], ["missing.gguf", "does not exist"]),
     (["--sampler", "bayes"], ["sampler", "bayes"]),
-    (["--objectives", "eval_loss,accuracy"], ["objective", "accuracy"]),
+    (["--objectives", "eval_loss,bleu"], ["objective", "bleu"]),
     (["--pruner", "median", "--objectives", "eval_loss,peak_memory_mb"], ["pruner", "single objective"]),
     (["--data", "no_such_file.jsonl"], ["no_such_file.jsonl"]),
     (["--trials", "0"], ["trials"]),
@@ -209,11 +209,12 @@ def test_rank_larger_than_the_model_is_refused_before_training(tmp_path: Path) -
     assert_one_line_error(proc, "big.yaml", "lora_r", "64", "32")
 
 
-def test_local_jsonl_data_in_both_formats(tmp_path: Path) -> None:
-    data = tmp_path / "mixed.jsonl"
+@pytest.mark.parametrize("fmt", ["messages", "prompt_completion"])
+def test_local_jsonl_data(fmt: str, tmp_path: Path) -> None:
+    data = tmp_path / f"{fmt}.jsonl"
     lines = []
     for i in range(40):
-        if i % 2:
+        if fmt == "messages":
             lines.append({"messages": [{"role": "user", "content": f"What is {i} plus one?"},
                                        {"role": "assistant", "content": f"It is {i + 1}."}]})
         else:

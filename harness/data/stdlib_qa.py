@@ -112,6 +112,14 @@ def _defined_here(obj: Any, module: Any) -> bool:
     return owner.lstrip("_") == module.__name__.rsplit(".", 1)[-1] or owner == module.__name__
 
 
+def _from_stdlib(member: Any) -> bool:
+    """False for methods that third-party packages patch onto stdlib classes (transformers adds
+    `logging.Logger.warning_once`), so the dataset does not depend on what else was imported."""
+    owner = getattr(member, "__module__", None)
+    return owner is None or owner.split(".")[0].lstrip("_") in sys.stdlib_module_names or \
+        owner.split(".")[0] in sys.stdlib_module_names
+
+
 def _candidates(module_name: str, module: Any) -> list[tuple[str, str, Any]]:
     """(qualified name, kind, object) for the module's public functions, classes and methods.
 
@@ -133,7 +141,7 @@ def _candidates(module_name: str, module: Any) -> list[tuple[str, str, Any]]:
         if inspect.isclass(obj):
             found.append((qualified, "class", obj))
             for attr, member in sorted(vars(obj).items()):
-                if not attr.startswith("_") and inspect.isroutine(member):
+                if not attr.startswith("_") and inspect.isroutine(member) and _from_stdlib(member):
                     found.append((f"{qualified}.{attr}", "method", member))
         else:
             found.append((qualified, "function", obj))

@@ -1,0 +1,62 @@
+"""Task metrics end to end: every built-in task through the command line, every file format through
+run_trial, on tiny-llama."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import run_cli
+from harness.data import builtin_names
+from harness.spec import DataSpec, EvalSpec, LoraSpec, ModelSpec, TrainSpec, TrialConfig
+from harness.trial import run_trial
+
+TASK_METRIC = {"stdlib-qa": "token_f1", "headline-sentiment": "accuracy", "fictional-company": "exact_match"}
+
+
+@pytest.mark.parametrize("task", builtin_names())
+def test_every_builtin_task_sweeps_and_records_its_metrics(task: str, tmp_path: Path) -> None:
+    metric = TASK_METRIC[task]
+    out = tmp_path / task
+    proc = run_cli("sweep", "--model", "tiny-llama", "--space", "tiny", "--data", task, "--trials", "1",
+                   "--max-steps", "2", "--objectives", metric, "--study", "t", "--out", str(out), "--wandb", "offline")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((out / "trials.jsonl").read_text().splitlines()[0])
+    assert record["state"] == "COMPLETE"
+    assert 0.0 <= record["metrics"][metric] <= 1.0
+    assert record["samples"] and {"prompt", "prediction", "reference"} <= set(record["samples"][0])
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{out}/study.db")
+    assert study.direction.name == "MAXIMIZE"
+    assert study.best_value == pytest.approx(record["metrics"][metric])
+    assert metric in study.user_attrs["baseline_metrics"]
+
+
+FORMATS = {
+    "messages": lambda i: {"messages": [{"role": "user", "content": f"What is {i} plus one?"},
+                                        {"role": "assistant", "content": f"{i + 1}"}]},
+    "prompt_completion": lambda i: {"prompt": f"What is {i} plus one?", "completion": f"{i + 1}"},
+    "instruction": lambda i: {"instruction": "Add one.", "input": str(i), "output": str(i + 1)},
+    "text": lambda i: {"text": f"The number after {i} is {i + 1}."},
+    "classification": lambda i: {"text": f"The number {i}", "label": "even" if i % 2 == 0 else "odd"},
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_file_format_trains_and_scores(fmt: str, tmp_path: Path) -> None:
+    path = tmp_path / f"{fmt}.jsonl"
+    path.write_text("".join(json.dumps(FORMATS[fmt](i)) + "\n" for i in range(60)))
+    config = TrialConfig(model=ModelSpec("tiny-llama"), lora=LoraSpec(r=4, alpha=8.0),
+                         train=TrainSpec(learning_rate=5e-3, max_steps=2, batch_size=4),
+                         data=DataSpec(name=str(path), eval_size=8), eval=EvalSpec(generate_size=4))
+    result = run_trial(config)
+    assert result.status == "complete", result.reason
+    task_metrics = set(result.metrics) - {"base_model_mb"}
+    expected = {"text": set(), "classification": {"accuracy"}}.get(fmt)
+    if expected is not None:
+        assert task_metrics == expected
+    else:
+        assert {"token_f1", "rouge_l"} <= task_metrics
+    assert len(result.samples) == (0 if fmt == "text" else 4)
