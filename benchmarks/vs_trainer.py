@@ -74,9 +74,11 @@ def space_yaml() -> str:
 
 
 def experiment_yaml(batch_size: int) -> str:
-    """The training settings harness has no flag for, pinned to what the peer is given."""
+    """The training settings harness has no flag for, pinned to what the peer is given. Task metrics
+    (generated answers) are off: the peer scores eval loss only, so harness does too."""
     return (f"train: {{batch_size: {batch_size}, warmup_ratio: {WARMUP_RATIO}, weight_decay: {WEIGHT_DECAY}, "
-            f"scheduler: {SCHEDULER}, max_grad_norm: {MAX_GRAD_NORM}, grad_accum: 1}}\n")
+            f"scheduler: {SCHEDULER}, max_grad_norm: {MAX_GRAD_NORM}, grad_accum: 1}}\n"
+            "eval: {metrics: []}\n")
 
 
 def sample_params(trial: Any) -> dict[str, Any]:

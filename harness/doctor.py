@@ -25,7 +25,7 @@ import torch
 from harness.models import (INSTALL_HINT as BUILTIN_INSTALL, bf16_supported, compute_dtype, pick_device,
                             quantization_config, smollm2_gguf_path)
 from harness.quiet import quiet
-from harness.spec import QUANTIZATION_MODES
+from harness.spec import QUANTIZATION_MODES, one_line
 
 VERSIONED_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "optuna", "wandb", "datasets")
 BUILTIN_MODEL = "smollm2-135m"
@@ -88,7 +88,7 @@ def bnb_backend() -> str:
         with quiet():
             from bitsandbytes import cextension
     except Exception as exc:  # noqa: BLE001 - reported, not raised
-        return f"unusable: {_one_line(exc)}"
+        return f"unusable: {one_line(exc)}"
     backend = cextension.BNB_BACKEND
     native = getattr(cextension.lib, "_lib", None)
     library = Path(native._name).name if native is not None else "no native library (PyTorch fallback)"
@@ -126,7 +126,7 @@ def check_quantization_modes(device: str, dtype: torch.dtype) -> list[ModeCheck]
         try:
             _save_tiny_llama(Path(tmp))
         except Exception as exc:  # noqa: BLE001 - reported, not raised
-            return [ModeCheck(mode, False, f"tiny model: {_one_line(exc)}") for mode in QUANTIZATION_MODES]
+            return [ModeCheck(mode, False, f"tiny model: {one_line(exc)}") for mode in QUANTIZATION_MODES]
         return [_check_mode(Path(tmp), mode, device, dtype) for mode in QUANTIZATION_MODES]
 
 
@@ -135,7 +135,7 @@ def _check_mode(model_dir: Path, mode: str, device: str, dtype: torch.dtype) -> 
     try:
         loss, changed, kinds = _train_one_step(model_dir, mode, device, dtype)
     except Exception as exc:  # noqa: BLE001 - a failing mode is a result
-        return ModeCheck(mode, False, _one_line(exc))
+        return ModeCheck(mode, False, one_line(exc))
     finally:
         gc.collect()
         if device.startswith("cuda"):
@@ -203,11 +203,6 @@ def _save_tiny_llama(folder: Path) -> None:
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _one_line(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first}"[:240]
 
 
 def format_report(report: DoctorReport) -> str:

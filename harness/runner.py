@@ -45,7 +45,7 @@ def _worker_main(conn: Any) -> None:
                                         "n_train": len(data.tokenized.train), "n_eval": len(data.tokenized.eval),
                                         "truncated": data.tokenized.truncated}))
             except Exception as err:  # reported, not raised: the supervisor decides
-                from harness.trial import one_line
+                from harness.spec import one_line
 
                 conn.send(("baseline", {"error": one_line(err)}))
             continue

@@ -30,6 +30,13 @@ class SpecError(ValueError):
     """A bad value in a config, flag or file. Its message is one line that names the field."""
 
 
+def one_line(err: BaseException) -> str:
+    """An exception as `Type: first line of its message`, at most 300 characters (for records)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    line = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return line[:300]
+
+
 def _check(cond: bool, message: str) -> None:
     if not cond:
         raise SpecError(message)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from harness.models import (checkpoint_path, load_base_model, load_tokenizer, pick_device, resolve_model,
                             target_modules, weights_memory_mb)
 from harness.scoring import EvalScore, eval_loss
-from harness.spec import TrialConfig, TrialResult, stable_hash
+from harness.spec import TrialConfig, TrialResult, one_line, stable_hash
 from harness.train import NonFiniteLoss, StepInfo, StopTraining, train
 
 
@@ -195,13 +195,6 @@ def release_memory(device: str) -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-def one_line(err: BaseException) -> str:
-    """`Type: first line of the message`, at most 300 characters."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    line = f"{type(err).__name__}: {text}" if text else type(err).__name__
-    return line[:300]
 
 
 def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, device: str,

@@ -111,3 +111,16 @@ def test_the_eval_split_is_the_same_for_every_trial(cache: TrialCache) -> None:
     b = cache.prepared(config("nf4", learning_rate=1e-3))
     assert a is b  # the same tokenized data and eval batches, reused on purpose
     assert load_examples(config().data).split_hash == a.split_hash
+
+
+def test_tokens_per_second_counts_real_tokens_only(cache: TrialCache) -> None:
+    """train_tokens is the sum of attention masks of the batches trained on: padding is not counted."""
+    cfg = config(max_steps=4, batch_size=8)
+    result = run_trial(cfg, cache)
+    data = cache.prepared(cfg)
+    batches = make_batches(data.tokenized.train, 8, data.tokenizer.pad_token_id,
+                           shuffle_seed=cfg.train.seed * 100_003)[:4]  # epoch 0, the first 4 steps
+    real = sum(int(b.attention_mask.sum()) for b in batches)
+    padded = sum(b.input_ids.numel() for b in batches)
+    assert result.train_tokens == real
+    assert real <= padded
