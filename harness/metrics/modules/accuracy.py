@@ -6,10 +6,9 @@ normalised reference label: for a one-word label, its first word equals the labe
 and "positive, because..." both match the label "positive"; "not positive" does not.
 """
 
-import datasets
 import evaluate
 
-from .text import answer_tokens, mean
+from .text import answer_tokens, mean, text_pair_info
 
 _DESCRIPTION = """Fraction of predictions whose first normalised word(s) equal the normalised
 reference label (one word for a one-word label). Normalisation is SQuAD's: lowercase, punctuation
@@ -40,13 +39,7 @@ def label_matches(prediction, reference):
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Accuracy(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("string"),
-                                        "references": datasets.Value("string")}),
-        )
+        return text_pair_info(_DESCRIPTION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references):
         return {"accuracy": mean([float(label_matches(p, r)) for p, r in zip(predictions, references)])}

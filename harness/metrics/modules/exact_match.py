@@ -1,9 +1,8 @@
 """Exact match after SQuAD normalisation (a local `evaluate` metric)."""
 
-import datasets
 import evaluate
 
-from .text import mean, normalize_answer
+from .text import mean, normalize_answer, text_pair_info
 
 _DESCRIPTION = """Fraction of predictions equal to their reference after SQuAD normalisation
 (lowercase, punctuation and the articles a/an/the removed, whitespace collapsed). 0.0 to 1.0."""
@@ -24,13 +23,7 @@ Examples:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class ExactMatch(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("string"),
-                                        "references": datasets.Value("string")}),
-        )
+        return text_pair_info(_DESCRIPTION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references):
         hits = [float(normalize_answer(p) == normalize_answer(r)) for p, r in zip(predictions, references)]

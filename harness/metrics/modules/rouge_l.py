@@ -4,10 +4,9 @@ Same definition as `rouge_score`'s rougeL F-measure without stemming (the hub `r
 default), computed here so no extra package is needed.
 """
 
-import datasets
 import evaluate
 
-from .text import mean, rouge_tokens
+from .text import mean, overlap_f1, rouge_tokens, text_pair_info
 
 _DESCRIPTION = """Mean over examples of ROUGE-L F1: with L the length of the longest common
 subsequence of the lowercased word tokens (runs of letters and digits), precision = L / prediction
@@ -45,22 +44,13 @@ def rouge_l_f1(prediction, reference):
     """ROUGE-L F1 of one prediction against one reference."""
     pred, ref = rouge_tokens(prediction), rouge_tokens(reference)
     lcs = lcs_length(pred, ref) if pred and ref else 0
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(pred), lcs / len(ref)
-    return 2 * precision * recall / (precision + recall)
+    return overlap_f1(lcs, len(pred), len(ref))
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class RougeL(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("string"),
-                                        "references": datasets.Value("string")}),
-        )
+        return text_pair_info(_DESCRIPTION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references):
         return {"rouge_l": mean([rouge_l_f1(p, r) for p, r in zip(predictions, references)])}

@@ -9,6 +9,9 @@ letters, which `rouge_score` would drop.
 import re
 import string
 
+import datasets
+import evaluate
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = frozenset(string.punctuation)
 _WORD = re.compile(r"[^\W_]+")
@@ -33,3 +36,22 @@ def rouge_tokens(text: str) -> list:
 def mean(values: list) -> float:
     """Arithmetic mean as a float; callers guarantee at least one value."""
     return float(sum(values) / len(values))
+
+
+def text_pair_info(description, inputs_description):
+    """The MetricInfo every local metric shares: one predicted string against one reference string."""
+    return evaluate.MetricInfo(
+        description=description,
+        citation="",
+        inputs_description=inputs_description,
+        features=datasets.Features({"predictions": datasets.Value("string"),
+                                    "references": datasets.Value("string")}),
+    )
+
+
+def overlap_f1(overlap, n_predicted, n_reference):
+    """Harmonic mean of precision (overlap / predicted) and recall (overlap / reference); 0 without overlap."""
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / n_predicted, overlap / n_reference
+    return 2 * precision * recall / (precision + recall)

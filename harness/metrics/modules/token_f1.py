@@ -2,10 +2,9 @@
 
 import collections
 
-import datasets
 import evaluate
 
-from .text import answer_tokens, mean
+from .text import answer_tokens, mean, overlap_f1, text_pair_info
 
 _DESCRIPTION = """Mean over examples of the SQuAD token F1: the harmonic mean of precision and
 recall of the normalised words shared by prediction and reference (counted with multiplicity).
@@ -31,22 +30,13 @@ def token_f1(prediction, reference):
     if not pred or not ref:
         return float(pred == ref)
     same = sum((collections.Counter(pred) & collections.Counter(ref)).values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(pred), same / len(ref)
-    return 2 * precision * recall / (precision + recall)
+    return overlap_f1(same, len(pred), len(ref))
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class TokenF1(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("string"),
-                                        "references": datasets.Value("string")}),
-        )
+        return text_pair_info(_DESCRIPTION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references):
         return {"token_f1": mean([token_f1(p, r) for p, r in zip(predictions, references)])}
