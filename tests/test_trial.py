@@ -124,3 +124,26 @@ def test_tokens_per_second_counts_real_tokens_only(cache: TrialCache) -> None:
     padded = sum(b.input_ids.numel() for b in batches)
     assert result.train_tokens == real
     assert real <= padded
+
+
+@pytest.mark.parametrize("mode", ["int8", "nf4-dq"])
+def test_quantized_checkpoint_is_built_once_and_loads_identical_weights(mode: str, tiny_checkpoint: str) -> None:
+    """Trials load a cached quantized checkpoint instead of requantizing; it must hold the very same weights."""
+    from transformers import AutoModelForCausalLM
+
+    from harness.models import compute_dtype, quantization_config, quantized_checkpoint
+
+    dtype = compute_dtype("cpu")
+    from peft import prepare_model_for_kbit_training
+
+    fresh = prepare_model_for_kbit_training(AutoModelForCausalLM.from_pretrained(
+        tiny_checkpoint, dtype=dtype, device_map={"": "cpu"}, quantization_config=quantization_config(mode, dtype)),
+        use_gradient_checkpointing=False)
+    cached = load_base_model(tiny_checkpoint, mode, "cpu")
+    folder = quantized_checkpoint(tiny_checkpoint, mode, "cpu")
+    stamp = (folder / "config.json").stat().st_mtime_ns
+    assert quantized_checkpoint(tiny_checkpoint, mode, "cpu") == folder
+    assert (folder / "config.json").stat().st_mtime_ns == stamp  # not rebuilt
+    ids = torch.randint(0, 1000, (2, 12))
+    with torch.no_grad():
+        assert torch.equal(fresh(input_ids=ids).logits, cached(input_ids=ids).logits)
