@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,28 @@ def make_storage(url: str) -> Any:
 
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return optuna.storages.RDBStorage(url) if "://" in url else optuna.storages.JournalStorage(
-            optuna.storages.journal.JournalFileBackend(url))
-    except Exception as err:  # bad URL, missing driver, unreachable server
-        raise SpecError(f"storage {url}: cannot open it ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    if "://" not in url:
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+    # Several processes opening a new database at once (parallel workers, or a reader while the sweep
+    # starts) race to create the schema; the loser sees an IntegrityError or a locked database. The
+    # schema is there by the time it retries, so a few retries make concurrent opening safe.
+    for attempt in range(STORAGE_OPEN_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except Exception as err:  # bad URL, missing driver, unreachable server, schema race
+            if attempt + 1 < STORAGE_OPEN_ATTEMPTS and _is_schema_race(err):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise SpecError(f"storage {url}: cannot open it ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    raise AssertionError("unreachable")
+
+
+STORAGE_OPEN_ATTEMPTS = 8
+
+
+def _is_schema_race(err: Exception) -> bool:
+    text = f"{type(err).__name__} {err}".lower()
+    return any(key in text for key in ("integrityerror", "already exists", "database is locked", "duplicate key"))
 
 
 def make_sampler(spec: SweepSpec, space: SearchSpace, finished: int) -> Any:

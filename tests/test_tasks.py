@@ -11,8 +11,6 @@ import pytest
 
 from conftest import run_cli
 from harness.data import builtin_names
-from harness.spec import DataSpec, EvalSpec, LoraSpec, ModelSpec, TrainSpec, TrialConfig
-from harness.trial import run_trial
 
 TASK_METRIC = {"stdlib-qa": "token_f1", "headline-sentiment": "accuracy", "fictional-company": "exact_match"}
 
@@ -45,18 +43,23 @@ FORMATS = {
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_every_file_format_trains_and_scores(fmt: str, tmp_path: Path) -> None:
+def test_every_file_format_sweeps_and_records_task_metrics(fmt: str, tmp_path: Path) -> None:
     path = tmp_path / f"{fmt}.jsonl"
-    path.write_text("".join(json.dumps(FORMATS[fmt](i)) + "\n" for i in range(60)))
-    config = TrialConfig(model=ModelSpec("tiny-llama"), lora=LoraSpec(r=4, alpha=8.0),
-                         train=TrainSpec(learning_rate=5e-3, max_steps=2, batch_size=4),
-                         data=DataSpec(name=str(path), eval_size=8), eval=EvalSpec(generate_size=4))
-    result = run_trial(config)
-    assert result.status == "complete", result.reason
-    task_metrics = set(result.metrics) - {"base_model_mb"}
+    path.write_text("".join(json.dumps(FORMATS[fmt](i)) + "\n" for i in range(200)))
+    out = tmp_path / "out"
+    proc = run_cli("sweep", "--model", "tiny-llama", "--space", "tiny", "--data", str(path), "--trials", "1",
+                   "--max-steps", "2", "--study", "f", "--out", str(out), "--wandb", "disabled")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((out / "trials.jsonl").read_text().splitlines()[0])
+    assert record["state"] == "COMPLETE"
+    task_metrics = set(record["metrics"]) - {"base_model_mb"}
     expected = {"text": set(), "classification": {"accuracy"}}.get(fmt)
     if expected is not None:
         assert task_metrics == expected
     else:
         assert {"token_f1", "rouge_l"} <= task_metrics
-    assert len(result.samples) == (0 if fmt == "text" else 4)
+    study = optuna.load_study(study_name="f", storage=f"sqlite:///{out}/study.db")
+    stored = study.trials[0].user_attrs["result"]
+    assert all(stored[m] == pytest.approx(record["metrics"][m]) for m in task_metrics)
+    assert set(study.user_attrs["baseline_metrics"]) == task_metrics
+    assert len(record["samples"]) == (0 if fmt == "text" else 5)
