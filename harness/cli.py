@@ -77,7 +77,7 @@ def worker(
     _run_sweep(spec)
 
 
-def _run_sweep(spec: Any) -> None:
+def _run_sweep(spec: Any, show: bool = True) -> None:
     from harness.experiment import resolve_space
     from harness.progress import pareto_table, print_table, trials_table
     from harness.space import load_space
@@ -88,6 +88,8 @@ def _run_sweep(spec: Any) -> None:
         outcome = Sweep(spec, space).run()
     except SweepInterrupted as stop:
         _fail(str(stop), 130)
+    if not show:
+        return
     ranked = _ranked(outcome.records, spec)
     print_table(trials_table(ranked[:10], f"study {spec.study}: {len(outcome.records)} trials this run, best first"))
     if outcome.pareto:
@@ -131,23 +133,162 @@ def _print_where(outcome: Any, objective: str) -> None:
         typer.echo(f"wandb:   {out / 'wandb'} (offline runs: wandb sync {out / 'wandb'}/offline-run-*)")
 
 
+def _study_url(study: str, storage: str | None, out: str | None) -> str:
+    return storage or f"sqlite:///{out or f'experiments/{study}'}/study.db"
+
+
+def _study_dir(study: str, out: str | None, view: Any = None) -> Path:
+    """The sweep's output folder: --out, else where the study was created to write, else the default."""
+    stored = (view.sweep.get("out") if view is not None else None) if not out else None
+    return Path(out or stored or f"experiments/{study}")
+
+
+def _reports_dir(study: str, reports_dir: str | None) -> Path:
+    return Path(reports_dir or f"reports/{study}")
+
+
+STUDY_OPTION = typer.Option("default", help="Study name.")
+STORAGE_OPTION = typer.Option(None, help="Storage URL (default sqlite:///<out>/study.db).")
+OUT_OPTION = typer.Option(None, help="The sweep's --out folder (default experiments/<study>).")
+REPORTS_OPTION = typer.Option(None, "--reports-dir", help="Where report files go (default reports/<study>).")
+
+
 @app.command()
-def status(
-    study: str = typer.Option("default", help="Study name."),
-    storage: Optional[str] = typer.Option(None, help="Storage URL (default sqlite:///experiments/<study>/study.db)."),
-    out: Optional[str] = typer.Option(None, help="The sweep's --out folder, if it had one."),
-) -> None:
+def status(study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION) -> None:
     """A table of the study's trials."""
     from harness.progress import print_table, trials_table
     from harness.study import load_existing_study, study_rows
 
-    url = storage or f"sqlite:///{out or f'experiments/{study}'}/study.db"
+    url = _study_url(study, storage, out)
     loaded = load_existing_study(study, url)
     rows = study_rows(loaded)
     print_table(trials_table(rows, f"study {study}: {len(rows)} trials ({url})"))
     base = loaded.user_attrs.get("baseline_eval_loss")
     if base is not None:
         typer.echo(f"untuned base model eval_loss: {base:.4f}")
+
+
+def _view(study: str, url: str, out: str | None, confirm_seeds: int = 0, confirm_top: int = 1) -> Any:
+    """The study read back, after running the confirmation trials asked for (if any)."""
+    from harness.readout import load_view
+
+    view = load_view(study, url, _study_dir(study, out) / "trials.jsonl")
+    if confirm_seeds:
+        _confirm(view, url, out, confirm_seeds, confirm_top)
+        view = load_view(study, url, _study_dir(study, out, view) / "trials.jsonl")
+    return view
+
+
+def _confirm(view: Any, url: str, out: str | None, seeds: int, top: int) -> None:
+    """Enqueue the missing confirmation re-runs and run every waiting trial with the study's settings."""
+    import optuna
+
+    from harness.confirm import enqueue, plan_confirmations
+    from harness.experiment import build_sweep_spec
+    from harness.study import load_existing_study
+
+    if not view.sweep:
+        _fail(f"study {view.name!r} was not created by `harness sweep`; cannot re-run its configs", 2)
+    study = load_existing_study(view.name, url)
+    plans = plan_confirmations(view, seeds, top)
+    enqueue(study, plans)
+    waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    if not waiting:
+        typer.echo(f"confirmation: every config already has its {seeds} seeds")
+        return
+    typer.echo(f"confirmation: {waiting} re-runs ({seeds} fresh seeds x the top {top} config(s) of each mode)")
+    flags = _sweep_flags(storage=url, trials=waiting, out=str(_study_dir(view.name, out, view)))
+    _run_sweep(build_sweep_spec(view.sweep, flags, f"study {view.name}"), show=False)
+
+
+@app.command()
+def compare(
+    study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION,
+    reports_dir: Optional[str] = REPORTS_OPTION,
+    confirm_seeds: int = typer.Option(0, "--confirm-seeds", help="Re-run each mode's top configs with K fresh seeds first."),
+    confirm_top: int = typer.Option(1, "--confirm-top", help="How many configs per mode to confirm."),
+) -> None:
+    """LoRA vs QLoRA: per quantization mode, quality, memory and time; writes comparison.md/json."""
+    from harness.compare import build_comparison, write_comparison
+    from harness.progress import comparison_table, print_table
+
+    view = _view(study, _study_url(study, storage, out), out, confirm_seeds, confirm_top)
+    comparison = build_comparison(view)
+    md, js = write_comparison(comparison, _reports_dir(study, reports_dir))
+    print_table(comparison_table(comparison))
+    for line in comparison.headlines + [f"note: {n}" for n in comparison.notes]:
+        typer.echo(line)
+    typer.echo(f"written: {md} and {js}")
+
+
+@app.command()
+def recommend(
+    study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION,
+    out: Optional[Path] = typer.Option(None, "--out", help="The YAML to write (default reports/<study>/recommended.yaml)."),
+    sweep_dir: Optional[str] = typer.Option(None, "--sweep-dir", help="The sweep's --out folder, if it had one."),
+    from_: Optional[list[str]] = typer.Option(None, "--from", help="Aggregate several studies (repeat the flag)."),
+    max_memory_mb: Optional[float] = typer.Option(None, help="Also recommend the best config under this peak memory."),
+    confirm_seeds: int = typer.Option(0, "--confirm-seeds", help="Re-run each mode's top configs with K fresh seeds first."),
+    confirm_top: int = typer.Option(1, "--confirm-top", help="How many configs per mode to confirm."),
+) -> None:
+    """The recommended config(s) as YAML that peft.LoraConfig, BitsAndBytesConfig and TrainingArguments load."""
+    from harness.recommend import recommend_many, recommend_study, write_recommended
+
+    names = list(from_ or [])
+    if names:
+        views = [_view(n, _study_url(n, storage, None), None, confirm_seeds, confirm_top) for n in names]
+        doc, path = recommend_many(views), out or Path("reports") / ("+".join(names)) / "recommended.yaml"
+    else:
+        view = _view(study, _study_url(study, storage, sweep_dir), sweep_dir, confirm_seeds, confirm_top)
+        doc, path = recommend_study(view, max_memory_mb), out or _reports_dir(study, None) / "recommended.yaml"
+    write_recommended(doc, path, "harness " + " ".join(sys.argv[1:]))
+    evidence = doc["evidence"]
+    typer.echo(f"recommended: {path}")
+    typer.echo(f"rule: {evidence['rule']}")
+    if "metrics" in evidence:
+        typer.echo(f"best: {_describe(doc)} from trial #{evidence['source_trial']} "
+                   f"({'confirmed' if evidence['confirmed'] else 'unconfirmed'}): {_metric_line(evidence)}")
+
+
+def _describe(doc: dict[str, Any]) -> str:
+    q = doc["quantization"]
+    mode = "16-bit LoRA" if not q else "int8" if q.get("load_in_8bit") else (
+        q["bnb_4bit_quant_type"] + ("-dq" if q.get("bnb_4bit_use_double_quant") else ""))
+    return f"{mode}, r {doc['lora']['r']}, alpha {doc['lora']['lora_alpha']:g}, lr {doc['training']['learning_rate']:.3g}"
+
+
+def _metric_line(evidence: dict[str, Any]) -> str:
+    summary = evidence["metrics"][evidence["objective"]]
+    spread = f" +/- {summary['std']:.4f}" if summary.get("std") is not None else ""
+    return f"{evidence['objective']} {summary['mean']:.4f}{spread} (n={summary['n']})"
+
+
+@app.command()
+def report(
+    study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION,
+    reports_dir: Optional[str] = REPORTS_OPTION,
+    wandb: str = typer.Option("auto", help="W&B summary run: auto, offline, online or disabled."),
+) -> None:
+    """report.md and a self-contained report.html with plots; a W&B summary run."""
+    from harness.compare import build_comparison, comparison_markdown, write_comparison
+    from harness.recommend import recommend_study, write_recommended
+    from harness.report import write_report
+    from harness.summary import log_summary_run
+
+    view = _view(study, _study_url(study, storage, out), out)
+    target = _reports_dir(study, reports_dir)
+    comparison = build_comparison(view)
+    write_comparison(comparison, target)
+    recommended = target / "recommended.yaml"
+    if not recommended.exists():
+        write_recommended(recommend_study(view), recommended, "harness " + " ".join(sys.argv[1:]))
+    files = write_report(view, target, comparison_markdown(comparison))
+    for name, reason in files.skipped.items():
+        typer.echo(f"skipped {name}: {reason}")
+    typer.echo(f"written: {files.markdown} and {files.html} ({len(files.plots)} plots)")
+    where = log_summary_run(view, comparison, files, recommended, wandb, _study_dir(study, out, view))
+    if where:
+        typer.echo(f"wandb:   summary run in {where}")
 
 
 @app.command()

@@ -52,11 +52,13 @@ class SweepOutcome:
 
 
 def trial_config(spec: SweepSpec, params: dict[str, Any], *, adapter_dir: str | None = None,
-                 fault: str | None = None, metrics: tuple[str, ...] | None = None) -> TrialConfig:
+                 fault: str | None = None, metrics: tuple[str, ...] | None = None,
+                 seed: int | None = None) -> TrialConfig:
     """The full config of one trial: the sweep's fixed settings plus the sampled params
-    (`metrics`: the task metrics resolved for this sweep, see `prepare`)."""
+    (`metrics`: the task metrics resolved for this sweep, see `prepare`; `seed`: the training seed,
+    the sweep's unless the trial was enqueued with its own, as confirmation trials are)."""
     train = dataclasses.replace(spec.train, learning_rate=float(params["learning_rate"]),
-                                max_steps=spec.max_steps, seed=spec.seed)
+                                max_steps=spec.max_steps, seed=spec.seed if seed is None else int(seed))
     if spec.pruner != "none" and train.eval_every == 0:
         train = dataclasses.replace(train, eval_every=max(1, spec.max_steps // 5))
     return TrialConfig(
@@ -168,8 +170,13 @@ class Sweep:
             indent=2))
 
     def _grid_done(self) -> bool:
+        """The grid is covered and no enqueued trial (a confirmation run, say) is waiting."""
+        import optuna
+
         sampler = self.study.sampler
-        return hasattr(sampler, "is_exhausted") and sampler.is_exhausted(self.study)
+        if not (hasattr(sampler, "is_exhausted") and sampler.is_exhausted(self.study)):
+            return False
+        return not self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
 
     def _fail_orphans(self) -> None:
         import optuna
@@ -206,7 +213,8 @@ class Sweep:
         trial = self.study.ask()
         params = suggest(trial, self.space)
         tmp_adapter = self.out_dir / "adapters" / f".trial-{trial.number}"
-        config = trial_config(self.spec, params, adapter_dir=str(tmp_adapter), fault=fault, metrics=self.metrics)
+        config = trial_config(self.spec, params, adapter_dir=str(tmp_adapter), fault=fault, metrics=self.metrics,
+                              seed=trial.user_attrs.get("seed"))
         trial.set_user_attr("owner", owner_attrs())
         trial.set_user_attr("config", config.to_dict())
         run = tracking.start_trial_run(study=self.spec.study, number=trial.number, config=config.to_dict(),

@@ -144,6 +144,28 @@ class TrialRun:
 
             self._guard("log", action)
 
+    def log_images(self, images: dict[str, Path]) -> None:
+        """Log PNG files as ``wandb.Image`` under their names (``plots/<name>``)."""
+        if self._run is not None and images:
+            def action() -> None:
+                import wandb
+
+                self._run.log({f"plots/{k}": wandb.Image(str(v)) for k, v in images.items()}, commit=False)
+
+            self._guard("log", action)
+
+    def log_artifact(self, path: Path, name: str, kind: str) -> None:
+        """Attach a file as a W&B artifact (``kind``: its type, e.g. ``config``)."""
+        if self._run is not None:
+            def action() -> None:
+                import wandb
+
+                artifact = wandb.Artifact(name=name, type=kind)
+                artifact.add_file(str(path))
+                self._run.log_artifact(artifact)
+
+            self._guard("log_artifact", action)
+
     def finish(self, summary: dict[str, Any], failed: bool) -> None:
         """Write the final metrics into ``run.summary`` and close the run (exit code 1 if failed).
 
@@ -183,11 +205,12 @@ def start_trial_run(*, study: str, number: int, config: dict[str, Any], params: 
 
 def start_study_run(*, study: str, config: dict[str, Any], mode: WandbMode,
                     study_dir: Path) -> TrialRun:
-    """Start the summary run of a study: group = study, job_type ``study``, name ``<study>-summary``.
+    """Start the summary run of a study: group = study, job_type ``summary``, name ``<study>-summary``.
 
-    Same contract as :func:`start_trial_run`; log the best trial and comparison metrics to it.
+    Same contract as :func:`start_trial_run`: the trials and comparison tables, the report's plots
+    and the recommended config (as an artifact) go to it.
     """
-    return _start(name=f"{study}-summary", group=study, job_type="study",
+    return _start(name=f"{study}-summary", group=study, job_type="summary",
                   config=dict(config), mode=mode, study_dir=study_dir)
 
 

@@ -28,7 +28,9 @@ def test_a_short_sweep_on_the_real_model_beats_the_untuned_model(tmp_path: Path)
     assert 2.0 < baseline < 8.0  # a real instruct model, not random weights (ln 49152 = 10.8)
     assert study.best_value < baseline, (study.best_value, baseline)
     rows = records(out)
-    assert all(r["tokens_per_second"] > 50 and r["trainable_params"] > 0 for r in [r["result"] for r in rows])
+    for result in (r["result"] for r in rows):  # no speed threshold: timings belong in benchmarks/, not tests
+        assert result["trainable_params"] > 0 and result["train_tokens"] > 0
+        assert result["tokens_per_second"] == pytest.approx(result["train_tokens"] / result["train_seconds"], rel=1e-3)
     assert (out / "best_adapter" / "adapter_model.safetensors").exists()
 
 

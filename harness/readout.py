@@ -1,0 +1,135 @@
+"""A finished (or running) study read back as plain rows, for compare, recommend and report.
+
+Reads only the Optuna study (the source of truth, whichever worker ran a trial) and, when it is
+there, the sweep's ``trials.jsonl`` for per-step training curves. Nothing here trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.records import read_records
+from harness.spec import TASK_METRICS, SpecError
+from harness.study import load_existing_study
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial as the read-out side sees it."""
+
+    number: int
+    state: str
+    """Optuna's state name: COMPLETE, PRUNED, FAIL, RUNNING or WAITING."""
+    status: str | None
+    """The harness status: complete, pruned, oom or failed (None while running)."""
+    reason: str | None
+    params: dict[str, Any]
+    values: list[float] | None
+    result: dict[str, Any]
+    """Scalar results: eval_loss, peak_memory_mb, train_seconds, steps, tokens_per_second, task metrics..."""
+    config: dict[str, Any]
+    seed: int | None
+    """The training seed the trial ran with."""
+    confirmation_of: int | None
+    """For a confirmation trial: the number of the search trial whose params it re-runs."""
+    intermediate: dict[int, float] = field(default_factory=dict)
+    """Intermediate eval losses reported to the pruner, by step."""
+    history: list[dict[str, float]] = field(default_factory=list)
+    """Per-step training loss (from trials.jsonl; empty when that file is not at hand)."""
+
+    @property
+    def quantization(self) -> str:
+        return str(self.params.get("quantization", "none"))
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("COMPLETE", "PRUNED", "FAIL")
+
+    def metric(self, name: str) -> float | None:
+        """A result field or task metric by name (eval_loss, peak_memory_mb, exact_match, ...)."""
+        value = self.result.get(name)
+        return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        seconds, steps = self.metric("train_seconds"), self.metric("steps")
+        return seconds / steps if seconds is not None and steps else None
+
+
+@dataclass(frozen=True)
+class StudyView:
+    """Everything the read-out side needs from one study."""
+
+    name: str
+    storage: str
+    objectives: tuple[str, ...]
+    directions: tuple[str, ...]
+    rows: tuple[TrialRow, ...]
+    sweep: dict[str, Any]
+    """The settings the study was created with (model, data, space, max_steps, ...)."""
+    baseline_eval_loss: float | None
+    baseline_metrics: dict[str, float]
+    attrs: dict[str, Any]
+
+    @property
+    def objective(self) -> str:
+        return self.objectives[0]
+
+    @property
+    def minimize(self) -> bool:
+        return self.directions[0] == "minimize"
+
+    @property
+    def task_metric(self) -> str | None:
+        """The task metric reports show next to eval loss: a task objective, else the first one scored."""
+        for name in (*self.objectives, *self.baseline_metrics):
+            if name in TASK_METRICS:
+                return name
+        return None
+
+    def completed(self) -> list[TrialRow]:
+        return [r for r in self.rows if r.state == "COMPLETE" and r.values is not None]
+
+    def search_rows(self) -> list[TrialRow]:
+        """Trials the sampler proposed (confirmation re-runs excluded)."""
+        return [r for r in self.rows if r.confirmation_of is None]
+
+
+def load_view(study_name: str, storage_url: str, trials_jsonl: Path | None = None) -> StudyView:
+    """Read a study (and its trials.jsonl, if given and present) into a StudyView."""
+    study = load_existing_study(study_name, storage_url)
+    return view_of(study, storage_url, trials_jsonl)
+
+
+def view_of(study: Any, storage_url: str, trials_jsonl: Path | None = None) -> StudyView:
+    attrs = dict(study.user_attrs)
+    sweep = attrs.get("sweep") or {}
+    objectives = tuple(attrs.get("objectives") or sweep.get("objectives") or ("eval_loss",))
+    directions = tuple(d.name.lower() for d in study.directions)
+    histories = _histories(trials_jsonl)
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        user = trial.user_attrs
+        config = user.get("config") or {}
+        seed = user.get("seed", (config.get("train") or {}).get("seed"))
+        rows.append(TrialRow(
+            number=trial.number, state=trial.state.name, status=user.get("status"), reason=user.get("reason"),
+            params=dict(trial.params), values=list(trial.values) if trial.values is not None else None,
+            result=dict(user.get("result") or {}), config=config, seed=seed,
+            confirmation_of=user.get("confirmation_of"),
+            intermediate={int(k): float(v) for k, v in trial.intermediate_values.items()},
+            history=histories.get(trial.number, [])))
+    if not rows:
+        raise SpecError(f"study {study.study_name!r} has no trials yet; run `harness sweep --study "
+                        f"{study.study_name}` first")
+    return StudyView(name=study.study_name, storage=storage_url, objectives=objectives, directions=directions,
+                     rows=tuple(rows), sweep=sweep, baseline_eval_loss=attrs.get("baseline_eval_loss"),
+                     baseline_metrics=dict(attrs.get("baseline_metrics") or {}), attrs=attrs)
+
+
+def _histories(path: Path | None) -> dict[int, list[dict[str, float]]]:
+    if path is None or not path.exists():
+        return {}
+    return {record["number"]: record.get("history") or [] for record in read_records(path)}

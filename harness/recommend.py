@@ -1,0 +1,204 @@
+"""recommended.yaml: the config to use from now on, in the shapes plain peft/transformers code loads.
+
+`lora` -> peft.LoraConfig(**lora), `quantization` -> transformers.BitsAndBytesConfig(**quantization)
+(null: 16-bit LoRA), `training` -> transformers.TrainingArguments(output_dir=..., **training).
+`evidence` says where the numbers come from. Ranking rule: confirmed configs (fresh-seed re-runs)
+by their mean; only when a study has none, single search trials by their value, marked unconfirmed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.compare import MODE_NAMES
+from harness.models import quantization_kwargs, target_modules
+from harness.readout import StudyView, TrialRow
+from harness.spec import SpecError
+from harness.stats import Summary, summarize
+
+SINGLE_RULE = ("configs re-run with fresh seeds (harness compare --confirm-seeds K) ranked by the mean of those "
+               "seeds; a study without confirmations falls back to its single best trials, marked unconfirmed")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A config of one study with the evidence for it."""
+
+    source: TrialRow
+    """The search trial whose params this is."""
+    objective: Summary
+    """Over the confirmation seeds when confirmed, else the single search trial."""
+    confirmed: bool
+    runs: tuple[TrialRow, ...]
+    """The trials the numbers come from."""
+
+    @property
+    def mode(self) -> str:
+        return self.source.quantization
+
+    def key(self) -> tuple[Any, ...]:
+        """What makes two studies' configs the same config (for --from aggregation)."""
+        p = self.source.params
+        return (p.get("quantization"), p.get("lora_r"), p.get("lora_alpha"), round(float(p["learning_rate"]), 12),
+                p.get("lora_dropout"), p.get("target_modules"))
+
+    def median(self, name: str) -> float | None:
+        values = [v for v in (r.metric(name) for r in self.runs) if v is not None]
+        return statistics.median(values) if values else None
+
+
+def candidates(view: StudyView) -> list[Candidate]:
+    """The study's configs, best first, by the rule in SINGLE_RULE."""
+    search = [r for r in view.search_rows() if r.state == "COMPLETE" and r.values]
+    confirmed = []
+    for source in search:
+        runs = [r for r in view.rows if r.confirmation_of == source.number and r.state == "COMPLETE" and r.values]
+        if runs:
+            confirmed.append(Candidate(source, summarize([r.values[0] for r in runs]), True, tuple(runs)))
+    pool = confirmed or [Candidate(r, summarize([r.values[0]]), False, (r,)) for r in search]
+    if not pool:
+        raise SpecError(f"study {view.name!r} has no completed trials to recommend from")
+    sign = 1 if view.minimize else -1
+    return sorted(pool, key=lambda c: sign * c.objective.mean)
+
+
+def config_sections(candidate: Candidate, view: StudyView) -> dict[str, Any]:
+    """The lora / quantization / training sections for one candidate."""
+    p, config = candidate.source.params, candidate.source.config
+    train = config.get("train") or {}
+    lora = {"r": int(p["lora_r"]), "lora_alpha": float(p["lora_alpha"]), "lora_dropout": float(p["lora_dropout"]),
+            "target_modules": target_modules(str(p["target_modules"])), "bias": "none", "task_type": "CAUSAL_LM"}
+    training = {
+        "learning_rate": float(p["learning_rate"]), "max_steps": int(train.get("max_steps", view.sweep.get("max_steps"))),
+        "per_device_train_batch_size": int(train.get("batch_size", 8)),
+        "gradient_accumulation_steps": int(train.get("grad_accum", 1)),
+        "warmup_steps": float(train.get("warmup_ratio", 0.05)),  # < 1: a fraction of max_steps in transformers 5
+        "weight_decay": float(train.get("weight_decay", 0.01)), "max_grad_norm": float(train.get("max_grad_norm", 1.0)),
+        "lr_scheduler_type": str(train.get("scheduler", "cosine")), "optim": "adamw_torch", "seed": 0}
+    if str(candidate.source.result.get("device", "")).startswith("cuda"):
+        training["bf16"] = True
+    return {"lora": lora, "quantization": quantization_kwargs(candidate.mode), "training": training}
+
+
+def evidence(candidate: Candidate, view: StudyView) -> dict[str, Any]:
+    """Which study and trials the numbers come from, and the metrics with their spread."""
+    finished = [r for r in view.rows if r.finished]
+    metrics: dict[str, Any] = {view.objective: candidate.objective.to_dict()}
+    task = view.task_metric
+    if task and task != view.objective:
+        values = [v for v in (r.metric(task) for r in candidate.runs) if v is not None]
+        if values:
+            metrics[task] = summarize(values).to_dict()
+    for name in ("peak_memory_mb", "base_model_mb", "tokens_per_second"):
+        if candidate.median(name) is not None:
+            metrics[name] = {"median": round(candidate.median(name), 2)}  # type: ignore[arg-type]
+    steps = [r.seconds_per_step for r in candidate.runs if r.seconds_per_step is not None]
+    if steps:
+        metrics["seconds_per_step"] = {"median": round(statistics.median(steps), 4)}
+    return {"study": view.name, "storage": _public_url(view.storage), "model": view.sweep.get("model"),
+            "data": view.sweep.get("data"), "space": view.sweep.get("space"), "quantization": candidate.mode,
+            "trials_finished": len(finished), "trials_completed": len(view.completed()),
+            "source_trial": candidate.source.number, "confirmed": candidate.confirmed,
+            "seeds": sorted({r.seed for r in candidate.runs if r.seed is not None}),
+            "trials": [r.number for r in candidate.runs], "objective": view.objective,
+            "direction": view.directions[0], "baseline": _baseline(view), "metrics": metrics}
+
+
+def _baseline(view: StudyView) -> float | None:
+    if view.objective == "eval_loss":
+        return view.baseline_eval_loss
+    return view.baseline_metrics.get(view.objective)
+
+
+def _public_url(url: str) -> str:
+    """A storage URL without its password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def recommend_study(view: StudyView, max_memory_mb: float | None = None) -> dict[str, Any]:
+    """The recommended.yaml mapping for one study."""
+    ranked = candidates(view)
+    best = ranked[0]
+    doc: dict[str, Any] = {**config_sections(best, view), "evidence": {**evidence(best, view), "rule": SINGLE_RULE}}
+    doc["per_quantization"] = {}
+    for mode in dict.fromkeys(c.mode for c in ranked):
+        top = next(c for c in ranked if c.mode == mode)
+        doc["per_quantization"][mode] = {**config_sections(top, view), "evidence": evidence(top, view)}
+    if max_memory_mb is not None:
+        doc["within_memory"] = _within_memory(ranked, view, max_memory_mb)
+    return doc
+
+
+def _within_memory(ranked: list[Candidate], view: StudyView, limit: float) -> dict[str, Any]:
+    fits = [c for c in ranked if (c.median("peak_memory_mb") or math.inf) <= limit]
+    if not fits:
+        lowest = min((c.median("peak_memory_mb") or math.inf) for c in ranked)
+        return {"max_memory_mb": limit, "config": None,
+                "reason": f"no config fits: the smallest peak memory measured was {lowest:.0f} MiB"}
+    return {"max_memory_mb": limit, **config_sections(fits[0], view), "evidence": evidence(fits[0], view)}
+
+
+def recommend_many(views: list[StudyView]) -> dict[str, Any]:
+    """Defaults across several studies (models, datasets): see the `rule` written into the file."""
+    ranked = {v.name: candidates(v) for v in views}
+    gaps: dict[tuple[Any, ...], list[float]] = {}
+    for view in views:
+        best = ranked[view.name][0].objective.mean
+        for c in ranked[view.name]:
+            gaps.setdefault(c.key(), []).append(abs(c.objective.mean - best) / (abs(best) or 1.0))
+    shared = {k: g for k, g in gaps.items() if len(g) == len(views)}
+    if shared:
+        key = min(shared, key=lambda k: statistics.mean(shared[k]))
+        rule = (f"the config run in all {len(views)} studies with the smallest mean relative gap to each study's "
+                f"best ({100 * statistics.mean(shared[key]):.2f}%); each study ranked by: {SINGLE_RULE}")
+        view, pick = next((v, c) for v in views for c in ranked[v.name] if c.key() == key)
+        sections = config_sections(pick, view)
+    else:
+        sections, rule = _consensus([(v, ranked[v.name][0]) for v in views])
+    per_study = {v.name: evidence(ranked[v.name][0], v) for v in views}
+    return {**sections, "evidence": {"studies": per_study, "rule": rule}}
+
+
+def _consensus(picks: list[tuple[StudyView, Candidate]]) -> tuple[dict[str, Any], str]:
+    """No config ran in every study: majority quantization and targets, median rank and alpha,
+    geometric-mean learning rate of the studies' best configs."""
+    view, first = picks[0]
+    sections = config_sections(first, view)
+    params = [c.source.params for _, c in picks]
+    mode = Counter(p["quantization"] for p in params).most_common(1)[0][0]
+    sections["quantization"] = quantization_kwargs(mode)
+    sections["lora"]["target_modules"] = target_modules(Counter(p["target_modules"] for p in params).most_common(1)[0][0])
+    sections["lora"]["r"] = int(statistics.median_low([int(p["lora_r"]) for p in params]))
+    sections["lora"]["lora_alpha"] = float(statistics.median_low([float(p["lora_alpha"]) for p in params]))
+    sections["training"]["learning_rate"] = float(math.exp(statistics.mean(math.log(p["learning_rate"]) for p in params)))
+    rule = (f"no config was run in all {len(picks)} studies, so a consensus of each study's best: majority "
+            "quantization and target modules, median (lower) rank and alpha, geometric-mean learning rate")
+    return sections, rule
+
+
+def write_recommended(doc: dict[str, Any], path: Path, command: str) -> Path:
+    """Write the YAML with a header that says how to load it and what produced it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = (f"# Recommended LoRA/QLoRA config, written by `{command}` on "
+              f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.\n"
+              "# Load it without harness:\n"
+              "#   cfg = yaml.safe_load(open(path))\n"
+              "#   peft.LoraConfig(**cfg['lora'])\n"
+              "#   transformers.BitsAndBytesConfig(**cfg['quantization']) if cfg['quantization'] else None  "
+              "# null: 16-bit LoRA\n"
+              "#   transformers.TrainingArguments(output_dir='out', **cfg['training'])\n"
+              "# per_quantization holds the best config of each mode in the same shape"
+              f" ({', '.join(MODE_NAMES.values())}).\n")
+    path.write_text(header + yaml.safe_dump(doc, sort_keys=False, width=110))
+    return path

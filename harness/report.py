@@ -1,0 +1,408 @@
+"""A study as a human-readable report: PNG figures, report.md and a self-contained report.html.
+
+`write_report(view, out_dir)` draws the figures (harness.plots), writes the markdown, and converts
+that same markdown into one offline HTML file: figures embedded as base64 data URIs, inline CSS,
+no external link or resource of any kind. A figure that cannot be drawn (too few trials, nothing
+varies) is skipped and the report says why; the report itself never fails for lack of data.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import plots
+from harness.readout import StudyView, TrialRow
+
+FIGURES: dict[str, str] = {"history": "Optimization history", "importance": "Parameter importance",
+                           "params": "Learning rate, rank and alpha", "memory_quality": "Quality against memory",
+                           "curves": "Training curves"}
+"""Figure name (the PNG is `<name>.png`) -> its section heading, in report order."""
+TOP_TRIALS = 10
+"""Completed trials listed in the best-trials table."""
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What `write_report` wrote."""
+
+    markdown: Path
+    html: Path
+    plots: dict[str, Path]
+    """Figure name (history, importance, params, memory_quality, curves) -> its PNG."""
+    skipped: dict[str, str]
+    """Figure name -> the one-line reason it was not drawn."""
+
+
+def write_report(view: StudyView, out_dir: str | Path, comparison_markdown: str | None = None,
+                 title: str | None = None) -> ReportFiles:
+    """Write the figures, report.md and report.html of a study into `out_dir` (created if missing).
+
+    `comparison_markdown` (e.g. a LoRA vs QLoRA table) is inserted verbatim under its own heading.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless; set here rather than at import time
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    drawn, skipped, importances = _draw_figures(view, out)
+    title = title or f"Sweep report: study {view.name}"
+    markdown = build_markdown(view, title, drawn, skipped, importances, comparison_markdown)
+    md_path, html_path = out / "report.md", out / "report.html"
+    md_path.write_text(markdown, encoding="utf-8")
+    images = {path.name: path.read_bytes() for path in drawn.values()}
+    html_path.write_text(markdown_to_html(markdown, images, title), encoding="utf-8")
+    return ReportFiles(markdown=md_path, html=html_path, plots=drawn, skipped=skipped)
+
+
+def _draw_figures(view: StudyView, out: Path) -> tuple[dict[str, Path], dict[str, str], dict[str, float]]:
+    drawers: dict[str, Callable[[StudyView, Path], str | None]] = {
+        "history": plots.plot_history, "params": plots.plot_params,
+        "memory_quality": plots.plot_memory_quality, "curves": plots.plot_curves}
+    drawn: dict[str, Path] = {}
+    skipped: dict[str, str] = {}
+    importances: dict[str, float] = {}
+    for name in FIGURES:
+        path = out / f"{name}.png"
+        path.unlink(missing_ok=True)  # a stale figure from an earlier report must not survive a skip
+        if name == "importance":
+            importances, reason = param_importances(view)
+            if not reason:
+                plots.plot_importance(importances, view.objective, path)
+        else:
+            reason = drawers[name](view, path)
+        if reason:
+            skipped[name] = reason
+        else:
+            drawn[name] = path
+    return drawn, skipped, importances
+
+
+def param_importances(view: StudyView) -> tuple[dict[str, float], str | None]:
+    """fANOVA importances (seed 0, so reports are reproducible) of the parameters that vary across
+    the view's completed search trials, for the first objective; or ({}, the reason there are none)."""
+    rows = [r for r in view.completed() if r.confirmation_of is None]
+    if len(rows) < 2:
+        return {}, f"needs at least 2 completed trials ({len(rows)} so far)"
+    try:
+        study = _subset_study(view, {r.number for r in rows})
+    except Exception as error:  # noqa: BLE001 - a storage gone or unreachable: report without the figure
+        return {}, f"could not open the study storage: {_one_line(error)}"
+    names = _varying_axes(study)
+    if not names:
+        return {}, "no parameter varies across the completed trials"
+    import importlib.util
+
+    import optuna
+
+    if importlib.util.find_spec("sklearn") is None:
+        return {}, "fANOVA needs scikit-learn, which is not installed (pip install scikit-learn)"
+    try:
+        found = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=names,
+            target=lambda t: t.values[0])
+    except Exception as error:  # noqa: BLE001 - fANOVA on a handful of points can fail; report goes on
+        return {}, f"fANOVA could not be computed: {_one_line(error)}"
+    if not found or not all(math.isfinite(v) for v in found.values()):
+        return {}, "the objective does not vary across the completed trials"
+    return dict(found), None
+
+
+def _one_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _subset_study(view: StudyView, numbers: set[int]) -> Any:
+    """An in-memory copy of the stored study holding only the given completed trials."""
+    import optuna
+
+    stored = optuna.load_study(study_name=view.name, storage=view.storage)
+    trials = [t for t in stored.get_trials(deepcopy=False) if t.number in numbers and t.values is not None]
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" line
+    try:
+        subset = optuna.create_study(directions=stored.directions)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    subset.add_trials(trials)
+    return subset
+
+
+def _varying_axes(study: Any) -> list[str]:
+    """Params with one distribution in every trial and more than one value; `lora_alpha` is left out
+    when it is derived from `lora_alpha_ratio` (alpha = ratio * r: no axis of its own)."""
+    from optuna.search_space import intersection_search_space
+
+    trials = study.get_trials(deepcopy=False)
+    names = sorted(intersection_search_space(trials))
+    if any("lora_alpha_ratio" in t.params for t in trials):
+        names = [n for n in names if n != "lora_alpha"]
+    return [n for n in names if len({repr(t.params[n]) for t in trials}) > 1]
+
+
+def build_markdown(view: StudyView, title: str, drawn: dict[str, Path], skipped: dict[str, str],
+                   importances: dict[str, float], comparison_markdown: str | None) -> str:
+    """The report as markdown; figures are referenced by file name, next to report.md."""
+    parts = [f"# {title}", _header(view)]
+    for name, heading in FIGURES.items():
+        parts.append(f"## {heading}")
+        if name in drawn:
+            parts.append(f"![{heading}]({drawn[name].name})")
+            parts.append(_how_to_read(name, view, importances))
+        else:
+            parts.append(f"*Figure skipped: {skipped.get(name, 'not drawn')}.*")
+    parts += ["## Best trials", best_trials_table(view)]
+    if comparison_markdown:
+        parts += ["## LoRA vs QLoRA", comparison_markdown.strip()]
+    parts.append("## Skipped figures")
+    parts.append("\n".join(f"- `{name}.png`: {reason}" for name, reason in skipped.items())
+                 or "None: every figure was drawn.")
+    return "\n\n".join(parts) + "\n"
+
+
+def _header(view: StudyView) -> str:
+    sweep, attrs = view.sweep, view.attrs
+    states = [r.state for r in view.rows]
+    oom = sum(r.status == "oom" for r in view.rows)
+    data = attrs.get("data_source") or sweep.get("data") or attrs.get("data") or "?"
+    sizes = f"; {attrs['n_train']} training / {attrs['n_eval']} held-out examples" if "n_eval" in attrs else ""
+    best = _best_rows(view)[:1]
+    best_text = f"; best {_fmt(_value(best[0], view))} (trial {best[0].number})" if best else ""
+    lines = [
+        f"- **Study:** `{view.name}` in `{_redact(view.storage)}`",
+        f"- **Model:** `{sweep.get('model') or attrs.get('model') or '?'}`; **data:** {data}{sizes}",
+        (f"- **Trials:** {states.count('COMPLETE')} completed, {states.count('PRUNED')} pruned, "
+         f"{states.count('FAIL')} failed ({oom} out of memory){_running(states)}"),
+        f"- **Objective:** `{', '.join(view.objectives)}` ({', '.join(view.directions)}){best_text}",
+        f"- **Untuned base model:** {_baseline_text(view)}",
+        (f"- **Budget:** {sweep.get('max_steps', '?')} optimizer steps per trial, sampler "
+         f"{sweep.get('sampler', '?')}, pruner {sweep.get('pruner', '?')}")]
+    return "\n".join(lines)
+
+
+def _running(states: list[str]) -> str:
+    unfinished = states.count("RUNNING") + states.count("WAITING")
+    return f", {unfinished} still running or waiting" if unfinished else ""
+
+
+def _baseline_text(view: StudyView) -> str:
+    scores = {}
+    if view.baseline_eval_loss is not None:
+        scores["eval_loss"] = float(view.baseline_eval_loss)
+    scores.update({k: float(v) for k, v in view.baseline_metrics.items() if isinstance(v, (int, float))})
+    return ", ".join(f"{k} {v:.4f}" for k, v in scores.items()) or "not scored"
+
+
+def _redact(url: str) -> str:
+    """A storage URL without its password (user:password@host -> ***@host)."""
+    return re.sub(r"//[^/@]*@", "//***@", url)
+
+
+def _how_to_read(name: str, view: StudyView, importances: dict[str, float]) -> str:
+    better = "lower" if view.minimize else "higher"
+    quality, quality_min = plots.quality_metric(view)
+    top = ", ".join(f"`{k}` {v:.2f}" for k, v in sorted(importances.items(), key=lambda kv: -kv[1]))
+    sentences = {
+        "history": f"Each dot is a completed trial ({better} is better), crosses are pruned trials at their "
+                   "last reported value, the step line is the best found so far and the dashed line is the "
+                   "untuned base model.",
+        "importance": f"The share of the variation in `{view.objective}` that fANOVA attributes to each "
+                      f"parameter that varied (they sum to 1; seed 0): {top}.",
+        "params": f"Each panel shows one parameter against `{view.objective}` ({better} is better); a clear "
+                  "trend in a panel means that parameter matters, a flat cloud means it does not.",
+        "memory_quality": f"Points further left need less memory and points further "
+                          f"{'down' if quality_min else 'up'} score better on `{quality}`; the circled points "
+                          "on the step line are the Pareto front, where less memory costs quality.",
+        "curves": "One line per trial coloured by quantization; completed trials are solid and pruned ones "
+                  "dashed, so you can see where the pruner stopped a trial that was falling behind."
+                  if plots.shows_intermediate(view) else
+                  "Training loss per optimizer step, one line per trial coloured by quantization and lightly "
+                  "smoothed; a curve that falls faster learns faster on the training data (eval loss may differ).",
+    }
+    return sentences[name]
+
+
+def best_trials_table(view: StudyView) -> str:
+    """A markdown table of the top completed trials by the first objective, best first."""
+    extra = [m for m in ("eval_loss", view.task_metric) if m and m != view.objective]
+    header = ["trial", "quantization", "lora_r", "lora_alpha", "learning_rate", view.objective,
+              "peak memory (MiB)", "s/step", "tokens/s", *extra]
+    lines = [_md_row(header), _md_row(["---:", "---"] + ["---:"] * (len(header) - 2))]
+    for row in _best_rows(view)[:TOP_TRIALS]:
+        cells = [_trial_cell(row), f"`{row.quantization}`", _fmt(row.params.get("lora_r")),
+                 _fmt(row.params.get("lora_alpha")), _fmt(row.params.get("learning_rate"), ".2e"),
+                 _fmt(_value(row, view)), _fmt(row.metric("peak_memory_mb"), ".0f"),
+                 _fmt(row.seconds_per_step, ".2f"), _fmt(row.metric("tokens_per_second"), ".0f")]
+        lines.append(_md_row(cells + [_fmt(row.metric(m), ".4f") for m in extra]))
+    if len(lines) == 2:
+        return "No trial has completed yet."
+    return "\n".join(lines)
+
+
+def _best_rows(view: StudyView) -> list[TrialRow]:
+    rows = [r for r in view.completed() if _value(r, view) is not None]
+    return sorted(rows, key=lambda r: (_value(r, view) or 0.0) * (1 if view.minimize else -1))
+
+
+def _value(row: TrialRow, view: StudyView) -> float | None:
+    return plots.row_value(row, view.objective)
+
+
+def _trial_cell(row: TrialRow) -> str:
+    return f"{row.number} (re-run of {row.confirmation_of}, seed {row.seed})" if row.confirmation_of is not None \
+        else str(row.number)
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    """A number for a table: `spec` when given, else integers as is and floats to 4 significant-ish places."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if spec:
+        return format(value, spec)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    return format(value, ".4f") if isinstance(value, float) and abs(value) >= 0.01 else format(value, ".4g")
+
+
+# --- markdown -> self-contained HTML ---------------------------------------------------------------
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.5; }
+h1 { border-bottom: 2px solid #ddd; padding-bottom: .3em; }
+h2 { border-bottom: 1px solid #eee; padding-bottom: .2em; margin-top: 1.8em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: .3em .6em; }
+th { background: #f3f3f3; }
+tr:nth-child(even) td { background: #fafafa; }
+code { background: #f3f3f3; padding: .05em .3em; border-radius: 3px; font-size: 0.92em; }
+pre { background: #f6f6f6; padding: .8em; overflow-x: auto; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figure { margin: 1em 0; }
+"""
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
+_HEADING = re.compile(r"(#{1,6})\s+(.*)")
+_LIST_ITEM = re.compile(r"([-*+]|\d+[.)])\s+(.*)")
+_SEPARATOR = re.compile(r"\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?")
+
+
+def markdown_to_html(markdown: str, images: dict[str, bytes], title: str) -> str:
+    """A small markdown subset (headings, paragraphs, pipe tables, lists, images, code) as one HTML page.
+
+    Images named in `images` are embedded as base64 PNG data URIs; any other image becomes its alt
+    text, and links become their text, so the page loads nothing from anywhere."""
+    body = "\n".join(_blocks(markdown.splitlines(), images))
+    page = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+    # Belt and braces: a URL quoted in text stays readable but is no longer a URL in the file.
+    return re.sub(r"(?i)\b(https?):(?=//)", r"\1&#58;", page)
+
+
+def _blocks(lines: list[str], images: dict[str, bytes]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        text = lines[i].strip()
+        if not text:
+            i += 1
+        elif text.startswith("```"):
+            end = next((j for j in range(i + 1, len(lines)) if lines[j].strip().startswith("```")), len(lines))
+            out.append(f"<pre><code>{html.escape(chr(10).join(lines[i + 1:end]))}</code></pre>")
+            i = end + 1
+        elif heading := _HEADING.fullmatch(text):
+            level = len(heading.group(1))
+            out.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
+            i += 1
+        elif image := _IMAGE.fullmatch(text):
+            out.append(_figure(image.group(1), image.group(2), images))
+            i += 1
+        else:
+            i = _block(lines, i, out)
+    return out
+
+
+def _block(lines: list[str], i: int, out: list[str]) -> int:
+    """A table, list or paragraph starting at line i, appended to out; returns the next line index."""
+    kind = _kind(lines[i].strip())
+    j = i + 1
+    while j < len(lines) and lines[j].strip() and _kind(lines[j].strip()) == kind:
+        j += 1
+    block = [line.strip() for line in lines[i:j]]
+    if kind == "table":
+        out.append(_table(block))
+    elif kind == "list":
+        tag = "ol" if block[0][0].isdigit() else "ul"
+        items = "".join(f"<li>{_inline(_LIST_ITEM.fullmatch(b).group(2))}</li>" for b in block)  # type: ignore[union-attr]
+        out.append(f"<{tag}>{items}</{tag}>")
+    else:
+        out.append(f"<p>{_inline(' '.join(block))}</p>")
+    return j
+
+
+def _kind(text: str) -> str:
+    """table, list, p (paragraph text) or other (a line that starts a block of its own)."""
+    if text.startswith("|"):
+        return "table"
+    if _LIST_ITEM.fullmatch(text):
+        return "list"
+    if text.startswith("```") or _HEADING.fullmatch(text) or _IMAGE.fullmatch(text):
+        return "other"
+    return "p"
+
+
+def _table(rows: list[str]) -> str:
+    cells = [_cells(r) for r in rows]
+    has_header = len(rows) > 1 and _SEPARATOR.fullmatch(rows[1]) is not None
+    aligns = [("right" if c.endswith(":") else "left") for c in cells[1]] if has_header else []
+    head = cells[0] if has_header else []
+    body = cells[2:] if has_header else cells
+
+    def row(values: list[str], tag: str) -> str:
+        return "<tr>" + "".join(f'<{tag}{_align(aligns, k)}>{_inline(v)}</{tag}>' for k, v in enumerate(values)) + "</tr>"
+
+    thead = f"<thead>{row(head, 'th')}</thead>" if head else ""
+    return f"<table>{thead}<tbody>{''.join(row(r, 'td') for r in body)}</tbody></table>"
+
+
+def _cells(row: str) -> list[str]:
+    inner = row.strip()
+    inner = inner.removeprefix("|")
+    inner = inner[:-1] if inner.endswith("|") and not inner.endswith("\\|") else inner
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", inner)]
+
+
+def _align(aligns: list[str], k: int) -> str:
+    return ' style="text-align:right"' if k < len(aligns) and aligns[k] == "right" else ""
+
+
+def _figure(alt: str, src: str, images: dict[str, bytes]) -> str:
+    if src not in images:
+        return f"<p><em>[figure: {html.escape(alt)}]</em></p>"
+    data = base64.b64encode(images[src]).decode("ascii")
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def _inline(text: str) -> str:
+    """Inline markdown: `code`, **bold**, *emphasis*; links keep their text only."""
+    pieces = re.split(r"(`[^`]+`)", text)
+    out = []
+    for piece in pieces:
+        if len(piece) > 1 and piece.startswith("`") and piece.endswith("`"):
+            out.append(f"<code>{html.escape(piece[1:-1])}</code>")
+            continue
+        piece = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", piece)
+        piece = html.escape(piece)
+        piece = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", piece)
+        out.append(re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<em>\1</em>", piece))
+    return "".join(out)

@@ -1,0 +1,134 @@
+"""Small-sample statistics for confirmation runs: mean, spread, Student-t confidence intervals.
+
+A confirmed config has a handful of seeds (3 to 5), so intervals use the t distribution, and two
+configs are compared with Welch's t interval (unequal variances). No scipy: the t quantile comes
+from the regularized incomplete beta function, checked in the tests against printed tables.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean of n values with its sample standard deviation and a t-based CI of the mean."""
+
+    n: int
+    mean: float
+    std: float | None
+    """Sample standard deviation (n - 1); None for a single value."""
+    ci_low: float | None
+    ci_high: float | None
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return {"n": self.n, "mean": self.mean, "std": self.std, "ci95": [self.ci_low, self.ci_high]
+                if self.ci_low is not None else None}
+
+
+@dataclass(frozen=True)
+class Difference:
+    """mean(a) - mean(b) with Welch's CI; `relative` divides by mean(b)."""
+
+    diff: float
+    ci_low: float | None
+    ci_high: float | None
+    reference: float
+
+    @property
+    def distinguishable(self) -> bool | None:
+        """Whether the CI excludes zero; None when there are too few values to say."""
+        if self.ci_low is None or self.ci_high is None:
+            return None
+        return self.ci_low > 0 or self.ci_high < 0
+
+    def relative(self) -> tuple[float, float | None, float | None]:
+        """The difference and its CI as fractions of the reference mean."""
+        scale = abs(self.reference) or 1.0
+        low = None if self.ci_low is None else self.ci_low / scale
+        high = None if self.ci_high is None else self.ci_high / scale
+        return self.diff / scale, low, high
+
+
+def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
+    """Mean, sample std and the t confidence interval of the mean."""
+    if not values:
+        raise ValueError("summarize needs at least one value")
+    n, mean = len(values), sum(values) / len(values)
+    if n == 1:
+        return Summary(1, mean, None, None, None)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t_quantile(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
+    return Summary(n, mean, std, mean - half, mean + half)
+
+
+def welch(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Difference:
+    """Welch's t interval for mean(a) - mean(b); no interval when either side has one value."""
+    sa, sb = summarize(a), summarize(b)
+    diff = sa.mean - sb.mean
+    if sa.std is None or sb.std is None:
+        return Difference(diff, None, None, sb.mean)
+    va, vb = sa.std ** 2 / sa.n, sb.std ** 2 / sb.n
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return Difference(diff, diff, diff, sb.mean)
+    df = (va + vb) ** 2 / (va ** 2 / (sa.n - 1) + vb ** 2 / (sb.n - 1))
+    half = t_quantile(0.5 + confidence / 2, df) * se
+    return Difference(diff, diff - half, diff + half, sb.mean)
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The p-quantile of Student's t with df (real, > 0) degrees of freedom, by bisection on the CDF."""
+    if not 0.0 < p < 1.0 or df <= 0:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    low, high = 0.0, 1.0
+    while t_cdf(high, df) < p:
+        high *= 2.0
+    for _ in range(200):
+        mid = (low + high) / 2
+        low, high = (mid, high) if t_cdf(mid, df) < p else (low, mid)
+        if high - low < 1e-12:
+            break
+    return (low + high) / 2
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t: 1 - I_x(df/2, 1/2) / 2 with x = df / (df + t^2), for t >= 0."""
+    tail = 0.5 * incomplete_beta(df / 2, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def incomplete_beta(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b) (continued fraction, modified Lentz)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point
+        return 1.0 - incomplete_beta(b, a, 1.0 - x)
+    return math.exp(log_front) * _beta_fraction(a, b, x) / a
+
+
+def _beta_fraction(a: float, b: float, x: float) -> float:
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    result = d
+    for m in range(1, 500):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            result *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return result

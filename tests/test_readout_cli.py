@@ -1,0 +1,106 @@
+"""compare --confirm-seeds, recommend and report through the real command line on a tiny-llama study."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from conftest import assert_one_line_error, run_cli
+from harness.tracking import offline_runs, read_offline_run
+from test_compare import load_without_harness
+
+SPACE = """axes:
+  lora_r: 4
+  lora_alpha: {ratio: 2}
+  learning_rate: {choices: [2.0e-3, 1.0e-2]}
+  quantization: {choices: [none, nf4]}
+"""
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-point grid (2 modes x 2 learning rates), then 2 fresh seeds for each mode's best."""
+    root = tmp_path_factory.mktemp("readout")
+    (root / "space.yaml").write_text(SPACE)
+    proc = run_cli("sweep", "--model", "tiny-llama", "--space", str(root / "space.yaml"), "--sampler", "grid",
+                   "--trials", "10", "--max-steps", "3", "--study", "q", "--out", str(root / "q"), "--wandb", "offline")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli("compare", "--study", "q", "--out", str(root / "q"), "--reports-dir", str(root / "reports"),
+                   "--confirm-seeds", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (root / "compare.out").write_text(proc.stdout)
+    return root
+
+
+def test_the_grid_stops_when_covered_and_confirmation_reruns_each_modes_best(swept: Path) -> None:
+    study = optuna.load_study(study_name="q", storage=f"sqlite:///{swept}/q/study.db")
+    search = [t for t in study.trials if "confirmation_of" not in t.user_attrs]
+    confirm = [t for t in study.trials if "confirmation_of" in t.user_attrs]
+    assert len(search) == 4 and len(confirm) == 4
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    for trial in confirm:
+        source = study.trials[trial.user_attrs["confirmation_of"]]
+        assert trial.params == source.params
+        assert trial.user_attrs["config"]["train"]["seed"] == trial.user_attrs["seed"]
+    assert sorted(t.user_attrs["seed"] for t in confirm) == [1, 1, 2, 2]
+    modes = {study.trials[t.user_attrs["confirmation_of"]].params["quantization"] for t in confirm}
+    assert modes == {"none", "nf4"}
+    records = [json.loads(line) for line in (swept / "q" / "trials.jsonl").read_text().splitlines()]
+    assert sorted(r["number"] for r in records) == list(range(8))
+
+
+def test_compare_writes_the_table_and_confirmed_numbers(swept: Path) -> None:
+    data = json.loads((swept / "reports" / "comparison.json").read_text())
+    modes = {m["mode"]: m for m in data["modes"]}
+    assert set(modes) == {"none", "nf4"}
+    for m in modes.values():
+        assert m["trials"] == 4 and m["completed"] == 4
+        assert m["confirmed"]["objective"]["n"] == 2 and m["confirmed"]["seeds"] == [1, 2]
+        assert m["peak_memory_mb"] > 0 and m["seconds_per_step"] > 0
+    assert data["vs_16bit"]["nf4"]["relative_ci95"] is not None
+    assert "nf4 reaches" in (swept / "compare.out").read_text()
+    assert "| 16-bit LoRA |" in (swept / "reports" / "comparison.md").read_text()
+    again = run_cli("compare", "--study", "q", "--out", str(swept / "q"), "--reports-dir", str(swept / "reports"),
+                    "--confirm-seeds", "2")
+    assert again.returncode == 0 and "already has its 2 seeds" in again.stdout
+
+
+def test_recommend_writes_yaml_that_plain_peft_loads(swept: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rec.yaml"
+    proc = run_cli("recommend", "--study", "q", "--sweep-dir", str(swept / "q"), "--out", str(out),
+                   "--max-memory-mb", "100000")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = yaml.safe_load(out.read_text())
+    assert doc["evidence"]["confirmed"] is True and len(doc["evidence"]["seeds"]) == 2
+    assert set(doc["per_quantization"]) == {"none", "nf4"}
+    assert doc["within_memory"]["lora"]["r"] == 4
+    assert "loaded 4" in load_without_harness(out, tmp_path)
+
+
+def test_report_writes_plots_html_and_a_wandb_summary_run(swept: Path) -> None:
+    proc = run_cli("report", "--study", "q", "--out", str(swept / "q"), "--reports-dir", str(swept / "reports"),
+                   "--wandb", "offline")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reports = swept / "reports"
+    for name in ("report.md", "report.html", "comparison.md", "comparison.json", "recommended.yaml"):
+        assert (reports / name).exists(), name
+    assert len(list(reports.glob("*.png"))) >= 4
+    html = (reports / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html
+    runs = [read_offline_run(p) for p in offline_runs(swept / "q")]
+    summary = [r for r in runs if r["job_type"] == "summary"]
+    assert len(summary) == 1 and summary[0]["group"] == "q" and summary[0]["exit_code"] == 0
+    assert summary[0]["summary"]["completed"] == 8
+    assert len([r for r in runs if r["job_type"] == "trial"]) == 8
+    run_dir = Path(next(p for p in offline_runs(swept / "q") if read_offline_run(p)["job_type"] == "summary"))
+    assert list(run_dir.rglob("*.png")), "plots are logged as images"
+
+
+def test_readout_commands_on_a_missing_study_fail_in_one_line(tmp_path: Path) -> None:
+    for command in ("compare", "recommend", "report"):
+        proc = run_cli(command, "--study", "nope", "--storage", f"sqlite:///{tmp_path}/none.db")
+        assert_one_line_error(proc, "nope")

@@ -1,0 +1,115 @@
+"""The study report: figures, report.md and an offline report.html, from a real tiny-llama study
+(one sweep per module: 5 trials of 6 steps, 16-bit LoRA vs nf4, the median pruner on)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import run_cli
+
+from harness.plots import pareto_front
+from harness.readout import StudyView, load_view
+from harness.report import FIGURES, ReportFiles, markdown_to_html, write_report
+
+COMPARISON = "| mode | eval loss (nats per token) |\n| --- | ---: |\n| 16-bit LoRA | 10.70 |\n| nf4 | 10.69 |"
+# quantization and learning rate vary, so every figure has something to show; tiny evals keep it fast.
+SPACE = """axes:
+  lora_r: {low: 4, high: 16, step: 4}
+  lora_alpha: {ratio: {choices: [1, 2]}}
+  learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}
+  quantization: {choices: [none, nf4]}
+  lora_dropout: 0.0
+  target_modules: all-linear
+"""
+EXPERIMENT = """model: tiny-llama
+space: {space}
+trials: 5
+max_steps: 6
+pruner: median
+wandb: disabled
+train: {{batch_size: 4}}
+data_options: {{eval_size: 8}}
+eval: {{generate_size: 2, max_new_tokens: 4}}
+"""
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[StudyView, Path]:
+    root = tmp_path_factory.mktemp("report-study")
+    (root / "space.yaml").write_text(SPACE)
+    (root / "exp.yaml").write_text(EXPERIMENT.format(space=root / "space.yaml"))
+    out = root / "out"
+    proc = run_cli("sweep", "-e", str(root / "exp.yaml"), "--study", "r", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return load_view("r", f"sqlite:///{out}/study.db", out / "trials.jsonl"), out
+
+
+@pytest.fixture(scope="module")
+def report(study: tuple[StudyView, Path], tmp_path_factory: pytest.TempPathFactory) -> ReportFiles:
+    return write_report(study[0], tmp_path_factory.mktemp("report") / "r", comparison_markdown=COMPARISON)
+
+
+def test_every_figure_is_a_real_png(report: ReportFiles) -> None:
+    assert report.skipped == {}
+    assert set(report.plots) == set(FIGURES)
+    for name, path in report.plots.items():
+        assert path == report.markdown.parent / f"{name}.png"
+        data = path.read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5_000, (name, len(data))
+
+
+def test_markdown_embeds_figures_best_trials_and_comparison(study: tuple[StudyView, Path],
+                                                            report: ReportFiles) -> None:
+    view, out = study
+    text = report.markdown.read_text()
+    for name in FIGURES:
+        assert f"]({name}.png)" in text
+    assert {r.state for r in view.rows} >= {"COMPLETE", "PRUNED"}
+    assert "pruned" in text and "untuned base model" in text.lower()
+    best = optuna.load_study(study_name="r", storage=f"sqlite:///{out}/study.db").best_trial
+    table = text.split("## Best trials", 1)[1]
+    first_row = [line for line in table.splitlines() if line.startswith("|")][2]
+    assert first_row.startswith(f"| {best.number} |") and f"{best.value:.4f}" in first_row
+    assert "## LoRA vs QLoRA\n\n" + COMPARISON in text
+
+
+def test_html_is_self_contained(report: ReportFiles) -> None:
+    page = report.html.read_text()
+    assert page.count("data:image/png;base64,") == len(FIGURES)
+    for banned in ("http://", "https://", 'src="http', "<link", "<script"):
+        assert banned not in page, banned
+    assert "<h2>LoRA vs QLoRA</h2>" in page and "<td>16-bit LoRA</td>" in page
+    assert "<h2>Best trials</h2>" in page and "<table>" in page
+
+
+def test_single_completed_trial_skips_importance_with_a_reason(study: tuple[StudyView, Path],
+                                                               tmp_path: Path) -> None:
+    view, _ = study
+    first = view.completed()[0]
+    rows = tuple(r for r in view.rows if r.state != "COMPLETE" or r is first)
+    files = write_report(dataclasses.replace(view, rows=rows), tmp_path / "one")
+    assert "at least 2 completed trials" in files.skipped["importance"]
+    assert not (tmp_path / "one" / "importance.png").exists()
+    text = files.markdown.read_text()
+    assert "`importance.png`: needs at least 2 completed trials" in text and "](importance.png)" not in text
+    assert files.html.read_text().count("data:image/png;base64,") == len(files.plots)
+    assert f"| {first.number} |" in text
+
+
+def test_html_conversion_escapes_text_and_drops_links() -> None:
+    page = markdown_to_html("# A <b>\n\nsee [docs](https://example.org) and https://example.org\n\n"
+                            "- `x|y` item\n- two\n\n| a | b |\n|---|--:|\n| 1 \\| 2 | <3 |\n\n![gone](far.png)",
+                            {}, "t")
+    assert "<h1>A &lt;b&gt;</h1>" in page and "<b>" not in page
+    assert "https://" not in page and "<a " not in page and "<img" not in page
+    assert "<ul><li><code>x|y</code> item</li><li>two</li></ul>" in page
+    assert '<td>1 | 2</td><td style="text-align:right">&lt;3</td>' in page
+
+
+def test_pareto_front_keeps_points_nothing_beats() -> None:
+    points = [(100.0, 2.0), (120.0, 1.5), (130.0, 1.8), (90.0, 2.5), (150.0, 1.2)]
+    assert pareto_front(points, minimize=True) == [(90.0, 2.5), (100.0, 2.0), (120.0, 1.5), (150.0, 1.2)]
+    assert pareto_front(points, minimize=False) == [(90.0, 2.5)]
