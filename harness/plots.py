@@ -28,9 +28,11 @@ OTHER_COLOR = "#7f7f7f"
 """Colour of a mode this module does not know (a future one)."""
 
 _UNITS: dict[str, str] = {"eval_loss": "nats per token", "train_loss": "nats per token",
-                          "perplexity": "exp of nats per token", "peak_memory_mb": "MiB", "train_seconds": "s",
+                          "perplexity": "exp of nats per token", "peak_memory_mb": "MiB", "base_model_mb": "MiB",
+                          "train_seconds": "s",
                           "tokens_per_second": "tokens/s", "learning_rate": "log scale"}
-_NAMES: dict[str, str] = {"eval_loss": "eval loss", "train_loss": "training loss", "peak_memory_mb": "peak memory", "train_seconds": "train time",
+_NAMES: dict[str, str] = {"eval_loss": "eval loss", "train_loss": "training loss", "peak_memory_mb": "peak memory",
+                          "base_model_mb": "base-model weights", "train_seconds": "train time",
                           "tokens_per_second": "throughput", "learning_rate": "learning rate",
                           "lora_alpha_ratio": "lora_alpha / lora_r"}
 SLICE_PARAMS = ("learning_rate", "lora_r", "lora_alpha", "lora_dropout")
@@ -214,26 +216,30 @@ def plot_params(view: StudyView, path: Path) -> str | None:
 
 
 def plot_memory_quality(view: StudyView, path: Path) -> str | None:
-    """Quality against peak memory, coloured by quantization, with the Pareto front (less memory and
-    better quality) as a step line through circled points."""
+    """Quality against peak memory (left) and against the base model's weight memory (right),
+    coloured by quantization, each with its Pareto front (less memory and better quality) as a step
+    line through circled points. On a CPU the peak is the whole trial process's resident memory,
+    so the weight panel is where the quantization saving shows."""
     metric, minimize = quality_metric(view)
-    points = [(r, r.metric("peak_memory_mb"), _quality(r, view, metric)) for r in view.completed()]
-    points = [(r, m, q) for r, m, q in points if m is not None and q is not None]
-    if not points:
+    panels = [(name, [(r, r.metric(name), _quality(r, view, metric)) for r in view.completed()])
+              for name in ("peak_memory_mb", "base_model_mb")]
+    panels = [(name, [(r, m, q) for r, m, q in pts if m is not None and q is not None]) for name, pts in panels]
+    panels = [(name, pts) for name, pts in panels if pts]
+    if not panels:
         return "no completed trial recorded both peak memory and " + _NAMES.get(metric, metric)
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 5))
-    for mode in modes_in([r for r, _, _ in points]):
-        mine = [(m, q) for r, m, q in points if r.quantization == mode]
-        ax.scatter(*zip(*mine), s=40, color=mode_color(mode), label=mode_label(mode), zorder=3)
-    front = pareto_front([(m, q) for _, m, q in points], minimize)
-    ax.step(*zip(*front), where="post", color="black", linewidth=1, zorder=2, label="Pareto front")
-    ax.scatter(*zip(*front), s=160, facecolors="none", edgecolors="black", linewidths=1.2, zorder=4)
-    _baseline_line(ax, view, metric)
-    ax.set(title="Quality against peak memory (completed trials)", xlabel=axis_label("peak_memory_mb"),
-           ylabel=axis_label(metric, minimize))
-    ax.grid(alpha=0.3)
-    _legend(ax)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), squeeze=False)
+    for ax, (name, points) in zip(axes[0], panels):
+        for mode in modes_in([r for r, _, _ in points]):
+            mine = [(m, q) for r, m, q in points if r.quantization == mode]
+            ax.scatter(*zip(*mine), s=40, color=mode_color(mode), label=mode_label(mode), zorder=3)
+        front = pareto_front([(m, q) for _, m, q in points], minimize)
+        ax.step(*zip(*front), where="post", color="black", linewidth=1, zorder=2, label="Pareto front")
+        ax.scatter(*zip(*front), s=160, facecolors="none", edgecolors="black", linewidths=1.2, zorder=4)
+        what = "peak memory of the trial" if name == "peak_memory_mb" else "base-model weight memory"
+        ax.set(title=f"Quality against {what}", xlabel=axis_label(name), ylabel=axis_label(metric, minimize))
+        ax.grid(alpha=0.3)
+    _legend(axes[0][-1])
     _save(fig, path)
     return None
 
@@ -267,9 +273,13 @@ def plot_curves(view: StudyView, path: Path) -> str | None:
         return "no trial recorded intermediate eval losses or per-step training losses"
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 5))
+    many = len(curves) > 12  # then thin lines per trial and a thick mean per mode, or nothing reads
     for row, curve in curves:
-        ax.plot(*zip(*curve), color=mode_color(row.quantization), alpha=0.8, linewidth=1.3,
-                linestyle="-" if row.state == "COMPLETE" else "--")
+        ax.plot(*zip(*curve), color=mode_color(row.quantization), alpha=0.25 if many else 0.8,
+                linewidth=0.8 if many else 1.3, linestyle="-" if row.state == "COMPLETE" else "--")
+    if many:
+        _mode_means(ax, curves)
+        what += "\nthin: one trial each; thick: the mean over each mode's completed trials"
     _curve_legend(ax, [r for r, _ in curves])
     if metric == "eval_loss":
         _baseline_line(ax, view, "eval_loss")
@@ -279,6 +289,16 @@ def plot_curves(view: StudyView, path: Path) -> str | None:
     _legend(ax)
     _save(fig, path)
     return None
+
+
+def _mode_means(ax: Any, curves: list[tuple[TrialRow, list[tuple[float, float]]]]) -> None:
+    """A thick line per mode: the mean of its completed trials' curves at every step they share."""
+    for mode in modes_in([r for r, _ in curves]):
+        mine = [dict(c) for r, c in curves if r.quantization == mode and r.state == "COMPLETE"]
+        steps = sorted(set.intersection(*(set(c) for c in mine))) if mine else []
+        if steps:
+            ax.plot(steps, [sum(c[s] for c in mine) / len(mine) for s in steps], color=mode_color(mode),
+                    linewidth=2.6, zorder=5)
 
 
 def shows_intermediate(view: StudyView) -> bool:
