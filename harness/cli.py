@@ -28,6 +28,12 @@ def _sweep_flags(**flags: Any) -> dict[str, Any]:
     return {k: v for k, v in flags.items() if v is not None}
 
 
+HEARTBEAT_OPTION = typer.Option(None, "--heartbeat-interval", envvar="HARNESS_HEARTBEAT_INTERVAL",
+                                help="Seconds between a running trial's heartbeats (relational storages; default 10).")
+GRACE_OPTION = typer.Option(None, "--grace-period", envvar="HARNESS_GRACE_PERIOD",
+                            help="Seconds without a heartbeat before a trial's worker counts as lost (default 60).")
+
+
 @app.command()
 def sweep(
     experiment: Optional[Path] = typer.Option(None, "--experiment", "-e", help="Experiment YAML (flags override it)."),
@@ -47,6 +53,10 @@ def sweep(
                                              help="Comma-separated: eval_loss, perplexity, peak_memory_mb, "
                                                   "train_seconds, tokens_per_second, or a task metric "
                                                   "(exact_match, accuracy, rouge_l, token_f1)."),
+    workers: Optional[int] = typer.Option(None, help="Worker processes on this machine, one GPU each (default 1); "
+                                                     "more than 1 needs a journal file or PostgreSQL storage."),
+    heartbeat_interval: Optional[int] = HEARTBEAT_OPTION,
+    grace_period: Optional[int] = GRACE_OPTION,
 ) -> None:
     """Run (or resume) a study: each trial fine-tunes a LoRA/QLoRA adapter and scores it."""
     from harness.experiment import build_sweep_spec, load_experiment
@@ -56,38 +66,94 @@ def sweep(
                          max_steps=max_steps, seed=seed, out=out, wandb=wandb, sampler=sampler, pruner=pruner,
                          objectives=objectives)
     spec = build_sweep_spec(file_values, flags, str(experiment) if experiment else "flags")
-    _run_sweep(spec)
+    _run_sweep(_parallel_storage(spec, 1 if workers is None else workers), workers=workers or 1,
+               heartbeat=_heartbeat(heartbeat_interval, grace_period))
 
 
 @app.command()
 def worker(
     study: str = typer.Option(..., help="Name of an existing study to join."),
-    storage: str = typer.Option(..., help="The study's storage URL."),
-    trials: Optional[int] = typer.Option(None, help="How many trials this worker runs (default: the study's)."),
+    storage: str = typer.Option(..., help="The study's storage URL (postgresql://... across machines)."),
+    trials: Optional[int] = typer.Option(None, help="Stop when the study holds this many finished (or running) "
+                                                    "trials, counting every worker (default: the target of the "
+                                                    "last `harness sweep` on it)."),
     out: Optional[str] = typer.Option(None, help="Where this worker writes trials.jsonl, adapters and W&B runs."),
+    heartbeat_interval: Optional[int] = HEARTBEAT_OPTION,
+    grace_period: Optional[int] = GRACE_OPTION,
 ) -> None:
     """Join an existing study and run trials of it with the settings it was created with."""
     from harness.experiment import build_sweep_spec
     from harness.study import load_existing_study
 
-    stored = load_existing_study(study, storage).user_attrs.get("sweep")
+    if trials is not None and trials < 1:
+        raise SpecError(f"--trials must be >= 1 (the study-wide number of trials to reach), got {trials}")
+    loaded = load_existing_study(study, storage)
+    stored = loaded.user_attrs.get("sweep")
     if not stored:
         _fail(f"study {study!r} was not created by `harness sweep` (no stored settings to join with)", 2)
-    spec = build_sweep_spec(stored, _sweep_flags(storage=storage, trials=trials, out=out), f"study {study}")
-    _run_sweep(spec)
+    spec = build_sweep_spec(stored, _sweep_flags(storage=storage, out=out), f"study {study}")
+    target = trials if trials is not None else loaded.user_attrs.get("target_trials")
+    _run_sweep(spec, heartbeat=_heartbeat(heartbeat_interval, grace_period), target=target, joined=True)
 
 
-def _run_sweep(spec: Any, show: bool = True) -> None:
+def _parallel_storage(spec: Any, workers: int) -> Any:
+    """Several workers need a storage that is safe for concurrent writers: a journal file by default
+    (`<out>/study.journal`) or PostgreSQL; SQLite is refused."""
+    import dataclasses
+
+    if workers < 1:
+        raise SpecError(f"--workers must be >= 1, got {workers}")
+    if workers == 1:
+        return spec
+    alternatives = (f"leave --storage out for a journal file ({spec.out_dir}/study.journal), or give a journal "
+                    "file path or a postgresql:// URL")
+    if spec.storage and spec.storage.startswith("sqlite"):
+        raise SpecError(f"--workers {workers} cannot share a SQLite storage ({spec.storage}): {alternatives}")
+    if not spec.storage and Path(spec.out_dir, "study.db").exists():
+        raise SpecError(f"study folder {spec.out_dir} already holds a SQLite study.db, which {workers} workers "
+                        f"cannot share: resume it with --workers 1, or copy it with optuna.copy_study to a "
+                        "journal file or PostgreSQL and pass that as --storage")
+    return dataclasses.replace(spec, storage=spec.storage or f"{spec.out_dir}/study.journal")
+
+
+def _heartbeat(interval: Optional[int], grace: Optional[int]) -> Any:
+    """Heartbeat settings from the flags (or their environment variables); None: the study's or the defaults."""
+    from harness.recovery import Heartbeat
+
+    if interval is None and grace is None:
+        return None
+    default = Heartbeat()
+    interval = default.interval if interval is None else interval
+    return Heartbeat(interval, max(default.grace, 6 * interval) if grace is None else grace)
+
+
+def _joined_seed_offset() -> int:
+    """A worker that joins from anywhere samples with a seed of its own (workers must not sample alike)."""
+    import random
+
+    return random.SystemRandom().randrange(1, 2**31)
+
+
+def _run_sweep(spec: Any, show: bool = True, *, workers: int = 1, heartbeat: Any = None, target: Optional[int] = None,
+               joined: bool = False) -> None:
+    """Run the sweep here (one process), as `workers` processes, or as a worker that joined a study."""
     from harness.experiment import resolve_space
     from harness.progress import pareto_table, print_table, trials_table
     from harness.space import load_space
-    from harness.sweep import Sweep, SweepInterrupted
+    from harness.sweep import Role, Sweep, SweepInterrupted
+    from harness.workers import WorkersFailed, run_parallel
 
     space = load_space(resolve_space(spec.space))
     try:
-        outcome = Sweep(spec, space).run()
+        if workers > 1:
+            outcome = run_parallel(spec, space, workers, heartbeat)
+        else:
+            role = Role(target=target, heartbeat=heartbeat, seed_offset=_joined_seed_offset() if joined else 0)
+            outcome = Sweep(spec, space, role=role).run()
     except SweepInterrupted as stop:
         _fail(str(stop), 130)
+    except WorkersFailed as failed:
+        _fail(str(failed), 1)
     if not show:
         return
     ranked = _ranked(outcome.records, spec)

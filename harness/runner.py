@@ -8,22 +8,44 @@ trial ends as `failed` with the signal as its reason, and the next trial gets a 
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
+import os
 import signal
 from typing import Any, Callable
 
 from harness.spec import TrialConfig, TrialResult
 
 POLL_SECONDS = 0.2
+THREADS_ENV = "HARNESS_TORCH_THREADS"
+"""CPU threads for the trial process (set per worker by `--workers N`: the cores split between them)."""
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Linux: the kernel kills this process when the sweep that supervises it dies (even by SIGKILL), so a
+    lost worker leaves no orphaned training process behind to compete with the trial's retry."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    parent = mp.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before the line above took effect
+        os._exit(1)
 
 
 def _worker_main(conn: Any) -> None:
     """The child's loop: receive a job, run it, send back progress and the result."""
     # Ctrl-C goes to the whole process group; the supervisor decides what to do about it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
     from harness.quiet import silence_for_process
 
     silence_for_process()
+    if os.environ.get(THREADS_ENV):
+        import torch
+
+        torch.set_num_threads(int(os.environ[THREADS_ENV]))
     from harness.trial import TrialCache, TrialCallbacks, run_baseline, run_trial
 
     cache = TrialCache()

@@ -5,12 +5,11 @@ Everything here is an adapter around `run_trial`; nothing here trains.
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
+from harness.recovery import Heartbeat, enable_heartbeat
 from harness.space import SearchSpace
 from harness.spec import TASK_METRICS, SpecError, SweepSpec
 
@@ -30,7 +29,8 @@ def make_storage(url: str) -> Any:
 
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    if "://" not in url:
+    if "://" not in url:  # a journal file: safe for several processes on one machine (or a shared disk)
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
     # Several processes opening a new database at once (parallel workers, or a reader while the sweep
     # starts) race to create the schema; the loser sees an IntegrityError or a locked database. The
@@ -42,7 +42,10 @@ def make_storage(url: str) -> Any:
             if attempt + 1 < STORAGE_OPEN_ATTEMPTS and _is_schema_race(err):
                 time.sleep(0.2 * (attempt + 1))
                 continue
-            raise SpecError(f"storage {url}: cannot open it ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+            hint = (" (PostgreSQL needs a driver: pip install 'harness[postgres]', i.e. psycopg2-binary)"
+                    if isinstance(err, ModuleNotFoundError) else "")
+            raise SpecError(f"storage {url}: cannot open it ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0]}){hint}") from None
     raise AssertionError("unreachable")
 
 
@@ -54,18 +57,21 @@ def _is_schema_race(err: Exception) -> bool:
     return any(key in text for key in ("integrityerror", "already exists", "database is locked", "duplicate key"))
 
 
-def make_sampler(spec: SweepSpec, space: SearchSpace, finished: int) -> Any:
+def make_sampler(spec: SweepSpec, space: SearchSpace, finished: int, offset: int = 0,
+                 parallel: bool = False) -> Any:
     """TPE (seeded), random or grid. The seed is offset by the trials already run so a resumed
-    sweep does not replay the same random start-up samples."""
+    sweep does not replay the same random start-up samples, and by `offset` (the worker's index) so
+    parallel workers do not all sample the same params; `parallel` makes TPE treat the trials other
+    workers are running as already scored badly (constant liar), so it does not pile onto them."""
     import optuna
 
-    seed = spec.seed + finished
+    seed = spec.seed + finished + offset
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "grid":
         return _ask_tell_grid_sampler()(space.grid(), seed=seed)
     # Few trials per sweep: start modelling after 4 random trials rather than Optuna's 10.
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, constant_liar=parallel)
 
 
 def _ask_tell_grid_sampler() -> type:
@@ -91,18 +97,23 @@ def make_pruner(name: str, max_steps: int) -> Any:
     return optuna.pruners.NopPruner()
 
 
-def open_study(spec: SweepSpec, space: SearchSpace, *, create: bool = True) -> Any:
-    """Create or load the study; refuse to resume it with a different space, objectives, model or data."""
+def open_study(spec: SweepSpec, space: SearchSpace, *, create: bool = True, heartbeat: Heartbeat | None = None,
+               seed_offset: int = 0, parallel: bool = False) -> Any:
+    """Create or load the study; refuse to resume it with a different space, objectives, model or data.
+    Relational storages get heartbeats: the study's stored settings, or `heartbeat` (default Heartbeat())
+    for a new study. `seed_offset` and `parallel`: see make_sampler."""
     import optuna
 
     _quiet_optuna()
-    storage = make_storage(spec.storage_url)
+    storage = make_storage(resolve_url(spec.storage_url))
     existing = _existing(storage, spec.study)
     if existing is None and not create:
         raise SpecError(f"study {spec.study!r} does not exist in {spec.storage_url}")
+    beat = _heartbeat(existing, heartbeat, spec.study)
+    enable_heartbeat(storage, beat)
     finished = 0 if existing is None else len(existing.get_trials(deepcopy=False))
     study = optuna.create_study(storage=storage, study_name=spec.study, directions=spec.directions,
-                                sampler=make_sampler(spec, space, finished),
+                                sampler=make_sampler(spec, space, finished, seed_offset, parallel),
                                 pruner=make_pruner(spec.pruner, spec.max_steps), load_if_exists=True)
     pinned = {"space_hash": space.hash, "objectives": list(spec.objectives), "model": spec.model,
               "data": spec.data}
@@ -111,9 +122,35 @@ def open_study(spec: SweepSpec, space: SearchSpace, *, create: bool = True) -> A
             study.set_user_attr(key, value)
         study.set_user_attr("space", space.describe())
         study.set_user_attr("space_source", space.source)
+        study.set_user_attr("heartbeat", {"interval": beat.interval, "grace": beat.grace})
     else:
         _check_resume(study, pinned, space, spec)
     return study
+
+
+def _heartbeat(existing: Any, requested: Heartbeat | None, name: str) -> Heartbeat:
+    """Every worker of a study must use the same heartbeat settings: a worker with a shorter grace period
+    would take its colleagues' healthy trials for lost ones. The study stores them when it is created."""
+    stored = (existing.user_attrs.get("heartbeat") if existing is not None else None) or None
+    if stored is None:
+        return requested or Heartbeat()
+    beat = Heartbeat(int(stored["interval"]), int(stored["grace"]))
+    if requested is not None and requested != beat:
+        raise SpecError(f"study {name!r} uses a heartbeat every {beat.interval} s with a {beat.grace} s grace period "
+                        f"(set when it was created); every worker must use the same, not "
+                        f"{requested.interval} s / {requested.grace} s")
+    return beat
+
+
+def resolve_url(url: str) -> str:
+    """A study folder holds `study.db` (one worker) or `study.journal` (`--workers N`): the default SQLite URL
+    of a folder that only has a journal means the journal."""
+    if url.startswith("sqlite:///") and url.endswith("/study.db"):
+        path = Path(url[len("sqlite:///"):])
+        journal = path.with_name("study.journal")
+        if not path.exists() and journal.exists():
+            return str(journal)
+    return url
 
 
 def _existing(storage: Any, name: str) -> Any:
@@ -140,6 +177,7 @@ def load_existing_study(name: str, storage_url: str) -> Any:
     import optuna
 
     _quiet_optuna()
+    storage_url = resolve_url(storage_url)
     if storage_url.startswith("sqlite:///") and not Path(storage_url[len("sqlite:///"):]).exists():
         raise SpecError(f"no study database at {storage_url[len('sqlite:///'):]} (run `harness sweep --study {name}` "
                         "first, or pass --storage/--out)")
@@ -149,35 +187,6 @@ def load_existing_study(name: str, storage_url: str) -> Any:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         raise SpecError(f"study {name!r} not found in {storage_url} (studies there: {', '.join(names) or 'none'})")
     return study
-
-
-def owner_attrs() -> dict[str, Any]:
-    """Who runs a trial: host and pid, so an orphaned RUNNING trial can be recognised later."""
-    return {"host": platform.node(), "pid": os.getpid()}
-
-
-def orphaned_trials(study: Any) -> list[Any]:
-    """RUNNING trials whose sweep process on this host is gone (killed before it could tell)."""
-    import optuna
-
-    orphans = []
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        owner = trial.user_attrs.get("owner") or {}
-        if owner.get("host") == platform.node() and not _alive(owner.get("pid")):
-            orphans.append(trial)
-    return orphans
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def study_rows(study: Any) -> list[dict[str, Any]]:

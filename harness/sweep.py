@@ -1,5 +1,9 @@
 """One sweep: ask the study for params, run the trial in the supervised worker, tell the result,
 append trials.jsonl, log to W&B, keep the best adapter. Ctrl-C leaves everything resumable.
+
+Several of these loops may run on one study at once (`--workers N`, `harness worker` on other
+machines): each claims its next trial under the claim lock (recover lost trials, count, ask), keeps a
+heartbeat going while the trial runs, and stops when the study holds its target number of trials.
 """
 
 from __future__ import annotations
@@ -9,8 +13,9 @@ import json
 import math
 import os
 import re
-import shutil
+import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,16 +25,22 @@ from harness.experiment import spec_to_dict
 from harness.models import cache_dir, checkpoint_path, is_converted, load_tokenizer, model_dims, resolve_model
 from harness.progress import SweepProgress
 from harness.records import append_record, build_record
-from harness.runner import TrialRunner
+from harness.runner import THREADS_ENV, TrialRunner
 from harness.space import SearchSpace, check_rank_fits, suggest
 from harness.spec import (LoraSpec, ModelSpec, QuantSpec, SpecError, SweepSpec, TrialConfig,
                           TrialResult)
-from harness.study import open_study, orphaned_trials, owner_attrs
+from harness.adapters import drop_partial, keep_adapter
+from harness.recovery import (Heartbeat, claim_lock, counted, heartbeat, heartbeat_enabled, owner_attrs,
+                              recover, watchable)
+from harness.study import open_study, resolve_url
 
 FAIL_FAST = 3
 """Stop the sweep when this many first trials all fail for the same reason."""
 FAULTS_ENV = "HARNESS_INJECT_FAULTS"
-"""Test hook: `0:raise,2:kill` makes the 1st trial of this run raise and the 3rd die."""
+"""Test hook: `0:raise,2:kill` makes the 1st trial of this run raise and the 3rd's process die;
+`2.0:die` kills worker 2 itself (SIGKILL) in the middle of its 1st trial."""
+WAIT_SECONDS = 1.0
+"""How often a worker whose target is met looks again at trials other workers are still running."""
 
 
 class SweepInterrupted(Exception):
@@ -70,10 +81,33 @@ def trial_config(spec: SweepSpec, params: dict[str, Any], *, adapter_dir: str | 
         adapter_dir=adapter_dir, fault=fault)
 
 
-def _faults() -> dict[int, str]:
-    raw = os.environ.get(FAULTS_ENV, "")
-    pairs = (item.split(":", 1) for item in raw.split(",") if ":" in item)
-    return {int(index): fault for index, fault in pairs}
+def _faults(worker: int = 0) -> dict[int, str]:
+    """Injected faults by trial index in this run; `W.I:fault` applies to worker W only."""
+    faults = {}
+    for item in os.environ.get(FAULTS_ENV, "").split(","):
+        if ":" in item:
+            key, fault = item.split(":", 1)
+            who, _, index = key.rpartition(".")
+            if not who or int(who) == worker:
+                faults[int(index)] = fault
+    return faults
+
+
+@dataclass(frozen=True)
+class Role:
+    """How this process takes part in a study."""
+
+    worker: int = 0
+    """0: the only process of this sweep; 1..N: one of the `--workers N` (shown as [wN], picks its faults)."""
+    target: int | None = None
+    """Stop when the study holds this many counted trials (see recovery.counted); None: as many as it
+    held at the start plus `--trials`."""
+    base: int | None = None
+    """Counted trials when the sweep started (progress shows trial k of target - base); None: counted now."""
+    heartbeat: Heartbeat | None = None
+    """Heartbeat settings for a new study (an existing study's stored ones win); None: the defaults."""
+    seed_offset: int = 0
+    """Added to the sampler seed so parallel workers do not sample the same params."""
 
 
 def prepare(spec: SweepSpec, space: SearchSpace, progress: SweepProgress) -> tuple[str, ...]:
@@ -110,10 +144,11 @@ def objective_values(spec: SweepSpec, result: TrialResult) -> list[float] | None
 
 
 class Sweep:
-    """The ask-run-tell loop of one `harness sweep` invocation."""
+    """The claim-run-tell loop of one `harness sweep` (or worker) process."""
 
-    def __init__(self, spec: SweepSpec, space: SearchSpace, progress: SweepProgress | None = None) -> None:
-        self.spec, self.space = spec, space
+    def __init__(self, spec: SweepSpec, space: SearchSpace, progress: SweepProgress | None = None,
+                 role: Role = Role()) -> None:
+        self.spec, self.space, self.role = spec, space, role
         self.out_dir = Path(spec.out_dir)
         self.progress = progress or SweepProgress(spec.trials, spec.max_steps)
         self.runner = TrialRunner()
@@ -121,39 +156,117 @@ class Sweep:
         self.outcome = SweepOutcome(spec.study, self.out_dir, spec.storage_url)
         self.wandb_mode = tracking.resolve_mode(spec.wandb)
         self.metrics: tuple[str, ...] = ()
+        self.target = self.base = 0
+        self._own: list[dict[str, Any]] = []  # records of the trials this process ran (fail-fast looks at them)
+        self._waiting = False
 
     def run(self) -> SweepOutcome:
+        previous = _interrupt_on_sigterm()
+        try:
+            self.setup()
+            self.loop()
+        finally:
+            self.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        return self.finish()
+
+    def setup(self, run_trials: bool = True) -> None:
+        """Validate, open the study, recover lost trials, score the baseline once, fix the target
+        (`run_trials=False`: a parent that leaves the trials to its workers)."""
         self.metrics = prepare(self.spec, self.space, self.progress)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.wandb_mode != "disabled":
             tracking.configure_dirs(self.out_dir)
-        self.study = open_study(self.spec, self.space)
+        self.study = open_study(self.spec, self.space, heartbeat=self.role.heartbeat,
+                                seed_offset=self.role.seed_offset, parallel=self.role.seed_offset != 0)
+        self.outcome.storage = resolve_url(self.spec.storage_url)
         if "sweep" not in self.study.user_attrs:
             self.study.set_user_attr("sweep", spec_to_dict(self.spec))
-        self.runner.start()  # its imports overlap with the bookkeeping below
-        try:
-            self._fail_orphans()
-            self._baseline()
-            faults = _faults()
-            for index in range(self.spec.trials):
-                if self._grid_done():
-                    self.progress.note(f"the grid is exhausted after {len(self.study.trials)} trials; stopping")
-                    break
-                self._one_trial(index, faults.get(index))
-                self._stop_if_broken()
-        finally:
-            self.progress.stop()
-            self.runner.close(kill=True)
+        if run_trials or "baseline_eval_loss" not in self.study.user_attrs:
+            self.runner.start()  # its imports overlap with the bookkeeping below
+        with claim_lock(self.study, self.out_dir):
+            recover(self.study, self._on_lost)
+            start = counted(self.study)
+        self._baseline()
+        self.base = self.role.base if self.role.base is not None else start
+        self.target = self.role.target if self.role.target is not None else start + self.spec.trials
+        if self.role.target is None:
+            self.study.set_user_attr("target_trials", self.target)  # what `harness worker` joins to reach
+        self.progress.total = max(0, self.target - self.base)
+
+    def loop(self) -> None:
+        """Claim, run and tell trials until the study holds the target, waiting for lost ones to come back."""
+        faults, index = _faults(self.role.worker), 0
+        while True:
+            if self._grid_done():
+                self.progress.note(f"the grid is exhausted after {len(self.study.trials)} trials; stopping")
+                return
+            trial, position = self._claim()
+            if trial is None:
+                if self._others_running():
+                    time.sleep(WAIT_SECONDS)
+                    continue
+                return
+            self._one_trial(trial, position, faults.get(index))
+            index += 1
+            self._stop_if_broken()
+
+    def close(self) -> None:
+        self.progress.stop()
+        self.runner.close(kill=True)
+
+    def finish(self) -> SweepOutcome:
         self.outcome.best = self._best()
         if len(self.spec.objectives) > 1:
             self._store_pareto()
         return self.outcome
 
+    def _claim(self) -> tuple[Any, int]:
+        """Under the claim lock: recover lost trials, then ask for a trial if the target is not met yet
+        (a WAITING trial, such as a retry or a confirmation run, comes first)."""
+        with claim_lock(self.study, self.out_dir):
+            recover(self.study, self._on_lost)
+            done = counted(self.study)
+            if done >= self.target:
+                return None, 0
+            with warnings.catch_warnings():  # "heartbeat is supposed to be used with optimize": we keep it ourselves
+                warnings.simplefilter("ignore", UserWarning)
+                trial = self.study.ask()
+            beating = heartbeat_enabled(self.study)
+            if beating:
+                self.study._storage.record_heartbeat(trial._trial_id)
+            trial.set_user_attr("owner", owner_attrs(beating))
+        return trial, done + 1 - self.base
+
+    def _others_running(self) -> bool:
+        """The target is met, but trials other workers run could still be lost and come back for a retry:
+        wait while any of them is one this worker could detect (heartbeats, or its worker on this host)."""
+        import optuna
+
+        running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        watched = [t for t in running if watchable(self.study, t)]
+        if watched and not self._waiting:
+            self._waiting = True
+            self.progress.note(f"waiting for {len(watched)} trial(s) other workers are running "
+                               f"(#{', #'.join(str(t.number) for t in watched)}): a lost one is retried here")
+        return bool(watched)
+
+    def _on_lost(self, trial: Any, reason: str, retry: int | None) -> None:
+        """Record a trial whose worker was lost (the claim lock makes this worker the only one to do so)."""
+        drop_partial(self.out_dir, trial.number)
+        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
+        record = self._record(trial.number, trial.params, trial.user_attrs.get("config", {}),
+                              TrialResult(status="failed", reason=reason), seconds,
+                              worker=trial.user_attrs.get("owner"), retried_as=retry)
+        self.progress.note(f"trial #{trial.number} FAIL ({record['error']}); "
+                           + (f"retried as trial #{retry}" if retry is not None else "not retried again"))
+
     def _stop_if_broken(self) -> None:
         """Fail fast: when the first FAIL_FAST trials of this run all failed for the same reason,
         the config is broken (not unlucky): stop and say so rather than burn the whole budget."""
-        first = self.outcome.records[:FAIL_FAST]
-        if len(first) < FAIL_FAST or len(self.outcome.records) > FAIL_FAST:
+        first = self._own[:FAIL_FAST]
+        if len(first) < FAIL_FAST or len(self._own) > FAIL_FAST:
             return
         reasons = {_reason_kind(r) for r in first}
         if len(reasons) == 1 and None not in reasons:
@@ -178,16 +291,6 @@ class Sweep:
             return False
         return not self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
 
-    def _fail_orphans(self) -> None:
-        import optuna
-
-        for trial in orphaned_trials(self.study):
-            reason = "orphaned: the sweep process running it ended before recording a result"
-            self.study._storage.set_trial_user_attr(trial._trial_id, "reason", reason)
-            self.study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-            self._record(trial.number, trial.params, trial.user_attrs.get("config", {}),
-                         TrialResult(status="failed", reason=reason), 0.0)
-
     def _baseline(self) -> None:
         attrs = self.study.user_attrs
         if "baseline_eval_loss" not in attrs:
@@ -209,22 +312,25 @@ class Sweep:
         self.progress.note(f"untuned base model: eval_loss {attrs['baseline_eval_loss']:.4f}{metrics} on "
                            f"{attrs.get('n_eval')} held-out examples ({attrs.get('data_source')}){truncated}")
 
-    def _one_trial(self, index: int, fault: str | None) -> None:
-        trial = self.study.ask()
-        params = suggest(trial, self.space)
-        tmp_adapter = self.out_dir / "adapters" / f".trial-{trial.number}"
-        config = trial_config(self.spec, params, adapter_dir=str(tmp_adapter), fault=fault, metrics=self.metrics,
-                              seed=trial.user_attrs.get("seed"))
-        trial.set_user_attr("owner", owner_attrs())
-        trial.set_user_attr("config", config.to_dict())
-        run = tracking.start_trial_run(study=self.spec.study, number=trial.number, config=config.to_dict(),
-                                       params=params, mode=self.wandb_mode, study_dir=self.out_dir)
-        self.progress.start_trial(index + 1, trial.number, params)
+    def _one_trial(self, trial: Any, position: int, fault: str | None) -> None:
+        """Run a claimed trial with a heartbeat going; Ctrl-C records it as interrupted and stops the sweep."""
         started = time.perf_counter()
+        params: dict[str, Any] = {}
+        config: TrialConfig | None = None
+        run = tracking.TrialRun(None)
         try:
-            result = self.runner.run(config, on_step=lambda p: self._on_step(run, p),
-                                     on_eval=lambda p: self._on_eval(trial, run, p))
-        except KeyboardInterrupt:
+            params = suggest(trial, self.space)
+            tmp_adapter = self.out_dir / "adapters" / f".trial-{trial.number}"
+            config = trial_config(self.spec, params, adapter_dir=str(tmp_adapter), fault=fault,
+                                  metrics=self.metrics, seed=trial.user_attrs.get("seed"))
+            trial.set_user_attr("config", config.to_dict())
+            run = tracking.start_trial_run(study=self.spec.study, number=trial.number, config=config.to_dict(),
+                                           params=params, mode=self.wandb_mode, study_dir=self.out_dir)
+            self.progress.start_trial(position, trial.number, params)
+            with heartbeat(self.study, trial._trial_id):
+                result = self.runner.run(config, on_step=lambda p: self._on_step(run, p, fault),
+                                         on_eval=lambda p: self._on_eval(trial, run, p))
+        except KeyboardInterrupt:  # a second Ctrl-C while this is recorded exits at once (cli.main)
             self.runner.close(kill=True)
             result = TrialResult(status="failed", reason="interrupted by user (Ctrl-C)")
             self._finish(trial, params, config, result, time.perf_counter() - started, run)
@@ -234,7 +340,9 @@ class Sweep:
             self.runner.restart()  # a fresh process after an out-of-memory error
         self._finish(trial, params, config, result, time.perf_counter() - started, run)
 
-    def _on_step(self, run: Any, payload: dict[str, Any]) -> None:
+    def _on_step(self, run: Any, payload: dict[str, Any], fault: str | None = None) -> None:
+        if fault == "die":  # test hook: this worker dies in the middle of a trial, as a preempted machine would
+            os.kill(os.getpid(), signal.SIGKILL)
         self.progress.step(payload["step"], payload["loss"])
         run.log({"train/loss": payload["loss"], "train/lr": payload["lr"], "train/tokens": payload["tokens"]},
                 step=payload["step"])
@@ -246,7 +354,7 @@ class Sweep:
         trial.report(payload["eval_loss"], payload["step"])
         return self.spec.pruner != "none" and trial.should_prune()
 
-    def _finish(self, trial: Any, params: dict[str, Any], config: TrialConfig, result: TrialResult,
+    def _finish(self, trial: Any, params: dict[str, Any], config: TrialConfig | None, result: TrialResult,
                 seconds: float, run: Any) -> None:
         import optuna
 
@@ -255,20 +363,38 @@ class Sweep:
             result = dataclasses.replace(result, status="failed", reason="objective value missing or not finite")
         state = {"complete": optuna.trial.TrialState.COMPLETE,
                  "pruned": optuna.trial.TrialState.PRUNED}.get(result.status, optuna.trial.TrialState.FAIL)
-        trial.set_user_attr("status", result.status)
-        trial.set_user_attr("reason", result.reason)
-        trial.set_user_attr("result", _summary(result))
-        self.study.tell(trial, values, state=state)
-        record = self._record(trial.number, params, config.to_dict(), result, seconds)
-        self._keep_adapter(trial.number, result)
+        try:
+            trial.set_user_attr("status", result.status)
+            trial.set_user_attr("reason", result.reason)
+            trial.set_user_attr("result", _summary(result))
+            self.study.tell(trial, values, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Another worker heard no heartbeat for longer than the grace period, failed this trial as lost
+            # and enqueued its retry; that retry stands for it, so this result is dropped, not recorded twice.
+            drop_partial(self.out_dir, trial.number)
+            run.finish(_summary(result), failed=True)
+            self.progress.note(f"trial #{trial.number} was taken for lost by another worker and is retried; "
+                               "this run's result is dropped (raise --grace-period if this repeats)")
+            return
+        record = self._record(trial.number, params, config.to_dict() if config else {}, result, seconds,
+                              worker=self._worker_info())
+        self._own.append(record)
+        keep_adapter(self.study, self.out_dir, trial.number, result.status == "complete",
+                     len(self.spec.objectives) == 1)
         run.log_table("samples", result.samples)
         run.finish(_summary(result), failed=result.status != "complete")
         self.progress.end_trial(record, self._best_value())
 
+    def _worker_info(self) -> dict[str, Any]:
+        """Who ran a trial, for its record: host, pid, worker index, GPU and CPU threads it was given."""
+        return {**owner_attrs(heartbeat_enabled(self.study)), "worker": self.role.worker,
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "threads": os.environ.get(THREADS_ENV)}
+
     def _record(self, number: int, params: dict[str, Any], config: dict[str, Any], result: TrialResult,
-                seconds: float) -> dict[str, Any]:
+                seconds: float, **extra: Any) -> dict[str, Any]:
         record = build_record(study=self.spec.study, number=number, params=params, config=config,
                               result=result, seconds=seconds)
+        record.update({k: v for k, v in extra.items() if v is not None})
         append_record(self.out_dir / "trials.jsonl", record)
         self.outcome.records.append(record)
         return record
@@ -288,23 +414,6 @@ class Sweep:
         trial = sorted(trials, key=lambda t: t.values[0] * (1 if key == 0 else -1))[0]
         return {"number": trial.number, "values": trial.values, "params": trial.params}
 
-    def _keep_adapter(self, number: int, result: TrialResult) -> None:
-        """Keep the best trial's adapter (Pareto-front adapters for several objectives); drop the rest."""
-        adapters = self.out_dir / "adapters"
-        tmp = adapters / f".trial-{number}"
-        if result.status == "complete" and tmp.exists():
-            os.replace(tmp, adapters / f"trial-{number}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            keep = {t.number for t in self.study.best_trials}
-        except ValueError:
-            keep = set()
-        for folder in adapters.glob("trial-*") if adapters.exists() else []:
-            if int(folder.name.split("-")[1]) not in keep:
-                shutil.rmtree(folder, ignore_errors=True)
-        if len(self.spec.objectives) == 1 and keep:
-            _link_best(adapters, self.out_dir / "best_adapter", min(keep))
-
 
 def _reason_kind(record: dict[str, Any]) -> str | None:
     """A failure's reason with numbers removed (so 'loss nan at step 3' and 'at step 5' match);
@@ -315,21 +424,23 @@ def _reason_kind(record: dict[str, Any]) -> str | None:
     return re.sub(r"[-+]?\d[\d.e+-]*", "#", reason)
 
 
-def _link_best(adapters: Path, link: Path, number: int) -> None:
-    """`best_adapter` points at the best trial's adapter folder (a relative symlink, replaced atomically)."""
-    target = adapters / f"trial-{number}"
-    if not target.exists():
-        return
-    tmp = link.with_name(".best_adapter.tmp")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    tmp.symlink_to(os.path.relpath(target, link.parent))
-    os.replace(tmp, link)
-
-
 def _summary(result: TrialResult) -> dict[str, Any]:
     """The scalar results of a trial, for the study's user attrs and the W&B summary."""
     data = result.to_dict()
     data.pop("history", None)
     metrics = data.pop("metrics", {}) or {}
     return {**{k: v for k, v in data.items() if not isinstance(v, (dict, list))}, **metrics}
+
+
+def _interrupt_on_sigterm() -> Any:
+    """SIGTERM (a preempted machine, a batch scheduler) stops the sweep like Ctrl-C: the trial in flight is
+    recorded as interrupted. Returns the previous handler (None when not in the main thread)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
