@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+# A runner that starts the suite as a background job of a non-interactive shell (`cmd &` in a
+# script) leaves SIGINT ignored, and an ignored signal stays ignored across exec: the Ctrl-C tests
+# would signal sweeps that never hear it. Catching it here gives every child the default Ctrl-C.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ["WANDB_MODE"] = "offline"
 os.environ["HF_HUB_OFFLINE"] = "1"
