@@ -66,11 +66,8 @@ def sweep(
                          max_steps=max_steps, seed=seed, out=out, wandb=wandb, sampler=sampler, pruner=pruner,
                          objectives=objectives)
     spec = build_sweep_spec(file_values, flags, str(experiment) if experiment else "flags")
-    from harness.recovery import heartbeat_from_flags
-    from harness.workers import parallel_spec
-
-    _run_sweep(parallel_spec(spec, 1 if workers is None else workers), workers=workers or 1,
-               heartbeat=heartbeat_from_flags(heartbeat_interval, grace_period))
+    _run_sweep(_parallel_storage(spec, 1 if workers is None else workers), workers=workers or 1,
+               heartbeat=_heartbeat(heartbeat_interval, grace_period))
 
 
 @app.command()
@@ -86,7 +83,6 @@ def worker(
 ) -> None:
     """Join an existing study and run trials of it with the settings it was created with."""
     from harness.experiment import build_sweep_spec
-    from harness.recovery import heartbeat_from_flags
     from harness.study import load_existing_study
 
     if trials is not None and trials < 1:
@@ -97,7 +93,45 @@ def worker(
         _fail(f"study {study!r} was not created by `harness sweep` (no stored settings to join with)", 2)
     spec = build_sweep_spec(stored, _sweep_flags(storage=storage, out=out), f"study {study}")
     target = trials if trials is not None else loaded.user_attrs.get("target_trials")
-    _run_sweep(spec, heartbeat=heartbeat_from_flags(heartbeat_interval, grace_period), target=target, joined=True)
+    _run_sweep(spec, heartbeat=_heartbeat(heartbeat_interval, grace_period), target=target, joined=True)
+
+
+def _parallel_storage(spec: Any, workers: int) -> Any:
+    """Several workers need a storage that is safe for concurrent writers: a journal file by default
+    (`<out>/study.journal`) or PostgreSQL; SQLite is refused."""
+    import dataclasses
+
+    if workers < 1:
+        raise SpecError(f"--workers must be >= 1, got {workers}")
+    if workers == 1:
+        return spec
+    alternatives = (f"leave --storage out for a journal file ({spec.out_dir}/study.journal), or give a journal "
+                    "file path or a postgresql:// URL")
+    if spec.storage and spec.storage.startswith("sqlite"):
+        raise SpecError(f"--workers {workers} cannot share a SQLite storage ({spec.storage}): {alternatives}")
+    if not spec.storage and Path(spec.out_dir, "study.db").exists():
+        raise SpecError(f"study folder {spec.out_dir} already holds a SQLite study.db, which {workers} workers "
+                        f"cannot share: resume it with --workers 1, or copy it with optuna.copy_study to a "
+                        "journal file or PostgreSQL and pass that as --storage")
+    return dataclasses.replace(spec, storage=spec.storage or f"{spec.out_dir}/study.journal")
+
+
+def _heartbeat(interval: Optional[int], grace: Optional[int]) -> Any:
+    """Heartbeat settings from the flags (or their environment variables); None: the study's or the defaults."""
+    from harness.recovery import Heartbeat
+
+    if interval is None and grace is None:
+        return None
+    default = Heartbeat()
+    interval = default.interval if interval is None else interval
+    return Heartbeat(interval, max(default.grace, 6 * interval) if grace is None else grace)
+
+
+def _joined_seed_offset() -> int:
+    """A worker that joins from anywhere samples with a seed of its own (workers must not sample alike)."""
+    import random
+
+    return random.SystemRandom().randrange(1, 2**31)
 
 
 def _run_sweep(spec: Any, show: bool = True, *, workers: int = 1, heartbeat: Any = None, target: Optional[int] = None,
@@ -107,14 +141,14 @@ def _run_sweep(spec: Any, show: bool = True, *, workers: int = 1, heartbeat: Any
     from harness.progress import pareto_table, print_table, trials_table
     from harness.space import load_space
     from harness.sweep import Role, Sweep, SweepInterrupted
-    from harness.workers import WorkersFailed, join_seed_offset, run_parallel
+    from harness.workers import WorkersFailed, run_parallel
 
     space = load_space(resolve_space(spec.space))
     try:
         if workers > 1:
             outcome = run_parallel(spec, space, workers, heartbeat)
         else:
-            role = Role(target=target, heartbeat=heartbeat, seed_offset=join_seed_offset() if joined else 0)
+            role = Role(target=target, heartbeat=heartbeat, seed_offset=_joined_seed_offset() if joined else 0)
             outcome = Sweep(spec, space, role=role).run()
     except SweepInterrupted as stop:
         _fail(str(stop), 130)

@@ -55,16 +55,6 @@ class Heartbeat:
                             f"got {self.grace!r}")
 
 
-def heartbeat_from_flags(interval: int | None, grace: int | None) -> Heartbeat | None:
-    """Heartbeat settings from the flags (or their environment variables); None: the study's or the defaults.
-    A longer interval alone brings a longer grace period with it (6 beats)."""
-    if interval is None and grace is None:
-        return None
-    default = Heartbeat()
-    interval = default.interval if interval is None else interval
-    return Heartbeat(interval, max(default.grace, 6 * interval) if grace is None else grace)
-
-
 def host_name() -> str:
     return os.environ.get(HOST_ENV) or platform.node()
 

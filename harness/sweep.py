@@ -21,20 +21,24 @@ from pathlib import Path
 from typing import Any
 
 from harness import tracking
-from harness.adapters import drop_partial, keep_adapter
 from harness.experiment import spec_to_dict
+from harness.models import cache_dir, checkpoint_path, is_converted, load_tokenizer, model_dims, resolve_model
 from harness.progress import SweepProgress
 from harness.records import append_record, build_record
+from harness.runner import THREADS_ENV, TrialRunner
+from harness.space import SearchSpace, check_rank_fits, suggest
+from harness.spec import (LoraSpec, ModelSpec, QuantSpec, SpecError, SweepSpec, TrialConfig,
+                          TrialResult)
+from harness.adapters import drop_partial, keep_adapter
 from harness.recovery import (Heartbeat, claim_lock, counted, heartbeat, heartbeat_enabled, owner_attrs,
                               recover, watchable)
-from harness.runner import THREADS_ENV, TrialRunner
-from harness.space import SearchSpace, suggest
-from harness.spec import SpecError, SweepSpec, TrialConfig, TrialResult
 from harness.study import open_study, resolve_url
-from harness.trialplan import faults, objective_values, prepare, trial_config
 
 FAIL_FAST = 3
 """Stop the sweep when this many first trials all fail for the same reason."""
+FAULTS_ENV = "HARNESS_INJECT_FAULTS"
+"""Test hook: `0:raise,2:kill` makes the 1st trial of this run raise and the 3rd's process die;
+`2.0:die` kills worker 2 itself (SIGKILL) in the middle of its 1st trial."""
 WAIT_SECONDS = 1.0
 """How often a worker whose target is met looks again at trials other workers are still running."""
 
@@ -58,6 +62,37 @@ class SweepOutcome:
     """With several objectives: the Pareto-optimal trials (number, values, params)."""
 
 
+def trial_config(spec: SweepSpec, params: dict[str, Any], *, adapter_dir: str | None = None,
+                 fault: str | None = None, metrics: tuple[str, ...] | None = None,
+                 seed: int | None = None) -> TrialConfig:
+    """The full config of one trial: the sweep's fixed settings plus the sampled params
+    (`metrics`: the task metrics resolved for this sweep, see `prepare`; `seed`: the training seed,
+    the sweep's unless the trial was enqueued with its own, as confirmation trials are)."""
+    train = dataclasses.replace(spec.train, learning_rate=float(params["learning_rate"]),
+                                max_steps=spec.max_steps, seed=spec.seed if seed is None else int(seed))
+    if spec.pruner != "none" and train.eval_every == 0:
+        train = dataclasses.replace(train, eval_every=max(1, spec.max_steps // 5))
+    return TrialConfig(
+        model=ModelSpec(spec.model), quant=QuantSpec(params["quantization"]),
+        lora=LoraSpec(r=int(params["lora_r"]), alpha=float(params["lora_alpha"]),
+                      dropout=float(params["lora_dropout"]), targets=params["target_modules"]),
+        train=train, data=dataclasses.replace(spec.data_spec, name=spec.data),
+        eval=spec.eval if metrics is None else dataclasses.replace(spec.eval, metrics=metrics),
+        adapter_dir=adapter_dir, fault=fault)
+
+
+def _faults(worker: int = 0) -> dict[int, str]:
+    """Injected faults by trial index in this run; `W.I:fault` applies to worker W only."""
+    faults = {}
+    for item in os.environ.get(FAULTS_ENV, "").split(","):
+        if ":" in item:
+            key, fault = item.split(":", 1)
+            who, _, index = key.rpartition(".")
+            if not who or int(who) == worker:
+                faults[int(index)] = fault
+    return faults
+
+
 @dataclass(frozen=True)
 class Role:
     """How this process takes part in a study."""
@@ -73,8 +108,39 @@ class Role:
     """Heartbeat settings for a new study (an existing study's stored ones win); None: the defaults."""
     seed_offset: int = 0
     """Added to the sampler seed so parallel workers do not sample the same params."""
-    metrics: tuple[str, ...] | None = None
-    """The task metrics the parent resolved (see trialplan.prepare); None: check and resolve them here."""
+
+
+def prepare(spec: SweepSpec, space: SearchSpace, progress: SweepProgress) -> tuple[str, ...]:
+    """Everything that can fail on bad input, done before the study exists or a model trains.
+    Returns the task metrics to score: the eval spec's (else the data's defaults) plus task objectives."""
+    from harness.data import load_examples, tokenize_splits
+    from harness.metrics import check_metric_names
+
+    model = resolve_model(spec.model)
+    if not is_converted(model):
+        progress.note(f"converting {model.name} ({model.location}) into a cached checkpoint under "
+                      f"{cache_dir()} (once)...")
+    path = checkpoint_path(model)
+    check_rank_fits(space, model_dims(path), spec.model)
+    data_spec = dataclasses.replace(spec.data_spec, name=spec.data)
+    splits = load_examples(data_spec)
+    tokenize_splits(splits, load_tokenizer(path), data_spec)  # chat template, truncation: fail here, not later
+    metrics = splits.metrics if spec.eval.metrics is None else spec.eval.metrics
+    metrics = tuple(dict.fromkeys([*metrics, *spec.task_objectives]))
+    if spec.task_objectives and splits.max_new_tokens == 0 and not spec.eval.max_new_tokens:
+        raise SpecError(f"objective {spec.task_objectives[0]} needs generated answers, but {spec.data} is plain "
+                        "text with nothing to answer; use --objectives eval_loss")
+    check_metric_names(metrics)
+    return metrics
+
+
+def objective_values(spec: SweepSpec, result: TrialResult) -> list[float] | None:
+    """The values to tell the study, or None when one is missing or not finite."""
+    values = [result.metrics.get(name) if name in spec.task_objectives else getattr(result, name)
+              for name in spec.objectives]
+    if any(v is None or not math.isfinite(v) for v in values):
+        return None
+    return [float(v) for v in values]
 
 
 class Sweep:
@@ -108,10 +174,7 @@ class Sweep:
     def setup(self, run_trials: bool = True) -> None:
         """Validate, open the study, recover lost trials, score the baseline once, fix the target
         (`run_trials=False`: a parent that leaves the trials to its workers)."""
-        # A worker of `--workers N` gets the metrics its parent resolved: the parent already checked the model,
-        # data and space, so the worker need not load a tokenizer (nor import transformers) to do it again.
-        self.metrics = self.role.metrics if self.role.metrics is not None else prepare(self.spec, self.space,
-                                                                                     self.progress)
+        self.metrics = prepare(self.spec, self.space, self.progress)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.wandb_mode != "disabled":
             tracking.configure_dirs(self.out_dir)
@@ -131,12 +194,10 @@ class Sweep:
         if self.role.target is None:
             self.study.set_user_attr("target_trials", self.target)  # what `harness worker` joins to reach
         self.progress.total = max(0, self.target - self.base)
-        if start >= self.target:
-            self.progress.note(f"study {self.spec.study!r} already holds {start} of its {self.target} trials")
 
     def loop(self) -> None:
         """Claim, run and tell trials until the study holds the target, waiting for lost ones to come back."""
-        injected, index = faults(self.role.worker), 0
+        faults, index = _faults(self.role.worker), 0
         while True:
             if self._grid_done():
                 self.progress.note(f"the grid is exhausted after {len(self.study.trials)} trials; stopping")
@@ -147,7 +208,7 @@ class Sweep:
                     time.sleep(WAIT_SECONDS)
                     continue
                 return
-            self._one_trial(trial, position, injected.get(index))
+            self._one_trial(trial, position, faults.get(index))
             index += 1
             self._stop_if_broken()
 
@@ -269,10 +330,9 @@ class Sweep:
             with heartbeat(self.study, trial._trial_id):
                 result = self.runner.run(config, on_step=lambda p: self._on_step(run, p, fault),
                                          on_eval=lambda p: self._on_eval(trial, run, p))
-        except KeyboardInterrupt as stop:  # a second Ctrl-C while this is recorded exits at once (cli.main)
+        except KeyboardInterrupt:  # a second Ctrl-C while this is recorded exits at once (cli.main)
             self.runner.close(kill=True)
-            why = "interrupted by SIGTERM" if str(stop) == "SIGTERM" else "interrupted by user (Ctrl-C)"
-            result = TrialResult(status="failed", reason=why)
+            result = TrialResult(status="failed", reason="interrupted by user (Ctrl-C)")
             self._finish(trial, params, config, result, time.perf_counter() - started, run)
             raise SweepInterrupted(f"interrupted during trial {trial.number}; it is recorded as failed and the "
                                    "study can be resumed with the same command") from None
@@ -381,6 +441,6 @@ def _interrupt_on_sigterm() -> Any:
         return None
 
     def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt("SIGTERM")
+        raise KeyboardInterrupt
 
     return signal.signal(signal.SIGTERM, interrupt)

@@ -10,10 +10,8 @@ Workers claim trials under the claim lock (harness.recovery), so the study ends 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -35,29 +33,6 @@ SEED_STRIDE = 1_000_003
 
 class WorkersFailed(RuntimeError):
     """Some workers ended abnormally and the study did not reach its target."""
-
-
-def parallel_spec(spec: SweepSpec, workers: int) -> SweepSpec:
-    """Several workers need a storage that is safe for concurrent writers: a journal file by default
-    (`<out>/study.journal`) or PostgreSQL; SQLite is refused (one line, exit 2)."""
-    if workers < 1:
-        raise SpecError(f"--workers must be >= 1, got {workers}")
-    if workers == 1:
-        return spec
-    alternatives = (f"leave --storage out for a journal file ({spec.out_dir}/study.journal), or give a journal "
-                    "file path or a postgresql:// URL")
-    if spec.storage and spec.storage.startswith("sqlite"):
-        raise SpecError(f"--workers {workers} cannot share a SQLite storage ({spec.storage}): {alternatives}")
-    if not spec.storage and Path(spec.out_dir, "study.db").exists():
-        raise SpecError(f"study folder {spec.out_dir} already holds a SQLite study.db, which {workers} workers "
-                        f"cannot share: resume it with --workers 1, or copy it with optuna.copy_study to a "
-                        "journal file or PostgreSQL and pass that as --storage")
-    return dataclasses.replace(spec, storage=spec.storage or f"{spec.out_dir}/study.journal")
-
-
-def join_seed_offset() -> int:
-    """A worker that joins from anywhere samples with a seed of its own (workers must not sample alike)."""
-    return random.SystemRandom().randrange(1, 2**31)
 
 
 def visible_gpus() -> list[str]:
@@ -89,7 +64,7 @@ def run_parallel(spec: SweepSpec, space: SearchSpace, workers: int, heartbeat: H
         parent.close()
     log = parent.out_dir / "trials.jsonl"
     offset = log.stat().st_size if log.exists() else 0
-    job = {"spec": _spec_dict(spec), "target": parent.target, "base": parent.base, "metrics": list(parent.metrics)}
+    job = {"spec": _spec_dict(spec), "target": parent.target, "base": parent.base}
     envs = assignments(workers, visible_gpus(), len(os.sched_getaffinity(0)))
     parent.progress.note(f"{workers} workers on study {spec.study!r} ({parent.outcome.storage}): "
                          + ", ".join(f"w{i + 1} {_where(env)}" for i, env in enumerate(envs)))
@@ -149,7 +124,7 @@ class _Pool:
             self.interrupts += 1
             for proc in self.procs:
                 if proc.poll() is None:
-                    proc.send_signal(signum)  # SIGINT or SIGTERM: each worker records why it stopped
+                    proc.send_signal(signal.SIGINT)
             if self.interrupts > 1:
                 raise KeyboardInterrupt
             sys.stderr.write("harness: stopping: each worker records its trial as interrupted "
@@ -209,18 +184,15 @@ def _judge(codes: list[int], pool: _Pool, parent: Sweep) -> None:
 
 def child(job: dict[str, Any]) -> int:
     """One worker: the parent's spec and target, its own index; returns the exit code (cli.main's codes)."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # A sweep started as a background job inherits SIGINT ignored, and so would its workers: the forwarded
-    # Ctrl-C must reach them all the same.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        from harness.experiment import build_sweep_spec, resolve_space
-        from harness.space import load_space
+    from harness.experiment import build_sweep_spec, resolve_space
+    from harness.space import load_space
 
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
         spec = build_sweep_spec(job["spec"], {}, f"worker {job['worker']}")
         space = load_space(resolve_space(spec.space))
         role = Role(worker=job["worker"], target=job["target"], base=job["base"],
-                    seed_offset=SEED_STRIDE * job["worker"], metrics=tuple(job["metrics"]))
+                    seed_offset=SEED_STRIDE * job["worker"])
         Sweep(spec, space, role=role).run()
     except SpecError as err:
         print(f"harness: error: {err}", file=sys.stderr)

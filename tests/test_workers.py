@@ -27,17 +27,13 @@ FAST_SPACE = """axes:
 
 
 def fast_experiment(folder: Path) -> Path:
-    """An experiment file for trials of a few seconds: tiny-llama, 2 steps on 60 tiny prompt/completion
-    examples (a local file: nothing to build), 8 scored, no generation."""
+    """An experiment file for trials of a few seconds: tiny-llama, 2 steps, 64 train and 8 eval examples,
+    no generation."""
     space = folder / "space.yaml"
     space.write_text(FAST_SPACE)
-    data = folder / "data.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"What is {i} plus one?", "completion": f"It is {i + 1}.",
-                                        "split": "validation" if i % 6 == 0 else "train"}) + "\n"
-                            for i in range(60)))
     path = folder / "fast.yaml"
-    path.write_text(f"model: tiny-llama\nspace: {space}\ndata: {data}\nmax_steps: 2\nwandb: disabled\n"
-                    "data_options: {eval_size: 8}\neval: {metrics: [], generate_size: 0}\n")
+    path.write_text(f"model: tiny-llama\nspace: {space}\nmax_steps: 2\nwandb: disabled\n"
+                    "data_options: {eval_size: 8, train_size: 64}\neval: {metrics: [], generate_size: 0}\n")
     return path
 
 
@@ -102,7 +98,7 @@ def test_a_study_folder_with_sqlite_is_not_shared_by_workers(tmp_path: Path) -> 
 def test_four_workers_leave_exactly_the_trials_asked_for(tmp_path: Path) -> None:
     out = tmp_path / "w4"
     proc = run_cli("sweep", "-e", str(fast_experiment(tmp_path)), "--workers", "4", "--trials", "20", "--study", "w4",
-                   "--out", str(out))
+                   "--out", str(out), "--wandb", "offline")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{out}/study.journal" in proc.stderr  # the default storage for several workers, printed
     study = journal_study(out, "w4")
@@ -122,6 +118,9 @@ def test_four_workers_leave_exactly_the_trials_asked_for(tmp_path: Path) -> None
     assert sorted(p.name for p in (out / "adapters").iterdir()) == [f"trial-{best}"]
     assert "20 trials this run" in proc.stdout
     assert study.user_attrs["target_trials"] == 20
+    runs = [read_offline_run(p) for p in offline_runs(out)]  # one W&B run per trial, all in the study's group
+    assert sorted(r["name"] for r in runs) == sorted(f"w4-trial-{n}" for n in range(20))
+    assert {r["group"] for r in runs} == {"w4"} and {r["exit_code"] for r in runs} == {0}
     # Readers find the journal in the study folder without being told.
     status = run_cli("status", "--study", "w4", "--out", str(out))
     assert status.returncode == 0 and "20 trials" in status.stdout, status.stderr
@@ -149,14 +148,6 @@ def _running(out: Path, name: str, count: int) -> bool:
     return len([t for t in trials if t.user_attrs.get("config")]) >= count
 
 
-def _wandb_runs(out: Path) -> int:
-    """W&B runs that have started (their run record is written)."""
-    try:
-        return sum(read_offline_run(p)["name"] is not None for p in offline_runs(out))
-    except (OSError, ValueError):
-        return 0
-
-
 def _wait(condition, proc: subprocess.Popen, timeout: float = 180) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -172,8 +163,8 @@ def test_ctrl_c_stops_every_worker_and_a_second_one_exits_at_once(tmp_path: Path
     out = tmp_path / "c"
     args = ["sweep", "-e", str(fast_experiment(tmp_path)), "--workers", "2", "--max-steps", "100000", "--trials", "4",
             "--study", "c", "--out", str(out)]
-    proc = start([*args, "--wandb", "offline"])
-    _wait(lambda: _running(out, "c", 2) and _wandb_runs(out) >= 2, proc)
+    proc = start(args)
+    _wait(lambda: _running(out, "c", 2), proc)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=90)
     assert proc.returncode == 130, stderr
@@ -182,26 +173,19 @@ def test_ctrl_c_stops_every_worker_and_a_second_one_exits_at_once(tmp_path: Path
     assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
     assert all(t.user_attrs["reason"].startswith("interrupted") for t in trials)
     assert sorted(r["number"] for r in records(out)) == [0, 1]
-    runs = [read_offline_run(p) for p in offline_runs(out)]  # one per worker: both in the study's W&B group
-    assert sorted(r["name"] for r in runs) == ["c-trial-0", "c-trial-1"]
-    assert {r["group"] for r in runs} == {"c"} and {r["exit_code"] for r in runs} == {1}
 
-    # A second Ctrl-C exits at once, without waiting for the workers (the kernel then stops them too).
     proc = start(args)
+    _wait(lambda: _running(out, "c", 2), proc)
     lines: list[str] = []
 
     def read() -> None:
         for line in proc.stderr:
             lines.append(line)
 
-    def seen(text: str) -> bool:
-        return any(line.startswith(text) for line in lines)
-
     threading.Thread(target=read, daemon=True).start()
-    _wait(lambda: seen("2 workers on study"), proc)  # the parent waits on its workers
     proc.send_signal(signal.SIGINT)
     deadline = time.time() + 60
-    while not seen("harness: stopping"):  # the parent saw the first one
+    while not any(line.startswith("harness: stopping") for line in lines):  # the parent saw the first one
         assert time.time() < deadline, lines
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
@@ -257,16 +241,3 @@ def test_keeping_adapters_waits_for_the_lock_another_worker_holds(tmp_path: Path
         assert not done.wait(0.5) and partial.exists()  # blocked while the lock is held elsewhere
     assert done.wait(10)
     assert (tmp_path / "best_adapter").resolve() == (tmp_path / "adapters" / "trial-0").resolve()
-
-
-def test_sigterm_stops_a_sweep_like_ctrl_c(tmp_path: Path) -> None:
-    """A preempted machine or a batch scheduler sends SIGTERM: the trial in flight is recorded, not lost."""
-    out = tmp_path / "t"
-    proc = start(["sweep", "-e", str(fast_experiment(tmp_path)), "--max-steps", "100000", "--storage",
-                  str(out / "study.journal"), "--study", "t", "--out", str(out)])
-    _wait(lambda: _running(out, "t", 1), proc)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=90)
-    assert proc.returncode == 130, stderr
-    assert [t.user_attrs["reason"] for t in journal_study(out, "t").get_trials()] == ["interrupted by SIGTERM"]
-    assert records(out)[0]["error"] == "interrupted by SIGTERM"
