@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -123,8 +122,7 @@ def _generation_mode(model: Any, device: str) -> Iterator[None]:
     try:
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda")
                     else contextlib.nullcontext())
-        with torch.inference_mode(), autocast, quiet(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with torch.inference_mode(), autocast, quiet():
             yield
     finally:
         if config is not None:

@@ -9,6 +9,7 @@ quantize a plain checkpoint and a safetensors load takes well under a second.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fcntl
 import functools
 import hashlib
@@ -90,15 +91,21 @@ def resolve_model(name: str) -> ResolvedModel:
 
 
 def _resolve_hub(name: str) -> ResolvedModel:
+    """A hub id: fine when in the local cache or when the hub can be reached (decided in seconds: an
+    unreachable hub is taken as offline rather than retried for half a minute)."""
+    from harness.online import hub_offline, offline_reason
+
+    offline = hub_offline()  # first: when the hub is unreachable this turns offline mode on
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(name, "config.json")
-    if isinstance(cached, str):
+    if isinstance(cached, str) or not offline:
         return ResolvedModel(name, "hub", name)
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ModelError(f"model {name!r} is not a built-in ({', '.join(BUILTIN_MODELS)}), not a local "
-                         "path, and not in the Hugging Face cache (offline); download it first or pass a path")
-    return ResolvedModel(name, "hub", name)
+    close = difflib.get_close_matches(name, BUILTIN_MODELS, n=1, cutoff=0.75)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ModelError(f"model {name!r} is not a built-in ({', '.join(BUILTIN_MODELS)}){hint}, not a local path, "
+                     f"and not in the Hugging Face cache (offline: {offline_reason()}); download it first or pass "
+                     "a path")
 
 
 def checkpoint_path(model: ResolvedModel) -> str:
@@ -319,14 +326,43 @@ def load_base_model(path: str, mode: str, device: str) -> Any:
     with quiet():
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=_device_map(device))
     model.config.use_cache = False
+    keep_4bit_training_layout(model)
     if qconfig is not None:
         # Casts layer norms to fp32 and makes inputs require grad so adapters get gradients.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     for param in model.parameters():
         param.requires_grad_(False)
     if device == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(torch_threads())
     return model
+
+
+def torch_threads() -> int:
+    """CPU threads torch should use in this process: `$HARNESS_TORCH_THREADS` when set (a worker's share of
+    the cores under `--workers N`, which a model load must not undo), else every core."""
+    from harness.runner import THREADS_ENV
+
+    value = os.environ.get(THREADS_ENV)
+    return max(1, int(value)) if value else max(1, os.cpu_count() or 1)
+
+
+def keep_4bit_training_layout(model: Any) -> int:
+    """Turn off bitsandbytes' CPU inference repack on every 4-bit layer; returns how many layers.
+
+    On a CPU with AVX512-BF16, the first forward of a `Linear4bit` in eval mode without grad
+    (an intermediate eval, generation, the baseline) rewrites its weight in place into a packed
+    inference layout (`_convert_weight_packed_for_cpu`) and, with double quantization, replaces the
+    nested absmax by bf16 values. It stays packed after `model.train()`: later forwards go through
+    `gemv_4bit`, which has no autograd kernel, so the gradient through the frozen base is dropped,
+    and a -dq layer is no longer double-quantized. With the repack off, eval and training use the
+    same dequantize-and-matmul path, so an evaluation never changes training or the weights it
+    scores (tests/test_eval_side_effects.py). Cost: CPU 4-bit eval forgoes the packed kernel."""
+    layers = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):  # bitsandbytes.nn.Linear4bit (and subclasses)
+            module.support_avx512bf16_for_cpu = False
+            layers += 1
+    return layers
 
 
 def _device_map(device: str) -> dict[str, Any]:
@@ -335,15 +371,11 @@ def _device_map(device: str) -> dict[str, Any]:
 
 def quantized_checkpoint(path: str, mode: str, device: str) -> Path:
     """The cached bitsandbytes checkpoint of `path` in `mode` (built once, under a lock)."""
-    from importlib import metadata
-
     import torch
     from transformers import AutoModelForCausalLM
 
     dtype = compute_dtype(device)
-    stamp = [os.path.abspath(path) if os.path.exists(path) else path, mode, str(dtype), device,
-             metadata.version("bitsandbytes"), _folder_stamp(path)]
-    key = hashlib.sha256(repr(stamp).encode()).hexdigest()[:16]
+    key = hashlib.sha256(repr(quantized_stamp(path, mode, str(dtype), device)).encode()).hexdigest()[:16]
 
     def build(out: Path) -> None:
         with quiet():
@@ -355,6 +387,36 @@ def quantized_checkpoint(path: str, mode: str, device: str) -> Path:
             torch.cuda.empty_cache()
 
     return _cached(f"quantized-{mode}-{key}", build)
+
+
+QUANTIZED_STAMP_PACKAGES = ("torch", "transformers", "bitsandbytes")
+"""Packages whose version changes how a checkpoint is quantized or serialised (a new one means requantize)."""
+
+
+def quantized_stamp(path: str, mode: str, dtype: str, device: str) -> list[Any]:
+    """Everything the cached quantized checkpoint of `path` depends on, hashed into its cache key: the source
+    (a local folder's weight files, or a hub id and the commit of its cached snapshot), the mode, compute
+    dtype, device and the versions of QUANTIZED_STAMP_PACKAGES."""
+    from importlib import metadata
+
+    local = os.path.exists(path)
+    versions = [(name, metadata.version(name)) for name in QUANTIZED_STAMP_PACKAGES]
+    return [os.path.abspath(path) if local else path, mode, dtype, device, versions, _folder_stamp(path),
+            None if local else hub_revision(path)]
+
+
+def hub_revision(repo_id: str) -> str | None:
+    """The commit of the snapshot of hub model `repo_id` that a load will use: read from the local Hugging Face
+    cache (`refs/main`, no network), else found by fetching its config.json (a few KB); None when neither works
+    (offline and not cached: the load itself then says so)."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, "config.json")
+    if not isinstance(cached, str):
+        with contextlib.suppress(Exception):
+            cached = hf_hub_download(repo_id, "config.json")
+    # The cache's layout is <repo folder>/snapshots/<commit>/<file>.
+    return Path(cached).parent.name if isinstance(cached, str) else None
 
 
 def _folder_stamp(path: str) -> list[tuple[str, int, int]]:

@@ -1,43 +1,91 @@
-"""Library chatter (warnings, progress bars, info logs) kept out of the user's terminal."""
+"""Library chatter kept out of the user's terminal, one known message at a time.
+
+Nothing is silenced wholesale: a library warning is often the only sign of a wrong result (torch's
+"This may lead to silently incorrect behavior" is what revealed that bitsandbytes' CPU inference
+repack drops gradients). Only the exact messages in `HARMLESS_WARNINGS` and `HARMLESS_LOG_MESSAGES`
+are filtered, each read and judged harmless; progress bars are turned off (they are not warnings).
+Every other warning reaches stderr, and in the trial worker the autograd warning above is an error,
+so a trial that would train with dropped gradients fails with that reason instead of scoring.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import re
 import warnings
 from typing import Iterator
 
+HARMLESS_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
+    # peft's k-bit preparation asks the old name; transformers 5 renamed it, same answer.
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated and will be removed in v6", "transformers"),
+    # Raised once when bitsandbytes' import touches torch.jit; nothing of ours uses TorchScript.
+    (DeprecationWarning, r"`torch.jit.script_method` is deprecated", "torch"),
+)
+"""(category, message regex from its start, module prefix) of warnings judged harmless."""
+
+HARMLESS_LOG_MESSAGES: dict[str, tuple[str, ...]] = {
+    # LLM.int8 quantizes activations in fp16 by design; on CPU the inputs are fp32, so bitsandbytes
+    # says so at every forward of every int8 layer (thousands of lines per trial).
+    "bitsandbytes": (r"MatMul8bitLt: inputs will be cast from torch\.float32 to float16 during quantization",),
+}
+"""logger name -> regexes of log records judged harmless (matched against the formatted message)."""
+
+GRADIENT_DROP_WARNING = r".*This may lead to silently incorrect behavior"
+"""torch's warning when backward runs through an op without an autograd kernel (gradients dropped)."""
+
+
+class _DropKnown(logging.Filter):
+    """Drops the log records whose message matches one of the given patterns; keeps every other."""
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        super().__init__()
+        self.patterns = [re.compile(p) for p in patterns]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(p.match(message) for p in self.patterns)
+
+
+def _install_log_filters() -> None:
+    for name, patterns in HARMLESS_LOG_MESSAGES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropKnown) for f in logger.filters):
+            logger.addFilter(_DropKnown(patterns))
+
+
+def filter_known_warnings() -> None:
+    """Install the filters for the known harmless messages (idempotent; keeps every other warning)."""
+    for category, message, module in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    _install_log_filters()
+
 
 def silence_for_process() -> None:
-    """For the trial worker: library warnings and progress bars off for the whole process."""
+    """For the trial worker: progress bars off, the known harmless messages filtered, and a dropped
+    gradient made an error (the trial fails with it rather than report a silently wrong result)."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.simplefilter("ignore")
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    filter_known_warnings()
+    warnings.filterwarnings("error", message=GRADIENT_DROP_WARNING, category=UserWarning)
     from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Silence library chatter for a block and restore it afterwards."""
+    """Progress bars off for a block (model loading, conversion) and the known harmless messages
+    filtered; restored afterwards. Warnings not listed in this module still reach stderr."""
     from transformers.utils import logging as hf_logging
 
-    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    bnb_logger = logging.getLogger("bitsandbytes")
-    bnb_level = bnb_logger.level
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    bnb_logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            filter_known_warnings()
             yield
     finally:
-        bnb_logger.setLevel(bnb_level)
-        hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
