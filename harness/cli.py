@@ -217,6 +217,8 @@ STUDY_OPTION = typer.Option("default", help="Study name.")
 STORAGE_OPTION = typer.Option(None, help="Storage URL (default sqlite:///<out>/study.db).")
 OUT_OPTION = typer.Option(None, help="The sweep's --out folder (default experiments/<study>).")
 REPORTS_OPTION = typer.Option(None, "--reports-dir", help="Where report files go (default reports/<study>).")
+DEVICE_OPTION = typer.Option(None, "--device", help="Only the trials that ran on this device (the name compare lists "
+                                                    "when a study ran on several); tables never mix devices.")
 
 
 @app.command()
@@ -273,16 +275,19 @@ def compare(
     reports_dir: Optional[str] = REPORTS_OPTION,
     confirm_seeds: int = typer.Option(0, "--confirm-seeds", help="Re-run each mode's top configs with K fresh seeds first."),
     confirm_top: int = typer.Option(1, "--confirm-top", help="How many configs per mode to confirm."),
+    device: Optional[str] = DEVICE_OPTION,
 ) -> None:
     """LoRA vs QLoRA: per quantization mode, quality, memory and time; writes comparison.md/json."""
     from harness.compare import build_comparison, write_comparison
     from harness.progress import comparison_table, print_table
 
     view = _view(study, _study_url(study, storage, out), out, confirm_seeds, confirm_top)
-    comparison = build_comparison(view)
+    comparison = build_comparison(view, device)
     md, js = write_comparison(comparison, _reports_dir(study, reports_dir))
+    for line in comparison.setup:
+        typer.echo(line)
     print_table(comparison_table(comparison))
-    for line in comparison.headlines + [f"note: {n}" for n in comparison.notes]:
+    for line in comparison.headlines + comparison.costs + [f"note: {n}" for n in comparison.notes]:
         typer.echo(line)
     typer.echo(f"written: {md} and {js}")
 
@@ -296,6 +301,8 @@ def recommend(
     max_memory_mb: Optional[float] = typer.Option(None, help="Also recommend the best config under this peak memory."),
     confirm_seeds: int = typer.Option(0, "--confirm-seeds", help="Re-run each mode's top configs with K fresh seeds first."),
     confirm_top: int = typer.Option(1, "--confirm-top", help="How many configs per mode to confirm."),
+    allow_diverged: bool = typer.Option(False, "--allow-diverged",
+                                        help="Also recommend configs one of whose confirmation seeds diverged or failed."),
 ) -> None:
     """The recommended config(s) as YAML that peft.LoraConfig, BitsAndBytesConfig and TrainingArguments load."""
     from harness.recommend import recommend_many, recommend_study, write_recommended
@@ -306,7 +313,8 @@ def recommend(
         doc, path = recommend_many(views), out or Path("reports") / ("+".join(names)) / "recommended.yaml"
     else:
         view = _view(study, _study_url(study, storage, sweep_dir), sweep_dir, confirm_seeds, confirm_top)
-        doc, path = recommend_study(view, max_memory_mb), out or _reports_dir(study, None) / "recommended.yaml"
+        doc = recommend_study(view, max_memory_mb, allow_diverged)
+        path = out or _reports_dir(study, None) / "recommended.yaml"
     write_recommended(doc, path, "harness " + " ".join(sys.argv[1:]))
     evidence = doc["evidence"]
     typer.echo(f"recommended: {path}")
@@ -314,12 +322,18 @@ def recommend(
     if "metrics" in evidence:
         typer.echo(f"best: {_describe(doc)} from trial #{evidence['source_trial']} "
                    f"({'confirmed' if evidence['confirmed'] else 'unconfirmed'}): {_metric_line(evidence)}")
+        typer.echo(f"measured on: {evidence['model_label']}; {evidence.get('device')}")
+    for line in evidence.get("left_out", []):
+        typer.echo(f"left out: {line} (--allow-diverged keeps it)")
+    for line in evidence.get("notes", []):
+        typer.echo(f"note: {line}")
 
 
 def _describe(doc: dict[str, Any]) -> str:
-    q = doc["quantization"]
-    mode = "16-bit LoRA" if not q else "int8" if q.get("load_in_8bit") else (
-        q["bnb_4bit_quant_type"] + ("-dq" if q.get("bnb_4bit_use_double_quant") else ""))
+    from harness.compare import mode_label
+
+    evidence = doc["evidence"]
+    mode = mode_label(evidence["quantization"], evidence.get("compute_dtype"))
     return f"{mode}, r {doc['lora']['r']}, alpha {doc['lora']['lora_alpha']:g}, lr {doc['training']['learning_rate']:.3g}"
 
 
@@ -399,12 +413,12 @@ def main() -> None:
         typer.echo("harness: interrupted", err=True)
         sys.exit(130)
     except Exception as err:  # noqa: BLE001 - the last line of defence: one line, exit 1
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
+        if hasattr(err, "format_message") and isinstance(getattr(err, "exit_code", None), int):
+            # A usage error (unknown flag, bad value) from click or the click copy typer bundles: one line.
+            context = getattr(getattr(err, "ctx", None), "command_path", "harness")
+            typer.echo(f"harness: error: {err.format_message()} (see `{context} --help`)", err=True)
             sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
+        if type(err).__name__ == "Abort":
             sys.exit(130)
         if os.environ.get("HARNESS_DEBUG"):
             raise

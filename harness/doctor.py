@@ -19,6 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -68,7 +69,18 @@ def describe_device(device: str) -> str:
         props = torch.cuda.get_device_properties(torch.device(device))
         return f"cuda: {props.name} ({props.total_memory / 2**30:.0f} GiB)"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"cpu: {cores} cores"
+    return f"cpu: {cores} cores{_unused_gpu_warning()}"
+
+
+def _unused_gpu_warning() -> str:
+    """Said loudly beside a CPU device when the machine has an NVIDIA GPU that torch does not use (a CPU
+    build of torch, or a driver torch cannot talk to): every trial would quietly run on the CPU."""
+    if not (os.path.exists("/dev/nvidia0") or os.path.isdir("/proc/driver/nvidia/gpus")):
+        return ""
+    if torch.version.cuda is None:
+        return (f" -- WARNING: this machine has an NVIDIA GPU but torch {torch.__version__} is a CPU build; "
+                "trials run on the CPU: install a CUDA build of torch")
+    return " -- WARNING: this machine has an NVIDIA GPU but torch.cuda.is_available() is False; trials run on the CPU"
 
 
 def package_versions() -> dict[str, str]:
@@ -83,18 +95,37 @@ def package_versions() -> dict[str, str]:
 
 
 def bnb_backend() -> str:
-    """Which bitsandbytes backend and native library this process uses (importing it quietly)."""
+    """Which bitsandbytes backend and native library this process uses (importing it quietly), or
+    `unusable: <why>` when quantized modes cannot run (see QUANTIZED_UNUSABLE)."""
     try:
         with quiet():
             from bitsandbytes import cextension
     except Exception as exc:  # noqa: BLE001 - reported, not raised
-        return f"unusable: {one_line(exc)}"
+        return f"{QUANTIZED_UNUSABLE}: {one_line(exc)}"
     backend = cextension.BNB_BACKEND
-    native = getattr(cextension.lib, "_lib", None)
+    failure = _native_load_error(cextension)
+    if failure is not None and backend not in ("CPU", "XPU"):  # a GPU backend has no fallback without it
+        return f"{QUANTIZED_UNUSABLE}: {backend} native library failed to load: {failure}"
+    native = vars(cextension.lib).get("_lib")  # vars(): the library object answers any attribute with a stub
     library = Path(native._name).name if native is not None else "no native library (PyTorch fallback)"
     if backend == "CPU":
         return f"{backend}: {library}, {torch.backends.cpu.get_cpu_capability()}"
     return f"{backend}: {library}"
+
+
+QUANTIZED_UNUSABLE = "unusable"
+"""How bnb_backend's answer starts when bitsandbytes cannot run here; the quantized modes are then reported
+as not available with that reason rather than tried."""
+
+
+def _native_load_error(cextension: Any) -> str | None:
+    """Why bitsandbytes' native library did not load (first line of its error), or None when it did. On a
+    failed load bitsandbytes keeps a stand-in object that raises only when a native function is called."""
+    mock = getattr(cextension, "ErrorHandlerMockBNBNativeLibrary", None)
+    if mock is None or not isinstance(cextension.lib, mock):
+        return None
+    message = str(vars(cextension.lib).get("error_msg") or "unknown error").strip()
+    return (message.splitlines() or ["unknown error"])[0][:300]
 
 
 def builtin_model_status() -> str:
@@ -110,16 +141,19 @@ def run_doctor(check_modes: bool = True) -> DoctorReport:
     start = time.perf_counter()
     device = pick_device()
     dtype = compute_dtype(device)
-    modes = check_quantization_modes(device, dtype) if check_modes else []
+    bnb = bnb_backend()
+    unusable = bnb.startswith(QUANTIZED_UNUSABLE)
+    modes = check_quantization_modes(device, dtype, bnb if unusable else None) if check_modes else []
     return DoctorReport(
         device=describe_device(device), compute_dtype=_dtype_name(dtype),
         bf16_supported=bf16_supported(device), versions=package_versions(),
-        bnb_backend=bnb_backend(), modes=modes, builtin_model=builtin_model_status(),
+        bnb_backend=bnb, modes=modes, builtin_model=builtin_model_status(),
         seconds=time.perf_counter() - start)
 
 
-def check_quantization_modes(device: str, dtype: torch.dtype) -> list[ModeCheck]:
-    """Train one LoRA step on a tiny random Llama in each mode of QUANTIZATION_MODES."""
+def check_quantization_modes(device: str, dtype: torch.dtype, bnb_unusable: str | None = None) -> list[ModeCheck]:
+    """Train one LoRA step on a tiny random Llama in each mode of QUANTIZATION_MODES; with `bnb_unusable`
+    (bitsandbytes cannot run here, and why) the quantized modes are reported as not available, not tried."""
     cuda_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
     # fork_rng: the checks seed torch, and must not change the caller's random streams
     with quiet(), torch.random.fork_rng(devices=cuda_devices), tempfile.TemporaryDirectory() as tmp:
@@ -127,7 +161,9 @@ def check_quantization_modes(device: str, dtype: torch.dtype) -> list[ModeCheck]
             _save_tiny_llama(Path(tmp))
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             return [ModeCheck(mode, False, f"tiny model: {one_line(exc)}") for mode in QUANTIZATION_MODES]
-        return [_check_mode(Path(tmp), mode, device, dtype) for mode in QUANTIZATION_MODES]
+        return [_check_mode(Path(tmp), mode, device, dtype) if mode == "none" or bnb_unusable is None
+                else ModeCheck(mode, False, f"not available: bitsandbytes {bnb_unusable}")
+                for mode in QUANTIZATION_MODES]
 
 
 def _check_mode(model_dir: Path, mode: str, device: str, dtype: torch.dtype) -> ModeCheck:

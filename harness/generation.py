@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 
@@ -26,6 +26,8 @@ class GenerationScore:
     """Wall time of generation and scoring together."""
     new_tokens: int = 0
     """Tokens generated, stop tokens included and padding excluded (for tokens per second)."""
+    per_example: dict[str, list[float]] = field(default_factory=dict)
+    """Each built-in metric's score per prompt, in the prompts' order (see metrics.example_scores)."""
 
 
 def generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_new_tokens: int, batch_size: int,
@@ -135,7 +137,7 @@ def score_generations(model: Any, tokenizer: Any, prompts: list[list[int]], refe
                       metric_names: Sequence[str], *, max_new_tokens: int, batch_size: int, device: str,
                       n_samples: int = 5, stop_ids: Sequence[int] | None = None) -> GenerationScore:
     """Generate greedily for every prompt and score the text against its reference with each metric."""
-    from harness.metrics import compute_metrics
+    from harness.metrics import compute_metrics, example_scores
 
     if len(prompts) != len(references):
         raise ValueError(f"{len(prompts)} prompts but {len(references)} references")
@@ -149,4 +151,5 @@ def score_generations(model: Any, tokenizer: Any, prompts: list[list[int]], refe
     samples = [{"prompt": tokenizer.decode(prompts[i], skip_special_tokens=False),
                 "prediction": predictions[i], "reference": references[i]}
                for i in range(min(n_samples, len(prompts)))]
-    return GenerationScore(metrics, samples, time.perf_counter() - started, new_tokens)
+    per_example = example_scores(metric_names, predictions, references) if metric_names and prompts else {}
+    return GenerationScore(metrics, samples, time.perf_counter() - started, new_tokens, per_example)

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import importlib.util
 import os
+import platform
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -249,6 +250,23 @@ def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def device_name(device: str) -> str:
+    """What a trial runs on, for its record: the GPU's name, or the CPU's model name and its cores."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    return f"{name} ({cores} cores)"
+
+
 def bf16_supported(device: str) -> bool:
     """Whether bf16 math is native on the device: CUDA's own check; on CPU AVX512-BF16 or AMX."""
     import torch
@@ -429,27 +447,49 @@ def _folder_stamp(path: str) -> list[tuple[str, int, int]]:
 
 
 def weights_memory_mb(model: Any) -> float:
-    """Bytes held by the model's weights (MiB): parameters, buffers and bitsandbytes quantization
-    constants (absmax, codebooks, and the second-level constants of double quantization), which
-    `get_memory_footprint` does not count."""
-    seen: set[int] = set()
-    total = 0
+    """Bytes held by the model's weights (MiB): see `weight_breakdown`."""
+    return weight_breakdown(model)["total_mb"]
 
-    def add(tensor: Any) -> None:
-        nonlocal total
-        if tensor is not None and hasattr(tensor, "nbytes") and id(tensor) not in seen:
-            seen.add(id(tensor))
-            total += tensor.nbytes
+
+def weight_breakdown(model: Any) -> dict[str, Any]:
+    """The base model's weight memory by kind, in MiB, so a quantized mode's saving is explained:
+
+    - `quantized_mb`: the packed int8 / 4-bit weights of the quantized linear layers;
+    - `constants_mb`: their quantization constants (4-bit absmax, codebooks and the second-level
+      constants of double quantization; int8 row scales), which `get_memory_footprint` leaves out;
+    - `other_mb` and `other_by_dtype`: every other parameter and buffer (embeddings, norms, rotary
+      tables) by dtype. For quantized modes `prepare_model_for_kbit_training` casts these to fp32,
+      so on SmolLM2 the tied 49,152 x 576 embedding alone is 108 MiB of an nf4 model's weights;
+    - `total_mb`: the sum."""
+    seen: set[int] = set()
+    parts = {"quantized": 0, "constants": 0}
+    other: dict[str, int] = {}
+
+    def size(tensor: Any) -> int:
+        if tensor is None or not hasattr(tensor, "nbytes") or id(tensor) in seen:
+            return 0
+        seen.add(id(tensor))
+        return int(tensor.nbytes)
 
     for tensor in list(model.parameters()) + list(model.buffers()):
-        add(tensor)
         state = getattr(tensor, "quant_state", None)
+        scales = getattr(tensor, "SCB", None)
+        if state is None and scales is None:
+            dtype = str(tensor.dtype).replace("torch.", "")
+            other[dtype] = other.get(dtype, 0) + size(tensor)
+            continue
+        parts["quantized"] += size(tensor)
+        parts["constants"] += size(scales)  # int8 row scales
         while state is not None:
             for name in ("absmax", "code", "offset"):
-                add(getattr(state, name, None))
+                parts["constants"] += size(getattr(state, name, None))
             state = getattr(state, "state2", None)
-        add(getattr(tensor, "SCB", None))  # int8 row scales
-    return total / 2**20
+    mib = 2**20
+    total = parts["quantized"] + parts["constants"] + sum(other.values())
+    return {"quantized_mb": parts["quantized"] / mib, "constants_mb": parts["constants"] / mib,
+            "other_mb": sum(other.values()) / mib,
+            "other_by_dtype": {k: v / mib for k, v in sorted(other.items()) if v},
+            "total_mb": total / mib}
 
 
 def base_model_info(model: ResolvedModel) -> dict[str, Any]:

@@ -39,9 +39,26 @@ SLICE_PARAMS = ("learning_rate", "lora_r", "lora_alpha", "lora_dropout")
 """The parameters the slice figure shows, when they vary."""
 
 
-def mode_label(mode: str) -> str:
-    """The legend name of a quantization mode ("none" is 16-bit LoRA)."""
+def mode_label(mode: str, view: StudyView | None = None) -> str:
+    """The legend name of a quantization mode ("none" is 16-bit LoRA, or says fp32 when the trials' base
+    was fp32: a CPU without native bf16)."""
+    if mode == "none" and view is not None and _compute_dtype(view) == "float32":
+        return "LoRA (fp32 base)"
     return MODE_LABELS.get(mode, mode)
+
+
+def _compute_dtype(view: StudyView) -> str | None:
+    return next((str(r.result["compute_dtype"]) for r in view.rows if r.result.get("compute_dtype")), None)
+
+
+def caption(view: StudyView) -> str:
+    """What every figure is about: model and source precision, device, budget, seeds (STYLE 17)."""
+    devices = view.devices()
+    seeds = sorted({r.seed for r in view.rows if r.finished and r.seed is not None})
+    source = view.source
+    return (f"{source['label']}; {', '.join(devices) or 'device not recorded'}; "
+            f"{view.sweep.get('max_steps', '?')} steps per trial; seeds {', '.join(map(str, seeds)) or '?'}; "
+            f"{view.n_eval if view.n_eval is not None else '?'} held-out examples; intervals 95%")
 
 
 def mode_color(mode: str) -> str:
@@ -67,14 +84,8 @@ def row_value(row: TrialRow, objective: str) -> float | None:
 
 
 def baseline_value(view: StudyView, metric: str) -> float | None:
-    """The untuned base model's value of a metric, when the study scored it."""
-    if metric == "eval_loss" and view.baseline_eval_loss is not None:
-        return float(view.baseline_eval_loss)
-    if metric in view.baseline_metrics:
-        return float(view.baseline_metrics[metric])
-    if metric == "perplexity" and view.baseline_eval_loss is not None:
-        return math.exp(float(view.baseline_eval_loss))
-    return None
+    """The untuned (unquantized) base model's value of a metric, when the study scored it."""
+    return view.baseline("none", metric)
 
 
 def quality_metric(view: StudyView) -> tuple[str, bool]:
@@ -105,8 +116,9 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> None:
-    fig.tight_layout()
+def _save(fig: Any, path: Path, view: StudyView) -> None:
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.text(0.01, 0.01, caption(view), fontsize=7, color="#444444", ha="left", va="bottom")
     fig.savefig(path, dpi=DPI)
     _pyplot().close(fig)
 
@@ -118,10 +130,17 @@ def _legend(ax: Any) -> None:
 
 
 def _baseline_line(ax: Any, view: StudyView, metric: str, horizontal: bool = True) -> None:
+    """The untuned base model as a dashed black line, and in each quantized mode of the study as a
+    dotted line in that mode's colour (the cost of quantizing before any training)."""
+    draw = ax.axhline if horizontal else ax.axvline
     value = baseline_value(view, metric)
     if value is not None:
-        draw = ax.axhline if horizontal else ax.axvline
         draw(value, color="black", linestyle="--", linewidth=1, label=f"untuned base model ({value:.5g})")
+    for mode in modes_in(view.rows):
+        quantized = view.baseline(mode, metric) if mode != "none" else None
+        if quantized is not None:
+            draw(quantized, color=mode_color(mode), linestyle=":", linewidth=1.2,
+                 label=f"untuned, {mode} ({quantized:.5g})")
 
 
 def plot_history(view: StudyView, path: Path) -> str | None:
@@ -136,7 +155,7 @@ def plot_history(view: StudyView, path: Path) -> str | None:
     done = [(r, v) for r, v in points if r.state == "COMPLETE" and v is not None]
     for mode in modes_in([r for r, _ in done]):
         xs, ys = zip(*[(r.number, v) for r, v in done if r.quantization == mode])
-        ax.scatter(xs, ys, s=36, color=mode_color(mode), label=mode_label(mode), zorder=3)
+        ax.scatter(xs, ys, s=36, color=mode_color(mode), label=mode_label(mode, view), zorder=3)
     _draw_pruned_and_failed(ax, points)
     _best_so_far(ax, done, view.minimize)
     _baseline_line(ax, view, view.objective)
@@ -145,7 +164,7 @@ def plot_history(view: StudyView, path: Path) -> str | None:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     _legend(ax)
-    _save(fig, path)
+    _save(fig, path, view)
     return None
 
 
@@ -172,7 +191,7 @@ def _best_so_far(ax: Any, done: list[tuple[TrialRow, float]], minimize: bool) ->
     ax.step([n for n, _ in ordered], best, where="post", color="#444444", linewidth=1.5, label="best so far")
 
 
-def plot_importance(importances: dict[str, float], objective: str, path: Path) -> None:
+def plot_importance(importances: dict[str, float], view: StudyView, path: Path) -> None:
     """Horizontal bars of fANOVA importances (they sum to 1), the most important on top."""
     plt = _pyplot()
     names = sorted(importances, key=importances.get)
@@ -180,10 +199,11 @@ def plot_importance(importances: dict[str, float], objective: str, path: Path) -
     bars = ax.barh([_NAMES.get(n, n) for n in names], [importances[n] for n in names], color="#4c72b0")
     ax.bar_label(bars, fmt="%.2f", padding=3, fontsize=9)
     ax.set_xlim(0, max(1.0, max(importances.values()) * 1.15))
+    objective = view.objective
     ax.set(title=f"Parameter importance for {_NAMES.get(objective, objective)} (fANOVA, seed 0)",
            xlabel="share of the objective's variance explained (importances sum to 1)")
     ax.grid(axis="x", alpha=0.3)
-    _save(fig, path)
+    _save(fig, path, view)
 
 
 def plot_params(view: StudyView, path: Path) -> str | None:
@@ -202,7 +222,7 @@ def plot_params(view: StudyView, path: Path) -> str | None:
         for mode in modes_in(rows):
             mine = [r for r in rows if r.quantization == mode and name in r.params]
             ax.scatter([float(r.params[name]) for r in mine], [row_value(r, view.objective) for r in mine],
-                       s=36, color=mode_color(mode), label=mode_label(mode), alpha=0.85)
+                       s=36, color=mode_color(mode), label=mode_label(mode, view), alpha=0.85)
         if name == "learning_rate":
             ax.set_xscale("log")
         ax.set_xlabel(axis_label(name))
@@ -211,7 +231,7 @@ def plot_params(view: StudyView, path: Path) -> str | None:
         row_axes[0].set_ylabel(axis_label(view.objective, view.minimize))
     _legend(axes[0][-1])
     fig.suptitle("Effect of each varying parameter on the objective (completed trials)")
-    _save(fig, path)
+    _save(fig, path, view)
     return None
 
 
@@ -232,7 +252,7 @@ def plot_memory_quality(view: StudyView, path: Path) -> str | None:
     for ax, (name, points) in zip(axes[0], panels):
         for mode in modes_in([r for r, _, _ in points]):
             mine = [(m, q) for r, m, q in points if r.quantization == mode]
-            ax.scatter(*zip(*mine), s=40, color=mode_color(mode), label=mode_label(mode), zorder=3)
+            ax.scatter(*zip(*mine), s=40, color=mode_color(mode), label=mode_label(mode, view), zorder=3)
         front = pareto_front([(m, q) for _, m, q in points], minimize)
         ax.step(*zip(*front), where="post", color="black", linewidth=1, zorder=2, label="Pareto front")
         ax.scatter(*zip(*front), s=160, facecolors="none", edgecolors="black", linewidths=1.2, zorder=4)
@@ -240,7 +260,7 @@ def plot_memory_quality(view: StudyView, path: Path) -> str | None:
         ax.set(title=f"Quality against {what}", xlabel=axis_label(name), ylabel=axis_label(metric, minimize))
         ax.grid(alpha=0.3)
     _legend(axes[0][-1])
-    _save(fig, path)
+    _save(fig, path, view)
     return None
 
 
@@ -280,14 +300,14 @@ def plot_curves(view: StudyView, path: Path) -> str | None:
     if many:
         _mode_means(ax, curves)
         what += "\nthin: one trial each; thick: the mean over each mode's completed trials"
-    _curve_legend(ax, [r for r, _ in curves])
+    _curve_legend(ax, [r for r, _ in curves], view)
     if metric == "eval_loss":
         _baseline_line(ax, view, "eval_loss")
     ax.set(title=what, xlabel="optimizer step", ylabel=axis_label(metric, True))
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     _legend(ax)
-    _save(fig, path)
+    _save(fig, path, view)
     return None
 
 
@@ -315,10 +335,10 @@ def _eval_curve(row: TrialRow) -> list[tuple[float, float]]:
     return curve
 
 
-def _curve_legend(ax: Any, rows: list[TrialRow]) -> None:
+def _curve_legend(ax: Any, rows: list[TrialRow], view: StudyView) -> None:
     """Legend proxies: one colour per mode, one line style per state (not one entry per trial)."""
     for mode in modes_in(rows):
-        ax.plot([], [], color=mode_color(mode), linewidth=2, label=mode_label(mode))
+        ax.plot([], [], color=mode_color(mode), linewidth=2, label=mode_label(mode, view))
     if any(r.state == "PRUNED" for r in rows):
         ax.plot([], [], color="#444444", linestyle="-", label="completed trial")
         ax.plot([], [], color="#444444", linestyle="--", label="pruned or failed trial")

@@ -53,7 +53,7 @@ class SweepProgress:
             self._live.stop()
             self._live = None
         self.best = best
-        state = record["state"]
+        state = "DIVERGED" if record.get("status") == "diverged" else record["state"]
         detail = (f"eval_loss {_fmt(record['eval_loss'], '.4f')}  peak {_fmt(record['peak_memory_mb'], '.0f')} MiB  "
                   f"{_fmt(record['tokens_per_second'], '.0f')} tok/s  {record['wall_seconds']:.0f} s")
         why = f"  ({record['error']})" if record.get("error") else ""
@@ -109,21 +109,21 @@ def print_table(table: Table) -> None:
 
 def comparison_table(comparison: Any) -> Table:
     """The LoRA vs QLoRA table of `harness compare` (a harness.compare.Comparison)."""
-    from harness.compare import MODE_NAMES
-
     metric = comparison.task_metric
+    where = f", {comparison.device}" if comparison.device else ""
     table = Table(title=f"study {comparison.study}: LoRA vs QLoRA ({comparison.objective}, "
-                        f"{'lower' if comparison.minimize else 'higher'} is better)", title_justify="left")
-    columns = ["mode", "trials", "done", "pruned", "failed", "oom", "best", "median", "confirmed mean ± std (n)",
-               *([f"best {metric}"] if metric else []), "peak MiB", "weights MiB", "s/step", "tok/s"]
+                        f"{'lower' if comparison.minimize else 'higher'} is better{where})", title_justify="left")
+    columns = ["mode", "trials", "done", "pruned", "diverged", "failed", "oom", "untuned", "best", "median",
+               "confirmed mean ± std (n)", *([f"best {metric}"] if metric else []), "train peak MiB", "weights MiB",
+               "s/step", "tok/s"]
     for name in columns:
         table.add_column(name, justify="left" if name == "mode" else "right")
     for m in comparison.modes:
         c = m.confirmed.objective if m.confirmed else None
         confirmed = "-" if c is None else f"{c.mean:.4f}" + (f" ± {c.std:.4f}" if c.std is not None else "") + f" ({c.n})"
-        table.add_row(MODE_NAMES.get(m.mode, m.mode), str(m.trials), str(m.completed), str(m.pruned), str(m.failed),
-                      str(m.oom), _num(m.best, 4), _num(m.median, 4), confirmed,
-                      *([_num(m.best_task, 3)] if metric else []), _num(m.peak_memory_mb, 0), _num(m.weights_mb, 0),
+        table.add_row(m.label, str(m.trials), str(m.completed), str(m.pruned), str(m.diverged), str(m.failed),
+                      str(m.oom), _num(m.untuned, 4), _num(m.best, 4), _num(m.median, 4), confirmed,
+                      *([_num(m.best_task, 3)] if metric else []), _num(m.train_peak_mb, 0), _num(m.weights_mb, 0),
                       _num(m.seconds_per_step, 2), _num(m.tokens_per_second, 0))
     return table
 

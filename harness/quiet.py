@@ -28,9 +28,11 @@ HARMLESS_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
 HARMLESS_LOG_MESSAGES: dict[str, tuple[str, ...]] = {
     # LLM.int8 quantizes activations in fp16 by design; on CPU the inputs are fp32, so bitsandbytes
     # says so at every forward of every int8 layer (thousands of lines per trial).
-    "bitsandbytes": (r"MatMul8bitLt: inputs will be cast from torch\.float32 to float16 during quantization",),
+    "bitsandbytes.autograd._functions": (
+        r"MatMul8bitLt: inputs will be cast from torch\.float32 to float16 during quantization",),
 }
-"""logger name -> regexes of log records judged harmless (matched against the formatted message)."""
+"""logger name (the module that logs; a filter on a parent logger does not see its children's records)
+-> regexes of log records judged harmless (matched against the formatted message)."""
 
 GRADIENT_DROP_WARNING = r".*This may lead to silently incorrect behavior"
 """torch's warning when backward runs through an op without an autograd kernel (gradients dropped)."""

@@ -20,12 +20,13 @@ import yaml
 
 from harness.compare import MODE_NAMES
 from harness.models import quantization_kwargs, target_modules
-from harness.readout import StudyView, TrialRow
+from harness.readout import StudyView, TrialRow, small_eval_note
 from harness.spec import SpecError
 from harness.stats import Summary, summarize
 
 SINGLE_RULE = ("configs re-run with fresh seeds (harness compare --confirm-seeds K) ranked by the mean of those "
-               "seeds; a study without confirmations falls back to its single best trials, marked unconfirmed")
+               "seeds, leaving out a config any of whose seeds diverged or failed (unless --allow-diverged); a study "
+               "without confirmations falls back to its single best trials, marked unconfirmed")
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,9 @@ class Candidate:
     """Over the confirmation seeds when confirmed, else the single search trial."""
     confirmed: bool
     runs: tuple[TrialRow, ...]
-    """The trials the numbers come from."""
+    """The completed trials the numbers come from."""
+    bad_seeds: tuple[TrialRow, ...] = ()
+    """Confirmation runs of this config that diverged, failed, ran out of memory or were stopped."""
 
     @property
     def mode(self) -> str:
@@ -54,15 +57,32 @@ class Candidate:
         values = [v for v in (r.metric(name) for r in self.runs) if v is not None]
         return statistics.median(values) if values else None
 
+    def largest(self, name: str) -> float | None:
+        """The largest value over the runs (a memory budget must hold for every seed, not the median)."""
+        values = [v for v in (r.metric(name) for r in self.runs) if v is not None]
+        return max(values) if values else None
 
-def candidates(view: StudyView) -> list[Candidate]:
+    def against(self) -> str | None:
+        """"1 of 3 seeds diverged" and the like, or None when every seed completed."""
+        if not self.bad_seeds:
+            return None
+        total = len(self.runs) + len(self.bad_seeds)
+        kinds: dict[str, int] = {}
+        for row in self.bad_seeds:
+            kinds[row.status or row.state.lower()] = kinds.get(row.status or row.state.lower(), 0) + 1
+        return "; ".join(f"{n} of {total} seeds {kind}" for kind, n in sorted(kinds.items()))
+
+
+def candidates(view: StudyView, allow_diverged: bool = False) -> list[Candidate]:
     """The study's configs, best first, by the rule in SINGLE_RULE."""
     search = [r for r in view.search_rows() if r.state == "COMPLETE" and r.values]
     confirmed = []
     for source in search:
-        runs = [r for r in view.rows if r.confirmation_of == source.number and r.state == "COMPLETE" and r.values]
-        if runs:
-            confirmed.append(Candidate(source, summarize([r.values[0] for r in runs]), True, tuple(runs)))
+        finished = [r for r in view.rows if r.confirmation_of == source.number and r.finished]
+        runs = [r for r in finished if r.state == "COMPLETE" and r.values]
+        bad = tuple(r for r in finished if not (r.state == "COMPLETE" and r.values))
+        if runs and (allow_diverged or not bad):
+            confirmed.append(Candidate(source, summarize([r.values[0] for r in runs]), True, tuple(runs), bad))
     pool = confirmed or [Candidate(r, summarize([r.values[0]]), False, (r,)) for r in search]
     if not pool:
         raise SpecError(f"study {view.name!r} has no completed trials to recommend from")
@@ -74,6 +94,8 @@ def config_sections(candidate: Candidate, view: StudyView) -> dict[str, Any]:
     """The lora / quantization / training sections for one candidate."""
     p, config = candidate.source.params, candidate.source.config
     train = config.get("train") or {}
+    result = candidate.source.result
+    dtype = str(result.get("compute_dtype") or "bfloat16")
     lora = {"r": int(p["lora_r"]), "lora_alpha": float(p["lora_alpha"]), "lora_dropout": float(p["lora_dropout"]),
             "target_modules": target_modules(str(p["target_modules"])), "bias": "none", "task_type": "CAUSAL_LM"}
     training = {
@@ -82,10 +104,11 @@ def config_sections(candidate: Candidate, view: StudyView) -> dict[str, Any]:
         "gradient_accumulation_steps": int(train.get("grad_accum", 1)),
         "warmup_steps": float(train.get("warmup_ratio", 0.05)),  # < 1: a fraction of max_steps in transformers 5
         "weight_decay": float(train.get("weight_decay", 0.01)), "max_grad_norm": float(train.get("max_grad_norm", 1.0)),
-        "lr_scheduler_type": str(train.get("scheduler", "cosine")), "optim": "adamw_torch", "seed": 0}
-    if str(candidate.source.result.get("device", "")).startswith("cuda"):
-        training["bf16"] = True
-    return {"lora": lora, "quantization": quantization_kwargs(candidate.mode), "training": training}
+        "lr_scheduler_type": str(train.get("scheduler", "cosine")),
+        "optim": str(result.get("optimizer") or "adamw_torch"), "seed": 0}
+    if str(result.get("device", "")).startswith("cuda") and dtype == "bfloat16":
+        training["bf16"] = True  # the trials trained under bf16 autocast on CUDA
+    return {"lora": lora, "quantization": quantization_kwargs(candidate.mode, dtype), "training": training}
 
 
 def evidence(candidate: Candidate, view: StudyView) -> dict[str, Any]:
@@ -97,25 +120,27 @@ def evidence(candidate: Candidate, view: StudyView) -> dict[str, Any]:
         values = [v for v in (r.metric(task) for r in candidate.runs) if v is not None]
         if values:
             metrics[task] = summarize(values).to_dict()
-    for name in ("peak_memory_mb", "base_model_mb", "tokens_per_second"):
+    for name in ("peak_memory_mb", "train_peak_memory_mb", "eval_peak_memory_mb", "base_model_mb",
+                 "tokens_per_second"):
         if candidate.median(name) is not None:
-            metrics[name] = {"median": round(candidate.median(name), 2)}  # type: ignore[arg-type]
+            metrics[name] = {"median": round(candidate.median(name), 2),  # type: ignore[arg-type]
+                             "max": round(candidate.largest(name), 2)}  # type: ignore[arg-type]
     steps = [r.seconds_per_step for r in candidate.runs if r.seconds_per_step is not None]
     if steps:
         metrics["seconds_per_step"] = {"median": round(statistics.median(steps), 4)}
+    result = candidate.source.result
+    notes = [n for n in (small_eval_note(view.n_eval), candidate.against()) if n]
     return {"study": view.name, "storage": _public_url(view.storage), "model": view.sweep.get("model"),
+            "model_label": view.source["label"], "source_precision": view.source.get("precision"),
+            "device": result.get("device_name") or result.get("device"), "compute_dtype": result.get("compute_dtype"),
+            "optimizer": result.get("optimizer"), "held_out_examples": view.n_eval,
             "data": view.sweep.get("data"), "space": view.sweep.get("space"), "quantization": candidate.mode,
             "trials_finished": len(finished), "trials_completed": len(view.completed()),
             "source_trial": candidate.source.number, "confirmed": candidate.confirmed,
             "seeds": sorted({r.seed for r in candidate.runs if r.seed is not None}),
             "trials": [r.number for r in candidate.runs], "objective": view.objective,
-            "direction": view.directions[0], "baseline": _baseline(view), "metrics": metrics}
-
-
-def _baseline(view: StudyView) -> float | None:
-    if view.objective == "eval_loss":
-        return view.baseline_eval_loss
-    return view.baseline_metrics.get(view.objective)
+            "direction": view.directions[0], "baseline": view.baseline("none"),
+            "baseline_in_mode": view.baseline(candidate.mode), "metrics": metrics, "notes": notes}
 
 
 def _public_url(url: str) -> str:
@@ -126,11 +151,16 @@ def _public_url(url: str) -> str:
     return url
 
 
-def recommend_study(view: StudyView, max_memory_mb: float | None = None) -> dict[str, Any]:
-    """The recommended.yaml mapping for one study."""
-    ranked = candidates(view)
+def recommend_study(view: StudyView, max_memory_mb: float | None = None, allow_diverged: bool = False
+                    ) -> dict[str, Any]:
+    """The recommended.yaml mapping for one study (configs with a diverged or failed confirmation seed are
+    left out unless `allow_diverged`; the evidence lists them)."""
+    ranked = candidates(view, allow_diverged)
     best = ranked[0]
     doc: dict[str, Any] = {**config_sections(best, view), "evidence": {**evidence(best, view), "rule": SINGLE_RULE}}
+    left_out = _left_out(view, allow_diverged)
+    if left_out:
+        doc["evidence"]["left_out"] = left_out
     doc["per_quantization"] = {}
     for mode in dict.fromkeys(c.mode for c in ranked):
         top = next(c for c in ranked if c.mode == mode)
@@ -140,12 +170,22 @@ def recommend_study(view: StudyView, max_memory_mb: float | None = None) -> dict
     return doc
 
 
+def _left_out(view: StudyView, allow_diverged: bool) -> list[str]:
+    """Confirmed configs that are not recommended because a seed diverged or failed."""
+    if allow_diverged:
+        return []
+    kept = {c.source.number for c in candidates(view, allow_diverged=False) if c.confirmed}
+    return [f"trial #{c.source.number} ({c.mode}, mean {c.objective.mean:.4f}): {c.against()}"
+            for c in candidates(view, allow_diverged=True) if c.confirmed and c.source.number not in kept]
+
+
 def _within_memory(ranked: list[Candidate], view: StudyView, limit: float) -> dict[str, Any]:
-    fits = [c for c in ranked if (c.median("peak_memory_mb") or math.inf) <= limit]
+    """The best config whose largest measured peak (over all its runs) fits the budget."""
+    fits = [c for c in ranked if (c.largest("peak_memory_mb") or math.inf) <= limit]
     if not fits:
-        lowest = min((c.median("peak_memory_mb") or math.inf) for c in ranked)
+        lowest = min((c.largest("peak_memory_mb") or math.inf) for c in ranked)
         return {"max_memory_mb": limit, "config": None,
-                "reason": f"no config fits: the smallest peak memory measured was {lowest:.0f} MiB"}
+                "reason": f"no config fits: the smallest largest-peak measured was {lowest:.0f} MiB"}
     return {"max_memory_mb": limit, **config_sections(fits[0], view), "evidence": evidence(fits[0], view)}
 
 
@@ -199,6 +239,18 @@ def write_recommended(doc: dict[str, Any], path: Path, command: str) -> Path:
               "# null: 16-bit LoRA\n"
               "#   transformers.TrainingArguments(output_dir='out', **cfg['training'])\n"
               "# per_quantization holds the best config of each mode in the same shape"
-              f" ({', '.join(MODE_NAMES.values())}).\n")
+              f" ({', '.join(MODE_NAMES.values())}).\n" + _measured_on(doc["evidence"]))
     path.write_text(header + yaml.safe_dump(doc, sort_keys=False, width=110))
     return path
+
+
+def _measured_on(evidence: dict[str, Any]) -> str:
+    """Header lines saying what the numbers were measured on (one study; --from lists its studies)."""
+    if "model_label" not in evidence:
+        return ""
+    lines = [f"# Measured on {evidence['model_label']} (source weights: {evidence.get('source_precision')}),",
+             f"# {evidence.get('device')}, compute dtype {evidence.get('compute_dtype')}, optimizer "
+             f"{evidence.get('optimizer')}, {evidence.get('held_out_examples')} held-out examples.",
+             "# `training` and bnb_4bit_compute_dtype are what the trials ran with; on a GPU with bf16, bfloat16 "
+             "compute (and bf16: true) is the usual choice."]
+    return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 from harness.spec import TrialResult
 
 # Optuna state name for each harness status (the contract's `state` key).
-STATE_OF_STATUS = {"complete": "COMPLETE", "pruned": "PRUNED", "oom": "FAIL", "failed": "FAIL"}
+STATE_OF_STATUS = {"complete": "COMPLETE", "pruned": "PRUNED", "diverged": "PRUNED", "oom": "FAIL", "failed": "FAIL"}
 
 
 @functools.lru_cache(maxsize=1)

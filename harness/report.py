@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import plots
-from harness.readout import StudyView, TrialRow
+from harness.readout import StudyView, TrialRow, small_eval_note
 
 FIGURES: dict[str, str] = {"history": "Optimization history", "importance": "Parameter importance",
                            "params": "Learning rate, rank and alpha", "memory_quality": "Quality against memory",
@@ -74,7 +74,7 @@ def _draw_figures(view: StudyView, out: Path) -> tuple[dict[str, Path], dict[str
         if name == "importance":
             importances, reason = param_importances(view)
             if not reason:
-                plots.plot_importance(importances, view.objective, path)
+                plots.plot_importance(importances, view, path)
         else:
             reason = drawers[name](view, path)
         if reason:
@@ -175,15 +175,25 @@ def _header(view: StudyView) -> str:
     sizes = f"; {attrs['n_train']} training / {attrs['n_eval']} held-out examples" if "n_eval" in attrs else ""
     best = _best_rows(view)[:1]
     best_text = f"; best {_fmt(_value(best[0], view))} (trial {best[0].number})" if best else ""
+    source = view.source
     lines = [
         f"- **Study:** `{view.name}` in `{_redact(view.storage)}`",
-        f"- **Model:** `{sweep.get('model') or attrs.get('model') or '?'}`; **data:** {data}{sizes}",
+        f"- **Model:** {source['label']} (`{sweep.get('model') or attrs.get('model') or '?'}`); source weights: "
+        f"{source.get('precision', 'not recorded')}; **data:** {data}{sizes}",
+        f"- **Device:** {', '.join(view.devices()) or 'not recorded'}",
         (f"- **Trials:** {states.count('COMPLETE')} completed, {states.count('PRUNED')} pruned, "
          f"{states.count('FAIL')} failed ({oom} out of memory){_running(states)}"),
         f"- **Objective:** `{', '.join(view.objectives)}` ({', '.join(view.directions)}){best_text}",
         f"- **Untuned base model:** {_baseline_text(view)}",
         (f"- **Budget:** {sweep.get('max_steps', '?')} optimizer steps per trial, sampler "
          f"{sweep.get('sampler', '?')}, pruner {sweep.get('pruner', '?')}")]
+    if source.get("four_bit_source"):
+        lines.append("- **Caveat:** the source weights were already 4-bit, so the unquantized mode is 4-bit weights "
+                     "stored in higher precision and NF4/FP4 re-quantize them: mode differences measure "
+                     "re-quantization error, not 16-bit vs 4-bit.")
+    note = small_eval_note(view.n_eval)
+    if note:
+        lines.append(f"- **Warning:** {note}")
     return "\n".join(lines)
 
 
@@ -193,11 +203,18 @@ def _running(states: list[str]) -> str:
 
 
 def _baseline_text(view: StudyView) -> str:
-    scores = {}
-    if view.baseline_eval_loss is not None:
-        scores["eval_loss"] = float(view.baseline_eval_loss)
-    scores.update({k: float(v) for k, v in view.baseline_metrics.items() if isinstance(v, (int, float))})
-    return ", ".join(f"{k} {v:.4f}" for k, v in scores.items()) or "not scored"
+    """The untuned base model's scores in every mode the study scored it in."""
+    by_mode = view.attrs.get("baseline_by_mode") or {"none": {"eval_loss": view.baseline_eval_loss,
+                                                             "metrics": view.baseline_metrics}}
+    parts = []
+    for mode, entry in by_mode.items():
+        if entry.get("eval_loss") is None:
+            parts.append(f"{mode}: missing ({entry.get('missing', 'not scored')})")
+            continue
+        scores = {"eval_loss": float(entry["eval_loss"]), **{k: float(v) for k, v in (entry.get("metrics") or {}).items()
+                                                             if isinstance(v, (int, float))}}
+        parts.append(f"{mode}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    return "; ".join(parts) or "not scored"
 
 
 def _redact(url: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing as mp
 import os
+import re
 import signal
 from typing import Any, Callable
 
@@ -61,8 +62,9 @@ def _worker_main(conn: Any) -> None:
             try:
                 score = run_baseline(config, cache)
                 data = cache.prepared(config)
-                conn.send(("baseline", {"eval_loss": score.eval_loss, "tokens": score.tokens, "seconds": score.seconds,
-                                        "metrics": score.metrics, "samples": score.samples,
+                conn.send(("baseline", {"mode": score.mode, "eval_loss": score.eval_loss, "tokens": score.tokens,
+                                        "seconds": score.seconds, "metrics": score.metrics, "samples": score.samples,
+                                        "per_example": score.per_example, "weights": score.weights,
                                         "split_hash": data.split_hash, "data_source": data.source,
                                         "n_train": len(data.tokenized.train), "n_eval": len(data.tokenized.eval),
                                         "truncated": data.tokenized.truncated}))
@@ -80,7 +82,28 @@ def _worker_main(conn: Any) -> None:
             on_step=lambda info: conn.send(("step", {"step": info.step, "loss": info.loss, "lr": info.lr,
                                                      "tokens": info.tokens})),
             on_eval=on_eval)
-        conn.send(("result", run_trial(config, cache, callbacks).to_dict()))
+        conn.send(("result", {**run_trial(config, cache, callbacks).to_dict(), "process": process_facts()}))
+
+
+def process_facts() -> dict[str, int]:
+    """What the supervisor cannot see from outside the trial process: its pid and the CPU threads torch
+    really uses there (after the trial's model load, which must keep `--workers N`'s split)."""
+    import torch
+
+    return {"pid": os.getpid(), "torch_threads": torch.get_num_threads()}
+
+
+_CUDA_ERROR = re.compile(r"cuda|cudnn|cublas|cusparse|cusolver|cufft|curand|nccl|nvml|device-side assert|"
+                         r"AcceleratorError|illegal memory access|misaligned address", re.IGNORECASE)
+
+
+def needs_fresh_worker(result: TrialResult) -> bool:
+    """Whether the process that ran `result` must be replaced before the next trial: after running out of
+    memory, and after any CUDA error (CUDA errors are sticky: every later CUDA call in that process fails).
+    Matching loosely costs at most a needless restart (seconds); missing one fails every later trial."""
+    if result.status == "oom":
+        return True
+    return result.status == "failed" and bool(_CUDA_ERROR.search(result.reason or ""))
 
 
 def describe_exit(code: int | None) -> str:
@@ -99,6 +122,8 @@ class TrialRunner:
         self._ctx = mp.get_context("spawn")
         self._proc: Any = None
         self._conn: Any = None
+        self.process: dict[str, int] | None = None
+        """`process_facts()` of the worker that ran the last trial to return a result (pid, torch_threads)."""
 
     def start(self) -> None:
         """Start the worker now (its imports overlap with whatever the caller does next)."""
@@ -123,19 +148,21 @@ class TrialRunner:
                 elif kind == "eval":
                     self._conn.send(bool(on_eval(payload)) if on_eval else False)
                 elif kind == "result":
+                    self.process = payload.pop("process", None)
                     return TrialResult.from_dict(payload)
         except _WorkerDied as died:
             return TrialResult(status="failed", reason=str(died))
 
     def baseline(self, config: TrialConfig) -> dict[str, Any]:
-        """The untuned base model's eval loss, computed in the worker (which also warms its cache)."""
+        """The untuned base model scored in the worker (which also warms its cache), in the config's
+        quantization mode. On failure: {"error": one line}, plus "died": True when the process died."""
         self.start()
         try:
             self._conn.send(("baseline", config.to_dict()))
             kind, payload = self._receive()
             return payload
         except _WorkerDied as died:
-            return {"error": str(died)}
+            return {"error": str(died), "died": True}
 
     def _receive(self) -> tuple[str, Any]:
         while True:

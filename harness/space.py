@@ -138,6 +138,11 @@ class SearchSpace:
     def max_rank(self) -> int:
         return int(self.axes["lora_r"].largest())
 
+    def quantization_modes(self) -> list[str]:
+        """The quantization modes trials of this space can use (a fixed value is one mode)."""
+        axis = self.axes.get("quantization")
+        return [str(v) for v in (axis.values() or [])] if axis is not None else ["none"]
+
 
 def load_space(path: str | Path) -> SearchSpace:
     """Parse and validate a search-space YAML file; every error names the file and key."""

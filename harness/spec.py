@@ -23,7 +23,8 @@ TARGET_PRESETS: tuple[str, ...] = get_args(TargetPreset)
 Scheduler = Literal["linear", "cosine", "constant"]
 SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 
-TrialStatus = Literal["complete", "pruned", "oom", "failed"]
+TrialStatus = Literal["complete", "pruned", "diverged", "oom", "failed"]
+TRIAL_STATUSES: tuple[str, ...] = get_args(TrialStatus)
 
 
 class SpecError(ValueError):
@@ -280,7 +281,13 @@ class TrialResult:
     steps: int = 0
     """Optimizer steps actually taken."""
     peak_memory_mb: float | None = None
-    """CUDA: max allocated; CPU: the peak resident memory of the trial process (MiB)."""
+    """The larger of the training and eval peaks (MiB). CUDA: max allocated; CPU: the peak resident
+    memory of the trial process."""
+    train_peak_memory_mb: float | None = None
+    """Peak from loading the base model to the last optimizer step (intermediate evals included), MiB;
+    building a cached quantized checkpoint is done before and not counted."""
+    eval_peak_memory_mb: float | None = None
+    """Peak of the final eval and generation alone (the meter is reset before them), MiB."""
     train_seconds: float | None = None
     eval_seconds: float | None = None
     load_seconds: float | None = None
@@ -294,6 +301,18 @@ class TrialResult:
     """Per optimizer step: step, loss, lr; and eval_loss where evaluated."""
     adapter_dir: str | None = None
     device: str | None = None
+    """`cuda` or `cpu`."""
+    device_name: str | None = None
+    """What the trial ran on: the GPU's name, or the CPU's model name with its core count."""
+    compute_dtype: str | None = None
+    """dtype of the 16-bit weights and of 4-bit compute (`bfloat16`, `float16` or `float32`)."""
+    optimizer: str | None = None
+    """The optimizer the adapter trained with, as a TrainingArguments `optim` value (`adamw_torch`...)."""
+    weights: dict[str, Any] = field(default_factory=dict)
+    """The base model's weight memory by kind (MiB): see models.weight_breakdown."""
+    per_example: dict[str, list[float]] = field(default_factory=dict)
+    """Per held-out example, in eval-split order: `loss` (mean over its scored tokens), `tokens` (its
+    scored tokens), and each task metric's score on the generated examples (the first generate_size)."""
     samples: list[dict[str, str]] = field(default_factory=list)
     """A few generated answers: prompt, prediction, reference."""
 
@@ -323,6 +342,9 @@ OBJECTIVES: dict[str, str] = {
 # Task metrics (scored on generated answers; see harness.metrics) that a study can optimize.
 TASK_METRICS: dict[str, str] = {"exact_match": "maximize", "accuracy": "maximize", "rouge_l": "maximize",
                                 "token_f1": "maximize"}
+_UNPINNED = {("train", "learning_rate"), ("train", "max_steps"), ("train", "seed"), ("train", "eval_every"),
+             ("data_options", "name")}
+"""Settings a resumed study may change: sampled per trial, given elsewhere, or not measured."""
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("none", "median", "hyperband")
 WANDB_MODES = ("auto", "offline", "online", "disabled")
@@ -387,6 +409,19 @@ class SweepSpec:
     @property
     def directions(self) -> list[str]:
         return [OBJECTIVES.get(name, TASK_METRICS.get(name, "maximize")) for name in self.objectives]
+
+    def measured_settings(self) -> dict[str, Any]:
+        """Every setting that changes what a trial measures, flattened (`train.batch_size`, ...): a resumed
+        study must keep each of them, or its trials would not be one experiment. The learning rate is
+        sampled per trial; intermediate evals (`train.eval_every`) no longer change what is measured."""
+        flat: dict[str, Any] = {"model": self.model, "data": self.data, "max_steps": self.max_steps,
+                                "seed": self.seed, "objectives": list(self.objectives)}
+        for section, spec in (("train", self.train), ("data_options", self.data_spec), ("eval", self.eval)):
+            for key, value in dataclasses.asdict(spec).items():
+                if (section, key) in _UNPINNED:
+                    continue
+                flat[f"{section}.{key}"] = value
+        return json.loads(json.dumps(flat))  # as the study stores it: tuples become lists
 
     @property
     def task_objectives(self) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ from the regularized incomplete beta function, checked in the tests against prin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 CONFIDENCE = 0.95
@@ -32,12 +32,19 @@ class Summary:
 
 @dataclass(frozen=True)
 class Difference:
-    """mean(a) - mean(b) with Welch's CI; `relative` divides by mean(b)."""
+    """mean(a) - mean(b) with a 95% CI; `relative` divides by mean(b).
+
+    The CI is Welch's over seeds, widened by the held-out set's sampling noise when per-example scores
+    are known (`combined_difference`): `seed_half` and `example_half` are the two half-widths."""
 
     diff: float
     ci_low: float | None
     ci_high: float | None
     reference: float
+    seed_half: float | None = None
+    """Half-width of Welch's interval over seeds (training noise); None with one value on a side."""
+    example_half: float | None = None
+    """Half-width of the paired bootstrap over held-out examples (eval-set noise); None when not known."""
 
     @property
     def distinguishable(self) -> bool | None:
@@ -132,3 +139,41 @@ def _beta_fraction(a: float, b: float, x: float) -> float:
         if abs(c * d - 1.0) < 1e-15:
             break
     return result
+
+
+BOOTSTRAP_RESAMPLES = 4000
+
+
+def paired_bootstrap_half(a: Sequence[float], b: Sequence[float], weights: Sequence[float] | None = None,
+                          confidence: float = CONFIDENCE, resamples: int = BOOTSTRAP_RESAMPLES,
+                          seed: int = 0) -> float:
+    """Half-width of the percentile interval of weighted-mean(a) - weighted-mean(b) when the held-out
+    examples are resampled with replacement, the same examples for both sides (paired: a and b are
+    per-example scores on one eval set). Measures how much the difference owes to which examples were
+    held out. Seeded, so a report is reproducible."""
+    import numpy as np
+
+    a_, b_ = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a_.shape != b_.shape or a_.size == 0:
+        raise ValueError(f"paired bootstrap needs per-example scores of equal length, got {a_.size} and {b_.size}")
+    w = np.ones_like(a_) if weights is None else np.asarray(weights, dtype=float)
+    counts = np.random.default_rng(seed).multinomial(a_.size, np.full(a_.size, 1.0 / a_.size), size=resamples)
+    totals = counts @ w
+    diffs = (counts @ (w * (a_ - b_))) / np.where(totals > 0, totals, 1.0)
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(diffs, [tail, 100 - tail])
+    return float(high - low) / 2
+
+
+def combined_difference(a: Sequence[float], b: Sequence[float], example_half: float | None,
+                        confidence: float = CONFIDENCE) -> Difference:
+    """mean(a) - mean(b) over seeds with a CI that holds both noises: Welch's half-width over seeds
+    (training noise; the seeds were all scored on the same examples, so it cannot see eval-set noise)
+    and the paired bootstrap's half-width over examples, added in quadrature (independent sources).
+    With one value on a side only the eval-set part is known, and the CI says only that much."""
+    seeds = welch(a, b, confidence)
+    seed_half = None if seeds.ci_high is None else (seeds.ci_high - seeds.ci_low) / 2
+    if example_half is None:
+        return replace(seeds, seed_half=seed_half)
+    half = math.sqrt((seed_half or 0.0) ** 2 + example_half ** 2)
+    return Difference(seeds.diff, seeds.diff - half, seeds.diff + half, seeds.reference, seed_half, example_half)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.pruning import make_pruner
 from harness.recovery import Heartbeat, enable_heartbeat
 from harness.space import SearchSpace
 from harness.spec import TASK_METRICS, SpecError, SweepSpec
@@ -86,17 +87,6 @@ def _ask_tell_grid_sampler() -> type:
     return AskTellGridSampler
 
 
-def make_pruner(name: str, max_steps: int) -> Any:
-    """`none`, `median` (after a warm-up of a fifth of the steps) or `hyperband`."""
-    import optuna
-
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(1, max_steps // 5))
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, max_steps // 8), max_resource=max_steps)
-    return optuna.pruners.NopPruner()
-
-
 def open_study(spec: SweepSpec, space: SearchSpace, *, create: bool = True, heartbeat: Heartbeat | None = None,
                seed_offset: int = 0, parallel: bool = False) -> Any:
     """Create or load the study; refuse to resume it with a different space, objectives, model or data.
@@ -114,12 +104,14 @@ def open_study(spec: SweepSpec, space: SearchSpace, *, create: bool = True, hear
     finished = 0 if existing is None else len(existing.get_trials(deepcopy=False))
     study = optuna.create_study(storage=storage, study_name=spec.study, directions=spec.directions,
                                 sampler=make_sampler(spec, space, finished, seed_offset, parallel),
-                                pruner=make_pruner(spec.pruner, spec.max_steps), load_if_exists=True)
+                                pruner=make_pruner(spec.pruner, spec.max_steps, spec.train.eval_every),
+                                load_if_exists=True)
     pinned = {"space_hash": space.hash, "objectives": list(spec.objectives), "model": spec.model,
               "data": spec.data}
     if existing is None:
         for key, value in pinned.items():
             study.set_user_attr(key, value)
+        study.set_user_attr("settings", spec.measured_settings())
         study.set_user_attr("space", space.describe())
         study.set_user_attr("space_source", space.source)
         study.set_user_attr("heartbeat", {"interval": beat.interval, "grace": beat.grace})
@@ -163,6 +155,8 @@ def _existing(storage: Any, name: str) -> Any:
 
 
 def _check_resume(study: Any, pinned: dict[str, Any], space: SearchSpace, spec: SweepSpec) -> None:
+    """Refuse a resume that would change what a trial measures: the space, objectives, model, data, and
+    every setting in SweepSpec.measured_settings (max_steps, seed, train, data options, eval)."""
     attrs = study.user_attrs
     for key, value in pinned.items():
         if key in attrs and attrs[key] != value:
@@ -170,6 +164,32 @@ def _check_resume(study: Any, pinned: dict[str, Any], space: SearchSpace, spec: 
                                   f"not {space.source}"}.get(key, f"it was created with {attrs[key]!r}, not {value!r}")
             raise SpecError(f"study {spec.study!r} cannot be resumed with a different {key.replace('_hash', '')}: "
                             f"{hint}; use a new --study name or the original settings")
+    stored = _stored_settings(attrs)
+    for key, value in spec.measured_settings().items():
+        if key in stored and stored[key] != value:
+            raise SpecError(f"study {spec.study!r} cannot be resumed with a different {key}: it was created with "
+                            f"{stored[key]!r}, not {value!r}; use a new --study name or the original settings")
+
+
+def _stored_settings(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The measured settings a study was created with (derived from its stored sweep for older studies)."""
+    if "settings" in attrs:
+        return attrs["settings"]
+    if not attrs.get("sweep"):
+        return {}
+    from harness.experiment import build_sweep_spec
+
+    return build_sweep_spec(attrs["sweep"], {}, "the stored sweep").measured_settings()
+
+
+def check_split(study: Any, split_hash: str, name: str) -> None:
+    """The held-out split must be the one the study's trials were scored on (a changed data file, or
+    stdlib-qa on another Python, gives another split): refuse with exit 2 rather than mix them."""
+    stored = study.user_attrs.get("split_hash")
+    if stored is not None and stored != split_hash:
+        raise SpecError(f"study {name!r} cannot be resumed: its held-out split changed (hash {stored}, now "
+                        f"{split_hash}; the data file, its options, or the Python version of stdlib-qa differ); "
+                        "use a new --study name or the original data")
 
 
 def load_existing_study(name: str, storage_url: str) -> Any:

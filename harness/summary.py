@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import tracking
-from harness.compare import MODE_NAMES, Comparison
+from harness.compare import Comparison
 from harness.readout import StudyView
 
 TRIAL_COLUMNS = ("number", "state", "quantization", "lora_r", "lora_alpha", "learning_rate", "seed",
@@ -30,7 +30,7 @@ def trial_table_rows(view: StudyView) -> list[dict[str, Any]]:
 
 
 def comparison_rows(comparison: Comparison) -> list[dict[str, Any]]:
-    return [{"mode": MODE_NAMES.get(m.mode, m.mode), "trials": m.trials, "completed": m.completed,
+    return [{"mode": m.label, "trials": m.trials, "completed": m.completed,
              "pruned": m.pruned, "failed": m.failed, "oom": m.oom, "best": m.best, "median": m.median,
              "confirmed_mean": m.confirmed.objective.mean if m.confirmed and m.confirmed.objective else None,
              "confirmed_std": m.confirmed.objective.std if m.confirmed and m.confirmed.objective else None,

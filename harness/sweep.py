@@ -24,15 +24,18 @@ from harness import tracking
 from harness.experiment import spec_to_dict
 from harness.models import cache_dir, checkpoint_path, is_converted, load_tokenizer, model_dims, resolve_model
 from harness.progress import SweepProgress
-from harness.records import append_record, build_record
-from harness.runner import THREADS_ENV, TrialRunner
+from harness.pruning import pruning_interval
+from harness.readout import small_eval_note
+from harness.records import STATE_OF_STATUS, append_record, build_record
+from harness.runner import THREADS_ENV, TrialRunner, needs_fresh_worker
+from harness.source import describe_source
 from harness.space import SearchSpace, check_rank_fits, suggest
 from harness.spec import (LoraSpec, ModelSpec, QuantSpec, SpecError, SweepSpec, TrialConfig,
                           TrialResult)
 from harness.adapters import drop_partial, keep_adapter
 from harness.recovery import (Heartbeat, claim_lock, counted, heartbeat, heartbeat_enabled, owner_attrs,
                               recover, watchable)
-from harness.study import open_study, resolve_url
+from harness.study import check_split, open_study, resolve_url
 
 FAIL_FAST = 3
 """Stop the sweep when this many first trials all fail for the same reason."""
@@ -70,8 +73,8 @@ def trial_config(spec: SweepSpec, params: dict[str, Any], *, adapter_dir: str | 
     the sweep's unless the trial was enqueued with its own, as confirmation trials are)."""
     train = dataclasses.replace(spec.train, learning_rate=float(params["learning_rate"]),
                                 max_steps=spec.max_steps, seed=spec.seed if seed is None else int(seed))
-    if spec.pruner != "none" and train.eval_every == 0:
-        train = dataclasses.replace(train, eval_every=max(1, spec.max_steps // 5))
+    if spec.pruner != "none":
+        train = dataclasses.replace(train, eval_every=pruning_interval(spec.max_steps, train.eval_every))
     return TrialConfig(
         model=ModelSpec(spec.model), quant=QuantSpec(params["quantization"]),
         lora=LoraSpec(r=int(params["lora_r"]), alpha=float(params["lora_alpha"]),
@@ -110,9 +113,22 @@ class Role:
     """Added to the sampler seed so parallel workers do not sample the same params."""
 
 
-def prepare(spec: SweepSpec, space: SearchSpace, progress: SweepProgress) -> tuple[str, ...]:
-    """Everything that can fail on bad input, done before the study exists or a model trains.
-    Returns the task metrics to score: the eval spec's (else the data's defaults) plus task objectives."""
+@dataclass(frozen=True)
+class Prepared:
+    """What `prepare` found out about the sweep's inputs."""
+
+    metrics: tuple[str, ...]
+    """The task metrics to score: the eval spec's (else the data's defaults) plus task objectives."""
+    split_hash: str
+    """The held-out split's hash (a resumed study must have the same)."""
+    n_eval: int
+    """Held-out examples every trial is scored on."""
+    source: dict[str, Any]
+    """The base model's label and the precision of its source weights (harness.source.SourceInfo)."""
+
+
+def prepare(spec: SweepSpec, space: SearchSpace, progress: SweepProgress) -> Prepared:
+    """Everything that can fail on bad input, done before the study exists or a model trains."""
     from harness.data import load_examples, tokenize_splits
     from harness.metrics import check_metric_names
 
@@ -124,14 +140,14 @@ def prepare(spec: SweepSpec, space: SearchSpace, progress: SweepProgress) -> tup
     check_rank_fits(space, model_dims(path), spec.model)
     data_spec = dataclasses.replace(spec.data_spec, name=spec.data)
     splits = load_examples(data_spec)
-    tokenize_splits(splits, load_tokenizer(path), data_spec)  # chat template, truncation: fail here, not later
+    tokenized = tokenize_splits(splits, load_tokenizer(path), data_spec)  # chat template, truncation: fail here
     metrics = splits.metrics if spec.eval.metrics is None else spec.eval.metrics
     metrics = tuple(dict.fromkeys([*metrics, *spec.task_objectives]))
     if spec.task_objectives and splits.max_new_tokens == 0 and not spec.eval.max_new_tokens:
         raise SpecError(f"objective {spec.task_objectives[0]} needs generated answers, but {spec.data} is plain "
                         "text with nothing to answer; use --objectives eval_loss")
     check_metric_names(metrics)
-    return metrics
+    return Prepared(metrics, splits.split_hash, len(tokenized.eval), describe_source(model).to_dict())
 
 
 def objective_values(spec: SweepSpec, result: TrialResult) -> list[float] | None:
@@ -158,6 +174,7 @@ class Sweep:
         self.metrics: tuple[str, ...] = ()
         self.target = self.base = 0
         self._own: list[dict[str, Any]] = []  # records of the trials this process ran (fail-fast looks at them)
+        self._confirming = False  # the running trial is a confirmation re-run (never pruned)
         self._waiting = False
 
     def run(self) -> SweepOutcome:
@@ -174,16 +191,24 @@ class Sweep:
     def setup(self, run_trials: bool = True) -> None:
         """Validate, open the study, recover lost trials, score the baseline once, fix the target
         (`run_trials=False`: a parent that leaves the trials to its workers)."""
-        self.metrics = prepare(self.spec, self.space, self.progress)
+        prepared = prepare(self.spec, self.space, self.progress)
+        self.metrics = prepared.metrics
+        note = small_eval_note(prepared.n_eval)
+        if note:
+            self.progress.note(f"warning: {note}")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.wandb_mode != "disabled":
             tracking.configure_dirs(self.out_dir)
         self.study = open_study(self.spec, self.space, heartbeat=self.role.heartbeat,
                                 seed_offset=self.role.seed_offset, parallel=self.role.seed_offset != 0)
         self.outcome.storage = resolve_url(self.spec.storage_url)
+        check_split(self.study, prepared.split_hash, self.spec.study)
         if "sweep" not in self.study.user_attrs:
             self.study.set_user_attr("sweep", spec_to_dict(self.spec))
-        if run_trials or "baseline_eval_loss" not in self.study.user_attrs:
+        if "model_source" not in self.study.user_attrs:
+            self.study.set_user_attr("model_source", prepared.source)
+        self.progress.note(f"base model: {prepared.source['label']}; source weights: {prepared.source['precision']}")
+        if run_trials or self._missing_baselines():
             self.runner.start()  # its imports overlap with the bookkeeping below
         with claim_lock(self.study, self.out_dir):
             recover(self.study, self._on_lost)
@@ -291,26 +316,60 @@ class Sweep:
             return False
         return not self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
 
+    def _missing_baselines(self) -> list[str]:
+        """Quantization modes whose untuned base model is not scored yet: 16-bit and every mode of the space."""
+        scored = self.study.user_attrs.get("baseline_by_mode") or {}
+        return [m for m in dict.fromkeys(["none", *self.space.quantization_modes()]) if m not in scored]
+
     def _baseline(self) -> None:
-        attrs = self.study.user_attrs
-        if "baseline_eval_loss" not in attrs:
-            self.progress.note("scoring the untuned base model on the held-out split (once per study)...")
-            defaults = {"quantization": "none", "lora_r": 1, "lora_alpha": 1.0, "learning_rate": 1e-4,
-                        "lora_dropout": 0.0, "target_modules": "all-linear"}
-            payload = self.runner.baseline(trial_config(self.spec, defaults, metrics=self.metrics))
+        """Score the untuned base model once per study in every mode (the cost of quantizing before any
+        training), retrying once in a fresh worker if the process dies; a mode that cannot be scored is
+        recorded as missing with its reason, and the trials go on."""
+        missing = self._missing_baselines()
+        if missing:
+            self.progress.note(f"scoring the untuned base model on the held-out split in {', '.join(missing)} "
+                               "(once per study)...")
+        for mode in missing:
+            payload = self._score_base(mode)
+            by_mode = dict(self.study.user_attrs.get("baseline_by_mode") or {})
+            by_mode[mode] = _baseline_entry(payload)
+            self.study.set_user_attr("baseline_by_mode", by_mode)
             if "error" in payload:
-                raise SpecError(f"cannot score the base model: {payload['error']}")
-            for key in ("eval_loss", "metrics", "samples"):
-                self.study.set_user_attr(f"baseline_{key}", payload.get(key))
+                self.progress.note(f"warning: untuned base model in {mode} not scored: {payload['error']}")
+                continue
+            self.study.set_user_attr(f"baseline_per_example_{mode}", payload.get("per_example") or {})
+            if mode == "none":
+                for key in ("eval_loss", "metrics", "samples"):
+                    self.study.set_user_attr(f"baseline_{key}", payload.get(key))
             for key in ("split_hash", "data_source", "n_train", "n_eval", "truncated"):
                 self.study.set_user_attr(key, payload.get(key))
-            attrs = self.study.user_attrs
+        self._report_baseline()
+
+    def _score_base(self, mode: str) -> dict[str, Any]:
+        defaults = {"quantization": mode, "lora_r": 1, "lora_alpha": 1.0, "learning_rate": 1e-4,
+                    "lora_dropout": 0.0, "target_modules": "all-linear"}
+        config = trial_config(self.spec, defaults, metrics=self.metrics)
+        payload = self.runner.baseline(config)
+        broken = "error" in payload and needs_fresh_worker(TrialResult(status="failed", reason=payload["error"]))
+        if payload.get("died") or broken:  # a fault, not bad input: once more in a fresh process
+            self.progress.note(f"scoring the untuned base model ({mode}) failed ({payload['error']}); "
+                               "retrying once in a fresh worker")
+            self.runner.restart()
+            payload = self.runner.baseline(config)
+        return payload
+
+    def _report_baseline(self) -> None:
+        attrs = self.study.user_attrs
         self.outcome.baseline_eval_loss = attrs.get("baseline_eval_loss")
         self.outcome.baseline_metrics = attrs.get("baseline_metrics") or {}
-        metrics = "".join(f", {k} {v:.3f}" for k, v in self.outcome.baseline_metrics.items())
+        by_mode = attrs.get("baseline_by_mode") or {}
+        for mode, entry in by_mode.items():
+            if entry.get("eval_loss") is None:
+                continue
+            metrics = "".join(f", {k} {v:.3f}" for k, v in (entry.get("metrics") or {}).items())
+            self.progress.note(f"untuned base model ({mode}): eval_loss {entry['eval_loss']:.4f}{metrics}")
         truncated = f"; {attrs['truncated']} examples truncated to max_seq_len" if attrs.get("truncated") else ""
-        self.progress.note(f"untuned base model: eval_loss {attrs['baseline_eval_loss']:.4f}{metrics} on "
-                           f"{attrs.get('n_eval')} held-out examples ({attrs.get('data_source')}){truncated}")
+        self.progress.note(f"held-out split: {attrs.get('n_eval')} examples ({attrs.get('data_source')}){truncated}")
 
     def _one_trial(self, trial: Any, position: int, fault: str | None) -> None:
         """Run a claimed trial with a heartbeat going; Ctrl-C records it as interrupted and stops the sweep."""
@@ -327,6 +386,7 @@ class Sweep:
             run = tracking.start_trial_run(study=self.spec.study, number=trial.number, config=config.to_dict(),
                                            params=params, mode=self.wandb_mode, study_dir=self.out_dir)
             self.progress.start_trial(position, trial.number, params)
+            self._confirming = trial.user_attrs.get("confirmation_of") is not None
             with heartbeat(self.study, trial._trial_id):
                 result = self.runner.run(config, on_step=lambda p: self._on_step(run, p, fault),
                                          on_eval=lambda p: self._on_eval(trial, run, p))
@@ -336,8 +396,8 @@ class Sweep:
             self._finish(trial, params, config, result, time.perf_counter() - started, run)
             raise SweepInterrupted(f"interrupted during trial {trial.number}; it is recorded as failed and the "
                                    "study can be resumed with the same command") from None
-        if result.status == "oom":
-            self.runner.restart()  # a fresh process after an out-of-memory error
+        if needs_fresh_worker(result):
+            self.runner.restart()  # a fresh process after running out of memory or any (sticky) CUDA error
         self._finish(trial, params, config, result, time.perf_counter() - started, run)
 
     def _on_step(self, run: Any, payload: dict[str, Any], fault: str | None = None) -> None:
@@ -348,8 +408,10 @@ class Sweep:
                 step=payload["step"])
 
     def _on_eval(self, trial: Any, run: Any, payload: dict[str, Any]) -> bool:
+        """Log an intermediate eval and ask the pruner; a confirmation run is never pruned (it is evidence
+        for a config already chosen, and a pruned seed would bias its mean)."""
         run.log({"eval/loss": payload["eval_loss"]}, step=payload["step"])
-        if len(self.spec.objectives) > 1 or not math.isfinite(payload["eval_loss"]):
+        if len(self.spec.objectives) > 1 or not math.isfinite(payload["eval_loss"]) or self._confirming:
             return False
         trial.report(payload["eval_loss"], payload["step"])
         return self.spec.pruner != "none" and trial.should_prune()
@@ -361,12 +423,14 @@ class Sweep:
         values = objective_values(self.spec, result) if result.status == "complete" else None
         if result.status == "complete" and values is None:
             result = dataclasses.replace(result, status="failed", reason="objective value missing or not finite")
-        state = {"complete": optuna.trial.TrialState.COMPLETE,
-                 "pruned": optuna.trial.TrialState.PRUNED}.get(result.status, optuna.trial.TrialState.FAIL)
+        # A diverged trial is PRUNED for Optuna (so TPE learns the region is bad) with status `diverged`.
+        state = getattr(optuna.trial.TrialState, STATE_OF_STATUS[result.status])
         try:
             trial.set_user_attr("status", result.status)
             trial.set_user_attr("reason", result.reason)
             trial.set_user_attr("result", _summary(result))
+            if result.per_example:
+                trial.set_user_attr("per_example", result.per_example)
             self.study.tell(trial, values, state=state)
         except optuna.exceptions.UpdateFinishedTrialError:
             # Another worker heard no heartbeat for longer than the grace period, failed this trial as lost
@@ -388,7 +452,8 @@ class Sweep:
     def _worker_info(self) -> dict[str, Any]:
         """Who ran a trial, for its record: host, pid, worker index, GPU and CPU threads it was given."""
         return {**owner_attrs(heartbeat_enabled(self.study)), "worker": self.role.worker,
-                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "threads": os.environ.get(THREADS_ENV)}
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "threads": os.environ.get(THREADS_ENV),
+                "torch_threads": (self.runner.process or {}).get("torch_threads")}
 
     def _record(self, number: int, params: dict[str, Any], config: dict[str, Any], result: TrialResult,
                 seconds: float, **extra: Any) -> dict[str, Any]:
@@ -425,11 +490,22 @@ def _reason_kind(record: dict[str, Any]) -> str | None:
 
 
 def _summary(result: TrialResult) -> dict[str, Any]:
-    """The scalar results of a trial, for the study's user attrs and the W&B summary."""
+    """The scalar results of a trial and its weight-memory breakdown, for the study's user attrs and W&B
+    (per-example scores go to their own user attr, the history and samples to trials.jsonl)."""
     data = result.to_dict()
     data.pop("history", None)
     metrics = data.pop("metrics", {}) or {}
-    return {**{k: v for k, v in data.items() if not isinstance(v, (dict, list))}, **metrics}
+    return {**{k: v for k, v in data.items() if not isinstance(v, (dict, list))}, **metrics,
+            "weights": result.weights}
+
+
+def _baseline_entry(payload: dict[str, Any]) -> dict[str, Any]:
+    """One mode's untuned baseline as the study stores it (`baseline_by_mode`): scores and weight memory,
+    or the reason it is missing."""
+    if "error" in payload:
+        return {"eval_loss": None, "missing": payload["error"]}
+    return {"eval_loss": payload.get("eval_loss"), "metrics": payload.get("metrics") or {},
+            "weights": payload.get("weights") or {}, "tokens": payload.get("tokens")}
 
 
 def _interrupt_on_sigterm() -> Any:

@@ -67,16 +67,22 @@ def _batches_forever(make_epoch: Callable[[int], Sequence[Any]]) -> Iterator[Any
         epoch += 1
 
 
-def make_optimizer(params: list[Any], spec: TrainSpec, device: str, quantized: bool) -> Any:
-    """AdamW with weight decay; paged 32-bit AdamW from bitsandbytes for QLoRA on CUDA."""
+def optimizer_name(device: str) -> str:
+    """The optimizer every trial on this device uses, as a TrainingArguments `optim` value."""
+    return "adamw_torch_fused" if device.startswith("cuda") else "adamw_torch"
+
+
+def make_optimizer(params: list[Any], spec: TrainSpec, device: str) -> Any:
+    """AdamW with weight decay for every quantization mode, so that a LoRA vs QLoRA comparison differs
+    in quantization alone: torch's fused AdamW on CUDA, its default AdamW on CPU (`optimizer_name`).
+
+    QLoRA's paged AdamW is not used: it only pages optimizer states of >= 1e5 elements, so on small
+    adapters it is plain AdamW by another code path, and using it for quantized modes only made the
+    comparison differ in two things at once."""
     import torch
 
     kwargs = dict(lr=spec.learning_rate, weight_decay=spec.weight_decay, betas=(0.9, 0.999), eps=1e-8)
-    if device == "cuda" and quantized:
-        import bitsandbytes as bnb
-
-        return bnb.optim.PagedAdamW32bit(params, **kwargs)
-    return torch.optim.AdamW(params, fused=device == "cuda", **kwargs)
+    return torch.optim.AdamW(params, fused=optimizer_name(device) == "adamw_torch_fused", **kwargs)
 
 
 def make_scheduler(optimizer: Any, spec: TrainSpec) -> Any:
@@ -100,7 +106,6 @@ def _check_loss(loss: float, first: float | None, step: int) -> None:
 
 
 def train(model: Any, make_epoch: Callable[[int], Sequence[Any]], spec: TrainSpec, device: str, *,
-          quantized: bool = False,
           on_step: Callable[[StepInfo], None] | None = None,
           on_eval: Callable[[int], bool] | None = None,
           loss_hook: Callable[[int, float], float] | None = None) -> TrainOutcome:
@@ -113,7 +118,7 @@ def train(model: Any, make_epoch: Callable[[int], Sequence[Any]], spec: TrainSpe
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, spec, device, quantized)
+    optimizer = make_optimizer(params, spec, device)
     scheduler = make_scheduler(optimizer, spec)
     batches = _batches_forever(make_epoch)
     outcome = TrainOutcome()

@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from harness.models import (checkpoint_path, load_base_model, load_tokenizer, pick_device, resolve_model,
-                            target_modules, weights_memory_mb)
+from harness.models import (checkpoint_path, compute_dtype, device_name, load_base_model, load_tokenizer,
+                            pick_device, quantized_checkpoint, resolve_model, target_modules, weight_breakdown)
 from harness.scoring import EvalScore, eval_loss
 from harness.spec import TrialConfig, TrialResult, one_line, stable_hash
-from harness.train import NonFiniteLoss, StepInfo, StopTraining, train
+from harness.train import NonFiniteLoss, StepInfo, StopTraining, optimizer_name, train
 
 
 @dataclass
@@ -162,14 +162,17 @@ def run_trial(config: TrialConfig, cache: TrialCache | None = None,
     callbacks = callbacks or TrialCallbacks()
     device = pick_device()
     meter = MemoryMeter(device)
-    meter.reset()
-    state: dict[str, Any] = {"device": device}
+    state: dict[str, Any] = {"device": device, "device_name": device_name(device),
+                             "compute_dtype": str(compute_dtype(device)).replace("torch.", ""),
+                             "optimizer": optimizer_name(device)}
     try:
+        _prepare(config, cache, device)  # one-time work (tokenizing, quantizing the cache) is not the trial's peak
+        meter.reset()
         return _run(config, cache, callbacks, device, meter, state)
     except StopTraining as stop:
         return _ended("pruned", str(stop), meter, state)
     except NonFiniteLoss as err:
-        return _ended("pruned", str(err), meter, state)
+        return _ended("diverged", str(err), meter, state)
     except MemoryError as err:
         return _ended("oom", f"out of memory: {err}".strip(": "), meter, state)
     except Exception as err:  # failure is a result: the study goes on
@@ -178,6 +181,14 @@ def run_trial(config: TrialConfig, cache: TrialCache | None = None,
     finally:
         state.pop("model", None)
         release_memory(device)
+
+
+def _prepare(config: TrialConfig, cache: TrialCache, device: str) -> None:
+    """What is built once and then reused: the tokenized data and, for a quantized mode, the cached
+    quantized checkpoint (building it peaks well above a trial, so it must not count as one)."""
+    cache.prepared(config)
+    if config.quant.mode != "none":
+        quantized_checkpoint(cache.checkpoint(config.model.name), config.quant.mode, device)
 
 
 def release_memory(device: str) -> None:
@@ -203,7 +214,7 @@ def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, devi
     path = cache.checkpoint(config.model.name)
     started = time.perf_counter()
     base = load_base_model(path, config.quant.mode, device)
-    state["base_model_mb"] = weights_memory_mb(base)  # frozen weights as stored, before the adapter
+    state["weights"] = weight_breakdown(base)  # frozen weights as stored, before the adapter
     model = attach_adapter(base, config)
     state["model"] = model
     state["load_seconds"] = time.perf_counter() - started
@@ -229,26 +240,49 @@ def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, devi
         if callbacks.on_step:
             callbacks.on_step(info)
 
-    outcome = train(model, make_epoch, config.train, device, quantized=config.quant.mode != "none",
-                    on_step=on_step, on_eval=on_eval, loss_hook=_fault_hook(config.fault))
+    outcome = train(model, make_epoch, config.train, device, on_step=on_step, on_eval=on_eval,
+                    loss_hook=_fault_hook(config.fault))
+    state["train_peak"] = meter.peak_mb()
+    meter.reset()  # the final eval and generation get a peak of their own
     score = eval_loss(model, data.eval_batches, device)
     history.append({"step": outcome.steps, "eval_loss": score.loss})
     if not math.isfinite(score.loss):
         raise NonFiniteLoss(f"non-finite eval loss ({score.loss}) after step {outcome.steps}")
     generated = score_task(model, data, config, device)
+    state["eval_peak"] = meter.peak_mb()
     adapter_dir = None
     if config.adapter_dir:
         model.save_pretrained(config.adapter_dir)  # adapter_model.safetensors + adapter_config.json
         adapter_dir = config.adapter_dir
     return TrialResult(
         status="complete", eval_loss=score.loss, perplexity=score.perplexity, train_loss=outcome.final_loss,
-        steps=outcome.steps, peak_memory_mb=meter.peak_mb(), train_seconds=outcome.seconds,
+        steps=outcome.steps, peak_memory_mb=_larger(state["train_peak"], state["eval_peak"]),
+        train_peak_memory_mb=state["train_peak"], eval_peak_memory_mb=state["eval_peak"],
+        train_seconds=outcome.seconds,
         eval_seconds=score.seconds + (generated.seconds if generated else 0.0), load_seconds=state["load_seconds"],
         tokens_per_second=outcome.tokens / outcome.seconds if outcome.seconds else None,
         train_tokens=outcome.tokens, trainable_params=state["trainable_params"],
         total_params=state["total_params"],
-        metrics={**(generated.metrics if generated else {}), "base_model_mb": state["base_model_mb"]},
-        history=history, adapter_dir=adapter_dir, device=device, samples=generated.samples if generated else [])
+        metrics={**(generated.metrics if generated else {}), "base_model_mb": state["weights"]["total_mb"]},
+        history=history, adapter_dir=adapter_dir, samples=generated.samples if generated else [],
+        per_example=_per_example(score, generated), **_described(state))
+
+
+def _described(state: dict[str, Any]) -> dict[str, Any]:
+    """The fields every result carries, whatever its status: where it ran and with what."""
+    return {key: state.get(key) for key in ("device", "device_name", "compute_dtype", "optimizer")} | {
+        "weights": state.get("weights") or {}}
+
+
+def _per_example(score: EvalScore, generated: Any) -> dict[str, list[float]]:
+    """Per held-out example: loss and scored tokens, and the task metrics of the generated ones."""
+    return {"loss": score.example_losses, "tokens": score.example_tokens,
+            **(generated.per_example if generated else {})}
+
+
+def _larger(a: float | None, b: float | None) -> float | None:
+    present = [v for v in (a, b) if v is not None]
+    return max(present) if present else None
 
 
 def _param_counts(model: Any) -> tuple[int, int]:
@@ -262,14 +296,16 @@ def _ended(status: str, reason: str, meter: MemoryMeter, state: dict[str, Any]) 
     last: EvalScore | None = state.get("last_eval")
     train_seconds = state.get("train_seconds")
     tokens = state.get("train_tokens", 0)
+    train_peak = state.get("train_peak", meter.peak_mb())
     return TrialResult(
         status=status, reason=reason, eval_loss=last.loss if last else None,
         perplexity=last.perplexity if last else None, steps=state.get("steps", 0),
-        peak_memory_mb=meter.peak_mb(), train_seconds=train_seconds, load_seconds=state.get("load_seconds"),
+        peak_memory_mb=_larger(train_peak, state.get("eval_peak")), train_peak_memory_mb=train_peak,
+        train_seconds=train_seconds, load_seconds=state.get("load_seconds"),
         tokens_per_second=tokens / train_seconds if train_seconds else None, train_tokens=tokens,
         trainable_params=state.get("trainable_params"), total_params=state.get("total_params"),
-        metrics={"base_model_mb": state["base_model_mb"]} if "base_model_mb" in state else {},
-        history=state.get("history", []), device=state.get("device"))
+        metrics={"base_model_mb": state["weights"]["total_mb"]} if "weights" in state else {},
+        history=state.get("history", []), **_described(state))
 
 
 def task_metric_names(config: TrialConfig, data: PreparedData) -> tuple[str, ...]:
@@ -295,26 +331,32 @@ def score_task(model: Any, data: PreparedData, config: TrialConfig, device: str)
 
 @dataclass(frozen=True)
 class BaselineScore:
-    """The untuned base model on the held-out split: the row every trial is read against."""
+    """The untuned base model on the held-out split, in one quantization mode: the row every trial of
+    that mode is read against (and, against 16-bit, the cost of quantizing before any training)."""
 
+    mode: str
     eval_loss: float
     tokens: int
     seconds: float
     metrics: dict[str, float]
     samples: list[dict[str, str]]
+    per_example: dict[str, list[float]] = field(default_factory=dict)
+    weights: dict[str, Any] = field(default_factory=dict)
 
 
 def run_baseline(config: TrialConfig, cache: TrialCache | None = None) -> BaselineScore:
-    """Eval loss and task metrics of the untuned base model (16-bit) on the same held-out split."""
+    """Eval loss and task metrics of the untuned base model in `config.quant.mode` on the held-out split."""
     cache = cache or TrialCache()
     device = pick_device()
     data = cache.prepared(config)
-    model = load_base_model(cache.checkpoint(config.model.name), "none", device)
+    model = load_base_model(cache.checkpoint(config.model.name), config.quant.mode, device)
     try:
         score = eval_loss(model, data.eval_batches, device)
         generated = score_task(model, data, config, device)
-        return BaselineScore(score.loss, score.tokens, score.seconds + (generated.seconds if generated else 0.0),
-                             generated.metrics if generated else {}, generated.samples if generated else [])
+        return BaselineScore(config.quant.mode, score.loss, score.tokens,
+                             score.seconds + (generated.seconds if generated else 0.0),
+                             generated.metrics if generated else {}, generated.samples if generated else [],
+                             _per_example(score, generated), weight_breakdown(model))
     finally:
         del model
         release_memory(device)

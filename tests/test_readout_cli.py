@@ -63,7 +63,17 @@ def test_compare_writes_the_table_and_confirmed_numbers(swept: Path) -> None:
         assert m["peak_memory_mb"] > 0 and m["seconds_per_step"] > 0
     assert data["vs_16bit"]["nf4"]["relative_ci95"] is not None
     assert "nf4 reaches" in (swept / "compare.out").read_text()
-    assert "| 16-bit LoRA |" in (swept / "reports" / "comparison.md").read_text()
+    # The unquantized mode is named by the dtype its base had: fp32 on a CPU without native bf16.
+    label = "LoRA (fp32 base)" if modes["none"]["compute_dtype"] == "float32" else "16-bit LoRA"
+    assert modes["none"]["label"] == label
+    text = (swept / "reports" / "comparison.md").read_text()
+    assert f"| {label} |" in text
+    for needle in ("Model: tiny-llama (random weights", "Device: ", "Weight memory by kind", "untuned eval_loss",
+                   "train peak MiB", "eval peak MiB"):
+        assert needle in text, needle
+    assert {m["untuned"] is not None for m in modes.values()} == {True}
+    assert modes["nf4"]["weights"]["quantized_mb"] > 0 and modes["none"]["weights"]["quantized_mb"] == 0
+    assert data["vs_16bit"]["nf4"]["eval_noise_half_relative"] > 0  # per-example losses were recorded
     again = run_cli("compare", "--study", "q", "--out", str(swept / "q"), "--reports-dir", str(swept / "reports"),
                     "--confirm-seeds", "2")
     assert again.returncode == 0 and "already has its 2 seeds" in again.stdout

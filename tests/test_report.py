@@ -42,7 +42,10 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[StudyView, Path]:
     (root / "space.yaml").write_text(SPACE)
     (root / "exp.yaml").write_text(EXPERIMENT.format(space=root / "space.yaml"))
     out = root / "out"
-    proc = run_cli("sweep", "-e", str(root / "exp.yaml"), "--study", "r", "--out", str(out))
+    # Trial 2 diverges (an injected NaN loss), so the figures have a PRUNED-state trial to draw; the
+    # pruner itself compares trials within a mode only after 3 of that mode completed.
+    proc = run_cli("sweep", "-e", str(root / "exp.yaml"), "--study", "r", "--out", str(out),
+                   env={"HARNESS_INJECT_FAULTS": "2:nan"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return load_view("r", f"sqlite:///{out}/study.db", out / "trials.jsonl"), out
 

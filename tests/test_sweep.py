@@ -116,7 +116,7 @@ def test_failing_trials_are_results_and_the_study_goes_on(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = sorted(records(out), key=lambda r: r["number"])
     assert [r["state"] for r in rows] == ["FAIL", "PRUNED", "FAIL", "FAIL", "COMPLETE"]
-    assert [r["status"] for r in rows] == ["failed", "pruned", "failed", "oom", "complete"]
+    assert [r["status"] for r in rows] == ["failed", "diverged", "failed", "oom", "complete"]
     assert "injected failure" in rows[0]["error"]
     assert "non-finite" in rows[1]["error"]
     assert "killed by SIGKILL" in rows[2]["error"]

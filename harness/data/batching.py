@@ -34,6 +34,8 @@ class Batch:
     """Non-padding tokens, for tokens/s."""
     scored_tokens: int
     """Labels that count after the causal shift: ``(labels[:, 1:] != -100).sum()``."""
+    indices: tuple[int, ...] = ()
+    """Position of each row's sequence in the list given to make_batches (per-example scores)."""
 
 
 def make_batches(seqs: Sequence[tuple[list[int], list[int]]], batch_size: int, pad_id: int, *,
@@ -61,7 +63,7 @@ def make_batches(seqs: Sequence[tuple[list[int], list[int]]], batch_size: int, p
             part = sorted(order[start:start + chunk], key=lambda i: len(seqs[i][0]))
             groups.extend(_cut(part, batch_size))
         rng.shuffle(groups)
-    return [_pad([seqs[i] for i in group], pad_id) for group in groups]
+    return [_pad([seqs[i] for i in group], pad_id, tuple(group)) for group in groups]
 
 
 def padding_efficiency(batches: Sequence[Batch]) -> float:
@@ -74,7 +76,7 @@ def _cut(order: list[int], batch_size: int) -> list[list[int]]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def _pad(group: list[tuple[list[int], list[int]]], pad_id: int) -> Batch:
+def _pad(group: list[tuple[list[int], list[int]]], pad_id: int, indices: tuple[int, ...] = ()) -> Batch:
     width = max(len(ids) for ids, _ in group)
     input_ids = torch.full((len(group), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(group), width), dtype=torch.long)
@@ -91,4 +93,5 @@ def _pad(group: list[tuple[list[int], list[int]]], pad_id: int) -> Batch:
         labels=labels,
         real_tokens=int(attention_mask.sum()),
         scored_tokens=int((labels[:, 1:] != IGNORE_INDEX).sum()),
+        indices=indices,
     )

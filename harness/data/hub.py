@@ -26,12 +26,16 @@ def hub_records(name: str, builtins: list[str]) -> tuple[Located, Located | None
     ``builtins`` only feeds the error message. Raises :class:`DataError` (one line) when the
     dataset cannot be loaded, e.g. offline and not cached, or has no train split.
     """
+    from harness.online import hub_offline
+
+    folder = Path(name).expanduser().is_dir()
+    if not folder:
+        hub_offline()  # before datasets is imported: an unreachable hub turns offline mode on, not 25 s of retries
     try:
         import datasets
     except ImportError:
         raise DataError(f"dataset {name!r} is not a built-in ({', '.join(builtins)}) or a local file, and reading "
                         "hub datasets needs the `datasets` package: pip install datasets") from None
-    folder = Path(name).expanduser().is_dir()
     try:
         loaded = _load(datasets, name, folder)
     except Exception as err:  # datasets raises many types: connection, not found, bad files
