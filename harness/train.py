@@ -135,6 +135,8 @@ def train(model: Any, make_epoch: Callable[[int], Sequence[Any]], spec: TrainSpe
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         lr = scheduler.get_last_lr()[0]
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()  # kernels run asynchronously: time the step, not its launch
         outcome.seconds += time.perf_counter() - started
         outcome.steps, outcome.tokens = step, outcome.tokens + tokens
         outcome.losses.append(loss)
