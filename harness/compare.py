@@ -345,7 +345,11 @@ def _cost_sentence(mode: ModeSummary, reference: ModeSummary, d: dict[str, Any],
             + f"; after fine-tuning the gap to {reference.label} is {after:+.4f}")
     worse_before = before > 0 if view.minimize else before < 0
     if worse_before and abs(before) > (noise or 0.0):
-        text += f" (fine-tuning closed {100 * (1 - after / before):.0f}% of it)"
+        closed = 1 - after / before
+        text += (f" (fine-tuning closed {100 * closed:.0f}% of it)" if closed <= 1 else
+                 f" (fine-tuning closed all of it and {mode.label} ends ahead)")
+    elif not worse_before or abs(before) <= (noise or 0.0):
+        text += " (quantizing cost the untuned model nothing measurable on this eval set)"
     return text
 
 

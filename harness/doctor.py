@@ -133,7 +133,11 @@ def builtin_model_status() -> str:
     gguf = smollm2_gguf_path()
     if gguf is None:
         return f"{BUILTIN_MODEL}: not installed: {BUILTIN_INSTALL}"
-    return f"{BUILTIN_MODEL}: installed ({gguf}, {gguf.stat().st_size / 2**20:.0f} MiB)"
+    from harness.models import resolve_model
+    from harness.source import describe_source
+
+    label = describe_source(resolve_model(BUILTIN_MODEL)).label  # the source is 4-bit: say so
+    return f"{BUILTIN_MODEL}: installed: {label} ({gguf}, {gguf.stat().st_size / 2**20:.0f} MiB)"
 
 
 def run_doctor(check_modes: bool = True) -> DoctorReport:

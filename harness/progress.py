@@ -113,16 +113,15 @@ def comparison_table(comparison: Any) -> Table:
     where = f", {comparison.device}" if comparison.device else ""
     table = Table(title=f"study {comparison.study}: LoRA vs QLoRA ({comparison.objective}, "
                         f"{'lower' if comparison.minimize else 'higher'} is better{where})", title_justify="left")
-    columns = ["mode", "trials", "done", "pruned", "diverged", "failed", "oom", "untuned", "best", "median",
-               "confirmed mean ± std (n)", *([f"best {metric}"] if metric else []), "train peak MiB", "weights MiB",
-               "s/step", "tok/s"]
+    columns = ["mode", "trials done/pruned/div/fail/oom", "untuned", "best", "median", "confirmed mean ± std (n)",
+               *([f"best {metric}"] if metric else []), "train peak MiB", "weights MiB", "s/step", "tok/s"]
     for name in columns:
         table.add_column(name, justify="left" if name == "mode" else "right")
     for m in comparison.modes:
         c = m.confirmed.objective if m.confirmed else None
         confirmed = "-" if c is None else f"{c.mean:.4f}" + (f" ± {c.std:.4f}" if c.std is not None else "") + f" ({c.n})"
-        table.add_row(m.label, str(m.trials), str(m.completed), str(m.pruned), str(m.diverged), str(m.failed),
-                      str(m.oom), _num(m.untuned, 4), _num(m.best, 4), _num(m.median, 4), confirmed,
+        counts = f"{m.trials}: {m.completed}/{m.pruned}/{m.diverged}/{m.failed}/{m.oom}"
+        table.add_row(m.label, counts, _num(m.untuned, 4), _num(m.best, 4), _num(m.median, 4), confirmed,
                       *([_num(m.best_task, 3)] if metric else []), _num(m.train_peak_mb, 0), _num(m.weights_mb, 0),
                       _num(m.seconds_per_step, 2), _num(m.tokens_per_second, 0))
     return table

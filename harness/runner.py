@@ -59,6 +59,8 @@ def _worker_main(conn: Any) -> None:
             return
         config = TrialConfig.from_dict(payload)
         if kind == "baseline":
+            if config.fault == "kill":  # test hook (sweep.FAULTS_ENV `base:kill`): die as the OOM killer would
+                os.kill(os.getpid(), signal.SIGKILL)
             try:
                 score = run_baseline(config, cache)
                 data = cache.prepared(config)

@@ -41,7 +41,8 @@ FAIL_FAST = 3
 """Stop the sweep when this many first trials all fail for the same reason."""
 FAULTS_ENV = "HARNESS_INJECT_FAULTS"
 """Test hook: `0:raise,2:kill` makes the 1st trial of this run raise and the 3rd's process die;
-`2.0:die` kills worker 2 itself (SIGKILL) in the middle of its 1st trial."""
+`2.0:die` kills worker 2 itself (SIGKILL) in the middle of its 1st trial; `base:kill` kills the process
+scoring the first untuned baseline once, `base:killall` at every attempt."""
 WAIT_SECONDS = 1.0
 """How often a worker whose target is met looks again at trials other workers are still running."""
 
@@ -88,7 +89,7 @@ def _faults(worker: int = 0) -> dict[int, str]:
     """Injected faults by trial index in this run; `W.I:fault` applies to worker W only."""
     faults = {}
     for item in os.environ.get(FAULTS_ENV, "").split(","):
-        if ":" in item:
+        if ":" in item and not item.startswith("base:"):
             key, fault = item.split(":", 1)
             who, _, index = key.rpartition(".")
             if not who or int(who) == worker:
@@ -349,13 +350,15 @@ class Sweep:
         defaults = {"quantization": mode, "lora_r": 1, "lora_alpha": 1.0, "learning_rate": 1e-4,
                     "lora_dropout": 0.0, "target_modules": "all-linear"}
         config = trial_config(self.spec, defaults, metrics=self.metrics)
-        payload = self.runner.baseline(config)
+        fault = next((i.split(":", 1)[1] for i in os.environ.get(FAULTS_ENV, "").split(",") if i.startswith("base:")),
+                     None)
+        payload = self.runner.baseline(dataclasses.replace(config, fault="kill" if fault else None))
         broken = "error" in payload and needs_fresh_worker(TrialResult(status="failed", reason=payload["error"]))
         if payload.get("died") or broken:  # a fault, not bad input: once more in a fresh process
             self.progress.note(f"scoring the untuned base model ({mode}) failed ({payload['error']}); "
                                "retrying once in a fresh worker")
             self.runner.restart()
-            payload = self.runner.baseline(config)
+            payload = self.runner.baseline(dataclasses.replace(config, fault="kill" if fault == "killall" else None))
         return payload
 
     def _report_baseline(self) -> None:

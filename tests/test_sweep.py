@@ -196,6 +196,8 @@ def test_a_killed_sweep_leaves_no_trial_running_forever(tmp_path: Path) -> None:
     (["--pruner", "median", "--objectives", "eval_loss,peak_memory_mb"], ["pruner", "single objective"]),
     (["--data", "no_such_file.jsonl"], ["no_such_file.jsonl"]),
     (["--trials", "0"], ["trials"]),
+    (["--no-such-flag"], ["No such option", "--no-such-flag"]),
+    (["--trials", "many"], ["--trials", "integer"]),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], needles: list[str]) -> None:
     base = ["sweep", "--model", "tiny-llama", "--space", "tiny", "--out", str(tmp_path / "x"), "--wandb", "disabled"]
@@ -272,3 +274,27 @@ def test_a_broken_config_stops_the_sweep_early(tmp_path: Path) -> None:
     assert last.startswith("harness: error:") and "first 3 trials" in last and "injected failure" in last
     assert len(records(out)) == 3  # nothing the user computed is lost
     assert [t.state.name for t in load(out, "b").trials] == ["FAIL"] * 3
+
+
+def test_a_killed_baseline_is_retried_once_in_a_fresh_worker(tmp_path: Path) -> None:
+    space = write_space(tmp_path / "s.yaml", quantization="none")
+    out = tmp_path / "b"
+    proc = run_cli("sweep", "--model", "tiny-llama", "--space", str(space), "--trials", "1", "--max-steps", "2",
+                   "--study", "b", "--out", str(out), "--wandb", "disabled", env={"HARNESS_INJECT_FAULTS": "base:kill"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "retrying once" in proc.stderr and "SIGKILL" in proc.stderr
+    assert load(out, "b").user_attrs["baseline_by_mode"]["none"]["eval_loss"] > 0
+
+
+def test_a_baseline_that_dies_twice_is_recorded_missing_and_the_trials_go_on(tmp_path: Path) -> None:
+    space = write_space(tmp_path / "s.yaml", quantization="none")
+    out = tmp_path / "m"
+    proc = run_cli("sweep", "--model", "tiny-llama", "--space", str(space), "--trials", "1", "--max-steps", "2",
+                   "--study", "m", "--out", str(out), "--wandb", "disabled",
+                   env={"HARNESS_INJECT_FAULTS": "base:killall"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = load(out, "m")
+    assert "killed by SIGKILL" in study.user_attrs["baseline_by_mode"]["none"]["missing"]
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]
+    compare = run_cli("compare", "--study", "m", "--out", str(out), "--reports-dir", str(tmp_path / "r"))
+    assert compare.returncode == 0, compare.stderr[-2000:]

@@ -71,6 +71,40 @@ def test_a_complete_trial_measures_everything(tmp_path: Path, cache: TrialCache)
     assert 0 < result.trainable_params < result.total_params
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
     assert [h["step"] for h in result.history if "loss" in h] == [1, 2, 3]
+    # where and with what it ran
+    assert result.device == "cpu" and "cores)" in result.device_name
+    assert result.compute_dtype in ("bfloat16", "float32") and result.optimizer == "adamw_torch"
+    # two peaks, and the trial's peak is the larger
+    assert result.train_peak_memory_mb > 0 and result.eval_peak_memory_mb > 0
+    assert result.peak_memory_mb == max(result.train_peak_memory_mb, result.eval_peak_memory_mb)
+    # per-example losses: one per held-out example, whose token-weighted mean is the eval loss
+    losses, tokens = result.per_example["loss"], result.per_example["tokens"]
+    assert len(losses) == len(tokens) == 16 and all(t > 0 for t in tokens)
+    assert sum(l * t for l, t in zip(losses, tokens)) / sum(tokens) == pytest.approx(result.eval_loss, rel=1e-9)
+    # the weight breakdown adds up
+    w = result.weights
+    assert w["quantized_mb"] == 0 and w["total_mb"] == pytest.approx(w["other_mb"]) == result.metrics["base_model_mb"]
+
+
+@pytest.mark.parametrize("mode", ["int8", "nf4", "nf4-dq"])
+def test_weight_breakdown_explains_a_quantized_mode(mode: str, tiny_checkpoint: str) -> None:
+    from harness.models import weight_breakdown
+
+    w = weight_breakdown(load_base_model(tiny_checkpoint, mode, "cpu"))
+    assert w["quantized_mb"] > 0 and w["constants_mb"] > 0 and w["other_mb"] > 0
+    assert w["total_mb"] == pytest.approx(w["quantized_mb"] + w["constants_mb"] + w["other_mb"])
+    assert sum(w["other_by_dtype"].values()) == pytest.approx(w["other_mb"])
+    # prepare_model_for_kbit_training keeps the non-quantized parameters (embedding, norms) in fp32
+    assert set(w["other_by_dtype"]) == {"float32"}
+
+
+def test_per_example_task_scores_average_to_the_metric(cache: TrialCache) -> None:
+    cfg = dataclasses.replace(config(), eval=dataclasses.replace(config().eval, generate_size=6, max_new_tokens=4))
+    result = run_trial(cfg, cache)
+    for name in ("rouge_l", "token_f1"):
+        scores = result.per_example[name]
+        assert len(scores) == 6
+        assert sum(scores) / 6 == pytest.approx(result.metrics[name], abs=1e-12)
 
 
 def test_same_config_same_seed_gives_the_same_result(cache: TrialCache) -> None:

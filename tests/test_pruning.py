@@ -1,0 +1,103 @@
+"""Pruning within a quantization mode, after a warm-up of reports, never of confirmation runs
+(hand-built studies: no training)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution
+
+from harness.pruning import PRUNE_FROM_REPORT, PerModePruner, make_pruner, pruning_interval
+
+DISTS = {"quantization": CategoricalDistribution(["none", "nf4"])}
+# Per report (steps 1-4): 16-bit starts low and ends at 1.5; nf4 starts high (its base lost precision)
+# and ends better, at 1.4.
+CURVES = {"none": [2.0, 1.8, 1.6, 1.5], "nf4": [3.0, 2.6, 2.0, 1.4]}
+
+
+def _study(pruner: optuna.pruners.BasePruner) -> optuna.Study:
+    study = optuna.create_study(pruner=pruner)
+    for mode, curve in CURVES.items():
+        for offset in (0.0, 0.01, 0.02):
+            study.add_trial(optuna.trial.create_trial(
+                params={"quantization": mode}, distributions=DISTS, value=curve[-1] + offset,
+                intermediate_values={step + 1: v + offset for step, v in enumerate(curve)}))
+    return study
+
+
+def _new_trial(study: optuna.Study, mode: str, reports: list[float], **attrs: object) -> bool:
+    """Run a trial of `mode`, report the values at steps 1, 2, ... and say whether it is pruned at the last."""
+    study.enqueue_trial({"quantization": mode}, user_attrs=attrs)
+    trial = study.ask()
+    trial.suggest_categorical("quantization", ["none", "nf4"])
+    for step, value in enumerate(reports, start=1):
+        trial.report(value, step)
+    return bool(trial.should_prune())
+
+
+def _median(**kwargs: int) -> optuna.pruners.MedianPruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=PRUNE_FROM_REPORT, **kwargs)
+
+
+def test_a_mode_that_starts_higher_but_ends_better_is_not_pruned_away() -> None:
+    on_track = CURVES["nf4"][:2]  # an nf4 trial exactly on its mode's curve, at report 2
+    assert _new_trial(_study(_median()), "nf4", on_track) is True, "control: one median across modes prunes it"
+    assert _new_trial(_study(PerModePruner(_median())), "nf4", on_track) is False
+    # ... while an nf4 trial that is worse than its own mode is still pruned.
+    assert _new_trial(_study(PerModePruner(_median())), "nf4", [3.5, 3.2]) is True
+
+
+def test_no_trial_is_pruned_on_its_first_report() -> None:
+    pruner = make_pruner("median", max_steps=4, eval_every=1)
+    assert _new_trial(_study(pruner), "none", [9.0]) is False
+    assert _new_trial(_study(pruner), "none", [9.0, 9.0]) is True
+
+
+def test_a_mode_is_not_pruned_before_it_has_three_completed_trials() -> None:
+    study = optuna.create_study(pruner=make_pruner("median", max_steps=4, eval_every=1))
+    for offset in (0.0, 0.01, 0.02):  # three 16-bit trials only
+        study.add_trial(optuna.trial.create_trial(
+            params={"quantization": "none"}, distributions=DISTS, value=1.5 + offset,
+            intermediate_values={1: 2.0, 2: 1.8, 3: 1.6, 4: 1.5}))
+    assert _new_trial(study, "nf4", [9.0, 9.0, 9.0]) is False  # nf4 has no trials of its own yet
+
+
+def test_confirmation_runs_are_never_pruned_and_never_count() -> None:
+    study = _study(PerModePruner(_median()))
+    assert _new_trial(study, "none", [9.0, 9.0], confirmation_of=0, seed=1) is False
+    # Three terrible completed confirmation runs of nf4 would raise its median if they counted.
+    for _ in range(3):
+        study.add_trial(optuna.trial.create_trial(
+            params={"quantization": "nf4"}, distributions=DISTS, value=9.0, user_attrs={"confirmation_of": 3},
+            intermediate_values={1: 9.0, 2: 9.0, 3: 9.0, 4: 9.0}))
+    assert _new_trial(study, "nf4", [3.5, 3.2]) is True
+
+
+def test_hyperband_works_within_a_mode() -> None:
+    pruner = make_pruner("hyperband", max_steps=8, eval_every=1)
+    assert isinstance(pruner, PerModePruner)
+    study = optuna.create_study(pruner=pruner)
+    for number in range(12):  # hyperband keeps its own rung bookkeeping in the real storage
+        mode = "none" if number % 2 else "nf4"
+        study.enqueue_trial({"quantization": mode})
+        trial = study.ask()
+        trial.suggest_categorical("quantization", ["none", "nf4"])
+        pruned = False
+        for step in range(1, 9):
+            trial.report(CURVES[mode][min(step, 4) - 1] + 0.1 * number, step)
+            if trial.should_prune():
+                pruned = True
+                break
+        study.tell(trial, None if pruned else CURVES[mode][-1] + 0.1 * number,
+                   state=optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE)
+    states = {t.state for t in study.trials}
+    assert optuna.trial.TrialState.COMPLETE in states
+
+
+@pytest.mark.parametrize("max_steps, eval_every, expected", [(40, 0, 8), (40, 5, 5), (3, 0, 1)])
+def test_pruning_interval(max_steps: int, eval_every: int, expected: int) -> None:
+    assert pruning_interval(max_steps, eval_every) == expected
+
+
+def test_no_pruner_is_a_nop() -> None:
+    assert isinstance(make_pruner("none", 10), optuna.pruners.NopPruner)

@@ -1,0 +1,55 @@
+"""Only the exact messages judged harmless are filtered; every other warning still reaches the user."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import pytest
+
+from harness.quiet import GRADIENT_DROP_WARNING, filter_known_warnings, quiet, silence_for_process
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_only_the_known_bitsandbytes_message_is_dropped() -> None:
+    logger = logging.getLogger("bitsandbytes.autograd._functions")
+    collect = _Collect()
+    logger.addHandler(collect)
+    try:
+        filter_known_warnings()
+        logger.warning("MatMul8bitLt: inputs will be cast from %s to float16 during quantization", "torch.float32")
+        logger.warning("MatMul8bitLt: inputs will be cast from %s to float16 during quantization", "torch.bfloat16")
+        logger.warning("something else went wrong")
+    finally:
+        logger.removeHandler(collect)
+    assert collect.messages == ["MatMul8bitLt: inputs will be cast from torch.bfloat16 to float16 during quantization",
+                                "something else went wrong"]
+
+
+def test_quiet_keeps_unknown_warnings() -> None:
+    with pytest.warns(UserWarning, match="a new library warning"):
+        with quiet():
+            warnings.warn("a new library warning", UserWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet():
+            # the known deprecation is filtered only when transformers raises it, not from anywhere else
+            warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6. Use it.", FutureWarning)
+    assert [str(w.message)[:27] for w in caught] == ["`is_gradient_checkpointing`"]
+
+
+def test_a_dropped_gradient_is_an_error_in_the_trial_worker() -> None:
+    with warnings.catch_warnings():
+        silence_for_process()
+        with pytest.raises(UserWarning, match="silently incorrect behavior"):
+            warnings.warn("autograd kernel was not registered to the Autograd key(s) but we are trying to backprop "
+                          "through it. This may lead to silently incorrect behavior.", UserWarning)
+    assert GRADIENT_DROP_WARNING.endswith("silently incorrect behavior")

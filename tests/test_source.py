@@ -1,0 +1,21 @@
+"""Reports name the base model and the precision its weights had before harness touched them."""
+
+from __future__ import annotations
+
+from harness.models import ResolvedModel, resolve_model
+from harness.source import describe_source
+
+
+def test_the_builtin_model_says_it_comes_from_a_4bit_gguf() -> None:
+    info = describe_source(resolve_model("smollm2-135m"))
+    assert info.label == "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to bf16)"
+    assert info.four_bit_source is True
+    assert "Q4_1 linear weights (210)" in info.precision and "Q8_0 embedding (1)" in info.precision
+
+
+def test_tiny_llama_and_a_checkpoint_folder_say_their_dtype(tiny_checkpoint: str) -> None:
+    tiny = describe_source(resolve_model("tiny-llama"))
+    assert tiny.label.startswith("tiny-llama (random weights") and tiny.four_bit_source is False
+    folder = describe_source(ResolvedModel(tiny_checkpoint, "local", tiny_checkpoint))
+    assert folder.label.endswith("(f32 weights)") and folder.precision.startswith("f32 (")
+    assert folder.four_bit_source is False
