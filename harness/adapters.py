@@ -54,4 +54,8 @@ def link_best(adapters: Path, link: Path, number: int) -> None:
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
     tmp.symlink_to(os.path.relpath(target, link.parent))
+    if link.is_dir() and not link.is_symlink():
+        # A copied study folder (`cp -r`, shutil.copytree) turns the link into a real folder, which a
+        # symlink cannot replace atomically; it is a copy of a kept adapter, so it can go.
+        shutil.rmtree(link)
     os.replace(tmp, link)

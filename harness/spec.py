@@ -247,7 +247,7 @@ class TrialConfig:
     adapter_dir: str | None = None
     """Where to save the trained adapter (safetensors); None keeps nothing."""
     fault: str | None = None
-    """Test hook: `raise`, `nan` or `kill` makes the trial fail in that way (never set by users)."""
+    """Test hook: `raise`, `nan`, `oom`, `kill` or `slow` makes the trial fail or crawl in that way (never set by users)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

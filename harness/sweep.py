@@ -194,9 +194,6 @@ class Sweep:
         (`run_trials=False`: a parent that leaves the trials to its workers)."""
         prepared = prepare(self.spec, self.space, self.progress)
         self.metrics = prepared.metrics
-        note = small_eval_note(prepared.n_eval)
-        if note:
-            self.progress.note(f"warning: {note}")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.wandb_mode != "disabled":
             tracking.configure_dirs(self.out_dir)
@@ -204,6 +201,9 @@ class Sweep:
                                 seed_offset=self.role.seed_offset, parallel=self.role.seed_offset != 0)
         self.outcome.storage = resolve_url(self.spec.storage_url)
         check_split(self.study, prepared.split_hash, self.spec.study)
+        note = small_eval_note(prepared.n_eval)  # after every check of the input: an error stays one line
+        if note:
+            self.progress.note(f"warning: {note}")
         if "sweep" not in self.study.user_attrs:
             self.study.set_user_attr("sweep", spec_to_dict(self.spec))
         if "model_source" not in self.study.user_attrs:

@@ -139,11 +139,14 @@ def attach_adapter(base: Any, config: TrialConfig) -> Any:
 
 
 def _fault_hook(fault: str | None) -> Callable[[int, float], float] | None:
-    """Test faults: make a trial raise, produce NaN, run out of memory, or die."""
+    """Test faults: make a trial raise, produce NaN, run out of memory, die, or crawl (`slow`: 30 s a step,
+    so that a test can interrupt a trial that is surely running)."""
     if fault is None:
         return None
 
     def hook(step: int, loss: float) -> float:
+        if fault == "slow":
+            time.sleep(30.0)
         if fault == "raise":
             raise RuntimeError("injected failure")
         if fault == "oom":

@@ -145,17 +145,18 @@ def _wait_for_running(out: Path, name: str, proc: subprocess.Popen, timeout: flo
     raise AssertionError("no trial started")
 
 
-def _start(args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def _start(args: list[str], slow: bool = False) -> subprocess.Popen:
+    """Start a sweep in the background; `slow`: its first trial sleeps at every step (a fault hook), so it is
+    surely running when the test interrupts it, with the same settings a resume then uses."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"HARNESS_INJECT_FAULTS": "0:slow"} if slow else {})}
     return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
 def test_ctrl_c_records_the_trial_and_the_study_resumes(tmp_path: Path) -> None:
     out = tmp_path / "c"
-    args = ["sweep", *TINY[:4], "--max-steps", "100000", "--trials", "3", "--study", "c", "--out", str(out),
-            "--wandb", "disabled"]
-    proc = _start(args)
+    args = ["sweep", *TINY, "--trials", "3", "--study", "c", "--out", str(out), "--wandb", "disabled"]
+    proc = _start(args, slow=True)
     _wait_for_running(out, "c", proc)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
@@ -173,9 +174,8 @@ def test_ctrl_c_records_the_trial_and_the_study_resumes(tmp_path: Path) -> None:
 
 def test_a_killed_sweep_leaves_no_trial_running_forever(tmp_path: Path) -> None:
     out = tmp_path / "k"
-    args = ["sweep", *TINY[:4], "--max-steps", "100000", "--trials", "2", "--study", "k", "--out", str(out),
-            "--wandb", "disabled"]
-    proc = _start(args)
+    args = ["sweep", *TINY, "--trials", "2", "--study", "k", "--out", str(out), "--wandb", "disabled"]
+    proc = _start(args, slow=True)
     _wait_for_running(out, "k", proc)
     proc.kill()  # SIGKILL: no chance to clean up
     proc.communicate(timeout=60)
@@ -235,9 +235,15 @@ def test_status_of_a_missing_study_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_a_pruner_prunes_and_records_why(tmp_path: Path) -> None:
+    # One mode (the pruner compares a trial with its own mode only) and learning rates over three decades,
+    # so that after 3 completed trials some fall behind the median.
+    space = tmp_path / "lr.yaml"
+    space.write_text("axes:\n  lora_r: 4\n  lora_alpha: {ratio: 2}\n"
+                     "  learning_rate: {low: 1.0e-5, high: 1.0e-2, log: true}\n  quantization: none\n")
     out = tmp_path / "p"
-    proc = run_cli("sweep", *TINY[:4], "--max-steps", "10", "--trials", "8", "--pruner", "median", "--sampler",
-                   "random", "--study", "p", "--out", str(out), "--wandb", "disabled")
+    proc = run_cli("sweep", "--model", "tiny-llama", "--space", str(space), "--max-steps", "10", "--trials", "8",
+                   "--pruner", "median", "--sampler", "random", "--study", "p", "--out", str(out), "--wandb",
+                   "disabled")
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = load(out, "p")
     pruned = [t for t in study.trials if t.state.name == "PRUNED"]
