@@ -3,19 +3,24 @@
 # only the built-in model and data.
 #
 #   1. `harness doctor` names the CUDA device and all six quantization modes train.
-#   2. All six modes (none, int8, nf4, nf4-dq, fp4, fp4-dq) train one 10-step trial on smollm2-135m on
-#      CUDA, three times each: "cold" (the mode's first trial, which builds its cached quantized
-#      checkpoint, in a fresh cache), "warm" (the cache built) and "batch1" (batch 1: weights dominate).
+#   2. All six modes (none, int8, nf4, nf4-dq, fp4, fp4-dq) train short trials on smollm2-135m on CUDA,
+#      four passes each: "cold" (the mode's first trial, which builds its cached quantized checkpoint,
+#      in a fresh cache), "warm" (the cache built), "batch1" (batch 1: weights dominate) and "steady"
+#      (40 steps, for throughput); GPU_CHECK_PASSES=warm,steady picks some.
 #      Checks: every trial completes with device cuda; its recorded peak is CUDA's max allocated (never
-#      above torch.cuda.max_memory_allocated() of the same window); weight memory is ordered
+#      above torch.cuda.max_memory_allocated() over the trial, which resets the counter between its
+#      training and eval windows, so the script keeps the largest value seen before each reset); weight
+#      memory is ordered
 #      4-bit < int8 < 16-bit. The peak order 4-bit < int8 < 16-bit is reported; where it does not hold,
 #      the script says why from the measured weight breakdown (see /work/shared/GPU_NOTES.md, item 1).
-#   3. A 2-worker sweep (`--workers 2`, tiny-llama, both workers on the one GPU) completes all its trials.
+#   2b. A bare transformers + peft loop on the same model (none, nf4): seconds per step beside harness's.
+#   3. A 2-worker sweep (`--workers 2`, the same model, both workers on the one GPU) completes all its trials.
 #
 # Outputs (logs, modes.json, workers/, summary.json) go to "${OUT:-benchmarks/results/gpu_check}".
 # Exit 0 when every check passes, 1 when one fails, 3 when torch sees no CUDA GPU.
 #
 #   bash benchmarks/gpu_check.sh                       # on a GPU machine
+#   GPU_CHECK_MODEL=path/to/model GPU_CHECK_PASSES=steady bash benchmarks/gpu_check.sh   # another model, one pass
 #   GPU_CHECK_DRY_RUN=1 bash benchmarks/gpu_check.sh   # anywhere: skips the CUDA assertion and runs every
 #                                                      # step on the CPU with tiny-llama (checks the script)
 set -uo pipefail
@@ -28,6 +33,7 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 MODEL=smollm2-135m
 [ "$DRY" = 1 ] && MODEL=tiny-llama
+MODEL="${GPU_CHECK_MODEL:-$MODEL}"  # any model harness accepts, e.g. a local folder of safetensors
 export HF_HUB_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false
 # A fresh harness cache, so that "cold" trials really build their quantized checkpoint (and the GGUF
 # conversion of the built-in model happens here, on the CPU, before any timing).
@@ -79,9 +85,10 @@ if [ -f "$OUT/doctor.log" ]; then
 fi
 
 # ---- 2. six modes, one short trial each, cold / warm / batch 1 ---------------------------------------
-step modes 270 "$PYTHON" - "$MODEL" "$OUT/modes.json" "$DRY" <<'PY'
+step modes 400 "$PYTHON" - "$MODEL" "$OUT/modes.json" "$DRY" <<'PY'
 """Run each quantization mode three times in this process and check what CUDA says about memory."""
 import json
+import os
 import sys
 import time
 
@@ -93,28 +100,43 @@ from harness.trial import TrialCache, run_trial
 
 model, out, dry = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 cuda = torch.cuda.is_available() and not dry
-PASSES = (("cold", 8), ("warm", 8), ("batch1", 1))  # (label, train batch size)
+# (label, train batch size, optimizer steps): "steady" is a longer warm run for throughput
+PASSES = (("cold", 8, 10), ("warm", 8, 10), ("batch1", 1, 10), ("steady", 8, 40))
+if os.environ.get("GPU_CHECK_PASSES"):  # e.g. "warm,steady": a quicker re-check
+    PASSES = tuple(p for p in PASSES if p[0] in os.environ["GPU_CHECK_PASSES"].split(","))
 cache, rows, problems = TrialCache(), [], []
+# A trial resets CUDA's peak counter between its training and its eval window, so max_memory_allocated()
+# after it covers only the last window: keep the largest value seen before every reset too.
+window_max = [0.0]
+if cuda:
+    _reset_peak = torch.cuda.reset_peak_memory_stats
+
+    def _reset_keeping_max(*args, **kwargs):
+        window_max[0] = max(window_max[0], torch.cuda.max_memory_allocated())
+        _reset_peak(*args, **kwargs)
+
+    torch.cuda.reset_peak_memory_stats = _reset_keeping_max
 
 
-def config(mode: str, batch: int) -> TrialConfig:
-    """10 steps at r 16 on the built-in data; a small eval and 4 generated answers keep a trial to seconds."""
+def config(mode: str, batch: int, steps: int) -> TrialConfig:
+    """r 16 on the built-in data; a small eval and 4 generated answers keep a trial to seconds."""
     return TrialConfig(model=ModelSpec(model), quant=QuantSpec(mode), lora=LoraSpec(r=16, alpha=32.0),
-                       train=TrainSpec(max_steps=10, batch_size=batch, learning_rate=3e-4, seed=0),
+                       train=TrainSpec(max_steps=steps, batch_size=batch, learning_rate=3e-4, seed=0),
                        data=DataSpec(eval_size=32), eval=EvalSpec(batch_size=max(1, batch), generate_size=4))
 
 
-for label, batch in PASSES:
+for label, batch, steps in PASSES:
     for mode in QUANTIZATION_MODES:
         if cuda:
             torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+            _reset_peak()
+            window_max[0] = 0.0
         began = time.perf_counter()
-        result = run_trial(config(mode, batch), cache).to_dict()
+        result = run_trial(config(mode, batch, steps), cache).to_dict()
         if cuda:
             torch.cuda.synchronize()
-        row = {"pass": label, "mode": mode, "batch": batch, "seconds": round(time.perf_counter() - began, 2),
-               "max_allocated_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+        row = {"pass": label, "mode": mode, "batch": batch, "steps": steps, "seconds": round(time.perf_counter() - began, 2),
+               "max_allocated_mb": max(window_max[0], torch.cuda.max_memory_allocated()) / 2**20 if cuda else None,
                "weights_mb": (result.get("weights") or {}).get("total_mb") or result["metrics"].get("base_model_mb")}
         row.update({k: result.get(k) for k in ("status", "reason", "device", "device_name", "eval_loss",
                                                "peak_memory_mb", "train_peak_memory_mb", "eval_peak_memory_mb",
@@ -123,7 +145,8 @@ for label, batch in PASSES:
         rows.append(row)
         print(f"{label:<6} {mode:<7} {row['status']:<8} loss {row['eval_loss'] or float('nan'):.4f}  "
               f"peak {row['peak_memory_mb'] or 0:8.1f} MiB  max_alloc {row['max_allocated_mb'] or 0:8.1f} MiB  "
-              f"weights {row['weights_mb'] or 0:7.1f} MiB  {row['seconds']:6.2f} s", flush=True)
+              f"weights {row['weights_mb'] or 0:7.1f} MiB  {row['tokens_per_second'] or 0:8.0f} tok/s  "
+              f"{row['seconds']:6.2f} s", flush=True)
         if row["status"] != "complete":
             problems.append(f"{label} {mode}: {row['status']}: {row['reason']}")
         elif row["device"] != ("cuda" if cuda else "cpu"):
@@ -146,7 +169,7 @@ def by_mode(label: str, key: str) -> dict[str, float]:
 weights = by_mode("warm", "weights_mb")
 if cuda and len(weights) == len(QUANTIZATION_MODES) and not ordered(weights):  # the dry run's tiny model: no order
     problems.append(f"weight memory is not ordered 4-bit < int8 < 16-bit: {weights}")
-peaks = {label: by_mode(label, "peak_memory_mb") for label, _ in PASSES}
+peaks = {label: by_mode(label, "peak_memory_mb") for label, _, _ in PASSES}
 order = {label: len(p) == len(QUANTIZATION_MODES) and ordered(p) for label, p in peaks.items()}
 why = None
 if not all(order.values()) and len(weights) == len(QUANTIZATION_MODES):
@@ -172,6 +195,70 @@ for problem in problems:
 sys.exit(1 if problems else 0)
 PY
 
+# ---- 2b. a bare peft loop on the same model: what a harness step costs beyond plain peft code -----------
+step bare 120 "$PYTHON" - "$MODEL" "$OUT/bare.json" "$OUT/modes.json" "$DRY" <<'PY'
+"""40 timed steps (after 5 warm-up) of plain transformers + peft LoRA r 16 on all linear layers, batch 8 x 64
+tokens, in none and nf4, with the harness's numerics (bf16 autocast on CUDA, fused AdamW); then seconds per
+step next to the harness's "steady" trials of modes.json (their batches are 8 padded examples of the built-in
+data, so tokens/s differ; seconds per step compare the loop)."""
+import json
+import sys
+import time
+
+import torch
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+from harness.models import checkpoint_path, resolve_model
+
+model_name, out, modes_json, dry = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+cuda = torch.cuda.is_available() and not dry
+device = "cuda" if cuda else "cpu"
+path = checkpoint_path(resolve_model(model_name))
+rows = {}
+for mode in ("none", "nf4"):
+    quant = None if mode == "none" else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                          bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if cuda else torch.float32,
+                                                 quantization_config=quant,
+                                                 device_map={"": 0} if cuda else None)
+    if quant is not None:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
+                                             task_type="CAUSAL_LM"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=3e-4, fused=cuda)
+    ids = torch.randint(0, model.config.vocab_size, (8, 64), device=device)
+    model.train()
+    for step in range(45):
+        if step == 5:
+            if cuda:
+                torch.cuda.synchronize()
+            began = time.perf_counter()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=cuda):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - began) / 40
+    rows[mode] = {"seconds_per_step": seconds, "tokens_per_second": 8 * 64 / seconds}
+    del model, optimizer
+    if cuda:
+        torch.cuda.empty_cache()
+harness_rows = [r for r in json.load(open(modes_json))["rows"] if r["pass"] == "steady"]
+for r in harness_rows:
+    if r["mode"] in rows and r.get("train_seconds"):
+        rows[r["mode"]]["harness_seconds_per_step"] = r["train_seconds"] / r["steps"]
+        rows[r["mode"]]["harness_tokens_per_second"] = r["tokens_per_second"]
+for mode, r in rows.items():
+    print(f"{mode:<5} bare peft {r['seconds_per_step'] * 1000:7.1f} ms/step ({r['tokens_per_second']:6.0f} tok/s at 8x64)"
+          + (f"   harness {r['harness_seconds_per_step'] * 1000:7.1f} ms/step ({r['harness_tokens_per_second']:6.0f} "
+             f"real tok/s)" if "harness_seconds_per_step" in r else "   harness: no steady trial"))
+json.dump({"model": model_name, "device": device, "rows": rows}, open(out, "w"), indent=2)
+PY
+
 # ---- 3. two workers on one GPU ------------------------------------------------------------------------
 mkdir -p "$OUT/workers"
 cat > "$OUT/workers/space.yaml" <<'YAML'
@@ -182,14 +269,14 @@ axes:
   quantization: {choices: [none, nf4]}
 YAML
 cat > "$OUT/workers/two.yaml" <<YAML
-model: tiny-llama
+model: $MODEL
 space: $OUT/workers/space.yaml
 max_steps: 5
 wandb: disabled
 data_options: {eval_size: 16, train_size: 64}
 eval: {metrics: [], generate_size: 0}
 YAML
-step workers 120 "$PYTHON" -m harness sweep -e "$OUT/workers/two.yaml" --workers 2 --trials 4 --study two \
+step workers 180 "$PYTHON" -m harness sweep -e "$OUT/workers/two.yaml" --workers 2 --trials 4 --study two \
     --out "$OUT/workers/study"
 [ -f "$OUT/workers/study/trials.jsonl" ] && step workers-records 30 "$PYTHON" - "$OUT/workers/study/trials.jsonl" "$DRY" <<'PY'
 """The 2-worker sweep: 4 complete trials, both workers ran some, each on the device it was given."""

@@ -3,7 +3,8 @@
 Nothing is silenced wholesale: a library warning is often the only sign of a wrong result (torch's
 "This may lead to silently incorrect behavior" is what revealed that bitsandbytes' CPU inference
 repack drops gradients). Only the exact messages in `HARMLESS_WARNINGS` and `HARMLESS_LOG_MESSAGES`
-are filtered, each read and judged harmless; progress bars are turned off (they are not warnings).
+are filtered, each read and judged harmless; those in `ONCE_LOG_MESSAGES` are shown once per process
+instead of at every call; progress bars are turned off (they are not warnings).
 Every other warning reaches stderr, and in the trial worker the autograd warning above is an error,
 so a trial that would train with dropped gradients fails with that reason instead of scoring.
 """
@@ -34,6 +35,16 @@ HARMLESS_LOG_MESSAGES: dict[str, tuple[str, ...]] = {
 """logger name (the module that logs; a filter on a parent logger does not see its children's records)
 -> regexes of log records judged harmless (matched against the formatted message)."""
 
+ONCE_LOG_MESSAGES: dict[str, tuple[str, ...]] = {
+    # On CUDA the compute dtype is bf16 and LLM.int8 casts it to fp16 (range 65504 against bf16's 3e38):
+    # worth knowing once per process, not at every forward of every int8 layer (seen on an H100: one line
+    # per layer per step). A value that overflowed fp16 would show as an inf/NaN loss, which the trial
+    # records as diverged.
+    "bitsandbytes.autograd._functions": (
+        r"MatMul8bitLt: inputs will be cast from torch\.bfloat16 to float16 during quantization",),
+}
+"""logger name -> regexes of log records shown the first time only, in each process."""
+
 GRADIENT_DROP_WARNING = r".*This may lead to silently incorrect behavior"
 """torch's warning when backward runs through an op without an autograd kernel (gradients dropped)."""
 
@@ -50,11 +61,30 @@ class _DropKnown(logging.Filter):
         return not any(p.match(message) for p in self.patterns)
 
 
+class _Once(logging.Filter):
+    """Keeps the first record that matches each pattern and drops its repeats; keeps every other."""
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        super().__init__()
+        self.patterns = [re.compile(p) for p in patterns]
+        self.seen: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        for index, pattern in enumerate(self.patterns):
+            if pattern.match(message):
+                if index in self.seen:
+                    return False
+                self.seen.add(index)
+        return True
+
+
 def _install_log_filters() -> None:
-    for name, patterns in HARMLESS_LOG_MESSAGES.items():
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropKnown) for f in logger.filters):
-            logger.addFilter(_DropKnown(patterns))
+    for kind, table in ((_DropKnown, HARMLESS_LOG_MESSAGES), (_Once, ONCE_LOG_MESSAGES)):
+        for name, patterns in table.items():
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, kind) for f in logger.filters):
+                logger.addFilter(kind(patterns))
 
 
 def filter_known_warnings() -> None:
