@@ -214,16 +214,42 @@ def resolve_variants(names: list[str], device: str) -> tuple[dict[str, dict[str,
     return chosen, skipped
 
 
-def run_seed(args: argparse.Namespace, seed: int, index: int, work: Path,
-             variants: dict[str, dict[str, str]]) -> tuple[dict[str, Any], dict[str, str]]:
+def load_peer_runs(args: argparse.Namespace, variants: dict[str, dict[str, str]]) -> dict[int, dict[str, Any]]:
+    """The peer runs of `--peer-from`, by seed; refuses a file whose settings differ from this run's."""
+    path = args.peer_from
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"--peer-from {path}: cannot read it as a results file ({err})") from None
+    given = earlier.get("settings", {})
+    for key, value in (("model", args.model), ("trials", args.trials), ("max_steps", args.max_steps),
+                       ("batch_size", args.batch_size)):
+        if given.get(key) != value:
+            raise SystemExit(f"--peer-from {path}: its {key} is {given.get(key)!r}, this run's is {value!r}; "
+                             f"reuse only a file made with the same settings")
+    runs = {r["seed"]: r for r in earlier.get("runs", [])}
+    for seed in args.seeds:
+        missing = [v for v in variants if v not in runs.get(seed, {}).get("peer", {})]
+        if missing:
+            raise SystemExit(f"--peer-from {path}: no peer run for seed {seed} in variant(s) {', '.join(missing)}")
+    return runs
+
+
+def run_seed(args: argparse.Namespace, seed: int, index: int, work: Path, variants: dict[str, dict[str, str]],
+             reused: dict[int, dict[str, Any]] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """harness once and the peer once per variant for one seed. The run order rotates with the seed's
-    position, so no side always runs first (slow drift of the machine then spreads over both)."""
+    position, so no side always runs first (slow drift of the machine then spreads over both). With
+    `reused` (from --peer-from) only harness runs, and the peer's runs are the earlier file's."""
     jobs = {"harness": harness_command(args, seed, work)}
     for variant, numerics in variants.items():
-        name = f"peer-{variant}-seed{seed}"
-        jobs[f"peer[{variant}]"] = peer_command(args, seed, numerics["peer_autocast"], work, name)
+        if reused is None:
+            name = f"peer-{variant}-seed{seed}"
+            jobs[f"peer[{variant}]"] = peer_command(args, seed, numerics["peer_autocast"], work, name)
     order = list(jobs)[index % len(jobs):] + list(jobs)[:index % len(jobs)]
     run: dict[str, Any] = {"seed": seed, "order": order, "peer": {}}
+    if reused is not None:
+        run["peer"] = {v: reused[seed]["peer"][v] for v in variants}
+        run["peer_reused_from"] = str(args.peer_from)
     for name in order:
         print(f"seed {seed}: running {name} ({args.trials} trials x {args.max_steps} steps)...", flush=True)
         timing = run_timed(jobs[name], work / f"{name}-seed{seed}.log")
@@ -245,18 +271,25 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     variants, skipped = resolve_variants(args.variants, device)
     for name, reason in skipped.items():
         print(f"variant {name} not run: {reason}", flush=True)
+    reused = load_peer_runs(args, variants) if args.peer_from else None
     one_time = prepare_models(args, device)
     (work / "space.yaml").write_text(space_yaml())
     (work / "train.yaml").write_text(experiment_yaml(args.batch_size))
     runs, commands = [], {}
     for index, seed in enumerate(args.seeds):
-        run, commands[str(seed)] = run_seed(args, seed, index, work, variants)
+        run, commands[str(seed)] = run_seed(args, seed, index, work, variants, reused)
         runs.append(run)
+    peer_reused = None
+    if args.peer_from:
+        earlier = json.loads(args.peer_from.read_text())
+        peer_reused = {"file": str(args.peer_from), "started_at": earlier.get("started_at"),
+                       "finished_at": earlier.get("finished_at"), "git_revision": earlier.get("git_revision"),
+                       "harness_pruner": earlier.get("settings", {}).get("pruner")}
     comparisons = {v: [compare(r["harness"], r["peer"][v]) for r in runs] for v in variants}
     return {
         "schema": SCHEMA, "benchmark": "benchmarks/vs_trainer.py", "started_at": started_at,
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(), **git_state(),
-        "settings": settings(args), "variants": variants, "skipped_variants": skipped,
+        "settings": settings(args), "peer_reused": peer_reused, "variants": variants, "skipped_variants": skipped,
         "numerics": numerics(device, runs, variants), "one_time": one_time, "data": runs[0]["harness"]["data"],
         "comparisons": comparisons, "summary": {v: summarize(rows) for v, rows in comparisons.items()},
         "runs": runs, "environment": environment(device, runs),
@@ -400,6 +433,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--variants", type=lambda s: parse_list(s, str), default=list(VARIANTS),
                         help=f"peer numerics to compare against, default {','.join(VARIANTS)}: "
                              + "; ".join(f"{k}: {v}" for k, v in VARIANTS.items()))
+    parser.add_argument("--peer-from", type=Path, metavar="JSON",
+                        help="reuse the peer's runs of an earlier results file (same model, trials, steps, batch, "
+                             "seeds and variants) instead of running them again: half the time, but the ratio "
+                             "then compares runs made at different times (the file and its times are recorded)")
     parser.add_argument("--json", type=Path, help="also write every number here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (studies, logs, peer JSON)")
     parser.add_argument("--markdown", type=Path, nargs="+", metavar="JSON",

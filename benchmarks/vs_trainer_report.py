@@ -217,6 +217,10 @@ def print_report(results: dict[str, Any]) -> None:
           f"{s['max_steps']} steps, batch {s['batch_size']}, harness pruner {s['pruner']}, seeds "
           f"{','.join(map(str, s['seeds']))}")
     print(f"   source weights: {s.get('source_precision', 'not recorded')}")
+    if results.get("peer_reused"):
+        reused = results["peer_reused"]
+        print(f"   the peer's runs are reused from {reused['file']} (made {reused['started_at']} to "
+              f"{reused['finished_at']}): the ratio compares runs made at different times")
     for run in results["runs"]:
         print(f"\n-- seed {run['seed']} (run order: {', '.join(run['order'])})")
         print(f"{'side':20} {'#':>2} {'r':>3} {'alpha':>5} {'lr':>9} {'quant':7} {'state':9} {'eval_loss':>9} "
@@ -305,6 +309,11 @@ def render_markdown(results: dict[str, Any]) -> str:
         bold = row[1].startswith("median")
         out.append("| " + " | ".join(f"**{c}**" if bold and c else c for c in row) + " |")
     out.append("")
+    reused = results.get("peer_reused")
+    if reused:
+        out.append(f"- **The peer's runs are reused** from `{reused['file']}` (made {str(reused['started_at'])[:16]} to "
+                   f"{str(reused['finished_at'])[:16]} UTC, same machine, seeds and settings; harness ran alone from "
+                   f"{results['started_at'][:16]} UTC): the ratio compares runs made at different times.")
     out.extend(f"- {note}" for note in footnotes(results))
     out.extend(f"- {line.strip()}" for line in diagnostics(results))
     out.append(f"- command: `{portable(results['commands']['benchmark'])}`")
