@@ -84,9 +84,9 @@ if [ -f "$OUT/doctor.log" ]; then
     fi
 fi
 
-# ---- 2. six modes, one short trial each, cold / warm / batch 1 ---------------------------------------
+# ---- 2. six modes, one short trial each per pass: cold / warm / batch 1 / steady ---------------------
 step modes 400 "$PYTHON" - "$MODEL" "$OUT/modes.json" "$DRY" <<'PY'
-"""Run each quantization mode three times in this process and check what CUDA says about memory."""
+"""Run each quantization mode once per pass in this process and check what CUDA says about memory."""
 import json
 import os
 import sys

@@ -214,8 +214,10 @@ def resolve_variants(names: list[str], device: str) -> tuple[dict[str, dict[str,
     return chosen, skipped
 
 
-def load_peer_runs(args: argparse.Namespace, variants: dict[str, dict[str, str]]) -> dict[int, dict[str, Any]]:
-    """The peer runs of `--peer-from`, by seed; refuses a file whose settings differ from this run's."""
+def load_peer_runs(args: argparse.Namespace,
+                   variants: dict[str, dict[str, str]]) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
+    """The peer runs of `--peer-from`, by seed, and where they come from (file, times, revision, pruner);
+    refuses a file whose settings differ from this run's."""
     path = args.peer_from
     try:
         earlier = json.loads(path.read_text())
@@ -232,7 +234,9 @@ def load_peer_runs(args: argparse.Namespace, variants: dict[str, dict[str, str]]
         missing = [v for v in variants if v not in runs.get(seed, {}).get("peer", {})]
         if missing:
             raise SystemExit(f"--peer-from {path}: no peer run for seed {seed} in variant(s) {', '.join(missing)}")
-    return runs
+    provenance = {"file": str(path), "started_at": earlier.get("started_at"), "finished_at": earlier.get("finished_at"),
+                  "git_revision": earlier.get("git_revision"), "harness_pruner": given.get("pruner")}
+    return runs, provenance
 
 
 def run_seed(args: argparse.Namespace, seed: int, index: int, work: Path, variants: dict[str, dict[str, str]],
@@ -241,15 +245,13 @@ def run_seed(args: argparse.Namespace, seed: int, index: int, work: Path, varian
     position, so no side always runs first (slow drift of the machine then spreads over both). With
     `reused` (from --peer-from) only harness runs, and the peer's runs are the earlier file's."""
     jobs = {"harness": harness_command(args, seed, work)}
-    for variant, numerics in variants.items():
-        if reused is None:
+    if reused is None:
+        for variant, numerics in variants.items():
             name = f"peer-{variant}-seed{seed}"
             jobs[f"peer[{variant}]"] = peer_command(args, seed, numerics["peer_autocast"], work, name)
     order = list(jobs)[index % len(jobs):] + list(jobs)[:index % len(jobs)]
-    run: dict[str, Any] = {"seed": seed, "order": order, "peer": {}}
-    if reused is not None:
-        run["peer"] = {v: reused[seed]["peer"][v] for v in variants}
-        run["peer_reused_from"] = str(args.peer_from)
+    peer = {v: reused[seed]["peer"][v] for v in variants} if reused is not None else {}
+    run: dict[str, Any] = {"seed": seed, "order": order, "peer": peer}
     for name in order:
         print(f"seed {seed}: running {name} ({args.trials} trials x {args.max_steps} steps)...", flush=True)
         timing = run_timed(jobs[name], work / f"{name}-seed{seed}.log")
@@ -271,7 +273,7 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     variants, skipped = resolve_variants(args.variants, device)
     for name, reason in skipped.items():
         print(f"variant {name} not run: {reason}", flush=True)
-    reused = load_peer_runs(args, variants) if args.peer_from else None
+    reused, peer_reused = load_peer_runs(args, variants) if args.peer_from else (None, None)
     one_time = prepare_models(args, device)
     (work / "space.yaml").write_text(space_yaml())
     (work / "train.yaml").write_text(experiment_yaml(args.batch_size))
@@ -279,12 +281,6 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for index, seed in enumerate(args.seeds):
         run, commands[str(seed)] = run_seed(args, seed, index, work, variants, reused)
         runs.append(run)
-    peer_reused = None
-    if args.peer_from:
-        earlier = json.loads(args.peer_from.read_text())
-        peer_reused = {"file": str(args.peer_from), "started_at": earlier.get("started_at"),
-                       "finished_at": earlier.get("finished_at"), "git_revision": earlier.get("git_revision"),
-                       "harness_pruner": earlier.get("settings", {}).get("pruner")}
     comparisons = {v: [compare(r["harness"], r["peer"][v]) for r in runs] for v in variants}
     return {
         "schema": SCHEMA, "benchmark": "benchmarks/vs_trainer.py", "started_at": started_at,
