@@ -6,13 +6,16 @@ study stays resumable); 1 anything else.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from harness.recovery import Heartbeat
 from harness.spec import SpecError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=False,
@@ -22,10 +25,6 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 def _fail(message: str, code: int) -> None:
     typer.echo(f"harness: error: {message}", err=True)
     raise typer.Exit(code)
-
-
-def _sweep_flags(**flags: Any) -> dict[str, Any]:
-    return {k: v for k, v in flags.items() if v is not None}
 
 
 HEARTBEAT_OPTION = typer.Option(None, "--heartbeat-interval", envvar="HARNESS_HEARTBEAT_INTERVAL",
@@ -60,14 +59,15 @@ def sweep(
 ) -> None:
     """Run (or resume) a study: each trial fine-tunes a LoRA/QLoRA adapter and scores it."""
     from harness.experiment import build_sweep_spec, load_experiment
+    from harness.study import storage_for_workers
 
     file_values = load_experiment(experiment) if experiment else {}
-    flags = _sweep_flags(model=model, data=data, space=space, trials=trials, study=study, storage=storage,
-                         max_steps=max_steps, seed=seed, out=out, wandb=wandb, sampler=sampler, pruner=pruner,
-                         objectives=objectives)
+    flags = dict(model=model, data=data, space=space, trials=trials, study=study, storage=storage,
+                 max_steps=max_steps, seed=seed, out=out, wandb=wandb, sampler=sampler, pruner=pruner,
+                 objectives=objectives)
     spec = build_sweep_spec(file_values, flags, str(experiment) if experiment else "flags")
-    _run_sweep(_parallel_storage(spec, 1 if workers is None else workers), workers=workers or 1,
-               heartbeat=_heartbeat(heartbeat_interval, grace_period))
+    _run_sweep(storage_for_workers(spec, 1 if workers is None else workers), workers=workers or 1,
+               heartbeat=Heartbeat.from_flags(heartbeat_interval, grace_period))
 
 
 @app.command()
@@ -82,135 +82,34 @@ def worker(
     grace_period: Optional[int] = GRACE_OPTION,
 ) -> None:
     """Join an existing study and run trials of it with the settings it was created with."""
-    from harness.experiment import build_sweep_spec
-    from harness.study import load_existing_study
+    from harness.experiment import joined_spec
 
-    if trials is not None and trials < 1:
-        raise SpecError(f"--trials must be >= 1 (the study-wide number of trials to reach), got {trials}")
-    loaded = load_existing_study(study, storage)
-    stored = loaded.user_attrs.get("sweep")
-    if not stored:
-        _fail(f"study {study!r} was not created by `harness sweep` (no stored settings to join with)", 2)
-    spec = build_sweep_spec(stored, _sweep_flags(storage=storage, out=out), f"study {study}")
-    target = trials if trials is not None else loaded.user_attrs.get("target_trials")
-    _run_sweep(spec, heartbeat=_heartbeat(heartbeat_interval, grace_period), target=target, joined=True)
+    spec, target = joined_spec(study, storage, out, trials)
+    _run_sweep(spec, heartbeat=Heartbeat.from_flags(heartbeat_interval, grace_period), target=target, joined=True)
 
 
-def _parallel_storage(spec: Any, workers: int) -> Any:
-    """Several workers need a storage that is safe for concurrent writers: a journal file by default
-    (`<out>/study.journal`) or PostgreSQL; SQLite is refused."""
-    import dataclasses
+@contextlib.contextmanager
+def _sweep_errors() -> Iterator[None]:
+    """A sweep stopped by Ctrl-C exits 130 (resumable); failed parallel workers exit 1; one line each."""
+    from harness.sweep import SweepInterrupted
+    from harness.workers import WorkersFailed
 
-    if workers < 1:
-        raise SpecError(f"--workers must be >= 1, got {workers}")
-    if workers == 1:
-        return spec
-    alternatives = (f"leave --storage out for a journal file ({spec.out_dir}/study.journal), or give a journal "
-                    "file path or a postgresql:// URL")
-    if spec.storage and spec.storage.startswith("sqlite"):
-        raise SpecError(f"--workers {workers} cannot share a SQLite storage ({spec.storage}): {alternatives}")
-    if not spec.storage and Path(spec.out_dir, "study.db").exists():
-        raise SpecError(f"study folder {spec.out_dir} already holds a SQLite study.db, which {workers} workers "
-                        f"cannot share: resume it with --workers 1, or copy it with optuna.copy_study to a "
-                        "journal file or PostgreSQL and pass that as --storage")
-    return dataclasses.replace(spec, storage=spec.storage or f"{spec.out_dir}/study.journal")
-
-
-def _heartbeat(interval: Optional[int], grace: Optional[int]) -> Any:
-    """Heartbeat settings from the flags (or their environment variables); None: the study's or the defaults."""
-    from harness.recovery import Heartbeat
-
-    if interval is None and grace is None:
-        return None
-    default = Heartbeat()
-    interval = default.interval if interval is None else interval
-    return Heartbeat(interval, max(default.grace, 6 * interval) if grace is None else grace)
-
-
-def _joined_seed_offset() -> int:
-    """A worker that joins from anywhere samples with a seed of its own (workers must not sample alike)."""
-    import random
-
-    return random.SystemRandom().randrange(1, 2**31)
-
-
-def _run_sweep(spec: Any, show: bool = True, *, workers: int = 1, heartbeat: Any = None, target: Optional[int] = None,
-               joined: bool = False) -> None:
-    """Run the sweep here (one process), as `workers` processes, or as a worker that joined a study."""
-    from harness.experiment import resolve_space
-    from harness.progress import pareto_table, print_table, trials_table
-    from harness.space import load_space
-    from harness.sweep import Role, Sweep, SweepInterrupted
-    from harness.workers import WorkersFailed, run_parallel
-
-    space = load_space(resolve_space(spec.space))
     try:
-        if workers > 1:
-            outcome = run_parallel(spec, space, workers, heartbeat)
-        else:
-            role = Role(target=target, heartbeat=heartbeat, seed_offset=_joined_seed_offset() if joined else 0)
-            outcome = Sweep(spec, space, role=role).run()
+        yield
     except SweepInterrupted as stop:
         _fail(str(stop), 130)
     except WorkersFailed as failed:
         _fail(str(failed), 1)
-    if not show:
-        return
-    ranked = _ranked(outcome.records, spec)
-    print_table(trials_table(ranked[:10], f"study {spec.study}: {len(outcome.records)} trials this run, best first"))
-    if outcome.pareto:
-        print_table(pareto_table(outcome.pareto, spec.objectives))
-    _print_where(outcome, spec.objectives[0])
 
 
-def _ranked(records: list[dict[str, Any]], spec: Any) -> list[dict[str, Any]]:
-    sign = 1 if spec.directions[0] == "minimize" else -1
-    order = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2}
+def _run_sweep(spec: Any, *, workers: int = 1, heartbeat: Any = None, target: Optional[int] = None,
+               joined: bool = False) -> None:
+    from harness.launch import run_sweep
+    from harness.progress import print_sweep_end
 
-    def key(record: dict[str, Any]) -> tuple[int, float]:
-        value = _objective_value(record, spec.objectives[0])
-        return order.get(record["state"], 3), sign * value if value is not None else float("inf")
-
-    return sorted(records, key=key)
-
-
-def _objective_value(record: dict[str, Any], name: str) -> float | None:
-    """An objective's value in a trials.jsonl record: a top-level key, a result field or a task metric."""
-    for source in (record, record.get("result") or {}, record.get("metrics") or {}):
-        if source.get(name) is not None:
-            return source[name]
-    return None
-
-
-def _print_where(outcome: Any, objective: str) -> None:
-    base = outcome.baseline_eval_loss if objective == "eval_loss" else outcome.baseline_metrics.get(objective)
-    if outcome.best is not None:
-        best = outcome.best["values"][0]
-        line = f"best trial #{outcome.best['number']}: {objective} {best:.4f}"
-        if base is not None:
-            line += f"  (untuned base model: {base:.4f}, change {best - base:+.4f})"
-        typer.echo(line)
-    out = outcome.out_dir
-    typer.echo(f"study:   {outcome.storage} (study name {outcome.study!r})")
-    typer.echo(f"trials:  {out / 'trials.jsonl'}")
-    if (out / "best_adapter").exists():
-        typer.echo(f"adapter: {out / 'best_adapter'} (peft: PeftModel.from_pretrained(base, path))")
-    if (out / "wandb").exists():
-        typer.echo(f"wandb:   {out / 'wandb'} (offline runs: wandb sync {out / 'wandb'}/offline-run-*)")
-
-
-def _study_url(study: str, storage: str | None, out: str | None) -> str:
-    return storage or f"sqlite:///{out or f'experiments/{study}'}/study.db"
-
-
-def _study_dir(study: str, out: str | None, view: Any = None) -> Path:
-    """The sweep's output folder: --out, else where the study was created to write, else the default."""
-    stored = (view.sweep.get("out") if view is not None else None) if not out else None
-    return Path(out or stored or f"experiments/{study}")
-
-
-def _reports_dir(study: str, reports_dir: str | None) -> Path:
-    return Path(reports_dir or f"reports/{study}")
+    with _sweep_errors():
+        outcome = run_sweep(spec, workers=workers, heartbeat=heartbeat, target=target, joined=joined)
+    print_sweep_end(outcome, spec.objectives)
 
 
 STUDY_OPTION = typer.Option("default", help="Study name.")
@@ -225,48 +124,31 @@ DEVICE_OPTION = typer.Option(None, "--device", help="Only the trials that ran on
 def status(study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION) -> None:
     """A table of the study's trials."""
     from harness.progress import print_table, trials_table
+    from harness.readout import baseline_of
+    from harness.spec import study_storage_url
     from harness.study import load_existing_study, study_rows
 
-    url = _study_url(study, storage, out)
+    url = study_storage_url(study, storage, out)
     loaded = load_existing_study(study, url)
     rows = study_rows(loaded)
     print_table(trials_table(rows, f"study {study}: {len(rows)} trials ({url})"))
-    base = loaded.user_attrs.get("baseline_eval_loss")
+    objective = (loaded.user_attrs.get("objectives") or ["eval_loss"])[0]
+    base = baseline_of(loaded.user_attrs, "none", objective)
     if base is not None:
-        typer.echo(f"untuned base model eval_loss: {base:.4f}")
+        typer.echo(f"untuned base model {objective}: {base:.4f}")
 
 
-def _view(study: str, url: str, out: str | None, confirm_seeds: int = 0, confirm_top: int = 1) -> Any:
+def _view(study: str, storage: Optional[str], out: Optional[str], confirm_seeds: int = 0, confirm_top: int = 1) -> Any:
     """The study read back, after running the confirmation trials asked for (if any)."""
-    from harness.readout import load_view
+    from harness.confirm import run_confirmations
+    from harness.readout import open_view
 
-    view = load_view(study, url, _study_dir(study, out) / "trials.jsonl")
-    if confirm_seeds:
-        _confirm(view, url, out, confirm_seeds, confirm_top)
-        view = load_view(study, url, _study_dir(study, out, view) / "trials.jsonl")
-    return view
-
-
-def _confirm(view: Any, url: str, out: str | None, seeds: int, top: int) -> None:
-    """Enqueue the missing confirmation re-runs and run every waiting trial with the study's settings."""
-    import optuna
-
-    from harness.confirm import enqueue, plan_confirmations
-    from harness.experiment import build_sweep_spec
-    from harness.study import load_existing_study
-
-    if not view.sweep:
-        _fail(f"study {view.name!r} was not created by `harness sweep`; cannot re-run its configs", 2)
-    study = load_existing_study(view.name, url)
-    plans = plan_confirmations(view, seeds, top)
-    enqueue(study, plans)
-    waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-    if not waiting:
-        typer.echo(f"confirmation: every config already has its {seeds} seeds")
-        return
-    typer.echo(f"confirmation: {waiting} re-runs ({seeds} fresh seeds x the top {top} config(s) of each mode)")
-    flags = _sweep_flags(storage=url, trials=waiting, out=str(_study_dir(view.name, out, view)))
-    _run_sweep(build_sweep_spec(view.sweep, flags, f"study {view.name}"), show=False)
+    view = open_view(study, storage, out)
+    if not confirm_seeds:
+        return view
+    with _sweep_errors():
+        run_confirmations(view, confirm_seeds, confirm_top, out, say=typer.echo)
+    return open_view(study, storage, out)
 
 
 @app.command()
@@ -280,10 +162,10 @@ def compare(
     """LoRA vs QLoRA: per quantization mode, quality, memory and time; writes comparison.md/json."""
     from harness.compare import build_comparison, write_comparison
     from harness.progress import comparison_table, print_table
+    from harness.spec import study_reports_dir
 
-    view = _view(study, _study_url(study, storage, out), out, confirm_seeds, confirm_top)
-    comparison = build_comparison(view, device)
-    md, js = write_comparison(comparison, _reports_dir(study, reports_dir))
+    comparison = build_comparison(_view(study, storage, out, confirm_seeds, confirm_top), device)
+    md, js = write_comparison(comparison, Path(study_reports_dir(study, reports_dir)))
     for line in comparison.setup:
         typer.echo(line)
     print_table(comparison_table(comparison))
@@ -294,9 +176,11 @@ def compare(
 
 @app.command()
 def recommend(
-    study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION,
-    out: Optional[Path] = typer.Option(None, "--out", help="The YAML to write (default reports/<study>/recommended.yaml)."),
-    sweep_dir: Optional[str] = typer.Option(None, "--sweep-dir", help="The sweep's --out folder, if it had one."),
+    study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION,
+    reports_dir: Optional[str] = typer.Option(None, "--reports-dir",
+                                              help="Where recommended.yaml goes (default reports/<study>, or "
+                                                   "reports/<S1+S2...> with --from)."),
+    sweep_dir: Optional[str] = typer.Option(None, "--sweep-dir", hidden=True, help="Deprecated spelling of --out."),
     from_: Optional[list[str]] = typer.Option(None, "--from", help="Aggregate several studies (repeat the flag)."),
     max_memory_mb: Optional[float] = typer.Option(None, help="Also recommend the best config under this peak memory."),
     confirm_seeds: int = typer.Option(0, "--confirm-seeds", help="Re-run each mode's top configs with K fresh seeds first."),
@@ -305,42 +189,35 @@ def recommend(
                                         help="Also recommend configs one of whose confirmation seeds diverged or failed."),
 ) -> None:
     """The recommended config(s) as YAML that peft.LoraConfig, BitsAndBytesConfig and TrainingArguments load."""
-    from harness.recommend import recommend_many, recommend_study, write_recommended
+    from harness.recommend import recommend_many, recommend_study, summary_lines, write_recommended
+    from harness.spec import study_reports_dir
 
+    out, path = _recommend_paths(out, sweep_dir)
     names = list(from_ or [])
     if names:
-        views = [_view(n, _study_url(n, storage, None), None, confirm_seeds, confirm_top) for n in names]
-        doc, path = recommend_many(views), out or Path("reports") / ("+".join(names)) / "recommended.yaml"
+        doc = recommend_many([_view(n, storage, None, confirm_seeds, confirm_top) for n in names])
+        path = path or Path(study_reports_dir("+".join(names), reports_dir)) / "recommended.yaml"
     else:
-        view = _view(study, _study_url(study, storage, sweep_dir), sweep_dir, confirm_seeds, confirm_top)
-        doc = recommend_study(view, max_memory_mb, allow_diverged)
-        path = out or _reports_dir(study, None) / "recommended.yaml"
+        doc = recommend_study(_view(study, storage, out, confirm_seeds, confirm_top), max_memory_mb, allow_diverged)
+        path = path or Path(study_reports_dir(study, reports_dir)) / "recommended.yaml"
     write_recommended(doc, path, "harness " + " ".join(sys.argv[1:]))
-    evidence = doc["evidence"]
-    typer.echo(f"recommended: {path}")
-    typer.echo(f"rule: {evidence['rule']}")
-    if "metrics" in evidence:
-        typer.echo(f"best: {_describe(doc)} from trial #{evidence['source_trial']} "
-                   f"({'confirmed' if evidence['confirmed'] else 'unconfirmed'}): {_metric_line(evidence)}")
-        typer.echo(f"measured on: {evidence['model_label']}; {evidence.get('device')}")
-    for line in evidence.get("left_out", []):
-        typer.echo(f"left out: {line} (--allow-diverged keeps it)")
-    for line in evidence.get("notes", []):
-        typer.echo(f"note: {line}")
+    for line in summary_lines(doc, path):
+        typer.echo(line)
 
 
-def _describe(doc: dict[str, Any]) -> str:
-    from harness.compare import mode_label
-
-    evidence = doc["evidence"]
-    mode = mode_label(evidence["quantization"], evidence.get("compute_dtype"))
-    return f"{mode}, r {doc['lora']['r']}, alpha {doc['lora']['lora_alpha']:g}, lr {doc['training']['learning_rate']:.3g}"
-
-
-def _metric_line(evidence: dict[str, Any]) -> str:
-    summary = evidence["metrics"][evidence["objective"]]
-    spread = f" +/- {summary['std']:.4f}" if summary.get("std") is not None else ""
-    return f"{evidence['objective']} {summary['mean']:.4f}{spread} (n={summary['n']})"
+def _recommend_paths(out: Optional[str], sweep_dir: Optional[str]) -> tuple[Optional[str], Optional[Path]]:
+    """`--out` is the sweep's folder, as for status, compare and report. The old spellings still work, with
+    a deprecation line: `--sweep-dir DIR` (now --out DIR) and `--out FILE.yaml` (now --reports-dir)."""
+    yaml_path = None
+    if out is not None and out.endswith((".yaml", ".yml")):
+        typer.echo("harness: deprecated: `recommend --out FILE.yaml`; --out is now the sweep's folder (as for "
+                   "status, compare and report) and --reports-dir DIR writes DIR/recommended.yaml", err=True)
+        out, yaml_path = None, Path(out)
+    if sweep_dir is not None:
+        typer.echo("harness: deprecated: `recommend --sweep-dir DIR`; use --out DIR (as for status, compare and "
+                   "report)", err=True)
+        out = out or sweep_dir
+    return out, yaml_path
 
 
 @app.command()
@@ -353,10 +230,11 @@ def report(
     from harness.compare import build_comparison, comparison_markdown, write_comparison
     from harness.recommend import recommend_study, write_recommended
     from harness.report import write_report
+    from harness.spec import study_reports_dir
     from harness.summary import log_summary_run
 
-    view = _view(study, _study_url(study, storage, out), out)
-    target = _reports_dir(study, reports_dir)
+    view = _view(study, storage, out)
+    target = Path(study_reports_dir(study, reports_dir))
     comparison = build_comparison(view)
     write_comparison(comparison, target)
     recommended = target / "recommended.yaml"
@@ -366,7 +244,7 @@ def report(
     for name, reason in files.skipped.items():
         typer.echo(f"skipped {name}: {reason}")
     typer.echo(f"written: {files.markdown} and {files.html} ({len(files.plots)} plots)")
-    where = log_summary_run(view, comparison, files, recommended, wandb, _study_dir(study, out, view))
+    where = log_summary_run(view, comparison, files, recommended, wandb, view.out_dir(out))
     if where:
         typer.echo(f"wandb:   summary run in {where}")
 

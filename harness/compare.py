@@ -185,13 +185,12 @@ def _summarize_mode(view: StudyView, mode: str, metric: str | None) -> ModeSumma
     done = [r for r in rows if r.state == "COMPLETE" and r.values is not None]
     objective = [r.values[0] for r in done if r.values]  # type: ignore[index]
     task = [v for v in (r.metric(metric) for r in done) if v is not None] if metric else []
-    pick = min if view.minimize else max
     return ModeSummary(
         mode=mode, trials=len(rows), completed=len(done),
         pruned=sum(r.state == "PRUNED" and r.status != "diverged" for r in rows),
         failed=sum(r.state == "FAIL" and r.status != "oom" for r in rows), oom=sum(r.status == "oom" for r in rows),
         diverged=sum(r.status == "diverged" for r in rows),
-        best=pick(objective) if objective else None, median=_median(objective),
+        best=next(iter(view.ranked(objective, float)), None), median=_median(objective),
         best_task=max(task) if task else None, median_task=_median(task),
         peak_memory_mb=_median([r.metric("peak_memory_mb") for r in done]),
         train_peak_mb=_median([r.metric("train_peak_memory_mb") for r in done]),
@@ -233,8 +232,7 @@ def _confirmed(view: StudyView, search: list[TrialRow], rows: list[TrialRow], me
     scored = [c for c in candidates if c.objective is not None]
     if not scored:
         return candidates[0] if candidates else None
-    sign = 1 if view.minimize else -1
-    return min(scored, key=lambda c: sign * c.objective.mean)  # type: ignore[union-attr]
+    return view.ranked(scored, lambda c: c.objective.mean)[0]  # type: ignore[union-attr]
 
 
 def _evidence_rows(mode: ModeSummary, view: StudyView) -> list[TrialRow]:
@@ -243,8 +241,7 @@ def _evidence_rows(mode: ModeSummary, view: StudyView) -> list[TrialRow]:
         return list(mode.confirmed.runs)
     done = [r for r in view.rows if r.quantization == mode.mode and r.confirmation_of is None
             and r.state == "COMPLETE" and r.values]
-    sign = 1 if view.minimize else -1
-    return sorted(done, key=lambda r: sign * r.values[0])[:1]  # type: ignore[index]
+    return view.ranked(done)[:1]
 
 
 def _values(mode: ModeSummary) -> list[float]:

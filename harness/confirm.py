@@ -8,6 +8,7 @@ so `--confirm-seeds 3` after `--confirm-seeds 2` adds one seed per config.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,14 +42,13 @@ def plan_confirmations(view: StudyView, seeds: int, top: int = 1) -> list[Confir
     resumed or duplicated config may already have run some seeds: a repeat would not be fresh evidence)."""
     if seeds < 1 or top < 1:
         raise SpecError(f"--confirm-seeds and --confirm-top must be >= 1, got {seeds} and {top}")
-    sign = 1 if view.minimize else -1
     search = [r for r in view.search_rows() if r.state == "COMPLETE" and r.values]
     if not search:
         raise SpecError(f"study {view.name!r} has no completed trials to confirm")
     base = int(view.sweep.get("seed", 0))
     plans = []
     for mode in dict.fromkeys(r.quantization for r in search):
-        best = sorted((r for r in search if r.quantization == mode), key=lambda r: sign * r.values[0])[:top]
+        best = view.ranked(r for r in search if r.quantization == mode)[:top]
         for source in best:
             have = [r for r in view.rows if r.confirmation_of == source.number and r.state != "FAIL"]
             used = {r.seed for r in view.rows if r.params == source.params and r.state != "FAIL" and r.seed is not None}
@@ -61,3 +61,26 @@ def enqueue(study: Any, plans: list[Confirmation]) -> None:
     """Add the planned re-runs to the study's queue; the next sweep (or worker) on it runs them first."""
     for plan in plans:
         study.enqueue_trial(plan.params, user_attrs={"confirmation_of": plan.source, "seed": plan.seed})
+
+
+def run_confirmations(view: StudyView, seeds: int, top: int, out: str | None = None,
+                      say: Callable[[str], None] = print) -> None:
+    """Enqueue the missing re-runs of the `top` configs of each mode and run every waiting trial with the
+    study's own settings (in its storage, writing to its folder: `out`, else where it was created to)."""
+    import optuna
+
+    from harness.experiment import build_sweep_spec
+    from harness.launch import run_sweep
+    from harness.study import load_existing_study
+
+    if not view.sweep:
+        raise SpecError(f"study {view.name!r} was not created by `harness sweep`; cannot re-run its configs")
+    study = load_existing_study(view.name, view.storage)
+    enqueue(study, plan_confirmations(view, seeds, top))
+    waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    if not waiting:
+        say(f"confirmation: every config already has its {seeds} seeds")
+        return
+    say(f"confirmation: {waiting} re-runs ({seeds} fresh seeds x the top {top} config(s) of each mode)")
+    flags = {"storage": view.storage, "trials": waiting, "out": str(view.out_dir(out))}
+    run_sweep(build_sweep_spec(view.sweep, flags, f"study {view.name}"))

@@ -83,11 +83,6 @@ def row_value(row: TrialRow, objective: str) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def baseline_value(view: StudyView, metric: str) -> float | None:
-    """The untuned (unquantized) base model's value of a metric, when the study scored it."""
-    return view.baseline("none", metric)
-
-
 def quality_metric(view: StudyView) -> tuple[str, bool]:
     """The quality axis of the memory figure and whether lower is better: the objective, unless the
     objective is itself a cost (memory, time, throughput), then eval loss."""
@@ -133,7 +128,7 @@ def _baseline_line(ax: Any, view: StudyView, metric: str, horizontal: bool = Tru
     """The untuned base model as a dashed black line, and in each quantized mode of the study as a
     dotted line in that mode's colour (the cost of quantizing before any training)."""
     draw = ax.axhline if horizontal else ax.axvline
-    value = baseline_value(view, metric)
+    value = view.baseline("none", metric)
     if value is not None:
         draw(value, color="black", linestyle="--", linewidth=1, label=f"untuned base model ({value:.5g})")
     for mode in modes_in(view.rows):
@@ -157,7 +152,7 @@ def plot_history(view: StudyView, path: Path) -> str | None:
         xs, ys = zip(*[(r.number, v) for r, v in done if r.quantization == mode])
         ax.scatter(xs, ys, s=36, color=mode_color(mode), label=mode_label(mode, view), zorder=3)
     _draw_pruned_and_failed(ax, points)
-    _best_so_far(ax, done, view.minimize)
+    _best_so_far(ax, done, view)
     _baseline_line(ax, view, view.objective)
     ax.set(title=f"Optimization history of study {view.name!r}", xlabel="trial number",
            ylabel=axis_label(view.objective, view.minimize))
@@ -181,13 +176,13 @@ def _draw_pruned_and_failed(ax: Any, points: list[tuple[TrialRow, float | None]]
                    transform=ax.get_xaxis_transform(), label="no value: failed or out of memory")
 
 
-def _best_so_far(ax: Any, done: list[tuple[TrialRow, float]], minimize: bool) -> None:
+def _best_so_far(ax: Any, done: list[tuple[TrialRow, float]], view: StudyView) -> None:
     if not done:
         return
     ordered = sorted((r.number, v) for r, v in done)
     best: list[float] = []
     for _, value in ordered:
-        best.append(value if not best else (min if minimize else max)(best[-1], value))
+        best.append(value if not best else view.ranked((best[-1], value), float)[0])
     ax.step([n for n, _ in ordered], best, where="post", color="#444444", linewidth=1.5, label="best so far")
 
 

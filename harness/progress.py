@@ -10,6 +10,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from harness.spec import direction_of, ranked
+
 
 def _fmt(value: Any, spec: str = ".4g") -> str:
     if value is None:
@@ -105,6 +107,48 @@ def pareto_table(front: list[dict[str, Any]], objectives: Iterable[str]) -> Tabl
 
 def print_table(table: Table) -> None:
     Console(file=sys.stdout, width=max(140, Console().width)).print(table)
+
+
+STATE_ORDER = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2}
+"""Finished trials first, then pruned, then failed; running ones last."""
+
+
+def ranked_records(records: Iterable[dict[str, Any]], objective: str) -> list[dict[str, Any]]:
+    """trials.jsonl records best first under the objective's direction, grouped by state."""
+    best_first = ranked(records, direction_of(objective), lambda record: record_value(record, objective))
+    return sorted(best_first, key=lambda record: STATE_ORDER.get(record["state"], 3))
+
+
+def record_value(record: dict[str, Any], name: str) -> float | None:
+    """An objective's value in a trials.jsonl record: a top-level key, a result field or a task metric."""
+    for source in (record, record.get("result") or {}, record.get("metrics") or {}):
+        if source.get(name) is not None:
+            return source[name]
+    return None
+
+
+def print_sweep_end(outcome: Any, objectives: tuple[str, ...]) -> None:
+    """What a finished `harness sweep` prints: its trials best first, the Pareto front, where things are."""
+    records = ranked_records(outcome.records, objectives[0])
+    print_table(trials_table(records[:10], f"study {outcome.study}: {len(outcome.records)} trials this run, "
+                                           "best first"))
+    if outcome.pareto:
+        print_table(pareto_table(outcome.pareto, objectives))
+    say = print
+    base = outcome.baseline(objectives[0])
+    if outcome.best is not None:
+        best = outcome.best["values"][0]
+        line = f"best trial #{outcome.best['number']}: {objectives[0]} {best:.4f}"
+        if base is not None:
+            line += f"  (untuned base model: {base:.4f}, change {best - base:+.4f})"
+        say(line)
+    out = outcome.out_dir
+    say(f"study:   {outcome.storage} (study name {outcome.study!r})")
+    say(f"trials:  {out / 'trials.jsonl'}")
+    if (out / "best_adapter").exists():
+        say(f"adapter: {out / 'best_adapter'} (peft: PeftModel.from_pretrained(base, path))")
+    if (out / "wandb").exists():
+        say(f"wandb:   {out / 'wandb'} (offline runs: wandb sync {out / 'wandb'}/offline-run-*)")
 
 
 def comparison_table(comparison: Any) -> Table:

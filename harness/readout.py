@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 from harness.records import read_records
-from harness.spec import TASK_METRICS, SpecError
+from harness.spec import TASK_METRICS, SpecError, perplexity, ranked, study_out_dir, study_storage_url
 from harness.study import load_existing_study
 
 
@@ -30,6 +33,30 @@ def small_eval_note(n_eval: int | None) -> str | None:
     return (f"only {n_eval} held-out example{'s' * (n_eval != 1)}: differences between trials smaller than the "
             f"eval-set noise cannot be told apart (below {SMALL_EVAL}, rankings are mostly noise); give more with "
             "data_options eval_size / eval_fraction, or a validation split in the data")
+
+
+def baseline_scores(attrs: dict[str, Any], mode: str) -> dict[str, float] | None:
+    """Everything the untuned base model scored in quantization `mode` (eval_loss and the task metrics),
+    from a study's user attrs; None when that mode's baseline was not scored."""
+    entry = (attrs.get("baseline_by_mode") or {}).get(mode)
+    if entry is None and mode == "none":  # studies recorded before per-mode baselines
+        entry = {"eval_loss": attrs.get("baseline_eval_loss"), "metrics": attrs.get("baseline_metrics") or {}}
+    if not entry or entry.get("eval_loss") is None:
+        return None
+    metrics = {k: float(v) for k, v in (entry.get("metrics") or {}).items() if isinstance(v, (int, float))}
+    return {"eval_loss": float(entry["eval_loss"]), **metrics}
+
+
+def baseline_of(attrs: dict[str, Any], mode: str, metric: str) -> float | None:
+    """The untuned base model's `metric` (eval_loss, perplexity or a task metric) in quantization `mode`;
+    None when it was not scored. The one home of "what the untuned model scores", used by every command
+    that shows it."""
+    scores = baseline_scores(attrs, mode)
+    if scores is None:
+        return None
+    if metric == "perplexity":
+        return perplexity(scores["eval_loss"])
+    return scores.get(metric)
 
 
 @dataclass(frozen=True)
@@ -99,9 +126,8 @@ class StudyView:
     rows: tuple[TrialRow, ...]
     sweep: dict[str, Any]
     """The settings the study was created with (model, data, space, max_steps, ...)."""
-    baseline_eval_loss: float | None
-    baseline_metrics: dict[str, float]
     attrs: dict[str, Any]
+    """The study's user attrs (baselines, model source, n_eval, ...)."""
 
     @property
     def source(self) -> dict[str, Any]:
@@ -115,22 +141,18 @@ class StudyView:
         return int(value) if isinstance(value, int) else None
 
     def baseline(self, mode: str = "none", metric: str | None = None) -> float | None:
-        """The untuned base model's score in a quantization mode (eval_loss, perplexity or a task metric);
-        None when it was not scored. The one home of "what the untuned model scores"."""
-        import math
+        """The untuned base model's score in a quantization mode (eval_loss, perplexity or a task metric;
+        the objective by default); None when it was not scored."""
+        return baseline_of(self.attrs, mode, metric or self.objective)
 
-        metric = metric or self.objective
-        entry = (self.attrs.get("baseline_by_mode") or {}).get(mode)
-        if entry is None and mode == "none":  # studies recorded before per-mode baselines
-            entry = {"eval_loss": self.baseline_eval_loss, "metrics": self.baseline_metrics}
-        if not entry or entry.get("eval_loss") is None:
-            return None
-        if metric == "eval_loss":
-            return float(entry["eval_loss"])
-        if metric == "perplexity":
-            return math.exp(min(float(entry["eval_loss"]), 50.0))
-        value = (entry.get("metrics") or {}).get(metric)
-        return float(value) if isinstance(value, (int, float)) else None
+    def ranked(self, items: Iterable[T], value: Callable[[T], float | None] | None = None) -> list[T]:
+        """Items best first under the study's first objective (spec.ranked): trial rows by their objective
+        value unless `value` says how to score an item (a confirmed mean, a recorded metric...)."""
+        return ranked(items, self.directions[0], value or _objective_value)  # type: ignore[arg-type]
+
+    def baseline_scores(self, mode: str = "none") -> dict[str, float] | None:
+        """Everything the untuned model scored in a mode (eval_loss and task metrics), or None."""
+        return baseline_scores(self.attrs, mode)
 
     def baseline_missing(self, mode: str) -> str | None:
         """Why a mode's baseline is missing (its worker died twice, say), or None."""
@@ -138,6 +160,10 @@ class StudyView:
 
     def baseline_per_example(self, mode: str = "none") -> dict[str, list[float]]:
         return dict(self.attrs.get(f"baseline_per_example_{mode}") or {})
+
+    def out_dir(self, out: str | None = None) -> Path:
+        """The sweep's output folder: `out` when given, else the one the study was created to write to."""
+        return Path(study_out_dir(self.name, out or self.sweep.get("out")))
 
     def devices(self) -> list[str]:
         """Devices the finished trials ran on, most trials first."""
@@ -162,7 +188,7 @@ class StudyView:
     @property
     def task_metric(self) -> str | None:
         """The task metric reports show next to eval loss: a task objective, else the first one scored."""
-        for name in (*self.objectives, *self.baseline_metrics):
+        for name in (*self.objectives, *(baseline_scores(self.attrs, "none") or {})):
             if name in TASK_METRICS:
                 return name
         return None
@@ -173,6 +199,20 @@ class StudyView:
     def search_rows(self) -> list[TrialRow]:
         """Trials the sampler proposed (confirmation re-runs excluded)."""
         return [r for r in self.rows if r.confirmation_of is None]
+
+
+def _objective_value(row: TrialRow) -> float | None:
+    return row.values[0] if row.values else None
+
+
+def open_view(study: str, storage: str | None = None, out: str | None = None) -> StudyView:
+    """A study read back the way every read-out command finds it: in `storage`, else in the SQLite file
+    of the sweep's folder `out` (default experiments/<study>), with the per-step curves of the trials.jsonl
+    in its folder (`out`, else the folder the study was created to write to)."""
+    url = study_storage_url(study, storage, out)
+    loaded = load_existing_study(study, url)
+    stored_out = (loaded.user_attrs.get("sweep") or {}).get("out")
+    return view_of(loaded, url, Path(study_out_dir(study, out or stored_out)) / "trials.jsonl")
 
 
 def load_view(study_name: str, storage_url: str, trials_jsonl: Path | None = None) -> StudyView:
@@ -203,8 +243,7 @@ def view_of(study: Any, storage_url: str, trials_jsonl: Path | None = None) -> S
         raise SpecError(f"study {study.study_name!r} has no trials yet; run `harness sweep --study "
                         f"{study.study_name}` first")
     return StudyView(name=study.study_name, storage=storage_url, objectives=objectives, directions=directions,
-                     rows=tuple(rows), sweep=sweep, baseline_eval_loss=attrs.get("baseline_eval_loss"),
-                     baseline_metrics=dict(attrs.get("baseline_metrics") or {}), attrs=attrs)
+                     rows=tuple(rows), sweep=sweep, attrs=attrs)
 
 
 def _histories(path: Path | None) -> dict[int, list[dict[str, float]]]:

@@ -8,6 +8,7 @@ by their mean; only when a study has none, single search trials by their value, 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import statistics
@@ -18,11 +19,12 @@ from typing import Any
 
 import yaml
 
-from harness.compare import MODE_NAMES
+from harness.compare import MODE_NAMES, mode_label
 from harness.models import quantization_kwargs, target_modules
 from harness.readout import StudyView, TrialRow, small_eval_note
-from harness.spec import SpecError
+from harness.spec import SpecError, TrainSpec
 from harness.stats import Summary, summarize
+from harness.study import public_url
 
 SINGLE_RULE = ("configs re-run with fresh seeds (harness compare --confirm-seeds K) ranked by the mean of those "
                "seeds, leaving out a config any of whose seeds diverged or failed (unless --allow-diverged); a study "
@@ -86,25 +88,25 @@ def candidates(view: StudyView, allow_diverged: bool = False) -> list[Candidate]
     pool = confirmed or [Candidate(r, summarize([r.values[0]]), False, (r,)) for r in search]
     if not pool:
         raise SpecError(f"study {view.name!r} has no completed trials to recommend from")
-    sign = 1 if view.minimize else -1
-    return sorted(pool, key=lambda c: sign * c.objective.mean)
+    return view.ranked(pool, lambda c: c.objective.mean)
 
 
 def config_sections(candidate: Candidate, view: StudyView) -> dict[str, Any]:
     """The lora / quantization / training sections for one candidate."""
     p, config = candidate.source.params, candidate.source.config
-    train = config.get("train") or {}
+    stored = config.get("train") or {}
+    train = TrainSpec(**{k: v for k, v in stored.items() if k in {f.name for f in dataclasses.fields(TrainSpec)}})
     result = candidate.source.result
     dtype = str(result.get("compute_dtype") or "bfloat16")
     lora = {"r": int(p["lora_r"]), "lora_alpha": float(p["lora_alpha"]), "lora_dropout": float(p["lora_dropout"]),
             "target_modules": target_modules(str(p["target_modules"])), "bias": "none", "task_type": "CAUSAL_LM"}
     training = {
-        "learning_rate": float(p["learning_rate"]), "max_steps": int(train.get("max_steps", view.sweep.get("max_steps"))),
-        "per_device_train_batch_size": int(train.get("batch_size", 8)),
-        "gradient_accumulation_steps": int(train.get("grad_accum", 1)),
-        "warmup_steps": float(train.get("warmup_ratio", 0.05)),  # < 1: a fraction of max_steps in transformers 5
-        "weight_decay": float(train.get("weight_decay", 0.01)), "max_grad_norm": float(train.get("max_grad_norm", 1.0)),
-        "lr_scheduler_type": str(train.get("scheduler", "cosine")),
+        "learning_rate": float(p["learning_rate"]),
+        "max_steps": int(stored.get("max_steps") or view.sweep.get("max_steps") or train.max_steps),
+        "per_device_train_batch_size": train.batch_size, "gradient_accumulation_steps": train.grad_accum,
+        "warmup_steps": float(train.warmup_ratio),  # < 1: a fraction of max_steps in transformers 5
+        "weight_decay": float(train.weight_decay), "max_grad_norm": float(train.max_grad_norm),
+        "lr_scheduler_type": train.scheduler,
         "optim": str(result.get("optimizer") or "adamw_torch"), "seed": 0}
     if str(result.get("device", "")).startswith("cuda") and dtype == "bfloat16":
         training["bf16"] = True  # the trials trained under bf16 autocast on CUDA
@@ -130,7 +132,7 @@ def evidence(candidate: Candidate, view: StudyView) -> dict[str, Any]:
         metrics["seconds_per_step"] = {"median": round(statistics.median(steps), 4)}
     result = candidate.source.result
     notes = [n for n in (small_eval_note(view.n_eval), candidate.against()) if n]
-    return {"study": view.name, "storage": _public_url(view.storage), "model": view.sweep.get("model"),
+    return {"study": view.name, "storage": public_url(view.storage), "model": view.sweep.get("model"),
             "model_label": view.source["label"], "source_precision": view.source.get("precision"),
             "device": result.get("device_name") or result.get("device"), "compute_dtype": result.get("compute_dtype"),
             "optimizer": result.get("optimizer"), "held_out_examples": view.n_eval,
@@ -141,14 +143,6 @@ def evidence(candidate: Candidate, view: StudyView) -> dict[str, Any]:
             "trials": [r.number for r in candidate.runs], "objective": view.objective,
             "direction": view.directions[0], "baseline": view.baseline("none"),
             "baseline_in_mode": view.baseline(candidate.mode), "metrics": metrics, "notes": notes}
-
-
-def _public_url(url: str) -> str:
-    """A storage URL without its password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
 
 
 def recommend_study(view: StudyView, max_memory_mb: float | None = None, allow_diverged: bool = False
@@ -225,6 +219,23 @@ def _consensus(picks: list[tuple[StudyView, Candidate]]) -> tuple[dict[str, Any]
     rule = (f"no config was run in all {len(picks)} studies, so a consensus of each study's best: majority "
             "quantization and target modules, median (lower) rank and alpha, geometric-mean learning rate")
     return sections, rule
+
+
+def summary_lines(doc: dict[str, Any], path: Path) -> list[str]:
+    """What `harness recommend` prints about the file it wrote."""
+    evidence = doc["evidence"]
+    lines = [f"recommended: {path}", f"rule: {evidence['rule']}"]
+    if "metrics" in evidence:
+        summary = evidence["metrics"][evidence["objective"]]
+        spread = f" +/- {summary['std']:.4f}" if summary.get("std") is not None else ""
+        mode = mode_label(evidence["quantization"], evidence.get("compute_dtype"))
+        lines += [f"best: {mode}, r {doc['lora']['r']}, alpha {doc['lora']['lora_alpha']:g}, "
+                  f"lr {doc['training']['learning_rate']:.3g} from trial #{evidence['source_trial']} "
+                  f"({'confirmed' if evidence['confirmed'] else 'unconfirmed'}): "
+                  f"{evidence['objective']} {summary['mean']:.4f}{spread} (n={summary['n']})",
+                  f"measured on: {evidence['model_label']}; {evidence.get('device')}"]
+    lines += [f"left out: {line} (--allow-diverged keeps it)" for line in evidence.get("left_out", [])]
+    return lines + [f"note: {line}" for line in evidence.get("notes", [])]
 
 
 def write_recommended(doc: dict[str, Any], path: Path, command: str) -> Path:

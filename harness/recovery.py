@@ -54,6 +54,16 @@ class Heartbeat:
             raise SpecError(f"--grace-period must be longer than --heartbeat-interval ({self.interval} s), "
                             f"got {self.grace!r}")
 
+    @classmethod
+    def from_flags(cls, interval: int | None, grace: int | None) -> "Heartbeat | None":
+        """Settings from `--heartbeat-interval` / `--grace-period` (None: not given). None when neither is
+        given (the study's own, or the defaults); the grace period defaults to 6 beats, at least 60 s."""
+        if interval is None and grace is None:
+            return None
+        default = cls()
+        interval = default.interval if interval is None else interval
+        return cls(interval, max(default.grace, 6 * interval) if grace is None else grace)
+
 
 def host_name() -> str:
     return os.environ.get(HOST_ENV) or platform.node()

@@ -19,6 +19,8 @@ from typing import Any
 
 from harness import plots
 from harness.readout import StudyView, TrialRow, small_eval_note
+from harness.spec import one_line
+from harness.study import public_url
 
 FIGURES: dict[str, str] = {"history": "Optimization history", "importance": "Parameter importance",
                            "params": "Learning rate, rank and alpha", "memory_quality": "Quality against memory",
@@ -93,7 +95,7 @@ def param_importances(view: StudyView) -> tuple[dict[str, float], str | None]:
     try:
         study = _subset_study(view, {r.number for r in rows})
     except Exception as error:  # noqa: BLE001 - a storage gone or unreachable: report without the figure
-        return {}, f"could not open the study storage: {_one_line(error)}"
+        return {}, f"could not open the study storage: {one_line(error)}"
     names = _varying_axes(study)
     if not names:
         return {}, "no parameter varies across the completed trials"
@@ -108,15 +110,10 @@ def param_importances(view: StudyView) -> tuple[dict[str, float], str | None]:
             study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=names,
             target=lambda t: t.values[0])
     except Exception as error:  # noqa: BLE001 - fANOVA on a handful of points can fail; report goes on
-        return {}, f"fANOVA could not be computed: {_one_line(error)}"
+        return {}, f"fANOVA could not be computed: {one_line(error)}"
     if not found or not all(math.isfinite(v) for v in found.values()):
         return {}, "the objective does not vary across the completed trials"
     return dict(found), None
-
-
-def _one_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _subset_study(view: StudyView, numbers: set[int]) -> Any:
@@ -177,7 +174,7 @@ def _header(view: StudyView) -> str:
     best_text = f"; best {_fmt(_value(best[0], view))} (trial {best[0].number})" if best else ""
     source = view.source
     lines = [
-        f"- **Study:** `{view.name}` in `{_redact(view.storage)}`",
+        f"- **Study:** `{view.name}` in `{public_url(view.storage)}`",
         f"- **Model:** {source['label']} (`{sweep.get('model') or attrs.get('model') or '?'}`); source weights: "
         f"{source.get('precision', 'not recorded')}; **data:** {data}{sizes}",
         f"- **Device:** {', '.join(view.devices()) or 'not recorded'}",
@@ -204,22 +201,14 @@ def _running(states: list[str]) -> str:
 
 def _baseline_text(view: StudyView) -> str:
     """The untuned base model's scores in every mode the study scored it in."""
-    by_mode = view.attrs.get("baseline_by_mode") or {"none": {"eval_loss": view.baseline_eval_loss,
-                                                             "metrics": view.baseline_metrics}}
     parts = []
-    for mode, entry in by_mode.items():
-        if entry.get("eval_loss") is None:
-            parts.append(f"{mode}: missing ({entry.get('missing', 'not scored')})")
+    for mode in view.attrs.get("baseline_by_mode") or ["none"]:
+        scores = view.baseline_scores(mode)
+        if scores is None:
+            parts.append(f"{mode}: missing ({view.baseline_missing(mode) or 'not scored'})")
             continue
-        scores = {"eval_loss": float(entry["eval_loss"]), **{k: float(v) for k, v in (entry.get("metrics") or {}).items()
-                                                             if isinstance(v, (int, float))}}
         parts.append(f"{mode}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     return "; ".join(parts) or "not scored"
-
-
-def _redact(url: str) -> str:
-    """A storage URL without its password (user:password@host -> ***@host)."""
-    return re.sub(r"//[^/@]*@", "//***@", url)
 
 
 def _how_to_read(name: str, view: StudyView, importances: dict[str, float]) -> str:
@@ -264,8 +253,7 @@ def best_trials_table(view: StudyView) -> str:
 
 
 def _best_rows(view: StudyView) -> list[TrialRow]:
-    rows = [r for r in view.completed() if _value(r, view) is not None]
-    return sorted(rows, key=lambda r: (_value(r, view) or 0.0) * (1 if view.minimize else -1))
+    return [r for r in view.ranked(view.completed(), lambda r: _value(r, view)) if _value(r, view) is not None]
 
 
 def _value(row: TrialRow, view: StudyView) -> float | None:

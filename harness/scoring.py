@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from harness.spec import perplexity
+
 
 @dataclass(frozen=True)
 class EvalScore:
@@ -23,7 +25,7 @@ class EvalScore:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(min(self.loss, 50.0))
+        return perplexity(self.loss)
 
 
 def eval_loss(model: Any, batches: Sequence[Any], device: str) -> EvalScore:

@@ -24,34 +24,37 @@ from typing import Any
 
 import yaml
 
-from harness.spec import QUANTIZATION_MODES, TARGET_PRESETS, SpecError, stable_hash
+from harness.spec import LoraSpec, QuantSpec, SpecError, TrainSpec, stable_hash
 
-# axis -> (value type, default when the file leaves the axis out)
-_AXES: dict[str, tuple[type, Any]] = {
-    "lora_r": (int, 16),
-    "lora_alpha": (float, 32.0),
-    "learning_rate": (float, 2e-4),
-    "quantization": (str, "none"),
-    "lora_dropout": (float, 0.0),
-    "target_modules": (str, "all-linear"),
+# axis -> (value type, the config type and field it sets). The default of an axis the file leaves out,
+# and the rules a value must follow, are those of that field (spec.py is their only home).
+_AXES: dict[str, tuple[type, type, str]] = {
+    "lora_r": (int, LoraSpec, "r"),
+    "lora_alpha": (float, LoraSpec, "alpha"),
+    "learning_rate": (float, TrainSpec, "learning_rate"),
+    "quantization": (str, QuantSpec, "mode"),
+    "lora_dropout": (float, LoraSpec, "dropout"),
+    "target_modules": (str, LoraSpec, "targets"),
 }
 _TOP_KEYS = {"description", "axes"}
 _RANGE_KEYS = {"low", "high", "step", "log"}
 
 
+def _default(name: str) -> Any:
+    """An axis's value when the space file leaves it out: its config field's default."""
+    _, config, field_name = _AXES[name]
+    return getattr(config(), field_name)
+
+
 def _value_error(name: str, value: Any) -> str | None:
-    if name == "lora_r" and value < 1:
-        return "must be >= 1"
-    if name in ("lora_alpha", "learning_rate") and value <= 0:
-        return "must be > 0"
-    if name == "learning_rate" and value >= 1:
-        return "must be < 1"
-    if name == "lora_dropout" and not 0 <= value < 1:
-        return "must be in [0, 1)"
-    if name == "quantization" and value not in QUANTIZATION_MODES:
-        return f"must be one of {', '.join(QUANTIZATION_MODES)}"
-    if name == "target_modules" and value not in TARGET_PRESETS:
-        return f"must be one of {', '.join(TARGET_PRESETS)}"
+    """Why a value cannot be an axis's value (its config type refuses it), or None."""
+    if name not in _AXES:
+        return None
+    _, config, field_name = _AXES[name]
+    try:
+        config(**{field_name: value})
+    except SpecError as err:
+        return str(err)
     return None
 
 
@@ -173,8 +176,8 @@ def parse_space(data: Any, source: str = "<space>") -> SearchSpace:
             raise SpecError(f"{source}: unknown axis {name!r} (allowed: {', '.join(_AXES)})")
     axes: dict[str, Axis] = {}
     ratio = None
-    for name, (kind, default) in _AXES.items():
-        raw = axes_data.get(name, default)
+    for name, (kind, _, _) in _AXES.items():
+        raw = axes_data.get(name, _default(name))
         if name == "lora_alpha" and isinstance(raw, dict) and "ratio" in raw:
             if set(raw) != {"ratio"}:
                 raise SpecError(f"{source}: lora_alpha: give either ratio or values, not both")
@@ -205,7 +208,7 @@ def _coerce(where: str, name: str, value: Any, kind: type) -> Any:
             raise SpecError(f"{where}: {value!r} is not a finite number")
     problem = _value_error(name, out)
     if problem:
-        raise SpecError(f"{where}: {value!r} {problem}")
+        raise SpecError(f"{where}: {problem}")
     return out
 
 

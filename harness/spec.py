@@ -12,7 +12,8 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, TypeVar, get_args
 
 Quantization = Literal["none", "int8", "nf4", "nf4-dq", "fp4", "fp4-dq"]
 QUANTIZATION_MODES: tuple[str, ...] = get_args(Quantization)
@@ -24,7 +25,6 @@ Scheduler = Literal["linear", "cosine", "constant"]
 SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 
 TrialStatus = Literal["complete", "pruned", "diverged", "oom", "failed"]
-TRIAL_STATUSES: tuple[str, ...] = get_args(TrialStatus)
 
 
 class SpecError(ValueError):
@@ -345,6 +345,51 @@ TASK_METRICS: dict[str, str] = {"exact_match": "maximize", "accuracy": "maximize
 _UNPINNED = {("train", "learning_rate"), ("train", "max_steps"), ("train", "seed"), ("train", "eval_every"),
              ("data_options", "name")}
 """Settings a resumed study may change: sampled per trial, given elsewhere, or not measured."""
+
+
+def direction_of(objective: str) -> str:
+    """`minimize` or `maximize`: the direction a study optimizes an objective in."""
+    return OBJECTIVES.get(objective, TASK_METRICS.get(objective, "maximize"))
+
+
+T = TypeVar("T")
+
+
+def ranked(items: Iterable[T], direction: str, value: Callable[[T], float | None] | None = None) -> list[T]:
+    """Items best first under an objective's direction (`minimize` / `maximize`), by `value(item)` (the
+    item itself when no `value` is given). Items without a value go last; ties keep their order. The one
+    home of "best first": every table, pick and plan that ranks configs goes through here."""
+    _check(direction in ("minimize", "maximize"), f"direction must be minimize or maximize, got {direction!r}")
+    sign = 1.0 if direction == "minimize" else -1.0
+    get = value or (lambda item: item)  # type: ignore[assignment,return-value]
+
+    def key(item: T) -> tuple[int, float]:
+        score = get(item)
+        return (1, 0.0) if score is None or score != score else (0, sign * float(score))
+
+    return sorted(items, key=key)
+
+
+def perplexity(eval_loss: float) -> float:
+    """exp of the mean token loss (nats), capped at e^50 so a diverged run stays a finite number."""
+    return math.exp(min(float(eval_loss), 50.0))
+
+
+def study_out_dir(study: str, out: str | None = None) -> str:
+    """A study's output folder (trials.jsonl, adapters, W&B runs): `out`, else experiments/<study>."""
+    return out or f"experiments/{study}"
+
+
+def study_storage_url(study: str, storage: str | None = None, out: str | None = None) -> str:
+    """A study's Optuna storage: `storage`, else the SQLite file in its output folder."""
+    return storage or f"sqlite:///{study_out_dir(study, out)}/study.db"
+
+
+def study_reports_dir(study: str, reports_dir: str | None = None) -> str:
+    """Where a study's report files go: `reports_dir`, else reports/<study>."""
+    return reports_dir or f"reports/{study}"
+
+
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("none", "median", "hyperband")
 WANDB_MODES = ("auto", "offline", "online", "disabled")
@@ -400,15 +445,15 @@ class SweepSpec:
 
     @property
     def out_dir(self) -> str:
-        return self.out or f"experiments/{self.study}"
+        return study_out_dir(self.study, self.out)
 
     @property
     def storage_url(self) -> str:
-        return self.storage or f"sqlite:///{self.out_dir}/study.db"
+        return study_storage_url(self.study, self.storage, self.out)
 
     @property
     def directions(self) -> list[str]:
-        return [OBJECTIVES.get(name, TASK_METRICS.get(name, "maximize")) for name in self.objectives]
+        return [direction_of(name) for name in self.objectives]
 
     def measured_settings(self) -> dict[str, Any]:
         """Every setting that changes what a trial measures, flattened (`train.batch_size`, ...): a resumed

@@ -5,6 +5,7 @@ Everything here is an adapter around `run_trial`; nothing here trains.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,7 @@ from typing import Any
 from harness.pruning import make_pruner
 from harness.recovery import Heartbeat, enable_heartbeat
 from harness.space import SearchSpace
-from harness.spec import TASK_METRICS, SpecError, SweepSpec
-
-# User attrs a study is created with; a resume with a different value is refused.
-PINNED_ATTRS = ("space_hash", "objectives", "model", "data")
+from harness.spec import TASK_METRICS, SpecError, SweepSpec, one_line
 
 
 def _quiet_optuna() -> None:
@@ -45,12 +43,44 @@ def make_storage(url: str) -> Any:
                 continue
             hint = (" (PostgreSQL needs a driver: pip install 'harness[postgres]', i.e. psycopg2-binary)"
                     if isinstance(err, ModuleNotFoundError) else "")
-            raise SpecError(f"storage {url}: cannot open it ({type(err).__name__}: "
-                            f"{str(err).splitlines()[0]}){hint}") from None
+            raise SpecError(f"storage {public_url(url)}: cannot open it ({one_line(err)}){hint}") from None
     raise AssertionError("unreachable")
 
 
 STORAGE_OPEN_ATTEMPTS = 8
+
+
+def public_url(url: str) -> str:
+    """A storage URL fit to print or commit: its password replaced by *** (a journal file path as it is)."""
+    if "://" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL sqlalchemy parses: hide everything before the host
+        return re.sub(r"//[^/@]*@", "//***@", url)
+
+
+def storage_for_workers(spec: SweepSpec, workers: int) -> SweepSpec:
+    """The spec with a storage `workers` processes can share: one worker keeps whatever it was given;
+    several need a store safe for concurrent writers, a journal file by default (`<out>/study.journal`)
+    or PostgreSQL; SQLite is refused."""
+    import dataclasses
+
+    if workers < 1:
+        raise SpecError(f"--workers must be >= 1, got {workers}")
+    if workers == 1:
+        return spec
+    alternatives = (f"leave --storage out for a journal file ({spec.out_dir}/study.journal), or give a journal "
+                    "file path or a postgresql:// URL")
+    if spec.storage and spec.storage.startswith("sqlite"):
+        raise SpecError(f"--workers {workers} cannot share a SQLite storage ({spec.storage}): {alternatives}")
+    if not spec.storage and Path(spec.out_dir, "study.db").exists():
+        raise SpecError(f"study folder {spec.out_dir} already holds a SQLite study.db, which {workers} workers "
+                        f"cannot share: resume it with --workers 1, or copy it with optuna.copy_study to a "
+                        "journal file or PostgreSQL and pass that as --storage")
+    return dataclasses.replace(spec, storage=spec.storage or f"{spec.out_dir}/study.journal")
 
 
 def _is_schema_race(err: Exception) -> bool:

@@ -12,10 +12,6 @@ from harness import tracking
 from harness.compare import Comparison
 from harness.readout import StudyView
 
-TRIAL_COLUMNS = ("number", "state", "quantization", "lora_r", "lora_alpha", "learning_rate", "seed",
-                 "confirmation_of", "eval_loss", "peak_memory_mb", "seconds_per_step", "tokens_per_second", "reason")
-
-
 def trial_table_rows(view: StudyView) -> list[dict[str, Any]]:
     """One flat row per trial for the W&B table."""
     rows = []

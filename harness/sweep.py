@@ -25,12 +25,12 @@ from harness.experiment import spec_to_dict
 from harness.models import cache_dir, checkpoint_path, is_converted, load_tokenizer, model_dims, resolve_model
 from harness.progress import SweepProgress
 from harness.pruning import pruning_interval
-from harness.readout import small_eval_note
+from harness.readout import baseline_of, baseline_scores, small_eval_note
 from harness.records import STATE_OF_STATUS, append_record, build_record
 from harness.runner import THREADS_ENV, TrialRunner, needs_fresh_worker
 from harness.source import describe_source
 from harness.space import SearchSpace, check_rank_fits, suggest
-from harness.spec import (LoraSpec, ModelSpec, QuantSpec, SpecError, SweepSpec, TrialConfig,
+from harness.spec import (LoraSpec, ModelSpec, QuantSpec, SpecError, SweepSpec, TrialConfig, ranked,
                           TrialResult)
 from harness.adapters import drop_partial, keep_adapter
 from harness.recovery import (Heartbeat, claim_lock, counted, heartbeat, heartbeat_enabled, owner_attrs,
@@ -59,11 +59,15 @@ class SweepOutcome:
     out_dir: Path
     storage: str
     records: list[dict[str, Any]] = field(default_factory=list)
-    baseline_eval_loss: float | None = None
-    baseline_metrics: dict[str, float] = field(default_factory=dict)
+    study_attrs: dict[str, Any] = field(default_factory=dict)
+    """The study's user attrs when the sweep ended (its untuned baselines among them)."""
     best: dict[str, Any] | None = None
     pareto: list[dict[str, Any]] = field(default_factory=list)
     """With several objectives: the Pareto-optimal trials (number, values, params)."""
+
+    def baseline(self, metric: str, mode: str = "none") -> float | None:
+        """The untuned base model's `metric` in a mode (readout.baseline_of), None when not scored."""
+        return baseline_of(self.study_attrs, mode, metric)
 
 
 def trial_config(spec: SweepSpec, params: dict[str, Any], *, adapter_dir: str | None = None,
@@ -362,15 +366,13 @@ class Sweep:
         return payload
 
     def _report_baseline(self) -> None:
-        attrs = self.study.user_attrs
-        self.outcome.baseline_eval_loss = attrs.get("baseline_eval_loss")
-        self.outcome.baseline_metrics = attrs.get("baseline_metrics") or {}
-        by_mode = attrs.get("baseline_by_mode") or {}
-        for mode, entry in by_mode.items():
-            if entry.get("eval_loss") is None:
+        attrs = self.outcome.study_attrs = dict(self.study.user_attrs)
+        for mode in attrs.get("baseline_by_mode") or {}:
+            scores = baseline_scores(attrs, mode)
+            if scores is None:
                 continue
-            metrics = "".join(f", {k} {v:.3f}" for k, v in (entry.get("metrics") or {}).items())
-            self.progress.note(f"untuned base model ({mode}): eval_loss {entry['eval_loss']:.4f}{metrics}")
+            metrics = "".join(f", {k} {v:.3f}" for k, v in scores.items() if k != "eval_loss")
+            self.progress.note(f"untuned base model ({mode}): eval_loss {scores['eval_loss']:.4f}{metrics}")
         truncated = f"; {attrs['truncated']} examples truncated to max_seq_len" if attrs.get("truncated") else ""
         self.progress.note(f"held-out split: {attrs.get('n_eval')} examples ({attrs.get('data_source')}){truncated}")
 
@@ -478,8 +480,7 @@ class Sweep:
             return None
         if not trials:
             return None
-        key = 0 if self.spec.directions[0] == "minimize" else 1
-        trial = sorted(trials, key=lambda t: t.values[0] * (1 if key == 0 else -1))[0]
+        trial = ranked(trials, self.spec.directions[0], lambda t: t.values[0])[0]
         return {"number": trial.number, "values": trial.values, "params": trial.params}
 
 

@@ -80,15 +80,27 @@ def test_compare_writes_the_table_and_confirmed_numbers(swept: Path) -> None:
 
 
 def test_recommend_writes_yaml_that_plain_peft_loads(swept: Path, tmp_path: Path) -> None:
-    out = tmp_path / "rec.yaml"
-    proc = run_cli("recommend", "--study", "q", "--sweep-dir", str(swept / "q"), "--out", str(out),
+    out = tmp_path / "rec" / "recommended.yaml"
+    proc = run_cli("recommend", "--study", "q", "--out", str(swept / "q"), "--reports-dir", str(out.parent),
                    "--max-memory-mb", "100000")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "deprecated" not in proc.stderr
     doc = yaml.safe_load(out.read_text())
     assert doc["evidence"]["confirmed"] is True and len(doc["evidence"]["seeds"]) == 2
     assert set(doc["per_quantization"]) == {"none", "nf4"}
     assert doc["within_memory"]["lora"]["r"] == 4
     assert "loaded 4" in load_without_harness(out, tmp_path)
+
+
+def test_recommends_old_flag_spellings_still_work_with_a_deprecation_line(swept: Path, tmp_path: Path) -> None:
+    out = tmp_path / "old.yaml"
+    proc = run_cli("recommend", "--study", "q", "--sweep-dir", str(swept / "q"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert yaml.safe_load(out.read_text())["evidence"]["confirmed"] is True
+    deprecations = [line for line in proc.stderr.splitlines() if "deprecated" in line]
+    assert len(deprecations) == 2, proc.stderr
+    assert any("--sweep-dir" in line and "--out DIR" in line for line in deprecations)
+    assert any("--out FILE.yaml" in line and "--reports-dir" in line for line in deprecations)
 
 
 def test_report_writes_plots_html_and_a_wandb_summary_run(swept: Path) -> None:
