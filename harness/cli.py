@@ -123,19 +123,10 @@ DEVICE_OPTION = typer.Option(None, "--device", help="Only the trials that ran on
 @app.command()
 def status(study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION) -> None:
     """A table of the study's trials."""
-    from harness.progress import print_table, trials_table
-    from harness.readout import baseline_of
+    from harness.progress import print_status
     from harness.spec import study_storage_url
-    from harness.study import load_existing_study, study_rows
 
-    url = study_storage_url(study, storage, out)
-    loaded = load_existing_study(study, url)
-    rows = study_rows(loaded)
-    print_table(trials_table(rows, f"study {study}: {len(rows)} trials ({url})"))
-    objective = (loaded.user_attrs.get("objectives") or ["eval_loss"])[0]
-    base = baseline_of(loaded.user_attrs, "none", objective)
-    if base is not None:
-        typer.echo(f"untuned base model {objective}: {base:.4f}")
+    print_status(study, study_storage_url(study, storage, out))
 
 
 def _view(study: str, storage: Optional[str], out: Optional[str], confirm_seeds: int = 0, confirm_top: int = 1) -> Any:
@@ -227,26 +218,17 @@ def report(
     wandb: str = typer.Option("auto", help="W&B summary run: auto, offline, online or disabled."),
 ) -> None:
     """report.md and a self-contained report.html with plots; a W&B summary run."""
-    from harness.compare import build_comparison, comparison_markdown, write_comparison
-    from harness.recommend import recommend_study, write_recommended
-    from harness.report import write_report
+    from harness.publish import publish
     from harness.spec import study_reports_dir
-    from harness.summary import log_summary_run
 
-    view = _view(study, storage, out)
-    target = Path(study_reports_dir(study, reports_dir))
-    comparison = build_comparison(view)
-    write_comparison(comparison, target)
-    recommended = target / "recommended.yaml"
-    if not recommended.exists():
-        write_recommended(recommend_study(view), recommended, "harness " + " ".join(sys.argv[1:]))
-    files = write_report(view, target, comparison_markdown(comparison))
+    published = publish(_view(study, storage, out), Path(study_reports_dir(study, reports_dir)), wandb,
+                        "harness " + " ".join(sys.argv[1:]), out)
+    files = published.files
     for name, reason in files.skipped.items():
         typer.echo(f"skipped {name}: {reason}")
     typer.echo(f"written: {files.markdown} and {files.html} ({len(files.plots)} plots)")
-    where = log_summary_run(view, comparison, files, recommended, wandb, view.out_dir(out))
-    if where:
-        typer.echo(f"wandb:   summary run in {where}")
+    if published.wandb_dir:
+        typer.echo(f"wandb:   summary run in {published.wandb_dir}")
 
 
 @app.command()

@@ -127,8 +127,24 @@ def record_value(record: dict[str, Any], name: str) -> float | None:
     return None
 
 
+def print_status(study: str, url: str) -> None:
+    """`harness status`: every trial of a study as the storage holds it, and the untuned baseline."""
+    from harness.readout import baseline_of
+    from harness.study import load_existing_study, public_url, study_rows
+
+    loaded = load_existing_study(study, url)
+    rows = study_rows(loaded)
+    print_table(trials_table(rows, f"study {study}: {len(rows)} trials ({public_url(url)})"))
+    objective = (loaded.user_attrs.get("objectives") or ["eval_loss"])[0]
+    base = baseline_of(loaded.user_attrs, "none", objective)
+    if base is not None:
+        print(f"untuned base model {objective}: {base:.4f}")
+
+
 def print_sweep_end(outcome: Any, objectives: tuple[str, ...]) -> None:
     """What a finished `harness sweep` prints: its trials best first, the Pareto front, where things are."""
+    from harness.study import public_url
+
     records = ranked_records(outcome.records, objectives[0])
     print_table(trials_table(records[:10], f"study {outcome.study}: {len(outcome.records)} trials this run, "
                                            "best first"))
@@ -143,7 +159,7 @@ def print_sweep_end(outcome: Any, objectives: tuple[str, ...]) -> None:
             line += f"  (untuned base model: {base:.4f}, change {best - base:+.4f})"
         say(line)
     out = outcome.out_dir
-    say(f"study:   {outcome.storage} (study name {outcome.study!r})")
+    say(f"study:   {public_url(outcome.storage)} (study name {outcome.study!r})")
     say(f"trials:  {out / 'trials.jsonl'}")
     if (out / "best_adapter").exists():
         say(f"adapter: {out / 'best_adapter'} (peft: PeftModel.from_pretrained(base, path))")

@@ -128,7 +128,7 @@ def open_study(spec: SweepSpec, space: SearchSpace, *, create: bool = True, hear
     storage = make_storage(resolve_url(spec.storage_url))
     existing = _existing(storage, spec.study)
     if existing is None and not create:
-        raise SpecError(f"study {spec.study!r} does not exist in {spec.storage_url}")
+        raise SpecError(f"study {spec.study!r} does not exist in {public_url(spec.storage_url)}")
     beat = _heartbeat(existing, heartbeat, spec.study)
     enable_heartbeat(storage, beat)
     finished = 0 if existing is None else len(existing.get_trials(deepcopy=False))
@@ -235,7 +235,8 @@ def load_existing_study(name: str, storage_url: str) -> Any:
     study = _existing(storage, name)
     if study is None:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise SpecError(f"study {name!r} not found in {storage_url} (studies there: {', '.join(names) or 'none'})")
+        raise SpecError(f"study {name!r} not found in {public_url(storage_url)} "
+                        f"(studies there: {', '.join(names) or 'none'})")
     return study
 
 
