@@ -330,7 +330,7 @@ def recommend(
 
 
 def _describe(doc: dict[str, Any]) -> str:
-    from harness.compare import mode_label
+    from harness.quantization import mode_label
 
     evidence = doc["evidence"]
     mode = mode_label(evidence["quantization"], evidence.get("compute_dtype"))

@@ -23,8 +23,9 @@ from typing import Any
 
 import torch
 
-from harness.models import (INSTALL_HINT as BUILTIN_INSTALL, bf16_supported, compute_dtype, pick_device,
-                            quantization_config, smollm2_gguf_path)
+from harness.devices import bf16_supported, compute_dtype, pick_device
+from harness.models import INSTALL_HINT as BUILTIN_INSTALL, smollm2_gguf_path
+from harness.quantization import quantization_config
 from harness.quiet import quiet
 from harness.spec import QUANTIZATION_MODES, one_line
 
