@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
 from harness import devices, doctor
+from harness.models import TINY_LLAMA
 from harness.spec import QUANTIZATION_MODES
 
 
@@ -59,6 +62,14 @@ def test_compute_dtype_is_a_torch_dtype() -> None:
     assert dtype == (torch.bfloat16 if devices.bf16_supported("cpu") else torch.float32)
     if torch.cuda.is_available():
         assert devices.compute_dtype("cuda") in {torch.bfloat16, torch.float16}
+
+
+def test_the_checked_model_is_the_shared_tiny_llama(tmp_path: Path) -> None:
+    """doctor trains models.TINY_LLAMA (its own vocabulary aside), not a second definition of it."""
+    doctor._save_tiny_llama(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert {key: config[key] for key in TINY_LLAMA} == TINY_LLAMA
+    assert config["vocab_size"] == doctor.TINY_VOCAB
 
 
 def test_without_mode_checks_is_quick_and_says_so() -> None:
