@@ -266,7 +266,7 @@ def run_seed(args: argparse.Namespace, seed: int, index: int, work: Path, varian
 
 def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Every seed and variant; the comparisons and their median (min-max) over seeds."""
-    from harness.models import pick_device
+    from harness.devices import pick_device
 
     device = pick_device()
     started_at = dt.datetime.now(dt.timezone.utc).isoformat()
@@ -308,7 +308,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 def numerics(device: str, runs: list[dict[str, Any]], variants: dict[str, dict[str, str]]) -> dict[str, Any]:
     """What each side trained with: autocast, compute dtype, and the optimizer (harness: its
     `harness.train.optimizer_name`; peer: the TrainingArguments.optim and the class Trainer built, by mode)."""
-    from harness.models import compute_dtype
+    from harness.devices import compute_dtype
     from harness.train import optimizer_name
 
     peers: dict[str, Any] = {}
@@ -343,7 +343,7 @@ def environment(device: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
     import torch
 
-    from harness.models import compute_dtype
+    from harness.devices import compute_dtype
 
     versions = {}
     for name in PACKAGES:

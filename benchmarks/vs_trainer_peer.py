@@ -94,7 +94,8 @@ def make_model_init(checkpoint: str, device: str, log: PeerLog) -> Any:
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
         from transformers import AutoModelForCausalLM
 
-        from harness.models import compute_dtype, quantization_config
+        from harness.devices import compute_dtype
+        from harness.quantization import quantization_config
 
         started = time.perf_counter()
         params = sample_params(trial) if trial is not None else {"lora_r": LORA_R_CHOICES[0], "quantization": "none"}
@@ -197,7 +198,8 @@ def run_peer(args: argparse.Namespace, log: PeerLog) -> PeerLog:
     import optuna
     import torch
 
-    from harness.models import checkpoint_path, compute_dtype, pick_device, resolve_model
+    from harness.devices import compute_dtype, pick_device
+    from harness.models import checkpoint_path, resolve_model
 
     device = pick_device()
     if device == "cpu":

@@ -17,22 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.quantization import mode_label
 from harness.readout import StudyView, TrialRow, small_eval_note
 from harness.spec import QUANTIZATION_MODES, SpecError
 from harness.stats import Difference, Summary, combined_difference, paired_bootstrap_half, summarize
 
 REFERENCE = "none"
 """The mode every other mode is compared with: LoRA on the unquantized base."""
-MODE_NAMES = {"none": "16-bit LoRA", "int8": "int8", "nf4": "nf4", "nf4-dq": "nf4-dq", "fp4": "fp4",
-              "fp4-dq": "fp4-dq"}
-
-
-def mode_label(mode: str, compute_dtype: str | None = None) -> str:
-    """How a mode is named in tables: `none` says the dtype its base really had (fp32 on a CPU without
-    native bf16 is not "16-bit LoRA")."""
-    if mode == REFERENCE and compute_dtype == "float32":
-        return "LoRA (fp32 base)"
-    return MODE_NAMES.get(mode, mode)
 
 
 @dataclass(frozen=True)
@@ -95,7 +86,7 @@ class ModeSummary:
     train_peak_mb: float | None = None
     eval_peak_mb: float | None = None
     weights: dict[str, Any] = field(default_factory=dict)
-    """The weight-memory breakdown (models.weight_breakdown) of this mode's base model."""
+    """The weight-memory breakdown (weights.weight_breakdown) of this mode's base model."""
     untuned: float | None = None
     """The untuned base model's objective in this mode (the cost of quantizing, before any training)."""
     untuned_missing: str | None = None

@@ -23,13 +23,16 @@ from typing import Any
 
 import torch
 
-from harness.models import (INSTALL_HINT as BUILTIN_INSTALL, bf16_supported, compute_dtype, pick_device,
-                            quantization_config, smollm2_gguf_path)
+from harness.devices import bf16_supported, compute_dtype, pick_device
+from harness.models import INSTALL_HINT as BUILTIN_INSTALL, TINY_LLAMA, smollm2_gguf_path
+from harness.quantization import quantization_config
 from harness.quiet import quiet
 from harness.spec import QUANTIZATION_MODES, one_line
 
 VERSIONED_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "optuna", "wandb", "datasets")
 BUILTIN_MODEL = "smollm2-135m"
+TINY_VOCAB = 128
+"""Vocabulary of the tiny model the checks train (models.TINY_LLAMA otherwise): token ids are random."""
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,7 @@ def _train_one_step(model_dir: Path, mode: str, device: str,
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
     lora_b = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    ids = torch.randint(0, 128, (2, 16), device=device)
+    ids = torch.randint(0, TINY_VOCAB, (2, 16), device=device)
     loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
     optimizer.step()
@@ -232,13 +235,11 @@ def _quantized_kinds(model: torch.nn.Module) -> list[str]:
 
 
 def _save_tiny_llama(folder: Path) -> None:
-    """A tiny randomly initialised Llama (2 layers, hidden 64, vocab 128), saved to ``folder``."""
+    """The tiny random Llama of models.TINY_LLAMA with a vocabulary of TINY_VOCAB, saved to ``folder``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
-    LlamaForCausalLM(config).save_pretrained(folder)
+    LlamaForCausalLM(LlamaConfig(vocab_size=TINY_VOCAB, **TINY_LLAMA)).save_pretrained(folder)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

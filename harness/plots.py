@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness import quantization
 from harness.readout import StudyView, TrialRow
 from harness.spec import TASK_METRICS
 
@@ -21,9 +22,6 @@ DPI = 110
 
 MODE_COLORS: dict[str, str] = {"none": "#1f77b4", "int8": "#ff7f0e", "nf4": "#2ca02c", "nf4-dq": "#17becf",
                                "fp4": "#d62728", "fp4-dq": "#9467bd"}
-MODE_LABELS: dict[str, str] = {"none": "16-bit LoRA", "int8": "int8 (8-bit)", "nf4": "nf4 (4-bit)",
-                               "nf4-dq": "nf4-dq (4-bit, double quant)", "fp4": "fp4 (4-bit)",
-                               "fp4-dq": "fp4-dq (4-bit, double quant)"}
 OTHER_COLOR = "#7f7f7f"
 """Colour of a mode this module does not know (a future one)."""
 
@@ -40,11 +38,9 @@ SLICE_PARAMS = ("learning_rate", "lora_r", "lora_alpha", "lora_dropout")
 
 
 def mode_label(mode: str, view: StudyView | None = None) -> str:
-    """The legend name of a quantization mode ("none" is 16-bit LoRA, or says fp32 when the trials' base
-    was fp32: a CPU without native bf16)."""
-    if mode == "none" and view is not None and _compute_dtype(view) == "float32":
-        return "LoRA (fp32 base)"
-    return MODE_LABELS.get(mode, mode)
+    """The legend name of a quantization mode (quantization.mode_label's long form; "none" says fp32 when
+    the trials' base was fp32: a CPU without native bf16)."""
+    return quantization.mode_label(mode, _compute_dtype(view) if view is not None else None, legend=True)
 
 
 def _compute_dtype(view: StudyView) -> str | None:

@@ -92,7 +92,7 @@ class TrialRow:
 
     @property
     def weights(self) -> dict[str, Any]:
-        """The base model's weight memory by kind (models.weight_breakdown), when recorded."""
+        """The base model's weight memory by kind (weights.weight_breakdown), when recorded."""
         value = self.result.get("weights")
         return value if isinstance(value, dict) else {}
 

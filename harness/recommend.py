@@ -19,10 +19,10 @@ from typing import Any
 
 import yaml
 
-from harness.compare import MODE_NAMES, mode_label
-from harness.models import quantization_kwargs, target_modules
+from harness.models import target_modules
+from harness.quantization import mode_label, quantization_kwargs
 from harness.readout import StudyView, TrialRow, small_eval_note
-from harness.spec import SpecError, TrainSpec
+from harness.spec import QUANTIZATION_MODES, SpecError, TrainSpec
 from harness.stats import Summary, summarize
 from harness.study import public_url
 
@@ -250,7 +250,7 @@ def write_recommended(doc: dict[str, Any], path: Path, command: str) -> Path:
               "# null: 16-bit LoRA\n"
               "#   transformers.TrainingArguments(output_dir='out', **cfg['training'])\n"
               "# per_quantization holds the best config of each mode in the same shape"
-              f" ({', '.join(MODE_NAMES.values())}).\n" + _measured_on(doc["evidence"]))
+              f" ({', '.join(map(mode_label, QUANTIZATION_MODES))}).\n" + _measured_on(doc["evidence"]))
     path.write_text(header + yaml.safe_dump(doc, sort_keys=False, width=110))
     return path
 

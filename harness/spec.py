@@ -309,7 +309,7 @@ class TrialResult:
     optimizer: str | None = None
     """The optimizer the adapter trained with, as a TrainingArguments `optim` value (`adamw_torch`...)."""
     weights: dict[str, Any] = field(default_factory=dict)
-    """The base model's weight memory by kind (MiB): see models.weight_breakdown."""
+    """The base model's weight memory by kind (MiB): see weights.weight_breakdown."""
     per_example: dict[str, list[float]] = field(default_factory=dict)
     """Per held-out example, in eval-split order: `loss` (mean over its scored tokens), `tokens` (its
     scored tokens), and each task metric's score on the generated examples (the first generate_size)."""

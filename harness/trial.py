@@ -16,11 +16,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from harness.models import (checkpoint_path, compute_dtype, device_name, load_base_model, load_tokenizer,
-                            pick_device, quantized_checkpoint, resolve_model, target_modules, weight_breakdown)
+from harness.devices import compute_dtype, device_name, pick_device
+from harness.models import (checkpoint_path, load_base_model, load_tokenizer, quantized_checkpoint, resolve_model,
+                            target_modules)
 from harness.scoring import EvalScore, eval_loss
 from harness.spec import TrialConfig, TrialResult, one_line, stable_hash
 from harness.train import NonFiniteLoss, StepInfo, StopTraining, optimizer_name, train
+from harness.weights import weight_breakdown
 
 
 @dataclass

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from harness import doctor
+from harness import devices, doctor
+from harness.models import TINY_LLAMA
 from harness.spec import QUANTIZATION_MODES
 
 
@@ -54,11 +57,19 @@ def test_format_report_mentions_every_mode(checked: tuple[doctor.DoctorReport, b
 
 
 def test_compute_dtype_is_a_torch_dtype() -> None:
-    dtype = doctor.compute_dtype("cpu")
+    dtype = devices.compute_dtype("cpu")
     assert isinstance(dtype, torch.dtype)
-    assert dtype == (torch.bfloat16 if doctor.bf16_supported("cpu") else torch.float32)
+    assert dtype == (torch.bfloat16 if devices.bf16_supported("cpu") else torch.float32)
     if torch.cuda.is_available():
-        assert doctor.compute_dtype("cuda") in {torch.bfloat16, torch.float16}
+        assert devices.compute_dtype("cuda") in {torch.bfloat16, torch.float16}
+
+
+def test_the_checked_model_is_the_shared_tiny_llama(tmp_path: Path) -> None:
+    """doctor trains models.TINY_LLAMA (its own vocabulary aside), not a second definition of it."""
+    doctor._save_tiny_llama(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert {key: config[key] for key in TINY_LLAMA} == TINY_LLAMA
+    assert config["vocab_size"] == doctor.TINY_VOCAB
 
 
 def test_without_mode_checks_is_quick_and_says_so() -> None:
@@ -76,7 +87,7 @@ def test_a_broken_or_misapplied_mode_is_a_one_line_result(monkeypatch: pytest.Mo
         return real("nf4" if mode == "nf4-dq" else mode, dtype)  # forgets double quantization
 
     monkeypatch.setattr(doctor, "quantization_config", sabotaged)
-    checks = {c.mode: c for c in doctor.check_quantization_modes("cpu", doctor.compute_dtype("cpu"))}
+    checks = {c.mode: c for c in doctor.check_quantization_modes("cpu", devices.compute_dtype("cpu"))}
     assert checks["int8"] == doctor.ModeCheck("int8", False, "RuntimeError: no int8 kernel")
     assert not checks["nf4-dq"].ok and "['nf4']" in checks["nf4-dq"].detail
     assert all(checks[m].ok for m in ("none", "nf4", "fp4", "fp4-dq"))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, assert_one_line_error, run_cli
-from harness import models, online
+from harness import devices, models, online
 from harness.runner import THREADS_ENV, TrialRunner, needs_fresh_worker
 from harness.spec import DataSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec, TrialConfig, TrialResult
 
@@ -49,11 +49,11 @@ def test_without_a_split_a_model_load_uses_every_core(monkeypatch, tiny_checkpoi
     try:
         monkeypatch.delenv(THREADS_ENV, raising=False)
         models.load_base_model(tiny_checkpoint, "none", "cpu")
-        assert torch.get_num_threads() == models.torch_threads() == max(1, __import__("os").cpu_count() or 1)
+        assert torch.get_num_threads() == devices.torch_threads() == max(1, __import__("os").cpu_count() or 1)
         monkeypatch.setenv(THREADS_ENV, "1")
         torch.set_num_threads(1)
         models.load_base_model(tiny_checkpoint, "none", "cpu")
-        assert torch.get_num_threads() == models.torch_threads() == 1
+        assert torch.get_num_threads() == devices.torch_threads() == 1
     finally:
         torch.set_num_threads(before)
 

@@ -88,7 +88,7 @@ def test_a_complete_trial_measures_everything(tmp_path: Path, cache: TrialCache)
 
 @pytest.mark.parametrize("mode", ["int8", "nf4", "nf4-dq"])
 def test_weight_breakdown_explains_a_quantized_mode(mode: str, tiny_checkpoint: str) -> None:
-    from harness.models import weight_breakdown
+    from harness.weights import weight_breakdown
 
     w = weight_breakdown(load_base_model(tiny_checkpoint, mode, "cpu"))
     assert w["quantized_mb"] > 0 and w["constants_mb"] > 0 and w["other_mb"] > 0
@@ -164,7 +164,9 @@ def test_quantized_checkpoint_is_built_once_and_loads_identical_weights(mode: st
     """Trials load a cached quantized checkpoint instead of requantizing; it must hold the very same weights."""
     from transformers import AutoModelForCausalLM
 
-    from harness.models import compute_dtype, quantization_config, quantized_checkpoint
+    from harness.devices import compute_dtype
+    from harness.models import quantized_checkpoint
+    from harness.quantization import quantization_config
 
     dtype = compute_dtype("cpu")
     from peft import prepare_model_for_kbit_training
