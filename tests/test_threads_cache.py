@@ -207,14 +207,12 @@ def no_network(monkeypatch):
     (["--model", "smollm2-13m"], "(did you mean 'smollm2-135m'?)"),
     (["--model", "tiny-llama", "--data", "stdlib_qa"], "(did you mean 'stdlib-qa'?)"),
 ])
-def test_a_mistyped_name_without_network_is_one_line_in_seconds(no_network, tmp_path: Path, args: list[str],
-                                                                hint: str) -> None:
-    started = time.perf_counter()
+def test_a_mistyped_name_without_network_is_one_line(no_network, tmp_path: Path, args: list[str],
+                                                    hint: str) -> None:
+    # Before the fix: ~25 s of hub retries, each printing a line; the one-line check catches them (a timed
+    # assertion would only measure how loaded the machine is).
     proc = run_cli("sweep", *args, "--out", str(tmp_path / "out"), "--wandb", "disabled", timeout=120)
-    seconds = time.perf_counter() - started
-    line = assert_one_line_error(proc, hint, "offline")
-    # Before the fix: ~25 s of hub retries and a dozen lines. Generous slack for a loaded machine.
-    assert seconds < 20, (seconds, line)
+    assert_one_line_error(proc, hint, "offline")
 
 
 def test_a_hub_model_in_the_local_cache_loads_without_network(no_network, monkeypatch, tmp_path: Path,
