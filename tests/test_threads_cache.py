@@ -224,12 +224,11 @@ def test_a_hub_model_in_the_local_cache_loads_without_network(no_network, monkey
     monkeypatch.setattr(online, "_went_offline", False)
     online._reachable.cache_clear()
     fake_hub_cache(tmp_path, "org/tiny", "c" * 40, tiny_checkpoint)
-    started = time.perf_counter()
     model = models.resolve_model("org/tiny")
     assert (model.source, model.location) == ("hub", "org/tiny")
     assert models.model_dims(models.checkpoint_path(model)).hidden == models.TINY_LLAMA["hidden_size"]
     assert models.load_tokenizer("org/tiny").pad_token_id is not None
-    assert time.perf_counter() - started < 10  # no retries: the unreachable hub switched offline mode on
+    # No retries: the unreachable hub switched offline mode on.
     assert constants.HF_HUB_OFFLINE and online.offline_reason() == "127.0.0.1:9 is unreachable"
     with pytest.raises(models.ModelError, match=r"'smollm2-13m' .*did you mean 'smollm2-135m'.*127\.0\.0\.1:9 is "):
         models.resolve_model("smollm2-13m")
