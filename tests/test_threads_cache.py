@@ -10,7 +10,6 @@ import importlib.metadata
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
