@@ -1,12 +1,13 @@
-# Two entry points, each installs what it needs first (idempotent):
+# Entry points, each installs what it needs first (idempotent):
 #   make sweep   - the default sweep on the real SmolLM2-135M (about ten minutes on 2 CPU cores)
-#   make test    - the whole test suite, the slow real-model tests included
+#   make test    - the whole test suite: unit, integration and the slow real-model tests (what CI runs)
+#   make unit    - the unit tier only, as a bare `pytest` runs it (well under a minute)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install sweep test
+.PHONY: install sweep test unit
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,5 +22,9 @@ install: $(STAMP)
 sweep: $(STAMP)
 	$(BIN)/harness sweep
 
+# pyproject.toml's addopts deselect `integration` and `slow`; a later -m replaces that one: -m "" selects all.
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -m ""
+
+unit: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -12,6 +10,7 @@ import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
+from conftest import load_without_harness
 from harness.compare import build_comparison, comparison_markdown, write_comparison
 from harness.confirm import enqueue, plan_confirmations
 from harness.readout import load_view
@@ -187,32 +186,7 @@ def test_aggregating_studies_picks_the_config_they_share(study_url: str, tmp_pat
     assert set(doc["evidence"]["studies"]) == {"s", "o"}
 
 
-LOAD_WITHOUT_HARNESS = """
-import sys, yaml, peft, transformers
-cfg = yaml.safe_load(open(sys.argv[1]))
-sections = [cfg] + list(cfg.get("per_quantization", {}).values())
-if (cfg.get("within_memory") or {}).get("lora"):
-    sections.append(cfg["within_memory"])
-for s in sections:
-    lora = peft.LoraConfig(**s["lora"])
-    q = transformers.BitsAndBytesConfig(**s["quantization"]) if s["quantization"] else None
-    args = transformers.TrainingArguments(output_dir=sys.argv[2], report_to="none", **s["training"])
-    assert lora.r == s["lora"]["r"] and args.learning_rate == s["training"]["learning_rate"]
-    warmup = args.get_warmup_steps(args.max_steps)
-    print("r", lora.r, "quant", q.bnb_4bit_quant_type if q and q.load_in_4bit else "int8" if q else None,
-          "dq", q.bnb_4bit_use_double_quant if q else None, "steps", args.max_steps, "warmup", warmup)
-assert "harness" not in sys.modules
-print("loaded", len(sections))
-"""
-
-
-def load_without_harness(path: Path, tmp_path: Path) -> str:
-    proc = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_HARNESS, str(path), str(tmp_path / "args")],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
-
-
+@pytest.mark.integration
 def test_recommended_yaml_loads_into_peft_and_transformers_without_harness(study_url: str, tmp_path: Path) -> None:
     path = write_recommended(recommend_study(load_view("s", study_url)), tmp_path / "rec.yaml", "test")
     out = load_without_harness(path, tmp_path)
@@ -222,6 +196,7 @@ def test_recommended_yaml_loads_into_peft_and_transformers_without_harness(study
     assert "quant nf4 dq True steps 10 warmup 1" in out
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("path", sorted(REPO.glob("reports/*/recommended.yaml")), ids=lambda p: p.parent.name)
 def test_every_committed_recommended_yaml_loads(path: Path, tmp_path: Path) -> None:
     assert "loaded" in load_without_harness(path, tmp_path)

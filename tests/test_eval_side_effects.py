@@ -23,6 +23,8 @@ from harness.spec import (QUANTIZATION_MODES, DataSpec, EvalSpec, LoraSpec, Mode
                           TrialConfig)
 from harness.trial import TrialCache, attach_adapter, run_trial
 
+pytestmark = pytest.mark.integration  # loads and trains tiny-llama in every mode
+
 FOUR_BIT = [m for m in QUANTIZATION_MODES if m.startswith(("nf4", "fp4"))]
 
 

@@ -17,6 +17,8 @@ import torch
 from harness.generation import GenerationScore, generate, generate_ids, score_generations
 from harness.models import TINY_LLAMA, load_base_model, load_tokenizer
 
+pytestmark = pytest.mark.integration  # loads tiny Llama models
+
 TEXTS = ["Hi", "What is the capital of France? Answer in one word, please.", "A b c",
          "The quick brown fox jumps over the lazy dog and then", "Name a colour."]
 

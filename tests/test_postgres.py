@@ -11,15 +11,15 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterator
 
 import optuna
 import pytest
 
-from conftest import run_cli
-from test_workers import assert_accounted_for, fast_experiment, records, start
+from conftest import assert_accounted_for, fast_experiment, records, run_cli, start, wait_for
+
+pytestmark = pytest.mark.integration  # a PostgreSQL server and harness workers in subprocesses
 
 HEARTBEAT = {"HARNESS_HEARTBEAT_INTERVAL": "1", "HARNESS_GRACE_PERIOD": "4"}
 
@@ -79,10 +79,8 @@ def test_a_worker_killed_mid_trial_is_detected_by_heartbeat_and_retried(tmp_path
     join = ["worker", "--study", "pg", "--storage", postgres_url, "--trials", "6", "--out", str(out)]
     # Machine A dies (SIGKILL, as a preempted machine would) in the middle of its first trial.
     doomed = start(join, env={**HEARTBEAT, "HARNESS_HOST": "machine-a", "HARNESS_INJECT_FAULTS": "0:die"})
-    deadline = time.time() + 180
-    while not study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
-        assert time.time() < deadline and doomed.poll() is None, doomed.communicate()
-        time.sleep(0.5)
+    wait_for(lambda: study.get_trials(states=(optuna.trial.TrialState.RUNNING,)), 180, "machine A's RUNNING trial",
+             alive=doomed, interval=0.5)
     survivor = start(join, env={**HEARTBEAT, "HARNESS_HOST": "machine-b"})
     doomed.communicate(timeout=120)
     assert doomed.returncode == -9

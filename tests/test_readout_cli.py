@@ -9,9 +9,10 @@ import optuna
 import pytest
 import yaml
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, load_without_harness, run_cli
 from harness.tracking import offline_runs, read_offline_run
-from test_compare import load_without_harness
+
+pytestmark = pytest.mark.integration  # a sweep, then compare/recommend/report through the command line
 
 SPACE = """axes:
   lora_r: 4

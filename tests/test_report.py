@@ -55,6 +55,7 @@ def report(study: tuple[StudyView, Path], tmp_path_factory: pytest.TempPathFacto
     return write_report(study[0], tmp_path_factory.mktemp("report") / "r", comparison_markdown=COMPARISON)
 
 
+@pytest.mark.integration
 def test_every_figure_is_a_real_png(report: ReportFiles) -> None:
     assert report.skipped == {}
     assert set(report.plots) == set(FIGURES)
@@ -64,6 +65,7 @@ def test_every_figure_is_a_real_png(report: ReportFiles) -> None:
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5_000, (name, len(data))
 
 
+@pytest.mark.integration
 def test_markdown_embeds_figures_best_trials_and_comparison(study: tuple[StudyView, Path],
                                                             report: ReportFiles) -> None:
     view, out = study
@@ -79,6 +81,7 @@ def test_markdown_embeds_figures_best_trials_and_comparison(study: tuple[StudyVi
     assert "## LoRA vs QLoRA\n\n" + COMPARISON in text
 
 
+@pytest.mark.integration
 def test_html_is_self_contained(report: ReportFiles) -> None:
     page = report.html.read_text()
     assert page.count("data:image/png;base64,") == len(FIGURES)
@@ -88,6 +91,7 @@ def test_html_is_self_contained(report: ReportFiles) -> None:
     assert "<h2>Best trials</h2>" in page and "<table>" in page
 
 
+@pytest.mark.integration
 def test_single_completed_trial_skips_importance_with_a_reason(study: tuple[StudyView, Path],
                                                                tmp_path: Path) -> None:
     view, _ = study

@@ -11,6 +11,8 @@ import pytest
 
 from conftest import assert_one_line_error, run_cli
 
+pytestmark = pytest.mark.integration  # sweeps through the command line
+
 SPACE = "axes:\n  lora_r: 4\n  lora_alpha: {ratio: 2}\n  learning_rate: 5.0e-3\n  quantization: none\n"
 EXPERIMENT = """model: tiny-llama
 space: {space}

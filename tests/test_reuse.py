@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from harness.runner import TrialRunner
 from harness.spec import DataSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec, TrialConfig
+
+pytestmark = pytest.mark.integration  # 20 trials in a trial worker process
 
 
 def test_memory_does_not_grow_over_20_trials_in_one_worker() -> None:

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import optuna
 import pytest
 
-from conftest import run_cli
+from conftest import records, run_cli
 
 pytestmark = pytest.mark.slow
-
-
-def records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines() if line.strip()]
 
 
 def test_a_short_sweep_on_the_real_model_beats_the_untuned_model(tmp_path: Path) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from harness.models import ResolvedModel, resolve_model
 from harness.source import describe_source
+
+pytestmark = pytest.mark.integration  # reads the real model's GGUF file or builds tiny-llama
 
 
 def test_the_builtin_model_says_it_comes_from_a_4bit_gguf() -> None:

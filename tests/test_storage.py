@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
+
+pytestmark = pytest.mark.integration  # six Python processes, three times
 
 OPEN = """
 import sys, time

@@ -5,26 +5,21 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 
-from conftest import REPO, assert_one_line_error, run_cli
+from conftest import assert_one_line_error, records, run_cli, start, wait_for
 from harness.tracking import offline_runs, read_offline_run
+
+pytestmark = pytest.mark.integration  # every test runs harness in a subprocess
 
 CONTRACT_KEYS = {"number", "state", "params", "eval_loss", "peak_memory_mb", "train_seconds", "tokens_per_second",
                  "metrics", "error"}
 TINY = ["--model", "tiny-llama", "--space", "search_spaces/tiny.yaml", "--max-steps", "5"]
-
-
-def records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines() if line.strip()]
 
 
 def load(out: Path, name: str) -> optuna.Study:
@@ -130,33 +125,29 @@ def test_failing_trials_are_results_and_the_study_goes_on(tmp_path: Path) -> Non
 
 
 def _wait_for_running(out: Path, name: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        if (out / "study.db").exists():
-            try:
-                trials = load(out, name).get_trials(states=(optuna.trial.TrialState.RUNNING,))
-            except (KeyError, Exception):
-                trials = []
-            if trials and trials[0].user_attrs.get("config"):
-                time.sleep(2.0)  # let the worker get into the training loop
-                return
-        time.sleep(0.5)
-    raise AssertionError("no trial started")
+    """Until the sweep's trial is RUNNING with its config stored: from then on Ctrl-C or SIGKILL hits a trial."""
+    def running() -> bool:
+        if not (out / "study.db").exists():
+            return False
+        try:
+            trials = load(out, name).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        except Exception:  # the study is still being created
+            return False
+        return bool(trials and trials[0].user_attrs.get("config"))
+
+    wait_for(running, timeout, f"a RUNNING trial with its config in study {name!r}", alive=proc)
 
 
-def _start(args: list[str], slow: bool = False) -> subprocess.Popen:
-    """Start a sweep in the background; `slow`: its first trial sleeps at every step (a fault hook), so it is
-    surely running when the test interrupts it, with the same settings a resume then uses."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"HARNESS_INJECT_FAULTS": "0:slow"} if slow else {})}
-    return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+# The first trial sleeps at every step (a fault hook), so it is surely running when the test interrupts it,
+# with the same settings a resume then uses.
+SLOW = {"HARNESS_INJECT_FAULTS": "0:slow"}
 
 
+@pytest.mark.usefixtures("tiny_checkpoint")  # built before the timed wait, not by the sweep inside it
 def test_ctrl_c_records_the_trial_and_the_study_resumes(tmp_path: Path) -> None:
     out = tmp_path / "c"
     args = ["sweep", *TINY, "--trials", "3", "--study", "c", "--out", str(out), "--wandb", "disabled"]
-    proc = _start(args, slow=True)
+    proc = start(args, env=SLOW)
     _wait_for_running(out, "c", proc)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
@@ -172,10 +163,11 @@ def test_ctrl_c_records_the_trial_and_the_study_resumes(tmp_path: Path) -> None:
     assert [t.state.name for t in load(out, "c").trials] == ["FAIL", "COMPLETE"]
 
 
+@pytest.mark.usefixtures("tiny_checkpoint")  # built before the timed wait, not by the sweep inside it
 def test_a_killed_sweep_leaves_no_trial_running_forever(tmp_path: Path) -> None:
     out = tmp_path / "k"
     args = ["sweep", *TINY, "--trials", "2", "--study", "k", "--out", str(out), "--wandb", "disabled"]
-    proc = _start(args, slow=True)
+    proc = start(args, env=SLOW)
     _wait_for_running(out, "k", proc)
     proc.kill()  # SIGKILL: no chance to clean up
     proc.communicate(timeout=60)

@@ -12,6 +12,8 @@ import pytest
 from conftest import run_cli
 from harness.data import builtin_names
 
+pytestmark = pytest.mark.integration  # sweeps through the command line
+
 TASK_METRIC = {"stdlib-qa": "token_f1", "headline-sentiment": "accuracy", "fictional-company": "exact_match"}
 
 

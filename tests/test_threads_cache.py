@@ -28,6 +28,7 @@ UNREACHABLE_HUB = "http://127.0.0.1:9"  # the discard port: nothing listens, the
 # ---- threads ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_a_trial_worker_keeps_its_share_of_threads_after_loading_the_model(monkeypatch) -> None:
     """`--workers N` gives each worker HARNESS_TORCH_THREADS; the model load used to reset torch to every core."""
     monkeypatch.setenv(THREADS_ENV, "1")
@@ -41,6 +42,7 @@ def test_a_trial_worker_keeps_its_share_of_threads_after_loading_the_model(monke
         runner.close()
 
 
+@pytest.mark.integration
 def test_without_a_split_a_model_load_uses_every_core(monkeypatch, tiny_checkpoint: str) -> None:
     import torch
 
@@ -78,6 +80,7 @@ def test_which_results_need_a_fresh_worker(status: str, reason: str | None, fres
     assert needs_fresh_worker(TrialResult(status=status, reason=reason)) is fresh
 
 
+@pytest.mark.integration
 def test_after_a_restart_the_next_trial_runs_in_a_new_process() -> None:
     runner = TrialRunner()
     try:
@@ -110,6 +113,7 @@ def key_only(monkeypatch):
     return versions
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("package", models.QUANTIZED_STAMP_PACKAGES)
 def test_the_cache_key_changes_with_each_package_version(key_only: dict, package: str, tiny_checkpoint: str) -> None:
     before = _key(tiny_checkpoint)
@@ -126,6 +130,7 @@ def fake_hub_cache(root: Path, repo_id: str, commit: str, checkpoint: str) -> No
     (repo / "refs" / "main").write_text(commit)
 
 
+@pytest.mark.integration
 def test_the_cache_key_of_a_hub_model_changes_with_its_revision(key_only: dict, monkeypatch, tmp_path: Path,
                                                                 tiny_checkpoint: str) -> None:
     from huggingface_hub import constants
@@ -156,6 +161,7 @@ def _break_bnb(monkeypatch) -> None:
     monkeypatch.setattr(cextension, "BNB_BACKEND", "CUDA")
 
 
+@pytest.mark.integration
 def test_doctor_reports_a_native_library_that_failed_to_load(monkeypatch) -> None:
     from harness import doctor
 
@@ -171,6 +177,7 @@ def test_doctor_reports_a_native_library_that_failed_to_load(monkeypatch) -> Non
     assert f"bitsandbytes    {report.bnb_backend}\n" in text and "1/6 modes train" in text
 
 
+@pytest.mark.integration
 def test_doctor_reports_bitsandbytes_that_cannot_be_imported(monkeypatch) -> None:
     from harness import doctor
 
@@ -180,6 +187,7 @@ def test_doctor_reports_bitsandbytes_that_cannot_be_imported(monkeypatch) -> Non
     assert [check.mode for check in report.modes if check.ok] == ["none"]
 
 
+@pytest.mark.integration
 def test_harness_doctor_with_a_broken_native_library_exits_0() -> None:
     code = f"{BREAK_BNB}; import sys; sys.argv = ['harness', 'doctor']; from harness.cli import main; main()"
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -202,6 +210,7 @@ def no_network(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", UNREACHABLE_HUB)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("args, hint", [
     (["--model", "smollm2-13m"], "(did you mean 'smollm2-135m'?)"),
     (["--model", "tiny-llama", "--data", "stdlib_qa"], "(did you mean 'stdlib-qa'?)"),
@@ -214,6 +223,7 @@ def test_a_mistyped_name_without_network_is_one_line(no_network, tmp_path: Path,
     assert_one_line_error(proc, hint, "offline")
 
 
+@pytest.mark.integration
 def test_a_hub_model_in_the_local_cache_loads_without_network(no_network, monkeypatch, tmp_path: Path,
                                                                tiny_checkpoint: str) -> None:
     from huggingface_hub import constants

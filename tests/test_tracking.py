@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import wait_for
 from harness import tracking
 from harness.spec import SpecError
 
@@ -90,14 +90,14 @@ def test_disabled_creates_nothing_and_never_imports_wandb(
 def _read_finished(run_dir: Path, timeout: float = 60.0) -> dict:
     """The run's records once its exit record is on disk: on a loaded machine wandb's service process
     can still be flushing the log for a moment after `finish()` returns (seen once in CI)."""
-    deadline = time.time() + timeout
-    rec = tracking.read_offline_run(run_dir)
-    while rec["exit_code"] is None and time.time() < deadline:
-        time.sleep(0.5)
+    def finished() -> dict | None:
         rec = tracking.read_offline_run(run_dir)
-    return rec
+        return rec if rec["exit_code"] is not None else None
+
+    return wait_for(finished, timeout, f"the exit record of the W&B run {run_dir.name}", interval=0.5)
 
 
+@pytest.mark.integration
 def test_offline_run_records_group_job_type_config_summary(tmp_path: Path) -> None:
     _one_trial(tmp_path)
     runs = tracking.offline_runs(tmp_path)
@@ -113,12 +113,14 @@ def test_offline_run_records_group_job_type_config_summary(tmp_path: Path) -> No
     assert rec["exit_code"] == 0
 
 
+@pytest.mark.integration
 def test_failed_trial_records_exit_code_1(tmp_path: Path) -> None:
     _one_trial(tmp_path, failed=True)
     (run_dir,) = tracking.offline_runs(tmp_path)
     assert _read_finished(run_dir)["exit_code"] == 1
 
 
+@pytest.mark.integration
 def test_everything_stays_in_the_study_dir(tmp_path: Path) -> None:
     study_dir = tmp_path / "study"
     _one_trial(study_dir)
@@ -127,6 +129,7 @@ def test_everything_stays_in_the_study_dir(tmp_path: Path) -> None:
         assert Path(os.environ[name]).is_relative_to(study_dir.resolve())
 
 
+@pytest.mark.integration
 def test_killed_run_reads_back_without_exit_code(tmp_path: Path) -> None:
     _one_trial(tmp_path)
     (run_dir,) = tracking.offline_runs(tmp_path)
@@ -137,6 +140,7 @@ def test_killed_run_reads_back_without_exit_code(tmp_path: Path) -> None:
     assert rec["group"] == "demo" and rec["exit_code"] is None
 
 
+@pytest.mark.integration
 def test_broken_wandb_init_is_a_noop_with_one_warning(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import wandb

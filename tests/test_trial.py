@@ -16,6 +16,8 @@ from harness.spec import DataSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec, Tr
 from harness.train import train
 from harness.trial import TrialCache, TrialCallbacks, attach_adapter, run_trial
 
+pytestmark = pytest.mark.integration  # trains tiny-llama in-process
+
 
 def config(mode: str = "none", **train: object) -> TrialConfig:
     return TrialConfig(model=ModelSpec("tiny-llama"), quant=QuantSpec(mode), lora=LoraSpec(r=4, alpha=8.0),

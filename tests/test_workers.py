@@ -3,11 +3,9 @@ Ctrl-C forwarded to every worker, concurrent outputs, bad input. Tiny trials (2 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,66 +13,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import REPO, assert_one_line_error, run_cli
+from conftest import (assert_accounted_for, assert_one_line_error, fast_experiment, journal_study, records, run_cli,
+                      start, wait_for)
 from harness.tracking import offline_runs, read_offline_run
 
-FAST_SPACE = """axes:
-  lora_r: {choices: [4, 8]}
-  lora_alpha: {ratio: 2}
-  learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}
-  quantization: none
-"""
 
-
-def fast_experiment(folder: Path) -> Path:
-    """An experiment file for trials of a few seconds: tiny-llama, 2 steps, 64 train and 8 eval examples,
-    no generation."""
-    space = folder / "space.yaml"
-    space.write_text(FAST_SPACE)
-    path = folder / "fast.yaml"
-    path.write_text(f"model: tiny-llama\nspace: {space}\nmax_steps: 2\nwandb: disabled\n"
-                    "data_options: {eval_size: 8, train_size: 64}\neval: {metrics: [], generate_size: 0}\n")
-    return path
-
-
-def records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines() if line.strip()]
-
-
-def journal_study(out: Path, name: str) -> optuna.Study:
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "study.journal")))
-    return optuna.load_study(study_name=name, storage=storage)
-
-
-def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=REPO, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def assert_accounted_for(study: optuna.Study, rows: list[dict], target: int) -> optuna.trial.FrozenTrial:
-    """Every trial finished and recorded once; `target` of them count; each lost one was retried once and
-    its retry completed with the same params. Returns the lost trial."""
-    trials = study.get_trials()
-    states = [t.state.name for t in trials]
-    assert "RUNNING" not in states and "WAITING" not in states, states
-    numbers = [r["number"] for r in rows]
-    assert len(numbers) == len(set(numbers)), "a trial was recorded twice"
-    assert sorted(numbers) == [t.number for t in trials], "a trial has no trials.jsonl record"
-    lost = [t for t in trials if str(t.user_attrs.get("reason", "")).startswith("worker lost")]
-    assert len(lost) == 1 and lost[0].state.name == "FAIL", [(t.number, t.state.name) for t in trials]
-    retries = [t for t in trials if t.user_attrs.get("retry_of") == lost[0].number]
-    assert len(retries) == 1
-    assert retries[0].state.name == "COMPLETE" and retries[0].params == lost[0].params
-    assert retries[0].system_attrs["failed_trial"] == lost[0].number
-    assert [t for t in trials if t.number != lost[0].number and t.state.name != "COMPLETE"] == []
-    assert len(trials) - 1 == target
-    row = {r["number"]: r for r in rows}[lost[0].number]
-    assert row["state"] == "FAIL" and row["error"].startswith("worker lost")
-    assert row["retried_as"] == retries[0].number
-    return lost[0]
-
-
+@pytest.mark.integration
 @pytest.mark.parametrize("args, needles", [
     (["--workers", "0"], ["--workers", "0"]),
     (["--workers", "2", "--storage", "sqlite:///x.db"], ["SQLite", "journal", "postgresql"]),
@@ -86,6 +30,7 @@ def test_bad_worker_flags_are_one_line_and_exit_2(tmp_path: Path, args: list[str
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.integration
 def test_a_study_folder_with_sqlite_is_not_shared_by_workers(tmp_path: Path) -> None:
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "study.db").write_bytes(b"")
@@ -95,6 +40,7 @@ def test_a_study_folder_with_sqlite_is_not_shared_by_workers(tmp_path: Path) -> 
     assert_one_line_error(proc, "--trials")
 
 
+@pytest.mark.integration
 def test_four_workers_leave_exactly_the_trials_asked_for(tmp_path: Path) -> None:
     out = tmp_path / "w4"
     proc = run_cli("sweep", "-e", str(fast_experiment(tmp_path)), "--workers", "4", "--trials", "20", "--study", "w4",
@@ -126,6 +72,7 @@ def test_four_workers_leave_exactly_the_trials_asked_for(tmp_path: Path) -> None
     assert status.returncode == 0 and "20 trials" in status.stdout, status.stderr
 
 
+@pytest.mark.integration
 def test_a_worker_killed_mid_trial_loses_nothing_journal(tmp_path: Path) -> None:
     """Two workers on a journal file; worker 1 SIGKILLs itself in the middle of its first trial. The other one
     sees at once that the owner process is gone, fails the trial as "worker lost", records it and runs its
@@ -149,16 +96,12 @@ def _running(out: Path, name: str, count: int) -> bool:
 
 
 def _wait(condition, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        if condition():
-            time.sleep(2.0)  # into the training loop
-            return
-        time.sleep(0.5)
-    raise AssertionError("the workers did not start their trials")
+    """Until both workers' trials are RUNNING with their config stored: a Ctrl-C from then on interrupts trials."""
+    wait_for(condition, timeout, "two RUNNING trials with their config in the journal", alive=proc)
 
 
+@pytest.mark.integration
+@pytest.mark.usefixtures("tiny_checkpoint")  # built before the timed wait, not by the sweep inside it
 def test_ctrl_c_stops_every_worker_and_a_second_one_exits_at_once(tmp_path: Path) -> None:
     out = tmp_path / "c"
     args = ["sweep", "-e", str(fast_experiment(tmp_path)), "--workers", "2", "--max-steps", "100000", "--trials", "4",
