@@ -83,6 +83,7 @@ def _perplexity_study(tmp_path: Path) -> str:
     return url
 
 
+@pytest.mark.integration  # starts `harness status`
 def test_a_perplexity_baseline_is_the_same_in_every_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     url = _perplexity_study(tmp_path)
     base = math.exp(2.0)
@@ -110,6 +111,7 @@ def test_public_url_hides_only_the_password() -> None:
     assert public_url("experiments/a/study.journal") == "experiments/a/study.journal"
 
 
+@pytest.mark.integration  # starts `harness status`
 def test_a_study_open_error_never_prints_the_password(tmp_path: Path) -> None:
     proc = run_cli("status", "--study", "x", "--storage", "postgresql://alice:s3cret@127.0.0.1:9/none")
     assert proc.returncode == 2 and "s3cret" not in proc.stderr and "alice:***@" in proc.stderr, proc.stderr
