@@ -16,7 +16,7 @@ import optuna
 import pytest
 
 from conftest import REPO, assert_one_line_error, run_cli
-from harness.tracking import offline_runs, read_offline_run
+from wandb_reader import offline_runs, read_offline_run
 
 CONTRACT_KEYS = {"number", "state", "params", "eval_loss", "peak_memory_mb", "train_seconds", "tokens_per_second",
                  "metrics", "error"}

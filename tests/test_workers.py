@@ -16,7 +16,7 @@ import optuna
 import pytest
 
 from conftest import REPO, assert_one_line_error, run_cli
-from harness.tracking import offline_runs, read_offline_run
+from wandb_reader import offline_runs, read_offline_run
 
 FAST_SPACE = """axes:
   lora_r: {choices: [4, 8]}
