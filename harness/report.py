@@ -1,9 +1,9 @@
 """A study as a human-readable report: PNG figures, report.md and a self-contained report.html.
 
-`write_report(view, out_dir)` draws the figures (harness.plots), writes the markdown, and converts
-that same markdown into one offline HTML file: figures embedded as base64 data URIs, inline CSS,
-no external link or resource of any kind. A figure that cannot be drawn (too few trials, nothing
-varies) is skipped and the report says why; the report itself never fails for lack of data.
+`write_report(view, out_dir)` draws the figures (harness.plots), writes the markdown, and renders
+that same markdown with markdown-it into one offline HTML file: figures embedded as base64 data
+URIs, inline CSS, no external link or resource of any kind. A figure that cannot be drawn (too few
+trials, nothing varies) is skipped and the report says why; the report itself never fails for lack of data.
 """
 
 from __future__ import annotations
@@ -12,10 +12,15 @@ import base64
 import html
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
+from markdown_it.token import Token
+from markdown_it.utils import EnvType, OptionsDict
 
 from harness import plots
 from harness.readout import StudyView, TrialRow, small_eval_note
@@ -296,118 +301,60 @@ pre { background: #f6f6f6; padding: .8em; overflow-x: auto; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figure { margin: 1em 0; }
 """
-_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
-_HEADING = re.compile(r"(#{1,6})\s+(.*)")
-_LIST_ITEM = re.compile(r"([-*+]|\d+[.)])\s+(.*)")
-_SEPARATOR = re.compile(r"\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?")
 
 
 def markdown_to_html(markdown: str, images: dict[str, bytes], title: str) -> str:
-    """A small markdown subset (headings, paragraphs, pipe tables, lists, images, code) as one HTML page.
+    """The report's markdown (CommonMark with pipe tables, rendered by markdown-it) as one HTML page.
 
-    Images named in `images` are embedded as base64 PNG data URIs; any other image becomes its alt
-    text, and links become their text, so the page loads nothing from anywhere."""
-    body = "\n".join(_blocks(markdown.splitlines(), images))
+    Images named in `images` are embedded as base64 PNG data URIs (a paragraph holding only such an
+    image becomes a <figure>); any other image becomes its alt text, links become their text and raw
+    HTML stays text, so the page loads nothing from anywhere."""
+    body = _renderer().render(markdown, {"images": images})
     page = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+            f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}</body>\n</html>\n")
     # Belt and braces: a URL quoted in text stays readable but is no longer a URL in the file.
     return re.sub(r"(?i)\b(https?):(?=//)", r"\1&#58;", page)
 
 
-def _blocks(lines: list[str], images: dict[str, bytes]) -> list[str]:
-    out: list[str] = []
-    i = 0
-    while i < len(lines):
-        text = lines[i].strip()
-        if not text:
-            i += 1
-        elif text.startswith("```"):
-            end = next((j for j in range(i + 1, len(lines)) if lines[j].strip().startswith("```")), len(lines))
-            out.append(f"<pre><code>{html.escape(chr(10).join(lines[i + 1:end]))}</code></pre>")
-            i = end + 1
-        elif heading := _HEADING.fullmatch(text):
-            level = len(heading.group(1))
-            out.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
-            i += 1
-        elif image := _IMAGE.fullmatch(text):
-            out.append(_figure(image.group(1), image.group(2), images))
-            i += 1
-        else:
-            i = _block(lines, i, out)
-    return out
+def _renderer() -> MarkdownIt:
+    """markdown-it with tables on, raw HTML off, links as their text and images only from `env["images"]`."""
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    md.add_render_rule("link_open", _nothing)
+    md.add_render_rule("link_close", _nothing)
+    md.add_render_rule("image", _image)
+    md.add_render_rule("paragraph_open", _paragraph_open)
+    md.add_render_rule("paragraph_close", _paragraph_close)
+    return md
 
 
-def _block(lines: list[str], i: int, out: list[str]) -> int:
-    """A table, list or paragraph starting at line i, appended to out; returns the next line index."""
-    kind = _kind(lines[i].strip())
-    j = i + 1
-    while j < len(lines) and lines[j].strip() and _kind(lines[j].strip()) == kind:
-        j += 1
-    block = [line.strip() for line in lines[i:j]]
-    if kind == "table":
-        out.append(_table(block))
-    elif kind == "list":
-        tag = "ol" if block[0][0].isdigit() else "ul"
-        items = "".join(f"<li>{_inline(_LIST_ITEM.fullmatch(b).group(2))}</li>" for b in block)  # type: ignore[union-attr]
-        out.append(f"<{tag}>{items}</{tag}>")
-    else:
-        out.append(f"<p>{_inline(' '.join(block))}</p>")
-    return j
+# Render rules, called as markdown-it's renderer methods: (renderer, tokens, idx, options, env) -> HTML.
+
+def _nothing(self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
+    return ""
 
 
-def _kind(text: str) -> str:
-    """table, list, p (paragraph text) or other (a line that starts a block of its own)."""
-    if text.startswith("|"):
-        return "table"
-    if _LIST_ITEM.fullmatch(text):
-        return "list"
-    if text.startswith("```") or _HEADING.fullmatch(text) or _IMAGE.fullmatch(text):
-        return "other"
-    return "p"
+def _image(self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
+    token = tokens[idx]
+    alt = html.escape(self.renderInlineAsText(token.children or [], options, env))
+    data = env["images"].get(token.attrGet("src"))
+    if data is None:
+        return f"<em>[figure: {alt}]</em>"
+    return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
 
 
-def _table(rows: list[str]) -> str:
-    cells = [_cells(r) for r in rows]
-    has_header = len(rows) > 1 and _SEPARATOR.fullmatch(rows[1]) is not None
-    aligns = [("right" if c.endswith(":") else "left") for c in cells[1]] if has_header else []
-    head = cells[0] if has_header else []
-    body = cells[2:] if has_header else cells
-
-    def row(values: list[str], tag: str) -> str:
-        return "<tr>" + "".join(f'<{tag}{_align(aligns, k)}>{_inline(v)}</{tag}>' for k, v in enumerate(values)) + "</tr>"
-
-    thead = f"<thead>{row(head, 'th')}</thead>" if head else ""
-    return f"<table>{thead}<tbody>{''.join(row(r, 'td') for r in body)}</tbody></table>"
+def _lone_figure(tokens: Sequence[Token], idx: int, env: EnvType) -> bool:
+    """Whether tokens[idx] is the inline content of a paragraph holding nothing but an embedded image."""
+    if not (0 <= idx < len(tokens) and tokens[idx].type == "inline"):
+        return False
+    children = tokens[idx].children or []
+    return len(children) == 1 and children[0].type == "image" and children[0].attrGet("src") in env["images"]
 
 
-def _cells(row: str) -> list[str]:
-    inner = row.strip()
-    inner = inner.removeprefix("|")
-    inner = inner[:-1] if inner.endswith("|") and not inner.endswith("\\|") else inner
-    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", inner)]
+def _paragraph_open(self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict,
+                    env: EnvType) -> str:
+    return "<figure>" if _lone_figure(tokens, idx + 1, env) else self.renderToken(tokens, idx, options, env)
 
 
-def _align(aligns: list[str], k: int) -> str:
-    return ' style="text-align:right"' if k < len(aligns) and aligns[k] == "right" else ""
-
-
-def _figure(alt: str, src: str, images: dict[str, bytes]) -> str:
-    if src not in images:
-        return f"<p><em>[figure: {html.escape(alt)}]</em></p>"
-    data = base64.b64encode(images[src]).decode("ascii")
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
-
-
-def _inline(text: str) -> str:
-    """Inline markdown: `code`, **bold**, *emphasis*; links keep their text only."""
-    pieces = re.split(r"(`[^`]+`)", text)
-    out = []
-    for piece in pieces:
-        if len(piece) > 1 and piece.startswith("`") and piece.endswith("`"):
-            out.append(f"<code>{html.escape(piece[1:-1])}</code>")
-            continue
-        piece = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", piece)
-        piece = html.escape(piece)
-        piece = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", piece)
-        out.append(re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<em>\1</em>", piece))
-    return "".join(out)
+def _paragraph_close(self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict,
+                     env: EnvType) -> str:
+    return "</figure>\n" if _lone_figure(tokens, idx - 1, env) else self.renderToken(tokens, idx, options, env)

@@ -1,8 +1,8 @@
 """Small-sample statistics for confirmation runs: mean, spread, Student-t confidence intervals.
 
 A confirmed config has a handful of seeds (3 to 5), so intervals use the t distribution, and two
-configs are compared with Welch's t interval (unequal variances). No scipy: the t quantile comes
-from the regularized incomplete beta function, checked in the tests against printed tables.
+configs are compared with Welch's t interval (unequal variances); the t quantile is scipy's
+(checked in the tests against printed tables).
 """
 
 from __future__ import annotations
@@ -89,56 +89,12 @@ def welch(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE
 
 
 def t_quantile(p: float, df: float) -> float:
-    """The p-quantile of Student's t with df (real, > 0) degrees of freedom, by bisection on the CDF."""
+    """The p-quantile of Student's t with df (real, > 0) degrees of freedom."""
     if not 0.0 < p < 1.0 or df <= 0:
         raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    low, high = 0.0, 1.0
-    while t_cdf(high, df) < p:
-        high *= 2.0
-    for _ in range(200):
-        mid = (low + high) / 2
-        low, high = (mid, high) if t_cdf(mid, df) < p else (low, mid)
-        if high - low < 1e-12:
-            break
-    return (low + high) / 2
+    from scipy import stats  # lazy: scipy.stats is slow to import and only seed read-outs need it
 
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t: 1 - I_x(df/2, 1/2) / 2 with x = df / (df + t^2), for t >= 0."""
-    tail = 0.5 * incomplete_beta(df / 2, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
-def incomplete_beta(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b) (continued fraction, modified Lentz)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point
-        return 1.0 - incomplete_beta(b, a, 1.0 - x)
-    return math.exp(log_front) * _beta_fraction(a, b, x) / a
-
-
-def _beta_fraction(a: float, b: float, x: float) -> float:
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for m in range(1, 500):
-        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            result *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return result
+    return float(stats.t.ppf(p, df))
 
 
 BOOTSTRAP_RESAMPLES = 4000

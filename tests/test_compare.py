@@ -29,6 +29,18 @@ def test_t_quantile_matches_the_printed_table(df: int, printed: float) -> None:
     assert t_quantile(0.025, df) == pytest.approx(-printed, abs=5e-4)
 
 
+@pytest.mark.parametrize("p, df, printed", [(0.95, 5, 2.015), (0.995, 10, 3.169), (0.90, 20, 1.325)])
+def test_t_quantile_at_other_levels_matches_the_printed_table(p: float, df: int, printed: float) -> None:
+    assert t_quantile(p, df) == pytest.approx(printed, abs=5e-4)
+
+
+def test_t_quantile_takes_real_df_and_rejects_bad_input() -> None:
+    assert t_quantile(0.975, 4) > t_quantile(0.975, 4.5) > t_quantile(0.975, 5)  # Welch df is real
+    for p, df in ((0.0, 3), (1.0, 3), (0.975, 0)):
+        with pytest.raises(ValueError, match="t_quantile needs"):
+            t_quantile(p, df)
+
+
 def test_summary_of_four_values_by_hand() -> None:
     # mean 2.5; std sqrt(5/3) = 1.29099; half width t(0.975, 3) * std / 2 = 3.18245 * 0.645497 = 2.05426
     s = summarize([1.0, 2.0, 3.0, 4.0])

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import assert_one_line_error, load_without_harness, run_cli
-from harness.tracking import offline_runs, read_offline_run
+from wandb_reader import offline_runs, read_offline_run
 
 pytestmark = pytest.mark.integration  # a sweep, then compare/recommend/report through the command line
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from pathlib import Path
 
@@ -106,14 +107,35 @@ def test_single_completed_trial_skips_importance_with_a_reason(study: tuple[Stud
     assert f"| {first.number} |" in text
 
 
-def test_html_conversion_escapes_text_and_drops_links() -> None:
-    page = markdown_to_html("# A <b>\n\nsee [docs](https://example.org) and https://example.org\n\n"
-                            "- `x|y` item\n- two\n\n| a | b |\n|---|--:|\n| 1 \\| 2 | <3 |\n\n![gone](far.png)",
-                            {}, "t")
-    assert "<h1>A &lt;b&gt;</h1>" in page and "<b>" not in page
-    assert "https://" not in page and "<a " not in page and "<img" not in page
-    assert "<ul><li><code>x|y</code> item</li><li>two</li></ul>" in page
-    assert '<td>1 | 2</td><td style="text-align:right">&lt;3</td>' in page
+def test_html_conversion_renders_tables_lists_and_escapes_text() -> None:
+    page = markdown_to_html("# A <b>\n\n<script>x()</script>\n\n- `x|y` item\n- **two**\n\n"
+                            "| a | b |\n|---|--:|\n| 1 \\| 2 | <3 |", {}, "t")
+    assert "<h1>A &lt;b&gt;</h1>" in page and "<b>" not in page and "<script" not in page
+    assert "<ul>\n<li><code>x|y</code> item</li>\n<li><strong>two</strong></li>\n</ul>" in page
+    table = page.split("<table>", 1)[1].split("</table>", 1)[0]
+    assert '<th>a</th>\n<th style="text-align:right">b</th>' in table
+    assert '<td>1 | 2</td>\n<td style="text-align:right">&lt;3</td>' in table
+
+
+def test_html_conversion_keeps_link_text_and_loads_nothing_remote() -> None:
+    page = markdown_to_html("see [docs](https://example.org/a) and <http://example.org/b>, [ref][r] and "
+                            "https://example.org/c\n\n[r]: https://example.org/d\n\n"
+                            "![remote](https://example.org/x.png) ![plain](http://example.org/y.png) "
+                            "![local](far.png)", {}, "t")
+    assert "<p>see docs and http&#58;//example.org/b, ref and https&#58;//example.org/c</p>" in page
+    assert "<a " not in page and "href" not in page and "<img" not in page
+    assert "http://" not in page and "https://" not in page
+    assert "<em>[figure: remote]</em> <em>[figure: plain]</em> <em>[figure: local]</em>" in page
+
+
+def test_html_conversion_embeds_the_plots_it_is_given() -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+    page = markdown_to_html("## History\n\n![Optimization history](history.png)\n\nsee ![small](history.png)",
+                            {"history.png": png}, "t")
+    data = base64.b64encode(png).decode("ascii")
+    assert f'<figure><img alt="Optimization history" src="data:image/png;base64,{data}"></figure>' in page
+    assert f'<p>see <img alt="small" src="data:image/png;base64,{data}"></p>' in page
+    assert 'src="history.png"' not in page
 
 
 def test_pareto_front_keeps_points_nothing_beats() -> None:

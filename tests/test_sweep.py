@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from conftest import assert_one_line_error, records, run_cli, start, wait_for
-from harness.tracking import offline_runs, read_offline_run
+from wandb_reader import offline_runs, read_offline_run
 
 pytestmark = pytest.mark.integration  # every test runs harness in a subprocess
 

@@ -1,4 +1,5 @@
-"""harness.tracking: W&B modes, offline runs read back, and a broken wandb that never breaks a sweep.
+"""harness.tracking: W&B modes, offline runs read back (with tests/wandb_reader.py), and a broken wandb
+that never breaks a sweep.
 
 Never online: every test runs with WANDB_MODE=offline, no API key, and a W&B host that does not
 exist, and passes mode="offline" explicitly.
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from wandb_reader import offline_runs, read_offline_run
 
 from conftest import wait_for
 from harness import tracking
@@ -91,7 +93,7 @@ def _read_finished(run_dir: Path, timeout: float = 60.0) -> dict:
     """The run's records once its exit record is on disk: on a loaded machine wandb's service process
     can still be flushing the log for a moment after `finish()` returns (seen once in CI)."""
     def finished() -> dict | None:
-        rec = tracking.read_offline_run(run_dir)
+        rec = read_offline_run(run_dir)
         return rec if rec["exit_code"] is not None else None
 
     return wait_for(finished, timeout, f"the exit record of the W&B run {run_dir.name}", interval=0.5)
@@ -100,7 +102,7 @@ def _read_finished(run_dir: Path, timeout: float = 60.0) -> dict:
 @pytest.mark.integration
 def test_offline_run_records_group_job_type_config_summary(tmp_path: Path) -> None:
     _one_trial(tmp_path)
-    runs = tracking.offline_runs(tmp_path)
+    runs = offline_runs(tmp_path)
     assert len(runs) == 1 and runs[0].parent == tmp_path / "wandb"
     rec = _read_finished(runs[0])
     assert (rec["group"], rec["job_type"], rec["name"]) == ("demo", "trial", "demo-trial-3")
@@ -116,7 +118,7 @@ def test_offline_run_records_group_job_type_config_summary(tmp_path: Path) -> No
 @pytest.mark.integration
 def test_failed_trial_records_exit_code_1(tmp_path: Path) -> None:
     _one_trial(tmp_path, failed=True)
-    (run_dir,) = tracking.offline_runs(tmp_path)
+    (run_dir,) = offline_runs(tmp_path)
     assert _read_finished(run_dir)["exit_code"] == 1
 
 
@@ -132,11 +134,11 @@ def test_everything_stays_in_the_study_dir(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_killed_run_reads_back_without_exit_code(tmp_path: Path) -> None:
     _one_trial(tmp_path)
-    (run_dir,) = tracking.offline_runs(tmp_path)
+    (run_dir,) = offline_runs(tmp_path)
     (log,) = run_dir.glob("run-*.wandb")
     torn = tmp_path / "torn.wandb"
     torn.write_bytes(log.read_bytes()[: log.stat().st_size // 2])  # as if killed mid-write
-    rec = tracking.read_offline_run(torn)
+    rec = read_offline_run(torn)
     assert rec["group"] == "demo" and rec["exit_code"] is None
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import (assert_accounted_for, assert_one_line_error, fast_experiment, journal_study, records, run_cli,
                       start, wait_for)
-from harness.tracking import offline_runs, read_offline_run
+from wandb_reader import offline_runs, read_offline_run
 
 
 @pytest.mark.integration
