@@ -215,12 +215,6 @@ def open_view(study: str, storage: str | None = None, out: str | None = None) ->
     return view_of(loaded, url, Path(study_out_dir(study, out or stored_out)) / "trials.jsonl")
 
 
-def load_view(study_name: str, storage_url: str, trials_jsonl: Path | None = None) -> StudyView:
-    """Read a study (and its trials.jsonl, if given and present) into a StudyView."""
-    study = load_existing_study(study_name, storage_url)
-    return view_of(study, storage_url, trials_jsonl)
-
-
 def view_of(study: Any, storage_url: str, trials_jsonl: Path | None = None) -> StudyView:
     attrs = dict(study.user_attrs)
     sweep = attrs.get("sweep") or {}

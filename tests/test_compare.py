@@ -13,7 +13,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from conftest import load_without_harness
 from harness.compare import build_comparison, comparison_markdown, write_comparison
 from harness.confirm import enqueue, plan_confirmations
-from harness.readout import load_view
+from harness.readout import open_view
 from harness.recommend import recommend_many, recommend_study, write_recommended
 from harness.stats import summarize, t_quantile, welch
 
@@ -113,7 +113,7 @@ def study_url(tmp_path: Path) -> str:
 
 
 def test_comparison_counts_confirms_and_states_the_headline(study_url: str, tmp_path: Path) -> None:
-    comparison = build_comparison(load_view("s", study_url))
+    comparison = build_comparison(open_view("s", study_url))
     none, nf4 = comparison.modes
     assert (none.mode, none.trials, none.completed) == ("none", 5, 5)
     assert (nf4.trials, nf4.completed, nf4.pruned, nf4.failed, nf4.oom) == (6, 4, 1, 0, 1)
@@ -143,7 +143,7 @@ def test_unconfirmed_comparison_says_so(tmp_path: Path) -> None:
     study.set_user_attr("sweep", SWEEP)
     _trial(study, "none", 1e-3, 2.0, memory=1000.0)
     _trial(study, "nf4-dq", 1e-3, 2.0, memory=500.0)
-    comparison = build_comparison(load_view("u", url))
+    comparison = build_comparison(open_view("u", url))
     assert comparison.headlines == ["nf4-dq reaches the same eval_loss at 50% of its peak memory (30% of its "
                                     "weight memory) and 1.50x its time per step; single trials, unconfirmed."]
     assert any("unconfirmed" in note for note in comparison.notes)
@@ -151,7 +151,7 @@ def test_unconfirmed_comparison_says_so(tmp_path: Path) -> None:
 
 
 def test_confirmation_plans_fresh_seeds_once(study_url: str) -> None:
-    view = load_view("s", study_url)
+    view = open_view("s", study_url)
     assert plan_confirmations(view, 3) == []  # both modes' best already have seeds 1, 2, 3
     plans = plan_confirmations(view, 4)
     assert [(p.source, p.seed) for p in plans] == [(0, 4), (2, 4)]
@@ -160,13 +160,13 @@ def test_confirmation_plans_fresh_seeds_once(study_url: str) -> None:
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [(t.user_attrs["confirmation_of"], t.user_attrs["seed"]) for t in waiting] == [(0, 4), (2, 4)]
     assert waiting[1].system_attrs["fixed_params"]["learning_rate"] == pytest.approx(1e-3)
-    assert plan_confirmations(load_view("s", study_url), 4) == []  # waiting re-runs are not planned twice
-    top2 = plan_confirmations(load_view("s", study_url), 1, top=2)
+    assert plan_confirmations(open_view("s", study_url), 4) == []  # waiting re-runs are not planned twice
+    top2 = plan_confirmations(open_view("s", study_url), 1, top=2)
     assert [(p.source, p.seed) for p in top2] == [(1, 1)]  # 16-bit's second config; nf4-dq has one completed
 
 
 def test_recommendation_rests_on_confirmed_means(study_url: str, tmp_path: Path) -> None:
-    doc = recommend_study(load_view("s", study_url), max_memory_mb=500)
+    doc = recommend_study(open_view("s", study_url), max_memory_mb=500)
     # the lucky nf4-dq trial (1.95) loses to 16-bit's confirmed mean 2.02 vs nf4-dq's 2.08
     assert doc["quantization"] is None and doc["evidence"]["source_trial"] == 0
     assert doc["evidence"]["confirmed"] is True and doc["evidence"]["seeds"] == [1, 2, 3]
@@ -179,7 +179,7 @@ def test_recommendation_rests_on_confirmed_means(study_url: str, tmp_path: Path)
     assert set(doc["per_quantization"]) == {"none", "nf4-dq"}
     assert doc["per_quantization"]["nf4-dq"]["quantization"]["bnb_4bit_use_double_quant"] is True
     assert doc["within_memory"]["quantization"]["bnb_4bit_quant_type"] == "nf4"
-    assert recommend_study(load_view("s", study_url), max_memory_mb=100)["within_memory"]["config"] is None
+    assert recommend_study(open_view("s", study_url), max_memory_mb=100)["within_memory"]["config"] is None
     path = write_recommended(doc, tmp_path / "recommended.yaml", "harness recommend --study s")
     assert yaml.safe_load(path.read_text())["evidence"]["study"] == "s"
 
@@ -190,7 +190,7 @@ def test_aggregating_studies_picks_the_config_they_share(study_url: str, tmp_pat
     study.set_user_attr("sweep", SWEEP)
     _trial(study, "none", 1e-3, 3.3, memory=1000.0)      # 10% worse than this study's best
     _trial(study, "nf4-dq", 1e-3, 3.0, memory=400.0)     # this study's best
-    views = [load_view("s", study_url), load_view("o", other)]
+    views = [open_view("s", study_url), open_view("o", other)]
     doc = recommend_many(views)
     # shared configs: 16-bit lr 1e-3 (gaps 0% and 10%) and nf4-dq lr 1e-3 (gaps 3.0% and 0%)
     assert doc["quantization"]["bnb_4bit_quant_type"] == "nf4"
@@ -200,7 +200,7 @@ def test_aggregating_studies_picks_the_config_they_share(study_url: str, tmp_pat
 
 @pytest.mark.integration
 def test_recommended_yaml_loads_into_peft_and_transformers_without_harness(study_url: str, tmp_path: Path) -> None:
-    path = write_recommended(recommend_study(load_view("s", study_url)), tmp_path / "rec.yaml", "test")
+    path = write_recommended(recommend_study(open_view("s", study_url)), tmp_path / "rec.yaml", "test")
     out = load_without_harness(path, tmp_path)
     assert "loaded 3" in out
     # best: 16-bit; per mode: 16-bit and nf4 with double quantization; warm-up 10% of 10 steps

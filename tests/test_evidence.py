@@ -14,7 +14,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from harness.compare import build_comparison, comparison_markdown
 from harness.confirm import plan_confirmations
-from harness.readout import load_view
+from harness.readout import open_view
 from harness.recommend import recommend_study, write_recommended
 from harness.spec import SpecError
 from harness.stats import combined_difference, paired_bootstrap_half
@@ -80,7 +80,7 @@ def test_a_diverged_seed_is_counted_and_its_config_is_not_recommended(tmp_path: 
     _trial(study, "nf4", 1.95, seed=1, of=1)                      # 6
     _trial(study, "nf4", None, seed=2, of=1, status="diverged")   # 7: a confirmation seed diverged
     _trial(study, "nf4", 1.97, seed=3, of=1)                      # 8
-    view = load_view("e", url)
+    view = open_view("e", url)
     comparison = build_comparison(view)
     nf4 = next(m for m in comparison.modes if m.mode == "nf4")
     assert nf4.diverged == 1 and nf4.pruned == 0
@@ -102,7 +102,7 @@ def test_confirmation_seeds_skip_seeds_already_run_for_the_same_config(tmp_path:
     _trial(study, "none", 2.00)                                   # 0: search trial, seed 0
     _trial(study, "none", 2.01, seed=1)                           # 1: same params, seed 1 (an older run)
     _trial(study, "none", None, seed=2, of=0, status="failed")    # 2: an interrupted confirmation, seed 2
-    plans = plan_confirmations(load_view("e", url), seeds=3)
+    plans = plan_confirmations(open_view("e", url), seeds=3)
     seeds = sorted(p.seed for p in plans if p.source == 0)
     assert seeds == [2, 3, 4], "seed 1 ran already; seed 2 failed without a result, so it is run again"
     assert all(p.params["quantization"] == "none" for p in plans if p.source == 0)
@@ -115,7 +115,7 @@ def test_compare_refuses_to_mix_devices_and_can_split_them(tmp_path: Path) -> No
     _trial(study, "none", 2.0, device="cpu A (2 cores)")
     _trial(study, "nf4", 2.1, device="cpu A (2 cores)")
     _trial(study, "nf4", 2.2, device="NVIDIA H100 80GB HBM3")
-    view = load_view("e", url)
+    view = open_view("e", url)
     with pytest.raises(SpecError, match="2 devices .*--device"):
         build_comparison(view)
     one = build_comparison(view, "cpu A (2 cores)")
@@ -154,7 +154,7 @@ def test_a_gap_smaller_than_the_eval_noise_is_not_distinguishable(tmp_path: Path
         # each run's per-example losses scatter by 0.5 nats around its mean (a small, noisy eval set)
         _trial(study, "none", a, seed=seed, of=0, noise=0.5)
         _trial(study, "nf4", b, seed=seed, of=1, noise=0.5)
-    comparison = build_comparison(load_view("e", url))
+    comparison = build_comparison(open_view("e", url))
     d = comparison.differences["nf4"]
     assert d["seed_half_relative"] < 0.005, "the seeds alone agree closely"
     assert d["eval_noise_half_relative"] > 0.01, "but the held-out examples vary a lot"
@@ -168,7 +168,7 @@ def test_compare_shows_each_modes_untuned_baseline_and_the_recovered_gap(tmp_pat
     study, url = _study(tmp_path)
     _trial(study, "none", 2.00)
     _trial(study, "nf4", 2.10)
-    comparison = build_comparison(load_view("e", url))
+    comparison = build_comparison(open_view("e", url))
     none, nf4 = comparison.modes
     assert (none.untuned, nf4.untuned) == (4.0, 4.3)
     assert comparison.differences["nf4"]["untuned_diff"] == pytest.approx(0.3)
@@ -184,7 +184,7 @@ def test_a_small_eval_set_is_repeated_by_compare_and_recommend(tmp_path: Path) -
     study.set_user_attr("n_eval", 12)
     _trial(study, "none", 2.0, examples=False)
     _trial(study, "nf4", 2.1, examples=False)
-    view = load_view("e", url)
+    view = open_view("e", url)
     assert any("only 12 held-out examples" in n for n in build_comparison(view).notes)
     doc = recommend_study(view)
     assert any("only 12 held-out examples" in n for n in doc["evidence"]["notes"])
@@ -200,7 +200,7 @@ def test_memory_budget_uses_the_largest_peak_of_a_configs_runs(tmp_path: Path) -
         _trial(study, "none", 2.00, seed=seed, of=0, memory=memory)
     for seed in (1, 2, 3):
         _trial(study, "nf4", 2.10, seed=seed, of=1, memory=500.0)
-    doc = recommend_study(load_view("e", url), max_memory_mb=1000.0)
+    doc = recommend_study(open_view("e", url), max_memory_mb=1000.0)
     assert doc["evidence"]["quantization"] == "none"
     assert doc["within_memory"]["evidence"]["quantization"] == "nf4", "the median 950 fits, the largest 1300 not"
     assert doc["within_memory"]["evidence"]["metrics"]["peak_memory_mb"]["max"] == 500.0
@@ -209,7 +209,7 @@ def test_memory_budget_uses_the_largest_peak_of_a_configs_runs(tmp_path: Path) -
 def test_recommended_yaml_states_the_optimizer_and_dtype_that_ran(tmp_path: Path) -> None:
     study, url = _study(tmp_path)
     _trial(study, "nf4", 2.0)
-    doc = recommend_study(load_view("e", url))
+    doc = recommend_study(open_view("e", url))
     assert doc["training"]["optim"] == "adamw_torch" and "bf16" not in doc["training"]
     assert doc["quantization"]["bnb_4bit_compute_dtype"] == "float32"
     assert doc["evidence"]["compute_dtype"] == "float32" and doc["evidence"]["device"] == "cpu X (2 cores)"

@@ -14,7 +14,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from conftest import run_cli
 from harness.compare import build_comparison
 from harness.progress import print_sweep_end, ranked_records
-from harness.readout import baseline_of, load_view
+from harness.readout import baseline_of, open_view
 from harness.recommend import recommend_study
 from harness.spec import OBJECTIVES, TASK_METRICS, SpecError, SweepSpec, direction_of, perplexity, ranked
 from harness.study import public_url
@@ -87,7 +87,7 @@ def _perplexity_study(tmp_path: Path) -> str:
 def test_a_perplexity_baseline_is_the_same_in_every_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     url = _perplexity_study(tmp_path)
     base = math.exp(2.0)
-    view = load_view("p", url)
+    view = open_view("p", url)
     assert view.baseline() == pytest.approx(base)
     assert build_comparison(view).baseline == pytest.approx(base)
     evidence = recommend_study(view)["evidence"]

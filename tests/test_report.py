@@ -12,7 +12,7 @@ import pytest
 from conftest import run_cli
 
 from harness.plots import pareto_front
-from harness.readout import StudyView, load_view
+from harness.readout import StudyView, open_view
 from harness.report import FIGURES, ReportFiles, markdown_to_html, write_report
 
 COMPARISON = "| mode | eval loss (nats per token) |\n| --- | ---: |\n| 16-bit LoRA | 10.70 |\n| nf4 | 10.69 |"
@@ -48,7 +48,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[StudyView, Path]:
     proc = run_cli("sweep", "-e", str(root / "exp.yaml"), "--study", "r", "--out", str(out),
                    env={"HARNESS_INJECT_FAULTS": "2:nan"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return load_view("r", f"sqlite:///{out}/study.db", out / "trials.jsonl"), out
+    return open_view("r", out=str(out)), out
 
 
 @pytest.fixture(scope="module")
