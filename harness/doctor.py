@@ -128,7 +128,7 @@ def _native_load_error(cextension: Any) -> str | None:
     if mock is None or not isinstance(cextension.lib, mock):
         return None
     message = str(vars(cextension.lib).get("error_msg") or "unknown error").strip()
-    return (message.splitlines() or ["unknown error"])[0][:300]
+    return one_line(message) or "unknown error"
 
 
 def builtin_model_status() -> str:

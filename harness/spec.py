@@ -31,11 +31,14 @@ class SpecError(ValueError):
     """A bad value in a config, flag or file. Its message is one line that names the field."""
 
 
-def one_line(err: BaseException) -> str:
-    """An exception as `Type: first line of its message`, at most 300 characters (for records)."""
+def one_line(err: BaseException | str, limit: int = 300) -> str:
+    """An exception as `Type: first line of its message` (a message string: its first line), at most `limit`
+    characters: how errors are shown in records, notes and one-line failures."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if isinstance(err, str):
+        return text[:limit]
     line = f"{type(err).__name__}: {text}" if text else type(err).__name__
-    return line[:300]
+    return line[:limit]
 
 
 def _check(cond: bool, message: str) -> None:

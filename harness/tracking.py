@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from harness.spec import SpecError
+from harness.spec import SpecError, one_line
 
 WandbMode = Literal["offline", "online", "disabled"]
 WANDB_MODES: tuple[str, ...] = get_args(WandbMode)
@@ -97,8 +97,7 @@ def configure_dirs(study_dir: Path) -> None:
 
 def _warn_once(what: str, exc: BaseException) -> None:
     """One line on stderr per distinct failure, so a broken wandb cannot flood a long sweep."""
-    detail = (str(exc).strip().splitlines() or [""])[0][:200]
-    line = f"harness: W&B {what} failed ({type(exc).__name__}: {detail}); continuing without tracking"
+    line = f"harness: W&B {what} failed ({one_line(exc)}); continuing without tracking"
     if line not in _warned:
         _warned.add(line)
         print(line, file=sys.stderr, flush=True)

@@ -122,3 +122,12 @@ def test_the_sweep_and_the_readout_commands_derive_the_same_paths() -> None:
     assert (spec.out_dir, spec.storage_url) == ("experiments/s", "sqlite:///experiments/s/study.db")
     spec = SweepSpec(study="s", out="runs/s")
     assert spec.storage_url == "sqlite:///runs/s/study.db"
+
+
+def test_one_line_is_the_first_line_of_an_error_with_its_type() -> None:
+    from harness.spec import one_line
+
+    assert one_line(ValueError("bad value\n  detail\n  more")) == "ValueError: bad value"
+    assert one_line(KeyError()) == "KeyError"
+    assert one_line("first\nsecond") == "first" and one_line("") == ""
+    assert len(one_line(RuntimeError("x" * 1000))) == 300 and len(one_line(RuntimeError("x" * 1000), 50)) == 50
