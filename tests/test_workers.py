@@ -227,7 +227,7 @@ def test_a_retry_keeps_params_seed_and_confirmation_and_is_retried_once() -> Non
 def test_keeping_adapters_waits_for_the_lock_another_worker_holds(tmp_path: Path) -> None:
     """The race fixed: a worker must not prune adapters while another moves its new best into place."""
     from harness.adapters import LOCK_NAME, keep_adapter
-    from harness.recovery import file_lock
+    from harness.locking import file_lock
 
     study = optuna.create_study()
     study.add_trial(optuna.trial.create_trial(value=1.0))
