@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from harness.recovery import file_lock
+from harness.locking import file_lock
 
 LOCK_NAME = ".adapters.lock"
 """In the output folder, beside adapters/ (which holds nothing but adapter folders)."""

@@ -90,14 +90,12 @@ def worker(
 
 @contextlib.contextmanager
 def _sweep_errors() -> Iterator[None]:
-    """A sweep stopped by Ctrl-C exits 130 (resumable); failed parallel workers exit 1; one line each."""
-    from harness.sweep import SweepInterrupted
+    """Failed parallel workers: one `harness: error:` line, exit 1 (a Ctrl-C, SweepInterrupted, is mapped
+    to 130 by main through harness.exits)."""
     from harness.workers import WorkersFailed
 
     try:
         yield
-    except SweepInterrupted as stop:
-        _fail(str(stop), 130)
     except WorkersFailed as failed:
         _fail(str(failed), 1)
 
@@ -260,28 +258,27 @@ def doctor(
 
 
 def main() -> None:
-    """Console-script entry: maps bad input to exit 2 with one line, anything else to exit 1."""
+    """Console-script entry: one line on stderr for a failure, the exit code from harness.exits."""
+    from harness.exits import FAILED, Interrupted, exit_code, is_usage_error
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         code = app(standalone_mode=False)
-    except SpecError as err:
-        typer.echo(f"harness: error: {err}", err=True)
-        sys.exit(2)
     except typer.Exit as done:
         sys.exit(done.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("harness: interrupted", err=True)
-        sys.exit(130)
-    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, exit 1
-        if hasattr(err, "format_message") and isinstance(getattr(err, "exit_code", None), int):
+    except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - the last line of defence: one line
+        code = exit_code(err)
+        if isinstance(err, (SpecError, Interrupted)):
+            typer.echo(f"harness: error: {err}", err=True)
+        elif isinstance(err, KeyboardInterrupt):
+            typer.echo("harness: interrupted", err=True)
+        elif is_usage_error(err):
             # A usage error (unknown flag, bad value) from click or the click copy typer bundles: one line.
             context = getattr(getattr(err, "ctx", None), "command_path", "harness")
             typer.echo(f"harness: error: {err.format_message()} (see `{context} --help`)", err=True)
-            sys.exit(err.exit_code)
-        if type(err).__name__ == "Abort":
-            sys.exit(130)
-        if os.environ.get("HARNESS_DEBUG"):
-            raise
-        typer.echo(f"harness: {type(err).__name__}: {err} (set HARNESS_DEBUG=1 for the traceback)", err=True)
-        sys.exit(1)
+        elif code == FAILED:
+            if os.environ.get("HARNESS_DEBUG"):
+                raise
+            typer.echo(f"harness: {type(err).__name__}: {err} (set HARNESS_DEBUG=1 for the traceback)", err=True)
+        sys.exit(code)
     sys.exit(code if isinstance(code, int) else 0)

@@ -21,7 +21,8 @@ def run_sweep(spec: SweepSpec, *, workers: int = 1, heartbeat: Heartbeat | None 
     space = load_space(resolve_space(spec.space))
     if workers > 1:
         return run_parallel(spec, space, workers, heartbeat)
-    role = Role(target=target, heartbeat=heartbeat, seed_offset=joined_seed_offset() if joined else 0)
+    role = Role(target=target, heartbeat=heartbeat, seed_offset=joined_seed_offset() if joined else 0,
+                parallel=joined)
     return Sweep(spec, space, role=role).run()
 
 

@@ -7,7 +7,6 @@ and where (package versions, device, git revision). Readers need nothing but `js
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import functools
 import json
 import math
@@ -17,6 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
+from harness.locking import file_lock
 from harness.spec import TrialResult
 
 # Optuna state name for each harness status (the contract's `state` key).
@@ -66,24 +66,21 @@ def build_record(*, study: str, number: int, params: dict[str, Any], config: dic
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
-    """Append one line under an exclusive lock, flushed to disk (safe with several writers)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Append one line under an exclusive lock on the file itself, flushed to disk (safe with several writers)."""
     line = json.dumps(_finite(record), default=str, allow_nan=False) + "\n"
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(path), open(path, "a") as handle:
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
-def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of a trials.jsonl file, in order (a torn last line is skipped)."""
+def read_records(path: Path, offset: int = 0) -> Iterator[dict[str, Any]]:
+    """The records of a trials.jsonl file, in order, from byte `offset` on (its size before a run: the records
+    that run appended); a torn line is skipped."""
     if not path.exists():
         return
     with open(path) as handle:
+        handle.seek(offset)
         for line in handle:
             line = line.strip()
             if line:

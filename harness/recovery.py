@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import os
 import platform
 import warnings
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from harness.locking import file_lock
 from harness.spec import SpecError
 
 WORKER_LOST = "worker lost"
@@ -210,18 +210,6 @@ def enable_heartbeat(storage: Any, beat: Heartbeat) -> None:
     """Turn heartbeats on for a relational storage (RDBStorage); other storages are left as they are."""
     if hasattr(storage, "heartbeat_interval") and hasattr(storage, "grace_period"):
         storage.heartbeat_interval, storage.grace_period = beat.interval, beat.grace
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on a file (released by the kernel if the holder dies)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

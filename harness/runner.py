@@ -13,14 +13,42 @@ import multiprocessing as mp
 import os
 import re
 import signal
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
 from harness.spec import TrialConfig, TrialResult
+
+if TYPE_CHECKING:
+    from harness.trial import BaselineScore
 
 POLL_SECONDS = 0.2
 THREADS_ENV = "HARNESS_TORCH_THREADS"
 """CPU threads for the trial process (set per worker by `--workers N`: the cores split between them)."""
 _PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The data a baseline was scored with, as the study records it (user attrs of the same names)."""
+
+    split_hash: str
+    data_source: str
+    n_train: int
+    n_eval: int
+    truncated: int
+    """Examples (train and held-out) cut to max_seq_len."""
+
+
+@dataclass(frozen=True)
+class BaselineReply:
+    """What the trial process answers to "score the untuned base model": the score and the data it was
+    scored with, or (score None) the one-line reason it could not be scored."""
+
+    score: BaselineScore | None = None
+    held_out: HeldOut | None = None
+    error: str | None = None
+    died: bool = False
+    """The process itself died (a fault, not bad input: a fresh process may succeed)."""
 
 
 def die_with_parent() -> None:
@@ -64,16 +92,13 @@ def _worker_main(conn: Any) -> None:
             try:
                 score = run_baseline(config, cache)
                 data = cache.prepared(config)
-                conn.send(("baseline", {"mode": score.mode, "eval_loss": score.eval_loss, "tokens": score.tokens,
-                                        "seconds": score.seconds, "metrics": score.metrics, "samples": score.samples,
-                                        "per_example": score.per_example, "weights": score.weights,
-                                        "split_hash": data.split_hash, "data_source": data.source,
-                                        "n_train": len(data.tokenized.train), "n_eval": len(data.tokenized.eval),
-                                        "truncated": data.tokenized.truncated}))
+                held_out = HeldOut(data.split_hash, data.source, len(data.tokenized.train),
+                                   len(data.tokenized.eval), data.tokenized.truncated)
+                conn.send(("baseline", BaselineReply(score, held_out)))
             except Exception as err:  # reported, not raised: the supervisor decides
                 from harness.spec import one_line
 
-                conn.send(("baseline", {"error": one_line(err)}))
+                conn.send(("baseline", BaselineReply(error=one_line(err))))
             continue
 
         def on_eval(step: int, loss: float) -> bool:
@@ -109,12 +134,16 @@ def needs_fresh_worker(result: TrialResult) -> bool:
 
 
 def describe_exit(code: int | None) -> str:
-    """A one-line reason for a worker process that ended in the middle of a trial."""
+    """How a process ended, from its exit code: "killed by SIGKILL" (negative: the signal) or "exit code 1"."""
     if code is not None and code < 0:
-        name = signal.Signals(-code).name
-        hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if name == "SIGKILL" else ""
-        return f"trial process died: killed by {name}{hint}"
-    return f"trial process died: exit code {code}"
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+def _died(code: int | None) -> str:
+    """The reason of a trial whose process ended in the middle of it."""
+    hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if code == -signal.SIGKILL else ""
+    return f"trial process died: {describe_exit(code)}{hint}"
 
 
 class TrialRunner:
@@ -155,16 +184,16 @@ class TrialRunner:
         except _WorkerDied as died:
             return TrialResult(status="failed", reason=str(died))
 
-    def baseline(self, config: TrialConfig) -> dict[str, Any]:
+    def baseline(self, config: TrialConfig) -> BaselineReply:
         """The untuned base model scored in the worker (which also warms its cache), in the config's
-        quantization mode. On failure: {"error": one line}, plus "died": True when the process died."""
+        quantization mode; on failure, the reason (and whether the process died)."""
         self.start()
         try:
             self._conn.send(("baseline", config.to_dict()))
-            kind, payload = self._receive()
-            return payload
+            kind, reply = self._receive()
+            return reply
         except _WorkerDied as died:
-            return {"error": str(died), "died": True}
+            return BaselineReply(error=str(died), died=True)
 
     def _receive(self) -> tuple[str, Any]:
         while True:
@@ -177,7 +206,7 @@ class TrialRunner:
                 self._proc.join()
                 code = self._proc.exitcode
                 self._proc = None
-                raise _WorkerDied(describe_exit(code))
+                raise _WorkerDied(_died(code))
 
     def restart(self) -> None:
         """Throw the worker away (after an out-of-memory trial, say) so the next trial starts clean."""

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from harness import tracking
+from harness.exits import Interrupted
 from harness.experiment import spec_to_dict
 from harness.models import cache_dir, checkpoint_path, is_converted, load_tokenizer, model_dims, resolve_model
 from harness.progress import SweepProgress
 from harness.pruning import pruning_interval
 from harness.readout import baseline_of, baseline_scores, small_eval_note
 from harness.records import STATE_OF_STATUS, append_record, build_record
-from harness.runner import THREADS_ENV, TrialRunner, needs_fresh_worker
+from harness.runner import THREADS_ENV, BaselineReply, TrialRunner, needs_fresh_worker
 from harness.source import describe_source
 from harness.space import SearchSpace, check_rank_fits, suggest
 from harness.spec import (LoraSpec, ModelSpec, QuantSpec, SpecError, SweepSpec, TrialConfig, ranked,
@@ -47,7 +48,7 @@ WAIT_SECONDS = 1.0
 """How often a worker whose target is met looks again at trials other workers are still running."""
 
 
-class SweepInterrupted(Exception):
+class SweepInterrupted(Interrupted):
     """Ctrl-C: the trial in flight was recorded as failed ("interrupted") and the study is resumable."""
 
 
@@ -116,6 +117,9 @@ class Role:
     """Heartbeat settings for a new study (an existing study's stored ones win); None: the defaults."""
     seed_offset: int = 0
     """Added to the sampler seed so parallel workers do not sample the same params."""
+    parallel: bool = False
+    """One of several processes running the study's trials at once (`--workers N`, `harness worker`): TPE
+    then takes the trials the others are running for badly scored ones (constant liar), not piling onto them."""
 
 
 @dataclass(frozen=True)
@@ -185,7 +189,7 @@ class Sweep:
     def run(self) -> SweepOutcome:
         previous = _interrupt_on_sigterm()
         try:
-            self.setup()
+            self.prepare_study()
             self.loop()
         finally:
             self.close()
@@ -193,16 +197,17 @@ class Sweep:
                 signal.signal(signal.SIGTERM, previous)
         return self.finish()
 
-    def setup(self, run_trials: bool = True) -> None:
-        """Validate, open the study, recover lost trials, score the baseline once, fix the target
-        (`run_trials=False`: a parent that leaves the trials to its workers)."""
+    def prepare_study(self, *, start_runner: bool = True) -> None:
+        """Validate, open (or create) the study, recover lost trials, score the baselines once, fix the target.
+        `start_runner`: start the trial process now even if no baseline needs it, so its imports overlap with
+        the bookkeeping (False for a parent that leaves the trials to its workers)."""
         prepared = prepare(self.spec, self.space, self.progress)
         self.metrics = prepared.metrics
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.wandb_mode != "disabled":
             tracking.configure_dirs(self.out_dir)
         self.study = open_study(self.spec, self.space, heartbeat=self.role.heartbeat,
-                                seed_offset=self.role.seed_offset, parallel=self.role.seed_offset != 0)
+                                seed_offset=self.role.seed_offset, parallel=self.role.parallel)
         self.outcome.storage = resolve_url(self.spec.storage_url)
         check_split(self.study, prepared.split_hash, self.spec.study)
         note = small_eval_note(prepared.n_eval)  # after every check of the input: an error stays one line
@@ -213,10 +218,10 @@ class Sweep:
         if "model_source" not in self.study.user_attrs:
             self.study.set_user_attr("model_source", prepared.source)
         self.progress.note(f"base model: {prepared.source['label']}; source weights: {prepared.source['precision']}")
-        if run_trials or self._missing_baselines():
+        if start_runner or self._missing_baselines():
             self.runner.start()  # its imports overlap with the bookkeeping below
         with claim_lock(self.study, self.out_dir):
-            recover(self.study, self._on_lost)
+            recover(self.study, self.on_lost)
             start = counted(self.study)
         self._baseline()
         self.base = self.role.base if self.role.base is not None else start
@@ -242,6 +247,11 @@ class Sweep:
             index += 1
             self._stop_if_broken()
 
+    def recover_lost(self) -> None:
+        """Under the claim lock, fail and record every trial whose worker was lost, enqueueing its retry."""
+        with claim_lock(self.study, self.out_dir):
+            recover(self.study, self.on_lost)
+
     def close(self) -> None:
         self.progress.stop()
         self.runner.close(kill=True)
@@ -256,7 +266,7 @@ class Sweep:
         """Under the claim lock: recover lost trials, then ask for a trial if the target is not met yet
         (a WAITING trial, such as a retry or a confirmation run, comes first)."""
         with claim_lock(self.study, self.out_dir):
-            recover(self.study, self._on_lost)
+            recover(self.study, self.on_lost)
             done = counted(self.study)
             if done >= self.target:
                 return None, 0
@@ -282,8 +292,9 @@ class Sweep:
                                f"(#{', #'.join(str(t.number) for t in watched)}): a lost one is retried here")
         return bool(watched)
 
-    def _on_lost(self, trial: Any, reason: str, retry: int | None) -> None:
-        """Record a trial whose worker was lost (the claim lock makes this worker the only one to do so)."""
+    def on_lost(self, trial: Any, reason: str, retry: int | None) -> None:
+        """Record a trial whose worker was lost (`recovery.recover`'s hook; the claim lock makes this worker
+        the only one to do so): trials.jsonl, this run's records, and a progress line."""
         drop_partial(self.out_dir, trial.number)
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
         record = self._record(trial.number, trial.params, trial.user_attrs.get("config", {}),
@@ -335,35 +346,37 @@ class Sweep:
             self.progress.note(f"scoring the untuned base model on the held-out split in {', '.join(missing)} "
                                "(once per study)...")
         for mode in missing:
-            payload = self._score_base(mode)
+            reply = self._score_base(mode)
             by_mode = dict(self.study.user_attrs.get("baseline_by_mode") or {})
-            by_mode[mode] = _baseline_entry(payload)
+            by_mode[mode] = _baseline_entry(reply)
             self.study.set_user_attr("baseline_by_mode", by_mode)
-            if "error" in payload:
-                self.progress.note(f"warning: untuned base model in {mode} not scored: {payload['error']}")
+            if reply.score is None or reply.held_out is None:
+                self.progress.note(f"warning: untuned base model in {mode} not scored: {reply.error}")
                 continue
-            self.study.set_user_attr(f"baseline_per_example_{mode}", payload.get("per_example") or {})
+            score = reply.score
+            self.study.set_user_attr(f"baseline_per_example_{mode}", score.per_example or {})
             if mode == "none":
-                for key in ("eval_loss", "metrics", "samples"):
-                    self.study.set_user_attr(f"baseline_{key}", payload.get(key))
-            for key in ("split_hash", "data_source", "n_train", "n_eval", "truncated"):
-                self.study.set_user_attr(key, payload.get(key))
+                self.study.set_user_attr("baseline_eval_loss", score.eval_loss)
+                self.study.set_user_attr("baseline_metrics", score.metrics)
+                self.study.set_user_attr("baseline_samples", score.samples)
+            for key, value in dataclasses.asdict(reply.held_out).items():
+                self.study.set_user_attr(key, value)
         self._report_baseline()
 
-    def _score_base(self, mode: str) -> dict[str, Any]:
+    def _score_base(self, mode: str) -> BaselineReply:
         defaults = {"quantization": mode, "lora_r": 1, "lora_alpha": 1.0, "learning_rate": 1e-4,
                     "lora_dropout": 0.0, "target_modules": "all-linear"}
         config = trial_config(self.spec, defaults, metrics=self.metrics)
         fault = next((i.split(":", 1)[1] for i in os.environ.get(FAULTS_ENV, "").split(",") if i.startswith("base:")),
                      None)
-        payload = self.runner.baseline(dataclasses.replace(config, fault="kill" if fault else None))
-        broken = "error" in payload and needs_fresh_worker(TrialResult(status="failed", reason=payload["error"]))
-        if payload.get("died") or broken:  # a fault, not bad input: once more in a fresh process
-            self.progress.note(f"scoring the untuned base model ({mode}) failed ({payload['error']}); "
+        reply = self.runner.baseline(dataclasses.replace(config, fault="kill" if fault else None))
+        broken = reply.error is not None and needs_fresh_worker(TrialResult(status="failed", reason=reply.error))
+        if reply.died or broken:  # a fault, not bad input: once more in a fresh process
+            self.progress.note(f"scoring the untuned base model ({mode}) failed ({reply.error}); "
                                "retrying once in a fresh worker")
             self.runner.restart()
-            payload = self.runner.baseline(dataclasses.replace(config, fault="kill" if fault == "killall" else None))
-        return payload
+            reply = self.runner.baseline(dataclasses.replace(config, fault="kill" if fault == "killall" else None))
+        return reply
 
     def _report_baseline(self) -> None:
         attrs = self.outcome.study_attrs = dict(self.study.user_attrs)
@@ -503,13 +516,14 @@ def _summary(result: TrialResult) -> dict[str, Any]:
             "weights": result.weights}
 
 
-def _baseline_entry(payload: dict[str, Any]) -> dict[str, Any]:
+def _baseline_entry(reply: BaselineReply) -> dict[str, Any]:
     """One mode's untuned baseline as the study stores it (`baseline_by_mode`): scores and weight memory,
     or the reason it is missing."""
-    if "error" in payload:
-        return {"eval_loss": None, "missing": payload["error"]}
-    return {"eval_loss": payload.get("eval_loss"), "metrics": payload.get("metrics") or {},
-            "weights": payload.get("weights") or {}, "tokens": payload.get("tokens")}
+    if reply.score is None:
+        return {"eval_loss": None, "missing": reply.error}
+    score = reply.score
+    return {"eval_loss": score.eval_loss, "metrics": score.metrics or {}, "weights": score.weights or {},
+            "tokens": score.tokens}
 
 
 def _interrupt_on_sigterm() -> Any:

@@ -44,12 +44,13 @@ class StepInfo:
 
 @dataclass
 class TrainOutcome:
+    """What the training loop did: optimizer steps, real tokens, time and each step's loss."""
+
     steps: int = 0
     tokens: int = 0
     seconds: float = 0.0
     """Wall time inside training steps only (intermediate evals excluded)."""
     losses: list[float] = field(default_factory=list)
-    history: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def final_loss(self) -> float | None:
@@ -140,7 +141,6 @@ def train(model: Any, make_epoch: Callable[[int], Sequence[Any]], spec: TrainSpe
         outcome.seconds += time.perf_counter() - started
         outcome.steps, outcome.tokens = step, outcome.tokens + tokens
         outcome.losses.append(loss)
-        outcome.history.append({"step": step, "loss": loss, "lr": lr})
         if on_step is not None:
             on_step(StepInfo(step, loss, lr, tokens))
         if on_eval is not None and spec.eval_every and step % spec.eval_every == 0 and step < spec.max_steps:

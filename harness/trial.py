@@ -76,6 +76,38 @@ class TrialCallbacks:
     """Called with (step, intermediate eval loss); returns True to stop the trial (pruned)."""
 
 
+@dataclass
+class Measured:
+    """What a trial has measured so far, filled in as it goes: a trial that stops early (pruned, diverged,
+    out of memory, failed) still reports all of it."""
+
+    device: str
+    device_name: str
+    compute_dtype: str
+    optimizer: str
+    weights: dict[str, Any] | None = None
+    """The frozen base model's weight memory as stored (weight_breakdown), before the adapter."""
+    load_seconds: float | None = None
+    trainable_params: int | None = None
+    total_params: int | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    """Per step {step, loss, lr} and per eval {step, eval_loss}, in order."""
+    last_eval: EvalScore | None = None
+    steps: int = 0
+    train_tokens: int = 0
+    train_seconds: float | None = None
+    """Wall time from the end of loading to the last finished step (intermediate evals included)."""
+    train_peak: float | None = None
+    """Peak memory in MB of the training loop (None until it ends)."""
+    eval_peak: float | None = None
+    """Peak memory in MB of the final eval and generation."""
+
+    def described(self) -> dict[str, Any]:
+        """The fields every result carries, whatever its status: where it ran and with what."""
+        return {"device": self.device, "device_name": self.device_name, "compute_dtype": self.compute_dtype,
+                "optimizer": self.optimizer, "weights": self.weights or {}}
+
+
 class MemoryMeter:
     """Peak memory of one trial: CUDA max allocated, or the process's peak resident set on CPU."""
 
@@ -167,24 +199,22 @@ def run_trial(config: TrialConfig, cache: TrialCache | None = None,
     callbacks = callbacks or TrialCallbacks()
     device = pick_device()
     meter = MemoryMeter(device)
-    state: dict[str, Any] = {"device": device, "device_name": device_name(device),
-                             "compute_dtype": str(compute_dtype(device)).replace("torch.", ""),
-                             "optimizer": optimizer_name(device)}
+    measured = Measured(device, device_name(device), str(compute_dtype(device)).replace("torch.", ""),
+                        optimizer_name(device))
     try:
         _prepare(config, cache, device)  # one-time work (tokenizing, quantizing the cache) is not the trial's peak
         meter.reset()
-        return _run(config, cache, callbacks, device, meter, state)
+        return _run(config, cache, callbacks, device, meter, measured)
     except StopTraining as stop:
-        return _ended("pruned", str(stop), meter, state)
+        return _ended("pruned", str(stop), meter, measured)
     except NonFiniteLoss as err:
-        return _ended("diverged", str(err), meter, state)
+        return _ended("diverged", str(err), meter, measured)
     except MemoryError as err:
-        return _ended("oom", f"out of memory: {err}".strip(": "), meter, state)
+        return _ended("oom", f"out of memory: {err}".strip(": "), meter, measured)
     except Exception as err:  # failure is a result: the study goes on
         status = "oom" if type(err).__name__ == "OutOfMemoryError" else "failed"
-        return _ended(status, one_line(err), meter, state)
+        return _ended(status, one_line(err), meter, measured)
     finally:
-        state.pop("model", None)
         release_memory(device)
 
 
@@ -214,17 +244,16 @@ def release_memory(device: str) -> None:
 
 
 def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, device: str,
-         meter: MemoryMeter, state: dict[str, Any]) -> TrialResult:
+         meter: MemoryMeter, measured: Measured) -> TrialResult:
     data = cache.prepared(config)
     path = cache.checkpoint(config.model.name)
     started = time.perf_counter()
     base = load_base_model(path, config.quant.mode, device)
-    state["weights"] = weight_breakdown(base)  # frozen weights as stored, before the adapter
+    measured.weights = weights = weight_breakdown(base)  # frozen weights as stored, before the adapter
     model = attach_adapter(base, config)
-    state["model"] = model
-    state["load_seconds"] = time.perf_counter() - started
-    state["trainable_params"], state["total_params"] = _param_counts(model)
-    state["history"] = history = []
+    measured.load_seconds = load_seconds = time.perf_counter() - started
+    measured.trainable_params, measured.total_params = _param_counts(model)
+    history = measured.history
 
     def make_epoch(epoch: int) -> list[Any]:
         from harness.data import make_batches
@@ -235,48 +264,42 @@ def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, devi
     def on_eval(step: int) -> bool:
         score = eval_loss(model, data.eval_batches, device)
         history.append({"step": step, "eval_loss": score.loss})
-        state["last_eval"] = score
+        measured.last_eval = score
         return bool(callbacks.on_eval and callbacks.on_eval(step, score.loss))
 
     def on_step(info: StepInfo) -> None:
         history.append({"step": info.step, "loss": info.loss, "lr": info.lr})
-        state["steps"], state["train_tokens"] = info.step, state.get("train_tokens", 0) + info.tokens
-        state["train_seconds"] = time.perf_counter() - started - state["load_seconds"]
+        measured.steps, measured.train_tokens = info.step, measured.train_tokens + info.tokens
+        measured.train_seconds = time.perf_counter() - started - load_seconds
         if callbacks.on_step:
             callbacks.on_step(info)
 
     outcome = train(model, make_epoch, config.train, device, on_step=on_step, on_eval=on_eval,
                     loss_hook=_fault_hook(config.fault))
-    state["train_peak"] = meter.peak_mb()
+    measured.train_peak = train_peak = meter.peak_mb()
     meter.reset()  # the final eval and generation get a peak of their own
     score = eval_loss(model, data.eval_batches, device)
     history.append({"step": outcome.steps, "eval_loss": score.loss})
     if not math.isfinite(score.loss):
         raise NonFiniteLoss(f"non-finite eval loss ({score.loss}) after step {outcome.steps}")
     generated = score_task(model, data, config, device)
-    state["eval_peak"] = meter.peak_mb()
+    measured.eval_peak = eval_peak = meter.peak_mb()
     adapter_dir = None
     if config.adapter_dir:
         model.save_pretrained(config.adapter_dir)  # adapter_model.safetensors + adapter_config.json
         adapter_dir = config.adapter_dir
     return TrialResult(
         status="complete", eval_loss=score.loss, perplexity=score.perplexity, train_loss=outcome.final_loss,
-        steps=outcome.steps, peak_memory_mb=_larger(state["train_peak"], state["eval_peak"]),
-        train_peak_memory_mb=state["train_peak"], eval_peak_memory_mb=state["eval_peak"],
+        steps=outcome.steps, peak_memory_mb=_larger(train_peak, eval_peak),
+        train_peak_memory_mb=train_peak, eval_peak_memory_mb=eval_peak,
         train_seconds=outcome.seconds,
-        eval_seconds=score.seconds + (generated.seconds if generated else 0.0), load_seconds=state["load_seconds"],
+        eval_seconds=score.seconds + (generated.seconds if generated else 0.0), load_seconds=load_seconds,
         tokens_per_second=outcome.tokens / outcome.seconds if outcome.seconds else None,
-        train_tokens=outcome.tokens, trainable_params=state["trainable_params"],
-        total_params=state["total_params"],
-        metrics={**(generated.metrics if generated else {}), "base_model_mb": state["weights"]["total_mb"]},
+        train_tokens=outcome.tokens, trainable_params=measured.trainable_params,
+        total_params=measured.total_params,
+        metrics={**(generated.metrics if generated else {}), "base_model_mb": weights["total_mb"]},
         history=history, adapter_dir=adapter_dir, samples=generated.samples if generated else [],
-        per_example=_per_example(score, generated), **_described(state))
-
-
-def _described(state: dict[str, Any]) -> dict[str, Any]:
-    """The fields every result carries, whatever its status: where it ran and with what."""
-    return {key: state.get(key) for key in ("device", "device_name", "compute_dtype", "optimizer")} | {
-        "weights": state.get("weights") or {}}
+        per_example=_per_example(score, generated), **measured.described())
 
 
 def _per_example(score: EvalScore, generated: Any) -> dict[str, list[float]]:
@@ -296,21 +319,22 @@ def _param_counts(model: Any) -> tuple[int, int]:
     return trainable, total
 
 
-def _ended(status: str, reason: str, meter: MemoryMeter, state: dict[str, Any]) -> TrialResult:
+def _ended(status: str, reason: str, meter: MemoryMeter, measured: Measured) -> TrialResult:
     """A trial that did not complete still reports what it measured before it stopped."""
-    last: EvalScore | None = state.get("last_eval")
-    train_seconds = state.get("train_seconds")
-    tokens = state.get("train_tokens", 0)
-    train_peak = state.get("train_peak", meter.peak_mb())
+    last = measured.last_eval
+    train_seconds = measured.train_seconds
+    tokens = measured.train_tokens
+    # Stopped inside the training loop: its peak is the meter's now.
+    train_peak = measured.train_peak if measured.train_peak is not None else meter.peak_mb()
     return TrialResult(
         status=status, reason=reason, eval_loss=last.loss if last else None,
-        perplexity=last.perplexity if last else None, steps=state.get("steps", 0),
-        peak_memory_mb=_larger(train_peak, state.get("eval_peak")), train_peak_memory_mb=train_peak,
-        train_seconds=train_seconds, load_seconds=state.get("load_seconds"),
+        perplexity=last.perplexity if last else None, steps=measured.steps,
+        peak_memory_mb=_larger(train_peak, measured.eval_peak), train_peak_memory_mb=train_peak,
+        train_seconds=train_seconds, load_seconds=measured.load_seconds,
         tokens_per_second=tokens / train_seconds if train_seconds else None, train_tokens=tokens,
-        trainable_params=state.get("trainable_params"), total_params=state.get("total_params"),
-        metrics={"base_model_mb": state["weights"]["total_mb"]} if "weights" in state else {},
-        history=state.get("history", []), **_described(state))
+        trainable_params=measured.trainable_params, total_params=measured.total_params,
+        metrics={"base_model_mb": measured.weights["total_mb"]} if measured.weights is not None else {},
+        history=measured.history, **measured.described())
 
 
 def task_metric_names(config: TrialConfig, data: PreparedData) -> tuple[str, ...]:

@@ -17,11 +17,12 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from harness.recovery import Heartbeat, claim_lock, counted, recover
-from harness.runner import THREADS_ENV, die_with_parent
+from harness.exits import BAD_INPUT, FAILED, INTERRUPTED, OK, Interrupted, exit_code
+from harness.records import read_records
+from harness.recovery import Heartbeat, counted
+from harness.runner import THREADS_ENV, describe_exit, die_with_parent
 from harness.space import SearchSpace
 from harness.spec import SpecError, SweepSpec
 from harness.sweep import Role, Sweep, SweepInterrupted, SweepOutcome
@@ -59,7 +60,7 @@ def run_parallel(spec: SweepSpec, space: SearchSpace, workers: int, heartbeat: H
     """Set the study up here, run its trials in `workers` processes, and gather what they did."""
     parent = Sweep(spec, space, role=Role(heartbeat=heartbeat))
     try:
-        parent.setup(run_trials=False)
+        parent.prepare_study(start_runner=False)
     finally:
         parent.close()
     log = parent.out_dir / "trials.jsonl"
@@ -70,9 +71,8 @@ def run_parallel(spec: SweepSpec, space: SearchSpace, workers: int, heartbeat: H
                          + ", ".join(f"w{i + 1} {_where(env)}" for i, env in enumerate(envs)))
     pool = _Pool([_start({**job, "worker": i + 1}, env) for i, env in enumerate(envs)])
     codes = pool.wait(parent.progress.note)
-    parent.outcome.records += _records_from(log, offset)
-    with claim_lock(parent.study, parent.out_dir):  # a worker that died after the others had stopped
-        recover(parent.study, parent._on_lost)
+    parent.outcome.records += read_records(log, offset)
+    parent.recover_lost()  # a worker that died after the others had stopped
     outcome = parent.finish()
     _judge(codes, pool, parent)
     return outcome
@@ -140,37 +140,17 @@ class _Pool:
         for pump in self._pumps:
             pump.join(timeout=5)
         for i, proc in enumerate(self.procs):
-            if proc.returncode not in (0, 2, 130):
-                note(f"worker {i + 1} ended abnormally ({_describe(proc.returncode)}); its trial is recovered "
+            if proc.returncode not in (OK, BAD_INPUT, INTERRUPTED):
+                note(f"worker {i + 1} ended abnormally ({describe_exit(proc.returncode)}); its trial is recovered "
                      "by the others")
         return [proc.returncode for proc in self.procs]
-
-
-def _describe(code: int) -> str:
-    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-
-
-def _records_from(log: Path, offset: int) -> list[dict[str, Any]]:
-    """The records appended to trials.jsonl since `offset` (by every worker of this run)."""
-    if not log.exists():
-        return []
-    with open(log) as handle:
-        handle.seek(offset)
-        lines = handle.read().splitlines()
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 def _judge(codes: list[int], pool: _Pool, parent: Sweep) -> None:
     """The sweep's exit: interrupted (130), bad input in a worker (2), or a shortfall after dead workers (1)."""
     import optuna
 
-    if pool.interrupts or 130 in codes:
+    if pool.interrupts or INTERRUPTED in codes:
         raise SweepInterrupted("interrupted: each worker recorded its trial as failed (interrupted); the study can "
                                "be resumed with the same command")
     if pool.errors:
@@ -178,12 +158,12 @@ def _judge(codes: list[int], pool: _Pool, parent: Sweep) -> None:
     waiting = parent.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
     done = counted(parent.study)
     if any(code != 0 for code in codes) and (done < parent.target or waiting):
-        raise WorkersFailed(f"workers ended abnormally ({', '.join(_describe(c) for c in codes if c)}); the study "
+        raise WorkersFailed(f"workers ended abnormally ({', '.join(describe_exit(c) for c in codes if c)}); the study "
                             f"holds {done} of {parent.target} trials; run the same command again to finish")
 
 
 def child(job: dict[str, Any]) -> int:
-    """One worker: the parent's spec and target, its own index; returns the exit code (cli.main's codes)."""
+    """One worker: the parent's spec and target, its own index; returns the exit code (harness.exits)."""
     from harness.experiment import build_sweep_spec, resolve_space
     from harness.space import load_space
 
@@ -192,20 +172,18 @@ def child(job: dict[str, Any]) -> int:
         spec = build_sweep_spec(job["spec"], {}, f"worker {job['worker']}")
         space = load_space(resolve_space(spec.space))
         role = Role(worker=job["worker"], target=job["target"], base=job["base"],
-                    seed_offset=SEED_STRIDE * job["worker"])
+                    seed_offset=SEED_STRIDE * job["worker"], parallel=True)
         Sweep(spec, space, role=role).run()
-    except SpecError as err:
-        print(f"harness: error: {err}", file=sys.stderr)
-        return 2
-    except SweepInterrupted as stop:
-        print(f"harness: {stop}", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        return 130
-    except Exception as err:  # noqa: BLE001 - one line, like cli.main
-        print(f"harness: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-    return 0
+    except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - one line, like cli.main
+        code = exit_code(err)
+        if isinstance(err, SpecError):
+            print(f"harness: error: {err}", file=sys.stderr)
+        elif isinstance(err, Interrupted):
+            print(f"harness: {err}", file=sys.stderr)
+        elif code == FAILED:
+            print(f"harness: {type(err).__name__}: {err}", file=sys.stderr)
+        return code
+    return OK
 
 
 if __name__ == "__main__":

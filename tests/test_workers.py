@@ -170,7 +170,7 @@ def test_a_retry_keeps_params_seed_and_confirmation_and_is_retried_once() -> Non
 def test_keeping_adapters_waits_for_the_lock_another_worker_holds(tmp_path: Path) -> None:
     """The race fixed: a worker must not prune adapters while another moves its new best into place."""
     from harness.adapters import LOCK_NAME, keep_adapter
-    from harness.recovery import file_lock
+    from harness.locking import file_lock
 
     study = optuna.create_study()
     study.add_trial(optuna.trial.create_trial(value=1.0))
@@ -184,3 +184,51 @@ def test_keeping_adapters_waits_for_the_lock_another_worker_holds(tmp_path: Path
         assert not done.wait(0.5) and partial.exists()  # blocked while the lock is held elsewhere
     assert done.wait(10)
     assert (tmp_path / "best_adapter").resolve() == (tmp_path / "adapters" / "trial-0").resolve()
+
+
+def test_appending_a_record_waits_for_the_lock_on_trials_jsonl_and_reading_starts_at_an_offset(
+        tmp_path: Path) -> None:
+    """Writers lock trials.jsonl itself; the parent reads back what its workers appended after `offset`."""
+    from harness.locking import file_lock
+    from harness.records import append_record, read_records
+
+    log = tmp_path / "out" / "trials.jsonl"
+    append_record(log, {"number": 0})
+    offset = log.stat().st_size
+    done = threading.Event()
+    with file_lock(log):
+        writer = threading.Thread(target=lambda: (append_record(log, {"number": 1, "loss": float("nan")}),
+                                                  done.set()))
+        writer.start()
+        assert not done.wait(0.5)  # blocked while another worker holds the lock
+    assert done.wait(10)
+    with open(log, "a") as handle:
+        handle.write('{"number": 2, "torn')
+    assert [r["number"] for r in read_records(log)] == [0, 1]
+    assert list(read_records(log, offset)) == [{"number": 1, "loss": None}]
+    assert list(read_records(tmp_path / "missing.jsonl")) == []
+
+
+def test_one_exit_code_table_for_the_cli_and_its_workers() -> None:
+    import click
+    import typer
+
+    from harness.exits import exit_code
+    from harness.spec import SpecError
+    from harness.sweep import SweepInterrupted
+
+    assert exit_code(SpecError("bad flag")) == 2
+    assert exit_code(click.UsageError("no such option")) == 2
+    assert exit_code(KeyboardInterrupt()) == exit_code(SweepInterrupted("stopped")) == 130
+    assert exit_code(click.exceptions.Abort()) == exit_code(typer.Abort()) == 130
+    assert exit_code(typer.Exit(3)) == 3
+    assert exit_code(RuntimeError("boom")) == exit_code(MemoryError()) == 1
+
+
+def test_a_dead_process_is_described_by_its_signal_or_exit_code() -> None:
+    from harness.runner import _died, describe_exit
+
+    assert describe_exit(-signal.SIGKILL) == "killed by SIGKILL"
+    assert describe_exit(-signal.SIGTERM) == "killed by SIGTERM" and describe_exit(3) == "exit code 3"
+    assert _died(-signal.SIGKILL).startswith("trial process died: killed by SIGKILL (out of memory?")
+    assert _died(-signal.SIGSEGV) == "trial process died: killed by SIGSEGV"
