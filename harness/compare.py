@@ -200,7 +200,7 @@ def _weights(view: StudyView, mode: str, done: list[TrialRow]) -> dict[str, Any]
     for row in done:
         if row.weights:
             return row.weights
-    return ((view.attrs.get("baseline_by_mode") or {}).get(mode) or {}).get("weights") or {}
+    return view.baseline_weights(mode)
 
 
 def _confirmed(view: StudyView, search: list[TrialRow], rows: list[TrialRow], metric: str | None

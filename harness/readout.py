@@ -35,13 +35,20 @@ def small_eval_note(n_eval: int | None) -> str | None:
             "data_options eval_size / eval_fraction, or a validation split in the data")
 
 
-def baseline_scores(attrs: dict[str, Any], mode: str) -> dict[str, float] | None:
-    """Everything the untuned base model scored in quantization `mode` (eval_loss and the task metrics),
-    from a study's user attrs; None when that mode's baseline was not scored."""
+def baseline_entry(attrs: dict[str, Any], mode: str) -> dict[str, Any]:
+    """A mode's untuned-baseline record as the study stores it (`baseline_by_mode`: eval_loss, metrics,
+    weights, or `missing` with its reason); {} when the mode was not scored."""
     entry = (attrs.get("baseline_by_mode") or {}).get(mode)
     if entry is None and mode == "none":  # studies recorded before per-mode baselines
         entry = {"eval_loss": attrs.get("baseline_eval_loss"), "metrics": attrs.get("baseline_metrics") or {}}
-    if not entry or entry.get("eval_loss") is None:
+    return dict(entry or {})
+
+
+def baseline_scores(attrs: dict[str, Any], mode: str) -> dict[str, float] | None:
+    """Everything the untuned base model scored in quantization `mode` (eval_loss and the task metrics),
+    from a study's user attrs; None when that mode's baseline was not scored."""
+    entry = baseline_entry(attrs, mode)
+    if entry.get("eval_loss") is None:
         return None
     metrics = {k: float(v) for k, v in (entry.get("metrics") or {}).items() if isinstance(v, (int, float))}
     return {"eval_loss": float(entry["eval_loss"]), **metrics}
@@ -156,7 +163,15 @@ class StudyView:
 
     def baseline_missing(self, mode: str) -> str | None:
         """Why a mode's baseline is missing (its worker died twice, say), or None."""
-        return ((self.attrs.get("baseline_by_mode") or {}).get(mode) or {}).get("missing")
+        return baseline_entry(self.attrs, mode).get("missing")
+
+    def baseline_weights(self, mode: str) -> dict[str, Any]:
+        """The untuned base model's weight memory by kind in a mode (weights.weight_breakdown), or {}."""
+        return baseline_entry(self.attrs, mode).get("weights") or {}
+
+    def baseline_modes(self) -> list[str]:
+        """The modes the study scored (or tried to score) its untuned base model in."""
+        return list(self.attrs.get("baseline_by_mode") or ["none"])
 
     def baseline_per_example(self, mode: str = "none") -> dict[str, list[float]]:
         return dict(self.attrs.get(f"baseline_per_example_{mode}") or {})

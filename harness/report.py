@@ -207,7 +207,7 @@ def _running(states: list[str]) -> str:
 def _baseline_text(view: StudyView) -> str:
     """The untuned base model's scores in every mode the study scored it in."""
     parts = []
-    for mode in view.attrs.get("baseline_by_mode") or ["none"]:
+    for mode in view.baseline_modes():
         scores = view.baseline_scores(mode)
         if scores is None:
             parts.append(f"{mode}: missing ({view.baseline_missing(mode) or 'not scored'})")

@@ -358,12 +358,18 @@ def direction_of(objective: str) -> str:
 T = TypeVar("T")
 
 
+def better_sign(direction: str) -> float:
+    """+1 when lower values are better (`minimize`), -1 when higher are (`maximize`): a value times this
+    sign is smallest for the best."""
+    _check(direction in ("minimize", "maximize"), f"direction must be minimize or maximize, got {direction!r}")
+    return 1.0 if direction == "minimize" else -1.0
+
+
 def ranked(items: Iterable[T], direction: str, value: Callable[[T], float | None] | None = None) -> list[T]:
     """Items best first under an objective's direction (`minimize` / `maximize`), by `value(item)` (the
     item itself when no `value` is given). Items without a value go last; ties keep their order. The one
     home of "best first": every table, pick and plan that ranks configs goes through here."""
-    _check(direction in ("minimize", "maximize"), f"direction must be minimize or maximize, got {direction!r}")
-    sign = 1.0 if direction == "minimize" else -1.0
+    sign = better_sign(direction)
     get = value or (lambda item: item)  # type: ignore[assignment,return-value]
 
     def key(item: T) -> tuple[int, float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.spec import ranked
+from harness.spec import better_sign, ranked
 from harness.stats import summarize, welch
 
 
@@ -63,7 +63,7 @@ def regret(configs: list[ConfigRuns], direction: str) -> dict[str, Any]:
         raise ValueError("regret needs a config with both short- and long-budget values")
     winner = ranked(searched, direction, lambda c: _mean(c.short))[0]
     best = ranked(scored, direction, lambda c: _mean(c.long))[0]
-    sign = 1.0 if direction == "minimize" else -1.0
+    sign = better_sign(direction)
     if best is winner:
         return {"value": 0.0, "ci95": [0.0, 0.0], "winner": winner.params, "best": best.params,
                 "best_source": best.source, "winner_held": True}
@@ -89,7 +89,7 @@ def versus_defaults(recommended: ConfigRuns, defaults: list[ConfigRuns], directi
         elif not diff.distinguishable:
             verdict = "not distinguishable"
         else:
-            better = (diff.diff < 0) == (direction == "minimize")
+            better = diff.diff * better_sign(direction) < 0
             verdict = "default better" if better else "recommended better"
         out.append({"name": default.source, "diff": diff.diff,
                     "ci95": None if diff.ci_low is None else [diff.ci_low, diff.ci_high], "verdict": verdict})
