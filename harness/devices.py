@@ -8,6 +8,9 @@ import os
 import platform
 from typing import Any
 
+THREADS_ENV = "HARNESS_TORCH_THREADS"
+"""CPU threads for the trial process (set per worker by `--workers N`: the cores split between them)."""
+
 
 def pick_device() -> str:
     """`cuda` when a GPU is visible, else `cpu`."""
@@ -59,7 +62,5 @@ def compute_dtype(device: str) -> Any:
 def torch_threads() -> int:
     """CPU threads torch should use in this process: `$HARNESS_TORCH_THREADS` when set (a worker's share of
     the cores under `--workers N`, which a model load must not undo), else every core."""
-    from harness.runner import THREADS_ENV
-
     value = os.environ.get(THREADS_ENV)
     return max(1, int(value)) if value else max(1, os.cpu_count() or 1)

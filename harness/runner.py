@@ -16,14 +16,13 @@ import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from harness.devices import THREADS_ENV
 from harness.spec import TrialConfig, TrialResult
 
 if TYPE_CHECKING:
     from harness.trial import BaselineScore
 
 POLL_SECONDS = 0.2
-THREADS_ENV = "HARNESS_TORCH_THREADS"
-"""CPU threads for the trial process (set per worker by `--workers N`: the cores split between them)."""
 _PR_SET_PDEATHSIG = 1
 
 

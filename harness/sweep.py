@@ -28,7 +28,8 @@ from harness.progress import SweepProgress
 from harness.pruning import pruning_interval
 from harness.readout import baseline_of, baseline_scores, small_eval_note
 from harness.records import STATE_OF_STATUS, append_record, build_record
-from harness.runner import THREADS_ENV, BaselineReply, TrialRunner, needs_fresh_worker
+from harness.devices import THREADS_ENV
+from harness.runner import BaselineReply, TrialRunner, needs_fresh_worker
 from harness.source import describe_source
 from harness.space import SearchSpace, check_rank_fits, suggest
 from harness.spec import (LoraSpec, ModelSpec, QuantSpec, SpecError, SweepSpec, TrialConfig, ranked,

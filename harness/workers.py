@@ -22,7 +22,8 @@ from typing import Any
 from harness.exits import BAD_INPUT, FAILED, INTERRUPTED, OK, Interrupted, exit_code
 from harness.records import read_records
 from harness.recovery import Heartbeat, counted
-from harness.runner import THREADS_ENV, describe_exit, die_with_parent
+from harness.devices import THREADS_ENV
+from harness.runner import describe_exit, die_with_parent
 from harness.space import SearchSpace
 from harness.spec import SpecError, SweepSpec
 from harness.sweep import Role, Sweep, SweepInterrupted, SweepOutcome

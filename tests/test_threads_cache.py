@@ -16,7 +16,8 @@ import pytest
 
 from conftest import REPO, assert_one_line_error, run_cli
 from harness import devices, models, online
-from harness.runner import THREADS_ENV, TrialRunner, needs_fresh_worker
+from harness.devices import THREADS_ENV
+from harness.runner import TrialRunner, needs_fresh_worker
 from harness.spec import DataSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec, TrialConfig, TrialResult
 
 CONFIG = TrialConfig(model=ModelSpec("tiny-llama"), quant=QuantSpec("none"), lora=LoraSpec(r=4, alpha=8.0),
