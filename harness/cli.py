@@ -210,6 +210,40 @@ def _recommend_paths(out: Optional[str], sweep_dir: Optional[str]) -> tuple[Opti
 
 
 @app.command()
+def validate(
+    study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION,
+    reports_dir: Optional[str] = REPORTS_OPTION,
+    steps: Optional[int] = typer.Option(None, "--steps", help="The long budget in optimizer steps (larger than the "
+                                                              "study's steps per trial)."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="The long budget in epochs of the training split "
+                                                                  "(instead of --steps)."),
+    top: int = typer.Option(3, "--top", help="How many of the study's best configs to re-train."),
+    seeds: int = typer.Option(2, "--seeds", help="Fresh seeds per config at the long budget."),
+    defaults: bool = typer.Option(True, "--defaults/--no-defaults",
+                                  help="Also re-train the published defaults (harness/published_defaults.yaml)."),
+    defaults_file: Optional[Path] = typer.Option(None, "--defaults-file",
+                                                 help="Your own defaults to compare against, in the format of "
+                                                      "harness/published_defaults.yaml (instead of the shipped ones)."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes (more than 1 needs journal or PostgreSQL storage)."),
+    wandb: Optional[str] = typer.Option(None, help="auto, offline, online or disabled (default: the study's)."),
+) -> None:
+    """Re-train the top configs and the published defaults at the real budget; does the ranking hold?"""
+    from harness.spec import study_reports_dir
+    from harness.validate import run_validation
+    from harness.validation import verdict_lines
+
+    with _sweep_errors():
+        result = run_validation(_view(study, storage, out), steps=steps, epochs=epochs, top=top, seeds=seeds,
+                                defaults=defaults, defaults_file=defaults_file, out=out,
+                                reports_dir=Path(study_reports_dir(study, reports_dir)),
+                                workers=workers, wandb=wandb, command="harness " + " ".join(sys.argv[1:]),
+                                say=typer.echo)
+    for line in verdict_lines(result.doc):
+        typer.echo(line)
+    typer.echo(f"written: {', '.join(map(str, result.files))}")
+
+
+@app.command()
 def report(
     study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION,
     reports_dir: Optional[str] = REPORTS_OPTION,

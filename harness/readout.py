@@ -85,6 +85,8 @@ class TrialRow:
     """The training seed the trial ran with."""
     confirmation_of: int | None
     """For a confirmation trial: the number of the search trial whose params it re-runs."""
+    training: dict[str, Any] = field(default_factory=dict)
+    """TrainSpec overrides the trial was enqueued with (a published default's schedule in a validation)."""
     intermediate: dict[int, float] = field(default_factory=dict)
     """Intermediate eval losses reported to the pruner, by step."""
     history: list[dict[str, float]] = field(default_factory=list)
@@ -243,9 +245,9 @@ def view_of(study: Any, storage_url: str, trials_jsonl: Path | None = None) -> S
         seed = user.get("seed", (config.get("train") or {}).get("seed"))
         rows.append(TrialRow(
             number=trial.number, state=trial.state.name, status=user.get("status"), reason=user.get("reason"),
-            params=dict(trial.params), values=list(trial.values) if trial.values is not None else None,
+            params=dict(trial.params or trial.system_attrs.get("fixed_params") or {}), values=list(trial.values) if trial.values is not None else None,
             result=dict(user.get("result") or {}), config=config, seed=seed,
-            confirmation_of=user.get("confirmation_of"),
+            confirmation_of=user.get("confirmation_of"), training=dict(user.get("training") or {}),
             intermediate={int(k): float(v) for k, v in trial.intermediate_values.items()},
             history=histories.get(trial.number, []), per_example=dict(user.get("per_example") or {})))
     if not rows:

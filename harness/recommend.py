@@ -26,6 +26,12 @@ from harness.spec import QUANTIZATION_MODES, SpecError, TrainSpec
 from harness.stats import Summary, summarize
 from harness.study import public_url
 
+VALIDATED_RULE = ("validated configs (the study's top configs and the published defaults re-trained from scratch at "
+                  "the long budget with fresh seeds, `harness validate`) ranked by the mean of their long-budget "
+                  "runs, leaving out a config one of whose long runs diverged or failed (unless --allow-diverged)")
+NOT_VALIDATED = ("validated: false means every number here comes from the study's short trials; a ranking at that "
+                 "budget can change at the hundreds or thousands of steps a real fine-tune runs (short-horizon "
+                 "bias), so re-train the top configs at your budget with `harness validate` before relying on it")
 SINGLE_RULE = ("configs re-run with fresh seeds (harness compare --confirm-seeds K) ranked by the mean of those "
                "seeds, leaving out a config any of whose seeds diverged or failed (unless --allow-diverged); a study "
                "without confirmations falls back to its single best trials, marked unconfirmed")
@@ -145,20 +151,80 @@ def evidence(candidate: Candidate, view: StudyView) -> dict[str, Any]:
             "baseline_in_mode": view.baseline(candidate.mode), "metrics": metrics, "notes": notes}
 
 
+def validated_candidates(view: StudyView, allow_diverged: bool = False) -> tuple[list[Candidate], Any] | None:
+    """The study's longest validation as candidates, best long-budget mean first (VALIDATED_RULE), with the
+    validation itself; None when the study has none or no long run completed."""
+    from harness.validate import config_key, latest_link, read_validation
+
+    if latest_link(view) is None:
+        return None
+    validation = read_validation(view)
+    long_view = validation.long_view
+    assert long_view is not None
+    pool = []
+    for key in dict.fromkeys(config_key(r.params, r.training) for r in long_view.rows):
+        mine = [r for r in long_view.rows if config_key(r.params, r.training) == key and r.finished]
+        runs = [r for r in mine if r.state == "COMPLETE" and r.values]
+        bad = tuple(r for r in mine if r.status in ("diverged", "oom")
+                    or (r.state == "FAIL" and not (r.reason or "").startswith("interrupted")
+                        and "worker lost" not in (r.reason or "")))
+        if runs and (allow_diverged or not bad):
+            pool.append(Candidate(runs[0], summarize([r.values[0] for r in runs]), True, tuple(runs), bad))
+    if not pool:
+        return None
+    return long_view.ranked(pool, lambda c: c.objective.mean), validation
+
+
+def _validation_evidence(candidate: Candidate, validation: Any) -> dict[str, Any]:
+    """evidence.validation: where the long runs are, how the short-budget ranking held, the defaults."""
+    doc = validation.doc
+    return {"study": doc.get("study"), "linked_study": validation.study, "short_steps": doc["short_steps"],
+            "long_steps": doc["long_steps"], "source": _source_of(candidate, doc),
+            "spearman": doc["spearman"], "kendall": doc["kendall"], "regret": doc["regret"],
+            "winner_held": doc["winner_held"], "published_defaults": doc["defaults"],
+            "skipped_defaults": doc.get("skipped_defaults") or {}, "report": "validation.md"}
+
+
+def _source_of(candidate: Candidate, doc: dict[str, Any]) -> str:
+    """`search` or the published default's name that a validated candidate is."""
+    from harness.validate import config_key
+
+    key = config_key(candidate.source.params, candidate.source.training)
+    names = [p["source"] for p in doc.get("plan") or [] if config_key(p["params"], p.get("training")) == key]
+    return "search" if "search" in names or not names else names[0]
+
+
 def recommend_study(view: StudyView, max_memory_mb: float | None = None, allow_diverged: bool = False
                     ) -> dict[str, Any]:
-    """The recommended.yaml mapping for one study (configs with a diverged or failed confirmation seed are
-    left out unless `allow_diverged`; the evidence lists them)."""
+    """The recommended.yaml mapping for one study: from its validation when it has one (VALIDATED_RULE), else
+    from its short trials (SINGLE_RULE; `validated: false`). Configs with a diverged or failed seed are left out
+    unless `allow_diverged`; the evidence lists them."""
     ranked = candidates(view, allow_diverged)
-    best = ranked[0]
-    doc: dict[str, Any] = {**config_sections(best, view), "evidence": {**evidence(best, view), "rule": SINGLE_RULE}}
+    validated = validated_candidates(view, allow_diverged)
+    if validated is not None:
+        long_ranked, validation = validated
+        best, where = long_ranked[0], validation.long_view
+        doc: dict[str, Any] = {"validated": True, **config_sections(best, where),
+                               "evidence": {**evidence(best, where), "rule": VALIDATED_RULE,
+                                            "validation": _validation_evidence(best, validation)}}
+    else:
+        long_ranked, where = [], view
+        best = ranked[0]
+        doc = {"validated": False, **config_sections(best, view),
+               "evidence": {**evidence(best, view), "rule": SINGLE_RULE, "validation": NOT_VALIDATED}}
     left_out = _left_out(view, allow_diverged)
-    if left_out:
+    if left_out and validated is None:
         doc["evidence"]["left_out"] = left_out
     doc["per_quantization"] = {}
-    for mode in dict.fromkeys(c.mode for c in ranked):
-        top = next(c for c in ranked if c.mode == mode)
-        doc["per_quantization"][mode] = {**config_sections(top, view), "evidence": evidence(top, view)}
+    for mode in dict.fromkeys([*(c.mode for c in long_ranked), *(c.mode for c in ranked)]):
+        top = next((c for c in long_ranked if c.mode == mode), None)
+        if top is not None:
+            doc["per_quantization"][mode] = {**config_sections(top, where), "evidence": evidence(top, where),
+                                             "validated": True}
+        else:
+            top = next(c for c in ranked if c.mode == mode)
+            doc["per_quantization"][mode] = {**config_sections(top, view), "evidence": evidence(top, view),
+                                             "validated": False}
     if max_memory_mb is not None:
         doc["within_memory"] = _within_memory(ranked, view, max_memory_mb)
     return doc
@@ -230,12 +296,30 @@ def summary_lines(doc: dict[str, Any], path: Path) -> list[str]:
         spread = f" +/- {summary['std']:.4f}" if summary.get("std") is not None else ""
         mode = mode_label(evidence["quantization"], evidence.get("compute_dtype"))
         lines += [f"best: {mode}, r {doc['lora']['r']}, alpha {doc['lora']['lora_alpha']:g}, "
-                  f"lr {doc['training']['learning_rate']:.3g} from trial #{evidence['source_trial']} "
-                  f"({'confirmed' if evidence['confirmed'] else 'unconfirmed'}): "
+                  f"lr {doc['training']['learning_rate']:.3g}, {doc['training']['max_steps']} steps, "
+                  f"from trial #{evidence['source_trial']} of {evidence['study']} "
+                  f"({'validated' if doc.get('validated') else 'confirmed' if evidence['confirmed'] else 'unconfirmed'}): "
                   f"{evidence['objective']} {summary['mean']:.4f}{spread} (n={summary['n']})",
                   f"measured on: {evidence['model_label']}; {evidence.get('device')}"]
+    lines += _validation_lines(doc)
     lines += [f"left out: {line} (--allow-diverged keeps it)" for line in evidence.get("left_out", [])]
     return lines + [f"note: {line}" for line in evidence.get("notes", [])]
+
+
+def _validation_lines(doc: dict[str, Any]) -> list[str]:
+    """Whether the recommendation was validated at a long budget, and how the short ranking held."""
+    if doc.get("validated") is None:
+        return []
+    if not doc["validated"]:
+        return [f"not validated: {NOT_VALIDATED.split(' means ', 1)[1]}"]
+    v = doc["evidence"]["validation"]
+    rho = v["spearman"]["value"]
+    held = {True: "held", False: "did NOT hold", None: "cannot be judged (one seed)"}[v["winner_held"]]
+    regret = v["regret"]["value"]
+    return [f"validated at {v['long_steps']} steps ({v['linked_study']}): the {v['short_steps']}-step winner {held}"
+            + ("" if regret is None else f" (regret {regret:.4f})")
+            + ("" if rho is None else f"; Spearman {rho:.2f} over {v['spearman']['n']} configs")
+            + (f"; the best is the published default {v['source']}" if v["source"] != "search" else "")]
 
 
 def write_recommended(doc: dict[str, Any], path: Path, command: str) -> Path:

@@ -74,11 +74,13 @@ class SweepOutcome:
 
 def trial_config(spec: SweepSpec, params: dict[str, Any], *, adapter_dir: str | None = None,
                  fault: str | None = None, metrics: tuple[str, ...] | None = None,
-                 seed: int | None = None) -> TrialConfig:
+                 seed: int | None = None, training: dict[str, Any] | None = None) -> TrialConfig:
     """The full config of one trial: the sweep's fixed settings plus the sampled params
     (`metrics`: the task metrics resolved for this sweep, see `prepare`; `seed`: the training seed,
-    the sweep's unless the trial was enqueued with its own, as confirmation trials are)."""
-    train = dataclasses.replace(spec.train, learning_rate=float(params["learning_rate"]),
+    the sweep's unless the trial was enqueued with its own, as confirmation trials are; `training`:
+    TrainSpec overrides an enqueued trial carries, as a published default's schedule in a validation)."""
+    train = dataclasses.replace(spec.train, **(training or {}))
+    train = dataclasses.replace(train, learning_rate=float(params["learning_rate"]),
                                 max_steps=spec.max_steps, seed=spec.seed if seed is None else int(seed))
     if spec.pruner != "none":
         train = dataclasses.replace(train, eval_every=pruning_interval(spec.max_steps, train.eval_every))
@@ -400,7 +402,8 @@ class Sweep:
             params = suggest(trial, self.space)
             tmp_adapter = self.out_dir / "adapters" / f".trial-{trial.number}"
             config = trial_config(self.spec, params, adapter_dir=str(tmp_adapter), fault=fault,
-                                  metrics=self.metrics, seed=trial.user_attrs.get("seed"))
+                                  metrics=self.metrics, seed=trial.user_attrs.get("seed"),
+                                  training=trial.user_attrs.get("training"))
             trial.set_user_attr("config", config.to_dict())
             run = tracking.start_trial_run(study=self.spec.study, number=trial.number, config=config.to_dict(),
                                            params=params, mode=self.wandb_mode, study_dir=self.out_dir)
