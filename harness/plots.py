@@ -350,38 +350,42 @@ def smooth(points: list[tuple[float, float]], weight: float = 0.3) -> list[tuple
 
 def plot_validation(doc: dict[str, Any], path: Path) -> str | None:
     """Short vs long budget per validated config (harness.validation's doc): each config's short-budget mean
-    (left) and long-budget mean (right) with 95% intervals over seeds, one line per config coloured by its
-    quantization mode; published defaults the study never ran appear on the right only, as diamonds."""
+    (left) and long-budget mean (right) with 95% intervals over seeds, joined by a line (one colour per config,
+    its quantization mode in the legend); published defaults the study never ran appear on the right only, as
+    diamonds."""
+    import textwrap
+
     configs = [c for c in doc["configs"] if c["long"] or c["short"]]
     if not configs:
         return "no config has a completed run"
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 5))
+    colors = plt.get_cmap("tab10").colors
+    fig, ax = plt.subplots(figsize=(10, 5.5))
     for i, c in enumerate(configs):
-        mode = str(c["params"].get("quantization"))
-        label = (f"{c['source']}: {mode}, r {c['params'].get('lora_r')}, "
-                 f"lr {float(c['params'].get('learning_rate', 0)):.2g}")
+        p = c["params"]
+        label = (f"{c['source']}: {p.get('quantization')}, r {p.get('lora_r')}, alpha {float(p.get('lora_alpha', 0)):g}, "
+                 f"lr {float(p.get('learning_rate', 0)):.2g}")
         xs, ys, errs = [], [], []
         for x, summary in ((0, c["short"]), (1, c["long"])):
             if summary:
                 ci = summary.get("ci95")
-                xs.append(x + (i - len(configs) / 2) * 0.015)
+                xs.append(x + (i - (len(configs) - 1) / 2) * 0.03)
                 ys.append(summary["mean"])
                 errs.append(0.0 if not ci else (ci[1] - ci[0]) / 2)
-        marker = "o" if c["source"] == "search" else "D"
-        ax.errorbar(xs, ys, yerr=errs, marker=marker, capsize=3, color=mode_color(mode), label=label,
-                    linestyle="-" if len(xs) == 2 else "none", alpha=0.85)
-    ax.set_xticks([0, 1], [f"{doc['short_steps']} steps (the study's trials)", f"{doc['long_steps']} steps (validation)"])
-    ax.set_xlim(-0.3, 1.3)
+        ax.errorbar(xs, ys, yerr=errs, marker="o" if c["source"] == "search" else "D", capsize=3,
+                    color=colors[i % len(colors)], label=label, linestyle="-" if len(xs) == 2 else "none")
+    ax.set_xticks([0, 1], [f"{doc['short_steps']} steps (the study's trials)",
+                           f"{doc['long_steps']} steps (validation, fresh runs)"])
+    ax.set_xlim(-0.4, 1.4)
     ax.set_ylabel(axis_label(doc["objective"], doc["direction"] == "minimize"))
     ax.set_title("Does the short-budget ranking hold at the long budget? (95% intervals over seeds)")
     _legend(ax)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
     caption_text = (f"{doc.get('model')} (source weights: {doc.get('source_precision')}); "
                     f"{', '.join(doc.get('devices') or []) or 'device not recorded'}; seeds "
                     f"{', '.join(map(str, doc.get('seeds') or [])) or '?'} at {doc['long_steps']} steps; "
                     f"{doc.get('held_out_examples')} held-out examples")
-    fig.text(0.01, 0.01, caption_text, fontsize=7, color="#444444", ha="left", va="bottom")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.text(0.01, 0.01, textwrap.fill(caption_text, 180), fontsize=7, color="#444444", ha="left", va="bottom")
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return None
