@@ -25,13 +25,11 @@ from harness.readout import StudyView, TrialRow, small_eval_note
 from harness.spec import QUANTIZATION_MODES, SpecError, TrainSpec
 from harness.stats import Summary, summarize
 from harness.study import public_url
+from harness.validation import NOT_VALIDATED, headline
 
 VALIDATED_RULE = ("validated configs (the study's top configs and the published defaults re-trained from scratch at "
                   "the long budget with fresh seeds, `harness validate`) ranked by the mean of their long-budget "
                   "runs, leaving out a config one of whose long runs diverged or failed (unless --allow-diverged)")
-NOT_VALIDATED = ("validated: false means every number here comes from the study's short trials; a ranking at that "
-                 "budget can change at the hundreds or thousands of steps a real fine-tune runs (short-horizon "
-                 "bias), so re-train the top configs at your budget with `harness validate` before relying on it")
 SINGLE_RULE = ("configs re-run with fresh seeds (harness compare --confirm-seeds K) ranked by the mean of those "
                "seeds, leaving out a config any of whose seeds diverged or failed (unless --allow-diverged); a study "
                "without confirmations falls back to its single best trials, marked unconfirmed")
@@ -313,13 +311,8 @@ def _validation_lines(doc: dict[str, Any]) -> list[str]:
     if not doc["validated"]:
         return [f"not validated: {NOT_VALIDATED.split(' means ', 1)[1]}"]
     v = doc["evidence"]["validation"]
-    rho = v["spearman"]["value"]
-    held = {True: "held", False: "did NOT hold", None: "cannot be judged (one seed)"}[v["winner_held"]]
-    regret = v["regret"]["value"]
-    return [f"validated at {v['long_steps']} steps ({v['linked_study']}): the {v['short_steps']}-step winner {held}"
-            + ("" if regret is None else f" (regret {regret:.4f})")
-            + ("" if rho is None else f"; Spearman {rho:.2f} over {v['spearman']['n']} configs")
-            + (f"; the best is the published default {v['source']}" if v["source"] != "search" else "")]
+    return [f"{headline({**v, 'objective': doc['evidence']['objective'], 'recommended': {'source': v['source']}})} "
+            f"({v['linked_study']})"]
 
 
 def write_recommended(doc: dict[str, Any], path: Path, command: str) -> Path:

@@ -193,10 +193,25 @@ def _header(view: StudyView) -> str:
         lines.append("- **Caveat:** the source weights were already 4-bit, so the unquantized mode is 4-bit weights "
                      "stored in higher precision and NF4/FP4 re-quantize them: mode differences measure "
                      "re-quantization error, not 16-bit vs 4-bit.")
+    lines.append(_validation_line(view))
     note = small_eval_note(view.n_eval)
     if note:
         lines.append(f"- **Warning:** {note}")
     return "\n".join(lines)
+
+
+def _validation_line(view: StudyView) -> str:
+    """Whether the study's ranking was checked at a long budget (harness validate), in one line."""
+    from harness.validate import latest_link, read_validation
+    from harness.validation import NOT_VALIDATED, headline
+
+    of = view.attrs.get("validation_of")
+    if of:
+        return (f"- **Validation:** this study re-trains configs of `{of['study']}` ({of.get('short_steps')}-step "
+                f"trials) at {view.sweep.get('max_steps')} steps")
+    if latest_link(view) is None:
+        return f"- **Not validated:** {NOT_VALIDATED.split(' means ', 1)[1]}."
+    return f"- **Validation:** {headline(read_validation(view).doc)} (validation.md)."
 
 
 def _running(states: list[str]) -> str:

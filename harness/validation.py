@@ -14,6 +14,12 @@ from harness.spec import better_sign, ranked
 from harness.stats import summarize, welch
 
 
+NOT_VALIDATED = ("validated: false means every number here comes from the study's short trials; a ranking at that "
+                 "budget can change at the hundreds or thousands of steps a real fine-tune runs (short-horizon "
+                 "bias), so re-train the top configs at your budget with `harness validate` before relying on it")
+"""What an unvalidated recommendation means (recommended.yaml's evidence, recommend's printout, the report)."""
+
+
 @dataclass(frozen=True)
 class ConfigRuns:
     """One validated config: its objective values at the short budget (the study's search and confirmation
@@ -134,6 +140,19 @@ def _describe(params: dict[str, Any]) -> str:
     return (f"{params.get('quantization')}, r {params.get('lora_r')}, alpha {float(params.get('lora_alpha', 0)):g}, "
             f"lr {float(params.get('learning_rate', 0)):.3g}, dropout {params.get('lora_dropout')}, "
             f"{params.get('target_modules')}")
+
+
+def headline(doc: dict[str, Any]) -> str:
+    """One sentence: at which budget it was validated, whether the short-budget winner held, the correlation."""
+    held = {True: "held", False: "did NOT hold", None: "cannot be judged (one seed a side)"}[doc["winner_held"]]
+    regret_ = doc["regret"]["value"]
+    rho = doc["spearman"]["value"]
+    best = (doc.get("recommended") or {}).get("source")
+    return (f"validated at {doc['long_steps']} steps: the {doc['short_steps']}-step winner {held}"
+            + ("" if regret_ is None else f" (regret {regret_:.4f} {doc['objective']})")
+            + ("" if rho is None else f"; Spearman {rho:.2f} over {doc['spearman']['n']} configs")
+            + (f"; the best at {doc['long_steps']} steps is the published default {best}"
+               if best and best != "search" else ""))
 
 
 def verdict_lines(doc: dict[str, Any]) -> list[str]:

@@ -10,7 +10,6 @@ machine; the control test shows that the pretence does trigger it when the repac
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 import torch
