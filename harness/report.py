@@ -174,7 +174,7 @@ def _header(view: StudyView) -> str:
     states = [r.state for r in view.rows]
     oom = sum(r.status == "oom" for r in view.rows)
     data = attrs.get("data_source") or sweep.get("data") or attrs.get("data") or "?"
-    sizes = f"; {attrs['n_train']} training / {attrs['n_eval']} held-out examples" if "n_eval" in attrs else ""
+    sizes = f"; {attrs.get('n_train', '?')} training / {attrs['n_eval']} held-out examples" if "n_eval" in attrs else ""
     best = _best_rows(view)[:1]
     best_text = f"; best {_fmt(_value(best[0], view))} (trial {best[0].number})" if best else ""
     source = view.source

@@ -302,3 +302,22 @@ def test_validate_refuses_bad_input_in_one_line(source: str, tmp_path: Path) -> 
     bad.write_text("- name: x\n  source: y\n  params: {lora_r: 4}\n")
     assert_one_line_error(run_cli(*base, "--study", "s", "--steps", "40", "--defaults-file", str(bad)),
                           "params must give exactly")
+
+
+def test_the_report_says_whether_and_how_the_study_was_validated(source: str, validated: str) -> None:
+    from harness.report import build_markdown
+
+    def header(name: str) -> str:
+        return build_markdown(open_view(name, source), "t", {}, {}, {}, None)
+
+    text = header("s")
+    assert "**Validation:** validated at 40 steps: the 10-step winner did NOT hold (regret 0.2100 eval_loss)" in text
+    assert "the published default guanaco" in text
+    assert "re-trains configs of `s`" in header("s@40")
+
+
+def test_an_unvalidated_report_says_what_that_means(source: str) -> None:
+    from harness.report import build_markdown
+
+    text = build_markdown(open_view("s", source), "t", {}, {}, {}, None)
+    assert "**Not validated:** every number here comes from the study's short trials" in text
