@@ -158,6 +158,7 @@ def validated(source: str) -> str:
     study.set_user_attr("sweep", {**SWEEP, "max_steps": 40})
     study.set_user_attr("n_eval", 64)
     study.set_user_attr("validation_plan", [p.to_dict() for p in plan])
+    study.set_user_attr("validation_of", {"study": "s", "short_steps": 10})
     for planned, losses in zip(plan, long.values()):
         for seed, loss in enumerate(losses, start=1):
             _add(study, planned.params, loss, seed=seed, steps=40, training=planned.training,
