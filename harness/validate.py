@@ -142,16 +142,19 @@ def linked_space(view: StudyView, planned: list[Planned]) -> dict[str, Any]:
 
 def plan_runs(plan: list[Planned], rows: list[TrialRow], seeds: int, base_seed: int) -> list[tuple[Planned, int]]:
     """Long runs still missing: every planned config gets `seeds` runs in all (finished, running or waiting ones
-    count; failed ones, such as an interrupted run, are planned again), each with a seed not yet used for it."""
+    count; failed ones, such as an interrupted run, are planned again), each with a seed not yet used for it;
+    first seeds of every config first."""
     if seeds < 1:
         raise SpecError(f"--seeds must be >= 1, got {seeds}")
-    missing = []
+    per_config = []
     for planned in dict((p.key, p) for p in plan).values():
         mine = [r for r in rows if config_key(r.params, r.training) == planned.key]
         have = [r for r in mine if r.state != "FAIL"]
         used = {r.seed for r in have if r.seed is not None}
-        missing += [(planned, s) for s in confirmation_seeds(base_seed, max(0, seeds - len(have)), used)]
-    return missing
+        per_config.append([(planned, s) for s in confirmation_seeds(base_seed, max(0, seeds - len(have)), used)])
+    # Round-robin: every config's first seed before any config's second, so that a validation stopped early
+    # (Ctrl-C, a deadline) has a long-budget value for as many configs as possible.
+    return [runs[i] for i in range(max(map(len, per_config), default=0)) for runs in per_config if i < len(runs)]
 
 
 @dataclass

@@ -131,6 +131,8 @@ def test_planning_counts_done_and_waiting_runs_and_replans_failed_ones(tmp_path:
     missing = plan_runs([a, b, a], rows, seeds=2, base_seed=0)
     assert [(p.source, seed) for p, seed in missing] == [("search", 2), ("d", 2)]
     assert plan_runs([a, b], rows, seeds=1, base_seed=0) == []
+    fresh = plan_runs([a, b], [], seeds=2, base_seed=0)  # every config's first seed before any second one
+    assert [(p.source, seed) for p, seed in fresh] == [("search", 1), ("d", 1), ("search", 2), ("d", 2)]
     with pytest.raises(SpecError, match="--seeds must be >= 1"):
         plan_runs([a], rows, seeds=0, base_seed=0)
 
