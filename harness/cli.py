@@ -158,7 +158,8 @@ def compare(
     for line in comparison.setup:
         typer.echo(line)
     print_table(comparison_table(comparison))
-    for line in comparison.headlines + comparison.costs + [f"note: {n}" for n in comparison.notes]:
+    for line in (comparison.headlines + comparison.costs + [f"note: {n}" for n in comparison.notes]
+                 + [f"warning: {w}" for w in comparison.edge_warnings]):
         typer.echo(line)
     typer.echo(f"written: {md} and {js}")
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.edges import study_edge_warnings
 from harness.quantization import mode_label
 from harness.readout import StudyView, TrialRow, small_eval_note
 from harness.spec import QUANTIZATION_MODES, SpecError
@@ -122,12 +123,15 @@ class Comparison:
     costs: list[str] = field(default_factory=list)
     """Per mode: the quantization cost before training and how much of it LoRA recovered."""
     device: str | None = None
+    edge_warnings: list[str] = field(default_factory=list)
+    """Each mode's best config shown whose value of a numeric axis lies at the edge of the searched range
+    (harness.edges), naming the modes it holds for."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"study": self.study, "objective": self.objective,
                 "direction": "minimize" if self.minimize else "maximize", "task_metric": self.task_metric,
                 "device": self.device, "setup": self.setup, "baseline": self.baseline, "headlines": self.headlines,
-                "quantization_costs": self.costs, "notes": self.notes,
+                "quantization_costs": self.costs, "notes": self.notes, "edge_warnings": self.edge_warnings,
                 "modes": [_mode_dict(m) for m in self.modes], "vs_16bit": self.differences}
 
 
@@ -148,7 +152,20 @@ def build_comparison(view: StudyView, device: str | None = None) -> Comparison:
             if cost:
                 comparison.costs.append(cost)
     comparison.notes += _notes(view, modes, reference)
+    comparison.edge_warnings = _edge_warnings(view, modes)
     return comparison
+
+
+def _edge_warnings(view: StudyView, modes: list[ModeSummary]) -> list[str]:
+    """Edge-of-range warnings for each mode's best config (the confirmed one when there is one), each
+    line once with the modes whose best config it holds for."""
+    found: dict[str, list[str]] = {}
+    for mode in modes:
+        params = mode.confirmed.params if mode.confirmed else next(
+            (r.params for r in _evidence_rows(mode, view)), None)
+        for line in study_edge_warnings(view, params) if params is not None else []:
+            found.setdefault(line, []).append(mode.label)
+    return [f"{line} (best config of {', '.join(labels)})" for line, labels in found.items()]
 
 
 def _one_device(view: StudyView, device: str | None) -> tuple[StudyView, str | None]:
@@ -426,6 +443,8 @@ def comparison_markdown(c: Comparison) -> str:
     if c.baseline is not None:
         lines += ["", f"Untuned base model (unquantized): {c.objective} {c.baseline:.4f}."]
     lines += [""] + [f"Note: {n}" for n in c.notes]
+    if c.edge_warnings:
+        lines += ["", "**Edge of the searched range:**", ""] + [f"- {w}" for w in c.edge_warnings]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -143,6 +143,7 @@ def print_status(study: str, url: str) -> None:
 
 def print_sweep_end(outcome: Any, objectives: tuple[str, ...]) -> None:
     """What a finished `harness sweep` prints: its trials best first, the Pareto front, where things are."""
+    from harness.edges import edge_warnings
     from harness.study import public_url
 
     records = ranked_records(outcome.records, objectives[0])
@@ -158,6 +159,8 @@ def print_sweep_end(outcome: Any, objectives: tuple[str, ...]) -> None:
         if base is not None:
             line += f"  (untuned base model: {base:.4f}, change {best - base:+.4f})"
         say(line)
+        for warning in edge_warnings(outcome.study_attrs.get("space"), outcome.best["params"]):
+            say(f"warning: {warning}")
     out = outcome.out_dir
     say(f"study:   {public_url(outcome.storage)} (study name {outcome.study!r})")
     say(f"trials:  {out / 'trials.jsonl'}")

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from harness.edges import study_edge_warnings
 from harness.models import target_modules
 from harness.quantization import mode_label, quantization_kwargs
 from harness.readout import StudyView, TrialRow, small_eval_note
@@ -146,7 +147,8 @@ def evidence(candidate: Candidate, view: StudyView) -> dict[str, Any]:
             "seeds": sorted({r.seed for r in candidate.runs if r.seed is not None}),
             "trials": [r.number for r in candidate.runs], "objective": view.objective,
             "direction": view.directions[0], "baseline": view.baseline("none"),
-            "baseline_in_mode": view.baseline(candidate.mode), "metrics": metrics, "notes": notes}
+            "baseline_in_mode": view.baseline(candidate.mode), "metrics": metrics, "notes": notes,
+            "edge_warnings": study_edge_warnings(view, candidate.source.params)}
 
 
 def validated_candidates(view: StudyView, allow_diverged: bool = False) -> tuple[list[Candidate], Any] | None:
@@ -301,7 +303,8 @@ def summary_lines(doc: dict[str, Any], path: Path) -> list[str]:
                   f"measured on: {evidence['model_label']}; {evidence.get('device')}"]
     lines += _validation_lines(doc)
     lines += [f"left out: {line} (--allow-diverged keeps it)" for line in evidence.get("left_out", [])]
-    return lines + [f"note: {line}" for line in evidence.get("notes", [])]
+    return (lines + [f"note: {line}" for line in evidence.get("notes", [])]
+            + [f"warning: {line}" for line in evidence.get("edge_warnings", [])])
 
 
 def _validation_lines(doc: dict[str, Any]) -> list[str]:

@@ -23,6 +23,7 @@ from markdown_it.token import Token
 from markdown_it.utils import EnvType, OptionsDict
 
 from harness import plots
+from harness.edges import study_edge_warnings
 from harness.readout import StudyView, TrialRow, small_eval_note
 from harness.spec import one_line
 from harness.study import public_url
@@ -161,6 +162,9 @@ def build_markdown(view: StudyView, title: str, drawn: dict[str, Path], skipped:
         else:
             parts.append(f"*Figure skipped: {skipped.get(name, 'not drawn')}.*")
     parts += ["## Best trials", best_trials_table(view)]
+    edges = edge_section(view)
+    if edges:
+        parts += ["## Edge of the searched range", edges]
     if comparison_markdown:
         parts += ["## LoRA vs QLoRA", comparison_markdown.strip()]
     parts.append("## Skipped figures")
@@ -270,6 +274,16 @@ def best_trials_table(view: StudyView) -> str:
     if len(lines) == 2:
         return "No trial has completed yet."
     return "\n".join(lines)
+
+
+def edge_section(view: StudyView) -> str | None:
+    """Where the best trial's numeric axes sit at the edge of the searched range (harness.edges), or None."""
+    best = _best_rows(view)[:1]
+    warnings = study_edge_warnings(view, best[0].params) if best else []
+    if not warnings:
+        return None
+    return (f"The best trial (#{best[0].number}) sits at the edge of what was searched:\n\n"
+            + "\n".join(f"- **Warning:** {w}" for w in warnings))
 
 
 def _best_rows(view: StudyView) -> list[TrialRow]:
