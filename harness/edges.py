@@ -56,8 +56,9 @@ def edge_warnings(space: dict[str, Any] | None, params: dict[str, Any]) -> list[
 
 
 def study_edge_warnings(view: "StudyView", params: dict[str, Any]) -> list[str]:
-    """edge_warnings for a config of a study, against the space the study stored."""
-    return edge_warnings(view.attrs.get("space"), params)
+    """edge_warnings for a config of a study, against the space the study stored (for a validation's linked
+    study, the space its source study searched: its own space only lists the validated values)."""
+    return edge_warnings(view.attrs.get("searched_space") or view.attrs.get("space"), params)
 
 
 def _ratio(params: dict[str, Any]) -> float | None:

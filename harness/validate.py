@@ -259,6 +259,8 @@ def _share_attrs(view: StudyView, linked: Any, plan: list[dict[str, Any]], skipp
     for key, value in view.attrs.items():
         if (key.startswith("baseline") or key in COPIED_ATTRS) and key not in linked.user_attrs:
             linked.set_user_attr(key, value)
+    if view.attrs.get("space") and "searched_space" not in linked.user_attrs:
+        linked.set_user_attr("searched_space", view.attrs["space"])  # edge-of-range warnings (harness.edges)
     linked.set_user_attr("validation_plan", plan)
     linked.set_user_attr("validation_of", {"study": view.name, "short_steps": view.sweep.get("max_steps")})
     linked.set_user_attr("skipped_defaults", {**(linked.user_attrs.get("skipped_defaults") or {}), **skipped})

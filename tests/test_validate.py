@@ -161,6 +161,8 @@ def validated(source: str) -> str:
     study.set_user_attr("n_eval", 64)
     study.set_user_attr("validation_plan", [p.to_dict() for p in plan])
     study.set_user_attr("validation_of", {"study": "s", "short_steps": 10})
+    study.set_user_attr("space", {"learning_rate": {"choices": [2e-4, 3e-4, 1e-3]}})  # the validated values
+    study.set_user_attr("searched_space", {"learning_rate": {"choices": [1e-4, 3e-4, 1e-3]}})  # the study's
     for planned, losses in zip(plan, long.values()):
         for seed, loss in enumerate(losses, start=1):
             _add(study, planned.params, loss, seed=seed, steps=40, training=planned.training,
@@ -203,6 +205,9 @@ def test_recommend_ranks_by_the_long_budget_and_says_so(validated: str, tmp_path
     assert validation["spearman"]["value"] == pytest.approx(0.5) and validation["winner_held"] is False
     assert doc["per_quantization"]["none"]["training"]["learning_rate"] == pytest.approx(1e-3)
     assert doc["per_quantization"]["none"]["validated"] is True
+    # edge-of-range warnings judge the space the study searched, not the list of validated values
+    assert doc["evidence"]["edge_warnings"] == []  # the default's 2e-4 lies inside the searched 1e-4..1e-3
+    assert any("largest value searched" in w for w in doc["per_quantization"]["none"]["evidence"]["edge_warnings"])
     lines = summary_lines(doc, tmp_path / "recommended.yaml")
     assert any("validated at 40 steps" in line and "did NOT hold" in line and "guanaco" in line for line in lines)
 
