@@ -300,9 +300,10 @@ def read_validation(view: StudyView, steps: int | None = None) -> Validation:
 
 
 def collect(view: StudyView, long_view: StudyView) -> list[ConfigRuns]:
-    """One ConfigRuns per planned config: its completed short-budget values in the study (search and
-    confirmation trials with the same params; none for a published default with its own training settings, or
-    one the study's own configs already stand for) and its completed long-budget values."""
+    """One ConfigRuns per planned config: its completed short-budget values in the study (its confirmation
+    runs when it has any: the search trial was picked for being good, so it would bias the mean; else its
+    search trials; none for a published default with its own training settings, or one the study's own configs
+    already stand for) and its completed long-budget values."""
     plan = long_view.attrs.get("validation_plan") or []
     searched = {config_key(p["params"]) for p in plan if p["source"] == "search"}
     out = []
@@ -310,7 +311,9 @@ def collect(view: StudyView, long_view: StudyView) -> list[ConfigRuns]:
         key = config_key(p["params"], p.get("training"))
         short: tuple[float, ...] = ()
         if p["source"] == "search" or (not p.get("training") and key not in searched):
-            short = tuple(r.values[0] for r in view.completed() if config_key(r.params) == key)
+            same = [r for r in view.completed() if config_key(r.params) == key]
+            confirmed = [r for r in same if r.confirmation_of is not None]
+            short = tuple(r.values[0] for r in (confirmed or same))
         long = tuple(r.values[0] for r in long_view.completed() if config_key(r.params, r.training) == key)
         out.append(ConfigRuns(dict(p["params"]), p["source"], short, long))
     return out

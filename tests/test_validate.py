@@ -175,9 +175,10 @@ def validated(source: str) -> str:
 def test_the_validation_doc_matches_hand_computed_statistics(validated: str) -> None:
     view = open_view("s", validated)
     configs = collect(view, open_view("s@40", validated))
-    assert [c.short for c in configs] == [(2.00, 2.02, 2.04), (1.95, 2.10, 2.06), (2.40,), ()]
+    # confirmed configs: their fresh seeds only (the search trial was picked for being good: winner's curse)
+    assert [c.short for c in configs] == [(2.02, 2.04), (2.10, 2.06), (2.40,), ()]
     doc = read_validation(view).doc
-    # short means 2.02, 2.0367, 2.40 vs long means 1.61, 1.51, 1.71: ranks (1,2,3) vs (2,1,3)
+    # short means 2.03, 2.08, 2.40 vs long means 1.61, 1.51, 1.71: ranks (1,2,3) vs (2,1,3)
     # Spearman = 1 - 6 * (1 + 1 + 0) / (3 * (9 - 1)) = 0.5; Kendall = (2 concordant - 1 discordant) / 3
     assert doc["spearman"] == {"value": pytest.approx(0.5), "n": 3}
     assert doc["kendall"]["value"] == pytest.approx(1 / 3)
