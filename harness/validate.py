@@ -181,7 +181,7 @@ def run_validation(view: StudyView, *, steps: int | None = None, epochs: float |
 
     from harness.experiment import build_sweep_spec
     from harness.launch import run_sweep
-    from harness.study import open_study, storage_for_workers
+    from harness.study import open_study, public_url, resolve_url, storage_for_workers
     from harness.space import load_space
 
     if not view.sweep:
@@ -189,6 +189,11 @@ def run_validation(view: StudyView, *, steps: int | None = None, epochs: float |
     if not view.completed():
         raise SpecError(f"study {view.name!r} has no completed trials to validate")
     n = long_budget(view, steps, epochs)
+    storage = resolve_url(view.storage)
+    if workers > 1 and storage.startswith("sqlite"):
+        raise SpecError(f"--workers {workers}: study {view.name!r} is in SQLite ({public_url(storage)}), which several "
+                        "workers cannot share, and its validation lives in the same storage; use --workers 1, or "
+                        "copy the study to a journal file or PostgreSQL with optuna.copy_study and pass --storage")
     plan = top_configs(view, top)
     skipped: dict[str, str] = {}
     if defaults:
@@ -198,7 +203,7 @@ def run_validation(view: StudyView, *, steps: int | None = None, epochs: float |
     folder = view.out_dir(out) / f"validation@{n}"
     folder.mkdir(parents=True, exist_ok=True)
     stored_plan, space_path = _linked_state(view, name, folder, plan)
-    flags = {"study": name, "max_steps": n, "storage": view.storage, "out": str(folder), "pruner": "none",
+    flags = {"study": name, "max_steps": n, "storage": storage, "out": str(folder), "pruner": "none",
              "sampler": "random", "space": str(space_path), "wandb": wandb, "trials": 1}
     spec = storage_for_workers(build_sweep_spec(view.sweep, flags, f"study {view.name}"), workers)
     space = load_space(space_path)

@@ -307,6 +307,7 @@ def test_validate_refuses_bad_input_in_one_line(source: str, tmp_path: Path) -> 
     assert_one_line_error(run_cli(*base, "--study", "failed", "--steps", "40"), "no completed trials")
     assert_one_line_error(run_cli(*base, "--study", "s"), "--steps N or --epochs E")
     assert_one_line_error(run_cli(*base, "--study", "s", "--steps", "40", "--top", "0"), "--top must be >= 1")
+    assert_one_line_error(run_cli(*base, "--study", "s", "--steps", "40", "--workers", "2"), "cannot share")
     bad = tmp_path / "defaults.yaml"
     bad.write_text("- name: x\n  source: y\n  params: {lora_r: 4}\n")
     assert_one_line_error(run_cli(*base, "--study", "s", "--steps", "40", "--defaults-file", str(bad)),
