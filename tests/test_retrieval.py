@@ -92,3 +92,35 @@ def test_a_folder_corpus_is_split_into_passages_and_empty_inputs_are_refused(tmp
         load_corpus(tmp_path / "blank.jsonl")
     with pytest.raises(SpecError, match="cannot index an empty corpus"):
         BM25Retriever([])
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def test_a_rag_prompt_puts_passages_best_first_before_the_question_and_fits_the_budget() -> None:
+    from harness.rag_prompt import INSTRUCTION, with_passages
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who founded Acme?"}]
+    whole = with_passages(messages, FACTS[:2], budget=1000, count=_words)
+    content = whole.messages[-1]["content"]
+    assert whole.messages[0] == messages[0] and messages[-1]["content"] == "Who founded Acme?"  # input untouched
+    assert content.startswith(INSTRUCTION) and content.endswith("Question: Who founded Acme?")
+    assert content.index("[1] Acme Robotics: Acme Robotics was founded") < content.index("[2] Acme Robotics: The flagship")
+    assert whole.passages == ("acme-founded", "acme-product") and not whole.truncated
+    assert whole.added_tokens == _words(content) - _words("Who founded Acme?")
+
+    # a budget that holds the first passage but not the second: the second is left out, not cut
+    first_only = with_passages(messages, FACTS[:2], budget=whole.added_tokens - 5, count=_words)
+    assert first_only.passages == ("acme-founded",) and not first_only.truncated
+    assert first_only.added_tokens <= whole.added_tokens - 5
+    # a budget smaller than the first passage: it is cut to fit
+    alone = with_passages(messages, FACTS[:1], budget=1000, count=_words).added_tokens
+    cut = with_passages(messages, FACTS[:2], budget=alone - 4, count=_words)
+    assert cut.passages == ("acme-founded",) and cut.truncated and cut.added_tokens == alone - 4
+    assert "[1] Acme Robotics: Acme" in cut.messages[-1]["content"] and "Heron" not in cut.messages[-1]["content"]
+    # nothing retrieved, or no room at all: the question as it was (the no-passage arm)
+    assert with_passages(messages, [], budget=100, count=_words).messages == messages
+    assert with_passages(messages, FACTS, budget=0, count=_words).passages == ()
+    with pytest.raises(ValueError, match="end with a user turn"):
+        with_passages([{"role": "assistant", "content": "hi"}], FACTS, budget=10, count=_words)
