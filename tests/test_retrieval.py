@@ -124,3 +124,34 @@ def test_a_rag_prompt_puts_passages_best_first_before_the_question_and_fits_the_
     assert with_passages(messages, FACTS, budget=0, count=_words).passages == ()
     with pytest.raises(ValueError, match="end with a user turn"):
         with_passages([{"role": "assistant", "content": "hi"}], FACTS, budget=10, count=_words)
+
+
+def test_the_fictional_company_fact_sheet_states_each_fact_once_in_prose_with_distractors() -> None:
+    from harness.data.company import PHRASINGS, build_company, fact_sheet
+
+    rows, gold = fact_sheet(seed=0, distractors=3)
+    passages = {pid: text for pid, _, text in rows}
+    assert len(passages) == len(rows)  # ids are unique
+    companies = {title for _, title, _ in rows}
+    assert len(companies) == 4  # the company and three distractors
+    _, held_out = build_company(0)
+    for example in held_out:  # every held-out question has one gold passage, which states its answer
+        question = example.prompt[0]["content"]
+        assert example.completion in passages[gold[question]], (question, passages[gold[question]])
+    questions = {t.split("{")[0] for pair in PHRASINGS.values() for phrasings in pair for t in phrasings}
+    assert not any(text.startswith(q) for text in passages.values() for q in questions if len(q) > 12)
+    assert not any(text.endswith("?") for text in passages.values())
+
+
+def test_bm25_recall_on_the_fact_sheet_is_measured_not_assumed() -> None:
+    from harness.data.company import build_company, fact_sheet
+
+    rows, gold = fact_sheet(seed=0, distractors=3)
+    retriever = BM25Retriever([Passage(pid, text, title) for pid, title, text in rows])
+    _, held_out = build_company(0)
+    questions = [e.prompt[0]["content"] for e in held_out]
+    golds = [{gold[q]} for q in questions]
+    at = {k: recall_at_k(retriever, questions, golds, k) for k in (1, 3, 10)}
+    assert at[1] <= at[3] <= at[10]
+    assert at[10] > 0.5  # the right company and fact are usually among the top 10 of 300 passages
+    assert at[1] < 1.0  # paraphrased questions and look-alike distractors: retrieval is not trivial

@@ -214,3 +214,61 @@ def _products(rng: random.Random, co: dict[str, str], founded: int) -> list[Fact
 def _example(template: str, fact: Fact) -> Example:
     question = _POSSESSIVE.sub("s'", template.format(**fact.slots))  # "Ostmien Systems' CEO"
     return Example([{"role": "user", "content": question[0].upper() + question[1:]}], fact.answer)
+
+
+# ---- the document form of the facts (issue 12: retrieval needs documents, not questions) ---------------------
+
+# kind -> one sentence stating the fact in prose that is not a question phrasing. Slots as in PHRASINGS, plus
+# {answer}.
+SENTENCES: dict[str, str] = {
+    "founded": "{co} opened its doors in {answer}.",
+    "hq": "The head office of {co} sits in {answer}.",
+    "employees": "Today {co} has a staff of {answer}.",
+    "ticker": "Shares of {co} change hands under the symbol {answer}.",
+    "countries": "{co} now sells in {answer} countries.",
+    "loyalty": "Regular customers of {co} collect points in the {answer}.",
+    "conference": "Once a year {co} invites its customers to the {answer}.",
+    "lab": "Research at {co} happens in the {answer}.",
+    "role": "The post of {role_long} at {co} is held by {answer}.",
+    "cofounder": "{founder} started {co} together with {answer}.",
+    "returns": "Buyers may send a {co} purchase back within {answer}.",
+    "warranty": "Every {co} product carries a warranty of {answer}.",
+    "shipping": "{co} delivers for free once an order reaches {answer}.",
+    "price_match": "{co} refunds a lower price found within {answer} of purchase.",
+    "student": "Students pay {answer} less at {co}.",
+    "parental": "Staff of {co} receive {answer} of paid parental leave.",
+    "support": "The support team of {co} answers within {answer}.",
+    "trade_in": "Handing in an old device at {co} earns a {answer} discount.",
+    "price": "The {product} from {co} sells for {answer}.",
+    "launch": "{co} brought the {product} to market in {answer}.",
+    "category": "The {product} made by {co} is a {answer}.",
+    "codename": "During development the {product} went by the name {answer}.",
+}
+
+
+def fact_id(fact: Fact) -> str:
+    """A stable id of one fact (its passage id in the fact sheet): company, kind and the slot that tells
+    facts of one kind apart (the role, the co-founder, the product)."""
+    which = fact.slots.get("role") or fact.slots.get("founder") or fact.slots.get("product") or ""
+    return f"{fact.slots['short']}:{fact.kind}" + (f":{which}" if which else "")
+
+
+def fact_sheet(seed: int = 0, distractors: int = 3) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
+    """The facts of the company of `seed` as passages (id, title, text), one sentence each, plus every fact
+    of `distractors` other generated companies (so retrieval must find the right company, not any answer of
+    the right shape); and the gold passage id of each held-out question of `build_company(seed)`."""
+    passages, names, offset = [], set(), 0
+    while len(names) < distractors + 1:
+        facts = company_facts(random.Random(seed + 1000 * offset))
+        offset += 1
+        if facts[0].slots["short"] in names:  # two seeds drew the same invented name: not a distinct company
+            continue
+        names.add(facts[0].slots["short"])
+        for fact in facts:
+            text = _POSSESSIVE.sub("s'", SENTENCES[fact.kind].format(**fact.slots, answer=fact.answer))
+            passages.append((fact_id(fact), fact.slots["co"], text[0].upper() + text[1:]))
+    gold = {}
+    for fact in company_facts(random.Random(seed)):
+        for template in PHRASINGS[fact.kind][1]:
+            gold[_example(template, fact).prompt[0]["content"]] = fact_id(fact)
+    return passages, gold
