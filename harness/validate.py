@@ -331,7 +331,8 @@ def _context(view: StudyView, long_view: StudyView) -> dict[str, Any]:
               if r.state != "COMPLETE"]
     return {"study": view.name, "linked_study": long_view.name, "model": view.source.get("label"),
             "source_precision": view.source.get("precision"), "data": view.sweep.get("data"),
-            "held_out_examples": view.n_eval, "devices": long_view.devices(),
+            "held_out_examples": view.n_eval,
+            "devices": sorted({r.device_name for r in long_view.completed()}),
             "seeds": sorted({r.seed for r in long_view.completed() if r.seed is not None}),
             "plan": long_view.attrs.get("validation_plan") or [],
             "skipped_defaults": long_view.attrs.get("skipped_defaults") or {}, "failed_runs": failed}
