@@ -212,8 +212,8 @@ def recommend_study(view: StudyView, max_memory_mb: float | None = None, allow_d
         best = ranked[0]
         doc = {"validated": False, **config_sections(best, view),
                "evidence": {**evidence(best, view), "rule": SINGLE_RULE, "validation": NOT_VALIDATED}}
-    left_out = _left_out(view, allow_diverged)
-    if left_out and validated is None:
+    left_out = _left_out(view, allow_diverged) if validated is None else []  # the short ranking's left-outs
+    if left_out:
         doc["evidence"]["left_out"] = left_out
     doc["per_quantization"] = {}
     for mode in dict.fromkeys([*(c.mode for c in long_ranked), *(c.mode for c in ranked)]):
