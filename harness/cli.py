@@ -245,6 +245,43 @@ def validate(
 
 
 @app.command()
+def advise(
+    study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION,
+    reports_dir: Optional[str] = REPORTS_OPTION,
+    corpus: Optional[str] = typer.Option(None, "--corpus", help="Passages to retrieve from: a .jsonl file (`text` per "
+                                                                "line, optional `id`, `title`) or a folder of .txt/.md "
+                                                                "files (default: the study's training data as passages; "
+                                                                "fictional-company: its fact sheet)."),
+    k: int = typer.Option(3, "--k", help="Passages retrieved per question."),
+    retriever: str = typer.Option("bm25", "--retriever", help="Retriever (bm25)."),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="The fine-tuned arm's adapter folder (default: the "
+                                                                  "study's best_adapter)."),
+    questions: Optional[int] = typer.Option(None, "--questions", help="Score only the first N held-out questions."),
+    max_context_tokens: int = typer.Option(512, "--max-context-tokens", help="Most tokens retrieval may add to a "
+                                                                             "prompt (the model's context caps it too)."),
+    passage_words: int = typer.Option(120, "--passage-words", help="Words per passage when --corpus is a folder."),
+    overlap_words: int = typer.Option(20, "--overlap-words", help="Words two neighbouring passages share (folder)."),
+    wandb: str = typer.Option("auto", help="W&B summary run: auto, offline, online or disabled."),
+) -> None:
+    """Should you fine-tune, retrieve, or both? Scores base, rag, finetuned and finetuned+rag (and failed retrieval)
+    on the study's held-out questions."""
+    from harness.advise import plan_advice, run_advice
+    from harness.readout import open_view
+    from harness.spec import study_reports_dir
+
+    if max_context_tokens < 1:
+        _fail(f"--max-context-tokens must be >= 1, got {max_context_tokens}", 2)
+    plan = plan_advice(open_view(study, storage, out), corpus=corpus, k=k, retriever=retriever, adapter=adapter,
+                       questions=questions, out=out, passage_words=passage_words, overlap_words=overlap_words)
+    doc, files = run_advice(plan, reports_dir=Path(study_reports_dir(study, reports_dir)), out=out,
+                            max_context_tokens=max_context_tokens, wandb=wandb,
+                            command="harness " + " ".join(sys.argv[1:]), say=typer.echo)
+    for line in doc["verdict"]:
+        typer.echo(line)
+    typer.echo(f"written: {', '.join(map(str, files))}")
+
+
+@app.command()
 def report(
     study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION,
     reports_dir: Optional[str] = REPORTS_OPTION,

@@ -389,3 +389,39 @@ def plot_validation(doc: dict[str, Any], path: Path) -> str | None:
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return None
+
+
+def plot_advice(doc: dict[str, Any], path: Path) -> str | None:
+    """`harness advise` (harness.advice's doc): the primary metric per arm with its 95% interval over questions;
+    the four arms solid, the failed-retrieval arms hatched beside the arm they degrade."""
+    import textwrap
+
+    metric, arms = doc["primary"], doc["arms"]
+    if not arms:
+        return "no arm was scored"
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    names = list(arms)
+    colors = {"base": "#7f7f7f", "finetuned": "#1f77b4"}
+    for x, name in enumerate(names):
+        arm = arms[name]
+        s = arm["metrics"][metric]
+        failed = arm["retrieval"] in ("empty", "wrong")
+        ax.bar(x, s["mean"], color=colors.get(arm["model"], OTHER_COLOR), alpha=0.45 if failed else 0.9,
+               hatch="//" if failed else None, edgecolor="#333333")
+        ax.errorbar(x, s["mean"], yerr=[[s["mean"] - s["ci95"][0]], [s["ci95"][1] - s["mean"]]], color="black",
+                    capsize=4)
+        ax.text(x, s["ci95"][1] + 0.01, f"{s['mean']:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(names)), [n.replace(":", "\n") for n in names], fontsize=8)
+    ax.set_ylabel(axis_label(metric, False))
+    ax.set_ylim(0, max(1.0, max(a["metrics"][metric]["ci95"][1] for a in arms.values()) + 0.08))
+    ax.set_title("Retrieval, fine-tuning or both? (grey: untuned model, blue: fine-tuned; hatched: retrieval failed)")
+    ctx, retr = doc.get("context") or {}, doc.get("retriever") or {}
+    caption_text = (f"{ctx.get('model')} (source weights: {ctx.get('source_precision')}); {ctx.get('device')}; "
+                    f"{doc['questions']} held-out questions, greedy; {retr.get('name')} top {retr.get('k')} of "
+                    f"{retr.get('passages')} passages; 95% bootstrap intervals over questions")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.text(0.01, 0.01, textwrap.fill(caption_text, 180), fontsize=7, color="#444444", ha="left", va="bottom")
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return None

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from harness.corpus import Passage
 
 INSTRUCTION = "Use the context below if it helps to answer the question."
+NO_CONTEXT = "(retrieval found no passage)"
+"""The context line of a RAG prompt whose retrieval returned nothing (`without_passages`)."""
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class RagPrompt:
 
 
 def _context(passages: Sequence[str], question: str) -> str:
-    lines = "\n".join(f"[{i}] {text}" for i, text in enumerate(passages, start=1))
+    lines = "\n".join(f"[{i}] {text}" for i, text in enumerate(passages, start=1)) or NO_CONTEXT
     return f"{INSTRUCTION}\n\nContext:\n{lines}\n\nQuestion: {question}"
 
 
@@ -68,3 +70,14 @@ def with_passages(messages: list[dict[str, str]], passages: Sequence[Passage], b
     content = _context(kept, question)
     out = [dict(m) for m in messages[:-1]] + [{**messages[-1], "content": content}]
     return RagPrompt(out, tuple(ids), truncated, count(content) - base)
+
+
+def without_passages(messages: list[dict[str, str]], count: Callable[[str], int]) -> RagPrompt:
+    """The prompt a RAG system sends when retrieval returns nothing: the same frame with an empty context
+    (the no-passage robustness arm; unlike `with_passages` on no passages, the prompt is not the bare question)."""
+    if not messages or messages[-1].get("role") != "user":
+        raise ValueError("a RAG prompt needs chat messages that end with a user turn")
+    question = messages[-1]["content"]
+    content = _context([], question)
+    out = [dict(m) for m in messages[:-1]] + [{**messages[-1], "content": content}]
+    return RagPrompt(out, (), False, count(content) - count(question))

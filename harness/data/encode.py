@@ -100,7 +100,7 @@ def _check_chat_template(splits: Splits, tokenizer: Any) -> None:
 def _encode_split(split: str, examples: list[Example], tokenizer: Any, wrap: tuple[str, str],
                   spec: DataSpec, source: str) -> tuple[list[_Encoded], int]:
     """The kept examples of one split, encoded, and how many examples were truncated."""
-    prompts = _prompt_ids(tokenizer, examples)
+    prompts = prompt_ids(tokenizer, examples)
     text_end = _eos(tokenizer) if any(not e.prompt for e in examples) else ""  # plain text ends in eos
     answers = _ids(tokenizer, [wrap[0] + e.completion + wrap[1] if e.prompt else e.completion + text_end
                                for e in examples])
@@ -144,7 +144,9 @@ def _eos(tokenizer: Any) -> str:
     return eos
 
 
-def _prompt_ids(tokenizer: Any, examples: list[Example]) -> list[list[int]]:
+def prompt_ids(tokenizer: Any, examples: list[Example]) -> list[list[int]]:
+    """Each example's prompt as the model is given it before answering (chat template and generation prompt
+    when the tokenizer has one, else `Question: ...\\nAnswer: `), as token ids."""
     chat = bool(getattr(tokenizer, "chat_template", None))
     # The template writes any BOS itself, so the tokenizer must not add another; plain prompts
     # and plain text get the tokenizer's usual BOS (Llama adds one, GPT-2 adds nothing).
