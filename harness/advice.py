@@ -143,6 +143,43 @@ def advice_doc(arms: dict[str, ArmResult], metrics: Sequence[str], primary: str,
     return doc
 
 
+def by_retrieval_hit(doc: dict[str, Any], arms: dict[str, ArmResult], hits: Sequence[bool], *,
+                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict[str, Any]:
+    """Each retrieval arm's primary metric split by whether retrieval found the question's fact (`hits`, one per
+    question): a miss the reader cannot fix is the retriever's to fix, a hit answered wrong is the reader's.
+    Each part has its n, mean and bootstrap 95% interval over its own questions."""
+    import numpy as np
+
+    metric, out = doc["primary"], {}
+    for name in ("rag", "finetuned+rag"):
+        if name not in arms:
+            continue
+        parts = {}
+        for label, wanted in (("hit", True), ("miss", False)):
+            values = np.asarray([v for v, h in zip(arms[name].scores[metric], hits) if h == wanted], dtype=float)
+            if not values.size:
+                parts[label] = {"n": 0, "mean": None, "ci95": None}
+                continue
+            counts = np.random.default_rng(seed).multinomial(values.size, np.full(values.size, 1.0 / values.size),
+                                                             size=resamples)
+            parts[label] = {"n": int(values.size), "mean": float(values.mean()),
+                            "ci95": _interval(counts @ values / values.size)}
+        out[name] = parts
+    return out
+
+
+def hit_sentences(doc: dict[str, Any]) -> list[str]:
+    """Where retrieval's score comes from: its metric when the fact was retrieved and when it was not."""
+    metric, lines = doc["primary"].replace("_", " "), []
+    for name, parts in (doc.get("by_retrieval_hit") or {}).items():
+        hit, miss = parts["hit"], parts["miss"]
+        if hit["n"] and miss["n"]:
+            lines.append(f"{name} scores {hit['mean']:.3f} {metric} on the {hit['n']} questions whose fact was "
+                         f"retrieved (95% CI {hit['ci95'][0]:.3f} to {hit['ci95'][1]:.3f}) and {miss['mean']:.3f} on "
+                         f"the {miss['n']} whose fact was not ({miss['ci95'][0]:.3f} to {miss['ci95'][1]:.3f})")
+    return lines
+
+
 def _difference(doc: dict[str, Any], a: str, b: str) -> dict[str, Any] | None:
     return next((d for d in doc["differences"] if d["a"] == a and d["b"] == b and d["metric"] == doc["primary"]),
                 None)
@@ -238,6 +275,15 @@ def advice_markdown(doc: dict[str, Any], command: str, plot: str | None) -> str:
                   f"{_num(retr.get('search_median_s'), '.4f')} s per question",
                   f"- Prompts whose first passage was cut to the context budget: {retr.get('truncated_prompts', 0)}",
                   ""]
+    split = doc.get("by_retrieval_hit") or {}
+    if split:
+        lines += ["## Retrieval found the fact, or not", "",
+                  f"| arm | fact in the top k: n, {doc['primary']} (95% CI) | fact not in the top k: n, "
+                  f"{doc['primary']} (95% CI) |", "|---|---|---|"]
+        for name, parts in split.items():
+            cells = [f"{p['n']}, " + ("-" if p["mean"] is None else _fmt(p)) for p in (parts["hit"], parts["miss"])]
+            lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+        lines.append("")
     lines += ["## Paired differences", "", "| a - b | answers | metric | difference (95% CI) |", "|---|---|---|---|"]
     for d in doc["differences"]:
         lines.append(f"| {d['a']} - {d['b']} | {d['question']} | {d['metric']} | {d['diff']:+.3f} "

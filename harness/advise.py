@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.advice import ARMS, ArmResult, advice_doc, advice_markdown, summary_rows
+from harness.advice import (ARMS, ArmResult, advice_doc, advice_markdown, by_retrieval_hit, hit_sentences,
+                            summary_rows)
 from harness.corpus import OVERLAP_WORDS, PASSAGE_WORDS, Passage, load_corpus
 from harness.readout import StudyView
 from harness.spec import SpecError, TrialConfig, stable_hash
@@ -340,6 +341,10 @@ def run_advice(plan: AdvicePlan, *, reports_dir: Path, out: str | None = None, m
             del model
             release_memory(device)
     doc = advice_doc({a: results[a] for a in ARM_ORDER}, plan.metrics, plan.primary)
+    relevant, _ = relevance(plan)
+    doc["by_retrieval_hit"] = by_retrieval_hit(doc, results, [any(relevant(i, p) for p in top)
+                                                              for i, top in enumerate(retrieved.top)])
+    doc["verdict"] += hit_sentences(doc)
     doc["retriever"] = {"name": plan.retriever, "k": plan.k, "corpus": plan.corpus, "passages": len(plan.passages),
                         "index_seconds": retrieved.stats.seconds, "index_bytes": retrieved.stats.size_bytes,
                         "recall_at_k": retrieved.recall, "recall_definition": retrieved.definition,

@@ -11,7 +11,8 @@ import optuna
 import pytest
 
 from conftest import assert_one_line_error, run_cli, write_jsonl
-from harness.advice import ARMS, ArmResult, advice_doc, advice_markdown, summary_rows
+from harness.advice import (ARMS, ArmResult, advice_doc, advice_markdown, by_retrieval_hit, hit_sentences,
+                            summary_rows)
 from harness.advise import (AdvicePlan, Retrieved, arm_prompts, context_budget, default_corpus, relevance,
                             wrong_passages)
 from harness.corpus import Passage
@@ -66,6 +67,20 @@ def test_the_advice_doc_has_intervals_paired_differences_and_a_verdict_the_inter
     assert [r["arm"] for r in summary_rows(doc)] == list(ARMS_40)
     md = advice_markdown(doc, "harness advise --study s", "rag_vs_finetune.png")
     assert "| rag | base | top-k | 0.750 (" in md and "![exact_match per arm](rag_vs_finetune.png)" in md
+
+
+def test_retrieval_arms_are_split_by_whether_the_fact_was_retrieved() -> None:
+    doc = advice_doc(ARMS_40, ["exact_match"], "exact_match")
+    hits = [True] * 32 + [False] * 8  # rag answers the first 30: 30 of 32 hits, 0 of 8 misses
+    doc["by_retrieval_hit"] = by_retrieval_hit(doc, ARMS_40, hits)
+    rag = doc["by_retrieval_hit"]["rag"]
+    assert (rag["hit"]["n"], rag["miss"]["n"]) == (32, 8)
+    assert rag["hit"]["mean"] == pytest.approx(30 / 32) and rag["miss"]["mean"] == 0.0
+    assert rag["hit"]["ci95"][0] < 30 / 32 < rag["hit"]["ci95"][1] and rag["miss"]["ci95"] == [0.0, 0.0]
+    assert hit_sentences(doc)[0].startswith("rag scores 0.938 exact match on the 32 questions whose fact was retrieved")
+    assert "| rag | 32, 0.938 (" in advice_markdown(doc, "c", None)
+    doc["by_retrieval_hit"] = by_retrieval_hit(doc, ARMS_40, [True] * 40)
+    assert doc["by_retrieval_hit"]["rag"]["miss"] == {"n": 0, "mean": None, "ci95": None} and not hit_sentences(doc)
 
 
 def test_fine_tuning_ahead_and_too_few_questions_are_said_as_such() -> None:
