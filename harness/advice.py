@@ -253,6 +253,9 @@ def advice_markdown(doc: dict[str, Any], command: str, plot: str | None) -> str:
                 if adapter.get("trial") is not None else ""),
              f"- Retrieval: {retr.get('name')} top {retr.get('k')} over {retr.get('passages')} passages "
              f"({retr.get('corpus')}); context budget {retr.get('context_budget_tokens')} tokens",
+             f"- RAG prompt: the passages, best first, before the question in its user turn, after the line "
+             f"\"{ctx.get('rag_instruction')}\"; `contains_answer` is scored beside the study's metrics (an untuned "
+             "model that states the fact in a sentence scores 0 exact match)",
              f"- Intervals: {doc['interval']}", ""]
     if doc["verdict"]:
         lines += ["## Verdict", ""] + [f"- {line[0].upper()}{line[1:]}." for line in doc["verdict"]] + [""]

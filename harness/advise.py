@@ -27,9 +27,12 @@ from typing import Any
 from harness.advice import (ARMS, ArmResult, advice_doc, advice_markdown, by_retrieval_hit, hit_sentences,
                             summary_rows)
 from harness.corpus import OVERLAP_WORDS, PASSAGE_WORDS, Passage, load_corpus
+from harness.rag_prompt import INSTRUCTION
 from harness.readout import StudyView
 from harness.spec import SpecError, TrialConfig, stable_hash
 
+LENIENT_METRIC = "contains_answer"
+"""Scored in every advise run besides the study's task metrics (harness/metrics/modules/contains_answer.py)."""
 RECALL_KS = (1, 3, 5, 10)
 """Cut-offs recall is reported at (besides the run's own k)."""
 MAX_CONTEXT_TOKENS = 512
@@ -98,7 +101,8 @@ def _question(example: Any) -> str:
 
 def plan_advice(view: StudyView, *, corpus: str | None = None, k: int = 3, retriever: str = "bm25",
                 adapter: str | None = None, questions: int | None = None, out: str | None = None,
-                passage_words: int = PASSAGE_WORDS, overlap_words: int = OVERLAP_WORDS) -> AdvicePlan:
+                passage_words: int = PASSAGE_WORDS, overlap_words: int = OVERLAP_WORDS,
+                metric: str | None = None) -> AdvicePlan:
     """Check the inputs and gather what the arms need; raises SpecError (one line) for any bad input. Loads
     the study's data (built at run time, or read from its file) but no tokenizer and no model."""
     from harness.data import load_examples
@@ -132,7 +136,12 @@ def plan_advice(view: StudyView, *, corpus: str | None = None, k: int = 3, retri
         passages, label, gold = default_corpus(config.data.name, splits.train, held_out)
     else:
         passages, label, gold = load_corpus(corpus, passage_words, overlap_words), str(corpus), None
-    primary = view.task_metric if view.task_metric in names else names[0]
+    # contains_answer beside the study's metrics: an untuned instruct model that states the right fact in a
+    # sentence scores 0 exact match; the lenient reading shows whether the fact was there.
+    names = names if LENIENT_METRIC in names else (*names, LENIENT_METRIC)
+    if metric is not None and metric not in names:
+        raise SpecError(f"--metric {metric!r} is not one of the metrics advise scores: {', '.join(names)}")
+    primary = metric or (view.task_metric if view.task_metric in names else names[0])
     return AdvicePlan(view, config, held_out, names, primary,
                       config.eval.max_new_tokens or splits.max_new_tokens, splits.source, passages, label, gold, k,
                       retriever, adapter_dir, trial, params)
@@ -374,7 +383,7 @@ def _context(plan: AdvicePlan, device: str, name: str, seconds: float) -> dict[s
     return {"study": plan.view.name, "model": plan.view.source.get("label"),
             "source_precision": plan.view.source.get("precision"), "device": name, "device_kind": device,
             "data_source": plan.data_source, "max_new_tokens": plan.max_new_tokens,
-            "max_steps": plan.view.sweep.get("max_steps"), "seconds": seconds,
+            "max_steps": plan.view.sweep.get("max_steps"), "seconds": seconds, "rag_instruction": INSTRUCTION,
             "adapter": {"path": str(plan.adapter), "trial": plan.adapter_trial, "params": params,
                         "params_text": text, "quantization": plan.quantization},
             "memory_note": ("CUDA max allocated during the arm" if device == "cuda" else

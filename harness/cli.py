@@ -51,7 +51,7 @@ def sweep(
     objectives: Optional[str] = typer.Option(None, "--objectives", "--objective",
                                              help="Comma-separated: eval_loss, perplexity, peak_memory_mb, "
                                                   "train_seconds, tokens_per_second, or a task metric "
-                                                  "(exact_match, accuracy, rouge_l, token_f1)."),
+                                                  "(exact_match, accuracy, rouge_l, token_f1, contains_answer)."),
     workers: Optional[int] = typer.Option(None, help="Worker processes on this machine, one GPU each (default 1); "
                                                      "more than 1 needs a journal file or PostgreSQL storage."),
     heartbeat_interval: Optional[int] = HEARTBEAT_OPTION,
@@ -261,6 +261,8 @@ def advise(
                                                                              "prompt (the model's context caps it too)."),
     passage_words: int = typer.Option(120, "--passage-words", help="Words per passage when --corpus is a folder."),
     overlap_words: int = typer.Option(20, "--overlap-words", help="Words two neighbouring passages share (folder)."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="The metric the verdict speaks of (default: the "
+                                                                "study's task metric); every metric is reported."),
     wandb: str = typer.Option("auto", help="W&B summary run: auto, offline, online or disabled."),
 ) -> None:
     """Should you fine-tune, retrieve, or both? Scores base, rag, finetuned and finetuned+rag (and failed retrieval)
@@ -272,7 +274,8 @@ def advise(
     if max_context_tokens < 1:
         _fail(f"--max-context-tokens must be >= 1, got {max_context_tokens}", 2)
     plan = plan_advice(open_view(study, storage, out), corpus=corpus, k=k, retriever=retriever, adapter=adapter,
-                       questions=questions, out=out, passage_words=passage_words, overlap_words=overlap_words)
+                       questions=questions, out=out, passage_words=passage_words, overlap_words=overlap_words,
+                       metric=metric)
     doc, files = run_advice(plan, reports_dir=Path(study_reports_dir(study, reports_dir)), out=out,
                             max_context_tokens=max_context_tokens, wandb=wandb,
                             command="harness " + " ".join(sys.argv[1:]), say=typer.echo)

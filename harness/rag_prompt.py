@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from harness.corpus import Passage
 
-INSTRUCTION = "Use the context below if it helps to answer the question."
+INSTRUCTION = "Use the context below if it helps to answer the question. Answer in a few words."
 NO_CONTEXT = "(retrieval found no passage)"
 """The context line of a RAG prompt whose retrieval returned nothing (`without_passages`)."""
 

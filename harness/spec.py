@@ -344,7 +344,7 @@ OBJECTIVES: dict[str, str] = {
 }
 # Task metrics (scored on generated answers; see harness.metrics) that a study can optimize.
 TASK_METRICS: dict[str, str] = {"exact_match": "maximize", "accuracy": "maximize", "rouge_l": "maximize",
-                                "token_f1": "maximize"}
+                                "token_f1": "maximize", "contains_answer": "maximize"}
 _UNPINNED = {("train", "learning_rate"), ("train", "max_steps"), ("train", "seed"), ("train", "eval_every"),
              ("data_options", "name")}
 """Settings a resumed study may change: sampled per trial, given elsewhere, or not measured."""

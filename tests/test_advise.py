@@ -208,6 +208,7 @@ def test_advise_refuses_bad_input_in_one_line_before_any_model_loads(tmp_path: P
     assert_one_line_error(run_cli(*base, "--study", "s", "--corpus", str(broken)), "broken.jsonl, line 2")
     assert_one_line_error(run_cli(*base, "--study", "s", "--corpus", str(tmp_path / "none.jsonl")), "does not exist")
     assert_one_line_error(run_cli(*base, "--study", "plain"), "has no generated answers")
+    assert_one_line_error(run_cli(*base, "--study", "s", "--metric", "bleu"), "--metric 'bleu' is not one of")
     assert_one_line_error(run_cli(*base[:-4], "--wandb", "disabled", "--study", "s"), "no kept adapter")
 
 
@@ -231,8 +232,9 @@ def test_advise_end_to_end_on_tiny_llama_writes_every_key_and_resumes(tmp_path: 
     doc = json.loads((reports / "rag_vs_finetune.json").read_text())
     assert list(doc["arms"]) == ["base", "rag", "rag:empty", "rag:wrong", "finetuned", "finetuned+rag",
                                  "finetuned+rag:empty", "finetuned+rag:wrong"]
+    assert doc["metrics"] == ["exact_match", "token_f1", "contains_answer"] and doc["primary"] == "exact_match"
     for arm in doc["arms"].values():
-        for metric in ("exact_match", "token_f1"):
+        for metric in doc["metrics"]:
             s = arm["metrics"][metric]
             assert 0.0 <= s["ci95"][0] <= s["mean"] <= s["ci95"][1] <= 1.0
         assert arm["latency_median_s"] > 0 and arm["prompt_tokens_mean"] > 0 and arm["peak_memory_mb"] > 0

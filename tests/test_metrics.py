@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from harness.metrics import (BUILTIN_METRICS, MetricError, check_metric_names, compute_metrics, load_metric,
+from harness.metrics import (BUILTIN_METRICS, MetricError, check_metric_names, compute_metrics, example_scores,
+                             load_metric,
                              metric_direction, registry)
 
 
@@ -124,7 +125,17 @@ def test_compute_metrics_several_names() -> None:
     # ROUGE-L: first as token F1 (2/3); [the cat sat] vs [a cat sat down]: LCS 2, P 2/3, R 2/4,
     # F1 = 2 * 1/3 / (2/3 + 1/2) = 4/7; mean (2/3 + 4/7) / 2
     assert scores["rouge_l"] == pytest.approx((2 / 3 + 4 / 7) / 2)
+    # contains answer: [positive clearly] holds [positive] (1); [cat sat] lacks [cat sat down] (0)
+    assert scores["contains_answer"] == pytest.approx(0.5)
     assert all(isinstance(v, float) for v in scores.values())
+
+
+def test_contains_answer_wants_the_reference_as_whole_words_in_order() -> None:
+    predictions = ["The Solace Pro is a portable projector.", "It costs $169.", "projector portable",
+                   "Noor Holithson", "", "2003"]
+    references = ["portable projector", "$169", "portable projector", "Noor Holith", "", "2003"]
+    assert example_scores(["contains_answer"], predictions, references)["contains_answer"] == [1.0, 1.0, 0.0, 0.0,
+                                                                                              1.0, 1.0]
 
 
 def test_compute_metrics_rejects_mismatched_or_empty_inputs() -> None:
@@ -190,7 +201,7 @@ def test_unknown_metric_offline_is_one_line_metric_error() -> None:
         load_metric(name)
     message = str(caught.value)
     assert "\n" not in message
-    assert message.startswith(f"metric '{name}' is not built in (exact_match, accuracy, rouge_l, token_f1) "
+    assert message.startswith(f"metric '{name}' is not built in (exact_match, accuracy, rouge_l, token_f1, contains_answer) "
                               "and cannot be loaded from the Hugging Face hub (offline?): ")
     assert isinstance(caught.value, ValueError)  # a SpecError: bad input, exit code 2
 

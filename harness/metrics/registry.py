@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 
 from harness.spec import SpecError
 
-BUILTIN_METRICS = ("exact_match", "accuracy", "rouge_l", "token_f1")
+BUILTIN_METRICS = ("exact_match", "accuracy", "rouge_l", "token_f1", "contains_answer")
 MODULES_DIR = Path(__file__).resolve().parent / "modules"
 # Metric names that read as "lower is better": words found anywhere in the name, and short
 # abbreviations matched only as a whole part of it ("wer" in "eval_wer", not in "answer_f1").
