@@ -195,28 +195,36 @@ def _clear(d: dict[str, Any]) -> int:
     return 1 if low > 0 else -1 if high < 0 else 0
 
 
+def _flipped(interval: Sequence[float]) -> list[float]:
+    """The interval of b - a from that of a - b."""
+    return [-interval[1], -interval[0]]
+
+
 def verdict(doc: dict[str, Any]) -> list[str]:
-    """Sentences that say only what the paired intervals support (STYLE: where an arm is not ahead, say so)."""
+    """Sentences that say only what the paired intervals support (STYLE: where an arm is not ahead, say so).
+    Each difference is stated in the direction of the sentence, its interval with it."""
     metric = doc["primary"].replace("_", " ")
     lines = []
     versus = _difference(doc, "rag", "finetuned")
     if versus:
-        sign, size = _clear(versus), abs(versus["diff"])
-        lines.append(f"retrieval alone beats fine-tuning by {size:.3f} {metric} ({_ci(versus['ci95'])})" if sign > 0
-                     else f"fine-tuning beats retrieval alone by {size:.3f} {metric} ({_ci(versus['ci95'])})"
+        sign, size, ci = _clear(versus), abs(versus["diff"]), versus["ci95"]
+        lines.append(f"retrieval alone beats fine-tuning by {size:.3f} {metric} ({_ci(ci)})" if sign > 0
+                     else f"fine-tuning beats retrieval alone by {size:.3f} {metric} ({_ci(_flipped(ci))})"
                      if sign < 0 else f"retrieval alone and fine-tuning alone are not distinguishable "
-                     f"({versus['diff']:+.3f} {metric}, {_ci(versus['ci95'])})")
+                     f"({versus['diff']:+.3f} {metric} for retrieval, {_ci(ci)})")
     for a, b, what in (("finetuned+rag", "rag", "fine-tuning"), ("finetuned+rag", "finetuned", "retrieval")):
         d = _difference(doc, a, b)
         if d:
-            sign = _clear(d)
+            sign, ci = _clear(d), d["ci95"]
             other = "retrieval" if what == "fine-tuning" else "fine-tuning"
-            lines.append(f"{what} adds {d['diff']:.3f} {metric} on top of {other} ({_ci(d['ci95'])})" if sign > 0
-                         else f"{what} on top of {other} costs {-d['diff']:.3f} {metric} ({_ci(d['ci95'])})"
+            lines.append(f"{what} adds {d['diff']:.3f} {metric} on top of {other} ({_ci(ci)})" if sign > 0
+                         else f"{what} on top of {other} costs {-d['diff']:.3f} {metric} ({_ci(_flipped(ci))})"
                          if sign < 0 else f"{what} adds nothing distinguishable on top of {other} "
-                         f"({d['diff']:+.3f} {metric}, {_ci(d['ci95'])})")
+                         f"({d['diff']:+.3f} {metric}, {_ci(ci)})")
     for entry in doc["retention"]:
-        if entry["metric"] != doc["primary"] or entry["kept"] is None:
+        whole = doc["arms"][entry["arm"]]["metrics"].get(doc["primary"])
+        # An arm that scores nothing distinguishable from 0 has no score to keep: its share would say nothing.
+        if entry["metric"] != doc["primary"] or entry["kept"] is None or not whole or whole["ci95"][0] <= 0:
             continue
         how = "returns nothing" if entry["failed"].endswith(":empty") else "returns wrong passages"
         ci = entry["ci95"]

@@ -76,7 +76,7 @@ class AdvicePlan:
         return stable_hash([self.view.name, str(self.adapter.resolve()), stamp, self.quantization,
                             [[q.prompt, q.completion] for q in self.questions], list(self.metrics),
                             self.max_new_tokens, [[p.id, p.title, p.text] for p in self.passages], self.k,
-                            self.retriever, budget])[:16]
+                            self.retriever, budget, INSTRUCTION])[:16]
 
 
 def default_corpus(data_name: str, train: Sequence[Any], questions: Sequence[Any]) -> tuple[list[Passage], str,
@@ -394,15 +394,9 @@ def _context(plan: AdvicePlan, device: str, name: str, seconds: float) -> dict[s
 def write_advice(doc: dict[str, Any], reports_dir: Path, command: str) -> list[Path]:
     """rag_vs_finetune.json, .md and .png in the study's reports folder."""
     from harness.plots import plot_advice
+    from harness.report import write_doc_files
 
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    js = reports_dir / "rag_vs_finetune.json"
-    js.write_text(json.dumps({**doc, "command": command}, indent=2, default=str))
-    png = reports_dir / "rag_vs_finetune.png"
-    skipped = plot_advice(doc, png)
-    md = reports_dir / "rag_vs_finetune.md"
-    md.write_text(advice_markdown(doc, command, None if skipped else png.name))
-    return [md, js] + ([] if skipped else [png])
+    return write_doc_files(reports_dir, "rag_vs_finetune", doc, command, plot_advice, advice_markdown)
 
 
 def _log_wandb(plan: AdvicePlan, doc: dict[str, Any], files: list[Path], mode: str | None, out: str | None) -> None:

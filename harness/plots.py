@@ -348,13 +348,21 @@ def smooth(points: list[tuple[float, float]], weight: float = 0.3) -> list[tuple
     return out
 
 
+def _save_with_caption(fig: Any, path: Path, text: str) -> None:
+    """Save a figure drawn from a report doc (no StudyView for `_save`) with its caption line underneath."""
+    import textwrap
+
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.text(0.01, 0.01, textwrap.fill(text, 180), fontsize=7, color="#444444", ha="left", va="bottom")
+    fig.savefig(path, dpi=DPI)
+    _pyplot().close(fig)
+
+
 def plot_validation(doc: dict[str, Any], path: Path) -> str | None:
     """Short vs long budget per validated config (harness.validation's doc): each config's short-budget mean
     (left) and long-budget mean (right) with 95% intervals over seeds, joined by a line (one colour per config,
     its quantization mode in the legend); published defaults the study never ran appear on the right only, as
     diamonds."""
-    import textwrap
-
     configs = [c for c in doc["configs"] if c["long"] or c["short"]]
     if not configs:
         return "no config has a completed run"
@@ -384,18 +392,13 @@ def plot_validation(doc: dict[str, Any], path: Path) -> str | None:
                     f"{', '.join(doc.get('devices') or []) or 'device not recorded'}; seeds "
                     f"{', '.join(map(str, doc.get('seeds') or [])) or '?'} at {doc['long_steps']} steps; "
                     f"{doc.get('held_out_examples')} held-out examples")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.text(0.01, 0.01, textwrap.fill(caption_text, 180), fontsize=7, color="#444444", ha="left", va="bottom")
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _save_with_caption(fig, path, caption_text)
     return None
 
 
 def plot_advice(doc: dict[str, Any], path: Path) -> str | None:
     """`harness advise` (harness.advice's doc): the primary metric per arm with its 95% interval over questions;
     the four arms solid, the failed-retrieval arms hatched beside the arm they degrade."""
-    import textwrap
-
     metric, arms = doc["primary"], doc["arms"]
     if not arms:
         return "no arm was scored"
@@ -420,8 +423,5 @@ def plot_advice(doc: dict[str, Any], path: Path) -> str | None:
     caption_text = (f"{ctx.get('model')} (source weights: {ctx.get('source_precision')}); {ctx.get('device')}; "
                     f"{doc['questions']} held-out questions, greedy; {retr.get('name')} top {retr.get('k')} of "
                     f"{retr.get('passages')} passages; 95% bootstrap intervals over questions")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.text(0.01, 0.01, textwrap.fill(caption_text, 180), fontsize=7, color="#444444", ha="left", va="bottom")
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _save_with_caption(fig, path, caption_text)
     return None

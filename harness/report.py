@@ -48,6 +48,23 @@ class ReportFiles:
     """Figure name -> the one-line reason it was not drawn."""
 
 
+def write_doc_files(reports_dir: Path, stem: str, doc: dict[str, Any], command: str,
+                    plot: Callable[[dict[str, Any], Path], str | None],
+                    markdown: Callable[[dict[str, Any], str, str | None], str]) -> list[Path]:
+    """A report doc as `<stem>.json` (with the command that made it), `<stem>.png` (unless `plot` says why not)
+    and `<stem>.md` (linking the plot) in the study's reports folder: validate's and advise's files."""
+    import json
+
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    js = reports_dir / f"{stem}.json"
+    js.write_text(json.dumps({**doc, "command": command}, indent=2, default=str))
+    png = reports_dir / f"{stem}.png"
+    skipped = plot(doc, png)
+    md = reports_dir / f"{stem}.md"
+    md.write_text(markdown(doc, command, None if skipped else png.name))
+    return [md, js] + ([] if skipped else [png])
+
+
 def write_report(view: StudyView, out_dir: str | Path, comparison_markdown: str | None = None,
                  title: str | None = None) -> ReportFiles:
     """Write the figures, report.md and report.html of a study into `out_dir` (created if missing).

@@ -341,14 +341,7 @@ def _context(view: StudyView, long_view: StudyView) -> dict[str, Any]:
 def write_validation(doc: dict[str, Any], reports_dir: Path, command: str) -> list[Path]:
     """validation.json, validation.md and validation.png in the study's reports folder."""
     from harness.plots import plot_validation
+    from harness.report import write_doc_files
     from harness.validation import validation_markdown
 
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    js = reports_dir / "validation.json"
-    js.write_text(json.dumps({**doc, "command": command}, indent=2, default=str))
-    png = reports_dir / "validation.png"
-    skipped = plot_validation(doc, png)
-    md = reports_dir / "validation.md"
-    md.write_text(validation_markdown(doc, command, None if skipped else png.name))
-    return [md, js] + ([] if skipped else [png])
-
+    return write_doc_files(reports_dir, "validation", doc, command, plot_validation, validation_markdown)

@@ -61,6 +61,10 @@ def test_the_advice_doc_has_intervals_paired_differences_and_a_verdict_the_inter
                for line in verdict)
     assert any(line.startswith("retrieval adds 0.475 exact match on top of fine-tuning") for line in verdict)
     assert "when retrieval returns wrong passages, rag keeps 0.13 of its exact match" in " | ".join(verdict)
+    # an arm whose own score is not distinguishable from 0 has nothing to keep: no sentence about it
+    weak = dict(ARMS_40, rag=_arm("rag", [1.0] + [0.0] * (N - 1)))
+    assert not any(line.startswith("when retrieval") and ", rag keeps" in line
+                   for line in advice_doc(weak, ["exact_match"], "exact_match")["verdict"])
     assert any("wrong passages make the finetuned model worse than no retrieval" in line for line in verdict)
     assert doc["best_arm"] == "finetuned+rag"
     assert doc["arms"]["rag"]["added_tokens_mean"] == 90 and doc["arms"]["rag"]["latency_median_s"] == 0.2
@@ -85,8 +89,10 @@ def test_retrieval_arms_are_split_by_whether_the_fact_was_retrieved() -> None:
 
 def test_fine_tuning_ahead_and_too_few_questions_are_said_as_such() -> None:
     arms = {"rag": _arm("rag", [1.0] * 5 + [0.0] * 15), "finetuned": _arm("finetuned", [1.0] * 15 + [0.0] * 5)}
-    assert advice_doc(arms, ["exact_match"], "exact_match")["verdict"][0].startswith(
-        "fine-tuning beats retrieval alone by 0.500 exact match")
+    ahead = advice_doc(arms, ["exact_match"], "exact_match")["verdict"][0]
+    assert ahead.startswith("fine-tuning beats retrieval alone by 0.500 exact match (95% CI +0.")  # its direction
+    low, high = (float(x) for x in ahead.split("95% CI ")[1].rstrip(")").split(" to "))
+    assert 0 < low < 0.5 < high
     tied = {"rag": _arm("rag", [1.0, 0.0, 1.0]), "finetuned": _arm("finetuned", [0.0, 1.0, 1.0])}
     assert advice_doc(tied, ["exact_match"], "exact_match")["verdict"][0].startswith(
         "retrieval alone and fine-tuning alone are not distinguishable (+0.000 exact match")

@@ -1,4 +1,4 @@
-"""Task metrics through the `evaluate` library: four built-ins shipped as local scripts, anything
+"""Task metrics through the `evaluate` library: five built-ins shipped as local scripts, anything
 else from the Hugging Face hub.
 
 The built-ins are loaded by file path, which `evaluate` never sends to the network, and each
