@@ -145,34 +145,36 @@ def advice_doc(arms: dict[str, ArmResult], metrics: Sequence[str], primary: str,
 
 def by_retrieval_hit(doc: dict[str, Any], arms: dict[str, ArmResult], hits: Sequence[bool], *,
                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict[str, Any]:
-    """Each retrieval arm's primary metric split by whether retrieval found the question's fact (`hits`, one per
+    """Each retrieval arm's metrics split by whether retrieval found the question's fact (`hits`, one per
     question): a miss the reader cannot fix is the retriever's to fix, a hit answered wrong is the reader's.
-    Each part has its n, mean and bootstrap 95% interval over its own questions."""
+    arm -> metric -> {hit, miss}, each with its n, mean and bootstrap 95% interval over its own questions."""
     import numpy as np
 
-    metric, out = doc["primary"], {}
+    out: dict[str, Any] = {}
     for name in ("rag", "finetuned+rag"):
         if name not in arms:
             continue
-        parts = {}
-        for label, wanted in (("hit", True), ("miss", False)):
-            values = np.asarray([v for v, h in zip(arms[name].scores[metric], hits) if h == wanted], dtype=float)
-            if not values.size:
-                parts[label] = {"n": 0, "mean": None, "ci95": None}
-                continue
-            counts = np.random.default_rng(seed).multinomial(values.size, np.full(values.size, 1.0 / values.size),
-                                                             size=resamples)
-            parts[label] = {"n": int(values.size), "mean": float(values.mean()),
-                            "ci95": _interval(counts @ values / values.size)}
-        out[name] = parts
+        out[name] = {}
+        for metric in doc["metrics"]:
+            parts = {}
+            for label, wanted in (("hit", True), ("miss", False)):
+                values = np.asarray([v for v, h in zip(arms[name].scores[metric], hits) if h == wanted], dtype=float)
+                if not values.size:
+                    parts[label] = {"n": 0, "mean": None, "ci95": None}
+                    continue
+                counts = np.random.default_rng(seed).multinomial(values.size, np.full(values.size, 1.0 / values.size),
+                                                                 size=resamples)
+                parts[label] = {"n": int(values.size), "mean": float(values.mean()),
+                                "ci95": _interval(counts @ values / values.size)}
+            out[name][metric] = parts
     return out
 
 
 def hit_sentences(doc: dict[str, Any]) -> list[str]:
     """Where retrieval's score comes from: its metric when the fact was retrieved and when it was not."""
     metric, lines = doc["primary"].replace("_", " "), []
-    for name, parts in (doc.get("by_retrieval_hit") or {}).items():
-        hit, miss = parts["hit"], parts["miss"]
+    for name, by_metric in (doc.get("by_retrieval_hit") or {}).items():
+        hit, miss = by_metric[doc["primary"]]["hit"], by_metric[doc["primary"]]["miss"]
         if hit["n"] and miss["n"]:
             lines.append(f"{name} scores {hit['mean']:.3f} {metric} on the {hit['n']} questions whose fact was "
                          f"retrieved (95% CI {hit['ci95'][0]:.3f} to {hit['ci95'][1]:.3f}) and {miss['mean']:.3f} on "
@@ -289,11 +291,12 @@ def advice_markdown(doc: dict[str, Any], command: str, plot: str | None) -> str:
     split = doc.get("by_retrieval_hit") or {}
     if split:
         lines += ["## Retrieval found the fact, or not", "",
-                  f"| arm | fact in the top k: n, {doc['primary']} (95% CI) | fact not in the top k: n, "
-                  f"{doc['primary']} (95% CI) |", "|---|---|---|"]
-        for name, parts in split.items():
-            cells = [f"{p['n']}, " + ("-" if p["mean"] is None else _fmt(p)) for p in (parts["hit"], parts["miss"])]
-            lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+                  "| arm | metric | fact in the top k: n, mean (95% CI) | fact not in the top k: n, mean (95% CI) |",
+                  "|---|---|---|---|"]
+        for name, by_metric in split.items():
+            for metric, parts in by_metric.items():
+                cells = [f"{p['n']}, " + ("-" if p["mean"] is None else _fmt(p)) for p in (parts["hit"], parts["miss"])]
+                lines.append(f"| {name} | {metric} | {cells[0]} | {cells[1]} |")
         lines.append("")
     lines += ["## Paired differences", "", "| a - b | answers | metric | difference (95% CI) |", "|---|---|---|---|"]
     for d in doc["differences"]:

@@ -77,14 +77,15 @@ def test_retrieval_arms_are_split_by_whether_the_fact_was_retrieved() -> None:
     doc = advice_doc(ARMS_40, ["exact_match"], "exact_match")
     hits = [True] * 32 + [False] * 8  # rag answers the first 30: 30 of 32 hits, 0 of 8 misses
     doc["by_retrieval_hit"] = by_retrieval_hit(doc, ARMS_40, hits)
-    rag = doc["by_retrieval_hit"]["rag"]
+    rag = doc["by_retrieval_hit"]["rag"]["exact_match"]
     assert (rag["hit"]["n"], rag["miss"]["n"]) == (32, 8)
     assert rag["hit"]["mean"] == pytest.approx(30 / 32) and rag["miss"]["mean"] == 0.0
     assert rag["hit"]["ci95"][0] < 30 / 32 < rag["hit"]["ci95"][1] and rag["miss"]["ci95"] == [0.0, 0.0]
     assert hit_sentences(doc)[0].startswith("rag scores 0.938 exact match on the 32 questions whose fact was retrieved")
-    assert "| rag | 32, 0.938 (" in advice_markdown(doc, "c", None)
+    assert "| rag | exact_match | 32, 0.938 (" in advice_markdown(doc, "c", None)
     doc["by_retrieval_hit"] = by_retrieval_hit(doc, ARMS_40, [True] * 40)
-    assert doc["by_retrieval_hit"]["rag"]["miss"] == {"n": 0, "mean": None, "ci95": None} and not hit_sentences(doc)
+    assert doc["by_retrieval_hit"]["rag"]["exact_match"]["miss"] == {"n": 0, "mean": None, "ci95": None}
+    assert not hit_sentences(doc)
 
 
 def test_fine_tuning_ahead_and_too_few_questions_are_said_as_such() -> None:
