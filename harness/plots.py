@@ -397,31 +397,40 @@ def plot_validation(doc: dict[str, Any], path: Path) -> str | None:
 
 
 def plot_advice(doc: dict[str, Any], path: Path) -> str | None:
-    """`harness advise` (harness.advice's doc): the primary metric per arm with its 95% interval over questions;
-    the four arms solid, the failed-retrieval arms hatched beside the arm they degrade."""
+    """`harness advise` (harness.advice's doc): per arm, the primary metric and (when scored and different) the
+    lenient `contains_answer` beside it, each with its 95% interval over questions; grey the untuned model, blue
+    the fine-tuned one; the failed-retrieval arms hatched."""
     metric, arms = doc["primary"], doc["arms"]
     if not arms:
         return "no arm was scored"
+    shown = [metric] + [m for m in ("contains_answer",) if m in doc["metrics"] and m != metric]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 5.5))
     names = list(arms)
     colors = {"base": "#7f7f7f", "finetuned": "#1f77b4"}
-    for x, name in enumerate(names):
-        arm = arms[name]
-        s = arm["metrics"][metric]
-        failed = arm["retrieval"] in ("empty", "wrong")
-        ax.bar(x, s["mean"], color=colors.get(arm["model"], OTHER_COLOR), alpha=0.45 if failed else 0.9,
-               hatch="//" if failed else None, edgecolor="#333333")
-        ax.errorbar(x, s["mean"], yerr=[[s["mean"] - s["ci95"][0]], [s["ci95"][1] - s["mean"]]], color="black",
-                    capsize=4)
-        ax.text(x, s["ci95"][1] + 0.01, f"{s['mean']:.2f}", ha="center", va="bottom", fontsize=8)
+    width = 0.8 / len(shown)
+    for j, m in enumerate(shown):
+        for x, name in enumerate(names):
+            arm = arms[name]
+            s = arm["metrics"][m]
+            failed = arm["retrieval"] in ("empty", "wrong")
+            at = x + (j - (len(shown) - 1) / 2) * width
+            ax.bar(at, s["mean"], width * 0.95, color=colors.get(arm["model"], OTHER_COLOR),
+                   alpha=(0.45 if failed else 0.9) * (1.0 if j == 0 else 0.55), hatch="//" if failed else None,
+                   edgecolor="#333333", linestyle="-" if j == 0 else ":",
+                   label=(m if x == 0 else None))
+            ax.errorbar(at, s["mean"], yerr=[[s["mean"] - s["ci95"][0]], [s["ci95"][1] - s["mean"]]], color="black",
+                        capsize=3)
+            ax.text(at, s["ci95"][1] + 0.01, f"{s['mean']:.2f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(names)), [n.replace(":", "\n") for n in names], fontsize=8)
-    ax.set_ylabel(axis_label(metric, False))
-    ax.set_ylim(0, max(1.0, max(a["metrics"][metric]["ci95"][1] for a in arms.values()) + 0.08))
+    ax.set_ylabel("score from 0 to 1 (higher is better)")
+    ax.set_ylim(0, max(1.0, max(a["metrics"][m]["ci95"][1] for a in arms.values() for m in shown) + 0.08))
     ax.set_title("Retrieval, fine-tuning or both? (grey: untuned model, blue: fine-tuned; hatched: retrieval failed)")
+    if len(shown) > 1:
+        ax.legend(title="left / right bar of each arm", fontsize=8, loc="upper left")
     ctx, retr = doc.get("context") or {}, doc.get("retriever") or {}
-    caption_text = (f"{ctx.get('model')} (source weights: {ctx.get('source_precision')}); {ctx.get('device')}; "
-                    f"{doc['questions']} held-out questions, greedy; {retr.get('name')} top {retr.get('k')} of "
-                    f"{retr.get('passages')} passages; 95% bootstrap intervals over questions")
-    _save_with_caption(fig, path, caption_text)
+    _save_with_caption(fig, path, f"{ctx.get('model')} (source weights: {ctx.get('source_precision')}); "
+                                  f"{ctx.get('device')}; {doc['questions']} held-out questions, greedy; "
+                                  f"{retr.get('name')} top {retr.get('k')} of {retr.get('passages')} passages; 95% "
+                                  "bootstrap intervals over questions")
     return None
