@@ -71,13 +71,12 @@ class ArmResult:
     samples: list[dict[str, str]] = field(default_factory=list)
 
 
-def _resampled_means(arms: dict[str, ArmResult], metric: str, resamples: int, seed: int) -> dict[str, Any]:
-    """Arm -> its mean `metric` in each bootstrap resample (one shared set of resampled questions)."""
+def _resample_counts(n: int, resamples: int, seed: int) -> Any:
+    """How often each of n questions is drawn in each bootstrap resample (resamples x n, seeded): one matrix
+    serves every arm and metric, so the resamples are paired."""
     import numpy as np
 
-    n = len(next(iter(arms.values())).scores[metric])
-    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)
-    return {name: counts @ np.asarray(arm.scores[metric], dtype=float) / n for name, arm in arms.items()}
+    return np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)
 
 
 def _interval(values: Any) -> list[float]:
@@ -105,7 +104,11 @@ def advice_doc(arms: dict[str, ArmResult], metrics: Sequence[str], primary: str,
     sizes = {len(arm.scores[m]) for arm in arms.values() for m in metrics}
     if len(sizes) != 1 or 0 in sizes:
         raise ValueError(f"every arm needs one score per question for every metric, got lengths {sorted(sizes)}")
-    means = {m: _resampled_means(arms, m, resamples, seed) for m in metrics}
+    n = sizes.pop()
+    counts = _resample_counts(n, resamples, seed)
+    # metric -> arm -> its mean in each resample
+    means = {m: {name: counts @ np.asarray(arm.scores[m], dtype=float) / n for name, arm in arms.items()}
+             for m in metrics}
     out_arms: dict[str, Any] = {}
     for name, arm in arms.items():
         model, retrieval, what = ARMS.get(name, ("?", "?", name))
@@ -135,7 +138,7 @@ def advice_doc(arms: dict[str, ArmResult], metrics: Sequence[str], primary: str,
                 kept.append({"arm": arm, "failed": failed, "metric": m,
                              "kept": out_arms[failed]["metrics"][m]["mean"] / whole if whole > 0 else None,
                              "ci95": _interval(finite) if finite.size else None})
-    doc = {"metrics": list(metrics), "primary": primary, "questions": sizes.pop(), "interval": INTERVAL,
+    doc = {"metrics": list(metrics), "primary": primary, "questions": n, "interval": INTERVAL,
            "arms": out_arms, "differences": differences, "retention": kept}
     doc["verdict"] = verdict(doc)
     doc["best_arm"] = max((a for a in MAIN_ARMS if a in out_arms),
@@ -162,8 +165,7 @@ def by_retrieval_hit(doc: dict[str, Any], arms: dict[str, ArmResult], hits: Sequ
                 if not values.size:
                     parts[label] = {"n": 0, "mean": None, "ci95": None}
                     continue
-                counts = np.random.default_rng(seed).multinomial(values.size, np.full(values.size, 1.0 / values.size),
-                                                                 size=resamples)
+                counts = _resample_counts(values.size, resamples, seed)
                 parts[label] = {"n": int(values.size), "mean": float(values.mean()),
                                 "ci95": _interval(counts @ values / values.size)}
             out[name][metric] = parts

@@ -107,8 +107,10 @@ def plan_advice(view: StudyView, *, corpus: str | None = None, k: int = 3, retri
     the study's data (built at run time, or read from its file) but no tokenizer and no model."""
     from harness.data import load_examples
     from harness.experiment import build_sweep_spec
+    from harness.metrics import BUILTIN_METRICS
     from harness.retrieval import RETRIEVERS
     from harness.sweep import trial_config
+    from harness.trial import task_metric_names
 
     if k < 1:
         raise SpecError(f"--k must be >= 1 (passages retrieved per question), got {k}")
@@ -122,8 +124,8 @@ def plan_advice(view: StudyView, *, corpus: str | None = None, k: int = 3, retri
     spec = build_sweep_spec(view.sweep, {}, f"study {view.name}")
     config = trial_config(spec, params or _some_params(view))
     splits = load_examples(config.data)
-    names = tuple(config.eval.metrics if config.eval.metrics is not None else splits.metrics)
-    if not splits.max_new_tokens and not config.eval.max_new_tokens or not names:
+    names = tuple(task_metric_names(config, splits))
+    if not names:
         raise SpecError(f"study {view.name!r}: its data ({splits.source}) has no generated answers to score (plain "
                         "text, or no task metrics), so there is nothing to compare retrieval and fine-tuning on; "
                         "use a study on question/answer data")
@@ -139,6 +141,10 @@ def plan_advice(view: StudyView, *, corpus: str | None = None, k: int = 3, retri
     # contains_answer beside the study's metrics: an untuned instruct model that states the right fact in a
     # sentence scores 0 exact match; the lenient reading shows whether the fact was there.
     names = names if LENIENT_METRIC in names else (*names, LENIENT_METRIC)
+    unscorable = [m for m in names if m not in BUILTIN_METRICS]
+    if unscorable:  # checked here, before any model loads, not after an arm has been generated
+        raise SpecError(f"metric {unscorable[0]!r} has no per-question score (only the built-ins do); advise needs "
+                        "per-question scores for its intervals")
     if metric is not None and metric not in names:
         raise SpecError(f"--metric {metric!r} is not one of the metrics advise scores: {', '.join(names)}")
     primary = metric or (view.task_metric if view.task_metric in names else names[0])
@@ -217,6 +223,8 @@ class Retrieved:
     recall: dict[str, float]
     definition: str
     stats: Any
+    hits: list[bool] = field(default_factory=list)
+    """Per question: a passage holding its fact is in its top k."""
 
 
 def retrieve_all(plan: AdvicePlan) -> Retrieved:
@@ -233,7 +241,8 @@ def retrieve_all(plan: AdvicePlan) -> Retrieved:
     recall = {str(c): sum(any(relevant(i, p) for p in r[:c]) for i, r in enumerate(ranked)) / len(ranked)
               for c in sorted({*RECALL_KS, plan.k})}
     top = [r[:plan.k] for r in ranked]
-    return Retrieved(top, wrong_passages(top, relevant, plan.k), seconds, recall, definition, index.stats)
+    hits = [any(relevant(i, p) for p in passages) for i, passages in enumerate(top)]
+    return Retrieved(top, wrong_passages(top, relevant, plan.k), seconds, recall, definition, index.stats, hits)
 
 
 def context_budget(plan: AdvicePlan, tokenizer: Any, max_positions: int | None, cap: int) -> int:
@@ -289,11 +298,7 @@ def score_arm(name: str, model: Any, tokenizer: Any, plan: AdvicePlan, prompts: 
         latencies.append(time.perf_counter() - started + (search_seconds[i] if ARMS[name][1] != "off" else 0.0))
         predictions.append(answer)
     references = [q.completion for q in plan.questions]
-    scores = example_scores(plan.metrics, predictions, references)
-    missing = [m for m in plan.metrics if m not in scores]
-    if missing:
-        raise SpecError(f"metric {missing[0]!r} has no per-question score (only the built-ins do); advise needs "
-                        "per-question scores for its intervals")
+    scores = example_scores(plan.metrics, predictions, references)  # every metric is a built-in (plan_advice)
     samples = [{"question": _question(q), "prediction": p, "reference": q.completion}
                for q, p in list(zip(plan.questions, predictions))[:3]]
     return ArmResult(name, scores, latencies, [len(p) for p in prompts], added, meter.peak_mb(), truncated, samples)
@@ -350,9 +355,7 @@ def run_advice(plan: AdvicePlan, *, reports_dir: Path, out: str | None = None, m
             del model
             release_memory(device)
     doc = advice_doc({a: results[a] for a in ARM_ORDER}, plan.metrics, plan.primary)
-    relevant, _ = relevance(plan)
-    doc["by_retrieval_hit"] = by_retrieval_hit(doc, results, [any(relevant(i, p) for p in top)
-                                                              for i, top in enumerate(retrieved.top)])
+    doc["by_retrieval_hit"] = by_retrieval_hit(doc, results, retrieved.hits)
     doc["verdict"] += hit_sentences(doc)
     doc["retriever"] = {"name": plan.retriever, "k": plan.k, "corpus": plan.corpus, "passages": len(plan.passages),
                         "index_seconds": retrieved.stats.seconds, "index_bytes": retrieved.stats.size_bytes,

@@ -33,14 +33,23 @@ def _context(passages: Sequence[str], question: str) -> str:
     return f"{INSTRUCTION}\n\nContext:\n{lines}\n\nQuestion: {question}"
 
 
+def _last_question(messages: list[dict[str, str]]) -> str:
+    if not messages or messages[-1].get("role") != "user":
+        raise ValueError("a RAG prompt needs chat messages that end with a user turn")
+    return messages[-1]["content"]
+
+
+def _replaced(messages: list[dict[str, str]], content: str) -> list[dict[str, str]]:
+    """A copy of the messages with the last (user) turn's content replaced."""
+    return [dict(m) for m in messages[:-1]] + [{**messages[-1], "content": content}]
+
+
 def with_passages(messages: list[dict[str, str]], passages: Sequence[Passage], budget: int,
                   count: Callable[[str], int]) -> RagPrompt:
     """The messages with the passages (best first) in their last user turn, as many as fit in `budget` tokens
     of added context; a passage that would not fit whole is cut word by word (only the first passage can be:
     a lower-ranked one that does not fit is left out). No passages, or a budget of 0: the messages unchanged."""
-    if not messages or messages[-1].get("role") != "user":
-        raise ValueError("a RAG prompt needs chat messages that end with a user turn")
-    question = messages[-1]["content"]
+    question = _last_question(messages)
     base = count(question)
     kept: list[str] = []
     ids: list[str] = []
@@ -68,16 +77,12 @@ def with_passages(messages: list[dict[str, str]], passages: Sequence[Passage], b
     if not kept:
         return RagPrompt([dict(m) for m in messages], (), False, 0)
     content = _context(kept, question)
-    out = [dict(m) for m in messages[:-1]] + [{**messages[-1], "content": content}]
-    return RagPrompt(out, tuple(ids), truncated, count(content) - base)
+    return RagPrompt(_replaced(messages, content), tuple(ids), truncated, count(content) - base)
 
 
 def without_passages(messages: list[dict[str, str]], count: Callable[[str], int]) -> RagPrompt:
     """The prompt a RAG system sends when retrieval returns nothing: the same frame with an empty context
     (the no-passage robustness arm; unlike `with_passages` on no passages, the prompt is not the bare question)."""
-    if not messages or messages[-1].get("role") != "user":
-        raise ValueError("a RAG prompt needs chat messages that end with a user turn")
-    question = messages[-1]["content"]
+    question = _last_question(messages)
     content = _context([], question)
-    out = [dict(m) for m in messages[:-1]] + [{**messages[-1], "content": content}]
-    return RagPrompt(out, (), False, count(content) - count(question))
+    return RagPrompt(_replaced(messages, content), (), False, count(content) - count(question))

@@ -14,7 +14,7 @@ import re
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from harness.devices import compute_dtype, device_name, pick_device
 from harness.models import (checkpoint_path, load_base_model, load_tokenizer, quantized_checkpoint, resolve_model,
@@ -23,6 +23,9 @@ from harness.scoring import EvalScore, eval_loss
 from harness.spec import TrialConfig, TrialResult, one_line, stable_hash
 from harness.train import NonFiniteLoss, StepInfo, StopTraining, optimizer_name, train
 from harness.weights import weight_breakdown
+
+if TYPE_CHECKING:
+    from harness.data.examples import Splits
 
 
 @dataclass
@@ -337,8 +340,9 @@ def _ended(status: str, reason: str, meter: MemoryMeter, measured: Measured) -> 
         history=measured.history, **measured.described())
 
 
-def task_metric_names(config: TrialConfig, data: PreparedData) -> tuple[str, ...]:
-    """The metrics to score on generated answers: the eval spec's, else the data's defaults."""
+def task_metric_names(config: TrialConfig, data: PreparedData | Splits) -> tuple[str, ...]:
+    """The metrics to score on generated answers: the eval spec's, else the data's defaults (from the prepared
+    data of a trial, or the loaded splits before any tokenizer exists: `harness advise`)."""
     if data.max_new_tokens == 0 and not config.eval.max_new_tokens:
         return ()  # plain text: nothing to generate from
     return data.metrics if config.eval.metrics is None else config.eval.metrics

@@ -198,7 +198,8 @@ def test_advise_refuses_bad_input_in_one_line_before_any_model_loads(tmp_path: P
     (adapter / "adapter_config.json").write_text("{}")
     text_file = tmp_path / "notes.jsonl"
     write_jsonl(text_file, [{"text": f"note number {i} about nothing in particular"} for i in range(30)])
-    for name, sweep in (("s", missing_model), ("plain", {**missing_model, "data": str(text_file), "data_options": {}})):
+    for name, sweep in (("s", missing_model), ("plain", {**missing_model, "data": str(text_file), "data_options": {}}),
+                        ("bleu", {**missing_model, "eval": {"metrics": ["exact_match", "sacrebleu"]}})):
         study = optuna.create_study(study_name=name, storage=url)
         study.set_user_attr("sweep", sweep)
         study.enqueue_trial({"quantization": "none", "lora_r": 4, "lora_alpha": 8.0, "learning_rate": 1e-3,
@@ -216,6 +217,7 @@ def test_advise_refuses_bad_input_in_one_line_before_any_model_loads(tmp_path: P
     assert_one_line_error(run_cli(*base, "--study", "s", "--corpus", str(tmp_path / "none.jsonl")), "does not exist")
     assert_one_line_error(run_cli(*base, "--study", "plain"), "has no generated answers")
     assert_one_line_error(run_cli(*base, "--study", "s", "--metric", "bleu"), "--metric 'bleu' is not one of")
+    assert_one_line_error(run_cli(*base, "--study", "bleu"), "metric 'sacrebleu' has no per-question score")
     assert_one_line_error(run_cli(*base[:-4], "--wandb", "disabled", "--study", "s"), "no kept adapter")
 
 
