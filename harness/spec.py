@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, TypeVar, get_args
@@ -18,11 +19,22 @@ from typing import Any, Literal, TypeVar, get_args
 Quantization = Literal["none", "int8", "nf4", "nf4-dq", "fp4", "fp4-dq"]
 QUANTIZATION_MODES: tuple[str, ...] = get_args(Quantization)
 
-TargetPreset = Literal["all-linear", "attention"]
+TargetPreset = Literal["all-linear", "attention", "mlp"]
 TARGET_PRESETS: tuple[str, ...] = get_args(TargetPreset)
 
-Scheduler = Literal["linear", "cosine", "constant"]
+Scheduler = Literal["cosine", "linear", "constant", "warmup_stable_decay"]
 SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
+
+LORA_INITS: tuple[str, ...] = ("true", "gaussian", "pissa", "olora")
+"""peft `init_lora_weights` values a trial can use (`true`: peft's default, B = 0); `pissa_niter_N` (PiSSA by
+N iterations of randomized SVD) is also accepted. Principal-component inits (PiSSA, PiSSA-niter, OLoRA)
+replace the base weights by a residual, so their adapters are saved converted to plain LoRA (rank 2r)."""
+_REFUSED_INITS = {
+    "false": "init_lora_weights false starts B random (the adapter changes the model before training); use true",
+    "loftq": "init_lora_weights loftq is not supported: it needs the base loaded unquantized and quantized by LoftQ "
+             "itself, which bypasses the study's quantization mode; use pissa (16-bit) or olora",
+}
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 TrialStatus = Literal["complete", "pruned", "diverged", "oom", "failed"]
 
@@ -85,8 +97,17 @@ class LoraSpec:
     """Scaling numerator: the update is scaled by alpha / r (alpha usually r or 2r)."""
     dropout: float = 0.0
     """Dropout on the adapter input."""
-    targets: TargetPreset = "all-linear"
-    """`all-linear` (attention and MLP projections) or `attention` (q, k, v, o only)."""
+    targets: str = "all-linear"
+    """A preset, `all-linear` (attention and MLP projections), `attention` (q, k, v, o) or `mlp` (gate, up,
+    down), or module names separated by commas (`q_proj,v_proj`; checked against the model before a sweep)."""
+    use_rslora: bool = False
+    """rank-stabilised LoRA: the update is scaled by alpha / sqrt(r) instead of alpha / r."""
+    use_dora: bool = False
+    """DoRA: a trained magnitude vector per output feature on top of the low-rank direction update."""
+    init: str = "true"
+    """peft `init_lora_weights`: one of LORA_INITS or `pissa_niter_N`."""
+    pissa_niter: int = 0
+    """With init `pissa`: iterations of randomized SVD (peft's `pissa_niter_N`); 0 is the full SVD."""
 
     def __post_init__(self) -> None:
         _check(isinstance(self.r, int) and not isinstance(self.r, bool) and self.r >= 1,
@@ -94,8 +115,53 @@ class LoraSpec:
         _positive("lora_alpha", self.alpha)
         _check(isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0,
                f"lora_dropout must be in [0, 1), got {self.dropout!r}")
-        _check(self.targets in TARGET_PRESETS,
-               f"target_modules {self.targets!r} is not one of {', '.join(TARGET_PRESETS)}")
+        _check_targets(self.targets)
+        for name in ("use_rslora", "use_dora"):
+            _check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
+        _check(isinstance(self.init, str), f"init_lora_weights must be a name, got {self.init!r}")
+        _check(self.init not in _REFUSED_INITS, _REFUSED_INITS.get(self.init, ""))
+        _check(self.init in LORA_INITS or re.fullmatch(r"pissa_niter_[1-9][0-9]*", self.init) is not None,
+               f"init_lora_weights {self.init!r} is not one of {', '.join(LORA_INITS)} or pissa_niter_N")
+        _check(isinstance(self.pissa_niter, int) and not isinstance(self.pissa_niter, bool) and self.pissa_niter >= 0,
+               f"pissa_niter must be a non-negative integer, got {self.pissa_niter!r}")
+        _check(self.pissa_niter == 0 or self.init == "pissa",
+               f"pissa_niter {self.pissa_niter} applies only with init_lora_weights pissa, not {self.init!r}")
+
+    @property
+    def peft_init(self) -> bool | str:
+        """The `init_lora_weights` value peft takes (True for `true`)."""
+        if self.init == "true":
+            return True
+        return f"pissa_niter_{self.pissa_niter}" if self.init == "pissa" and self.pissa_niter else self.init
+
+    @property
+    def residual_init(self) -> bool:
+        """PiSSA and OLoRA: the adapter starts from the base's principal components and the base keeps the
+        residual, so the trained adapter alone is not a delta on the original base (see trial.save_adapter)."""
+        return self.init.startswith("pissa") or self.init == "olora"
+
+    @property
+    def scaling(self) -> float:
+        """The factor the low-rank update is multiplied by: alpha / r, or alpha / sqrt(r) with rsLoRA."""
+        return self.alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
+
+
+def _check_targets(targets: Any) -> None:
+    """A preset or module names separated by commas (no duplicates, no empty names)."""
+    _check(isinstance(targets, str) and targets.strip() != "",
+           f"target_modules must be one of {', '.join(TARGET_PRESETS)} or module names, got {targets!r}")
+    if targets in TARGET_PRESETS:
+        return
+    names = [n.strip() for n in targets.split(",")]
+    bad = next((n for n in names if not _MODULE_NAME.match(n)), None)
+    _check(bad is None, f"target_modules {targets!r} is not one of {', '.join(TARGET_PRESETS)} or a list of module "
+                        f"names ({bad!r} is not a module name)")
+    _check(len(set(names)) == len(names), f"target_modules {targets!r} names a module twice")
+
+
+def explicit_modules(targets: str) -> list[str] | None:
+    """The module names of an explicit target_modules list, or None for a preset."""
+    return None if targets in TARGET_PRESETS else [n.strip() for n in targets.split(",")]
 
 
 @dataclass(frozen=True)
@@ -117,7 +183,14 @@ class TrainSpec:
     max_grad_norm: float = 1.0
     """Gradient clipping norm; 0 turns clipping off."""
     scheduler: Scheduler = "cosine"
-    """Learning-rate decay after warm-up (lr_scheduler_type)."""
+    """Learning-rate shape after the warm-up (transformers' lr_scheduler_type): cosine or linear decay to 0,
+    constant (flat at the peak after the warm-up: transformers' `constant_with_warmup`; warmup_ratio 0 for none)
+    or warmup_stable_decay (flat, then a linear decay over the last decay_ratio of the steps)."""
+    decay_ratio: float = 0.1
+    """warmup_stable_decay only: the fraction of max_steps spent decaying to 0 at the end."""
+    loraplus_lr_ratio: float = 1.0
+    """LoRA+: the B matrices learn at learning_rate x this ratio (peft's create_loraplus_optimizer); 1 is plain
+    LoRA (one learning rate for A and B)."""
     seed: int = 0
     """Seeds adapter initialisation, dropout and batch order."""
     eval_every: int = 0
@@ -133,7 +206,19 @@ class TrainSpec:
         _check(0.0 <= self.warmup_ratio < 1.0, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         _check(self.weight_decay >= 0.0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
         _check(self.max_grad_norm >= 0.0, f"max_grad_norm must be >= 0, got {self.max_grad_norm!r}")
+        _check(self.scheduler != "constant_with_warmup",
+               "scheduler constant_with_warmup: write constant (harness's constant keeps the warmup_ratio warm-up; "
+               "recommended.yaml names it constant_with_warmup for transformers)")
         _check(self.scheduler in SCHEDULERS, f"scheduler {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+        _check(isinstance(self.decay_ratio, (int, float)) and 0.0 < self.decay_ratio <= 1.0,
+               f"decay_ratio must be in (0, 1], got {self.decay_ratio!r}")
+        _check(self.scheduler != "warmup_stable_decay" or self.warmup_ratio + self.decay_ratio <= 1.0,
+               f"warmup_ratio {self.warmup_ratio} + decay_ratio {self.decay_ratio} exceed the run "
+               "(warmup_stable_decay needs their sum <= 1)")
+        _positive("loraplus_lr_ratio", self.loraplus_lr_ratio)
+        _check(self.loraplus_lr_ratio >= 1.0,
+               f"loraplus_lr_ratio must be >= 1 (B learns ratio times faster than A; 1 is plain LoRA), "
+               f"got {self.loraplus_lr_ratio!r}")
         _check(isinstance(self.eval_every, int) and self.eval_every >= 0,
                f"eval_every must be a non-negative integer, got {self.eval_every!r}")
 
@@ -141,6 +226,11 @@ class TrainSpec:
     def warmup_steps(self) -> int:
         """Warm-up length in optimizer steps (rounded up, as TrainingArguments does)."""
         return math.ceil(self.max_steps * self.warmup_ratio)
+
+    @property
+    def decay_steps(self) -> int:
+        """warmup_stable_decay: the steps of the final decay (rounded up)."""
+        return math.ceil(self.max_steps * self.decay_ratio)
 
 
 DATA_FORMATS: tuple[str, ...] = ("messages", "prompt_completion", "instruction", "text", "classification")
@@ -237,6 +327,16 @@ class EvalSpec:
                    f"eval {name} must be a non-negative integer, got {value!r}")
 
 
+def combination_error(mode: str, init: str) -> str | None:
+    """Why a quantization mode and a LoRA init cannot train together here, or None. PiSSA takes the SVD of
+    the base weights, which peft refuses on quantized (int8 / 4-bit) weights; DoRA, rsLoRA, OLoRA and LoRA+
+    combine with every mode (each checked by a test on the CPU build of bitsandbytes)."""
+    if mode != "none" and init.startswith("pissa"):
+        return (f"init_lora_weights {init} cannot be combined with quantization {mode}: peft computes PiSSA's SVD "
+                "on 16-bit weights only; use quantization none, or init olora / true with this mode")
+    return None
+
+
 @dataclass(frozen=True)
 class TrialConfig:
     """Everything one trial needs: a trial is a function of this and nothing else."""
@@ -251,6 +351,10 @@ class TrialConfig:
     """Where to save the trained adapter (safetensors); None keeps nothing."""
     fault: str | None = None
     """Test hook: `raise`, `nan`, `oom`, `kill` or `slow` makes the trial fail or crawl in that way (never set by users)."""
+
+    def __post_init__(self) -> None:
+        problem = combination_error(self.quant.mode, self.lora.init)
+        _check(problem is None, problem or "")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -99,6 +99,8 @@ def make_sampler(spec: SweepSpec, space: SearchSpace, finished: int, offset: int
     seed = spec.seed + finished + offset
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if spec.sampler == "grid" and space.conditional:
+        return points_sampler(space.points(), seed=seed)
     if spec.sampler == "grid":
         return _ask_tell_grid_sampler()(space.grid(), seed=seed)
     # Few trials per sweep: start modelling after 4 random trials rather than Optuna's 10.
@@ -115,6 +117,58 @@ def _ask_tell_grid_sampler() -> type:
             return None
 
     return AskTellGridSampler
+
+
+def points_sampler(points: list[dict[str, Any]], seed: int = 0) -> Any:
+    """A PointsSampler (below) over `points`."""
+    import optuna
+
+    class PointsSampler(optuna.samplers.BaseSampler):
+        """Grid search over an explicit list of points: the combinations of a conditional space (an axis whose
+        conditions do not hold is absent from a point, so no combination is run twice, as GridSampler's product
+        would). Each trial takes the first point, in a seeded order, that no other trial holds; like GridSampler
+        it keeps the point's index in the trial's system attrs. Enqueued trials (confirmations) keep their params."""
+
+        ATTR = "harness:point"
+
+        def __init__(self, points: list[dict[str, Any]], seed: int = 0) -> None:
+            import random
+
+            self._points = list(points)
+            self._order = list(range(len(points)))
+            random.Random(seed).shuffle(self._order)
+
+        def _taken(self, study: Any, exclude: int | None = None) -> set[int]:
+            return {t.system_attrs[self.ATTR] for t in study.get_trials(deepcopy=False)
+                    if self.ATTR in t.system_attrs and t.number != exclude}
+
+        def is_exhausted(self, study: Any) -> bool:
+            return len(self._taken(study)) >= len(self._points)
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
+            return {}
+
+        def sample_relative(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
+            return {}
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            if "fixed_params" in trial.system_attrs or self.ATTR in trial.system_attrs:
+                return
+            taken = self._taken(study, exclude=trial.number)
+            free = [i for i in self._order if i not in taken]
+            index = free[0] if free else self._order[trial.number % len(self._order)]  # exhausted: repeat
+            study._storage.set_trial_system_attr(trial._trial_id, self.ATTR, index)  # as GridSampler does
+
+        def sample_independent(self, study: Any, trial: Any, name: str, distribution: Any) -> Any:
+            point = self._points[trial.system_attrs[self.ATTR]]
+            if name not in point:
+                raise SpecError(f"grid point {point} has no value for {name!r}: the space changed under the study")
+            return point[name]
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            return None
+
+    return PointsSampler(points, seed)
 
 
 def open_study(spec: SweepSpec, space: SearchSpace, *, create: bool = True, heartbeat: Heartbeat | None = None,

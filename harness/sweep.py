@@ -31,7 +31,7 @@ from harness.records import STATE_OF_STATUS, append_record, build_record
 from harness.devices import THREADS_ENV
 from harness.runner import BaselineReply, TrialRunner, needs_fresh_worker
 from harness.source import describe_source
-from harness.space import SearchSpace, check_rank_fits, suggest
+from harness.space import LORA_AXES, TRAIN_AXES, SearchSpace, check_points, check_rank_fits, suggest
 from harness.spec import (LoraSpec, ModelSpec, QuantSpec, SpecError, SweepSpec, TrialConfig, ranked,
                           TrialResult)
 from harness.adapters import drop_partial, keep_adapter
@@ -80,14 +80,16 @@ def trial_config(spec: SweepSpec, params: dict[str, Any], *, adapter_dir: str | 
     the sweep's unless the trial was enqueued with its own, as confirmation trials are; `training`:
     TrainSpec overrides an enqueued trial carries, as a published default's schedule in a validation)."""
     train = dataclasses.replace(spec.train, **(training or {}))
-    train = dataclasses.replace(train, learning_rate=float(params["learning_rate"]),
-                                max_steps=spec.max_steps, seed=spec.seed if seed is None else int(seed))
+    sampled = {field: params[axis] for axis, field in TRAIN_AXES.items() if axis in params}
+    train = dataclasses.replace(train, learning_rate=float(params["learning_rate"]), max_steps=spec.max_steps,
+                                seed=spec.seed if seed is None else int(seed), **sampled)
     if spec.pruner != "none":
         train = dataclasses.replace(train, eval_every=pruning_interval(spec.max_steps, train.eval_every))
     return TrialConfig(
         model=ModelSpec(spec.model), quant=QuantSpec(params["quantization"]),
         lora=LoraSpec(r=int(params["lora_r"]), alpha=float(params["lora_alpha"]),
-                      dropout=float(params["lora_dropout"]), targets=params["target_modules"]),
+                      dropout=float(params["lora_dropout"]), targets=params["target_modules"],
+                      **{field: params[axis] for axis, field in LORA_AXES.items() if axis in params}),
         train=train, data=dataclasses.replace(spec.data_spec, name=spec.data),
         eval=spec.eval if metrics is None else dataclasses.replace(spec.eval, metrics=metrics),
         adapter_dir=adapter_dir, fault=fault)
@@ -144,6 +146,7 @@ def prepare(spec: SweepSpec, space: SearchSpace, progress: SweepProgress) -> Pre
     from harness.data import load_examples, tokenize_splits
     from harness.metrics import check_metric_names
 
+    check_points(space, lambda params: trial_config(spec, params))  # every combination must be able to train
     model = resolve_model(spec.model)
     if not is_converted(model):
         progress.note(f"converting {model.name} ({model.location}) into a cached checkpoint under "

@@ -73,25 +73,43 @@ def optimizer_name(device: str) -> str:
     return "adamw_torch_fused" if device.startswith("cuda") else "adamw_torch"
 
 
-def make_optimizer(params: list[Any], spec: TrainSpec, device: str) -> Any:
+def make_optimizer(model: Any, params: list[Any], spec: TrainSpec, device: str) -> Any:
     """AdamW with weight decay for every quantization mode, so that a LoRA vs QLoRA comparison differs
     in quantization alone: torch's fused AdamW on CUDA, its default AdamW on CPU (`optimizer_name`).
+    With loraplus_lr_ratio > 1, LoRA+: peft's create_loraplus_optimizer puts the B matrices in groups
+    that learn at learning_rate x ratio (the same AdamW underneath).
 
     QLoRA's paged AdamW is not used: it only pages optimizer states of >= 1e5 elements, so on small
     adapters it is plain AdamW by another code path, and using it for quantized modes only made the
     comparison differ in two things at once."""
     import torch
 
-    kwargs = dict(lr=spec.learning_rate, weight_decay=spec.weight_decay, betas=(0.9, 0.999), eps=1e-8)
-    return torch.optim.AdamW(params, fused=optimizer_name(device) == "adamw_torch_fused", **kwargs)
+    kwargs = dict(weight_decay=spec.weight_decay, betas=(0.9, 0.999), eps=1e-8,
+                  fused=optimizer_name(device) == "adamw_torch_fused")
+    if spec.loraplus_lr_ratio != 1.0:
+        from peft.optimizers import create_loraplus_optimizer
+
+        return create_loraplus_optimizer(model, torch.optim.AdamW, lr=spec.learning_rate,
+                                         loraplus_lr_ratio=spec.loraplus_lr_ratio, **kwargs)
+    return torch.optim.AdamW(params, lr=spec.learning_rate, **kwargs)
+
+
+SCHEDULER_NAMES = {"constant": "constant_with_warmup"}
+"""harness scheduler -> transformers lr_scheduler_type: harness's `constant` keeps the warm-up."""
+
+
+def scheduler_kwargs(spec: TrainSpec) -> dict[str, Any]:
+    """The scheduler's own arguments (transformers' `lr_scheduler_kwargs`): WSD's decay length."""
+    return {"num_decay_steps": spec.decay_steps} if spec.scheduler == "warmup_stable_decay" else {}
 
 
 def make_scheduler(optimizer: Any, spec: TrainSpec) -> Any:
-    """Linear warm-up over warmup_steps, then the chosen decay (as transformers.get_scheduler)."""
+    """Linear warm-up over warmup_steps, then the chosen shape (transformers.get_scheduler)."""
     from transformers import get_scheduler
 
-    name = {"constant": "constant_with_warmup"}.get(spec.scheduler, spec.scheduler)
-    return get_scheduler(name, optimizer, num_warmup_steps=spec.warmup_steps, num_training_steps=spec.max_steps)
+    return get_scheduler(SCHEDULER_NAMES.get(spec.scheduler, spec.scheduler), optimizer,
+                         num_warmup_steps=spec.warmup_steps, num_training_steps=spec.max_steps,
+                         scheduler_specific_kwargs=scheduler_kwargs(spec))
 
 
 def _to_device(batch: Any, device: str) -> dict[str, Any]:
@@ -119,7 +137,7 @@ def train(model: Any, make_epoch: Callable[[int], Sequence[Any]], spec: TrainSpe
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, spec, device)
+    optimizer = make_optimizer(model, params, spec, device)
     scheduler = make_scheduler(optimizer, spec)
     batches = _batches_forever(make_epoch)
     outcome = TrainOutcome()

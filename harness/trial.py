@@ -7,14 +7,16 @@ fresh for every trial, so nothing a trial does to it can leak into the next.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import os
 import re
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from harness.devices import compute_dtype, device_name, pick_device
 from harness.models import (checkpoint_path, load_base_model, load_tokenizer, quantized_checkpoint, resolve_model,
@@ -170,9 +172,51 @@ def attach_adapter(base: Any, config: TrialConfig) -> Any:
 
     lora = config.lora
     peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
-                             target_modules=target_modules(lora.targets), task_type="CAUSAL_LM")
+                             target_modules=target_modules(lora.targets), task_type="CAUSAL_LM",
+                             use_rslora=lora.use_rslora, use_dora=lora.use_dora, init_lora_weights=lora.peft_init)
     _seed(config.train.seed)
     return get_peft_model(base, peft_config)
+
+
+INITIAL_ADAPTER = "initial_adapter"
+"""Where a PiSSA / OLoRA trial keeps its adapter as initialised (inside adapter_dir while it trains)."""
+
+
+def keep_initial(model: Any, adapter_dir: str | None, lora: Any) -> str | None:
+    """PiSSA and OLoRA move the base's principal components into the adapter and leave the residual in the
+    base, so a trained adapter is only right on that residual base. Saving the initial adapter first lets
+    `save_adapter` convert the trained one into a plain LoRA delta (rank 2r) on the original base."""
+    if not (adapter_dir and lora.residual_init):
+        return None
+    path = os.path.join(adapter_dir, INITIAL_ADAPTER)
+    init = model.peft_config["default"].init_lora_weights
+    model.peft_config["default"].init_lora_weights = True  # loading the saved init must not re-run the SVD
+    with _conversion_warning_filtered():
+        model.save_pretrained(path)
+    model.peft_config["default"].init_lora_weights = init
+    return path
+
+
+def save_adapter(model: Any, adapter_dir: str, initial: str | None) -> None:
+    """adapter_model.safetensors + adapter_config.json, loadable by plain peft on the original base model
+    (PiSSA / OLoRA converted to a plain LoRA delta with peft's `path_initial_model_for_weight_conversion`)."""
+    import shutil
+
+    if initial is None:
+        model.save_pretrained(adapter_dir)
+        return
+    with _conversion_warning_filtered():  # peft loads the initial adapter beside the trained one to convert
+        model.save_pretrained(adapter_dir, path_initial_model_for_weight_conversion=initial)
+    shutil.rmtree(initial, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _conversion_warning_filtered() -> Iterator[None]:
+    """peft's advice "PiSSA/OLoRA changes the base weights ... consider converting the adapter into a normal
+    LoRA adapter", raised while we do exactly that conversion (and only then: filtered by its message)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(PiSSA|OLoRA) changes the base weights of the model")
+        yield
 
 
 def _fault_hook(fault: str | None) -> Callable[[int, float], float] | None:
@@ -254,6 +298,7 @@ def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, devi
     base = load_base_model(path, config.quant.mode, device)
     measured.weights = weights = weight_breakdown(base)  # frozen weights as stored, before the adapter
     model = attach_adapter(base, config)
+    initial = keep_initial(model, config.adapter_dir, config.lora)
     measured.load_seconds = load_seconds = time.perf_counter() - started
     measured.trainable_params, measured.total_params = _param_counts(model)
     history = measured.history
@@ -289,7 +334,7 @@ def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, devi
     measured.eval_peak = eval_peak = meter.peak_mb()
     adapter_dir = None
     if config.adapter_dir:
-        model.save_pretrained(config.adapter_dir)  # adapter_model.safetensors + adapter_config.json
+        save_adapter(model, config.adapter_dir, initial)
         adapter_dir = config.adapter_dir
     return TrialResult(
         status="complete", eval_loss=score.loss, perplexity=score.perplexity, train_loss=outcome.final_loss,

@@ -62,7 +62,7 @@ def test_configs_are_frozen() -> None:
         ({"alpha": -1.0}, "lora_alpha"),
         ({"dropout": 1.0}, "lora_dropout"),
         ({"dropout": -0.1}, "lora_dropout"),
-        ({"targets": "mlp"}, "target_modules"),
+        ({"targets": "all linear"}, "target_modules"),
     ],
 )
 def test_lora_spec_rejects(kwargs: dict[str, Any], field: str) -> None:
