@@ -127,8 +127,10 @@ def status(study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, o
     print_status(study, study_storage_url(study, storage, out))
 
 
-def _view(study: str, storage: Optional[str], out: Optional[str], confirm_seeds: int = 0, confirm_top: int = 1) -> Any:
-    """The study read back, after running the confirmation trials asked for (if any)."""
+def _view(study: str, storage: Optional[str], out: Optional[str], confirm_seeds: int = 0, confirm_top: int = 1,
+          by: Any = None) -> Any:
+    """The study read back, after running the confirmation trials asked for (if any; of each group of `by`,
+    a harness.grouping.Grouping, else of each quantization mode)."""
     from harness.confirm import run_confirmations
     from harness.readout import open_view
 
@@ -136,7 +138,7 @@ def _view(study: str, storage: Optional[str], out: Optional[str], confirm_seeds:
     if not confirm_seeds:
         return view
     with _sweep_errors():
-        run_confirmations(view, confirm_seeds, confirm_top, out, say=typer.echo)
+        run_confirmations(view, confirm_seeds, confirm_top, out, say=typer.echo, by=by)
     return open_view(study, storage, out)
 
 
@@ -147,13 +149,23 @@ def compare(
     confirm_seeds: int = typer.Option(0, "--confirm-seeds", help="Re-run each mode's top configs with K fresh seeds first."),
     confirm_top: int = typer.Option(1, "--confirm-top", help="How many configs per mode to confirm."),
     device: Optional[str] = DEVICE_OPTION,
+    by: str = typer.Option("quantization", "--by",
+                           help="Group trials by this categorical axis (or several, comma-separated: their "
+                                "combinations), e.g. use_dora or init_lora_weights,use_dora; each group is compared "
+                                "with the one at the axes' defaults. Confirmation re-runs each group's best config."),
 ) -> None:
-    """LoRA vs QLoRA: per quantization mode, quality, memory and time; writes comparison.md/json."""
+    """LoRA vs QLoRA (or any categorical axis, --by): per group, quality, memory and time; writes
+    comparison.md/json (comparison_by_<axes>.md/json with --by)."""
     from harness.compare import build_comparison, write_comparison
+    from harness.grouping import grouping
     from harness.progress import comparison_table, print_table
+    from harness.readout import open_view
     from harness.spec import study_reports_dir
 
-    comparison = build_comparison(_view(study, storage, out, confirm_seeds, confirm_top), device)
+    with _sweep_errors():
+        first = open_view(study, storage, out)
+        groups = grouping(by, first.sweep, first.attrs.get("space"))
+    comparison = build_comparison(_view(study, storage, out, confirm_seeds, confirm_top, groups), device, groups)
     md, js = write_comparison(comparison, Path(study_reports_dir(study, reports_dir)))
     for line in comparison.setup:
         typer.echo(line)

@@ -1,4 +1,8 @@
-"""LoRA vs QLoRA: per quantization mode, what a study found about quality, memory and time.
+"""LoRA vs QLoRA (or any categorical axis, `--by`): per group, what a study found about quality, memory and time.
+
+Groups are quantization modes by default; `--by use_dora` (or several axes, `--by
+init_lora_weights,use_dora`) groups by those axes' values instead (harness.grouping), each group
+compared with the one at the axes' defaults exactly as modes are compared with 16-bit LoRA.
 
 Reads a StudyView (the study alone). Quality claims rest on confirmation trials when there are any:
 the best search trial of a mode was picked for being good, so its own value is biased (the
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.edges import study_edge_warnings
+from harness.grouping import Grouping, grouping
 from harness.quantization import mode_label
 from harness.readout import StudyView, TrialRow, small_eval_note
 from harness.spec import QUANTIZATION_MODES, SpecError
@@ -92,6 +97,10 @@ class ModeSummary:
     """The untuned base model's objective in this mode (the cost of quantizing, before any training)."""
     untuned_missing: str | None = None
     compute_dtype: str | None = None
+    best_params: dict[str, Any] | None = None
+    """The params of the group's best search trial."""
+    name: str | None = None
+    """The group's label when grouped by other axes than quantization (Grouping.label)."""
 
     def quality(self) -> float | None:
         """The confirmed mean when there is one, else the best single trial."""
@@ -101,7 +110,7 @@ class ModeSummary:
 
     @property
     def label(self) -> str:
-        return mode_label(self.mode, self.compute_dtype)
+        return self.name or mode_label(self.mode, self.compute_dtype)
 
 
 @dataclass
@@ -126,46 +135,58 @@ class Comparison:
     edge_warnings: list[str] = field(default_factory=list)
     """Each mode's best config shown whose value of a numeric axis lies at the edge of the searched range
     (harness.edges), naming the modes it holds for."""
+    by: tuple[str, ...] = ("quantization",)
+    """The axes the trials are grouped by (`modes` are their groups)."""
+    reference: str = REFERENCE
+    """The key of the group every other group is compared with."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"study": self.study, "objective": self.objective,
+        data = {"study": self.study, "objective": self.objective,
                 "direction": "minimize" if self.minimize else "maximize", "task_metric": self.task_metric,
-                "device": self.device, "setup": self.setup, "baseline": self.baseline, "headlines": self.headlines,
-                "quantization_costs": self.costs, "notes": self.notes, "edge_warnings": self.edge_warnings,
-                "modes": [_mode_dict(m) for m in self.modes], "vs_16bit": self.differences}
+                "device": self.device, "by": list(self.by), "reference": self.reference, "setup": self.setup,
+                "baseline": self.baseline, "headlines": self.headlines, "quantization_costs": self.costs,
+                "notes": self.notes, "edge_warnings": self.edge_warnings,
+                "modes": [_mode_dict(m) for m in self.modes], "vs_reference": self.differences}
+        if self.by == ("quantization",):
+            data["vs_16bit"] = self.differences  # the name it always had
+        return data
 
 
-def build_comparison(view: StudyView, device: str | None = None) -> Comparison:
-    """Per-mode summaries, confirmed configs and the headline of each mode against the reference.
-    Trials of several devices are never mixed: name one with `device` (SpecError otherwise)."""
+def build_comparison(view: StudyView, device: str | None = None, by: Grouping | None = None) -> Comparison:
+    """Per-group summaries (quantization modes unless `by` says otherwise), confirmed configs and the headline
+    of each group against the reference group. Trials of several devices are never mixed: name one with
+    `device` (SpecError otherwise)."""
+    by = by or grouping(None, view.sweep)
     view, device = _one_device(view, device)
     metric = view.task_metric
-    modes = [_summarize_mode(view, mode, metric) for mode in _modes(view)]
+    modes = [_summarize_mode(view, key, metric, by) for key in _groups(view, by)]
     comparison = Comparison(view.name, view.objective, view.minimize, metric, modes, view.baseline("none"),
-                            device=device, setup=_setup(view, device, modes))
-    reference = next((m for m in modes if m.mode == REFERENCE and m.quality() is not None), None)
+                            device=device, setup=_setup(view, device, modes, by), by=by.axes,
+                            reference=by.reference)
+    reference = next((m for m in modes if m.mode == by.reference and m.quality() is not None), None)
     for mode in modes:
-        if mode.mode != REFERENCE and mode.quality() is not None and reference is not None:
-            comparison.differences[mode.mode] = _against(mode, reference, view)
+        if mode.mode != by.reference and mode.quality() is not None and reference is not None:
+            comparison.differences[mode.mode] = _against(mode, reference, view, by)
             comparison.headlines.append(_headline(mode, reference, comparison.differences[mode.mode], view))
-            cost = _cost_sentence(mode, reference, comparison.differences[mode.mode], view)
+            cost = _cost_sentence(mode, reference, comparison.differences[mode.mode], view) if by.by_mode else None
             if cost:
                 comparison.costs.append(cost)
-    comparison.notes += _notes(view, modes, reference)
-    comparison.edge_warnings = _edge_warnings(view, modes)
+    comparison.notes += _notes(view, modes, reference, by)
+    comparison.edge_warnings = _edge_warnings(view, modes, by)
     return comparison
 
 
-def _edge_warnings(view: StudyView, modes: list[ModeSummary]) -> list[str]:
+def _edge_warnings(view: StudyView, modes: list[ModeSummary], by: Grouping) -> list[str]:
     """Edge-of-range warnings for each mode's best config (the confirmed one when there is one), each
     line once with the modes whose best config it holds for."""
     found: dict[str, list[str]] = {}
     for mode in modes:
         params = mode.confirmed.params if mode.confirmed else next(
-            (r.params for r in _evidence_rows(mode, view)), None)
+            (r.params for r in _evidence_rows(mode, view, by)), None)
         for line in study_edge_warnings(view, params) if params is not None else []:
             found.setdefault(line, []).append(mode.label)
-    return [f"{line} (best config of {', '.join(labels)})" for line, labels in found.items()]
+    joiner = "; " if any(", " in label for label in (one for labels in found.values() for one in labels)) else ", "
+    return [f"{line} (best config of {joiner.join(labels)})" for line, labels in found.items()]
 
 
 def _one_device(view: StudyView, device: str | None) -> tuple[StudyView, str | None]:
@@ -182,13 +203,16 @@ def _one_device(view: StudyView, device: str | None) -> tuple[StudyView, str | N
     return view, devices[0] if devices else None
 
 
-def _modes(view: StudyView) -> list[str]:
-    seen = {row.quantization for row in view.rows}
-    return [m for m in QUANTIZATION_MODES if m in seen] + sorted(seen - set(QUANTIZATION_MODES))
+def _groups(view: StudyView, by: Grouping) -> list[str]:
+    """The groups present, the reference first (quantization modes in their usual order)."""
+    seen = {by.key(row.params) for row in view.rows}
+    if by.by_mode:
+        return [m for m in QUANTIZATION_MODES if m in seen] + sorted(seen - set(QUANTIZATION_MODES))
+    return [k for k in [by.reference] if k in seen] + sorted(seen - {by.reference})
 
 
-def _summarize_mode(view: StudyView, mode: str, metric: str | None) -> ModeSummary:
-    rows = [r for r in view.rows if r.quantization == mode and r.finished]
+def _summarize_mode(view: StudyView, mode: str, metric: str | None, by: Grouping) -> ModeSummary:
+    rows = [r for r in view.rows if by.key(r.params) == mode and r.finished]
     search = [r for r in rows if r.confirmation_of is None]
     done = [r for r in rows if r.state == "COMPLETE" and r.values is not None]
     objective = [r.values[0] for r in done if r.values]  # type: ignore[index]
@@ -208,8 +232,11 @@ def _summarize_mode(view: StudyView, mode: str, metric: str | None) -> ModeSumma
         seconds_per_step=_median([r.seconds_per_step for r in done]),
         tokens_per_second=_median([r.metric("tokens_per_second") for r in done]),
         confirmed=_confirmed(view, [r for r in search if r.state == "COMPLETE"], rows, metric),
-        untuned=view.baseline(mode), untuned_missing=view.baseline_missing(mode),
-        compute_dtype=next((str(r.result["compute_dtype"]) for r in done if r.result.get("compute_dtype")), None))
+        untuned=view.baseline(mode) if by.by_mode else None,
+        untuned_missing=view.baseline_missing(mode) if by.by_mode else None,
+        compute_dtype=next((str(r.result["compute_dtype"]) for r in done if r.result.get("compute_dtype")), None),
+        best_params=next((r.params for r in view.ranked(r for r in done if r.confirmation_of is None)), None),
+        name=None if by.by_mode else by.label(rows[0].params if rows else {}))
 
 
 def _weights(view: StudyView, mode: str, done: list[TrialRow]) -> dict[str, Any]:
@@ -217,7 +244,7 @@ def _weights(view: StudyView, mode: str, done: list[TrialRow]) -> dict[str, Any]
     for row in done:
         if row.weights:
             return row.weights
-    return view.baseline_weights(mode)
+    return view.baseline_weights(mode) if mode in view.baseline_modes() else {}
 
 
 def _confirmed(view: StudyView, search: list[TrialRow], rows: list[TrialRow], metric: str | None
@@ -243,11 +270,11 @@ def _confirmed(view: StudyView, search: list[TrialRow], rows: list[TrialRow], me
     return view.ranked(scored, lambda c: c.objective.mean)[0]  # type: ignore[union-attr]
 
 
-def _evidence_rows(mode: ModeSummary, view: StudyView) -> list[TrialRow]:
+def _evidence_rows(mode: ModeSummary, view: StudyView, by: Grouping) -> list[TrialRow]:
     """The trials a mode's quality rests on: its completed confirmation runs, else its best trial."""
     if mode.confirmed is not None and mode.confirmed.runs:
         return list(mode.confirmed.runs)
-    done = [r for r in view.rows if r.quantization == mode.mode and r.confirmation_of is None
+    done = [r for r in view.rows if by.key(r.params) == mode.mode and r.confirmation_of is None
             and r.state == "COMPLETE" and r.values]
     return view.ranked(done)[:1]
 
@@ -287,8 +314,8 @@ def eval_noise_half(a_rows: list[TrialRow], b_rows: list[TrialRow], objective: s
     return paired_bootstrap_half(a[0], b[0], a[1])
 
 
-def _against(mode: ModeSummary, reference: ModeSummary, view: StudyView) -> dict[str, Any]:
-    half = eval_noise_half(_evidence_rows(mode, view), _evidence_rows(reference, view), view.objective)
+def _against(mode: ModeSummary, reference: ModeSummary, view: StudyView, by: Grouping) -> dict[str, Any]:
+    half = eval_noise_half(_evidence_rows(mode, view, by), _evidence_rows(reference, view, by), view.objective)
     diff: Difference = combined_difference(_values(mode), _values(reference), half)
     rel, low, high = diff.relative()
     scale = abs(diff.reference) or 1.0
@@ -302,7 +329,7 @@ def _against(mode: ModeSummary, reference: ModeSummary, view: StudyView) -> dict
             "time_ratio": _ratio(mode.seconds_per_step, reference.seconds_per_step),
             "untuned_diff": (None if mode.untuned is None or reference.untuned is None
                              else mode.untuned - reference.untuned),
-            "untuned_eval_noise_half": _untuned_half(mode.mode, view)}
+            "untuned_eval_noise_half": _untuned_half(mode.mode, view) if by.by_mode else None}
 
 
 def _untuned_half(mode: str, view: StudyView) -> float | None:
@@ -358,7 +385,7 @@ def _cost_sentence(mode: ModeSummary, reference: ModeSummary, d: dict[str, Any],
     return text
 
 
-def _setup(view: StudyView, device: str | None, modes: list[ModeSummary]) -> list[str]:
+def _setup(view: StudyView, device: str | None, modes: list[ModeSummary], by: Grouping) -> list[str]:
     source = view.source
     sweep = view.sweep
     dtype = next((m.compute_dtype for m in modes if m.compute_dtype), None)
@@ -370,6 +397,11 @@ def _setup(view: StudyView, device: str | None, modes: list[ModeSummary]) -> lis
              f"Budget: {sweep.get('max_steps', '?')} optimizer steps of {train.get('batch_size', '?')} x "
              f"{train.get('grad_accum', 1)} sequences per trial; data {sweep.get('data', '?')}; "
              f"{view.n_eval if view.n_eval is not None else '?'} held-out examples for every trial."]
+    if not by.by_mode:
+        quantized = sorted({r.quantization for r in view.rows if r.finished})
+        reference = by.reference if len(by.axes) == 1 else f"{by.label({})} ({by.reference})"
+        lines.append(f"Grouped by {by.name}; every group is compared with {reference}. Quantization of the "
+                     f"trials: {', '.join(quantized) or 'none'}.")
     if source.get("four_bit_source"):
         lines.append("The source weights were already 4-bit: LoRA on the unquantized base is LoRA on 4-bit weights "
                      "stored in higher precision, and NF4/FP4 re-quantize weights that were 4-bit, so the differences "
@@ -377,13 +409,16 @@ def _setup(view: StudyView, device: str | None, modes: list[ModeSummary]) -> lis
     return lines
 
 
-def _notes(view: StudyView, modes: list[ModeSummary], reference: ModeSummary | None) -> list[str]:
+def _notes(view: StudyView, modes: list[ModeSummary], reference: ModeSummary | None, by: Grouping) -> list[str]:
     notes = []
-    if reference is None:
+    if reference is None and by.by_mode:
         notes.append("no completed LoRA trial on the unquantized base: modes are not compared against it")
+    elif reference is None:
+        notes.append(f"no completed trial at {by.label({})}: groups are not compared against it")
     if not any(m.confirmed for m in modes):
+        flag = "" if by.by_mode else f" --by {','.join(by.axes)}"
         notes.append("unconfirmed: every number is a single trial (the best of a short sweep is partly "
-                     "luck); run `harness compare --confirm-seeds 3` to re-run each mode's best config")
+                     f"luck); run `harness compare{flag} --confirm-seeds 3` to re-run each group's best config")
     note = small_eval_note(view.n_eval)
     if note:
         notes.append(note)
@@ -422,16 +457,21 @@ def comparison_markdown(c: Comparison) -> str:
               "process); weights: the base model's weights in that mode.", ""]
     lines += [f"- {h}" for h in c.headlines] + ([""] if c.headlines else [])
     lines += [f"- {h}" for h in c.costs] + ([""] if c.costs else [])
-    header = ["mode", "trials", "done", "pruned", "diverged", "failed", "oom", f"untuned {c.objective}",
-              f"best {c.objective}", "median", "confirmed mean ± std (n)", f"best {task}", "train peak MiB",
-              "eval peak MiB", "weights MiB", "s/step", "tokens/s"]
+    by_mode = c.by == ("quantization",)
+    header = ["mode" if by_mode else ", ".join(c.by), "trials", "done", "pruned", "diverged", "failed", "oom",
+              f"untuned {c.objective}" if by_mode else "best lr", f"best {c.objective}", "median",
+              "confirmed mean ± std (n)", f"best {task}", "train peak MiB", "eval peak MiB", "weights MiB", "s/step",
+              "tokens/s"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in c.modes:
         lines.append("| " + " | ".join([
             m.label, str(m.trials), str(m.completed), str(m.pruned), str(m.diverged), str(m.failed),
-            str(m.oom), _fmt(m.untuned, 4), _fmt(m.best, 4), _fmt(m.median, 4), _confirmed_cell(m),
-            _fmt(m.best_task, 3), _fmt(m.train_peak_mb, 0), _fmt(m.eval_peak_mb, 0), _fmt(m.weights_mb, 0),
-            _fmt(m.seconds_per_step, 2), _fmt(m.tokens_per_second, 0)]) + " |")
+            str(m.oom), _fmt(m.untuned, 4) if by_mode else _best_lr(m), _fmt(m.best, 4), _fmt(m.median, 4),
+            _confirmed_cell(m), _fmt(m.best_task, 3), _fmt(m.train_peak_mb, 0), _fmt(m.eval_peak_mb, 0),
+            _fmt(m.weights_mb, 0), _fmt(m.seconds_per_step, 2), _fmt(m.tokens_per_second, 0)]) + " |")
+    if not by_mode:
+        lines += ["", "best lr: the learning rate of the confirmed config (else of the best trial) of each group."]
+        return _tail(lines, c)
     lines += ["", "Weight memory by kind (MiB): the quantized linear weights, their quantization constants, and "
               "every other parameter (embedding, norms) with its dtype.", "",
               "| mode | quantized weights | constants | other parameters | total |", "|---|---|---|---|---|"]
@@ -440,6 +480,11 @@ def comparison_markdown(c: Comparison) -> str:
         other = ", ".join(f"{v:.1f} {k}" for k, v in (w.get("other_by_dtype") or {}).items()) or "-"
         lines.append(f"| {m.label} | {_fmt(w.get('quantized_mb'), 1)} | {_fmt(w.get('constants_mb'), 1)} | {other} "
                      f"| {_fmt(w.get('total_mb'), 1)} |")
+    return _tail(lines, c)
+
+
+def _tail(lines: list[str], c: Comparison) -> str:
+    """The untuned baseline, the notes and the edge-of-range warnings under the tables."""
     if c.baseline is not None:
         lines += ["", f"Untuned base model (unquantized): {c.objective} {c.baseline:.4f}."]
     lines += [""] + [f"Note: {n}" for n in c.notes]
@@ -457,14 +502,26 @@ def _confirmed_cell(m: ModeSummary) -> str:
     return f"{s.mean:.4f}{spread} ({s.n}, trial #{m.confirmed.source})" + (f"; {against}" if against else "")  # type: ignore[union-attr]
 
 
+def _best_lr(m: ModeSummary) -> str:
+    params = m.confirmed.params if m.confirmed else m.best_params
+    return f"{float(params['learning_rate']):.1e}" if params and "learning_rate" in params else "-"
+
+
 def _fmt(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def comparison_stem(by: tuple[str, ...]) -> str:
+    """`comparison` by quantization; `comparison_by_<axis>[+<axis>...]` by other axes (both can sit side by side)."""
+    return "comparison" if by == ("quantization",) else "comparison_by_" + "+".join(by)
+
+
 def write_comparison(c: Comparison, out_dir: Path) -> tuple[Path, Path]:
-    """`comparison.md` and `comparison.json` under out_dir."""
+    """`comparison.md` and `comparison.json` (by quantization) or `comparison_by_<axes>.*` under out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    md, js = out_dir / "comparison.md", out_dir / "comparison.json"
-    md.write_text(f"# LoRA vs QLoRA: study {c.study}\n\n" + comparison_markdown(c))
+    stem = comparison_stem(c.by)
+    md, js = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
+    title = "LoRA vs QLoRA" if c.by == ("quantization",) else f"Compared by {', '.join(c.by)}"
+    md.write_text(f"# {title}: study {c.study}\n\n" + comparison_markdown(c))
     js.write_text(json.dumps(c.to_dict(), indent=2, default=str) + "\n")
     return md, js

@@ -1,4 +1,5 @@
-"""Confirmation runs: the top configs of each quantization mode re-run with fresh seeds.
+"""Confirmation runs: the top configs of each quantization mode (or each group of `--by` axes) re-run with
+fresh seeds.
 
 They are ordinary trials of the same study, enqueued with the source trial's params fixed and the
 user attrs ``confirmation_of`` (the source trial's number) and ``seed`` (the training seed the
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from harness.grouping import Grouping, grouping
 from harness.readout import StudyView
 from harness.spec import SpecError
 
@@ -35,8 +37,9 @@ def confirmation_seeds(base_seed: int, k: int, used: set[int] | frozenset[int] =
     return seeds
 
 
-def plan_confirmations(view: StudyView, seeds: int, top: int = 1) -> list[Confirmation]:
-    """Re-runs still missing for the `top` best completed search trials of each mode. A config gets
+def plan_confirmations(view: StudyView, seeds: int, top: int = 1, by: Grouping | None = None) -> list[Confirmation]:
+    """Re-runs still missing for the `top` best completed search trials of each mode (each group of `by`'s
+    axes: `harness compare --by use_dora`). A config gets
     `seeds` confirmation runs in all (finished, running or waiting ones count; failed ones, such as an
     interrupted run, are planned again), each with a seed never run before for the same params (a
     resumed or duplicated config may already have run some seeds: a repeat would not be fresh evidence)."""
@@ -46,9 +49,10 @@ def plan_confirmations(view: StudyView, seeds: int, top: int = 1) -> list[Confir
     if not search:
         raise SpecError(f"study {view.name!r} has no completed trials to confirm")
     base = int(view.sweep.get("seed", 0))
+    by = by or grouping(None, view.sweep)
     plans = []
-    for mode in dict.fromkeys(r.quantization for r in search):
-        best = view.ranked(r for r in search if r.quantization == mode)[:top]
+    for group in dict.fromkeys(by.key(r.params) for r in search):
+        best = view.ranked(r for r in search if by.key(r.params) == group)[:top]
         for source in best:
             have = [r for r in view.rows if r.confirmation_of == source.number and r.state != "FAIL"]
             used = {r.seed for r in view.rows if r.params == source.params and r.state != "FAIL" and r.seed is not None}
@@ -64,9 +68,10 @@ def enqueue(study: Any, plans: list[Confirmation]) -> None:
 
 
 def run_confirmations(view: StudyView, seeds: int, top: int, out: str | None = None,
-                      say: Callable[[str], None] = print) -> None:
-    """Enqueue the missing re-runs of the `top` configs of each mode and run every waiting trial with the
-    study's own settings (in its storage, writing to its folder: `out`, else where it was created to)."""
+                      say: Callable[[str], None] = print, by: Grouping | None = None) -> None:
+    """Enqueue the missing re-runs of the `top` configs of each mode (or group of `by`) and run every waiting
+    trial with the study's own settings (in its storage, writing to its folder: `out`, else where it was
+    created to)."""
     import optuna
 
     from harness.experiment import build_sweep_spec
@@ -76,11 +81,12 @@ def run_confirmations(view: StudyView, seeds: int, top: int, out: str | None = N
     if not view.sweep:
         raise SpecError(f"study {view.name!r} was not created by `harness sweep`; cannot re-run its configs")
     study = load_existing_study(view.name, view.storage)
-    enqueue(study, plan_confirmations(view, seeds, top))
+    enqueue(study, plan_confirmations(view, seeds, top, by))
     waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
     if not waiting:
         say(f"confirmation: every config already has its {seeds} seeds")
         return
-    say(f"confirmation: {waiting} re-runs ({seeds} fresh seeds x the top {top} config(s) of each mode)")
+    each = "mode" if by is None or by.by_mode else f"group of {by.name}"
+    say(f"confirmation: {waiting} re-runs ({seeds} fresh seeds x the top {top} config(s) of each {each})")
     flags = {"storage": view.storage, "trials": waiting, "out": str(view.out_dir(out))}
     run_sweep(build_sweep_spec(view.sweep, flags, f"study {view.name}"))

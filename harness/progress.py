@@ -176,12 +176,15 @@ def comparison_table(comparison: Any) -> Table:
     """The LoRA vs QLoRA table of `harness compare` (a harness.compare.Comparison)."""
     metric = comparison.task_metric
     where = f", {comparison.device}" if comparison.device else ""
-    table = Table(title=f"study {comparison.study}: LoRA vs QLoRA ({comparison.objective}, "
+    by_mode = tuple(comparison.by) == ("quantization",)
+    what = "LoRA vs QLoRA" if by_mode else f"by {', '.join(comparison.by)}"
+    table = Table(title=f"study {comparison.study}: {what} ({comparison.objective}, "
                         f"{'lower' if comparison.minimize else 'higher'} is better{where})", title_justify="left")
-    columns = ["mode", "trials done/pruned/div/fail/oom", "untuned", "best", "median", "confirmed mean ± std (n)",
+    first = "mode" if by_mode else "group"
+    columns = [first, "trials done/pruned/div/fail/oom", "untuned", "best", "median", "confirmed mean ± std (n)",
                *([f"best {metric}"] if metric else []), "train peak MiB", "weights MiB", "s/step", "tok/s"]
     for name in columns:
-        table.add_column(name, justify="left" if name == "mode" else "right")
+        table.add_column(name, justify="left" if name == first else "right")
     for m in comparison.modes:
         c = m.confirmed.objective if m.confirmed else None
         confirmed = "-" if c is None else f"{c.mean:.4f}" + (f" ± {c.std:.4f}" if c.std is not None else "") + f" ({c.n})"

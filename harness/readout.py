@@ -245,7 +245,8 @@ def view_of(study: Any, storage_url: str, trials_jsonl: Path | None = None) -> S
         seed = user.get("seed", (config.get("train") or {}).get("seed"))
         rows.append(TrialRow(
             number=trial.number, state=trial.state.name, status=user.get("status"), reason=user.get("reason"),
-            params=dict(trial.params or trial.system_attrs.get("fixed_params") or {}), values=list(trial.values) if trial.values is not None else None,
+            params={**(user.get("variant") or {}), **(trial.params or trial.system_attrs.get("fixed_params") or {})},
+            values=list(trial.values) if trial.values is not None else None,
             result=dict(user.get("result") or {}), config=config, seed=seed,
             confirmation_of=user.get("confirmation_of"), training=dict(user.get("training") or {}),
             intermediate={int(k): float(v) for k, v in trial.intermediate_values.items()},

@@ -1,7 +1,10 @@
 """recommended.yaml: the config to use from now on, in the shapes plain peft/transformers code loads.
 
-`lora` -> peft.LoraConfig(**lora), `quantization` -> transformers.BitsAndBytesConfig(**quantization)
-(null: 16-bit LoRA), `training` -> transformers.TrainingArguments(output_dir=..., **training).
+`lora` -> peft.LoraConfig(**lora) (rsLoRA, DoRA and the init included), `quantization` ->
+transformers.BitsAndBytesConfig(**quantization) (null: 16-bit LoRA), `training` ->
+transformers.TrainingArguments(output_dir=..., **training) (batch, accumulation, warm-up, decay, schedule,
+clipping), `optimizer` -> peft.optimizers.create_loraplus_optimizer(model, torch.optim.AdamW, **optimizer)
+(LoRA+; null: the Trainer's own AdamW).
 `evidence` says where the numbers come from. Ranking rule: confirmed configs (fresh-seed re-runs)
 by their mean; only when a study has none, single search trials by their value, marked unconfirmed.
 """
@@ -23,7 +26,9 @@ from harness.edges import study_edge_warnings
 from harness.models import target_modules
 from harness.quantization import mode_label, quantization_kwargs
 from harness.readout import StudyView, TrialRow, small_eval_note
-from harness.spec import QUANTIZATION_MODES, SpecError, TrainSpec
+from harness.space import LORA_AXES, TRAIN_AXES
+from harness.spec import QUANTIZATION_MODES, LoraSpec, SpecError, TrainSpec
+from harness.train import SCHEDULER_NAMES, scheduler_kwargs
 from harness.stats import Summary, summarize
 from harness.study import public_url
 from harness.validation import NOT_VALIDATED, headline
@@ -55,10 +60,11 @@ class Candidate:
         return self.source.quantization
 
     def key(self) -> tuple[Any, ...]:
-        """What makes two studies' configs the same config (for --from aggregation)."""
-        p = self.source.params
-        return (p.get("quantization"), p.get("lora_r"), p.get("lora_alpha"), round(float(p["learning_rate"]), 12),
-                p.get("lora_dropout"), p.get("target_modules"))
+        """What makes two studies' configs the same config (for --from aggregation): every param (the optional
+        axes included) with the learning rate rounded."""
+        p = {**self.source.params, "learning_rate": round(float(self.source.params["learning_rate"]), 12)}
+        p.pop("lora_alpha_ratio", None)  # alpha itself is a param
+        return tuple(sorted((k, str(v)) for k, v in p.items()))
 
     def median(self, name: str) -> float | None:
         values = [v for v in (r.metric(name) for r in self.runs) if v is not None]
@@ -101,21 +107,39 @@ def config_sections(candidate: Candidate, view: StudyView) -> dict[str, Any]:
     p, config = candidate.source.params, candidate.source.config
     stored = config.get("train") or {}
     train = TrainSpec(**{k: v for k, v in stored.items() if k in {f.name for f in dataclasses.fields(TrainSpec)}})
+    train = dataclasses.replace(train, **{field: p[axis] for axis, field in TRAIN_AXES.items() if axis in p})
+    variant = LoraSpec(**{field: p[axis] for axis, field in LORA_AXES.items() if axis in p})
     result = candidate.source.result
     dtype = str(result.get("compute_dtype") or "bfloat16")
     lora = {"r": int(p["lora_r"]), "lora_alpha": float(p["lora_alpha"]), "lora_dropout": float(p["lora_dropout"]),
-            "target_modules": target_modules(str(p["target_modules"])), "bias": "none", "task_type": "CAUSAL_LM"}
+            "target_modules": target_modules(str(p["target_modules"])), "bias": "none", "task_type": "CAUSAL_LM",
+            "use_rslora": variant.use_rslora, "use_dora": variant.use_dora, "init_lora_weights": variant.peft_init}
     training = {
         "learning_rate": float(p["learning_rate"]),
         "max_steps": int(stored.get("max_steps") or view.sweep.get("max_steps") or train.max_steps),
         "per_device_train_batch_size": train.batch_size, "gradient_accumulation_steps": train.grad_accum,
         "warmup_steps": float(train.warmup_ratio),  # < 1: a fraction of max_steps in transformers 5
         "weight_decay": float(train.weight_decay), "max_grad_norm": float(train.max_grad_norm),
-        "lr_scheduler_type": train.scheduler,
+        "lr_scheduler_type": _scheduler_name(train),
         "optim": str(result.get("optimizer") or "adamw_torch"), "seed": 0}
+    if scheduler_kwargs(train):
+        training["lr_scheduler_kwargs"] = scheduler_kwargs(train)
     if str(result.get("device", "")).startswith("cuda") and dtype == "bfloat16":
         training["bf16"] = True  # the trials trained under bf16 autocast on CUDA
-    return {"lora": lora, "quantization": quantization_kwargs(candidate.mode, dtype), "training": training}
+    optimizer = None
+    if train.loraplus_lr_ratio != 1.0:
+        optimizer = {"lr": float(p["learning_rate"]), "loraplus_lr_ratio": float(train.loraplus_lr_ratio),
+                     "weight_decay": float(train.weight_decay)}
+    return {"lora": lora, "quantization": quantization_kwargs(candidate.mode, dtype), "training": training,
+            "optimizer": optimizer}
+
+
+def _scheduler_name(train: TrainSpec) -> str:
+    """transformers' lr_scheduler_type for the trials' schedule: harness's `constant` keeps its warm-up
+    (`constant_with_warmup`; transformers' `constant` would drop it), plain `constant` when there is none."""
+    if train.scheduler == "constant" and train.warmup_steps == 0:
+        return "constant"
+    return SCHEDULER_NAMES.get(train.scheduler, train.scheduler)
 
 
 def evidence(candidate: Candidate, view: StudyView) -> dict[str, Any]:
@@ -329,6 +353,10 @@ def write_recommended(doc: dict[str, Any], path: Path, command: str) -> Path:
               "#   transformers.BitsAndBytesConfig(**cfg['quantization']) if cfg['quantization'] else None  "
               "# null: 16-bit LoRA\n"
               "#   transformers.TrainingArguments(output_dir='out', **cfg['training'])\n"
+              "#   LoRA+ (optimizer not null): opt = peft.optimizers.create_loraplus_optimizer(model, torch.optim.AdamW, "
+              "**cfg['optimizer']); Trainer(..., optimizers=(opt, None))\n"
+              "#   PiSSA / OLoRA init (lora.init_lora_weights): peft re-runs it on your base; keep the quantization "
+              "null for PiSSA\n"
               "# per_quantization holds the best config of each mode in the same shape"
               f" ({', '.join(map(mode_label, QUANTIZATION_MODES))}).\n" + _measured_on(doc["evidence"]))
     path.write_text(header + yaml.safe_dump(doc, sort_keys=False, width=110))

@@ -63,12 +63,15 @@ LORA_AXES = {name: f for name, (_, config, f) in _AXES.items() if config is Lora
 """Optional axes that set a LoraSpec field (axis name -> field)."""
 TRAIN_AXES = {name: f for name, (_, config, f) in _AXES.items() if config is TrainSpec and name != "learning_rate"}
 """Optional axes that set a TrainSpec field (axis name -> field); left out, the experiment's `train:` value holds."""
+OPTIONAL_AXES = tuple(LORA_AXES) + tuple(TRAIN_AXES)
+"""Every axis that is a param only when a space names it."""
+AXIS_NAMES: tuple[str, ...] = tuple(_AXES)
 _TOP_KEYS = {"description", "axes"}
 _RANGE_KEYS = {"low", "high", "step", "log"}
 _POINTS_LIMIT = 100_000
 
 
-def _default(name: str) -> Any:
+def axis_default(name: str) -> Any:
     """An axis's value when the space file leaves it out: its config field's default."""
     _, config, field_name = _AXES[name]
     return getattr(config(), field_name)
@@ -250,7 +253,7 @@ def parse_space(data: Any, source: str = "<space>") -> SearchSpace:
     for name, (kind, _, _) in _AXES.items():
         if name not in CORE_AXES and name not in axes_data:
             continue  # an optional axis is a param only when the file names it
-        raw = axes_data.get(name, _default(name))
+        raw = axes_data.get(name, axis_default(name))
         if isinstance(raw, dict) and "when" in raw:
             if name in CORE_AXES:
                 raise SpecError(f"{source}: {name}: a core axis cannot be conditional (every trial records it); "

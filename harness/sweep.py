@@ -74,11 +74,15 @@ class SweepOutcome:
 
 def trial_config(spec: SweepSpec, params: dict[str, Any], *, adapter_dir: str | None = None,
                  fault: str | None = None, metrics: tuple[str, ...] | None = None,
-                 seed: int | None = None, training: dict[str, Any] | None = None) -> TrialConfig:
+                 seed: int | None = None, training: dict[str, Any] | None = None,
+                 variant: dict[str, Any] | None = None) -> TrialConfig:
     """The full config of one trial: the sweep's fixed settings plus the sampled params
     (`metrics`: the task metrics resolved for this sweep, see `prepare`; `seed`: the training seed,
     the sweep's unless the trial was enqueued with its own, as confirmation trials are; `training`:
-    TrainSpec overrides an enqueued trial carries, as a published default's schedule in a validation)."""
+    TrainSpec overrides an enqueued trial carries, as a published default's schedule in a validation;
+    `variant`: values of optional axes that are not axes of this study's space, as a validated DoRA config
+    carries into `harness validate`'s linked study)."""
+    params = {**(variant or {}), **params}
     train = dataclasses.replace(spec.train, **(training or {}))
     sampled = {field: params[axis] for axis, field in TRAIN_AXES.items() if axis in params}
     train = dataclasses.replace(train, learning_rate=float(params["learning_rate"]), max_steps=spec.max_steps,
@@ -406,7 +410,8 @@ class Sweep:
             tmp_adapter = self.out_dir / "adapters" / f".trial-{trial.number}"
             config = trial_config(self.spec, params, adapter_dir=str(tmp_adapter), fault=fault,
                                   metrics=self.metrics, seed=trial.user_attrs.get("seed"),
-                                  training=trial.user_attrs.get("training"))
+                                  training=trial.user_attrs.get("training"),
+                                  variant=trial.user_attrs.get("variant"))
             trial.set_user_attr("config", config.to_dict())
             run = tracking.start_trial_run(study=self.spec.study, number=trial.number, config=config.to_dict(),
                                            params=params, mode=self.wandb_mode, study_dir=self.out_dir)

@@ -28,6 +28,7 @@ import yaml
 from harness.confirm import confirmation_seeds
 from harness.defaults import AXES, load_defaults
 from harness.readout import StudyView, TrialRow, open_view, view_of
+from harness.space import OPTIONAL_AXES
 from harness.spec import SpecError, TrainSpec
 from harness.validation import ConfigRuns, validation_doc
 
@@ -42,9 +43,10 @@ def linked_name(study: str, steps: int) -> str:
 
 
 def config_key(params: dict[str, Any], training: dict[str, Any] | None = None) -> str:
-    """What makes two validated configs the same runs: the six axes and the training overrides."""
-    return json.dumps({"params": {k: params.get(k) for k in AXES}, "training": training or {}}, sort_keys=True,
-                      default=str)
+    """What makes two validated configs the same runs: the six axes, the optional axes a config has (use_dora,
+    a sampled batch size, ...) and the training overrides."""
+    chosen = {k: params.get(k) for k in AXES} | {k: v for k, v in params.items() if k in OPTIONAL_AXES}
+    return json.dumps({"params": chosen, "training": training or {}}, sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ def top_configs(view: StudyView, top: int) -> list[Planned]:
     picked: dict[str, Planned] = {}
     for row, note in ([(c.source, f"trial #{c.source.number}, confirmed over {c.objective.n} seeds") for c in confirmed]
                       + [(r, f"trial #{r.number}") for r in search]):
-        params = {k: row.params[k] for k in AXES}
+        params = {k: v for k, v in row.params.items() if k in AXES or k in OPTIONAL_AXES}  # variants included
         planned = Planned("search", params, note=note)
         if planned.key not in picked and len(picked) < top:
             picked[planned.key] = planned
@@ -216,7 +218,10 @@ def run_validation(view: StudyView, *, steps: int | None = None, epochs: float |
         attrs = {"seed": seed, "validates": planned.source}
         if planned.training:
             attrs["training"] = planned.training
-        linked.enqueue_trial(planned.params, user_attrs=attrs)
+        variant = {k: v for k, v in planned.params.items() if k in OPTIONAL_AXES}
+        if variant:  # not axes of the linked space: the trial's config takes them from here
+            attrs["variant"] = variant
+        linked.enqueue_trial({k: planned.params[k] for k in AXES}, user_attrs=attrs)
     waiting = len(linked.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
     counts = f"{len(dict((p.key, p) for p in plan))} configs x {seeds} seeds at {n} steps"
     for source, reason in skipped.items():

@@ -173,7 +173,8 @@ def test_recommendation_rests_on_confirmed_means(study_url: str, tmp_path: Path)
     assert doc["evidence"]["metrics"]["eval_loss"]["mean"] == pytest.approx(2.02)
     assert doc["evidence"]["metrics"]["eval_loss"]["std"] == pytest.approx(0.02)
     assert doc["lora"] == {"r": 16, "lora_alpha": 32.0, "lora_dropout": 0.0, "target_modules": "all-linear",
-                           "bias": "none", "task_type": "CAUSAL_LM"}
+                           "bias": "none", "task_type": "CAUSAL_LM", "use_rslora": False, "use_dora": False,
+                           "init_lora_weights": True}
     assert doc["training"]["learning_rate"] == pytest.approx(1e-3)
     assert doc["training"]["gradient_accumulation_steps"] == 2
     assert set(doc["per_quantization"]) == {"none", "nf4-dq"}
