@@ -23,7 +23,8 @@ EDGE_TOLERANCE = 0.02
 """A value within this share of a continuous range's span of one end is at that end (the span in log
 space for a log range); a discrete value (choices, a stepped or integer range) must be an end itself."""
 
-WIDEN = {"learning_rate": 4.0, "lora_r": 2.0, "lora_alpha": 2.0, "lora_alpha_ratio": 2.0}
+WIDEN = {"learning_rate": 4.0, "lora_r": 2.0, "lora_alpha": 2.0, "lora_alpha_ratio": 2.0, "loraplus_lr_ratio": 2.0,
+         "batch_size": 2.0, "grad_accum": 2.0, "warmup_ratio": 2.0, "weight_decay": 4.0, "max_grad_norm": 2.0}
 """How far past an edge a suggestion goes: a factor beyond the edge value (learning rates move on a log
 scale, so x4; rank and alpha by doublings)."""
 DROPOUT_LIMIT = 0.5
@@ -31,7 +32,9 @@ DROPOUT_LIMIT = 0.5
 
 RATIO = "lora_alpha_ratio"
 """The param a tied alpha axis records its ratio under (alpha = ratio * lora_r)."""
-_NUMERIC = ("lora_r", "lora_alpha", "learning_rate", "lora_dropout")
+_NUMERIC = ("lora_r", "lora_alpha", "learning_rate", "lora_dropout", "loraplus_lr_ratio", "batch_size", "grad_accum",
+            "warmup_ratio", "weight_decay", "max_grad_norm")
+_INTEGER = ("lora_r", "batch_size", "grad_accum")
 
 
 def edge_warnings(space: dict[str, Any] | None, params: dict[str, Any]) -> list[str]:
@@ -124,7 +127,7 @@ def _beyond(name: str, value: float, up: bool) -> float | None:
     """A value past the edge `value` worth searching next, or None when the axis allows none."""
     if name == "lora_dropout":
         suggestion = min(DROPOUT_LIMIT, 2 * value if value > 0 else 0.1) if up else 0.0
-    elif name == "lora_r":
+    elif name in _INTEGER:
         suggestion = value * WIDEN[name] if up else float(max(1, int(value // WIDEN[name])))
     else:
         suggestion = value * WIDEN[name] if up else value / WIDEN[name]
@@ -135,7 +138,7 @@ def _beyond(name: str, value: float, up: bool) -> float | None:
 
 def _allowed(name: str, value: float) -> bool:
     """Whether the axis's own rules (harness.space, through its config type) accept the value."""
-    raw: Any = int(value) if name == "lora_r" else value
+    raw: Any = int(value) if name in _INTEGER else value
     axes = {"lora_alpha": {"ratio": raw}} if name == RATIO else {name: raw}
     try:
         parse_space({"axes": axes})

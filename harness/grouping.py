@@ -82,10 +82,10 @@ def grouping(by: str | tuple[str, ...] | None, sweep: dict[str, Any], space: dic
                             "choices (use_dora, init_lora_weights, quantization, ...)")
     if len(set(axes)) != len(axes):
         raise SpecError(f"--by {','.join(axes)}: an axis is named twice")
-    return Grouping(axes, {axis: _fallback(axis, sweep) for axis in axes})
+    return Grouping(axes, {axis: default_value(axis, sweep) for axis in axes})
 
 
-def _fallback(axis: str, sweep: dict[str, Any]) -> Any:
+def default_value(axis: str, sweep: dict[str, Any]) -> Any:
     """What a trial without a param for `axis` trained with."""
     if axis in TRAIN_AXES:
         train = sweep.get("train") or {}

@@ -25,6 +25,7 @@ from markdown_it.utils import EnvType, OptionsDict
 from harness import plots
 from harness.edges import study_edge_warnings
 from harness.readout import StudyView, TrialRow, small_eval_note
+from harness.space import OPTIONAL_AXES
 from harness.spec import one_line
 from harness.study import public_url
 
@@ -151,8 +152,41 @@ def _subset_study(view: StudyView, numbers: set[int]) -> Any:
         subset = optuna.create_study(directions=stored.directions)
     finally:
         optuna.logging.set_verbosity(verbosity)
-    subset.add_trials(trials)
+    subset.add_trials(with_defaults_filled(trials, stored.user_attrs.get("sweep") or {}))
     return subset
+
+
+def with_defaults_filled(trials: list[Any], sweep: dict[str, Any]) -> list[Any]:
+    """The trials with each conditional axis a trial did not sample filled in at the value it trained with
+    (its default: a PiSSA trial trained without DoRA), when the axis's distribution holds that value; so fANOVA,
+    which needs every param in every trial, can weigh the conditional axes too."""
+    import optuna
+
+    from harness.grouping import default_value
+
+    distributions: dict[str, Any] = {}
+    for trial in trials:
+        distributions.update(trial.distributions)
+    out = []
+    for trial in trials:
+        params, dists = dict(trial.params), dict(trial.distributions)
+        for name, dist in distributions.items():
+            if name in params or name not in OPTIONAL_AXES:
+                continue
+            value = default_value(name, sweep)
+            if _holds(dist, value):
+                params[name], dists[name] = value, dist
+        out.append(trial if params == trial.params else optuna.trial.create_trial(
+            params=params, distributions=dists, values=trial.values, user_attrs=trial.user_attrs))
+    return out
+
+
+def _holds(distribution: Any, value: Any) -> bool:
+    """Whether an Optuna distribution can produce `value` (a choice of a categorical, inside a range)."""
+    if hasattr(distribution, "choices"):
+        return any(type(c) is type(value) and c == value for c in distribution.choices)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        distribution.low <= value <= distribution.high
 
 
 def _varying_axes(study: Any) -> list[str]:
@@ -261,7 +295,8 @@ def _how_to_read(name: str, view: StudyView, importances: dict[str, float]) -> s
                    "last reported value, the step line is the best found so far and the dashed line is the "
                    "untuned base model.",
         "importance": f"The share of the variation in `{view.objective}` that fANOVA attributes to each "
-                      f"parameter that varied (they sum to 1; seed 0): {top}.",
+                      f"parameter that varied (they sum to 1; seed 0): {top}. A conditional axis counts at its "
+                      "default in the trials that did not sample it (the value they trained with).",
         "params": f"Each panel shows one parameter against `{view.objective}` ({better} is better); a clear "
                   "trend in a panel means that parameter matters, a flat cloud means it does not.",
         "memory_quality": f"Points further left need less memory and points further "

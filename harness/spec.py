@@ -185,7 +185,8 @@ class TrainSpec:
     scheduler: Scheduler = "cosine"
     """Learning-rate shape after the warm-up (transformers' lr_scheduler_type): cosine or linear decay to 0,
     constant (flat at the peak after the warm-up: transformers' `constant_with_warmup`; warmup_ratio 0 for none)
-    or warmup_stable_decay (flat, then a linear decay over the last decay_ratio of the steps)."""
+    or warmup_stable_decay (flat, then transformers' default cosine decay to 0 over the last decay_ratio of the
+    steps)."""
     decay_ratio: float = 0.1
     """warmup_stable_decay only: the fraction of max_steps spent decaying to 0 at the end."""
     loraplus_lr_ratio: float = 1.0

@@ -181,6 +181,16 @@ for s in sections:
     warmup = args.get_warmup_steps(args.max_steps)
     print("r", lora.r, "quant", q.bnb_4bit_quant_type if q and q.load_in_4bit else "int8" if q else None,
           "dq", q.bnb_4bit_use_double_quant if q else None, "steps", args.max_steps, "warmup", warmup)
+    if s.get("optimizer"):  # LoRA+: the one peft call the file's header gives, on a small local Llama
+        import torch
+        from peft.optimizers import create_loraplus_optimizer
+        tiny = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2))
+        model = peft.get_peft_model(tiny, lora)
+        opt = create_loraplus_optimizer(model, torch.optim.AdamW, **s["optimizer"])
+        lrs = sorted({g["lr"] for g in opt.param_groups})
+        assert lrs[-1] == s["optimizer"]["lr"] * s["optimizer"]["loraplus_lr_ratio"], lrs
+        print("loraplus groups", lrs)
 assert "harness" not in sys.modules
 print("loaded", len(sections))
 """

@@ -154,6 +154,31 @@ def test_float_step_grid_stays_inside_the_range(tmp_path: Path) -> None:
         ("quantization: {choices: [none, off]}", ["quantization"]),  # YAML 1.1 reads off as False
         ("target_modules: {choices: [all-linear, attention+mlp]}", ["target_modules", "attention+mlp"]),
         ("lora_rank: 16", ["lora_rank", "unknown axis"]),
+        # one bad value per LoRA-variant and training axis (issue 13)
+        ("use_rslora: maybe", ["use_rslora", "'maybe'", "true or false"]),
+        ("use_dora: {choices: [false, 2]}", ["use_dora", "2", "true or false"]),
+        ("use_dora: {low: 0, high: 1}", ["use_dora", "choices"]),
+        ("init_lora_weights: {choices: [true, pisa]}", ["init_lora_weights", "'pisa'", "pissa_niter_N"]),
+        ("init_lora_weights: loftq", ["init_lora_weights", "loftq", "not supported"]),
+        ("init_lora_weights: false", ["init_lora_weights", "false"]),
+        ("init_lora_weights: pissa_niter_0", ["init_lora_weights", "pissa_niter_0"]),
+        ("pissa_niter: -1", ["pissa_niter", "non-negative"]),
+        ("pissa_niter: 4", ["pissa_niter", "only with init_lora_weights pissa"]),
+        ("loraplus_lr_ratio: 0.5", ["loraplus_lr_ratio", ">= 1"]),
+        ("batch_size: {choices: [4, 0]}", ["batch_size", "positive integer"]),
+        ("grad_accum: 1.5", ["grad_accum", "1.5", "integer"]),
+        ("warmup_ratio: {low: 0.0, high: 1.0}", ["warmup_ratio", "[0, 1)"]),
+        ("weight_decay: -0.1", ["weight_decay", ">= 0"]),
+        ("scheduler: {choices: [cosine, exponential]}", ["scheduler", "'exponential'", "warmup_stable_decay"]),
+        ("scheduler: constant_with_warmup", ["scheduler", "write constant"]),
+        ("max_grad_norm: -1", ["max_grad_norm", ">= 0"]),
+        ("target_modules: [q_proj, q_proj]", ["target_modules", "twice"]),
+        # conditions
+        ("use_dora: {choices: [false, true], when: {use_rslora: true}}", ["use_dora.when", "'use_rslora'"]),
+        ("use_dora: {choices: [false, true], when: {learning_rate: 1.0e-4}}", ["use_dora.when", "learning_rate"]),
+        ("use_dora: {choices: [false, true], when: {quantization: nf4}}", ["use_dora.when", "never takes 'nf4'"]),
+        ("use_dora: {choices: [false, true], when: [quantization]}", ["use_dora.when", "mapping"]),
+        ("quantization: {choices: [none, nf4], when: {lora_r: 16}}", ["quantization", "core axis"]),
     ],
 )
 def test_bad_axis_is_one_line_naming_file_and_key(tmp_path: Path, axes: str, names: list[str]) -> None:
