@@ -301,13 +301,16 @@ def report(
     study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION,
     reports_dir: Optional[str] = REPORTS_OPTION,
     wandb: str = typer.Option("auto", help="W&B summary run: auto, offline, online or disabled."),
+    by: str = typer.Option("quantization", "--by", help="What the report's comparison groups by (as compare --by)."),
 ) -> None:
     """report.md and a self-contained report.html with plots; a W&B summary run."""
+    from harness.grouping import grouping
     from harness.publish import publish
     from harness.spec import study_reports_dir
 
-    published = publish(_view(study, storage, out), Path(study_reports_dir(study, reports_dir)), wandb,
-                        "harness " + " ".join(sys.argv[1:]), out)
+    view = _view(study, storage, out)
+    published = publish(view, Path(study_reports_dir(study, reports_dir)), wandb,
+                        "harness " + " ".join(sys.argv[1:]), out, grouping(by, view.sweep, view.attrs.get("space")))
     files = published.files
     for name, reason in files.skipped.items():
         typer.echo(f"skipped {name}: {reason}")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.compare import build_comparison, comparison_markdown, write_comparison
+from harness.grouping import Grouping
 from harness.readout import StudyView
 from harness.recommend import recommend_study, write_recommended
 from harness.report import ReportFiles, write_report
@@ -23,15 +24,17 @@ class Published:
     """The W&B folder holding the summary run (None when W&B is disabled)."""
 
 
-def publish(view: StudyView, reports_dir: Path, wandb_mode: str, command: str, out: str | None = None) -> Published:
+def publish(view: StudyView, reports_dir: Path, wandb_mode: str, command: str, out: str | None = None,
+            by: Grouping | None = None) -> Published:
     """Write the study's report folder and its W&B summary run (`out`: the sweep's folder, where W&B
-    runs live; default the one the study was created to write to). `command` is recorded in
-    recommended.yaml's header."""
-    comparison = build_comparison(view)
+    runs live; default the one the study was created to write to; `by`: what the comparison groups by,
+    default quantization). `command` is recorded in recommended.yaml's header."""
+    comparison = build_comparison(view, by=by)
     write_comparison(comparison, reports_dir)
     recommended = reports_dir / "recommended.yaml"
     if not recommended.exists():
         write_recommended(recommend_study(view), recommended, command)
-    files = write_report(view, reports_dir, comparison_markdown(comparison))
+    title = "LoRA vs QLoRA" if by is None or by.by_mode else f"Compared by {by.name}"
+    files = write_report(view, reports_dir, comparison_markdown(comparison), comparison_title=title)
     where = log_summary_run(view, comparison, files, recommended, wandb_mode, view.out_dir(out))
     return Published(files, where)

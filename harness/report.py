@@ -25,7 +25,7 @@ from markdown_it.utils import EnvType, OptionsDict
 from harness import plots
 from harness.edges import study_edge_warnings
 from harness.readout import StudyView, TrialRow, small_eval_note
-from harness.space import OPTIONAL_AXES
+from harness.space import OPTIONAL_AXES, describe_optional
 from harness.spec import one_line
 from harness.study import public_url
 
@@ -67,10 +67,10 @@ def write_doc_files(reports_dir: Path, stem: str, doc: dict[str, Any], command: 
 
 
 def write_report(view: StudyView, out_dir: str | Path, comparison_markdown: str | None = None,
-                 title: str | None = None) -> ReportFiles:
+                 title: str | None = None, comparison_title: str = "LoRA vs QLoRA") -> ReportFiles:
     """Write the figures, report.md and report.html of a study into `out_dir` (created if missing).
 
-    `comparison_markdown` (e.g. a LoRA vs QLoRA table) is inserted verbatim under its own heading.
+    `comparison_markdown` (e.g. a LoRA vs QLoRA table) is inserted verbatim under `comparison_title`.
     """
     import matplotlib
 
@@ -79,7 +79,7 @@ def write_report(view: StudyView, out_dir: str | Path, comparison_markdown: str 
     out.mkdir(parents=True, exist_ok=True)
     drawn, skipped, importances = _draw_figures(view, out)
     title = title or f"Sweep report: study {view.name}"
-    markdown = build_markdown(view, title, drawn, skipped, importances, comparison_markdown)
+    markdown = build_markdown(view, title, drawn, skipped, importances, comparison_markdown, comparison_title)
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text(markdown, encoding="utf-8")
     images = {path.name: path.read_bytes() for path in drawn.values()}
@@ -202,7 +202,8 @@ def _varying_axes(study: Any) -> list[str]:
 
 
 def build_markdown(view: StudyView, title: str, drawn: dict[str, Path], skipped: dict[str, str],
-                   importances: dict[str, float], comparison_markdown: str | None) -> str:
+                   importances: dict[str, float], comparison_markdown: str | None,
+                   comparison_title: str = "LoRA vs QLoRA") -> str:
     """The report as markdown; figures are referenced by file name, next to report.md."""
     parts = [f"# {title}", _header(view)]
     for name, heading in FIGURES.items():
@@ -217,7 +218,7 @@ def build_markdown(view: StudyView, title: str, drawn: dict[str, Path], skipped:
     if edges:
         parts += ["## Edge of the searched range", edges]
     if comparison_markdown:
-        parts += ["## LoRA vs QLoRA", comparison_markdown.strip()]
+        parts += [f"## {comparison_title}", comparison_markdown.strip()]
     parts.append("## Skipped figures")
     parts.append("\n".join(f"- `{name}.png`: {reason}" for name, reason in skipped.items())
                  or "None: every figure was drawn.")
@@ -314,12 +315,15 @@ def _how_to_read(name: str, view: StudyView, importances: dict[str, float]) -> s
 def best_trials_table(view: StudyView) -> str:
     """A markdown table of the top completed trials by the first objective, best first."""
     extra = [m for m in ("eval_loss", view.task_metric) if m and m != view.objective]
-    header = ["trial", "quantization", "lora_r", "lora_alpha", "learning_rate", view.objective,
-              "peak memory (MiB)", "s/step", "tokens/s", *extra]
+    rows = _best_rows(view)[:TOP_TRIALS]
+    variants = any(k in OPTIONAL_AXES for r in rows for k in r.params)  # the space searched variant/training axes
+    header = ["trial", "quantization", "lora_r", "lora_alpha", "learning_rate", *(["variant"] if variants else []),
+              view.objective, "peak memory (MiB)", "s/step", "tokens/s", *extra]
     lines = [_md_row(header), _md_row(["---:", "---"] + ["---:"] * (len(header) - 2))]
-    for row in _best_rows(view)[:TOP_TRIALS]:
+    for row in rows:
         cells = [_trial_cell(row), f"`{row.quantization}`", _fmt(row.params.get("lora_r")),
                  _fmt(row.params.get("lora_alpha")), _fmt(row.params.get("learning_rate"), ".2e"),
+                 *([", ".join(describe_optional(row.params)) or "plain"] if variants else []),
                  _fmt(_value(row, view)), _fmt(row.metric("peak_memory_mb"), ".0f"),
                  _fmt(row.seconds_per_step, ".2f"), _fmt(row.metric("tokens_per_second"), ".0f")]
         lines.append(_md_row(cells + [_fmt(row.metric(m), ".4f") for m in extra]))

@@ -381,6 +381,13 @@ def test_variants_sweep_compare_by_and_recommend_from_the_command_line(tmp_path:
     loaded = load_without_harness(path, tmp_path)
     assert "loraplus groups" in loaded and "loaded" in loaded
 
+    report = run_cli("report", "--by", "init_lora_weights,use_dora", "--wandb", "disabled", *common,
+                     "--reports-dir", str(tmp_path / "reports"), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-2000:]
+    markdown = (tmp_path / "reports" / "report.md").read_text()
+    assert "## Compared by init_lora_weights, use_dora" in markdown and "| variant |" in markdown
+    assert "rslora, init olora, lora+4, bs4, accum2" in markdown  # the best-trials table names each variant
+
 
 def _variant_of(params: dict) -> str:
     if params["init_lora_weights"] == "olora":
