@@ -15,6 +15,8 @@
 #      the script says why from the measured weight breakdown (see /work/shared/GPU_NOTES.md, item 1).
 #   2b. A bare transformers + peft loop on the same model (none, nf4): seconds per step beside harness's.
 #   3. A 2-worker sweep (`--workers 2`, the same model, both workers on the one GPU) completes all its trials.
+#   4. Each LoRA variant (plain, rsLoRA, DoRA, PiSSA, LoRA+) trains on CUDA, 16-bit and NF4-DQ (not PiSSA):
+#      seconds per step side by side (benchmarks/variant_step_time.py).
 #
 # Outputs (logs, modes.json, workers/, summary.json) go to "${OUT:-benchmarks/results/gpu_check}".
 # Exit 0 when every check passes, 1 when one fails, 3 when torch sees no CUDA GPU.
@@ -294,6 +296,13 @@ assert states == ["COMPLETE"] * 4, states
 assert workers == [1, 2], f"one worker ran every trial: {workers}"
 assert devices == {device}, f"a trial ran on the wrong device: {devices}"
 PY
+
+# ---- 4. LoRA variants on CUDA (issue 13) ---------------------------------------------------------------
+# rsLoRA, DoRA, PiSSA and LoRA+ (fused AdamW in its groups) train on the 16-bit base; DoRA and LoRA+ on NF4-DQ.
+step variants 240 "$PYTHON" benchmarks/variant_step_time.py --model "$MODEL" --rounds 3 --steps 5 \
+    --json "$OUT/variants_none.json"
+step variants-nf4 240 "$PYTHON" benchmarks/variant_step_time.py --model "$MODEL" --rounds 3 --steps 5 \
+    --quantization nf4-dq --variants plain,rslora,dora,lora+ --json "$OUT/variants_nf4-dq.json"
 
 # ---- summary ------------------------------------------------------------------------------------------
 SECONDS_TAKEN=$(( $(date +%s) - START ))

@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="optimizer steps per variant per round")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--r", type=int, default=16)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     result = measure(args)
@@ -74,7 +75,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer = load_tokenizer(path)
     batches = make_batches(tokenized.train, args.batch_size, tokenizer.pad_token_id, shuffle_seed=0)
     models: dict[str, tuple[Any, Any, int]] = {}
-    for name, (fields, ratio) in VARIANTS.items():
+    chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown or "plain" not in chosen:
+        raise SystemExit(f"--variants: {unknown[0] if unknown else 'plain'!r}: give plain and any of {', '.join(VARIANTS)}")
+    for name in chosen:
+        fields, ratio = VARIANTS[name]
         config = TrialConfig(model=ModelSpec(args.model), quant=QuantSpec(args.quantization),
                              lora=LoraSpec(r=args.r, alpha=2.0 * args.r, **fields),
                              train=TrainSpec(learning_rate=1e-4, loraplus_lr_ratio=ratio))
