@@ -78,16 +78,20 @@ def trials_table(rows: Iterable[dict[str, Any]], title: str) -> Table:
     table = Table(title=title, title_justify="left")
     rows = list(rows)
     task_metrics = sorted({k for row in rows for k in (row.get("metrics") or {}) if k != "base_model_mb"})
-    for name in ("#", "state", "quant", "r", "alpha", "lr", "eval_loss", "ppl", *task_metrics, "peak MiB",
-                 "train s", "tok/s", "note"):
-        table.add_column(name, justify="right" if name not in ("state", "quant", "note") else "left")
+    variants = any(describe_optional(row.get("params", {})) for row in rows)  # a space with variant/training axes
+    for name in ("#", "state", "quant", "r", "alpha", "lr", *(["variant"] if variants else []), "eval_loss", "ppl",
+                 *task_metrics, "peak MiB", "train s", "tok/s", "note"):
+        table.add_column(name, justify="right" if name not in ("state", "quant", "variant", "note") else "left",
+                         no_wrap=name == "variant")
     for row in rows:
         params = row.get("params", {})
         metrics = row.get("metrics") or {}
         row = {**row.get("result", {}), **{k: v for k, v in row.items() if v is not None}}
         table.add_row(str(row["number"]), row["state"], str(params.get("quantization", "-")),
                       _fmt(params.get("lora_r")), _fmt(params.get("lora_alpha"), ".3g"),
-                      _fmt(params.get("learning_rate"), ".2e"), _fmt(row.get("eval_loss"), ".4f"),
+                      _fmt(params.get("learning_rate"), ".2e"),
+                      *([",".join(describe_optional(params)) or "-"] if variants else []),
+                      _fmt(row.get("eval_loss"), ".4f"),
                       _fmt(row.get("perplexity"), ".2f"), *(_fmt(metrics.get(m), ".3f") for m in task_metrics),
                       _fmt(row.get("peak_memory_mb"), ".0f"),
                       _fmt(row.get("train_seconds"), ".1f"), _fmt(row.get("tokens_per_second"), ".0f"),

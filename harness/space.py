@@ -407,7 +407,7 @@ _SHORT = {"use_rslora": "rslora", "use_dora": "dora", "pissa_niter": "niter", "l
 
 
 def describe_optional(params: dict[str, Any]) -> list[str]:
-    """The optional axes a trial sampled, short: `dora`, `init pissa`, `lora+16`, `bs4`, `scheduler linear`
+    """The optional axes a trial sampled, short: `dora`, `pissa`, `lora+16`, `bs4`, `linear`
     (a true/false axis only when true; LoRA+ only when on)."""
     out = []
     for name in _AXES:
@@ -419,7 +419,7 @@ def describe_optional(params: dict[str, Any]) -> list[str]:
         elif name == "loraplus_lr_ratio":
             out += [f"lora+{value:g}"] if float(value) != 1.0 else []
         elif name in ("init_lora_weights", "scheduler"):
-            out += [] if value == "true" else [f"{short} {value}"]
+            out += [] if value == "true" else [str(value)]  # pissa, olora, linear, warmup_stable_decay
         else:
             out.append(f"{short}{value:g}" if isinstance(value, (int, float)) else f"{short} {value}")
     return out

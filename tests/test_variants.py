@@ -194,7 +194,7 @@ def test_grouping_labels_and_the_values_of_axes_a_trial_did_not_sample() -> None
     with pytest.raises(SpecError, match="continuous range"):
         grouping("learning_rate", sweep, {"learning_rate": {"low": 1e-4, "high": 1e-3, "log": True}})
     assert describe_optional({"use_dora": True, "use_rslora": False, "init_lora_weights": "pissa",
-                              "loraplus_lr_ratio": 16.0, "batch_size": 4}) == ["dora", "init pissa", "lora+16", "bs4"]
+                              "loraplus_lr_ratio": 16.0, "batch_size": 4}) == ["dora", "pissa", "lora+16", "bs4"]
 
 
 def test_importances_count_a_conditional_axis_at_the_value_it_trained_with() -> None:
@@ -386,7 +386,7 @@ def test_variants_sweep_compare_by_and_recommend_from_the_command_line(tmp_path:
     assert report.returncode == 0, report.stderr[-2000:]
     markdown = (tmp_path / "reports" / "report.md").read_text()
     assert "## Compared by init_lora_weights, use_dora" in markdown and "| variant |" in markdown
-    assert "rslora, init olora, lora+4, bs4, accum2" in markdown  # the best-trials table names each variant
+    assert "rslora, olora, lora+4, bs4, accum2" in markdown  # the best-trials table names each variant
 
 
 def _variant_of(params: dict) -> str:
