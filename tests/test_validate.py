@@ -332,3 +332,30 @@ def test_an_unvalidated_report_says_what_that_means(source: str) -> None:
 
     text = build_markdown(open_view("s", source), "t", {}, {}, {}, None)
     assert "**Not validated:** every number here comes from the study's short trials" in text
+
+
+def test_a_variant_config_is_validated_as_that_variant(tmp_path: Path) -> None:
+    """A DoRA config keeps use_dora in the plan (its key differs from plain LoRA's), the long run is enqueued
+    with the core params fixed and the variant carried in the trial's attrs, and the read-out sees it again."""
+    from harness.readout import open_view
+    from harness.validate import config_key
+
+    url = f"sqlite:///{tmp_path}/v.db"
+    study = optuna.create_study(study_name="v", storage=url)
+    study.set_user_attr("sweep", SWEEP)
+    dora = {**_params("none", 1e-3), "use_dora": True}
+    train = {**TrainSpec(batch_size=4, grad_accum=2).__dict__, "max_steps": 10, "seed": 0, "learning_rate": 1e-3}
+    dists = {k: CategoricalDistribution(sorted({*_VALUES.get(k, []), v}, key=str)) for k, v in dora.items()}
+    study.add_trial(optuna.trial.create_trial(params=dora, distributions=dists, value=2.0, user_attrs={
+        "status": "complete", "seed": 0, "result": {"eval_loss": 2.0}, "config": {"train": train}}))
+    planned = top_configs(open_view("v", url), 1)
+    assert planned[0].params["use_dora"] is True
+    assert config_key(planned[0].params) != config_key(_params("none", 1e-3))
+    assert config_key(_params("none", 1e-3)) == json.dumps(  # the key plain configs always had (resumable)
+        {"params": _params("none", 1e-3), "training": {}}, sort_keys=True, default=str)
+    linked = optuna.create_study(study_name="long", storage=url)  # as validate enqueues it: core params fixed
+    core = {k: v for k, v in dora.items() if k != "use_dora"}
+    linked.add_trial(optuna.trial.create_trial(params=core, distributions={k: dists[k] for k in core}, value=1.0,
+                                               user_attrs={"variant": {"use_dora": True}}))
+    assert open_view("long", url).rows[0].params["use_dora"] is True
+    assert trial_config(SweepSpec(), core, variant={"use_dora": True}).lora.use_dora is True
