@@ -319,7 +319,7 @@ def summary_lines(doc: dict[str, Any], path: Path) -> list[str]:
         summary = evidence["metrics"][evidence["objective"]]
         spread = f" +/- {summary['std']:.4f}" if summary.get("std") is not None else ""
         mode = mode_label(evidence["quantization"], evidence.get("compute_dtype"))
-        lines += [f"best: {mode}, r {doc['lora']['r']}, alpha {doc['lora']['lora_alpha']:g}, "
+        lines += [f"best: {mode}, r {doc['lora']['r']}, alpha {doc['lora']['lora_alpha']:g}{_variant_text(doc)}, "
                   f"lr {doc['training']['learning_rate']:.3g}, {doc['training']['max_steps']} steps, "
                   f"from trial #{evidence['source_trial']} of {evidence['study']} "
                   f"({'validated' if doc.get('validated') else 'confirmed' if evidence['confirmed'] else 'unconfirmed'}): "
@@ -329,6 +329,17 @@ def summary_lines(doc: dict[str, Any], path: Path) -> list[str]:
     lines += [f"left out: {line} (--allow-diverged keeps it)" for line in evidence.get("left_out", [])]
     return (lines + [f"note: {line}" for line in evidence.get("notes", [])]
             + [f"warning: {line}" for line in evidence.get("edge_warnings", [])])
+
+
+def _variant_text(doc: dict[str, Any]) -> str:
+    """`, DoRA, init pissa, LoRA+ x16` for a recommended variant; empty for plain LoRA."""
+    lora, optimizer = doc["lora"], doc.get("optimizer")
+    parts = [name for key, name in (("use_rslora", "rsLoRA"), ("use_dora", "DoRA")) if lora.get(key)]
+    if lora.get("init_lora_weights", True) is not True:
+        parts.append(f"init {lora['init_lora_weights']}")
+    if optimizer:
+        parts.append(f"LoRA+ x{optimizer['loraplus_lr_ratio']:g}")
+    return "".join(f", {part}" for part in parts)
 
 
 def _validation_lines(doc: dict[str, Any]) -> list[str]:
