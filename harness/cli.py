@@ -127,19 +127,26 @@ def status(study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, o
     print_status(study, study_storage_url(study, storage, out))
 
 
-def _view(study: str, storage: Optional[str], out: Optional[str], confirm_seeds: int = 0, confirm_top: int = 1,
-          by: Any = None) -> Any:
-    """The study read back, after running the confirmation trials asked for (if any; of each group of `by`,
-    a harness.grouping.Grouping, else of each quantization mode)."""
+def _view(study: str, storage: Optional[str], out: Optional[str], confirm_seeds: int = 0, confirm_top: int = 1) -> Any:
+    """The study read back, after running the confirmation trials asked for (if any, of each quantization mode)."""
+    return _grouped_view(study, storage, out, None, confirm_seeds, confirm_top)[0]
+
+
+def _grouped_view(study: str, storage: Optional[str], out: Optional[str], by: Optional[str], confirm_seeds: int = 0,
+                  confirm_top: int = 1) -> tuple[Any, Any]:
+    """The study read back and its grouping for `--by` (harness.grouping; None: by quantization mode), after
+    running the confirmation trials asked for (if any, of each group)."""
     from harness.confirm import run_confirmations
+    from harness.grouping import grouping
     from harness.readout import open_view
 
     view = open_view(study, storage, out)
+    groups = grouping(by, view.sweep, view.attrs.get("space"))
     if not confirm_seeds:
-        return view
+        return view, groups
     with _sweep_errors():
-        run_confirmations(view, confirm_seeds, confirm_top, out, say=typer.echo, by=by)
-    return open_view(study, storage, out)
+        run_confirmations(view, confirm_seeds, confirm_top, out, say=typer.echo, by=groups)
+    return open_view(study, storage, out), groups
 
 
 @app.command()
@@ -157,15 +164,11 @@ def compare(
     """LoRA vs QLoRA (or any categorical axis, --by): per group, quality, memory and time; writes
     comparison.md/json (comparison_by_<axes>.md/json with --by)."""
     from harness.compare import build_comparison, write_comparison
-    from harness.grouping import grouping
     from harness.progress import comparison_table, print_table
-    from harness.readout import open_view
     from harness.spec import study_reports_dir
 
-    with _sweep_errors():
-        first = open_view(study, storage, out)
-        groups = grouping(by, first.sweep, first.attrs.get("space"))
-    comparison = build_comparison(_view(study, storage, out, confirm_seeds, confirm_top, groups), device, groups)
+    view, groups = _grouped_view(study, storage, out, by, confirm_seeds, confirm_top)
+    comparison = build_comparison(view, device, groups)
     md, js = write_comparison(comparison, Path(study_reports_dir(study, reports_dir)))
     for line in comparison.setup:
         typer.echo(line)
@@ -304,13 +307,12 @@ def report(
     by: str = typer.Option("quantization", "--by", help="What the report's comparison groups by (as compare --by)."),
 ) -> None:
     """report.md and a self-contained report.html with plots; a W&B summary run."""
-    from harness.grouping import grouping
     from harness.publish import publish
     from harness.spec import study_reports_dir
 
-    view = _view(study, storage, out)
+    view, groups = _grouped_view(study, storage, out, by)
     published = publish(view, Path(study_reports_dir(study, reports_dir)), wandb,
-                        "harness " + " ".join(sys.argv[1:]), out, grouping(by, view.sweep, view.attrs.get("space")))
+                        "harness " + " ".join(sys.argv[1:]), out, groups)
     files = published.files
     for name, reason in files.skipped.items():
         typer.echo(f"skipped {name}: {reason}")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.edges import study_edge_warnings
-from harness.grouping import Grouping, grouping
+from harness.grouping import BY_MODE, Grouping, grouping
 from harness.quantization import mode_label
 from harness.readout import StudyView, TrialRow, small_eval_note
 from harness.spec import QUANTIZATION_MODES, SpecError
@@ -135,10 +135,20 @@ class Comparison:
     edge_warnings: list[str] = field(default_factory=list)
     """Each mode's best config shown whose value of a numeric axis lies at the edge of the searched range
     (harness.edges), naming the modes it holds for."""
-    by: tuple[str, ...] = ("quantization",)
+    by: tuple[str, ...] = BY_MODE
     """The axes the trials are grouped by (`modes` are their groups)."""
     reference: str = REFERENCE
     """The key of the group every other group is compared with."""
+
+    @property
+    def by_mode(self) -> bool:
+        """Grouped by quantization mode: the LoRA vs QLoRA comparison."""
+        return tuple(self.by) == BY_MODE
+
+    @property
+    def title(self) -> str:
+        """`LoRA vs QLoRA`, or `Compared by <axes>`: the heading of comparison.md and of the report's section."""
+        return "LoRA vs QLoRA" if self.by_mode else f"Compared by {', '.join(self.by)}"
 
     def to_dict(self) -> dict[str, Any]:
         data = {"study": self.study, "objective": self.objective,
@@ -147,7 +157,7 @@ class Comparison:
                 "baseline": self.baseline, "headlines": self.headlines, "quantization_costs": self.costs,
                 "notes": self.notes, "edge_warnings": self.edge_warnings,
                 "modes": [_mode_dict(m) for m in self.modes], "vs_reference": self.differences}
-        if self.by == ("quantization",):
+        if self.by_mode:
             data["vs_16bit"] = self.differences  # the name it always had
         return data
 
@@ -457,7 +467,7 @@ def comparison_markdown(c: Comparison) -> str:
               "process); weights: the base model's weights in that mode.", ""]
     lines += [f"- {h}" for h in c.headlines] + ([""] if c.headlines else [])
     lines += [f"- {h}" for h in c.costs] + ([""] if c.costs else [])
-    by_mode = c.by == ("quantization",)
+    by_mode = c.by_mode
     header = ["mode" if by_mode else ", ".join(c.by), "trials", "done", "pruned", "diverged", "failed", "oom",
               f"untuned {c.objective}" if by_mode else "best lr", f"best {c.objective}", "median",
               "confirmed mean ± std (n)", f"best {task}", "train peak MiB", "eval peak MiB", "weights MiB", "s/step",
@@ -513,7 +523,7 @@ def _fmt(value: float | None, digits: int) -> str:
 
 def comparison_stem(by: tuple[str, ...]) -> str:
     """`comparison` by quantization; `comparison_by_<axis>[+<axis>...]` by other axes (both can sit side by side)."""
-    return "comparison" if by == ("quantization",) else "comparison_by_" + "+".join(by)
+    return "comparison" if tuple(by) == BY_MODE else "comparison_by_" + "+".join(by)
 
 
 def write_comparison(c: Comparison, out_dir: Path) -> tuple[Path, Path]:
@@ -521,7 +531,6 @@ def write_comparison(c: Comparison, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = comparison_stem(c.by)
     md, js = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
-    title = "LoRA vs QLoRA" if c.by == ("quantization",) else f"Compared by {', '.join(c.by)}"
-    md.write_text(f"# {title}: study {c.study}\n\n" + comparison_markdown(c))
+    md.write_text(f"# {c.title}: study {c.study}\n\n" + comparison_markdown(c))
     js.write_text(json.dumps(c.to_dict(), indent=2, default=str) + "\n")
     return md, js

@@ -10,11 +10,12 @@ from typing import Any
 
 import yaml
 
-from harness.space import parse_space
+from harness.space import CORE_AXES, parse_space
 from harness.spec import SpecError, TrainSpec
 
 PUBLISHED = Path(__file__).resolve().parent / "published_defaults.yaml"
-AXES = ("quantization", "lora_r", "lora_alpha", "learning_rate", "lora_dropout", "target_modules")
+AXES = CORE_AXES
+"""The params a published default gives: the search space's core axes."""
 
 
 @dataclass(frozen=True)

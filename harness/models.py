@@ -261,7 +261,8 @@ def _linear_widths(cfg: Any) -> dict[str, int]:
 
 def check_targets_exist(targets: str, dims: ModelDims, model_name: str, where: str) -> None:
     """Refuse target modules the model does not have (a preset's names, or an explicit list)."""
-    names = explicit_modules(targets) or ([] if targets == "all-linear" else list(PRESET_MODULES[targets]))
+    modules = target_modules(targets)
+    names = [] if modules == "all-linear" else modules  # all-linear: peft finds the linear layers itself
     missing = [n for n in names if dims.linear and n not in dims.linear]
     if missing:
         raise SpecError(f"{where}: target_modules {targets}: {model_name} has no linear layer named "

@@ -180,7 +180,7 @@ def comparison_table(comparison: Any) -> Table:
     """The LoRA vs QLoRA table of `harness compare` (a harness.compare.Comparison)."""
     metric = comparison.task_metric
     where = f", {comparison.device}" if comparison.device else ""
-    by_mode = tuple(comparison.by) == ("quantization",)
+    by_mode = comparison.by_mode
     what = "LoRA vs QLoRA" if by_mode else f"by {', '.join(comparison.by)}"
     table = Table(title=f"study {comparison.study}: {what} ({comparison.objective}, "
                         f"{'lower' if comparison.minimize else 'higher'} is better{where})", title_justify="left")

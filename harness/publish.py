@@ -34,7 +34,6 @@ def publish(view: StudyView, reports_dir: Path, wandb_mode: str, command: str, o
     recommended = reports_dir / "recommended.yaml"
     if not recommended.exists():
         write_recommended(recommend_study(view), recommended, command)
-    title = "LoRA vs QLoRA" if by is None or by.by_mode else f"Compared by {by.name}"
-    files = write_report(view, reports_dir, comparison_markdown(comparison), comparison_title=title)
+    files = write_report(view, reports_dir, comparison_markdown(comparison), comparison_title=comparison.title)
     where = log_summary_run(view, comparison, files, recommended, wandb_mode, view.out_dir(out))
     return Published(files, where)

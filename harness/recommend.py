@@ -26,7 +26,7 @@ from harness.edges import study_edge_warnings
 from harness.models import target_modules
 from harness.quantization import mode_label, quantization_kwargs
 from harness.readout import StudyView, TrialRow, small_eval_note
-from harness.space import LORA_AXES, TRAIN_AXES
+from harness.space import lora_fields, train_fields
 from harness.spec import QUANTIZATION_MODES, LoraSpec, SpecError, TrainSpec
 from harness.train import SCHEDULER_NAMES, scheduler_kwargs
 from harness.stats import Summary, summarize
@@ -107,8 +107,8 @@ def config_sections(candidate: Candidate, view: StudyView) -> dict[str, Any]:
     p, config = candidate.source.params, candidate.source.config
     stored = config.get("train") or {}
     train = TrainSpec(**{k: v for k, v in stored.items() if k in {f.name for f in dataclasses.fields(TrainSpec)}})
-    train = dataclasses.replace(train, **{field: p[axis] for axis, field in TRAIN_AXES.items() if axis in p})
-    variant = LoraSpec(**{field: p[axis] for axis, field in LORA_AXES.items() if axis in p})
+    train = dataclasses.replace(train, **train_fields(p))
+    variant = LoraSpec(**lora_fields(p))
     result = candidate.source.result
     dtype = str(result.get("compute_dtype") or "bfloat16")
     lora = {"r": int(p["lora_r"]), "lora_alpha": float(p["lora_alpha"]), "lora_dropout": float(p["lora_dropout"]),

@@ -57,7 +57,7 @@ _AXES: dict[str, tuple[type, type, str]] = {
     "scheduler": (str, TrainSpec, "scheduler"),
     "max_grad_norm": (float, TrainSpec, "max_grad_norm"),
 }
-CORE_AXES = ("lora_r", "lora_alpha", "learning_rate", "quantization", "lora_dropout", "target_modules")
+CORE_AXES = ("quantization", "lora_r", "lora_alpha", "learning_rate", "lora_dropout", "target_modules")
 """Recorded as a param of every trial (at its default when the file leaves it out); never conditional."""
 LORA_AXES = {name: f for name, (_, config, f) in _AXES.items() if config is LoraSpec and name not in CORE_AXES}
 """Optional axes that set a LoraSpec field (axis name -> field)."""
@@ -65,6 +65,16 @@ TRAIN_AXES = {name: f for name, (_, config, f) in _AXES.items() if config is Tra
 """Optional axes that set a TrainSpec field (axis name -> field); left out, the experiment's `train:` value holds."""
 OPTIONAL_AXES = tuple(LORA_AXES) + tuple(TRAIN_AXES)
 """Every axis that is a param only when a space names it."""
+
+
+def lora_fields(params: dict[str, Any]) -> dict[str, Any]:
+    """The LoraSpec fields a trial's optional params set (use_dora -> use_dora, init_lora_weights -> init, ...)."""
+    return {field: params[axis] for axis, field in LORA_AXES.items() if axis in params}
+
+
+def train_fields(params: dict[str, Any]) -> dict[str, Any]:
+    """The TrainSpec fields a trial's optional params set (batch_size, scheduler, loraplus_lr_ratio, ...)."""
+    return {field: params[axis] for axis, field in TRAIN_AXES.items() if axis in params}
 AXIS_NAMES: tuple[str, ...] = tuple(_AXES)
 _TOP_KEYS = {"description", "axes"}
 _RANGE_KEYS = {"low", "high", "step", "log"}
@@ -195,10 +205,11 @@ class SearchSpace:
         """Every combination of values a trial can take, conditions applied (an axis whose conditions do not
         hold is absent from a point): the grid of a conditional space. `ranges="ends"` stands a continuous
         range in by its two ends (to check combinations); "refuse" raises SpecError for it (grid search)."""
-        grid = self.grid() if ranges == "refuse" else {}
+        if ranges == "refuse":
+            self.grid()  # raises for a continuous axis
         out: list[dict[str, Any]] = [{}]
         for axis in self.sampled():
-            values = grid.get(axis.name) or axis.values() or [axis.low, axis.high]
+            values = axis.values() or [axis.low, axis.high]
             grown = []
             for point in out:
                 if not axis.applies(point):
@@ -413,15 +424,15 @@ def describe_optional(params: dict[str, Any]) -> list[str]:
     for name in _AXES:
         if name in CORE_AXES or name not in params:
             continue
-        value, short = params[name], _SHORT.get(name, name.replace("_lora_weights", ""))
+        value = params[name]
         if isinstance(value, bool):
-            out += [short] if value else []
+            out += [_SHORT[name]] if value else []
         elif name == "loraplus_lr_ratio":
             out += [f"lora+{value:g}"] if float(value) != 1.0 else []
         elif name in ("init_lora_weights", "scheduler"):
             out += [] if value == "true" else [str(value)]  # pissa, olora, linear, warmup_stable_decay
-        else:
-            out.append(f"{short}{value:g}" if isinstance(value, (int, float)) else f"{short} {value}")
+        else:  # the numeric axes
+            out.append(f"{_SHORT[name]}{value:g}")
     return out
 
 

@@ -140,11 +140,6 @@ class LoraSpec:
         residual, so the trained adapter alone is not a delta on the original base (see trial.save_adapter)."""
         return self.init.startswith("pissa") or self.init == "olora"
 
-    @property
-    def scaling(self) -> float:
-        """The factor the low-rank update is multiplied by: alpha / r, or alpha / sqrt(r) with rsLoRA."""
-        return self.alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
-
 
 def _check_targets(targets: Any) -> None:
     """A preset or module names separated by commas (no duplicates, no empty names)."""
@@ -331,7 +326,7 @@ class EvalSpec:
 def combination_error(mode: str, init: str) -> str | None:
     """Why a quantization mode and a LoRA init cannot train together here, or None. PiSSA takes the SVD of
     the base weights, which peft refuses on quantized (int8 / 4-bit) weights; DoRA, rsLoRA, OLoRA and LoRA+
-    combine with every mode (each checked by a test on the CPU build of bitsandbytes)."""
+    combine with every mode (tests/test_variants.py trains them on int8 and NF4-DQ with the CPU bitsandbytes)."""
     if mode != "none" and init.startswith("pissa"):
         return (f"init_lora_weights {init} cannot be combined with quantization {mode}: peft computes PiSSA's SVD "
                 "on 16-bit weights only; use quantization none, or init olora / true with this mode")

@@ -31,7 +31,7 @@ from harness.records import STATE_OF_STATUS, append_record, build_record
 from harness.devices import THREADS_ENV
 from harness.runner import BaselineReply, TrialRunner, needs_fresh_worker
 from harness.source import describe_source
-from harness.space import LORA_AXES, TRAIN_AXES, SearchSpace, check_points, check_rank_fits, suggest
+from harness.space import SearchSpace, check_points, check_rank_fits, lora_fields, suggest, train_fields
 from harness.spec import (LoraSpec, ModelSpec, QuantSpec, SpecError, SweepSpec, TrialConfig, ranked,
                           TrialResult)
 from harness.adapters import drop_partial, keep_adapter
@@ -84,16 +84,15 @@ def trial_config(spec: SweepSpec, params: dict[str, Any], *, adapter_dir: str | 
     carries into `harness validate`'s linked study)."""
     params = {**(variant or {}), **params}
     train = dataclasses.replace(spec.train, **(training or {}))
-    sampled = {field: params[axis] for axis, field in TRAIN_AXES.items() if axis in params}
     train = dataclasses.replace(train, learning_rate=float(params["learning_rate"]), max_steps=spec.max_steps,
-                                seed=spec.seed if seed is None else int(seed), **sampled)
+                                seed=spec.seed if seed is None else int(seed), **train_fields(params))
     if spec.pruner != "none":
         train = dataclasses.replace(train, eval_every=pruning_interval(spec.max_steps, train.eval_every))
     return TrialConfig(
         model=ModelSpec(spec.model), quant=QuantSpec(params["quantization"]),
         lora=LoraSpec(r=int(params["lora_r"]), alpha=float(params["lora_alpha"]),
                       dropout=float(params["lora_dropout"]), targets=params["target_modules"],
-                      **{field: params[axis] for axis, field in LORA_AXES.items() if axis in params}),
+                      **lora_fields(params)),
         train=train, data=dataclasses.replace(spec.data_spec, name=spec.data),
         eval=spec.eval if metrics is None else dataclasses.replace(spec.eval, metrics=metrics),
         adapter_dir=adapter_dir, fault=fault)
