@@ -118,6 +118,10 @@ def test_pissa_on_a_quantized_base_is_refused_and_a_condition_allows_it(tmp_path
     check_points(only_16bit, lambda p: trial_config(spec, p))
     with pytest.raises(SpecError, match="SVD"):
         TrialConfig(quant=QuantSpec("int8"), lora=LoraSpec(init="pissa_niter_4"))
+    dora_int8 = parse_space({"axes": {"quantization": {"choices": ["none", "int8"]},
+                                      "use_dora": {"choices": [False, True]}}}, "dora.yaml")
+    with pytest.raises(SpecError, match="use_dora True, quantization int8|quantization int8, use_dora True"):
+        check_points(dora_int8, lambda p: trial_config(spec, p))
 
 
 def test_warmup_and_decay_must_fit_the_run() -> None:
@@ -303,6 +307,34 @@ def test_loraplus_puts_the_b_matrices_in_faster_groups(tiny_checkpoint: str) -> 
     assert a_lrs and a_lrs == pytest.approx([1e-3] * len(a_lrs))
     plain = make_optimizer(model, params, dataclasses.replace(spec, loraplus_lr_ratio=1.0), "cpu")
     assert [g["lr"] for g in plain.param_groups] == [1e-3]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["int8", "nf4-dq"])
+def test_dora_rslora_olora_and_loraplus_train_on_a_quantized_base(mode: str) -> None:
+    """What spec.combination_error allows on a quantized base does train there (the CPU bitsandbytes); what it
+    refuses is refused before any model loads."""
+    from harness.spec import DataSpec, EvalSpec, ModelSpec
+    from harness.trial import TrialCache, run_trial
+
+    cache = TrialCache()
+    common = dict(model=ModelSpec("tiny-llama"), quant=QuantSpec(mode), data=DataSpec(eval_size=8, train_size=32),
+                  eval=EvalSpec(generate_size=0, metrics=()))
+    train = TrainSpec(max_steps=2, learning_rate=1e-3, loraplus_lr_ratio=4.0)
+    dora = {"use_dora": True, "use_rslora": True}
+    variants = {"plain": {}, "rslora": {"use_rslora": True}, "olora": {"init": "olora"}}
+    if mode == "int8":
+        with pytest.raises(SpecError, match="use_dora true cannot be combined with quantization int8"):
+            TrialConfig(lora=LoraSpec(use_dora=True), **common)
+    else:
+        variants["dora+rslora"] = dora
+    results = {name: run_trial(TrialConfig(lora=LoraSpec(r=8, alpha=16.0, **lora), train=train, **common), cache)
+               for name, lora in variants.items()}
+    for name, result in results.items():
+        assert result.status == "complete", (name, result.reason)
+        assert result.steps == 2 and math.isfinite(result.eval_loss)
+    if "dora+rslora" in results:
+        assert results["dora+rslora"].trainable_params > results["plain"].trainable_params  # the magnitude vectors
 
 
 # --- the command line: a conditional grid, compare --by, recommended.yaml without harness ---------------
