@@ -96,9 +96,9 @@ import time
 
 import torch
 
-from harness.spec import (QUANTIZATION_MODES, DataSpec, EvalSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec,
+from harness.config.spec import (QUANTIZATION_MODES, DataSpec, EvalSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec,
                           TrialConfig)
-from harness.trial import TrialCache, run_trial
+from harness.trial.run import TrialCache, run_trial
 
 model, out, dry = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 cuda = torch.cuda.is_available() and not dry
@@ -211,7 +211,7 @@ import torch
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-from harness.models import checkpoint_path, resolve_model
+from harness.trial.models import checkpoint_path, resolve_model
 
 model_name, out, modes_json, dry = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
 cuda = torch.cuda.is_available() and not dry

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import sys
 
-from harness.corpus import Passage
+from harness.advise.corpus import Passage
 from harness.data.company import build_company, fact_sheet
-from harness.retrieval import BM25Retriever, recall_at_k
+from harness.advise.retrieval import BM25Retriever, recall_at_k
 
 
 def main(seed: int = 0) -> None:

@@ -60,12 +60,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from harness.data import load_examples, make_batches, tokenize_splits
-    from harness.devices import device_name, pick_device
-    from harness.models import checkpoint_path, load_base_model, load_tokenizer, resolve_model
-    from harness.source import describe_source
-    from harness.spec import DataSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec, TrialConfig
-    from harness.train import _accumulate, make_optimizer
-    from harness.trial import attach_adapter, release_memory
+    from harness.runtime.devices import device_name, pick_device
+    from harness.trial.models import checkpoint_path, load_base_model, load_tokenizer, resolve_model
+    from harness.trial.source import describe_source
+    from harness.config.spec import DataSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec, TrialConfig
+    from harness.trial.train import _accumulate, make_optimizer
+    from harness.trial.run import attach_adapter, release_memory
 
     device = pick_device()
     resolved = resolve_model(args.model)

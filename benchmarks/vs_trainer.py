@@ -12,7 +12,7 @@ Run from the repository root, with the project's virtualenv active::
 Both sides get the same base model (harness's cached checkpoint), the same tokenized `stdlib-qa` train and
 held-out examples, the same search space (r, alpha = 2r, learning rate, quantization), the same Optuna
 sampler (TPE, same seed, 4 start-up trials), the same trials, steps, batch size, schedule and optimizer, and
-are scored by the same function (`harness.scoring.eval_loss`):
+are scored by the same function (`harness.trial.scoring.eval_loss`):
 
 - harness: `python -m harness sweep ...` as a child process. Per-trial numbers and finish times come from
   its trials.jsonl, the untuned baseline from its study.
@@ -184,7 +184,7 @@ def prepare_models(args: argparse.Namespace, device: str) -> dict[str, Any]:
     """Build, before anything is timed, what harness caches across sweeps on a machine: the converted
     checkpoint and one quantized checkpoint per quantized mode. Every seed then starts from the same state
     (otherwise seed 0 alone would pay it); the one-time seconds are recorded, not hidden."""
-    from harness.models import checkpoint_path, quantized_checkpoint, resolve_model
+    from harness.trial.models import checkpoint_path, quantized_checkpoint, resolve_model
 
     started = time.perf_counter()
     path = checkpoint_path(resolve_model(args.model))
@@ -266,7 +266,7 @@ def run_seed(args: argparse.Namespace, seed: int, index: int, work: Path, varian
 
 def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Every seed and variant; the comparisons and their median (min-max) over seeds."""
-    from harness.devices import pick_device
+    from harness.runtime.devices import pick_device
 
     device = pick_device()
     started_at = dt.datetime.now(dt.timezone.utc).isoformat()
@@ -295,9 +295,9 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The benchmark's own settings, as given, with the model named as harness's reports name it (its label
-    and the precision of its source weights, from harness.source)."""
-    from harness.models import resolve_model
-    from harness.source import describe_source
+    and the precision of its source weights, from harness.trial.source)."""
+    from harness.trial.models import resolve_model
+    from harness.trial.source import describe_source
 
     source = describe_source(resolve_model(args.model))
     return {"model": args.model, "model_label": source.label, "source_precision": source.precision,
@@ -307,9 +307,9 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def numerics(device: str, runs: list[dict[str, Any]], variants: dict[str, dict[str, str]]) -> dict[str, Any]:
     """What each side trained with: autocast, compute dtype, and the optimizer (harness: its
-    `harness.train.optimizer_name`; peer: the TrainingArguments.optim and the class Trainer built, by mode)."""
-    from harness.devices import compute_dtype
-    from harness.train import optimizer_name
+    `harness.trial.train.optimizer_name`; peer: the TrainingArguments.optim and the class Trainer built, by mode)."""
+    from harness.runtime.devices import compute_dtype
+    from harness.trial.train import optimizer_name
 
     peers: dict[str, Any] = {}
     for variant, chosen in variants.items():
@@ -343,7 +343,7 @@ def environment(device: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
     import torch
 
-    from harness.devices import compute_dtype
+    from harness.runtime.devices import compute_dtype
 
     versions = {}
     for name in PACKAGES:

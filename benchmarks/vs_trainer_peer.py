@@ -2,7 +2,7 @@
 `model_init(trial)`, run in its own process (`vs_trainer.py --peer-child OUT.json ...`).
 
 It trains on harness's own tokenized data, scores with harness's own `eval_loss`, and uses the optimizer
-harness uses (`harness.train.optimizer_name`), so the two sides differ only where the benchmark says
+harness uses (`harness.trial.train.optimizer_name`), so the two sides differ only where the benchmark says
 so (the variant's autocast, and Trainer's own loop). Each trial's end is stamped with the wall clock
 (`time.time()`, seconds since the epoch) so the parent can compute time-to-target from its own launch time.
 """
@@ -44,8 +44,8 @@ class PeerLog:
 def prepare_data(checkpoint: str) -> tuple[Any, Any, list[Any]]:
     """harness's own tokenizer, tokenized splits and eval batches (DataSpec defaults, stdlib-qa)."""
     from harness.data import load_examples, make_batches, tokenize_splits
-    from harness.models import load_tokenizer
-    from harness.spec import DataSpec
+    from harness.trial.models import load_tokenizer
+    from harness.config.spec import DataSpec
 
     spec = DataSpec(name="stdlib-qa")
     tokenizer = load_tokenizer(checkpoint)
@@ -94,8 +94,8 @@ def make_model_init(checkpoint: str, device: str, log: PeerLog) -> Any:
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
         from transformers import AutoModelForCausalLM
 
-        from harness.devices import compute_dtype
-        from harness.quantization import quantization_config
+        from harness.runtime.devices import compute_dtype
+        from harness.trial.quantization import quantization_config
 
         started = time.perf_counter()
         params = sample_params(trial) if trial is not None else {"lora_r": LORA_R_CHOICES[0], "quantization": "none"}
@@ -151,7 +151,7 @@ def make_trainer(checkpoint: str, device: str, data: tuple[Any, Any, list[Any]],
     """A Trainer whose evaluate() is harness's eval loss on the held-out batches (the trial objective)."""
     from transformers import Trainer
 
-    from harness.scoring import eval_loss
+    from harness.trial.scoring import eval_loss
 
     tokenizer, tokenized, eval_batches = data
 
@@ -178,7 +178,7 @@ def training_args(args: argparse.Namespace, device: str) -> Any:
     """TrainingArguments matching harness's TrainSpec (learning_rate comes from each trial)."""
     from transformers import TrainingArguments
 
-    from harness.train import optimizer_name
+    from harness.trial.train import optimizer_name
 
     return TrainingArguments(
         output_dir=args.peer_out, max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
@@ -198,12 +198,12 @@ def run_peer(args: argparse.Namespace, log: PeerLog) -> PeerLog:
     import optuna
     import torch
 
-    from harness.devices import compute_dtype, pick_device
-    from harness.models import checkpoint_path, resolve_model
+    from harness.runtime.devices import compute_dtype, pick_device
+    from harness.trial.models import checkpoint_path, resolve_model
 
     device = pick_device()
     if device == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))  # as harness.models.load_base_model
+        torch.set_num_threads(max(1, os.cpu_count() or 1))  # as harness.trial.models.load_base_model
     log.device, log.autocast = device, args.peer_autocast
     log.torch_threads, log.compute_dtype = torch.get_num_threads(), str(compute_dtype(device)).replace("torch.", "")
     started = time.perf_counter()

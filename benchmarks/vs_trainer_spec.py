@@ -13,7 +13,7 @@ LORA_R_CHOICES = [8, 16]
 ALPHA_RATIO = 2  # lora_alpha = 2 * r on both sides
 LR_LOW, LR_HIGH = 1e-4, 1e-3  # log-uniform
 QUANT_CHOICES = ["none", "nf4-dq"]
-TPE_STARTUP_TRIALS = 4  # as harness.study.make_sampler
+TPE_STARTUP_TRIALS = 4  # as harness.search.study.make_sampler
 
 # Fixed training settings, given to harness (experiment file) and Trainer (TrainingArguments) alike.
 WARMUP_RATIO = 0.05
@@ -32,7 +32,7 @@ VARIANTS: dict[str, str] = {
 
 def harness_autocast(device: str) -> str:
     """The autocast harness trains and scores under: bf16 on CUDA, none on CPU, where the model computes in
-    its compute dtype (see `_accumulate` in harness/train.py and `eval_loss` in harness/scoring.py)."""
+    its compute dtype (see `_accumulate` in harness/trial/train.py and `eval_loss` in harness/trial/scoring.py)."""
     return "bf16" if device == "cuda" else "off"
 
 
@@ -67,7 +67,7 @@ def experiment_yaml(batch_size: int) -> str:
 
 
 def sample_params(trial: Any) -> dict[str, Any]:
-    """The peer's draw: same names, distributions and order as harness.space.suggest. Optuna returns the
+    """The peer's draw: same names, distributions and order as harness.config.space.suggest. Optuna returns the
     same value when a trial suggests the same name twice, so hp_space and model_init may both call this."""
     return {"lora_r": trial.suggest_categorical("lora_r", LORA_R_CHOICES),
             "learning_rate": trial.suggest_float("learning_rate", LR_LOW, LR_HIGH, log=True),

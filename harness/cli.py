@@ -15,8 +15,8 @@ from typing import Any, Optional
 
 import typer
 
-from harness.recovery import Heartbeat
-from harness.spec import SpecError
+from harness.search.recovery import Heartbeat
+from harness.config.spec import SpecError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=False,
                   help="Find out which LoRA / QLoRA settings to fine-tune with, and prove it.")
@@ -58,8 +58,8 @@ def sweep(
     grace_period: Optional[int] = GRACE_OPTION,
 ) -> None:
     """Run (or resume) a study: each trial fine-tunes a LoRA/QLoRA adapter and scores it."""
-    from harness.experiment import build_sweep_spec, load_experiment
-    from harness.study import storage_for_workers
+    from harness.config.experiment import build_sweep_spec, load_experiment
+    from harness.search.study import storage_for_workers
 
     file_values = load_experiment(experiment) if experiment else {}
     flags = dict(model=model, data=data, space=space, trials=trials, study=study, storage=storage,
@@ -82,7 +82,7 @@ def worker(
     grace_period: Optional[int] = GRACE_OPTION,
 ) -> None:
     """Join an existing study and run trials of it with the settings it was created with."""
-    from harness.experiment import joined_spec
+    from harness.config.experiment import joined_spec
 
     spec, target = joined_spec(study, storage, out, trials)
     _run_sweep(spec, heartbeat=Heartbeat.from_flags(heartbeat_interval, grace_period), target=target, joined=True)
@@ -91,8 +91,8 @@ def worker(
 @contextlib.contextmanager
 def _sweep_errors() -> Iterator[None]:
     """Failed parallel workers: one `harness: error:` line, exit 1 (a Ctrl-C, SweepInterrupted, is mapped
-    to 130 by main through harness.exits)."""
-    from harness.workers import WorkersFailed
+    to 130 by main through harness.search.exits)."""
+    from harness.search.workers import WorkersFailed
 
     try:
         yield
@@ -102,8 +102,8 @@ def _sweep_errors() -> Iterator[None]:
 
 def _run_sweep(spec: Any, *, workers: int = 1, heartbeat: Any = None, target: Optional[int] = None,
                joined: bool = False) -> None:
-    from harness.launch import run_sweep
-    from harness.progress import print_sweep_end
+    from harness.search.launch import run_sweep
+    from harness.search.progress import print_sweep_end
 
     with _sweep_errors():
         outcome = run_sweep(spec, workers=workers, heartbeat=heartbeat, target=target, joined=joined)
@@ -121,8 +121,8 @@ DEVICE_OPTION = typer.Option(None, "--device", help="Only the trials that ran on
 @app.command()
 def status(study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION) -> None:
     """A table of the study's trials."""
-    from harness.progress import print_status
-    from harness.spec import study_storage_url
+    from harness.search.progress import print_status
+    from harness.config.spec import study_storage_url
 
     print_status(study, study_storage_url(study, storage, out))
 
@@ -134,11 +134,11 @@ def _view(study: str, storage: Optional[str], out: Optional[str], confirm_seeds:
 
 def _grouped_view(study: str, storage: Optional[str], out: Optional[str], by: Optional[str], confirm_seeds: int = 0,
                   confirm_top: int = 1) -> tuple[Any, Any]:
-    """The study read back and its grouping for `--by` (harness.grouping; None: by quantization mode), after
+    """The study read back and its grouping for `--by` (harness.evidence.grouping; None: by quantization mode), after
     running the confirmation trials asked for (if any, of each group)."""
-    from harness.confirm import run_confirmations
-    from harness.grouping import grouping
-    from harness.readout import open_view
+    from harness.evidence.confirm import run_confirmations
+    from harness.evidence.grouping import grouping
+    from harness.search.readout import open_view
 
     view = open_view(study, storage, out)
     groups = grouping(by, view.sweep, view.attrs.get("space"))
@@ -163,9 +163,9 @@ def compare(
 ) -> None:
     """LoRA vs QLoRA (or any categorical axis, --by): per group, quality, memory and time; writes
     comparison.md/json (comparison_by_<axes>.md/json with --by)."""
-    from harness.compare import build_comparison, write_comparison
-    from harness.progress import comparison_table, print_table
-    from harness.spec import study_reports_dir
+    from harness.evidence.compare import build_comparison, write_comparison
+    from harness.search.progress import comparison_table, print_table
+    from harness.config.spec import study_reports_dir
 
     view, groups = _grouped_view(study, storage, out, by, confirm_seeds, confirm_top)
     comparison = build_comparison(view, device, groups)
@@ -194,8 +194,8 @@ def recommend(
                                         help="Also recommend configs one of whose confirmation seeds diverged or failed."),
 ) -> None:
     """The recommended config(s) as YAML that peft.LoraConfig, BitsAndBytesConfig and TrainingArguments load."""
-    from harness.recommend import recommend_many, recommend_study, summary_lines, write_recommended
-    from harness.spec import study_reports_dir
+    from harness.evidence.recommend import recommend_many, recommend_study, summary_lines, write_recommended
+    from harness.config.spec import study_reports_dir
 
     out, path = _recommend_paths(out, sweep_dir)
     names = list(from_ or [])
@@ -236,17 +236,17 @@ def validate(
     top: int = typer.Option(3, "--top", help="How many of the study's best configs to re-train."),
     seeds: int = typer.Option(2, "--seeds", help="Fresh seeds per config at the long budget."),
     defaults: bool = typer.Option(True, "--defaults/--no-defaults",
-                                  help="Also re-train the published defaults (harness/published_defaults.yaml)."),
+                                  help="Also re-train the published defaults (harness/config/published_defaults.yaml)."),
     defaults_file: Optional[Path] = typer.Option(None, "--defaults-file",
                                                  help="Your own defaults to compare against, in the format of "
-                                                      "harness/published_defaults.yaml (instead of the shipped ones)."),
+                                                      "harness/config/published_defaults.yaml (instead of the shipped ones)."),
     workers: int = typer.Option(1, "--workers", help="Worker processes (more than 1 needs journal or PostgreSQL storage)."),
     wandb: Optional[str] = typer.Option(None, help="auto, offline, online or disabled (default: the study's)."),
 ) -> None:
     """Re-train the top configs and the published defaults at the real budget; does the ranking hold?"""
-    from harness.spec import study_reports_dir
-    from harness.validate import run_validation
-    from harness.validation import verdict_lines
+    from harness.config.spec import study_reports_dir
+    from harness.evidence.validate import run_validation
+    from harness.evidence.validation import verdict_lines
 
     with _sweep_errors():
         result = run_validation(_view(study, storage, out), steps=steps, epochs=epochs, top=top, seeds=seeds,
@@ -282,9 +282,9 @@ def advise(
 ) -> None:
     """Should you fine-tune, retrieve, or both? Scores base, rag, finetuned and finetuned+rag (and failed retrieval)
     on the study's held-out questions."""
-    from harness.advise import plan_advice, run_advice
-    from harness.readout import open_view
-    from harness.spec import study_reports_dir
+    from harness.advise.run import plan_advice, run_advice
+    from harness.search.readout import open_view
+    from harness.config.spec import study_reports_dir
 
     if max_context_tokens < 1:
         _fail(f"--max-context-tokens must be >= 1, got {max_context_tokens}", 2)
@@ -307,8 +307,8 @@ def report(
     by: str = typer.Option("quantization", "--by", help="What the report's comparison groups by (as compare --by)."),
 ) -> None:
     """report.md and a self-contained report.html with plots; a W&B summary run."""
-    from harness.publish import publish
-    from harness.spec import study_reports_dir
+    from harness.publish.folder import publish
+    from harness.config.spec import study_reports_dir
 
     view, groups = _grouped_view(study, storage, out, by)
     published = publish(view, Path(study_reports_dir(study, reports_dir)), wandb,
@@ -327,7 +327,7 @@ def datasets() -> None:
     from rich.table import Table
 
     from harness.data import describe_builtins
-    from harness.progress import print_table
+    from harness.search.progress import print_table
 
     table = Table(title="built-in datasets (use with --data NAME)", title_justify="left")
     for name in ("name", "train", "eval", "metrics", "description"):
@@ -344,14 +344,14 @@ def doctor(
     quick: bool = typer.Option(False, "--quick", help="Skip the per-mode training check."),
 ) -> None:
     """What this machine can run: device, dtypes, bitsandbytes, which quantization modes work."""
-    from harness.doctor import format_report, run_doctor
+    from harness.trial.doctor import format_report, run_doctor
 
     typer.echo(format_report(run_doctor(check_modes=not quick)))
 
 
 def main() -> None:
-    """Console-script entry: one line on stderr for a failure, the exit code from harness.exits."""
-    from harness.exits import FAILED, Interrupted, exit_code, is_usage_error
+    """Console-script entry: one line on stderr for a failure, the exit code from harness.search.exits."""
+    from harness.search.exits import FAILED, Interrupted, exit_code, is_usage_error
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:

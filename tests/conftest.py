@@ -37,7 +37,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def use_run_cache(environ: MutableMapping[str, str]) -> str | None:
-    """Point HARNESS_CACHE (harness.models.cache_dir: converted checkpoints) at a new temporary folder, unless
+    """Point HARNESS_CACHE (harness.trial.models.cache_dir: converted checkpoints) at a new temporary folder, unless
     the caller chose one (a CI that keeps its cache between runs); returns the new folder, or None when the caller's stays."""
     if environ.get("HARNESS_CACHE"):  # cache_dir() treats an empty value as unset, and so does this
         return None
@@ -210,6 +210,6 @@ def load_without_harness(path: Path, tmp_path: Path) -> str:
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> str:
     """The tiny random Llama's cached checkpoint folder (built once a run, seconds)."""
-    from harness.models import checkpoint_path, resolve_model
+    from harness.trial.models import checkpoint_path, resolve_model
 
     return checkpoint_path(resolve_model("tiny-llama"))

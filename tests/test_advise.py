@@ -11,13 +11,13 @@ import optuna
 import pytest
 
 from conftest import assert_one_line_error, run_cli, write_jsonl
-from harness.advice import (ARMS, ArmResult, advice_doc, advice_markdown, by_retrieval_hit, hit_sentences,
+from harness.advise.advice import (ARMS, ArmResult, advice_doc, advice_markdown, by_retrieval_hit, hit_sentences,
                             summary_rows)
-from harness.advise import (AdvicePlan, Retrieved, arm_prompts, context_budget, default_corpus, relevance,
+from harness.advise.run import (AdvicePlan, Retrieved, arm_prompts, context_budget, default_corpus, relevance,
                             wrong_passages)
-from harness.corpus import Passage
+from harness.advise.corpus import Passage
 from harness.data.examples import Example
-from harness.spec import SpecError
+from harness.config.spec import SpecError
 
 
 def _arm(name: str, em: list[float], latency: float = 0.1, added: int = 0) -> ArmResult:
@@ -142,8 +142,8 @@ def _plan(questions: list[Example], passages: list[Passage], gold: list[set[str]
 
 
 def test_each_arm_s_prompt_through_the_chat_template_on_a_fixed_example(tiny_checkpoint: str) -> None:
-    from harness.models import load_tokenizer
-    from harness.rag_prompt import INSTRUCTION, NO_CONTEXT
+    from harness.trial.models import load_tokenizer
+    from harness.advise.rag_prompt import INSTRUCTION, NO_CONTEXT
 
     tokenizer = load_tokenizer(tiny_checkpoint)
     question = Example([{"role": "user", "content": "Who leads Zephyr Labs?"}], "Tomas Varga")

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import write_jsonl
 from harness.data import DEFAULT_TEMPLATE, DataError, load_examples
-from harness.spec import DataSpec, SpecError, TrialConfig
+from harness.config.spec import DataSpec, SpecError, TrialConfig
 
 ALL = 10**6
 

@@ -1,4 +1,4 @@
-"""harness.doctor: every quantization mode really trains here, and a broken mode is a result."""
+"""harness.trial.doctor: every quantization mode really trains here, and a broken mode is a result."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import torch
 
-from harness import devices, doctor
-from harness.models import TINY_LLAMA
-from harness.spec import QUANTIZATION_MODES
+from harness.runtime import devices
+from harness.trial import doctor
+from harness.trial.models import TINY_LLAMA
+from harness.config.spec import QUANTIZATION_MODES
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +109,6 @@ def test_builtin_model_missing_says_how_to_install(monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.integration
 def test_the_installed_builtin_model_is_named_with_its_4bit_source() -> None:
-    from harness.doctor import builtin_model_status
+    from harness.trial.doctor import builtin_model_status
 
     assert "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to bf16)" in builtin_model_status()

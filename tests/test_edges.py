@@ -10,14 +10,14 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 
-from harness.compare import build_comparison, comparison_markdown, write_comparison
-from harness.edges import edge_warnings
-from harness.progress import print_sweep_end
-from harness.readout import StudyView, view_of
-from harness.recommend import recommend_study, summary_lines
-from harness.report import build_markdown
-from harness.space import parse_space
-from harness.sweep import SweepOutcome
+from harness.evidence.compare import build_comparison, comparison_markdown, write_comparison
+from harness.search.edges import edge_warnings
+from harness.search.progress import print_sweep_end
+from harness.search.readout import StudyView, view_of
+from harness.evidence.recommend import recommend_study, summary_lines
+from harness.publish.report import build_markdown
+from harness.config.space import parse_space
+from harness.search.sweep import SweepOutcome
 
 LOG_LR = {"learning_rate": {"low": 1e-5, "high": 1e-3, "step": None, "log": True, "int": False}}
 RANK_GRID = {"lora_r": {"choices": [8, 16, 32]}}

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from harness.data import load_examples, make_batches, tokenize_splits
-from harness.generation import generate
-from harness.models import load_base_model, load_tokenizer
-from harness.scoring import eval_loss
-from harness.spec import (QUANTIZATION_MODES, DataSpec, EvalSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec,
+from harness.trial.generation import generate
+from harness.trial.models import load_base_model, load_tokenizer
+from harness.trial.scoring import eval_loss
+from harness.config.spec import (QUANTIZATION_MODES, DataSpec, EvalSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec,
                           TrialConfig)
-from harness.trial import TrialCache, attach_adapter, run_trial
+from harness.trial.run import TrialCache, attach_adapter, run_trial
 
 pytestmark = pytest.mark.integration  # loads and trains tiny-llama in every mode
 

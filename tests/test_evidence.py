@@ -12,12 +12,12 @@ import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from harness.compare import build_comparison, comparison_markdown
-from harness.confirm import plan_confirmations
-from harness.readout import open_view
-from harness.recommend import recommend_study, write_recommended
-from harness.spec import SpecError
-from harness.stats import combined_difference, paired_bootstrap_half
+from harness.evidence.compare import build_comparison, comparison_markdown
+from harness.evidence.confirm import plan_confirmations
+from harness.search.readout import open_view
+from harness.evidence.recommend import recommend_study, write_recommended
+from harness.config.spec import SpecError
+from harness.evidence.stats import combined_difference, paired_bootstrap_half
 
 DISTS = {"quantization": CategoricalDistribution(["none", "nf4"]), "lora_r": CategoricalDistribution([16]),
          "lora_alpha": FloatDistribution(1.0, 64.0), "learning_rate": FloatDistribution(1e-5, 1e-2, log=True),

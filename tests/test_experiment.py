@@ -1,4 +1,4 @@
-"""harness.experiment: experiment YAML + flags -> a validated SweepSpec; search-space names -> files."""
+"""harness.config.experiment: experiment YAML + flags -> a validated SweepSpec; search-space names -> files."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.experiment import build_sweep_spec, load_experiment, resolve_space, spec_to_dict
-from harness.space import load_space
-from harness.spec import DataSpec, EvalSpec, SpecError, SweepSpec, TrainSpec
+from harness.config.experiment import build_sweep_spec, load_experiment, resolve_space, spec_to_dict
+from harness.config.space import load_space
+from harness.config.spec import DataSpec, EvalSpec, SpecError, SweepSpec, TrainSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENT_FILES = sorted((ROOT / "experiments").glob("*.yaml"))

@@ -14,8 +14,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.generation import GenerationScore, generate, generate_ids, score_generations
-from harness.models import TINY_LLAMA, load_base_model, load_tokenizer
+from harness.trial.generation import GenerationScore, generate, generate_ids, score_generations
+from harness.trial.models import TINY_LLAMA, load_base_model, load_tokenizer
 
 pytestmark = pytest.mark.integration  # loads tiny Llama models
 

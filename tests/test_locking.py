@@ -1,11 +1,11 @@
-"""harness.locking.file_lock: one holder at a time, across threads and processes."""
+"""harness.runtime.locking.file_lock: one holder at a time, across threads and processes."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
-from harness.locking import file_lock
+from harness.runtime.locking import file_lock
 
 
 def test_a_second_holder_waits_until_the_first_lets_go(tmp_path: Path) -> None:

@@ -12,13 +12,13 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from conftest import run_cli
-from harness.compare import build_comparison
-from harness.progress import print_sweep_end, ranked_records
-from harness.readout import baseline_of, open_view
-from harness.recommend import recommend_study
-from harness.spec import OBJECTIVES, TASK_METRICS, SpecError, SweepSpec, direction_of, perplexity, ranked
-from harness.study import public_url
-from harness.sweep import SweepOutcome
+from harness.evidence.compare import build_comparison
+from harness.search.progress import print_sweep_end, ranked_records
+from harness.search.readout import baseline_of, open_view
+from harness.evidence.recommend import recommend_study
+from harness.config.spec import OBJECTIVES, TASK_METRICS, SpecError, SweepSpec, direction_of, perplexity, ranked
+from harness.search.study import public_url
+from harness.search.sweep import SweepOutcome
 
 # --- ranking ------------------------------------------------------------------------------------------
 
@@ -125,7 +125,7 @@ def test_the_sweep_and_the_readout_commands_derive_the_same_paths() -> None:
 
 
 def test_one_line_is_the_first_line_of_an_error_with_its_type() -> None:
-    from harness.spec import one_line
+    from harness.config.spec import one_line
 
     assert one_line(ValueError("bad value\n  detail\n  more")) == "ValueError: bad value"
     assert one_line(KeyError()) == "KeyError"

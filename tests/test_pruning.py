@@ -7,7 +7,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 
-from harness.pruning import PRUNE_FROM_REPORT, PerModePruner, make_pruner, pruning_interval
+from harness.search.pruning import PRUNE_FROM_REPORT, PerModePruner, make_pruner, pruning_interval
 
 DISTS = {"quantization": CategoricalDistribution(["none", "nf4"])}
 # Per report (steps 1-4): 16-bit starts low and ends at 1.5; nf4 starts high (its base lost precision)

@@ -1,4 +1,4 @@
-"""harness.quantization: one table (MODES) from which a mode's BitsAndBytesConfig, its plain kwargs for
+"""harness.trial.quantization: one table (MODES) from which a mode's BitsAndBytesConfig, its plain kwargs for
 recommended.yaml and its human names are all read.
 
 Pure functions: nothing is loaded or quantized here.
@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import BitsAndBytesConfig
 
-from harness.quantization import (FP32_BASE_LABEL, MODES, ModeSettings, mode_label, mode_settings,
+from harness.trial.quantization import (FP32_BASE_LABEL, MODES, ModeSettings, mode_label, mode_settings,
                                   quantization_config, quantization_kwargs)
-from harness.spec import QUANTIZATION_MODES, SpecError
+from harness.config.spec import QUANTIZATION_MODES, SpecError
 
 FIELDS = ("load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype")
 BAD_MODES = ["nf8", "int4", "NF4", "nf4-DQ", "", "4bit"]

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from harness.quiet import GRADIENT_DROP_WARNING, filter_known_warnings, quiet, silence_for_process
+from harness.runtime.quiet import GRADIENT_DROP_WARNING, filter_known_warnings, quiet, silence_for_process
 
 
 class _Collect(logging.Handler):

@@ -11,9 +11,9 @@ import optuna
 import pytest
 from conftest import run_cli
 
-from harness.plots import pareto_front
-from harness.readout import StudyView, open_view
-from harness.report import FIGURES, ReportFiles, markdown_to_html, write_report
+from harness.publish.plots import pareto_front
+from harness.search.readout import StudyView, open_view
+from harness.publish.report import FIGURES, ReportFiles, markdown_to_html, write_report
 
 COMPARISON = "| mode | eval loss (nats per token) |\n| --- | ---: |\n| 16-bit LoRA | 10.70 |\n| nf4 | 10.69 |"
 # quantization and learning rate vary, so every figure has something to show; tiny evals keep it fast.

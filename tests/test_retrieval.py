@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.corpus import Passage, load_corpus, split_words
-from harness.retrieval import BM25Retriever, make_retriever, recall_at_k
-from harness.spec import SpecError
+from harness.advise.corpus import Passage, load_corpus, split_words
+from harness.advise.retrieval import BM25Retriever, make_retriever, recall_at_k
+from harness.config.spec import SpecError
 
 FACTS = [
     Passage("acme-founded", "Acme Robotics was founded in 1987 in Oslo by Ingrid Berg.", "Acme Robotics"),
@@ -99,7 +99,7 @@ def _words(text: str) -> int:
 
 
 def test_a_rag_prompt_puts_passages_best_first_before_the_question_and_fits_the_budget() -> None:
-    from harness.rag_prompt import INSTRUCTION, with_passages
+    from harness.advise.rag_prompt import INSTRUCTION, with_passages
 
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who founded Acme?"}]
     whole = with_passages(messages, FACTS[:2], budget=1000, count=_words)

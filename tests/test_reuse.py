@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from harness.runner import TrialRunner
-from harness.spec import DataSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec, TrialConfig
+from harness.search.runner import TrialRunner
+from harness.config.spec import DataSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec, TrialConfig
 
 pytestmark = pytest.mark.integration  # 20 trials in a trial worker process
 

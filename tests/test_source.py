@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.models import ResolvedModel, resolve_model
-from harness.source import describe_source
+from harness.trial.models import ResolvedModel, resolve_model
+from harness.trial.source import describe_source
 
 pytestmark = pytest.mark.integration  # reads the real model's GGUF file or builds tiny-llama
 

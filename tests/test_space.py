@@ -1,4 +1,4 @@
-"""harness.space: search-space files -> validated axes -> Optuna distributions, before any model loads."""
+"""harness.config.space: search-space files -> validated axes -> Optuna distributions, before any model loads."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from harness.models import ModelDims
-from harness.space import check_rank_fits, load_space, parse_space, suggest
-from harness.spec import QUANTIZATION_MODES, SpecError
-from harness.spec import SweepSpec
-from harness.sweep import trial_config
+from harness.trial.models import ModelDims
+from harness.config.space import check_rank_fits, load_space, parse_space, suggest
+from harness.config.spec import QUANTIZATION_MODES, SpecError
+from harness.config.spec import SweepSpec
+from harness.search.sweep import trial_config
 
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 SPACE_FILES = sorted(SPACES.glob("*.y*ml"))

@@ -1,4 +1,4 @@
-"""harness.spec: every config type refuses its bad values with a one-line error naming the field."""
+"""harness.config.spec: every config type refuses its bad values with a one-line error naming the field."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from harness.spec import (
+from harness.config.spec import (
     OBJECTIVES,
     QUANTIZATION_MODES,
     DataSpec,

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration  # six Python processes, three times
 
 OPEN = """
 import sys, time
-from harness.study import make_storage
+from harness.search.study import make_storage
 while time.time() < float(sys.argv[2]):
     pass
 make_storage(sys.argv[1])

@@ -15,7 +15,7 @@ import pytest
 
 import conftest
 from conftest import REPO, use_run_cache, wait_for
-from harness.models import cache_dir
+from harness.trial.models import cache_dir
 
 
 def test_this_run_has_a_cache_of_its_own_or_the_callers() -> None:
@@ -45,13 +45,13 @@ def _run(code: str, home: Path) -> str:
 
 
 def test_a_process_a_test_starts_inherits_the_cache(tmp_path: Path) -> None:
-    printed = _run("from harness.models import cache_dir; print(cache_dir())", tmp_path)
+    printed = _run("from harness.trial.models import cache_dir; print(cache_dir())", tmp_path)
     assert printed == os.environ["HARNESS_CACHE"]
 
 
 @pytest.mark.integration
 def test_building_tiny_llama_in_a_child_process_writes_only_to_the_runs_cache(tmp_path: Path) -> None:
-    folder = _run("from harness.models import checkpoint_path, resolve_model; "
+    folder = _run("from harness.trial.models import checkpoint_path, resolve_model; "
                   "print(checkpoint_path(resolve_model('tiny-llama')))", tmp_path)
     assert Path(folder).parent == Path(os.environ["HARNESS_CACHE"]) / "models"
     assert (Path(folder) / "config.json").is_file()

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, assert_one_line_error, run_cli
-from harness import devices, models, online
-from harness.devices import THREADS_ENV
-from harness.runner import TrialRunner, needs_fresh_worker
-from harness.spec import DataSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec, TrialConfig, TrialResult
+from harness.runtime import devices, online
+from harness.trial import models
+from harness.runtime.devices import THREADS_ENV
+from harness.search.runner import TrialRunner, needs_fresh_worker
+from harness.config.spec import DataSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec, TrialConfig, TrialResult
 
 CONFIG = TrialConfig(model=ModelSpec("tiny-llama"), quant=QuantSpec("none"), lora=LoraSpec(r=4, alpha=8.0),
                      train=TrainSpec(learning_rate=1e-2, max_steps=2, batch_size=4),
@@ -164,7 +165,7 @@ def _break_bnb(monkeypatch) -> None:
 
 @pytest.mark.integration
 def test_doctor_reports_a_native_library_that_failed_to_load(monkeypatch) -> None:
-    from harness import doctor
+    from harness.trial import doctor
 
     _break_bnb(monkeypatch)
     report = doctor.run_doctor()
@@ -180,7 +181,7 @@ def test_doctor_reports_a_native_library_that_failed_to_load(monkeypatch) -> Non
 
 @pytest.mark.integration
 def test_doctor_reports_bitsandbytes_that_cannot_be_imported(monkeypatch) -> None:
-    from harness import doctor
+    from harness.trial import doctor
 
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import raises ImportError
     report = doctor.run_doctor()

@@ -1,4 +1,4 @@
-"""harness.tracking: W&B modes, offline runs read back (with tests/wandb_reader.py), and a broken wandb
+"""harness.search.tracking: W&B modes, offline runs read back (with tests/wandb_reader.py), and a broken wandb
 that never breaks a sweep.
 
 Never online: every test runs with WANDB_MODE=offline, no API key, and a W&B host that does not
@@ -16,8 +16,8 @@ import pytest
 from wandb_reader import offline_runs, read_offline_run
 
 from conftest import wait_for
-from harness import tracking
-from harness.spec import SpecError
+from harness.search import tracking
+from harness.config.spec import SpecError
 
 WANDB_ENV = ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_PROJECT", "WANDB_API_KEY")
 

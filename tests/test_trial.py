@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from harness.data import load_examples, make_batches, tokenize_splits
-from harness.models import load_base_model, load_tokenizer
-from harness.spec import DataSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec, TrialConfig
-from harness.train import train
-from harness.trial import TrialCache, TrialCallbacks, attach_adapter, run_trial
+from harness.trial.models import load_base_model, load_tokenizer
+from harness.config.spec import DataSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec, TrialConfig
+from harness.trial.train import train
+from harness.trial.run import TrialCache, TrialCallbacks, attach_adapter, run_trial
 
 pytestmark = pytest.mark.integration  # trains tiny-llama in-process
 
@@ -90,7 +90,7 @@ def test_a_complete_trial_measures_everything(tmp_path: Path, cache: TrialCache)
 
 @pytest.mark.parametrize("mode", ["int8", "nf4", "nf4-dq"])
 def test_weight_breakdown_explains_a_quantized_mode(mode: str, tiny_checkpoint: str) -> None:
-    from harness.weights import weight_breakdown
+    from harness.trial.weights import weight_breakdown
 
     w = weight_breakdown(load_base_model(tiny_checkpoint, mode, "cpu"))
     assert w["quantized_mb"] > 0 and w["constants_mb"] > 0 and w["other_mb"] > 0
@@ -166,9 +166,9 @@ def test_quantized_checkpoint_is_built_once_and_loads_identical_weights(mode: st
     """Trials load a cached quantized checkpoint instead of requantizing; it must hold the very same weights."""
     from transformers import AutoModelForCausalLM
 
-    from harness.devices import compute_dtype
-    from harness.models import quantized_checkpoint
-    from harness.quantization import quantization_config
+    from harness.runtime.devices import compute_dtype
+    from harness.trial.models import quantized_checkpoint
+    from harness.trial.quantization import quantization_config
 
     dtype = compute_dtype("cpu")
     from peft import prepare_model_for_kbit_training

@@ -16,11 +16,11 @@ import yaml
 from optuna.distributions import CategoricalDistribution
 
 from conftest import (assert_one_line_error, fast_experiment, load_without_harness, run_cli, start, wait_for)
-from harness.readout import open_view
-from harness.recommend import recommend_study, summary_lines
-from harness.spec import SpecError, SweepSpec, TrainSpec
-from harness.sweep import trial_config
-from harness.validate import (Planned, collect, linked_space, long_budget, plan_runs, read_validation,
+from harness.search.readout import open_view
+from harness.evidence.recommend import recommend_study, summary_lines
+from harness.config.spec import SpecError, SweepSpec, TrainSpec
+from harness.search.sweep import trial_config
+from harness.evidence.validate import (Planned, collect, linked_space, long_budget, plan_runs, read_validation,
                               top_configs)
 
 SWEEP = {"model": "tiny-llama", "data": "stdlib-qa", "space": "tiny", "max_steps": 10, "seed": 0,
@@ -316,7 +316,7 @@ def test_validate_refuses_bad_input_in_one_line(source: str, tmp_path: Path) -> 
 
 
 def test_the_report_says_whether_and_how_the_study_was_validated(source: str, validated: str) -> None:
-    from harness.report import build_markdown
+    from harness.publish.report import build_markdown
 
     def header(name: str) -> str:
         return build_markdown(open_view(name, source), "t", {}, {}, {}, None)
@@ -328,7 +328,7 @@ def test_the_report_says_whether_and_how_the_study_was_validated(source: str, va
 
 
 def test_an_unvalidated_report_says_what_that_means(source: str) -> None:
-    from harness.report import build_markdown
+    from harness.publish.report import build_markdown
 
     text = build_markdown(open_view("s", source), "t", {}, {}, {}, None)
     assert "**Not validated:** every number here comes from the study's short trials" in text
@@ -337,8 +337,8 @@ def test_an_unvalidated_report_says_what_that_means(source: str) -> None:
 def test_a_variant_config_is_validated_as_that_variant(tmp_path: Path) -> None:
     """A DoRA config keeps use_dora in the plan (its key differs from plain LoRA's), the long run is enqueued
     with the core params fixed and the variant carried in the trial's attrs, and the read-out sees it again."""
-    from harness.readout import open_view
-    from harness.validate import config_key
+    from harness.search.readout import open_view
+    from harness.evidence.validate import config_key
 
     url = f"sqlite:///{tmp_path}/v.db"
     study = optuna.create_study(study_name="v", storage=url)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from harness.defaults import load_defaults
-from harness.spec import SpecError, TrainSpec
-from harness.validation import ConfigRuns, rank_agreement, regret, validation_doc, versus_defaults
+from harness.config.defaults import load_defaults
+from harness.config.spec import SpecError, TrainSpec
+from harness.evidence.validation import ConfigRuns, rank_agreement, regret, validation_doc, versus_defaults
 
 
 def _config(name: str, short: list[float], long: list[float], source: str = "search") -> ConfigRuns:

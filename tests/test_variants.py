@@ -14,11 +14,11 @@ import optuna
 import pytest
 
 from conftest import assert_one_line_error, load_without_harness, run_cli
-from harness.grouping import grouping
-from harness.space import check_points, describe_optional, load_space, parse_space, suggest
-from harness.spec import LoraSpec, QuantSpec, SpecError, SweepSpec, TrainSpec, TrialConfig
-from harness.study import points_sampler
-from harness.sweep import trial_config
+from harness.evidence.grouping import grouping
+from harness.config.space import check_points, describe_optional, load_space, parse_space, suggest
+from harness.config.spec import LoraSpec, QuantSpec, SpecError, SweepSpec, TrainSpec, TrialConfig
+from harness.search.study import points_sampler
+from harness.search.sweep import trial_config
 
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 
@@ -153,7 +153,7 @@ def test_sampled_training_axes_override_the_experiment_and_absent_ones_keep_it()
 def test_the_learning_rate_follows_the_named_schedule(scheduler: str) -> None:
     import torch
 
-    from harness.train import make_scheduler
+    from harness.trial.train import make_scheduler
 
     spec = TrainSpec(learning_rate=1e-3, max_steps=20, warmup_ratio=0.1, decay_ratio=0.25, scheduler=scheduler)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=spec.learning_rate)
@@ -202,7 +202,7 @@ def test_grouping_labels_and_the_values_of_axes_a_trial_did_not_sample() -> None
 
 
 def test_importances_count_a_conditional_axis_at_the_value_it_trained_with() -> None:
-    from harness.report import with_defaults_filled
+    from harness.publish.report import with_defaults_filled
 
     space = load_space(SPACES / "variants.yaml")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
@@ -221,8 +221,8 @@ def test_importances_count_a_conditional_axis_at_the_value_it_trained_with() -> 
 
 
 def _peft(tiny_checkpoint: str, **lora: object):
-    from harness.models import load_base_model
-    from harness.trial import attach_adapter
+    from harness.trial.models import load_base_model
+    from harness.trial.run import attach_adapter
 
     config = TrialConfig(lora=LoraSpec(r=8, alpha=16.0, **lora))  # type: ignore[arg-type]
     return attach_adapter(load_base_model(tiny_checkpoint, "none", "cpu"), config), config
@@ -259,8 +259,8 @@ def test_principal_inits_start_from_the_weights_and_save_as_plain_lora(init: str
     import torch
     from peft import PeftModel
 
-    from harness.models import load_base_model
-    from harness.trial import keep_initial, save_adapter
+    from harness.trial.models import load_base_model
+    from harness.trial.run import keep_initial, save_adapter
 
     original = load_base_model(tiny_checkpoint, "none", "cpu")
     q_before = original.model.layers[0].self_attn.q_proj.weight.detach().clone()
@@ -292,7 +292,7 @@ def test_principal_inits_start_from_the_weights_and_save_as_plain_lora(init: str
 
 @pytest.mark.integration
 def test_loraplus_puts_the_b_matrices_in_faster_groups(tiny_checkpoint: str) -> None:
-    from harness.train import make_optimizer
+    from harness.trial.train import make_optimizer
 
     model, _ = _peft(tiny_checkpoint)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -314,8 +314,8 @@ def test_loraplus_puts_the_b_matrices_in_faster_groups(tiny_checkpoint: str) -> 
 def test_dora_rslora_olora_and_loraplus_train_on_a_quantized_base(mode: str) -> None:
     """What spec.combination_error allows on a quantized base does train there (the CPU bitsandbytes); what it
     refuses is refused before any model loads."""
-    from harness.spec import DataSpec, EvalSpec, ModelSpec
-    from harness.trial import TrialCache, run_trial
+    from harness.config.spec import DataSpec, EvalSpec, ModelSpec
+    from harness.trial.run import TrialCache, run_trial
 
     cache = TrialCache()
     common = dict(model=ModelSpec("tiny-llama"), quant=QuantSpec(mode), data=DataSpec(eval_size=8, train_size=32),

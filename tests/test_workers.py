@@ -139,7 +139,7 @@ def test_ctrl_c_stops_every_worker_and_a_second_one_exits_at_once(tmp_path: Path
 
 
 def test_devices_round_robin_and_cores_are_split() -> None:
-    from harness.workers import assignments
+    from harness.search.workers import assignments
 
     envs = assignments(4, ["0", "1"], 16)
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0", "1"]
@@ -149,7 +149,7 @@ def test_devices_round_robin_and_cores_are_split() -> None:
 
 
 def test_a_retry_keeps_params_seed_and_confirmation_and_is_retried_once() -> None:
-    from harness.recovery import retry
+    from harness.search.recovery import retry
 
     study = optuna.create_study()
     study.enqueue_trial({"x": 0.25}, user_attrs={"seed": 3, "confirmation_of": 1})
@@ -169,8 +169,8 @@ def test_a_retry_keeps_params_seed_and_confirmation_and_is_retried_once() -> Non
 
 def test_keeping_adapters_waits_for_the_lock_another_worker_holds(tmp_path: Path) -> None:
     """The race fixed: a worker must not prune adapters while another moves its new best into place."""
-    from harness.adapters import LOCK_NAME, keep_adapter
-    from harness.locking import file_lock
+    from harness.search.adapters import LOCK_NAME, keep_adapter
+    from harness.runtime.locking import file_lock
 
     study = optuna.create_study()
     study.add_trial(optuna.trial.create_trial(value=1.0))
@@ -189,8 +189,8 @@ def test_keeping_adapters_waits_for_the_lock_another_worker_holds(tmp_path: Path
 def test_appending_a_record_waits_for_the_lock_on_trials_jsonl_and_reading_starts_at_an_offset(
         tmp_path: Path) -> None:
     """Writers lock trials.jsonl itself; the parent reads back what its workers appended after `offset`."""
-    from harness.locking import file_lock
-    from harness.records import append_record, read_records
+    from harness.runtime.locking import file_lock
+    from harness.search.records import append_record, read_records
 
     log = tmp_path / "out" / "trials.jsonl"
     append_record(log, {"number": 0})
@@ -213,9 +213,9 @@ def test_one_exit_code_table_for_the_cli_and_its_workers() -> None:
     import click
     import typer
 
-    from harness.exits import exit_code
-    from harness.spec import SpecError
-    from harness.sweep import SweepInterrupted
+    from harness.search.exits import exit_code
+    from harness.config.spec import SpecError
+    from harness.search.sweep import SweepInterrupted
 
     assert exit_code(SpecError("bad flag")) == 2
     assert exit_code(click.UsageError("no such option")) == 2
@@ -226,7 +226,7 @@ def test_one_exit_code_table_for_the_cli_and_its_workers() -> None:
 
 
 def test_a_dead_process_is_described_by_its_signal_or_exit_code() -> None:
-    from harness.runner import _died, describe_exit
+    from harness.search.runner import _died, describe_exit
 
     assert describe_exit(-signal.SIGKILL) == "killed by SIGKILL"
     assert describe_exit(-signal.SIGTERM) == "killed by SIGTERM" and describe_exit(3) == "exit code 3"

@@ -1,6 +1,6 @@
 """Reads back what an offline W&B run recorded, for the tests: no network, no account.
 
-`offline_runs(study_dir)` lists the run folders harness.tracking left under ``<study_dir>/wandb``;
+`offline_runs(study_dir)` lists the run folders harness.search.tracking left under ``<study_dir>/wandb``;
 `read_offline_run(folder)` decodes its binary ``run-<id>.wandb`` log (a LevelDB-style record log of
 wandb's protobuf Records) into plain dicts. Needs wandb installed, for its protobuf definitions.
 """

@@ -26,7 +26,7 @@ def hub_records(name: str, builtins: list[str]) -> tuple[Located, Located | None
     ``builtins`` only feeds the error message. Raises :class:`DataError` (one line) when the
     dataset cannot be loaded, e.g. offline and not cached, or has no train split.
     """
-    from harness.online import hub_offline
+    from harness.runtime.online import hub_offline
 
     folder = Path(name).expanduser().is_dir()
     if not folder:

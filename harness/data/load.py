@@ -24,7 +24,7 @@ from harness.data.files import SUFFIXES, read_records
 from harness.data.formats import Located, detect_format, map_columns, split_by_column
 from harness.data.hub import hub_records
 from harness.data.records import Labeled, parse_record
-from harness.spec import DataSpec, stable_hash
+from harness.config.spec import DataSpec, stable_hash
 
 _HASH_SPACE = 16**16  # stable_hash returns 16 hex digits
 MAX_NEW_TOKENS_CAP = 256  # generation budget ceiling for data with long answers

@@ -1,0 +1,92 @@
+"""Confirmation runs: the top configs of each quantization mode (or each group of `--by` axes) re-run with
+fresh seeds.
+
+They are ordinary trials of the same study, enqueued with the source trial's params fixed and the
+user attrs ``confirmation_of`` (the source trial's number) and ``seed`` (the training seed the
+sweep uses for them). Planning is idempotent: a seed already run (or waiting) is not enqueued again,
+so `--confirm-seeds 3` after `--confirm-seeds 2` adds one seed per config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from harness.evidence.grouping import Grouping, grouping
+from harness.search.readout import StudyView
+from harness.config.spec import SpecError
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """One enqueued re-run: the source trial's params with a fresh training seed."""
+
+    source: int
+    params: dict[str, Any]
+    seed: int
+
+
+def confirmation_seeds(base_seed: int, k: int, used: set[int] | frozenset[int] = frozenset()) -> list[int]:
+    """K seeds after the sweep's seed, skipping every seed in `used` (already run for the config)."""
+    seeds, candidate = [], base_seed + 1
+    while len(seeds) < k:
+        if candidate not in used:
+            seeds.append(candidate)
+        candidate += 1
+    return seeds
+
+
+def plan_confirmations(view: StudyView, seeds: int, top: int = 1, by: Grouping | None = None) -> list[Confirmation]:
+    """Re-runs still missing for the `top` best completed search trials of each mode (each group of `by`'s
+    axes: `harness compare --by use_dora`). A config gets
+    `seeds` confirmation runs in all (finished, running or waiting ones count; failed ones, such as an
+    interrupted run, are planned again), each with a seed never run before for the same params (a
+    resumed or duplicated config may already have run some seeds: a repeat would not be fresh evidence)."""
+    if seeds < 1 or top < 1:
+        raise SpecError(f"--confirm-seeds and --confirm-top must be >= 1, got {seeds} and {top}")
+    search = [r for r in view.search_rows() if r.state == "COMPLETE" and r.values]
+    if not search:
+        raise SpecError(f"study {view.name!r} has no completed trials to confirm")
+    base = int(view.sweep.get("seed", 0))
+    by = by or grouping(None, view.sweep)
+    plans = []
+    for group in dict.fromkeys(by.key(r.params) for r in search):
+        best = view.ranked(r for r in search if by.key(r.params) == group)[:top]
+        for source in best:
+            have = [r for r in view.rows if r.confirmation_of == source.number and r.state != "FAIL"]
+            used = {r.seed for r in view.rows if r.params == source.params and r.state != "FAIL" and r.seed is not None}
+            missing = confirmation_seeds(base, max(0, seeds - len(have)), used)
+            plans += [Confirmation(source.number, source.params, s) for s in missing]
+    return plans
+
+
+def enqueue(study: Any, plans: list[Confirmation]) -> None:
+    """Add the planned re-runs to the study's queue; the next sweep (or worker) on it runs them first."""
+    for plan in plans:
+        study.enqueue_trial(plan.params, user_attrs={"confirmation_of": plan.source, "seed": plan.seed})
+
+
+def run_confirmations(view: StudyView, seeds: int, top: int, out: str | None = None,
+                      say: Callable[[str], None] = print, by: Grouping | None = None) -> None:
+    """Enqueue the missing re-runs of the `top` configs of each mode (or group of `by`) and run every waiting
+    trial with the study's own settings (in its storage, writing to its folder: `out`, else where it was
+    created to)."""
+    import optuna
+
+    from harness.config.experiment import build_sweep_spec
+    from harness.search.launch import run_sweep
+    from harness.search.study import load_existing_study
+
+    if not view.sweep:
+        raise SpecError(f"study {view.name!r} was not created by `harness sweep`; cannot re-run its configs")
+    study = load_existing_study(view.name, view.storage)
+    enqueue(study, plan_confirmations(view, seeds, top, by))
+    waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    if not waiting:
+        say(f"confirmation: every config already has its {seeds} seeds")
+        return
+    each = "mode" if by is None or by.by_mode else f"group of {by.name}"
+    say(f"confirmation: {waiting} re-runs ({seeds} fresh seeds x the top {top} config(s) of each {each})")
+    flags = {"storage": view.storage, "trials": waiting, "out": str(view.out_dir(out))}
+    run_sweep(build_sweep_spec(view.sweep, flags, f"study {view.name}"))

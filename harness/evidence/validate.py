@@ -1,0 +1,352 @@
+"""`harness validate`: does a study's short-budget ranking hold at the real training budget?
+
+The study's top configs and the field's published defaults (harness/config/published_defaults.yaml) are re-trained
+at the long budget N, each with fresh seeds, as ordinary trials of a linked study `<study>@<N>` in the same
+storage: they resume, run through the same supervised worker, can be spread over workers, and land in
+trials.jsonl and W&B like any trial. Each run is a fresh schedule over N steps (warm-up and decay scaled to
+N), not a continuation of a short trial.
+
+The linked study's search space is written from the study: every axis a categorical of the values of the
+study's completed configs and of the published defaults that fit the model, so re-running with another
+`--top` adds trials to the same linked study. What to validate is stored in the linked study
+(`validation_plan`); the source study lists its validations (`validations`). The statistics are
+harness.evidence.validation's; this module plans, runs and reads back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.evidence.confirm import confirmation_seeds
+from harness.config.defaults import AXES, load_defaults
+from harness.search.readout import StudyView, TrialRow, open_view, view_of
+from harness.config.space import OPTIONAL_AXES
+from harness.config.spec import SpecError, TrainSpec
+from harness.evidence.validation import ConfigRuns, validation_doc
+
+COPIED_ATTRS = ("model_source", "split_hash", "data_source", "n_train", "n_eval", "truncated")
+"""Study attrs the linked study shares with its source (same model, same data, same held-out split), besides
+every `baseline*` attr: the untuned model is not scored again."""
+
+
+def linked_name(study: str, steps: int) -> str:
+    """The linked study of a validation at `steps` optimizer steps."""
+    return f"{study}@{steps}"
+
+
+def config_key(params: dict[str, Any], training: dict[str, Any] | None = None) -> str:
+    """What makes two validated configs the same runs: the six axes, the optional axes a config has (use_dora,
+    a sampled batch size, ...) and the training overrides."""
+    chosen = {k: params.get(k) for k in AXES} | {k: v for k, v in params.items() if k in OPTIONAL_AXES}
+    return json.dumps({"params": chosen, "training": training or {}}, sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One config to re-train at the long budget."""
+
+    source: str
+    """`search` (one of the study's own configs) or a published default's name."""
+    params: dict[str, Any]
+    training: dict[str, Any] = field(default_factory=dict)
+    """TrainSpec overrides (a published default's schedule, warm-up, clipping)."""
+    note: str = ""
+    """Where it comes from: `trial #12 (confirmed over 3 seeds)`, or the published default's source."""
+
+    @property
+    def key(self) -> str:
+        return config_key(self.params, self.training)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def long_budget(view: StudyView, steps: int | None, epochs: float | None) -> int:
+    """The validated budget in optimizer steps (`--steps`, or `--epochs` of the study's training split); it must
+    be longer than the study's own trials."""
+    if (steps is None) == (epochs is None):
+        raise SpecError("give the long budget as --steps N or --epochs E (one of them)")
+    short = int(view.sweep.get("max_steps") or 0)
+    if epochs is not None:
+        if not epochs > 0:
+            raise SpecError(f"--epochs must be > 0, got {epochs}")
+        n_train = view.attrs.get("n_train")
+        if not isinstance(n_train, int) or n_train < 1:
+            raise SpecError(f"study {view.name!r} did not record its training-split size; give --steps N instead")
+        train = view.sweep.get("train") or {}
+        per_step = int(train.get("batch_size", TrainSpec.batch_size)) * int(train.get("grad_accum", TrainSpec.grad_accum))
+        steps = max(1, math.ceil(epochs * n_train / per_step))
+    assert steps is not None
+    if steps <= short:
+        raise SpecError(f"--steps {steps} must be larger than study {view.name!r}'s {short} steps per trial (a "
+                        f"validation re-trains at a longer budget than the search's)")
+    return steps
+
+
+def top_configs(view: StudyView, top: int) -> list[Planned]:
+    """The study's `top` best distinct configs: confirmed ones by their confirmed mean first (when the study has
+    confirmations), then search trials by their value."""
+    from harness.evidence.recommend import candidates
+
+    if top < 1:
+        raise SpecError(f"--top must be >= 1, got {top}")
+    confirmed = [c for c in candidates(view) if c.confirmed]
+    search = view.ranked(r for r in view.search_rows() if r.state == "COMPLETE" and r.values)
+    picked: dict[str, Planned] = {}
+    for row, note in ([(c.source, f"trial #{c.source.number}, confirmed over {c.objective.n} seeds") for c in confirmed]
+                      + [(r, f"trial #{r.number}") for r in search]):
+        params = {k: v for k, v in row.params.items() if k in AXES or k in OPTIONAL_AXES}  # variants included
+        planned = Planned("search", params, note=note)
+        if planned.key not in picked and len(picked) < top:
+            picked[planned.key] = planned
+    return list(picked.values())
+
+
+def published(view: StudyView, dims: Any, path: Path | None = None) -> tuple[list[Planned], dict[str, str]]:
+    """The published defaults (the shipped file, or `path` in the same format) that can run on the study's
+    model, and why each of the others cannot."""
+    model = str(view.sweep.get("model"))
+    runnable, skipped = [], {}
+    for default in (load_defaults(path) if path is not None else load_defaults()):
+        reason = default.skip_reason(dims, model)
+        if reason:
+            skipped[default.name] = reason
+        else:
+            runnable.append(Planned(default.name, dict(default.params), dict(default.training), default.source))
+    return runnable, skipped
+
+
+def _model_dims(view: StudyView) -> Any:
+    from harness.trial.models import checkpoint_path, model_dims, resolve_model
+
+    return model_dims(checkpoint_path(resolve_model(str(view.sweep.get("model")))))
+
+
+def linked_space(view: StudyView, planned: list[Planned]) -> dict[str, Any]:
+    """The linked study's space file: each axis a categorical of every value the study's completed configs
+    and the planned configs use (sorted), so that another `--top` later fits the same space."""
+    done = [r for r in view.rows if r.state == "COMPLETE"]
+    axes = {}
+    for name in AXES:
+        values = {r.params[name] for r in done if name in r.params} | {p.params[name] for p in planned}
+        axes[name] = {"choices": sorted(values, key=lambda v: (str(type(v)), v))}
+    return {"description": f"validation of study {view.name}: the values of its configs and the published "
+                           "defaults (written by harness validate)", "axes": axes}
+
+
+def plan_runs(plan: list[Planned], rows: list[TrialRow], seeds: int, base_seed: int) -> list[tuple[Planned, int]]:
+    """Long runs still missing: every planned config gets `seeds` runs in all (finished, running or waiting ones
+    count; failed ones, such as an interrupted run, are planned again), each with a seed not yet used for it;
+    first seeds of every config first."""
+    if seeds < 1:
+        raise SpecError(f"--seeds must be >= 1, got {seeds}")
+    per_config = []
+    for planned in dict((p.key, p) for p in plan).values():
+        mine = [r for r in rows if config_key(r.params, r.training) == planned.key]
+        have = [r for r in mine if r.state != "FAIL"]
+        used = {r.seed for r in have if r.seed is not None}
+        per_config.append([(planned, s) for s in confirmation_seeds(base_seed, max(0, seeds - len(have)), used)])
+    # Round-robin: every config's first seed before any config's second, so that a validation stopped early
+    # (Ctrl-C, a deadline) has a long-budget value for as many configs as possible.
+    return [runs[i] for i in range(max(map(len, per_config), default=0)) for runs in per_config if i < len(runs)]
+
+
+@dataclass
+class Validation:
+    """What a validation run did: the linked study, its report files and the statistics."""
+
+    study: str
+    long_steps: int
+    doc: dict[str, Any]
+    files: list[Path] = field(default_factory=list)
+    ran: int = 0
+    long_view: StudyView | None = None
+    """The linked study read back (its completed long runs are the evidence for a validated recommendation)."""
+
+
+def run_validation(view: StudyView, *, steps: int | None = None, epochs: float | None = None, top: int = 3,
+                   seeds: int = 2, defaults: bool = True, defaults_file: Path | None = None,
+                   out: str | None = None, reports_dir: Path,
+                   workers: int = 1, wandb: str | None = None, command: str = "harness validate",
+                   say: Callable[[str], None] = print) -> Validation:
+    """Plan, enqueue and run the missing long runs in the linked study, then write validation.md/json and the
+    plot. Idempotent: runs already done (or waiting) are not added again; Ctrl-C leaves it resumable."""
+    import optuna
+
+    from harness.config.experiment import build_sweep_spec
+    from harness.search.launch import run_sweep
+    from harness.search.study import open_study, public_url, resolve_url, storage_for_workers
+    from harness.config.space import load_space
+
+    if not view.sweep:
+        raise SpecError(f"study {view.name!r} was not created by `harness sweep`; cannot re-train its configs")
+    if not view.completed():
+        raise SpecError(f"study {view.name!r} has no completed trials to validate")
+    n = long_budget(view, steps, epochs)
+    storage = resolve_url(view.storage)
+    if workers > 1 and storage.startswith("sqlite"):
+        raise SpecError(f"--workers {workers}: study {view.name!r} is in SQLite ({public_url(storage)}), which several "
+                        "workers cannot share, and its validation lives in the same storage; use --workers 1, or "
+                        "copy the study to a journal file or PostgreSQL with optuna.copy_study and pass --storage")
+    plan = top_configs(view, top)
+    skipped: dict[str, str] = {}
+    if defaults:
+        runnable, skipped = published(view, _model_dims(view), defaults_file)
+        plan += runnable
+    name = linked_name(view.name, n)
+    folder = view.out_dir(out) / f"validation@{n}"
+    folder.mkdir(parents=True, exist_ok=True)
+    stored_plan, space_path = _linked_state(view, name, folder, plan)
+    flags = {"study": name, "max_steps": n, "storage": storage, "out": str(folder), "pruner": "none",
+             "sampler": "random", "space": str(space_path), "wandb": wandb, "trials": 1}
+    spec = storage_for_workers(build_sweep_spec(view.sweep, flags, f"study {view.name}"), workers)
+    space = load_space(space_path)
+    linked = open_study(spec, space)
+    _share_attrs(view, linked, stored_plan, skipped)
+    _record_link(view, name, n, folder)
+    rows = list(view_of(linked, view.storage).rows) if linked.get_trials(deepcopy=False) else []
+    missing = plan_runs(plan, rows, seeds, int(view.sweep.get("seed", 0)))
+    for planned, seed in missing:
+        attrs = {"seed": seed, "validates": planned.source}
+        if planned.training:
+            attrs["training"] = planned.training
+        variant = {k: v for k, v in planned.params.items() if k in OPTIONAL_AXES}
+        if variant:  # not axes of the linked space: the trial's config takes them from here
+            attrs["variant"] = variant
+        linked.enqueue_trial({k: planned.params[k] for k in AXES}, user_attrs=attrs)
+    waiting = len(linked.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    counts = f"{len(dict((p.key, p) for p in plan))} configs x {seeds} seeds at {n} steps"
+    for source, reason in skipped.items():
+        say(f"skipped published default {source}: {reason}")
+    if waiting:
+        say(f"validation: {waiting} long runs to go ({counts}) in study {name}")
+        run_sweep(dataclasses.replace(spec, trials=waiting), workers=workers)
+    else:
+        say(f"validation: every long run is done ({counts}) in study {name}")
+    result = read_validation(open_view(view.name, view.storage, str(view.out_dir(out))), n)
+    result.ran = waiting
+    result.files = write_validation(result.doc, reports_dir, command)
+    return result
+
+
+def _linked_state(view: StudyView, name: str, folder: Path, plan: list[Planned]) -> tuple[list[dict[str, Any]], Path]:
+    """The plan merged with the one the linked study already holds, and its space file (written once; an
+    existing linked study keeps its space, and a config outside it is refused with the reason)."""
+    from harness.search.study import load_existing_study
+
+    try:
+        existing = load_existing_study(name, view.storage)
+    except SpecError:
+        existing = None
+    stored = list((existing.user_attrs.get("validation_plan") or []) if existing is not None else [])
+    keys = {config_key(p["params"], p.get("training")) for p in stored}
+    merged = stored + [p.to_dict() for p in plan if p.key not in keys]
+    space_path = folder / "space.yaml"
+    if existing is None or not space_path.exists():
+        space_path.write_text(yaml.safe_dump(linked_space(view, plan), sort_keys=False))
+    else:
+        axes = (yaml.safe_load(space_path.read_text()) or {}).get("axes") or {}
+        for p in plan:
+            for axis in AXES:
+                if p.params[axis] not in (axes.get(axis) or {}).get("choices", []):
+                    raise SpecError(f"study {name!r} was created before the config {p.note or p.source} "
+                                    f"({axis} {p.params[axis]}) existed in {view.name!r}; validate it at another "
+                                    "--steps, or delete the linked study to start it again")
+    return merged, space_path
+
+
+def _share_attrs(view: StudyView, linked: Any, plan: list[dict[str, Any]], skipped: dict[str, str]) -> None:
+    """The source study's baselines and data description (the untuned model is not scored again), the plan and
+    the published defaults that could not run here."""
+    for key, value in view.attrs.items():
+        if (key.startswith("baseline") or key in COPIED_ATTRS) and key not in linked.user_attrs:
+            linked.set_user_attr(key, value)
+    if view.attrs.get("space") and "searched_space" not in linked.user_attrs:
+        linked.set_user_attr("searched_space", view.attrs["space"])  # edge-of-range warnings (harness.search.edges)
+    linked.set_user_attr("validation_plan", plan)
+    linked.set_user_attr("validation_of", {"study": view.name, "short_steps": view.sweep.get("max_steps")})
+    linked.set_user_attr("skipped_defaults", {**(linked.user_attrs.get("skipped_defaults") or {}), **skipped})
+
+
+def _record_link(view: StudyView, name: str, steps: int, folder: Path) -> None:
+    """The source study lists its validations (recommend and report find them there)."""
+    from harness.search.study import load_existing_study
+
+    study = load_existing_study(view.name, view.storage)
+    links = dict(study.user_attrs.get("validations") or {})
+    links[str(steps)] = {"study": name, "out": str(folder)}
+    study.set_user_attr("validations", links)
+
+
+def latest_link(view: StudyView) -> tuple[int, dict[str, Any]] | None:
+    """The study's longest validation (steps and where its linked study is), or None."""
+    links = view.attrs.get("validations") or {}
+    if not links:
+        return None
+    steps = max(links, key=int)
+    return int(steps), links[steps]
+
+
+def read_validation(view: StudyView, steps: int | None = None) -> Validation:
+    """A study's validation read back from the storage: configs with their short- and long-budget values and
+    the statistics (validation.validation_doc)."""
+    link = latest_link(view) if steps is None else (steps, (view.attrs.get("validations") or {}).get(str(steps)))
+    if link is None or link[1] is None:
+        raise SpecError(f"study {view.name!r} has no validation; run `harness validate --study {view.name} --steps N`")
+    n, where = link
+    long_view = open_view(where["study"], view.storage, where.get("out"))
+    configs = collect(view, long_view)
+    doc = validation_doc(view.objective, view.directions[0], int(view.sweep.get("max_steps") or 0), n, configs)
+    doc.update(_context(view, long_view))
+    return Validation(where["study"], n, doc, long_view=long_view)
+
+
+def collect(view: StudyView, long_view: StudyView) -> list[ConfigRuns]:
+    """One ConfigRuns per planned config: its completed short-budget values in the study (its confirmation
+    runs when it has any: the search trial was picked for being good, so it would bias the mean; else its
+    search trials; none for a published default with its own training settings, or one the study's own configs
+    already stand for) and its completed long-budget values."""
+    plan = long_view.attrs.get("validation_plan") or []
+    searched = {config_key(p["params"]) for p in plan if p["source"] == "search"}
+    out = []
+    for p in plan:
+        key = config_key(p["params"], p.get("training"))
+        short: tuple[float, ...] = ()
+        if p["source"] == "search" or (not p.get("training") and key not in searched):
+            same = [r for r in view.completed() if config_key(r.params) == key]
+            confirmed = [r for r in same if r.confirmation_of is not None]
+            short = tuple(r.values[0] for r in (confirmed or same))
+        long = tuple(r.values[0] for r in long_view.completed() if config_key(r.params, r.training) == key)
+        out.append(ConfigRuns(dict(p["params"]), p["source"], short, long))
+    return out
+
+
+def _context(view: StudyView, long_view: StudyView) -> dict[str, Any]:
+    """What the numbers were measured on (STYLE: every number says what it is) and what could not run."""
+    finished = [r for r in long_view.rows if r.finished]
+    failed = [f"trial #{r.number} ({r.status or r.state.lower()}): {r.reason}" for r in finished
+              if r.state != "COMPLETE"]
+    return {"study": view.name, "linked_study": long_view.name, "model": view.source.get("label"),
+            "source_precision": view.source.get("precision"), "data": view.sweep.get("data"),
+            "held_out_examples": view.n_eval,
+            "devices": sorted({r.device_name for r in long_view.completed()}),
+            "seeds": sorted({r.seed for r in long_view.completed() if r.seed is not None}),
+            "plan": long_view.attrs.get("validation_plan") or [],
+            "skipped_defaults": long_view.attrs.get("skipped_defaults") or {}, "failed_runs": failed}
+
+
+def write_validation(doc: dict[str, Any], reports_dir: Path, command: str) -> list[Path]:
+    """validation.json, validation.md and validation.png in the study's reports folder."""
+    from harness.publish.plots import plot_validation
+    from harness.publish.report import write_doc_files
+    from harness.evidence.validation import validation_markdown
+
+    return write_doc_files(reports_dir, "validation", doc, command, plot_validation, validation_markdown)

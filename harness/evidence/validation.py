@@ -1,0 +1,231 @@
+"""Does a short-budget ranking hold at the real training budget? The statistics of a validation (issue 11):
+configs re-trained at the long budget, compared with their short-budget values. Pure functions on numbers;
+the long runs themselves are ordinary trials of a linked study.
+
+Directions are a study's (`minimize` / `maximize`); every difference is oriented so that a positive regret
+is a loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from harness.config.spec import better_sign, ranked
+from harness.evidence.stats import summarize, welch
+
+
+NOT_VALIDATED = ("validated: false means every number here comes from the study's short trials; a ranking at that "
+                 "budget can change at the hundreds or thousands of steps a real fine-tune runs (short-horizon "
+                 "bias), so re-train the top configs at your budget with `harness validate` before relying on it")
+"""What an unvalidated recommendation means (recommended.yaml's evidence, recommend's printout, the report)."""
+
+
+@dataclass(frozen=True)
+class ConfigRuns:
+    """One validated config: its objective values at the short budget (the study's search and confirmation
+    trials; empty for a published default the study never ran) and at the long budget."""
+
+    params: dict[str, Any]
+    source: str
+    """`search`, or the published default's name."""
+    short: tuple[float, ...]
+    long: tuple[float, ...]
+
+    def summary(self, budget: str) -> dict[str, Any] | None:
+        values = self.short if budget == "short" else self.long
+        return summarize(values).to_dict() if values else None
+
+
+def _mean(values: tuple[float, ...]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def rank_agreement(configs: list[ConfigRuns]) -> dict[str, Any]:
+    """Spearman's rho and Kendall's tau between the short-budget and the long-budget means, over the configs
+    with both (a published default the study never ran has no short-budget value). None below 3 configs."""
+    from scipy import stats
+
+    both = [c for c in configs if c.short and c.long]
+    result: dict[str, Any] = {"n": len(both), "spearman": None, "kendall": None}
+    if len(both) < 3:
+        return result
+    short = [_mean(c.short) for c in both]
+    long = [_mean(c.long) for c in both]
+    rho = stats.spearmanr(short, long).statistic
+    tau = stats.kendalltau(short, long).statistic
+    result["spearman"] = None if rho != rho else float(rho)
+    result["kendall"] = None if tau != tau else float(tau)
+    return result
+
+
+def regret(configs: list[ConfigRuns], direction: str) -> dict[str, Any]:
+    """The short-budget winner (best short mean among the study's own configs) against the best config at the
+    long budget (every validated config, published defaults included): the long-budget objective lost by
+    trusting the short budget, with Welch's 95% interval over seeds, and whether the winner held (not
+    distinguishable from the best; None when one side has a single seed)."""
+    searched = [c for c in configs if c.short and c.long]
+    scored = [c for c in configs if c.long]
+    if not searched or not scored:
+        raise ValueError("regret needs a config with both short- and long-budget values")
+    winner = ranked(searched, direction, lambda c: _mean(c.short))[0]
+    best = ranked(scored, direction, lambda c: _mean(c.long))[0]
+    sign = better_sign(direction)
+    if best is winner:
+        return {"value": 0.0, "ci95": [0.0, 0.0], "winner": winner.params, "best": best.params,
+                "best_source": best.source, "winner_held": True}
+    diff = welch(winner.long, best.long)
+    low, high = diff.ci_low, diff.ci_high
+    interval = None if low is None or high is None else sorted([sign * low, sign * high])
+    held = None if diff.distinguishable is None else not diff.distinguishable
+    return {"value": sign * diff.diff, "ci95": interval, "winner": winner.params, "best": best.params,
+            "best_source": best.source, "winner_held": held}
+
+
+def versus_defaults(recommended: ConfigRuns, defaults: list[ConfigRuns], direction: str) -> list[dict[str, Any]]:
+    """Each published default against the recommended config at the long budget: the default's mean minus the
+    recommended mean with Welch's 95% interval, and which is better when the interval excludes zero."""
+    out = []
+    for default in defaults:
+        if not default.long or not recommended.long:
+            out.append({"name": default.source, "diff": None, "ci95": None, "verdict": "not run"})
+            continue
+        diff = welch(default.long, recommended.long)
+        if diff.distinguishable is None:
+            verdict = "too few seeds to tell"
+        elif not diff.distinguishable:
+            verdict = "not distinguishable"
+        else:
+            better = diff.diff * better_sign(direction) < 0
+            verdict = "default better" if better else "recommended better"
+        out.append({"name": default.source, "diff": diff.diff,
+                    "ci95": None if diff.ci_low is None else [diff.ci_low, diff.ci_high], "verdict": verdict})
+    return out
+
+
+def validation_doc(objective: str, direction: str, short_steps: int, long_steps: int,
+                   configs: list[ConfigRuns]) -> dict[str, Any]:
+    """validation.json: every config's short and long summaries, the rank agreement, the regret of the
+    short-budget winner, the config to recommend (the best long-budget mean over every validated config,
+    published defaults included) and each published default against it."""
+    agreement = rank_agreement(configs)
+    scored = [c for c in configs if c.long]
+    searched = [c for c in scored if c.short]
+    loss = regret(configs, direction) if searched else {"value": None, "ci95": None, "best_source": None,
+                                                         "winner_held": None}
+    best = ranked(scored, direction, lambda c: _mean(c.long))[0] if scored else None
+    defaults = [c for c in configs if c.source != "search" and c is not best]
+    return {
+        "objective": objective, "direction": direction, "short_steps": short_steps, "long_steps": long_steps,
+        "configs": [{"params": c.params, "source": c.source, "short": c.summary("short"), "long": c.summary("long")}
+                    for c in configs],
+        "spearman": {"value": agreement["spearman"], "n": agreement["n"]},
+        "kendall": {"value": agreement["kendall"], "n": agreement["n"]},
+        "regret": {k: loss[k] for k in ("value", "ci95", "best_source")},
+        "winner_held": loss["winner_held"],
+        "short_winner": loss.get("winner"),
+        "recommended": None if best is None else {"params": best.params, "source": best.source},
+        "defaults": versus_defaults(best, defaults, direction) if best is not None else [],
+    }
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _interval(ci: list[float] | None, digits: int = 4) -> str:
+    return "-" if not ci else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def _describe(params: dict[str, Any]) -> str:
+    return (f"{params.get('quantization')}, r {params.get('lora_r')}, alpha {float(params.get('lora_alpha', 0)):g}, "
+            f"lr {float(params.get('learning_rate', 0)):.3g}, dropout {params.get('lora_dropout')}, "
+            f"{params.get('target_modules')}")
+
+
+def headline(doc: dict[str, Any]) -> str:
+    """One sentence: at which budget it was validated, whether the short-budget winner held, the correlation."""
+    held = {True: "held", False: "did NOT hold", None: "cannot be judged (one seed a side)"}[doc["winner_held"]]
+    regret_ = doc["regret"]["value"]
+    rho = doc["spearman"]["value"]
+    best = (doc.get("recommended") or {}).get("source")
+    return (f"validated at {doc['long_steps']} steps: the {doc['short_steps']}-step winner {held}"
+            + ("" if regret_ is None else f" (regret {regret_:.4f} {doc['objective']})")
+            + ("" if rho is None else f"; Spearman {rho:.2f} over {doc['spearman']['n']} configs")
+            + (f"; the best at {doc['long_steps']} steps is the published default {best}"
+               if best and best != "search" else ""))
+
+
+def verdict_lines(doc: dict[str, Any]) -> list[str]:
+    """What the validation shows, in sentences that say only what the intervals support."""
+    short, long, objective = doc["short_steps"], doc["long_steps"], doc["objective"]
+    lines = []
+    rho, n = doc["spearman"]["value"], doc["spearman"]["n"]
+    if rho is None:
+        lines.append(f"rank agreement: not computed ({n} configs with both budgets; it needs 3)")
+    else:
+        tau = doc["kendall"]["value"]
+        lines.append(f"rank agreement between {short}-step and {long}-step means over {n} configs: Spearman "
+                     f"{rho:.2f}, Kendall {_num(tau, 2)} (1 = the same order; with so few configs a single swap "
+                     "moves these a lot)")
+    held, regret_ = doc["winner_held"], doc["regret"]
+    if regret_["value"] is None:
+        lines.append("regret: not computed (no searched config completed at the long budget)")
+    elif held is True and regret_["value"] == 0.0:
+        lines.append(f"the {short}-step winner is also the best at {long} steps")
+    elif held is True:
+        lines.append(f"the {short}-step winner is not distinguishable from the best at {long} steps: regret "
+                     f"{regret_['value']:.4f} {objective} (95% CI {_interval(regret_['ci95'])})")
+    elif held is False:
+        lines.append(f"the {short}-step winner did NOT hold: at {long} steps it is worse than the best "
+                     f"({regret_['best_source']}) by {regret_['value']:.4f} {objective} "
+                     f"(95% CI {_interval(regret_['ci95'])})")
+    else:
+        lines.append(f"regret {regret_['value']:.4f} {objective}; too few seeds for an interval")
+    recommended = doc.get("recommended")
+    if recommended:
+        lines.append(f"best at {long} steps: {recommended['source']} ({_describe(recommended['params'])})")
+    for row in doc["defaults"]:
+        if row["diff"] is None:
+            lines.append(f"published default {row['name']}: {row['verdict']}")
+        else:
+            lines.append(f"published default {row['name']} minus the best: {row['diff']:+.4f} {objective} "
+                         f"(95% CI {_interval(row['ci95'])}): {row['verdict']}")
+    return lines
+
+
+def validation_markdown(doc: dict[str, Any], command: str, plot: str | None) -> str:
+    """validation.md: what was measured, the table of configs at both budgets and the verdicts."""
+    short, long, objective = doc["short_steps"], doc["long_steps"], doc["objective"]
+    out = [f"# Validation of {doc.get('study', '?')} at {long} steps", "",
+           f"Written by `{command}`. The study's trials ran {short} optimizer steps each; here its top configs and "
+           f"the field's published defaults are re-trained from scratch at {long} steps (a fresh schedule over "
+           f"{long} steps, warm-up and decay scaled to it), as trials of the linked study "
+           f"`{doc.get('linked_study', '?')}`.", "",
+           f"- model: {doc.get('model')} (source weights: {doc.get('source_precision')})",
+           f"- data: {doc.get('data')}; {doc.get('held_out_examples')} held-out examples",
+           f"- devices: {', '.join(doc.get('devices') or []) or 'not recorded'}; seeds at {long} steps: "
+           f"{', '.join(map(str, doc.get('seeds') or [])) or '-'}",
+           f"- objective: {objective} ({doc['direction']}); intervals are 95% t intervals over seeds "
+           "(Welch's for differences)", "", "## Verdict", ""]
+    out += [f"- {line}" for line in verdict_lines(doc)]
+    out += ["", "## Configs", "",
+            f"| source | config | {short} steps: mean | 95% CI | n | {long} steps: mean | 95% CI | n |",
+            "|---|---|---:|---|---:|---:|---|---:|"]
+    for c in doc["configs"]:
+        s, l_ = c["short"] or {}, c["long"] or {}
+        out.append(f"| {c['source']} | {_describe(c['params'])} | {_num(s.get('mean'))} | {_interval(s.get('ci95'))} "
+                   f"| {s.get('n', 0)} | {_num(l_.get('mean'))} | {_interval(l_.get('ci95'))} | {l_.get('n', 0)} |")
+    skipped = doc.get("skipped_defaults") or {}
+    if skipped:
+        out += ["", "Published defaults that could not run on this model:", ""]
+        out += [f"- {name}: {reason}" for name, reason in skipped.items()]
+    if doc.get("failed_runs"):
+        out += ["", "Long runs that did not complete (not in the means above):", ""]
+        out += [f"- {line}" for line in doc["failed_runs"]]
+    sources = {p["source"]: p.get("note") for p in doc.get("plan") or [] if p["source"] != "search"}
+    if sources:
+        out += ["", "Sources of the published defaults:", ""]
+        out += [f"- {name}: {note}" for name, note in sources.items()]
+    if plot:
+        out += ["", f"![short vs long budget]({plot})"]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,232 @@
+"""Runs trials in a supervised child process, so a trial that dies cannot take the study down.
+
+One long-lived worker process (spawned, not forked) runs trial after trial and keeps its
+`TrialCache` (converted checkpoint, tokenizer, tokenized data), so start-up is paid once, not per
+trial. If the process dies in the middle of a trial (SIGKILL, the OOM killer, a segfault), the
+trial ends as `failed` with the signal as its reason, and the next trial gets a fresh process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import re
+import signal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from harness.runtime.devices import THREADS_ENV
+from harness.config.spec import TrialConfig, TrialResult
+
+if TYPE_CHECKING:
+    from harness.trial.run import BaselineScore
+
+POLL_SECONDS = 0.2
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The data a baseline was scored with, as the study records it (user attrs of the same names)."""
+
+    split_hash: str
+    data_source: str
+    n_train: int
+    n_eval: int
+    truncated: int
+    """Examples (train and held-out) cut to max_seq_len."""
+
+
+@dataclass(frozen=True)
+class BaselineReply:
+    """What the trial process answers to "score the untuned base model": the score and the data it was
+    scored with, or (score None) the one-line reason it could not be scored."""
+
+    score: BaselineScore | None = None
+    held_out: HeldOut | None = None
+    error: str | None = None
+    died: bool = False
+    """The process itself died (a fault, not bad input: a fresh process may succeed)."""
+
+
+def die_with_parent() -> None:
+    """Linux: the kernel kills this process when the sweep that supervises it dies (even by SIGKILL), so a
+    lost worker leaves no orphaned training process behind to compete with the trial's retry."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    parent = mp.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before the line above took effect
+        os._exit(1)
+
+
+def _worker_main(conn: Any) -> None:
+    """The child's loop: receive a job, run it, send back progress and the result."""
+    # Ctrl-C goes to the whole process group; the supervisor decides what to do about it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
+    from harness.runtime.quiet import silence_for_process
+
+    silence_for_process()
+    if os.environ.get(THREADS_ENV):
+        import torch
+
+        torch.set_num_threads(int(os.environ[THREADS_ENV]))
+    from harness.trial.run import TrialCache, TrialCallbacks, run_baseline, run_trial
+
+    cache = TrialCache()
+    while True:
+        try:
+            kind, payload = conn.recv()
+        except EOFError:
+            return
+        if kind == "exit":
+            return
+        config = TrialConfig.from_dict(payload)
+        if kind == "baseline":
+            if config.fault == "kill":  # test hook (sweep.FAULTS_ENV `base:kill`): die as the OOM killer would
+                os.kill(os.getpid(), signal.SIGKILL)
+            try:
+                score = run_baseline(config, cache)
+                data = cache.prepared(config)
+                held_out = HeldOut(data.split_hash, data.source, len(data.tokenized.train),
+                                   len(data.tokenized.eval), data.tokenized.truncated)
+                conn.send(("baseline", BaselineReply(score, held_out)))
+            except Exception as err:  # reported, not raised: the supervisor decides
+                from harness.config.spec import one_line
+
+                conn.send(("baseline", BaselineReply(error=one_line(err))))
+            continue
+
+        def on_eval(step: int, loss: float) -> bool:
+            conn.send(("eval", {"step": step, "eval_loss": loss}))
+            return bool(conn.recv())
+
+        callbacks = TrialCallbacks(
+            on_step=lambda info: conn.send(("step", {"step": info.step, "loss": info.loss, "lr": info.lr,
+                                                     "tokens": info.tokens})),
+            on_eval=on_eval)
+        conn.send(("result", {**run_trial(config, cache, callbacks).to_dict(), "process": process_facts()}))
+
+
+def process_facts() -> dict[str, int]:
+    """What the supervisor cannot see from outside the trial process: its pid and the CPU threads torch
+    really uses there (after the trial's model load, which must keep `--workers N`'s split)."""
+    import torch
+
+    return {"pid": os.getpid(), "torch_threads": torch.get_num_threads()}
+
+
+_CUDA_ERROR = re.compile(r"cuda|cudnn|cublas|cusparse|cusolver|cufft|curand|nccl|nvml|device-side assert|"
+                         r"AcceleratorError|illegal memory access|misaligned address", re.IGNORECASE)
+
+
+def needs_fresh_worker(result: TrialResult) -> bool:
+    """Whether the process that ran `result` must be replaced before the next trial: after running out of
+    memory, and after any CUDA error (CUDA errors are sticky: every later CUDA call in that process fails).
+    Matching loosely costs at most a needless restart (seconds); missing one fails every later trial."""
+    if result.status == "oom":
+        return True
+    return result.status == "failed" and bool(_CUDA_ERROR.search(result.reason or ""))
+
+
+def describe_exit(code: int | None) -> str:
+    """How a process ended, from its exit code: "killed by SIGKILL" (negative: the signal) or "exit code 1"."""
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+def _died(code: int | None) -> str:
+    """The reason of a trial whose process ended in the middle of it."""
+    hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if code == -signal.SIGKILL else ""
+    return f"trial process died: {describe_exit(code)}{hint}"
+
+
+class TrialRunner:
+    """Supervises the worker process; `run` returns a TrialResult whatever happens to the child."""
+
+    def __init__(self) -> None:
+        self._ctx = mp.get_context("spawn")
+        self._proc: Any = None
+        self._conn: Any = None
+        self.process: dict[str, int] | None = None
+        """`process_facts()` of the worker that ran the last trial to return a result (pid, torch_threads)."""
+
+    def start(self) -> None:
+        """Start the worker now (its imports overlap with whatever the caller does next)."""
+        if self._proc is not None and self._proc.is_alive():
+            return
+        parent, child = self._ctx.Pipe()
+        self._proc = self._ctx.Process(target=_worker_main, args=(child,), daemon=True, name="harness-trial")
+        self._proc.start()
+        child.close()
+        self._conn = parent
+
+    def run(self, config: TrialConfig, *, on_step: Callable[[dict[str, Any]], None] | None = None,
+            on_eval: Callable[[dict[str, Any]], bool] | None = None) -> TrialResult:
+        """Run one trial in the worker; progress messages are passed to the callbacks."""
+        self.start()
+        try:
+            self._conn.send(("trial", config.to_dict()))
+            while True:
+                kind, payload = self._receive()
+                if kind == "step" and on_step:
+                    on_step(payload)
+                elif kind == "eval":
+                    self._conn.send(bool(on_eval(payload)) if on_eval else False)
+                elif kind == "result":
+                    self.process = payload.pop("process", None)
+                    return TrialResult.from_dict(payload)
+        except _WorkerDied as died:
+            return TrialResult(status="failed", reason=str(died))
+
+    def baseline(self, config: TrialConfig) -> BaselineReply:
+        """The untuned base model scored in the worker (which also warms its cache), in the config's
+        quantization mode; on failure, the reason (and whether the process died)."""
+        self.start()
+        try:
+            self._conn.send(("baseline", config.to_dict()))
+            kind, reply = self._receive()
+            return reply
+        except _WorkerDied as died:
+            return BaselineReply(error=str(died), died=True)
+
+    def _receive(self) -> tuple[str, Any]:
+        while True:
+            try:
+                if self._conn.poll(POLL_SECONDS):
+                    return self._conn.recv()
+            except (EOFError, ConnectionResetError, BrokenPipeError):
+                pass
+            if not self._proc.is_alive():
+                self._proc.join()
+                code = self._proc.exitcode
+                self._proc = None
+                raise _WorkerDied(_died(code))
+
+    def restart(self) -> None:
+        """Throw the worker away (after an out-of-memory trial, say) so the next trial starts clean."""
+        self.close(kill=True)
+
+    def close(self, kill: bool = False) -> None:
+        """Stop the worker: politely, or at once with kill=True (Ctrl-C)."""
+        if self._proc is None:
+            return
+        if not kill and self._proc.is_alive():
+            try:
+                self._conn.send(("exit", None))
+                self._proc.join(timeout=10)
+            except (BrokenPipeError, OSError):
+                pass
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(timeout=10)
+        self._conn.close()
+        self._proc = None
+
+
+class _WorkerDied(RuntimeError):
+    pass

@@ -1,0 +1,551 @@
+"""One sweep: ask the study for params, run the trial in the supervised worker, tell the result,
+append trials.jsonl, log to W&B, keep the best adapter. Ctrl-C leaves everything resumable.
+
+Several of these loops may run on one study at once (`--workers N`, `harness worker` on other
+machines): each claims its next trial under the claim lock (recover lost trials, count, ask), keeps a
+heartbeat going while the trial runs, and stops when the study holds its target number of trials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import signal
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.search import tracking
+from harness.search.exits import Interrupted
+from harness.config.experiment import spec_to_dict
+from harness.trial.models import cache_dir, checkpoint_path, is_converted, load_tokenizer, model_dims, resolve_model
+from harness.search.progress import SweepProgress
+from harness.search.pruning import pruning_interval
+from harness.search.readout import baseline_of, baseline_scores, small_eval_note
+from harness.search.records import STATE_OF_STATUS, append_record, build_record
+from harness.runtime.devices import THREADS_ENV
+from harness.search.runner import BaselineReply, TrialRunner, needs_fresh_worker
+from harness.trial.source import describe_source
+from harness.config.space import SearchSpace, check_points, check_rank_fits, lora_fields, suggest, train_fields
+from harness.config.spec import (LoraSpec, ModelSpec, QuantSpec, SpecError, SweepSpec, TrialConfig, ranked,
+                          TrialResult)
+from harness.search.adapters import drop_partial, keep_adapter
+from harness.search.recovery import (Heartbeat, claim_lock, counted, heartbeat, heartbeat_enabled, owner_attrs,
+                              recover, watchable)
+from harness.search.study import check_split, open_study, resolve_url
+
+FAIL_FAST = 3
+"""Stop the sweep when this many first trials all fail for the same reason."""
+FAULTS_ENV = "HARNESS_INJECT_FAULTS"
+"""Test hook: `0:raise,2:kill` makes the 1st trial of this run raise and the 3rd's process die;
+`2.0:die` kills worker 2 itself (SIGKILL) in the middle of its 1st trial; `base:kill` kills the process
+scoring the first untuned baseline once, `base:killall` at every attempt."""
+WAIT_SECONDS = 1.0
+"""How often a worker whose target is met looks again at trials other workers are still running."""
+
+
+class SweepInterrupted(Interrupted):
+    """Ctrl-C: the trial in flight was recorded as failed ("interrupted") and the study is resumable."""
+
+
+@dataclass
+class SweepOutcome:
+    """What a finished sweep tells the CLI."""
+
+    study: str
+    out_dir: Path
+    storage: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    study_attrs: dict[str, Any] = field(default_factory=dict)
+    """The study's user attrs when the sweep ended (its untuned baselines among them)."""
+    best: dict[str, Any] | None = None
+    pareto: list[dict[str, Any]] = field(default_factory=list)
+    """With several objectives: the Pareto-optimal trials (number, values, params)."""
+
+    def baseline(self, metric: str, mode: str = "none") -> float | None:
+        """The untuned base model's `metric` in a mode (readout.baseline_of), None when not scored."""
+        return baseline_of(self.study_attrs, mode, metric)
+
+
+def trial_config(spec: SweepSpec, params: dict[str, Any], *, adapter_dir: str | None = None,
+                 fault: str | None = None, metrics: tuple[str, ...] | None = None,
+                 seed: int | None = None, training: dict[str, Any] | None = None,
+                 variant: dict[str, Any] | None = None) -> TrialConfig:
+    """The full config of one trial: the sweep's fixed settings plus the sampled params
+    (`metrics`: the task metrics resolved for this sweep, see `prepare`; `seed`: the training seed,
+    the sweep's unless the trial was enqueued with its own, as confirmation trials are; `training`:
+    TrainSpec overrides an enqueued trial carries, as a published default's schedule in a validation;
+    `variant`: values of optional axes that are not axes of this study's space, as a validated DoRA config
+    carries into `harness validate`'s linked study)."""
+    params = {**(variant or {}), **params}
+    train = dataclasses.replace(spec.train, **(training or {}))
+    train = dataclasses.replace(train, learning_rate=float(params["learning_rate"]), max_steps=spec.max_steps,
+                                seed=spec.seed if seed is None else int(seed), **train_fields(params))
+    if spec.pruner != "none":
+        train = dataclasses.replace(train, eval_every=pruning_interval(spec.max_steps, train.eval_every))
+    return TrialConfig(
+        model=ModelSpec(spec.model), quant=QuantSpec(params["quantization"]),
+        lora=LoraSpec(r=int(params["lora_r"]), alpha=float(params["lora_alpha"]),
+                      dropout=float(params["lora_dropout"]), targets=params["target_modules"],
+                      **lora_fields(params)),
+        train=train, data=dataclasses.replace(spec.data_spec, name=spec.data),
+        eval=spec.eval if metrics is None else dataclasses.replace(spec.eval, metrics=metrics),
+        adapter_dir=adapter_dir, fault=fault)
+
+
+def _faults(worker: int = 0) -> dict[int, str]:
+    """Injected faults by trial index in this run; `W.I:fault` applies to worker W only."""
+    faults = {}
+    for item in os.environ.get(FAULTS_ENV, "").split(","):
+        if ":" in item and not item.startswith("base:"):
+            key, fault = item.split(":", 1)
+            who, _, index = key.rpartition(".")
+            if not who or int(who) == worker:
+                faults[int(index)] = fault
+    return faults
+
+
+@dataclass(frozen=True)
+class Role:
+    """How this process takes part in a study."""
+
+    worker: int = 0
+    """0: the only process of this sweep; 1..N: one of the `--workers N` (shown as [wN], picks its faults)."""
+    target: int | None = None
+    """Stop when the study holds this many counted trials (see recovery.counted); None: as many as it
+    held at the start plus `--trials`."""
+    base: int | None = None
+    """Counted trials when the sweep started (progress shows trial k of target - base); None: counted now."""
+    heartbeat: Heartbeat | None = None
+    """Heartbeat settings for a new study (an existing study's stored ones win); None: the defaults."""
+    seed_offset: int = 0
+    """Added to the sampler seed so parallel workers do not sample the same params."""
+    parallel: bool = False
+    """One of several processes running the study's trials at once (`--workers N`, `harness worker`): TPE
+    then takes the trials the others are running for badly scored ones (constant liar), not piling onto them."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What `prepare` found out about the sweep's inputs."""
+
+    metrics: tuple[str, ...]
+    """The task metrics to score: the eval spec's (else the data's defaults) plus task objectives."""
+    split_hash: str
+    """The held-out split's hash (a resumed study must have the same)."""
+    n_eval: int
+    """Held-out examples every trial is scored on."""
+    source: dict[str, Any]
+    """The base model's label and the precision of its source weights (harness.trial.source.SourceInfo)."""
+
+
+def prepare(spec: SweepSpec, space: SearchSpace, progress: SweepProgress) -> Prepared:
+    """Everything that can fail on bad input, done before the study exists or a model trains."""
+    from harness.data import load_examples, tokenize_splits
+    from harness.metrics import check_metric_names
+
+    check_points(space, lambda params: trial_config(spec, params))  # every combination must be able to train
+    model = resolve_model(spec.model)
+    if not is_converted(model):
+        progress.note(f"converting {model.name} ({model.location}) into a cached checkpoint under "
+                      f"{cache_dir()} (once)...")
+    path = checkpoint_path(model)
+    check_rank_fits(space, model_dims(path), spec.model)
+    data_spec = dataclasses.replace(spec.data_spec, name=spec.data)
+    splits = load_examples(data_spec)
+    tokenized = tokenize_splits(splits, load_tokenizer(path), data_spec)  # chat template, truncation: fail here
+    metrics = splits.metrics if spec.eval.metrics is None else spec.eval.metrics
+    metrics = tuple(dict.fromkeys([*metrics, *spec.task_objectives]))
+    if spec.task_objectives and splits.max_new_tokens == 0 and not spec.eval.max_new_tokens:
+        raise SpecError(f"objective {spec.task_objectives[0]} needs generated answers, but {spec.data} is plain "
+                        "text with nothing to answer; use --objectives eval_loss")
+    check_metric_names(metrics)
+    return Prepared(metrics, splits.split_hash, len(tokenized.eval), describe_source(model).to_dict())
+
+
+def objective_values(spec: SweepSpec, result: TrialResult) -> list[float] | None:
+    """The values to tell the study, or None when one is missing or not finite."""
+    values = [result.metrics.get(name) if name in spec.task_objectives else getattr(result, name)
+              for name in spec.objectives]
+    if any(v is None or not math.isfinite(v) for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+class Sweep:
+    """The claim-run-tell loop of one `harness sweep` (or worker) process."""
+
+    def __init__(self, spec: SweepSpec, space: SearchSpace, progress: SweepProgress | None = None,
+                 role: Role = Role()) -> None:
+        self.spec, self.space, self.role = spec, space, role
+        self.out_dir = Path(spec.out_dir)
+        self.progress = progress or SweepProgress(spec.trials, spec.max_steps)
+        self.runner = TrialRunner()
+        self.study: Any = None
+        self.outcome = SweepOutcome(spec.study, self.out_dir, spec.storage_url)
+        self.wandb_mode = tracking.resolve_mode(spec.wandb)
+        self.metrics: tuple[str, ...] = ()
+        self.target = self.base = 0
+        self._own: list[dict[str, Any]] = []  # records of the trials this process ran (fail-fast looks at them)
+        self._confirming = False  # the running trial is a confirmation re-run (never pruned)
+        self._waiting = False
+
+    def run(self) -> SweepOutcome:
+        previous = _interrupt_on_sigterm()
+        try:
+            self.prepare_study()
+            self.loop()
+        finally:
+            self.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        return self.finish()
+
+    def prepare_study(self, *, start_runner: bool = True) -> None:
+        """Validate, open (or create) the study, recover lost trials, score the baselines once, fix the target.
+        `start_runner`: start the trial process now even if no baseline needs it, so its imports overlap with
+        the bookkeeping (False for a parent that leaves the trials to its workers)."""
+        prepared = prepare(self.spec, self.space, self.progress)
+        self.metrics = prepared.metrics
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.wandb_mode != "disabled":
+            tracking.configure_dirs(self.out_dir)
+        self.study = open_study(self.spec, self.space, heartbeat=self.role.heartbeat,
+                                seed_offset=self.role.seed_offset, parallel=self.role.parallel)
+        self.outcome.storage = resolve_url(self.spec.storage_url)
+        check_split(self.study, prepared.split_hash, self.spec.study)
+        note = small_eval_note(prepared.n_eval)  # after every check of the input: an error stays one line
+        if note:
+            self.progress.note(f"warning: {note}")
+        if "sweep" not in self.study.user_attrs:
+            self.study.set_user_attr("sweep", spec_to_dict(self.spec))
+        if "model_source" not in self.study.user_attrs:
+            self.study.set_user_attr("model_source", prepared.source)
+        self.progress.note(f"base model: {prepared.source['label']}; source weights: {prepared.source['precision']}")
+        if start_runner or self._missing_baselines():
+            self.runner.start()  # its imports overlap with the bookkeeping below
+        with claim_lock(self.study, self.out_dir):
+            recover(self.study, self.on_lost)
+            start = counted(self.study)
+        self._baseline()
+        self.base = self.role.base if self.role.base is not None else start
+        self.target = self.role.target if self.role.target is not None else start + self.spec.trials
+        if self.role.target is None:
+            self.study.set_user_attr("target_trials", self.target)  # what `harness worker` joins to reach
+        self.progress.total = max(0, self.target - self.base)
+
+    def loop(self) -> None:
+        """Claim, run and tell trials until the study holds the target, waiting for lost ones to come back."""
+        faults, index = _faults(self.role.worker), 0
+        while True:
+            if self._grid_done():
+                self.progress.note(f"the grid is exhausted after {len(self.study.trials)} trials; stopping")
+                return
+            trial, position = self._claim()
+            if trial is None:
+                if self._others_running():
+                    time.sleep(WAIT_SECONDS)
+                    continue
+                return
+            self._one_trial(trial, position, faults.get(index))
+            index += 1
+            self._stop_if_broken()
+
+    def recover_lost(self) -> None:
+        """Under the claim lock, fail and record every trial whose worker was lost, enqueueing its retry."""
+        with claim_lock(self.study, self.out_dir):
+            recover(self.study, self.on_lost)
+
+    def close(self) -> None:
+        self.progress.stop()
+        self.runner.close(kill=True)
+
+    def finish(self) -> SweepOutcome:
+        self.outcome.best = self._best()
+        if len(self.spec.objectives) > 1:
+            self._store_pareto()
+        return self.outcome
+
+    def _claim(self) -> tuple[Any, int]:
+        """Under the claim lock: recover lost trials, then ask for a trial if the target is not met yet
+        (a WAITING trial, such as a retry or a confirmation run, comes first)."""
+        with claim_lock(self.study, self.out_dir):
+            recover(self.study, self.on_lost)
+            done = counted(self.study)
+            if done >= self.target:
+                return None, 0
+            with warnings.catch_warnings():  # "heartbeat is supposed to be used with optimize": we keep it ourselves
+                warnings.simplefilter("ignore", UserWarning)
+                trial = self.study.ask()
+            beating = heartbeat_enabled(self.study)
+            if beating:
+                self.study._storage.record_heartbeat(trial._trial_id)
+            trial.set_user_attr("owner", owner_attrs(beating))
+        return trial, done + 1 - self.base
+
+    def _others_running(self) -> bool:
+        """The target is met, but trials other workers run could still be lost and come back for a retry:
+        wait while any of them is one this worker could detect (heartbeats, or its worker on this host)."""
+        import optuna
+
+        running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        watched = [t for t in running if watchable(self.study, t)]
+        if watched and not self._waiting:
+            self._waiting = True
+            self.progress.note(f"waiting for {len(watched)} trial(s) other workers are running "
+                               f"(#{', #'.join(str(t.number) for t in watched)}): a lost one is retried here")
+        return bool(watched)
+
+    def on_lost(self, trial: Any, reason: str, retry: int | None) -> None:
+        """Record a trial whose worker was lost (`recovery.recover`'s hook; the claim lock makes this worker
+        the only one to do so): trials.jsonl, this run's records, and a progress line."""
+        drop_partial(self.out_dir, trial.number)
+        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
+        record = self._record(trial.number, trial.params, trial.user_attrs.get("config", {}),
+                              TrialResult(status="failed", reason=reason), seconds,
+                              worker=trial.user_attrs.get("owner"), retried_as=retry)
+        self.progress.note(f"trial #{trial.number} FAIL ({record['error']}); "
+                           + (f"retried as trial #{retry}" if retry is not None else "not retried again"))
+
+    def _stop_if_broken(self) -> None:
+        """Fail fast: when the first FAIL_FAST trials of this run all failed for the same reason,
+        the config is broken (not unlucky): stop and say so rather than burn the whole budget."""
+        first = self._own[:FAIL_FAST]
+        if len(first) < FAIL_FAST or len(self._own) > FAIL_FAST:
+            return
+        reasons = {_reason_kind(r) for r in first}
+        if len(reasons) == 1 and None not in reasons:
+            raise SpecError(f"the first {FAIL_FAST} trials all failed with the same reason ({first[-1]['error']}); "
+                            "stopping the sweep: fix the model, data or search space and run it again")
+
+    def _store_pareto(self) -> None:
+        front = sorted(self.study.best_trials, key=lambda t: t.values)
+        self.outcome.pareto = [{"number": t.number, "values": dict(zip(self.spec.objectives, t.values)),
+                                "params": t.params} for t in front]
+        self.study.set_user_attr("pareto_front", [t.number for t in front])
+        (self.out_dir / "pareto.json").write_text(json.dumps(
+            {"objectives": dict(zip(self.spec.objectives, self.spec.directions)), "trials": self.outcome.pareto},
+            indent=2))
+
+    def _grid_done(self) -> bool:
+        """The grid is covered and no enqueued trial (a confirmation run, say) is waiting."""
+        import optuna
+
+        sampler = self.study.sampler
+        if not (hasattr(sampler, "is_exhausted") and sampler.is_exhausted(self.study)):
+            return False
+        return not self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+
+    def _missing_baselines(self) -> list[str]:
+        """Quantization modes whose untuned base model is not scored yet: 16-bit and every mode of the space."""
+        scored = self.study.user_attrs.get("baseline_by_mode") or {}
+        return [m for m in dict.fromkeys(["none", *self.space.quantization_modes()]) if m not in scored]
+
+    def _baseline(self) -> None:
+        """Score the untuned base model once per study in every mode (the cost of quantizing before any
+        training), retrying once in a fresh worker if the process dies; a mode that cannot be scored is
+        recorded as missing with its reason, and the trials go on."""
+        missing = self._missing_baselines()
+        if missing:
+            self.progress.note(f"scoring the untuned base model on the held-out split in {', '.join(missing)} "
+                               "(once per study)...")
+        for mode in missing:
+            reply = self._score_base(mode)
+            by_mode = dict(self.study.user_attrs.get("baseline_by_mode") or {})
+            by_mode[mode] = _baseline_entry(reply)
+            self.study.set_user_attr("baseline_by_mode", by_mode)
+            if reply.score is None or reply.held_out is None:
+                self.progress.note(f"warning: untuned base model in {mode} not scored: {reply.error}")
+                continue
+            score = reply.score
+            self.study.set_user_attr(f"baseline_per_example_{mode}", score.per_example or {})
+            if mode == "none":
+                self.study.set_user_attr("baseline_eval_loss", score.eval_loss)
+                self.study.set_user_attr("baseline_metrics", score.metrics)
+                self.study.set_user_attr("baseline_samples", score.samples)
+            for key, value in dataclasses.asdict(reply.held_out).items():
+                self.study.set_user_attr(key, value)
+        self._report_baseline()
+
+    def _score_base(self, mode: str) -> BaselineReply:
+        defaults = {"quantization": mode, "lora_r": 1, "lora_alpha": 1.0, "learning_rate": 1e-4,
+                    "lora_dropout": 0.0, "target_modules": "all-linear"}
+        config = trial_config(self.spec, defaults, metrics=self.metrics)
+        fault = next((i.split(":", 1)[1] for i in os.environ.get(FAULTS_ENV, "").split(",") if i.startswith("base:")),
+                     None)
+        reply = self.runner.baseline(dataclasses.replace(config, fault="kill" if fault else None))
+        broken = reply.error is not None and needs_fresh_worker(TrialResult(status="failed", reason=reply.error))
+        if reply.died or broken:  # a fault, not bad input: once more in a fresh process
+            self.progress.note(f"scoring the untuned base model ({mode}) failed ({reply.error}); "
+                               "retrying once in a fresh worker")
+            self.runner.restart()
+            reply = self.runner.baseline(dataclasses.replace(config, fault="kill" if fault == "killall" else None))
+        return reply
+
+    def _report_baseline(self) -> None:
+        attrs = self.outcome.study_attrs = dict(self.study.user_attrs)
+        for mode in attrs.get("baseline_by_mode") or {}:
+            scores = baseline_scores(attrs, mode)
+            if scores is None:
+                continue
+            metrics = "".join(f", {k} {v:.3f}" for k, v in scores.items() if k != "eval_loss")
+            self.progress.note(f"untuned base model ({mode}): eval_loss {scores['eval_loss']:.4f}{metrics}")
+        truncated = f"; {attrs['truncated']} examples truncated to max_seq_len" if attrs.get("truncated") else ""
+        self.progress.note(f"held-out split: {attrs.get('n_eval')} examples ({attrs.get('data_source')}){truncated}")
+
+    def _one_trial(self, trial: Any, position: int, fault: str | None) -> None:
+        """Run a claimed trial with a heartbeat going; Ctrl-C records it as interrupted and stops the sweep."""
+        started = time.perf_counter()
+        params: dict[str, Any] = {}
+        config: TrialConfig | None = None
+        run = tracking.TrialRun(None)
+        try:
+            params = suggest(trial, self.space)
+            tmp_adapter = self.out_dir / "adapters" / f".trial-{trial.number}"
+            config = trial_config(self.spec, params, adapter_dir=str(tmp_adapter), fault=fault,
+                                  metrics=self.metrics, seed=trial.user_attrs.get("seed"),
+                                  training=trial.user_attrs.get("training"),
+                                  variant=trial.user_attrs.get("variant"))
+            trial.set_user_attr("config", config.to_dict())
+            run = tracking.start_trial_run(study=self.spec.study, number=trial.number, config=config.to_dict(),
+                                           params=params, mode=self.wandb_mode, study_dir=self.out_dir)
+            self.progress.start_trial(position, trial.number, params)
+            self._confirming = trial.user_attrs.get("confirmation_of") is not None
+            with heartbeat(self.study, trial._trial_id):
+                result = self.runner.run(config, on_step=lambda p: self._on_step(run, p, fault),
+                                         on_eval=lambda p: self._on_eval(trial, run, p))
+        except KeyboardInterrupt:  # a second Ctrl-C while this is recorded exits at once (cli.main)
+            self.runner.close(kill=True)
+            result = TrialResult(status="failed", reason="interrupted by user (Ctrl-C)")
+            self._finish(trial, params, config, result, time.perf_counter() - started, run)
+            raise SweepInterrupted(f"interrupted during trial {trial.number}; it is recorded as failed and the "
+                                   "study can be resumed with the same command") from None
+        if needs_fresh_worker(result):
+            self.runner.restart()  # a fresh process after running out of memory or any (sticky) CUDA error
+        self._finish(trial, params, config, result, time.perf_counter() - started, run)
+
+    def _on_step(self, run: Any, payload: dict[str, Any], fault: str | None = None) -> None:
+        if fault == "die":  # test hook: this worker dies in the middle of a trial, as a preempted machine would
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.progress.step(payload["step"], payload["loss"])
+        run.log({"train/loss": payload["loss"], "train/lr": payload["lr"], "train/tokens": payload["tokens"]},
+                step=payload["step"])
+
+    def _on_eval(self, trial: Any, run: Any, payload: dict[str, Any]) -> bool:
+        """Log an intermediate eval and ask the pruner; a confirmation run is never pruned (it is evidence
+        for a config already chosen, and a pruned seed would bias its mean)."""
+        run.log({"eval/loss": payload["eval_loss"]}, step=payload["step"])
+        if len(self.spec.objectives) > 1 or not math.isfinite(payload["eval_loss"]) or self._confirming:
+            return False
+        trial.report(payload["eval_loss"], payload["step"])
+        return self.spec.pruner != "none" and trial.should_prune()
+
+    def _finish(self, trial: Any, params: dict[str, Any], config: TrialConfig | None, result: TrialResult,
+                seconds: float, run: Any) -> None:
+        import optuna
+
+        values = objective_values(self.spec, result) if result.status == "complete" else None
+        if result.status == "complete" and values is None:
+            result = dataclasses.replace(result, status="failed", reason="objective value missing or not finite")
+        # A diverged trial is PRUNED for Optuna (so TPE learns the region is bad) with status `diverged`.
+        state = getattr(optuna.trial.TrialState, STATE_OF_STATUS[result.status])
+        try:
+            trial.set_user_attr("status", result.status)
+            trial.set_user_attr("reason", result.reason)
+            trial.set_user_attr("result", _summary(result))
+            if result.per_example:
+                trial.set_user_attr("per_example", result.per_example)
+            self.study.tell(trial, values, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Another worker heard no heartbeat for longer than the grace period, failed this trial as lost
+            # and enqueued its retry; that retry stands for it, so this result is dropped, not recorded twice.
+            drop_partial(self.out_dir, trial.number)
+            run.finish(_summary(result), failed=True)
+            self.progress.note(f"trial #{trial.number} was taken for lost by another worker and is retried; "
+                               "this run's result is dropped (raise --grace-period if this repeats)")
+            return
+        record = self._record(trial.number, params, config.to_dict() if config else {}, result, seconds,
+                              worker=self._worker_info())
+        self._own.append(record)
+        keep_adapter(self.study, self.out_dir, trial.number, result.status == "complete",
+                     len(self.spec.objectives) == 1)
+        run.log_table("samples", result.samples)
+        run.finish(_summary(result), failed=result.status != "complete")
+        self.progress.end_trial(record, self._best_value())
+
+    def _worker_info(self) -> dict[str, Any]:
+        """Who ran a trial, for its record: host, pid, worker index, GPU and CPU threads it was given."""
+        return {**owner_attrs(heartbeat_enabled(self.study)), "worker": self.role.worker,
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "threads": os.environ.get(THREADS_ENV),
+                "torch_threads": (self.runner.process or {}).get("torch_threads")}
+
+    def _record(self, number: int, params: dict[str, Any], config: dict[str, Any], result: TrialResult,
+                seconds: float, **extra: Any) -> dict[str, Any]:
+        record = build_record(study=self.spec.study, number=number, params=params, config=config,
+                              result=result, seconds=seconds)
+        record.update({k: v for k, v in extra.items() if v is not None})
+        append_record(self.out_dir / "trials.jsonl", record)
+        self.outcome.records.append(record)
+        return record
+
+    def _best_value(self) -> float | None:
+        best = self._best()
+        return best["values"][0] if best else None
+
+    def _best(self) -> dict[str, Any] | None:
+        try:
+            trials = self.study.best_trials
+        except ValueError:
+            return None
+        if not trials:
+            return None
+        trial = ranked(trials, self.spec.directions[0], lambda t: t.values[0])[0]
+        return {"number": trial.number, "values": trial.values, "params": trial.params}
+
+
+def _reason_kind(record: dict[str, Any]) -> str | None:
+    """A failure's reason with numbers removed (so 'loss nan at step 3' and 'at step 5' match);
+    None for a trial that completed or that the pruner stopped (not a failure)."""
+    reason = record.get("error")
+    if record["state"] == "COMPLETE" or not reason or reason.startswith("pruned at step"):
+        return None
+    return re.sub(r"[-+]?\d[\d.e+-]*", "#", reason)
+
+
+def _summary(result: TrialResult) -> dict[str, Any]:
+    """The scalar results of a trial and its weight-memory breakdown, for the study's user attrs and W&B
+    (per-example scores go to their own user attr, the history and samples to trials.jsonl)."""
+    data = result.to_dict()
+    data.pop("history", None)
+    metrics = data.pop("metrics", {}) or {}
+    return {**{k: v for k, v in data.items() if not isinstance(v, (dict, list))}, **metrics,
+            "weights": result.weights}
+
+
+def _baseline_entry(reply: BaselineReply) -> dict[str, Any]:
+    """One mode's untuned baseline as the study stores it (`baseline_by_mode`): scores and weight memory,
+    or the reason it is missing."""
+    if reply.score is None:
+        return {"eval_loss": None, "missing": reply.error}
+    score = reply.score
+    return {"eval_loss": score.eval_loss, "metrics": score.metrics or {}, "weights": score.weights or {},
+            "tokens": score.tokens}
+
+
+def _interrupt_on_sigterm() -> Any:
+    """SIGTERM (a preempted machine, a batch scheduler) stops the sweep like Ctrl-C: the trial in flight is
+    recorded as interrupted. Returns the previous handler (None when not in the main thread)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)

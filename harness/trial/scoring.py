@@ -1,0 +1,70 @@
+"""Evaluation: mean token loss and perplexity on the held-out split, and each example's own loss."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from harness.config.spec import perplexity
+
+
+@dataclass(frozen=True)
+class EvalScore:
+    loss: float
+    """Mean cross-entropy per scored token (nats), the same definition for every trial."""
+    tokens: int
+    """Scored tokens the mean is over."""
+    seconds: float
+    example_losses: list[float] = field(default_factory=list)
+    """Per held-out example, in eval-split order: its mean cross-entropy per scored token (nats)."""
+    example_tokens: list[int] = field(default_factory=list)
+    """Per held-out example: its scored tokens (the weights that turn example losses into `loss`)."""
+
+    @property
+    def perplexity(self) -> float:
+        return perplexity(self.loss)
+
+
+def eval_loss(model: Any, batches: Sequence[Any], device: str) -> EvalScore:
+    """Token-weighted mean loss over all batches (not a mean of batch means), and per example.
+
+    The loss is computed here from the logits (the same shifted cross-entropy as the model's own
+    loss), so that each example's sum is known: two trials can then be compared example by example
+    on the same held-out set (the paired bootstrap in harness.evidence.stats)."""
+    import torch
+
+    started = time.perf_counter()
+    sums: dict[int, float] = {}
+    counts: dict[int, int] = {}
+    was_training = model.training
+    model.eval()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        for number, batch in enumerate(batches):
+            out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device))
+            row_sums, row_counts = _row_losses(out.logits, batch.labels.to(device))
+            indices = batch.indices or tuple(range(number * 10**6, number * 10**6 + len(row_sums)))
+            for index, total, count in zip(indices, row_sums, row_counts):
+                sums[index], counts[index] = total, count
+    if was_training:
+        model.train()
+    tokens = sum(counts.values())
+    if tokens == 0:
+        raise ValueError("the eval split has no scored tokens")
+    order = sorted(sums)
+    return EvalScore(sum(sums.values()) / tokens, tokens, time.perf_counter() - started,
+                     [sums[i] / counts[i] if counts[i] else math.nan for i in order], [counts[i] for i in order])
+
+
+def _row_losses(logits: Any, labels: Any) -> tuple[list[float], list[int]]:
+    """Summed cross-entropy (fp32) and scored-token count of each row, labels shifted as the model does."""
+    import torch
+
+    shifted = labels[:, 1:]
+    losses = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), shifted,
+                                               ignore_index=-100, reduction="none")
+    mask = shifted != -100
+    return (losses * mask).sum(dim=1).double().tolist(), mask.sum(dim=1).tolist()
