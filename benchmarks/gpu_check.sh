@@ -96,8 +96,12 @@ import time
 
 import torch
 
-from harness.config.spec import (QUANTIZATION_MODES, DataSpec, EvalSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec,
-                          TrialConfig)
+from harness.config.dataset import DataSpec
+from harness.config.evaluation import EvalSpec
+from harness.config.lora import LoraSpec
+from harness.config.model import QUANTIZATION_MODES, ModelSpec, QuantSpec
+from harness.config.training import TrainSpec
+from harness.config.trial import TrialConfig
 from harness.trial.run import TrialCache, run_trial
 
 model, out, dry = sys.argv[1], sys.argv[2], sys.argv[3] == "1"

@@ -63,7 +63,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from harness.runtime.devices import device_name, pick_device
     from harness.trial.models import checkpoint_path, load_base_model, load_tokenizer, resolve_model
     from harness.trial.source import describe_source
-    from harness.config.spec import DataSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec, TrialConfig
+    from harness.config.dataset import DataSpec
+    from harness.config.lora import LoraSpec
+    from harness.config.model import ModelSpec, QuantSpec
+    from harness.config.training import TrainSpec
+    from harness.config.trial import TrialConfig
     from harness.trial.train import _accumulate, make_optimizer
     from harness.trial.run import attach_adapter, release_memory
 

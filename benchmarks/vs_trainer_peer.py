@@ -45,7 +45,7 @@ def prepare_data(checkpoint: str) -> tuple[Any, Any, list[Any]]:
     """harness's own tokenizer, tokenized splits and eval batches (DataSpec defaults, stdlib-qa)."""
     from harness.data import load_examples, make_batches, tokenize_splits
     from harness.trial.models import load_tokenizer
-    from harness.config.spec import DataSpec
+    from harness.config.dataset import DataSpec
 
     spec = DataSpec(name="stdlib-qa")
     tokenizer = load_tokenizer(checkpoint)

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import typer
 
 from harness.search.recovery import Heartbeat
-from harness.config.spec import SpecError
+from harness.config.errors import SpecError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=False,
                   help="Find out which LoRA / QLoRA settings to fine-tune with, and prove it.")
@@ -122,7 +122,7 @@ DEVICE_OPTION = typer.Option(None, "--device", help="Only the trials that ran on
 def status(study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION) -> None:
     """A table of the study's trials."""
     from harness.search.progress import print_status
-    from harness.config.spec import study_storage_url
+    from harness.config.paths import study_storage_url
 
     print_status(study, study_storage_url(study, storage, out))
 
@@ -165,7 +165,7 @@ def compare(
     comparison.md/json (comparison_by_<axes>.md/json with --by)."""
     from harness.evidence.compare import build_comparison, write_comparison
     from harness.search.progress import comparison_table, print_table
-    from harness.config.spec import study_reports_dir
+    from harness.config.paths import study_reports_dir
 
     view, groups = _grouped_view(study, storage, out, by, confirm_seeds, confirm_top)
     comparison = build_comparison(view, device, groups)
@@ -195,7 +195,7 @@ def recommend(
 ) -> None:
     """The recommended config(s) as YAML that peft.LoraConfig, BitsAndBytesConfig and TrainingArguments load."""
     from harness.evidence.recommend import recommend_many, recommend_study, summary_lines, write_recommended
-    from harness.config.spec import study_reports_dir
+    from harness.config.paths import study_reports_dir
 
     out, path = _recommend_paths(out, sweep_dir)
     names = list(from_ or [])
@@ -244,7 +244,7 @@ def validate(
     wandb: Optional[str] = typer.Option(None, help="auto, offline, online or disabled (default: the study's)."),
 ) -> None:
     """Re-train the top configs and the published defaults at the real budget; does the ranking hold?"""
-    from harness.config.spec import study_reports_dir
+    from harness.config.paths import study_reports_dir
     from harness.evidence.validate import run_validation
     from harness.evidence.validation import verdict_lines
 
@@ -284,7 +284,7 @@ def advise(
     on the study's held-out questions."""
     from harness.advise.run import plan_advice, run_advice
     from harness.search.readout import open_view
-    from harness.config.spec import study_reports_dir
+    from harness.config.paths import study_reports_dir
 
     if max_context_tokens < 1:
         _fail(f"--max-context-tokens must be >= 1, got {max_context_tokens}", 2)
@@ -308,7 +308,7 @@ def report(
 ) -> None:
     """report.md and a self-contained report.html with plots; a W&B summary run."""
     from harness.publish.folder import publish
-    from harness.config.spec import study_reports_dir
+    from harness.config.paths import study_reports_dir
 
     view, groups = _grouped_view(study, storage, out, by)
     published = publish(view, Path(study_reports_dir(study, reports_dir)), wandb,

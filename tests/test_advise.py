@@ -17,7 +17,7 @@ from harness.advise.run import (AdvicePlan, Retrieved, arm_prompts, context_budg
                             wrong_passages)
 from harness.advise.corpus import Passage
 from harness.data.examples import Example
-from harness.config.spec import SpecError
+from harness.config.errors import SpecError
 
 
 def _arm(name: str, em: list[float], latency: float = 0.1, added: int = 0) -> ArmResult:

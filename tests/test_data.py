@@ -23,7 +23,8 @@ from harness.data import (
     tokenize_splits,
 )
 from harness.data.stdlib_qa import first_sentence
-from harness.config.spec import DataSpec, SpecError
+from harness.config.dataset import DataSpec
+from harness.config.errors import SpecError
 
 ALL = 10**6  # an eval_size larger than any split: no cap
 
@@ -368,7 +369,7 @@ def test_stdlib_qa_does_not_depend_on_what_else_was_imported() -> None:
     import subprocess
     import sys
 
-    code = ("import sys; {imports}from harness.data import load_examples; from harness.config.spec import DataSpec; "
+    code = ("import sys; {imports}from harness.data import load_examples; from harness.config.dataset import DataSpec; "
             "s = load_examples(DataSpec(eval_size=1000)); print(len(s.train), s.split_hash)")
     plain, patched = (subprocess.run([sys.executable, "-c", code.format(imports=imports)], capture_output=True,
                                      text=True, check=True).stdout.split()

@@ -18,7 +18,7 @@ from harness.data import (
     headlines,
     load_examples,
 )
-from harness.config.spec import DataSpec
+from harness.config.dataset import DataSpec
 
 ALL = 10**6  # an eval_size larger than any split: no cap
 METRICS = {"exact_match", "accuracy", "rouge_l", "token_f1"}

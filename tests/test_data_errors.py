@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.data import DataError, load_examples
-from harness.config.spec import DataSpec
+from harness.config.dataset import DataSpec
 
 
 def jsonl(records: list) -> str:

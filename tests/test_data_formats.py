@@ -9,7 +9,9 @@ import pytest
 
 from conftest import write_jsonl
 from harness.data import DEFAULT_TEMPLATE, DataError, load_examples
-from harness.config.spec import DataSpec, SpecError, TrialConfig
+from harness.config.dataset import DataSpec
+from harness.config.errors import SpecError
+from harness.config.trial import TrialConfig
 
 ALL = 10**6
 

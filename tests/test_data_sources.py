@@ -6,7 +6,7 @@ import pytest
 
 from conftest import write_jsonl
 from harness.data import DataError, load_examples
-from harness.config.spec import DataSpec
+from harness.config.dataset import DataSpec
 
 ALL = 10**6
 

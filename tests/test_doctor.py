@@ -13,7 +13,7 @@ import torch
 from harness.runtime import devices
 from harness.trial import doctor
 from harness.trial.models import TINY_LLAMA
-from harness.config.spec import QUANTIZATION_MODES
+from harness.config.model import QUANTIZATION_MODES
 
 
 @pytest.fixture(scope="module")

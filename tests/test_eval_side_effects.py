@@ -18,8 +18,12 @@ from harness.data import load_examples, make_batches, tokenize_splits
 from harness.trial.generation import generate
 from harness.trial.models import load_base_model, load_tokenizer
 from harness.trial.scoring import eval_loss
-from harness.config.spec import (QUANTIZATION_MODES, DataSpec, EvalSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec,
-                          TrialConfig)
+from harness.config.dataset import DataSpec
+from harness.config.evaluation import EvalSpec
+from harness.config.lora import LoraSpec
+from harness.config.model import QUANTIZATION_MODES, ModelSpec, QuantSpec
+from harness.config.training import TrainSpec
+from harness.config.trial import TrialConfig
 from harness.trial.run import TrialCache, attach_adapter, run_trial
 
 pytestmark = pytest.mark.integration  # loads and trains tiny-llama in every mode

@@ -16,7 +16,7 @@ from harness.evidence.compare import build_comparison, comparison_markdown
 from harness.evidence.confirm import plan_confirmations
 from harness.search.readout import open_view
 from harness.evidence.recommend import recommend_study, write_recommended
-from harness.config.spec import SpecError
+from harness.config.errors import SpecError
 from harness.evidence.stats import combined_difference, paired_bootstrap_half
 
 DISTS = {"quantization": CategoricalDistribution(["none", "nf4"]), "lora_r": CategoricalDistribution([16]),

@@ -9,7 +9,11 @@ import pytest
 
 from harness.config.experiment import build_sweep_spec, load_experiment, resolve_space, spec_to_dict
 from harness.config.space import load_space
-from harness.config.spec import DataSpec, EvalSpec, SpecError, SweepSpec, TrainSpec
+from harness.config.dataset import DataSpec
+from harness.config.errors import SpecError
+from harness.config.evaluation import EvalSpec
+from harness.config.sweep import SweepSpec
+from harness.config.training import TrainSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENT_FILES = sorted((ROOT / "experiments").glob("*.yaml"))

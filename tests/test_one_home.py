@@ -16,7 +16,9 @@ from harness.evidence.compare import build_comparison
 from harness.search.progress import print_sweep_end, ranked_records
 from harness.search.readout import baseline_of, open_view
 from harness.evidence.recommend import recommend_study
-from harness.config.spec import OBJECTIVES, TASK_METRICS, SpecError, SweepSpec, direction_of, perplexity, ranked
+from harness.config.errors import SpecError
+from harness.config.objectives import OBJECTIVES, TASK_METRICS, direction_of, perplexity, ranked
+from harness.config.sweep import SweepSpec
 from harness.search.study import public_url
 from harness.search.sweep import SweepOutcome
 
@@ -125,7 +127,7 @@ def test_the_sweep_and_the_readout_commands_derive_the_same_paths() -> None:
 
 
 def test_one_line_is_the_first_line_of_an_error_with_its_type() -> None:
-    from harness.config.spec import one_line
+    from harness.config.errors import one_line
 
     assert one_line(ValueError("bad value\n  detail\n  more")) == "ValueError: bad value"
     assert one_line(KeyError()) == "KeyError"

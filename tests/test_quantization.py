@@ -12,7 +12,8 @@ from transformers import BitsAndBytesConfig
 
 from harness.trial.quantization import (FP32_BASE_LABEL, MODES, ModeSettings, mode_label, mode_settings,
                                   quantization_config, quantization_kwargs)
-from harness.config.spec import QUANTIZATION_MODES, SpecError
+from harness.config.errors import SpecError
+from harness.config.model import QUANTIZATION_MODES
 
 FIELDS = ("load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype")
 BAD_MODES = ["nf8", "int4", "NF4", "nf4-DQ", "", "4bit"]

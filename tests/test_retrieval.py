@@ -10,7 +10,7 @@ import pytest
 
 from harness.advise.corpus import Passage, load_corpus, split_words
 from harness.advise.retrieval import BM25Retriever, make_retriever, recall_at_k
-from harness.config.spec import SpecError
+from harness.config.errors import SpecError
 
 FACTS = [
     Passage("acme-founded", "Acme Robotics was founded in 1987 in Oslo by Ingrid Berg.", "Acme Robotics"),

@@ -7,7 +7,11 @@ import dataclasses
 import pytest
 
 from harness.search.runner import TrialRunner
-from harness.config.spec import DataSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec, TrialConfig
+from harness.config.dataset import DataSpec
+from harness.config.lora import LoraSpec
+from harness.config.model import ModelSpec, QuantSpec
+from harness.config.training import TrainSpec
+from harness.config.trial import TrialConfig
 
 pytestmark = pytest.mark.integration  # 20 trials in a trial worker process
 

@@ -11,8 +11,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from harness.trial.models import ModelDims
 from harness.config.space import check_rank_fits, load_space, parse_space, suggest
-from harness.config.spec import QUANTIZATION_MODES, SpecError
-from harness.config.spec import SweepSpec
+from harness.config.errors import SpecError
+from harness.config.model import QUANTIZATION_MODES
+from harness.config.sweep import SweepSpec
 from harness.search.sweep import trial_config
 
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"

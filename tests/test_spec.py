@@ -1,4 +1,4 @@
-"""harness.config.spec: every config type refuses its bad values with a one-line error naming the field."""
+"""harness.config: every config type refuses its bad values with a one-line error naming the field."""
 
 from __future__ import annotations
 
@@ -8,21 +8,17 @@ from typing import Any
 
 import pytest
 
-from harness.config.spec import (
-    OBJECTIVES,
-    QUANTIZATION_MODES,
-    DataSpec,
-    EvalSpec,
-    LoraSpec,
-    ModelSpec,
-    QuantSpec,
-    SpecError,
-    SweepSpec,
-    TrainSpec,
-    TrialConfig,
-    TrialResult,
-    stable_hash,
-)
+from harness.config.dataset import DataSpec
+from harness.config.errors import SpecError
+from harness.config.evaluation import EvalSpec
+from harness.config.hashing import stable_hash
+from harness.config.lora import LoraSpec
+from harness.config.model import QUANTIZATION_MODES, ModelSpec, QuantSpec
+from harness.config.objectives import OBJECTIVES
+from harness.config.sweep import SweepSpec
+from harness.config.training import TrainSpec
+from harness.config.trial import TrialConfig
+from harness.trial.result import TrialResult
 
 
 def _refuses(build: Any, *names: str) -> str:

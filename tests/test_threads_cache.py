@@ -19,7 +19,12 @@ from harness.runtime import devices, online
 from harness.trial import models
 from harness.runtime.devices import THREADS_ENV
 from harness.search.runner import TrialRunner, needs_fresh_worker
-from harness.config.spec import DataSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec, TrialConfig, TrialResult
+from harness.config.dataset import DataSpec
+from harness.config.lora import LoraSpec
+from harness.config.model import ModelSpec, QuantSpec
+from harness.config.training import TrainSpec
+from harness.config.trial import TrialConfig
+from harness.trial.result import TrialResult
 
 CONFIG = TrialConfig(model=ModelSpec("tiny-llama"), quant=QuantSpec("none"), lora=LoraSpec(r=4, alpha=8.0),
                      train=TrainSpec(learning_rate=1e-2, max_steps=2, batch_size=4),

@@ -17,7 +17,7 @@ from wandb_reader import offline_runs, read_offline_run
 
 from conftest import wait_for
 from harness.search import tracking
-from harness.config.spec import SpecError
+from harness.config.errors import SpecError
 
 WANDB_ENV = ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_PROJECT", "WANDB_API_KEY")
 

@@ -12,7 +12,11 @@ import torch
 
 from harness.data import load_examples, make_batches, tokenize_splits
 from harness.trial.models import load_base_model, load_tokenizer
-from harness.config.spec import DataSpec, LoraSpec, ModelSpec, QuantSpec, TrainSpec, TrialConfig
+from harness.config.dataset import DataSpec
+from harness.config.lora import LoraSpec
+from harness.config.model import ModelSpec, QuantSpec
+from harness.config.training import TrainSpec
+from harness.config.trial import TrialConfig
 from harness.trial.train import train
 from harness.trial.run import TrialCache, TrialCallbacks, attach_adapter, run_trial
 

@@ -18,7 +18,9 @@ from optuna.distributions import CategoricalDistribution
 from conftest import (assert_one_line_error, fast_experiment, load_without_harness, run_cli, start, wait_for)
 from harness.search.readout import open_view
 from harness.evidence.recommend import recommend_study, summary_lines
-from harness.config.spec import SpecError, SweepSpec, TrainSpec
+from harness.config.errors import SpecError
+from harness.config.sweep import SweepSpec
+from harness.config.training import TrainSpec
 from harness.search.sweep import trial_config
 from harness.evidence.validate import (Planned, collect, linked_space, long_budget, plan_runs, read_validation,
                               top_configs)

@@ -10,7 +10,8 @@ import pytest
 from scipy import stats
 
 from harness.config.defaults import load_defaults
-from harness.config.spec import SpecError, TrainSpec
+from harness.config.errors import SpecError
+from harness.config.training import TrainSpec
 from harness.evidence.validation import ConfigRuns, rank_agreement, regret, validation_doc, versus_defaults
 
 

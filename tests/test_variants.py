@@ -16,7 +16,12 @@ import pytest
 from conftest import assert_one_line_error, load_without_harness, run_cli
 from harness.evidence.grouping import grouping
 from harness.config.space import check_points, describe_optional, load_space, parse_space, suggest
-from harness.config.spec import LoraSpec, QuantSpec, SpecError, SweepSpec, TrainSpec, TrialConfig
+from harness.config.errors import SpecError
+from harness.config.lora import LoraSpec
+from harness.config.model import QuantSpec
+from harness.config.sweep import SweepSpec
+from harness.config.training import TrainSpec
+from harness.config.trial import TrialConfig
 from harness.search.study import points_sampler
 from harness.search.sweep import trial_config
 
@@ -314,7 +319,9 @@ def test_loraplus_puts_the_b_matrices_in_faster_groups(tiny_checkpoint: str) -> 
 def test_dora_rslora_olora_and_loraplus_train_on_a_quantized_base(mode: str) -> None:
     """What spec.combination_error allows on a quantized base does train there (the CPU bitsandbytes); what it
     refuses is refused before any model loads."""
-    from harness.config.spec import DataSpec, EvalSpec, ModelSpec
+    from harness.config.dataset import DataSpec
+    from harness.config.evaluation import EvalSpec
+    from harness.config.model import ModelSpec
     from harness.trial.run import TrialCache, run_trial
 
     cache = TrialCache()

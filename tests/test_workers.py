@@ -214,7 +214,7 @@ def test_one_exit_code_table_for_the_cli_and_its_workers() -> None:
     import typer
 
     from harness.search.exits import exit_code
-    from harness.config.spec import SpecError
+    from harness.config.errors import SpecError
     from harness.search.sweep import SweepInterrupted
 
     assert exit_code(SpecError("bad flag")) == 2

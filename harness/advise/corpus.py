@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config.spec import SpecError
+from harness.config.errors import SpecError
 
 PASSAGE_WORDS = 120
 """Words per passage when a folder of text files is split (about 160 tokens: a few fit a small model's prompt)."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from harness.advise.corpus import Passage
-from harness.config.spec import SpecError
+from harness.config.errors import SpecError
 
 RETRIEVERS = ("bm25",)
 

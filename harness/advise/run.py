@@ -29,7 +29,9 @@ from harness.advise.advice import (ARMS, ArmResult, advice_doc, advice_markdown,
 from harness.advise.corpus import OVERLAP_WORDS, PASSAGE_WORDS, Passage, load_corpus
 from harness.advise.rag_prompt import INSTRUCTION
 from harness.search.readout import StudyView
-from harness.config.spec import SpecError, TrialConfig, stable_hash
+from harness.config.errors import SpecError
+from harness.config.hashing import stable_hash
+from harness.config.trial import TrialConfig
 
 LENIENT_METRIC = "contains_answer"
 """Scored in every advise run besides the study's task metrics (harness/metrics/modules/contains_answer.py)."""

@@ -11,7 +11,8 @@ from typing import Any
 import yaml
 
 from harness.config.space import CORE_AXES, parse_space
-from harness.config.spec import SpecError, TrainSpec
+from harness.config.errors import SpecError
+from harness.config.training import TrainSpec
 
 PUBLISHED = Path(__file__).resolve().parent / "published_defaults.yaml"
 AXES = CORE_AXES

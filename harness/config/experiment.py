@@ -11,7 +11,11 @@ from typing import Any
 
 import yaml
 
-from harness.config.spec import DataSpec, EvalSpec, SpecError, SweepSpec, TrainSpec
+from harness.config.dataset import DataSpec
+from harness.config.errors import SpecError
+from harness.config.evaluation import EvalSpec
+from harness.config.sweep import SweepSpec
+from harness.config.training import TrainSpec
 
 # Nested sections of an experiment file and the config type each one builds.
 SECTIONS: dict[str, type] = {"train": TrainSpec, "data_options": DataSpec, "eval": EvalSpec}

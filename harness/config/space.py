@@ -34,7 +34,11 @@ from typing import Any
 
 import yaml
 
-from harness.config.spec import LoraSpec, QuantSpec, SpecError, TrainSpec, stable_hash
+from harness.config.errors import SpecError
+from harness.config.hashing import stable_hash
+from harness.config.lora import LoraSpec
+from harness.config.model import QuantSpec
+from harness.config.training import TrainSpec
 
 # axis -> (value type, the config type and field it sets). The default of an axis the file leaves out,
 # and the rules a value must follow, are those of that field (spec.py is their only home).

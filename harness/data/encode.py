@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from harness.data.examples import IGNORE_INDEX, DataError, Example, Splits
-from harness.config.spec import DataSpec
+from harness.config.dataset import DataSpec
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.config.spec import SpecError
+from harness.config.errors import SpecError
 
 IGNORE_INDEX = -100
 """Label value for tokens that are not scored (torch's cross_entropy default ignore_index)."""

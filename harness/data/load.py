@@ -24,7 +24,8 @@ from harness.data.files import SUFFIXES, read_records
 from harness.data.formats import Located, detect_format, map_columns, split_by_column
 from harness.data.hub import hub_records
 from harness.data.records import Labeled, parse_record
-from harness.config.spec import DataSpec, stable_hash
+from harness.config.dataset import DataSpec
+from harness.config.hashing import stable_hash
 
 _HASH_SPACE = 16**16  # stable_hash returns 16 hex digits
 MAX_NEW_TOKENS_CAP = 256  # generation budget ceiling for data with long answers

@@ -25,7 +25,8 @@ from harness.search.edges import study_edge_warnings
 from harness.evidence.grouping import BY_MODE, Grouping, grouping
 from harness.trial.quantization import mode_label
 from harness.search.readout import StudyView, TrialRow, small_eval_note
-from harness.config.spec import QUANTIZATION_MODES, SpecError
+from harness.config.errors import SpecError
+from harness.config.model import QUANTIZATION_MODES
 from harness.evidence.stats import Difference, Summary, combined_difference, paired_bootstrap_half, summarize
 
 REFERENCE = "none"

@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.evidence.grouping import Grouping, grouping
 from harness.search.readout import StudyView
-from harness.config.spec import SpecError
+from harness.config.errors import SpecError
 
 
 @dataclass(frozen=True)

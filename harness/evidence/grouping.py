@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.config.space import AXIS_NAMES, TRAIN_AXES, axis_default
-from harness.config.spec import SpecError, TrainSpec
+from harness.config.errors import SpecError
+from harness.config.training import TrainSpec
 
 BY_MODE = ("quantization",)
 

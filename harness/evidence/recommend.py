@@ -27,7 +27,10 @@ from harness.trial.models import target_modules
 from harness.trial.quantization import mode_label, quantization_kwargs
 from harness.search.readout import StudyView, TrialRow, small_eval_note
 from harness.config.space import lora_fields, train_fields
-from harness.config.spec import QUANTIZATION_MODES, LoraSpec, SpecError, TrainSpec
+from harness.config.errors import SpecError
+from harness.config.lora import LoraSpec
+from harness.config.model import QUANTIZATION_MODES
+from harness.config.training import TrainSpec
 from harness.trial.train import SCHEDULER_NAMES, scheduler_kwargs
 from harness.evidence.stats import Summary, summarize
 from harness.search.study import public_url

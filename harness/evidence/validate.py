@@ -29,7 +29,8 @@ from harness.evidence.confirm import confirmation_seeds
 from harness.config.defaults import AXES, load_defaults
 from harness.search.readout import StudyView, TrialRow, open_view, view_of
 from harness.config.space import OPTIONAL_AXES
-from harness.config.spec import SpecError, TrainSpec
+from harness.config.errors import SpecError
+from harness.config.training import TrainSpec
 from harness.evidence.validation import ConfigRuns, validation_doc
 
 COPIED_ATTRS = ("model_source", "split_hash", "data_source", "n_train", "n_eval", "truncated")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.config.spec import better_sign, ranked
+from harness.config.objectives import better_sign, ranked
 from harness.evidence.stats import summarize, welch
 
 

@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from harness.config.spec import SpecError
+from harness.config.errors import SpecError
 
 BUILTIN_METRICS = ("exact_match", "accuracy", "rouge_l", "token_f1", "contains_answer")
 MODULES_DIR = Path(__file__).resolve().parent / "modules"

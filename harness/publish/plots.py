@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.trial import quantization
 from harness.search.readout import StudyView, TrialRow
-from harness.config.spec import TASK_METRICS
+from harness.config.objectives import TASK_METRICS
 
 DPI = 110
 """Dots per inch of every saved PNG (a 9 x 5 inch figure is about 1000 x 550 pixels)."""

@@ -26,7 +26,7 @@ from harness.publish import plots
 from harness.search.edges import study_edge_warnings
 from harness.search.readout import StudyView, TrialRow, small_eval_note
 from harness.config.space import OPTIONAL_AXES, describe_optional
-from harness.config.spec import one_line
+from harness.config.errors import one_line
 from harness.search.study import public_url
 
 FIGURES: dict[str, str] = {"history": "Optimization history", "importance": "Parameter importance",

@@ -14,7 +14,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from harness.config.space import Axis, parse_space
-from harness.config.spec import SpecError
+from harness.config.errors import SpecError
 
 if TYPE_CHECKING:
     from harness.search.readout import StudyView

@@ -3,7 +3,7 @@ and each `--workers N` worker (workers.child): 0 success; 1 anything else; 2 bad
 
 from __future__ import annotations
 
-from harness.config.spec import SpecError
+from harness.config.errors import SpecError
 
 OK = 0
 FAILED = 1

@@ -7,7 +7,7 @@ import random
 
 from harness.search.recovery import Heartbeat
 from harness.config.space import load_space
-from harness.config.spec import SweepSpec
+from harness.config.sweep import SweepSpec
 from harness.search.sweep import Role, Sweep, SweepOutcome
 
 

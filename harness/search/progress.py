@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.config.space import describe_optional
-from harness.config.spec import direction_of, ranked
+from harness.config.objectives import direction_of, ranked
 
 
 def _fmt(value: Any, spec: str = ".4g") -> str:

@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 from harness.search.records import read_records
-from harness.config.spec import TASK_METRICS, SpecError, perplexity, ranked, study_out_dir, study_storage_url
+from harness.config.errors import SpecError
+from harness.config.objectives import TASK_METRICS, perplexity, ranked
+from harness.config.paths import study_out_dir, study_storage_url
 from harness.search.study import load_existing_study
 
 

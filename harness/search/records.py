@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from harness.runtime.locking import file_lock
-from harness.config.spec import TrialResult
+from harness.trial.result import TrialResult
 
 # Optuna state name for each harness status (the contract's `state` key).
 STATE_OF_STATUS = {"complete": "COMPLETE", "pruned": "PRUNED", "diverged": "PRUNED", "oom": "FAIL", "failed": "FAIL"}

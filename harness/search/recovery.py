@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from harness.runtime.locking import file_lock
-from harness.config.spec import SpecError
+from harness.config.errors import SpecError
 
 WORKER_LOST = "worker lost"
 """The reason of every trial failed because the process running it went away (a prefix)."""

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from harness.runtime.devices import THREADS_ENV
-from harness.config.spec import TrialConfig, TrialResult
+from harness.config.trial import TrialConfig
+from harness.trial.result import TrialResult
 
 if TYPE_CHECKING:
     from harness.trial.run import BaselineScore
@@ -95,7 +96,7 @@ def _worker_main(conn: Any) -> None:
                                    len(data.tokenized.eval), data.tokenized.truncated)
                 conn.send(("baseline", BaselineReply(score, held_out)))
             except Exception as err:  # reported, not raised: the supervisor decides
-                from harness.config.spec import one_line
+                from harness.config.errors import one_line
 
                 conn.send(("baseline", BaselineReply(error=one_line(err))))
             continue

@@ -13,7 +13,9 @@ from typing import Any
 from harness.search.pruning import make_pruner
 from harness.search.recovery import Heartbeat, enable_heartbeat
 from harness.config.space import SearchSpace
-from harness.config.spec import TASK_METRICS, SpecError, SweepSpec, one_line
+from harness.config.errors import SpecError, one_line
+from harness.config.objectives import TASK_METRICS
+from harness.config.sweep import SweepSpec
 
 
 def _quiet_optuna() -> None:

@@ -32,8 +32,13 @@ from harness.runtime.devices import THREADS_ENV
 from harness.search.runner import BaselineReply, TrialRunner, needs_fresh_worker
 from harness.trial.source import describe_source
 from harness.config.space import SearchSpace, check_points, check_rank_fits, lora_fields, suggest, train_fields
-from harness.config.spec import (LoraSpec, ModelSpec, QuantSpec, SpecError, SweepSpec, TrialConfig, ranked,
-                          TrialResult)
+from harness.config.errors import SpecError
+from harness.config.lora import LoraSpec
+from harness.config.model import ModelSpec, QuantSpec
+from harness.config.objectives import ranked
+from harness.config.sweep import SweepSpec
+from harness.config.trial import TrialConfig
+from harness.trial.result import TrialResult
 from harness.search.adapters import drop_partial, keep_adapter
 from harness.search.recovery import (Heartbeat, claim_lock, counted, heartbeat, heartbeat_enabled, owner_attrs,
                               recover, watchable)

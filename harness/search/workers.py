@@ -25,7 +25,8 @@ from harness.search.recovery import Heartbeat, counted
 from harness.runtime.devices import THREADS_ENV
 from harness.search.runner import describe_exit, die_with_parent
 from harness.config.space import SearchSpace
-from harness.config.spec import SpecError, SweepSpec
+from harness.config.errors import SpecError
+from harness.config.sweep import SweepSpec
 from harness.search.sweep import Role, Sweep, SweepInterrupted, SweepOutcome
 
 

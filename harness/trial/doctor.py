@@ -27,7 +27,8 @@ from harness.runtime.devices import bf16_supported, compute_dtype, pick_device
 from harness.trial.models import INSTALL_HINT as BUILTIN_INSTALL, TINY_LLAMA, smollm2_gguf_path
 from harness.trial.quantization import quantization_config
 from harness.runtime.quiet import quiet
-from harness.config.spec import QUANTIZATION_MODES, one_line
+from harness.config.errors import one_line
+from harness.config.model import QUANTIZATION_MODES
 
 VERSIONED_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "optuna", "wandb", "datasets")
 BUILTIN_MODEL = "smollm2-135m"

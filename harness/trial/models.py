@@ -24,7 +24,8 @@ from harness.runtime.devices import compute_dtype, torch_threads
 from harness.runtime.locking import file_lock
 from harness.trial.quantization import quantization_config
 from harness.runtime.quiet import quiet
-from harness.config.spec import SpecError, explicit_modules
+from harness.config.errors import SpecError
+from harness.config.lora import explicit_modules
 
 BUILTIN_MODELS = ("smollm2-135m", "tiny-llama")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from harness.config.spec import QUANTIZATION_MODES, SpecError
+from harness.config.errors import SpecError
+from harness.config.model import QUANTIZATION_MODES
 
 FP32_BASE_LABEL = "LoRA (fp32 base)"
 """The name of mode `none` when its base ran in fp32 (a CPU without native bf16): not "16-bit"."""

@@ -22,7 +22,10 @@ from harness.runtime.devices import compute_dtype, device_name, pick_device
 from harness.trial.models import (checkpoint_path, load_base_model, load_tokenizer, quantized_checkpoint, resolve_model,
                             target_modules)
 from harness.trial.scoring import EvalScore, eval_loss
-from harness.config.spec import TrialConfig, TrialResult, one_line, stable_hash
+from harness.config.errors import one_line
+from harness.config.hashing import stable_hash
+from harness.config.trial import TrialConfig
+from harness.trial.result import TrialResult
 from harness.trial.train import NonFiniteLoss, StepInfo, StopTraining, optimizer_name, train
 from harness.trial.weights import weight_breakdown
 

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from harness.config.spec import perplexity
+from harness.config.objectives import perplexity
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
-from harness.config.spec import TrainSpec
+from harness.config.training import TrainSpec
 
 # A loss this many times the first step's loss (and above 20 nats) is treated as divergence.
 EXPLODE_FACTOR = 4.0

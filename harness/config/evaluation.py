@@ -1,0 +1,36 @@
+"""How the held-out split is scored: how many examples, and how many generated answers for task metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.config.errors import check
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """How the held-out split is scored."""
+
+    batch_size: int = 16
+    """Sequences per eval forward pass (and per generation batch)."""
+    metrics: tuple[str, ...] | None = None
+    """Task metrics scored on generated answers; None: the data's defaults (a built-in task's own,
+    or chosen from the file's format); () turns generation off."""
+    generate_size: int = 32
+    """Generate answers for this many held-out examples (the first ones of the eval split)."""
+    max_new_tokens: int = 0
+    """Generation budget per answer in tokens; 0: the data's default."""
+    samples: int = 5
+    """Generated samples kept per trial (trials.jsonl and a W&B table)."""
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.batch_size, int) and self.batch_size >= 1,
+               f"eval batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.metrics is not None:
+            metrics = (self.metrics,) if isinstance(self.metrics, str) else tuple(self.metrics)
+            check(all(isinstance(m, str) and m for m in metrics), f"eval metrics must be names, got {metrics!r}")
+            object.__setattr__(self, "metrics", metrics)
+        for name in ("generate_size", "max_new_tokens", "samples"):
+            value = getattr(self, name)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                   f"eval {name} must be a non-negative integer, got {value!r}")

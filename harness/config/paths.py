@@ -1,0 +1,18 @@
+"""Where a study's files go when the user names no place: experiments/<study>/ and reports/<study>/."""
+
+from __future__ import annotations
+
+
+def study_out_dir(study: str, out: str | None = None) -> str:
+    """A study's output folder (trials.jsonl, adapters, W&B runs): `out`, else experiments/<study>."""
+    return out or f"experiments/{study}"
+
+
+def study_storage_url(study: str, storage: str | None = None, out: str | None = None) -> str:
+    """A study's Optuna storage: `storage`, else the SQLite file in its output folder."""
+    return storage or f"sqlite:///{study_out_dir(study, out)}/study.db"
+
+
+def study_reports_dir(study: str, reports_dir: str | None = None) -> str:
+    """Where a study's report files go: `reports_dir`, else reports/<study>."""
+    return reports_dir or f"reports/{study}"

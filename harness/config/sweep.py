@@ -1,0 +1,104 @@
+"""SweepSpec: one sweep (which study, on what, how many trials, where results go) and the settings a
+resumed study must keep."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.config.dataset import DataSpec
+from harness.config.errors import check
+from harness.config.evaluation import EvalSpec
+from harness.config.objectives import OBJECTIVES, TASK_METRICS, direction_of
+from harness.config.paths import study_out_dir, study_storage_url
+from harness.config.training import TrainSpec
+
+_UNPINNED = {("train", "learning_rate"), ("train", "max_steps"), ("train", "seed"), ("train", "eval_every"),
+             ("data_options", "name")}
+"""Settings a resumed study may change: sampled per trial, given elsewhere, or not measured."""
+
+
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("none", "median", "hyperband")
+WANDB_MODES = ("auto", "offline", "online", "disabled")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """One sweep: which study, on what, how many trials, where results go. Flags override YAML."""
+
+    study: str = "default"
+    """Study name; outputs go to experiments/<study>/ unless `out` says otherwise."""
+    model: str = "smollm2-135m"
+    data: str = "stdlib-qa"
+    space: str = "default"
+    """A search-space file, or the name of one in search_spaces/ (`default`, `lora_vs_qlora`, `tiny`)."""
+    trials: int = 8
+    """How many more finished trials to run (a resumed study adds this many)."""
+    max_steps: int = 30
+    seed: int = 0
+    out: str | None = None
+    storage: str | None = None
+    """Any Optuna storage URL; default sqlite:///<out>/study.db."""
+    wandb: str = "auto"
+    """`auto` (online when an API key is set, else offline), offline, online or disabled."""
+    sampler: str = "tpe"
+    pruner: str = "none"
+    objectives: tuple[str, ...] = ("eval_loss",)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    """Fixed training settings (learning_rate and max_steps are overridden per trial)."""
+    data_spec: DataSpec = field(default_factory=DataSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.study, str) and self.study.strip() != "" and "/" not in self.study,
+               f"study must be a name without '/', got {self.study!r}")
+        check(isinstance(self.trials, int) and self.trials >= 1, f"trials must be >= 1, got {self.trials!r}")
+        check(isinstance(self.max_steps, int) and self.max_steps >= 1,
+               f"max_steps must be >= 1, got {self.max_steps!r}")
+        check(self.sampler in SAMPLERS, f"sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
+        check(self.pruner in PRUNERS, f"pruner {self.pruner!r} is not one of {', '.join(PRUNERS)}")
+        check(self.wandb in WANDB_MODES, f"wandb {self.wandb!r} is not one of {', '.join(WANDB_MODES)}")
+        check(len(self.objectives) >= 1, "objectives must name at least one metric, e.g. eval_loss")
+        for name in self.objectives:
+            check(name in OBJECTIVES or name in TASK_METRICS,
+                   f"objective {name!r} is not one of {', '.join([*OBJECTIVES, *TASK_METRICS])}")
+        check(len(set(self.objectives)) == len(self.objectives), "objectives has duplicates")
+        check(self.pruner == "none" or len(self.objectives) == 1,
+               "a pruner needs a single objective (Optuna cannot prune multi-objective studies); "
+               "use --pruner none with several --objectives")
+        check(self.pruner == "none" or self.objectives[0] in ("eval_loss", "perplexity"),
+               f"a pruner judges trials on their intermediate eval loss, so it needs --objectives eval_loss, "
+               f"not {self.objectives[0]}")
+
+    @property
+    def out_dir(self) -> str:
+        return study_out_dir(self.study, self.out)
+
+    @property
+    def storage_url(self) -> str:
+        return study_storage_url(self.study, self.storage, self.out)
+
+    @property
+    def directions(self) -> list[str]:
+        return [direction_of(name) for name in self.objectives]
+
+    def measured_settings(self) -> dict[str, Any]:
+        """Every setting that changes what a trial measures, flattened (`train.batch_size`, ...): a resumed
+        study must keep each of them, or its trials would not be one experiment. The learning rate is
+        sampled per trial; intermediate evals (`train.eval_every`) no longer change what is measured."""
+        flat: dict[str, Any] = {"model": self.model, "data": self.data, "max_steps": self.max_steps,
+                                "seed": self.seed, "objectives": list(self.objectives)}
+        for section, spec in (("train", self.train), ("data_options", self.data_spec), ("eval", self.eval)):
+            for key, value in dataclasses.asdict(spec).items():
+                if (section, key) in _UNPINNED:
+                    continue
+                flat[f"{section}.{key}"] = value
+        return json.loads(json.dumps(flat))  # as the study stores it: tuples become lists
+
+    @property
+    def task_objectives(self) -> tuple[str, ...]:
+        """Objectives that are task metrics (scored on generated answers)."""
+        return tuple(name for name in self.objectives if name in TASK_METRICS)

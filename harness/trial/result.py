@@ -1,0 +1,69 @@
+"""TrialResult: what came out of one trial, as data. Failure is a result (a status and a one-line reason,
+memory and time still recorded), not an exception."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+TrialStatus = Literal["complete", "pruned", "diverged", "oom", "failed"]
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What came out of one trial. Failure is a result, not an exception."""
+
+    status: TrialStatus
+    reason: str | None = None
+    """One line saying why the trial did not complete (None when it did)."""
+    eval_loss: float | None = None
+    """Mean cross-entropy per scored token on the held-out split (nats)."""
+    perplexity: float | None = None
+    train_loss: float | None = None
+    """Mean training loss over the last 5 optimizer steps."""
+    steps: int = 0
+    """Optimizer steps actually taken."""
+    peak_memory_mb: float | None = None
+    """The larger of the training and eval peaks (MiB). CUDA: max allocated; CPU: the peak resident
+    memory of the trial process."""
+    train_peak_memory_mb: float | None = None
+    """Peak from loading the base model to the last optimizer step (intermediate evals included), MiB;
+    building a cached quantized checkpoint is done before and not counted."""
+    eval_peak_memory_mb: float | None = None
+    """Peak of the final eval and generation alone (the meter is reset before them), MiB."""
+    train_seconds: float | None = None
+    eval_seconds: float | None = None
+    load_seconds: float | None = None
+    tokens_per_second: float | None = None
+    """Real (non-padding) training tokens per second of training time."""
+    train_tokens: int = 0
+    trainable_params: int | None = None
+    total_params: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    """Per optimizer step: step, loss, lr; and eval_loss where evaluated."""
+    adapter_dir: str | None = None
+    device: str | None = None
+    """`cuda` or `cpu`."""
+    device_name: str | None = None
+    """What the trial ran on: the GPU's name, or the CPU's model name with its core count."""
+    compute_dtype: str | None = None
+    """dtype of the 16-bit weights and of 4-bit compute (`bfloat16`, `float16` or `float32`)."""
+    optimizer: str | None = None
+    """The optimizer the adapter trained with, as a TrainingArguments `optim` value (`adamw_torch`...)."""
+    weights: dict[str, Any] = field(default_factory=dict)
+    """The base model's weight memory by kind (MiB): see weights.weight_breakdown."""
+    per_example: dict[str, list[float]] = field(default_factory=dict)
+    """Per held-out example, in eval-split order: `loss` (mean over its scored tokens), `tokens` (its
+    scored tokens), and each task metric's score on the generated examples (the first generate_size)."""
+    samples: list[dict[str, str]] = field(default_factory=list)
+    """A few generated answers: prompt, prediction, reference."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrialResult":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
