@@ -82,7 +82,7 @@ def worker(
     grace_period: Optional[int] = GRACE_OPTION,
 ) -> None:
     """Join an existing study and run trials of it with the settings it was created with."""
-    from harness.config.experiment import joined_spec
+    from harness.search.study import joined_spec
 
     spec, target = joined_spec(study, storage, out, trials)
     _run_sweep(spec, heartbeat=Heartbeat.from_flags(heartbeat_interval, grace_period), target=target, joined=True)
@@ -247,16 +247,17 @@ def validate(
     from harness.config.paths import study_reports_dir
     from harness.evidence.validate import run_validation
     from harness.evidence.validation import verdict_lines
+    from harness.publish.documents import write_validation
 
     with _sweep_errors():
         result = run_validation(_view(study, storage, out), steps=steps, epochs=epochs, top=top, seeds=seeds,
-                                defaults=defaults, defaults_file=defaults_file, out=out,
-                                reports_dir=Path(study_reports_dir(study, reports_dir)),
-                                workers=workers, wandb=wandb, command="harness " + " ".join(sys.argv[1:]),
-                                say=typer.echo)
+                                defaults=defaults, defaults_file=defaults_file, out=out, workers=workers,
+                                wandb=wandb, say=typer.echo)
+    files = write_validation(result.doc, Path(study_reports_dir(study, reports_dir)),
+                             "harness " + " ".join(sys.argv[1:]))
     for line in verdict_lines(result.doc):
         typer.echo(line)
-    typer.echo(f"written: {', '.join(map(str, result.files))}")
+    typer.echo(f"written: {', '.join(map(str, files))}")
 
 
 @app.command()

@@ -9,8 +9,8 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from harness.trial.models import ModelDims
-from harness.config.space import check_rank_fits, load_space, parse_space, suggest
+from harness.trial.models import ModelDims, check_rank_fits
+from harness.config.space import load_space, parse_space, suggest
 from harness.config.errors import SpecError
 from harness.config.model import QUANTIZATION_MODES
 from harness.config.sweep import SweepSpec

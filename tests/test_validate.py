@@ -22,8 +22,8 @@ from harness.config.errors import SpecError
 from harness.config.sweep import SweepSpec
 from harness.config.training import TrainSpec
 from harness.search.sweep import trial_config
-from harness.evidence.validate import (Planned, collect, linked_space, long_budget, plan_runs, read_validation,
-                              top_configs)
+from harness.evidence.longruns import collect, read_validation
+from harness.evidence.validate import Planned, linked_space, long_budget, plan_runs, top_configs
 
 SWEEP = {"model": "tiny-llama", "data": "stdlib-qa", "space": "tiny", "max_steps": 10, "seed": 0,
          "objectives": ["eval_loss"], "train": {"batch_size": 4, "grad_accum": 2}}
@@ -340,7 +340,7 @@ def test_a_variant_config_is_validated_as_that_variant(tmp_path: Path) -> None:
     """A DoRA config keeps use_dora in the plan (its key differs from plain LoRA's), the long run is enqueued
     with the core params fixed and the variant carried in the trial's attrs, and the read-out sees it again."""
     from harness.search.readout import open_view
-    from harness.evidence.validate import config_key
+    from harness.evidence.longruns import config_key
 
     url = f"sqlite:///{tmp_path}/v.db"
     study = optuna.create_study(study_name="v", storage=url)

@@ -399,7 +399,7 @@ def _context(plan: AdvicePlan, device: str, name: str, seconds: float) -> dict[s
 def write_advice(doc: dict[str, Any], reports_dir: Path, command: str) -> list[Path]:
     """rag_vs_finetune.json, .md and .png in the study's reports folder."""
     from harness.publish.plots import plot_advice
-    from harness.publish.report import write_doc_files
+    from harness.publish.documents import write_doc_files
 
     return write_doc_files(reports_dir, "rag_vs_finetune", doc, command, plot_advice, advice_markdown)
 

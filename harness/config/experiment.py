@@ -67,22 +67,6 @@ def build_sweep_spec(file_values: dict[str, Any], flags: dict[str, Any], source:
         raise SpecError(f"{source} (or a flag): {err}") from None
 
 
-def joined_spec(study: str, storage: str, out: str | None, trials: int | None) -> tuple[SweepSpec, int | None]:
-    """What `harness worker` runs: the settings a study was created with (only its storage and output
-    folder come from the worker), and the study-wide number of trials to stop at (`trials`, else the
-    target of the last `harness sweep` on it)."""
-    from harness.search.study import load_existing_study
-
-    if trials is not None and trials < 1:
-        raise SpecError(f"--trials must be >= 1 (the study-wide number of trials to reach), got {trials}")
-    loaded = load_existing_study(study, storage)
-    stored = loaded.user_attrs.get("sweep")
-    if not stored:
-        raise SpecError(f"study {study!r} was not created by `harness sweep` (no stored settings to join with)")
-    spec = build_sweep_spec(stored, {"storage": storage, "out": out}, f"study {study}")
-    return spec, trials if trials is not None else loaded.user_attrs.get("target_trials")
-
-
 def _section(name: str, values: dict[str, Any], source: str) -> Any:
     cls = SECTIONS[name]
     allowed = {f.name for f in dataclasses.fields(cls)}

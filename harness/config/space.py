@@ -440,20 +440,6 @@ def describe_optional(params: dict[str, Any]) -> list[str]:
     return out
 
 
-def check_rank_fits(space: SearchSpace, dims: Any, model_name: str) -> None:
-    """Refuse a space whose target modules the model lacks, or whose largest r exceeds the smallest width
-    among the layers it targets."""
-    from harness.trial.models import check_targets_exist
-
-    for preset in space.axes["target_modules"].values() or []:
-        check_targets_exist(preset, dims, model_name, f"{space.source}: target_modules")
-        width, which = dims.smallest(preset)
-        if space.max_rank() > width:
-            raise SpecError(f"{space.source}: lora_r: {space.max_rank()} is larger than the smallest "
-                            f"targeted layer dimension of {model_name} ({width}, {which}, "
-                            f"target_modules {preset}); lower the largest r to <= {width}")
-
-
 def suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
     """Ask an Optuna trial for one value per axis whose conditions hold; returns the params (lora_alpha
     always included, `lora_alpha_ratio` too when alpha is tied to r)."""

@@ -34,6 +34,7 @@ from harness.config.training import TrainSpec
 from harness.trial.train import SCHEDULER_NAMES, scheduler_kwargs
 from harness.evidence.stats import Summary, summarize
 from harness.search.study import public_url
+from harness.evidence.longruns import config_key, latest_link, read_validation
 from harness.evidence.validation import NOT_VALIDATED, headline
 
 VALIDATED_RULE = ("validated configs (the study's top configs and the published defaults re-trained from scratch at "
@@ -181,8 +182,6 @@ def evidence(candidate: Candidate, view: StudyView) -> dict[str, Any]:
 def validated_candidates(view: StudyView, allow_diverged: bool = False) -> tuple[list[Candidate], Any] | None:
     """The study's longest validation as candidates, best long-budget mean first (VALIDATED_RULE), with the
     validation itself; None when the study has none or no long run completed."""
-    from harness.evidence.validate import config_key, latest_link, read_validation
-
     if latest_link(view) is None:
         return None
     validation = read_validation(view)
@@ -214,8 +213,6 @@ def _validation_evidence(candidate: Candidate, validation: Any) -> dict[str, Any
 
 def _source_of(candidate: Candidate, doc: dict[str, Any]) -> str:
     """`search` or the published default's name that a validated candidate is."""
-    from harness.evidence.validate import config_key
-
     key = config_key(candidate.source.params, candidate.source.training)
     names = [p["source"] for p in doc.get("plan") or [] if config_key(p["params"], p.get("training")) == key]
     return "search" if "search" in names or not names else names[0]

@@ -16,7 +16,6 @@ harness.evidence.validation's; this module plans, runs and reads back.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from harness.search.readout import StudyView, TrialRow, open_view, view_of
 from harness.config.space import OPTIONAL_AXES
 from harness.config.errors import SpecError
 from harness.config.training import TrainSpec
-from harness.evidence.validation import ConfigRuns, validation_doc
+from harness.evidence.longruns import Validation, config_key, read_validation
 
 COPIED_ATTRS = ("model_source", "split_hash", "data_source", "n_train", "n_eval", "truncated")
 """Study attrs the linked study shares with its source (same model, same data, same held-out split), besides
@@ -41,13 +40,6 @@ every `baseline*` attr: the untuned model is not scored again."""
 def linked_name(study: str, steps: int) -> str:
     """The linked study of a validation at `steps` optimizer steps."""
     return f"{study}@{steps}"
-
-
-def config_key(params: dict[str, Any], training: dict[str, Any] | None = None) -> str:
-    """What makes two validated configs the same runs: the six axes, the optional axes a config has (use_dora,
-    a sampled batch size, ...) and the training overrides."""
-    chosen = {k: params.get(k) for k in AXES} | {k: v for k, v in params.items() if k in OPTIONAL_AXES}
-    return json.dumps({"params": chosen, "training": training or {}}, sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)
@@ -160,26 +152,13 @@ def plan_runs(plan: list[Planned], rows: list[TrialRow], seeds: int, base_seed: 
     return [runs[i] for i in range(max(map(len, per_config), default=0)) for runs in per_config if i < len(runs)]
 
 
-@dataclass
-class Validation:
-    """What a validation run did: the linked study, its report files and the statistics."""
-
-    study: str
-    long_steps: int
-    doc: dict[str, Any]
-    files: list[Path] = field(default_factory=list)
-    ran: int = 0
-    long_view: StudyView | None = None
-    """The linked study read back (its completed long runs are the evidence for a validated recommendation)."""
-
-
 def run_validation(view: StudyView, *, steps: int | None = None, epochs: float | None = None, top: int = 3,
                    seeds: int = 2, defaults: bool = True, defaults_file: Path | None = None,
-                   out: str | None = None, reports_dir: Path,
-                   workers: int = 1, wandb: str | None = None, command: str = "harness validate",
+                   out: str | None = None, workers: int = 1, wandb: str | None = None,
                    say: Callable[[str], None] = print) -> Validation:
-    """Plan, enqueue and run the missing long runs in the linked study, then write validation.md/json and the
-    plot. Idempotent: runs already done (or waiting) are not added again; Ctrl-C leaves it resumable."""
+    """Plan, enqueue and run the missing long runs in the linked study, and read the validation back (its files
+    are written by harness.publish.documents.write_validation). Idempotent: runs already done (or waiting) are
+    not added again; Ctrl-C leaves it resumable."""
     import optuna
 
     from harness.config.experiment import build_sweep_spec
@@ -234,7 +213,6 @@ def run_validation(view: StudyView, *, steps: int | None = None, epochs: float |
         say(f"validation: every long run is done ({counts}) in study {name}")
     result = read_validation(open_view(view.name, view.storage, str(view.out_dir(out))), n)
     result.ran = waiting
-    result.files = write_validation(result.doc, reports_dir, command)
     return result
 
 
@@ -285,69 +263,3 @@ def _record_link(view: StudyView, name: str, steps: int, folder: Path) -> None:
     links = dict(study.user_attrs.get("validations") or {})
     links[str(steps)] = {"study": name, "out": str(folder)}
     study.set_user_attr("validations", links)
-
-
-def latest_link(view: StudyView) -> tuple[int, dict[str, Any]] | None:
-    """The study's longest validation (steps and where its linked study is), or None."""
-    links = view.attrs.get("validations") or {}
-    if not links:
-        return None
-    steps = max(links, key=int)
-    return int(steps), links[steps]
-
-
-def read_validation(view: StudyView, steps: int | None = None) -> Validation:
-    """A study's validation read back from the storage: configs with their short- and long-budget values and
-    the statistics (validation.validation_doc)."""
-    link = latest_link(view) if steps is None else (steps, (view.attrs.get("validations") or {}).get(str(steps)))
-    if link is None or link[1] is None:
-        raise SpecError(f"study {view.name!r} has no validation; run `harness validate --study {view.name} --steps N`")
-    n, where = link
-    long_view = open_view(where["study"], view.storage, where.get("out"))
-    configs = collect(view, long_view)
-    doc = validation_doc(view.objective, view.directions[0], int(view.sweep.get("max_steps") or 0), n, configs)
-    doc.update(_context(view, long_view))
-    return Validation(where["study"], n, doc, long_view=long_view)
-
-
-def collect(view: StudyView, long_view: StudyView) -> list[ConfigRuns]:
-    """One ConfigRuns per planned config: its completed short-budget values in the study (its confirmation
-    runs when it has any: the search trial was picked for being good, so it would bias the mean; else its
-    search trials; none for a published default with its own training settings, or one the study's own configs
-    already stand for) and its completed long-budget values."""
-    plan = long_view.attrs.get("validation_plan") or []
-    searched = {config_key(p["params"]) for p in plan if p["source"] == "search"}
-    out = []
-    for p in plan:
-        key = config_key(p["params"], p.get("training"))
-        short: tuple[float, ...] = ()
-        if p["source"] == "search" or (not p.get("training") and key not in searched):
-            same = [r for r in view.completed() if config_key(r.params) == key]
-            confirmed = [r for r in same if r.confirmation_of is not None]
-            short = tuple(r.values[0] for r in (confirmed or same))
-        long = tuple(r.values[0] for r in long_view.completed() if config_key(r.params, r.training) == key)
-        out.append(ConfigRuns(dict(p["params"]), p["source"], short, long))
-    return out
-
-
-def _context(view: StudyView, long_view: StudyView) -> dict[str, Any]:
-    """What the numbers were measured on (STYLE: every number says what it is) and what could not run."""
-    finished = [r for r in long_view.rows if r.finished]
-    failed = [f"trial #{r.number} ({r.status or r.state.lower()}): {r.reason}" for r in finished
-              if r.state != "COMPLETE"]
-    return {"study": view.name, "linked_study": long_view.name, "model": view.source.get("label"),
-            "source_precision": view.source.get("precision"), "data": view.sweep.get("data"),
-            "held_out_examples": view.n_eval,
-            "devices": sorted({r.device_name for r in long_view.completed()}),
-            "seeds": sorted({r.seed for r in long_view.completed() if r.seed is not None}),
-            "plan": long_view.attrs.get("validation_plan") or [],
-            "skipped_defaults": long_view.attrs.get("skipped_defaults") or {}, "failed_runs": failed}
-
-
-def write_validation(doc: dict[str, Any], reports_dir: Path, command: str) -> list[Path]:
-    """validation.json, validation.md and validation.png in the study's reports folder."""
-    from harness.publish.plots import plot_validation
-    from harness.publish.report import write_doc_files
-    from harness.evidence.validation import validation_markdown
-
-    return write_doc_files(reports_dir, "validation", doc, command, plot_validation, validation_markdown)

@@ -22,6 +22,8 @@ from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
 from markdown_it.utils import EnvType, OptionsDict
 
+from harness.evidence.longruns import latest_link, read_validation
+from harness.evidence.validation import NOT_VALIDATED, headline
 from harness.publish import plots
 from harness.search.edges import study_edge_warnings
 from harness.search.readout import StudyView, TrialRow, small_eval_note
@@ -47,23 +49,6 @@ class ReportFiles:
     """Figure name (history, importance, params, memory_quality, curves) -> its PNG."""
     skipped: dict[str, str]
     """Figure name -> the one-line reason it was not drawn."""
-
-
-def write_doc_files(reports_dir: Path, stem: str, doc: dict[str, Any], command: str,
-                    plot: Callable[[dict[str, Any], Path], str | None],
-                    markdown: Callable[[dict[str, Any], str, str | None], str]) -> list[Path]:
-    """A report doc as `<stem>.json` (with the command that made it), `<stem>.png` (unless `plot` says why not)
-    and `<stem>.md` (linking the plot) in the study's reports folder: validate's and advise's files."""
-    import json
-
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    js = reports_dir / f"{stem}.json"
-    js.write_text(json.dumps({**doc, "command": command}, indent=2, default=str))
-    png = reports_dir / f"{stem}.png"
-    skipped = plot(doc, png)
-    md = reports_dir / f"{stem}.md"
-    md.write_text(markdown(doc, command, None if skipped else png.name))
-    return [md, js] + ([] if skipped else [png])
 
 
 def write_report(view: StudyView, out_dir: str | Path, comparison_markdown: str | None = None,
@@ -258,9 +243,6 @@ def _header(view: StudyView) -> str:
 
 def _validation_line(view: StudyView) -> str:
     """Whether the study's ranking was checked at a long budget (harness validate), in one line."""
-    from harness.evidence.validate import latest_link, read_validation
-    from harness.evidence.validation import NOT_VALIDATED, headline
-
     of = view.attrs.get("validation_of")
     if of:
         return (f"- **Validation:** this study re-trains configs of `{of['study']}` ({of.get('short_steps')}-step "

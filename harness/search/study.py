@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.config.experiment import build_sweep_spec
 from harness.search.pruning import make_pruner
 from harness.search.recovery import Heartbeat, enable_heartbeat
 from harness.config.space import SearchSpace
@@ -263,9 +264,21 @@ def _stored_settings(attrs: dict[str, Any]) -> dict[str, Any]:
         return attrs["settings"]
     if not attrs.get("sweep"):
         return {}
-    from harness.config.experiment import build_sweep_spec
-
     return build_sweep_spec(attrs["sweep"], {}, "the stored sweep").measured_settings()
+
+
+def joined_spec(study: str, storage: str, out: str | None, trials: int | None) -> tuple[SweepSpec, int | None]:
+    """What `harness worker` runs: the settings a study was created with (only its storage and output
+    folder come from the worker), and the study-wide number of trials to stop at (`trials`, else the
+    target of the last `harness sweep` on it)."""
+    if trials is not None and trials < 1:
+        raise SpecError(f"--trials must be >= 1 (the study-wide number of trials to reach), got {trials}")
+    loaded = load_existing_study(study, storage)
+    stored = loaded.user_attrs.get("sweep")
+    if not stored:
+        raise SpecError(f"study {study!r} was not created by `harness sweep` (no stored settings to join with)")
+    spec = build_sweep_spec(stored, {"storage": storage, "out": out}, f"study {study}")
+    return spec, trials if trials is not None else loaded.user_attrs.get("target_trials")
 
 
 def check_split(study: Any, split_hash: str, name: str) -> None:

@@ -23,7 +23,8 @@ from typing import Any
 from harness.search import tracking
 from harness.search.exits import Interrupted
 from harness.config.experiment import spec_to_dict
-from harness.trial.models import cache_dir, checkpoint_path, is_converted, load_tokenizer, model_dims, resolve_model
+from harness.trial.models import (cache_dir, check_rank_fits, checkpoint_path, is_converted, load_tokenizer, model_dims,
+                                  resolve_model)
 from harness.search.progress import SweepProgress
 from harness.search.pruning import pruning_interval
 from harness.search.readout import baseline_of, baseline_scores, small_eval_note
@@ -31,7 +32,7 @@ from harness.search.records import STATE_OF_STATUS, append_record, build_record
 from harness.runtime.devices import THREADS_ENV
 from harness.search.runner import BaselineReply, TrialRunner, needs_fresh_worker
 from harness.trial.source import describe_source
-from harness.config.space import SearchSpace, check_points, check_rank_fits, lora_fields, suggest, train_fields
+from harness.config.space import SearchSpace, check_points, lora_fields, suggest, train_fields
 from harness.config.errors import SpecError
 from harness.config.lora import LoraSpec
 from harness.config.model import ModelSpec, QuantSpec

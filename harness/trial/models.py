@@ -26,6 +26,7 @@ from harness.trial.quantization import quantization_config
 from harness.runtime.quiet import quiet
 from harness.config.errors import SpecError
 from harness.config.lora import explicit_modules
+from harness.config.space import SearchSpace
 
 BUILTIN_MODELS = ("smollm2-135m", "tiny-llama")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -268,6 +269,18 @@ def check_targets_exist(targets: str, dims: ModelDims, model_name: str, where: s
     if missing:
         raise SpecError(f"{where}: target_modules {targets}: {model_name} has no linear layer named "
                         f"{missing[0]!r} (its linear layers: {', '.join(sorted(dims.linear))})")
+
+
+def check_rank_fits(space: SearchSpace, dims: ModelDims, model_name: str) -> None:
+    """Refuse a space whose target modules the model lacks, or whose largest r exceeds the smallest width
+    among the layers it targets."""
+    for preset in space.axes["target_modules"].values() or []:
+        check_targets_exist(preset, dims, model_name, f"{space.source}: target_modules")
+        width, which = dims.smallest(preset)
+        if space.max_rank() > width:
+            raise SpecError(f"{space.source}: lora_r: {space.max_rank()} is larger than the smallest "
+                            f"targeted layer dimension of {model_name} ({width}, {which}, "
+                            f"target_modules {preset}); lower the largest r to <= {width}")
 
 
 def target_modules(targets: str) -> list[str] | str:

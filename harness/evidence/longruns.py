@@ -1,0 +1,93 @@
+"""A study's validations read back: which linked long-budget study holds them, what makes two validated configs
+the same runs (`config_key`), and each config's short- and long-budget values with their statistics
+(harness.evidence.validation). `harness validate` writes them (harness.evidence.validate); recommend and
+report read them here. Nothing here trains.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from harness.config.defaults import AXES
+from harness.config.errors import SpecError
+from harness.config.space import OPTIONAL_AXES
+from harness.evidence.validation import ConfigRuns, validation_doc
+from harness.search.readout import StudyView, open_view
+
+
+def config_key(params: dict[str, Any], training: dict[str, Any] | None = None) -> str:
+    """What makes two validated configs the same runs: the six axes, the optional axes a config has (use_dora,
+    a sampled batch size, ...) and the training overrides."""
+    chosen = {k: params.get(k) for k in AXES} | {k: v for k, v in params.items() if k in OPTIONAL_AXES}
+    return json.dumps({"params": chosen, "training": training or {}}, sort_keys=True, default=str)
+
+
+@dataclass
+class Validation:
+    """A validation read back: the linked study, the statistics (`doc`) and how many long runs this call ran."""
+
+    study: str
+    long_steps: int
+    doc: dict[str, Any]
+    ran: int = 0
+    long_view: StudyView | None = None
+    """The linked study read back (its completed long runs are the evidence for a validated recommendation)."""
+
+
+def latest_link(view: StudyView) -> tuple[int, dict[str, Any]] | None:
+    """The study's longest validation (steps and where its linked study is), or None."""
+    links = view.attrs.get("validations") or {}
+    if not links:
+        return None
+    steps = max(links, key=int)
+    return int(steps), links[steps]
+
+
+def read_validation(view: StudyView, steps: int | None = None) -> Validation:
+    """A study's validation read back from the storage: configs with their short- and long-budget values and
+    the statistics (validation.validation_doc)."""
+    link = latest_link(view) if steps is None else (steps, (view.attrs.get("validations") or {}).get(str(steps)))
+    if link is None or link[1] is None:
+        raise SpecError(f"study {view.name!r} has no validation; run `harness validate --study {view.name} --steps N`")
+    n, where = link
+    long_view = open_view(where["study"], view.storage, where.get("out"))
+    configs = collect(view, long_view)
+    doc = validation_doc(view.objective, view.directions[0], int(view.sweep.get("max_steps") or 0), n, configs)
+    doc.update(_context(view, long_view))
+    return Validation(where["study"], n, doc, long_view=long_view)
+
+
+def collect(view: StudyView, long_view: StudyView) -> list[ConfigRuns]:
+    """One ConfigRuns per planned config: its completed short-budget values in the study (its confirmation
+    runs when it has any: the search trial was picked for being good, so it would bias the mean; else its
+    search trials; none for a published default with its own training settings, or one the study's own configs
+    already stand for) and its completed long-budget values."""
+    plan = long_view.attrs.get("validation_plan") or []
+    searched = {config_key(p["params"]) for p in plan if p["source"] == "search"}
+    out = []
+    for p in plan:
+        key = config_key(p["params"], p.get("training"))
+        short: tuple[float, ...] = ()
+        if p["source"] == "search" or (not p.get("training") and key not in searched):
+            same = [r for r in view.completed() if config_key(r.params) == key]
+            confirmed = [r for r in same if r.confirmation_of is not None]
+            short = tuple(r.values[0] for r in (confirmed or same))
+        long = tuple(r.values[0] for r in long_view.completed() if config_key(r.params, r.training) == key)
+        out.append(ConfigRuns(dict(p["params"]), p["source"], short, long))
+    return out
+
+
+def _context(view: StudyView, long_view: StudyView) -> dict[str, Any]:
+    """What the numbers were measured on (STYLE: every number says what it is) and what could not run."""
+    finished = [r for r in long_view.rows if r.finished]
+    failed = [f"trial #{r.number} ({r.status or r.state.lower()}): {r.reason}" for r in finished
+              if r.state != "COMPLETE"]
+    return {"study": view.name, "linked_study": long_view.name, "model": view.source.get("label"),
+            "source_precision": view.source.get("precision"), "data": view.sweep.get("data"),
+            "held_out_examples": view.n_eval,
+            "devices": sorted({r.device_name for r in long_view.completed()}),
+            "seeds": sorted({r.seed for r in long_view.completed() if r.seed is not None}),
+            "plan": long_view.attrs.get("validation_plan") or [],
+            "skipped_defaults": long_view.attrs.get("skipped_defaults") or {}, "failed_runs": failed}
