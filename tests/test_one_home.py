@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from conftest import run_cli
+from helpers import run_cli
 from harness.evidence.compare import build_comparison
 from harness.search.progress import print_sweep_end, ranked_records
 from harness.search.readout import baseline_of, open_view

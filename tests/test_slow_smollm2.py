@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import records, run_cli
+from helpers import records, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-import conftest
-from conftest import REPO, use_run_cache, wait_for
+import helpers
+from helpers import REPO, use_run_cache, wait_for
 from harness.trial.models import cache_dir
 
 
 def test_this_run_has_a_cache_of_its_own_or_the_callers() -> None:
     assert cache_dir() == Path(os.environ["HARNESS_CACHE"])
     assert cache_dir() != Path.home() / ".cache" / "harness"
-    if conftest.RUN_CACHE is not None:  # made for this run, in the temporary folder
-        assert cache_dir() == Path(conftest.RUN_CACHE) and cache_dir().name.startswith("harness-test-cache-")
+    if helpers.RUN_CACHE is not None:  # made for this run, in the temporary folder
+        assert cache_dir() == Path(helpers.RUN_CACHE) and cache_dir().name.startswith("harness-test-cache-")
 
 
 def test_a_cache_the_caller_chose_is_kept_and_an_empty_one_is_replaced() -> None:

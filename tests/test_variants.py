@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import assert_one_line_error, load_without_harness, run_cli
+from helpers import assert_one_line_error, load_without_harness, run_cli
 from harness.evidence.grouping import grouping
 from harness.config.space import check_points, describe_optional, load_space, parse_space, suggest
 from harness.config.errors import SpecError

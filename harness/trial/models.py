@@ -337,7 +337,7 @@ def keep_4bit_training_layout(model: Any) -> int:
     `gemv_4bit`, which has no autograd kernel, so the gradient through the frozen base is dropped,
     and a -dq layer is no longer double-quantized. With the repack off, eval and training use the
     same dequantize-and-matmul path, so an evaluation never changes training or the weights it
-    scores (tests/test_eval_side_effects.py). Cost: CPU 4-bit eval forgoes the packed kernel."""
+    scores (tests/trial/test_eval_side_effects.py). Cost: CPU 4-bit eval forgoes the packed kernel."""
     layers = 0
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):  # bitsandbytes.nn.Linear4bit (and subclasses)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
 from harness.publish.plots import pareto_front
 from harness.search.readout import StudyView, open_view

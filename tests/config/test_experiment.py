@@ -15,7 +15,7 @@ from harness.config.evaluation import EvalSpec
 from harness.config.sweep import SweepSpec
 from harness.config.training import TrainSpec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT_FILES = sorted((ROOT / "experiments").glob("*.yaml"))
 SHIPPED_SPACES = sorted(p.stem for p in (ROOT / "search_spaces").glob("*.yaml"))
 

@@ -17,7 +17,7 @@ from typing import Iterator
 import optuna
 import pytest
 
-from conftest import assert_accounted_for, fast_experiment, records, run_cli, start, wait_for
+from helpers import assert_accounted_for, fast_experiment, records, run_cli, start, wait_for
 
 pytestmark = pytest.mark.integration  # a PostgreSQL server and harness workers in subprocesses
 

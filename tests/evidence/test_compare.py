@@ -10,14 +10,14 @@ import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from conftest import load_without_harness
+from helpers import load_without_harness
 from harness.evidence.compare import build_comparison, comparison_markdown, write_comparison
 from harness.evidence.confirm import enqueue, plan_confirmations
 from harness.search.readout import open_view
 from harness.evidence.recommend import recommend_many, recommend_study, write_recommended
 from harness.evidence.stats import summarize, t_quantile, welch
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --- statistics against hand-computed values ----------------------------------------------------

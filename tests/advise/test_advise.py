@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import assert_one_line_error, run_cli, write_jsonl
+from helpers import assert_one_line_error, run_cli, write_jsonl
 from harness.advise.advice import (ARMS, ArmResult, advice_doc, advice_markdown, by_retrieval_hit, hit_sentences,
                             summary_rows)
 from harness.advise.run import (AdvicePlan, Retrieved, arm_prompts, context_budget, default_corpus, relevance,

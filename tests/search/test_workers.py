@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import (assert_accounted_for, assert_one_line_error, fast_experiment, journal_study, records, run_cli,
+from helpers import (assert_accounted_for, assert_one_line_error, fast_experiment, journal_study, records, run_cli,
                       start, wait_for)
 from wandb_reader import offline_runs, read_offline_run
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.integration  # sweeps through the command line
 

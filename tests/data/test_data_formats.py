@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import write_jsonl
+from helpers import write_jsonl
 from harness.data import DEFAULT_TEMPLATE, DataError, load_examples
 from harness.config.dataset import DataSpec
 from harness.config.errors import SpecError

@@ -9,7 +9,7 @@ import optuna
 import pytest
 import yaml
 
-from conftest import assert_one_line_error, load_without_harness, run_cli
+from helpers import assert_one_line_error, load_without_harness, run_cli
 from wandb_reader import offline_runs, read_offline_run
 
 pytestmark = pytest.mark.integration  # a sweep, then compare/recommend/report through the command line

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import write_jsonl
+from helpers import write_jsonl
 from harness.data import DataError, load_examples
 from harness.config.dataset import DataSpec
 

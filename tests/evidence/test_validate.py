@@ -15,7 +15,7 @@ import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution
 
-from conftest import (assert_one_line_error, fast_experiment, load_without_harness, run_cli, start, wait_for)
+from helpers import (assert_one_line_error, fast_experiment, load_without_harness, run_cli, start, wait_for)
 from harness.search.readout import open_view
 from harness.evidence.recommend import recommend_study, summary_lines
 from harness.config.errors import SpecError

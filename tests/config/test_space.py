@@ -16,7 +16,7 @@ from harness.config.model import QUANTIZATION_MODES
 from harness.config.sweep import SweepSpec
 from harness.search.sweep import trial_config
 
-SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 SPACE_FILES = sorted(SPACES.glob("*.y*ml"))
 RECORDED = {"lora_r", "lora_alpha", "learning_rate", "quantization", "lora_dropout", "target_modules"}
 

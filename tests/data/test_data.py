@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import write_jsonl
+from helpers import write_jsonl
 from harness.data import (
     IGNORE_INDEX,
     DataError,

@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 from harness.data import builtin_names
 
 pytestmark = pytest.mark.integration  # sweeps through the command line

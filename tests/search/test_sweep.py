@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import assert_one_line_error, records, run_cli, start, wait_for
+from helpers import assert_one_line_error, records, run_cli, start, wait_for
 from wandb_reader import offline_runs, read_offline_run
 
 pytestmark = pytest.mark.integration  # every test runs harness in a subprocess

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, assert_one_line_error, run_cli
+from helpers import REPO, assert_one_line_error, run_cli
 from harness.runtime import devices, online
 from harness.trial import models
 from harness.runtime.devices import THREADS_ENV

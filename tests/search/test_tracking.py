@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from wandb_reader import offline_runs, read_offline_run
 
-from conftest import wait_for
+from helpers import wait_for
 from harness.search import tracking
 from harness.config.errors import SpecError
 
