@@ -23,8 +23,10 @@ sweep: $(STAMP)
 	$(BIN)/harness sweep
 
 # pyproject.toml's addopts deselect `integration` and `slow`; a later -m replaces that one: -m "" selects all.
+# One test process per core (pytest-xdist), each test file in one process (its module fixtures built once),
+# the costliest files first (tests/conftest.py orders them).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m ""
+	$(BIN)/python -m pytest -q -m "" -n auto --dist loadfile
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q

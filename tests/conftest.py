@@ -14,6 +14,31 @@ import helpers
 
 helpers.prepare_test_process()
 
+# What a test costs, by its markers, for ordering files: the real model takes minutes, a harness process or a
+# model load seconds, a unit test milliseconds.
+COST = {"slow": 100.0, "integration": 10.0}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The costliest test files first, each file's tests in their own order: under `make test` (pytest-xdist,
+    `--dist loadfile`) a long file started last would leave one core idle at the end. A bare `pytest` (the
+    unit tier, every test of one cost) keeps the collected order."""
+    cost: dict[str, float] = {}
+    for item in items:
+        marks = {m.name for m in item.iter_markers()}
+        cost[item.nodeid.split("::")[0]] = cost.get(item.nodeid.split("::")[0], 0.0) + max(
+            [COST[m] for m in marks if m in COST], default=0.1)
+    items.sort(key=lambda item: -cost[item.nodeid.split("::")[0]])
+
+
+@pytest.fixture(autouse=True)
+def _tiny_llama_converted(request: pytest.FixtureRequest) -> None:
+    """Every test that runs harness has tiny-llama converted before it starts, whichever test of the run came
+    first: a sweep that converts prints "converting ... (once)", which would be a second line beside a
+    one-line error, and its seconds would land in a timed wait. The unit tier loads nothing."""
+    if request.node.get_closest_marker("integration") or request.node.get_closest_marker("slow"):
+        request.getfixturevalue("tiny_checkpoint")
+
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> str:

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, MutableMapping, TypeVar
 
+from harness.runtime.devices import THREADS_ENV  # imports no torch
+
 if TYPE_CHECKING:
     import optuna
 
@@ -33,11 +35,15 @@ def use_run_cache(environ: MutableMapping[str, str]) -> str | None:
 
 RUN_CACHE: str | None = None
 """This run's own cache folder (removed after the run), or None when the caller chose one."""
+_MADE_ENV = "HARNESS_TEST_RUN_CACHE"
+"""Set to RUN_CACHE by the process that made it, so that pytest-xdist's workers (which inherit the environment
+of the process that starts them) know the cache is this run's, not the caller's."""
 
 
 def prepare_test_process() -> None:
     """Once per test process, before any test: the default Ctrl-C for children, W&B offline, the hub offline,
-    and a cache of this run's own that every process a test starts inherits through the environment."""
+    a cache of this run's own that every process a test starts inherits through the environment, and under
+    pytest-xdist each worker's share of the cores for torch (its tests and the processes they start)."""
     global RUN_CACHE
     # A runner that starts the suite as a background job of a non-interactive shell (`cmd &` in a
     # script) leaves SIGINT ignored, and an ignored signal stays ignored across exec: the Ctrl-C tests
@@ -50,7 +56,26 @@ def prepare_test_process() -> None:
     # Tests never write to the user's ~/.cache/harness: this run's cache is removed after it.
     RUN_CACHE = use_run_cache(os.environ)
     if RUN_CACHE is not None:
+        os.environ[_MADE_ENV] = RUN_CACHE
         atexit.register(shutil.rmtree, RUN_CACHE, ignore_errors=True)
+    elif os.environ.get(_MADE_ENV) == os.environ["HARNESS_CACHE"]:
+        RUN_CACHE = os.environ[_MADE_ENV]  # made by the xdist controller for this run
+    share_cores_between_workers(os.environ)
+
+
+def share_cores_between_workers(environ: MutableMapping[str, str]) -> str | None:
+    """Under pytest-xdist (`make test` runs one worker per core), torch in each worker and in every process its
+    tests start uses the worker's share of the cores, as `harness sweep --workers N` gives each of its workers:
+    two workers at two threads each on two cores would fight over them. Returns the share, or None when this
+    is no xdist worker or the caller set the threads."""
+    workers = int(environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    if workers < 2 or THREADS_ENV in environ:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = str(max(1, cores // workers))
+    for name in (THREADS_ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        environ.setdefault(name, share)
+    return share
 
 
 REPO = Path(__file__).resolve().parent.parent

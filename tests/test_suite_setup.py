@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import helpers
-from helpers import REPO, use_run_cache, wait_for
+from helpers import REPO, share_cores_between_workers, use_run_cache, wait_for
 from harness.trial.models import cache_dir
 
 
@@ -34,6 +34,26 @@ def test_a_cache_the_caller_chose_is_kept_and_an_empty_one_is_replaced() -> None
             assert folder and unset["HARNESS_CACHE"] == folder and Path(folder).is_dir()
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_xdist_workers_share_the_cores_and_a_callers_choice_stands() -> None:
+    cores = len(os.sched_getaffinity(0))
+    environ = {"PYTEST_XDIST_WORKER": "gw0", "PYTEST_XDIST_WORKER_COUNT": "2"}
+    assert share_cores_between_workers(environ) == str(max(1, cores // 2))
+    assert environ["HARNESS_TORCH_THREADS"] == environ["OMP_NUM_THREADS"] == environ["MKL_NUM_THREADS"]
+    assert share_cores_between_workers({}) is None  # no xdist: every core, as before
+    chosen = {"PYTEST_XDIST_WORKER_COUNT": "2", "HARNESS_TORCH_THREADS": "3"}
+    assert share_cores_between_workers(chosen) is None and "OMP_NUM_THREADS" not in chosen
+    many = {"PYTEST_XDIST_WORKER_COUNT": str(cores * 4)}
+    assert share_cores_between_workers(many) == "1"  # at least one thread
+
+
+def test_a_process_a_test_starts_under_xdist_inherits_the_workers_share() -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.skip("runs under pytest-xdist only (make test)")
+    share = os.environ["HARNESS_TORCH_THREADS"]
+    printed = _run("from harness.runtime.devices import torch_threads; print(torch_threads())", Path.home())
+    assert printed == share
 
 
 def _run(code: str, home: Path) -> str:

@@ -214,9 +214,16 @@ class Sweep:
 
     def prepare_study(self, *, start_runner: bool = True) -> None:
         """Validate, open (or create) the study, recover lost trials, score the baselines once, fix the target.
-        `start_runner`: start the trial process now even if no baseline needs it, so its imports overlap with
-        the bookkeeping (False for a parent that leaves the trials to its workers)."""
-        prepared = prepare(self.spec, self.space, self.progress)
+        `start_runner`: start the trial process first, so that its imports (seconds: torch, transformers, peft)
+        overlap with checking the inputs and the bookkeeping (False for a parent that leaves the trials to its
+        workers). Bad input stops it at once: the one-line error is not kept waiting."""
+        if start_runner:
+            self.runner.start()
+        try:
+            prepared = prepare(self.spec, self.space, self.progress)
+        except BaseException:
+            self.runner.close(kill=True)
+            raise
         self.metrics = prepared.metrics
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.wandb_mode != "disabled":
@@ -233,8 +240,8 @@ class Sweep:
         if "model_source" not in self.study.user_attrs:
             self.study.set_user_attr("model_source", prepared.source)
         self.progress.note(f"base model: {prepared.source['label']}; source weights: {prepared.source['precision']}")
-        if start_runner or self._missing_baselines():
-            self.runner.start()  # its imports overlap with the bookkeeping below
+        if self._missing_baselines():
+            self.runner.start()  # a parent that leaves the trials to its workers still scores the baselines
         with claim_lock(self.study, self.out_dir):
             recover(self.study, self.on_lost)
             start = counted(self.study)

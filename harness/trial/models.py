@@ -13,6 +13,7 @@ import difflib
 import functools
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -235,18 +236,68 @@ class ModelDims:
 
 def model_dims(path: str) -> ModelDims:
     """Read layer widths from the checkpoint's config.json and its linear layers from a weightless (meta
-    device) copy of the model; no weights are loaded."""
+    device) copy of the model; no weights are loaded. The copy is built once per config and transformers
+    release and its widths kept in the cache (`dims/<key>.json`): building it, and even reading the config
+    through transformers, imports transformers' modeling code, seconds that every `harness sweep` start paid
+    before its first trial. A local config.json with the usual keys is read as plain JSON."""
+    raw = _plain_config(path)
+    key_text = json.dumps(raw, sort_keys=True) if raw is not None else None
+    cached = _cached_widths(key_text) if key_text is not None else None
+    if raw is not None and cached is not None:
+        return _dims_of(raw, cached)
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(path)
-    heads = cfg.num_attention_heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-    return ModelDims(cfg.hidden_size, kv_heads * head_dim, getattr(cfg, "intermediate_size", cfg.hidden_size),
-                     _linear_widths(cfg))
+    widths = _read_linear_widths(cfg)
+    if key_text is not None:
+        _keep_widths(key_text, widths)
+    names = ("hidden_size", "num_attention_heads", "head_dim", "num_key_value_heads", "intermediate_size")
+    return _dims_of({name: getattr(cfg, name, None) for name in names}, widths)
 
 
-def _linear_widths(cfg: Any) -> dict[str, int]:
+_DIM_KEYS = ("hidden_size", "num_attention_heads")
+
+
+def _plain_config(path: str) -> dict[str, Any] | None:
+    """A local checkpoint's config.json as a dict, when it names its widths the usual way; else None."""
+    with contextlib.suppress(OSError, ValueError):
+        raw = json.loads((Path(path) / "config.json").read_text())
+        if isinstance(raw, dict) and all(isinstance(raw.get(k), int) for k in _DIM_KEYS):
+            return raw
+    return None
+
+
+def _dims_of(cfg: dict[str, Any], linear: dict[str, int]) -> ModelDims:
+    heads = cfg["num_attention_heads"]
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+    kv_heads = cfg.get("num_key_value_heads") or heads
+    return ModelDims(cfg["hidden_size"], kv_heads * head_dim, cfg.get("intermediate_size") or cfg["hidden_size"],
+                     linear)
+
+
+def _widths_path(key_text: str) -> Path:
+    from importlib.metadata import version
+
+    digest = hashlib.sha256((key_text + version("transformers")).encode()).hexdigest()[:16]
+    return cache_dir() / "dims" / f"{digest}.json"
+
+
+def _cached_widths(key_text: str) -> dict[str, int] | None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return {str(k): int(v) for k, v in json.loads(_widths_path(key_text).read_text()).items()}
+    return None
+
+
+def _keep_widths(key_text: str, widths: dict[str, int]) -> None:
+    path = _widths_path(key_text)
+    with contextlib.suppress(OSError):  # a read-only cache costs the next start the read, nothing else
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(widths))
+        os.replace(tmp, path)
+
+
+def _read_linear_widths(cfg: Any) -> dict[str, int]:
     import torch
     from transformers import AutoModelForCausalLM
 
