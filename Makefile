@@ -23,10 +23,10 @@ sweep: $(STAMP)
 	$(BIN)/harness sweep
 
 # pyproject.toml's addopts deselect `integration` and `slow`; a later -m replaces that one: -m "" selects all.
-# One test process per core (pytest-xdist), each test file in one process (its module fixtures built once),
-# the costliest files first (tests/conftest.py orders them).
+# One test process per core (pytest-xdist), each test file in one process (its module fixtures built once), the
+# costliest files first in the order tests/conftest.py gives (--no-loadscope-reorder keeps it).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "" -n auto --dist loadfile
+	$(BIN)/python -m pytest -q -m "" -n auto --dist loadfile --no-loadscope-reorder
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q

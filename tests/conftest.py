@@ -14,20 +14,21 @@ import helpers
 
 helpers.prepare_test_process()
 
-# What a test costs, by its markers, for ordering files: the real model takes minutes, a harness process or a
-# model load seconds, a unit test milliseconds.
-COST = {"slow": 100.0, "integration": 10.0}
+# What a test costs, by its markers, for ordering the work: the real model takes minutes, a harness process or
+# a model load seconds, a unit test milliseconds.
+COST = {"slow": 300.0, "integration": 15.0}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The costliest test files first, each file's tests in their own order: under `make test` (pytest-xdist,
-    `--dist loadfile`) a long file started last would leave one core idle at the end. A bare `pytest` (the
-    unit tier, every test of one cost) keeps the collected order."""
+    `--dist loadfile --no-loadscope-reorder`: a file is one unit of work, so its module fixtures are built
+    once) a long file started last would leave the other core idle at the end. A bare `pytest` (the unit tier,
+    every test of one cost) keeps the collected order."""
     cost: dict[str, float] = {}
     for item in items:
         marks = {m.name for m in item.iter_markers()}
-        cost[item.nodeid.split("::")[0]] = cost.get(item.nodeid.split("::")[0], 0.0) + max(
-            [COST[m] for m in marks if m in COST], default=0.1)
+        path = item.nodeid.split("::")[0]
+        cost[path] = cost.get(path, 0.0) + max([COST[m] for m in marks if m in COST], default=0.1)
     items.sort(key=lambda item: -cost[item.nodeid.split("::")[0]])
 
 

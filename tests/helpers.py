@@ -152,6 +152,24 @@ FAST_SPACE = """axes:
 """
 
 
+TINY = ["--model", "tiny-llama", "--space", "search_spaces/tiny.yaml", "--max-steps", "5"]
+"""`harness sweep` flags for tiny-llama trials in three modes (none, int8, nf4) of 5 steps."""
+
+
+def load_study(out: Path, name: str) -> optuna.Study:
+    """A study in a sweep folder's default SQLite storage."""
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{out}/study.db")
+
+
+def write_space(path: Path, quantization: str = "{choices: [none, int8, nf4]}", lora_r: str = "4") -> Path:
+    """A search space of one tiny config (lr 5e-3, alpha 2r) in the given quantization choices."""
+    path.write_text(f"axes:\n  lora_r: {lora_r}\n  lora_alpha: {{ratio: 2}}\n  learning_rate: 5.0e-3\n"
+                    f"  quantization: {quantization}\n")
+    return path
+
+
 def fast_experiment(folder: Path) -> Path:
     """An experiment file for trials of a few seconds: tiny-llama, 2 steps, 64 train and 8 eval examples,
     no generation."""

@@ -13,9 +13,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_short_sweep_on_the_real_model_beats_the_untuned_model(tmp_path: Path) -> None:
+    # The default sweep's settings, but 8 generated answers per trial instead of 32: generation is most of the
+    # time here, and 8 real answers show that task metrics are scored on the real model.
+    experiment = tmp_path / "smol.yaml"
+    experiment.write_text("eval: {generate_size: 8}\n")
     out = tmp_path / "smol"
-    proc = run_cli("sweep", "--model", "smollm2-135m", "--trials", "2", "--max-steps", "12", "--study", "smol",
-                   "--out", str(out), "--wandb", "offline", "--seed", "0")
+    proc = run_cli("sweep", "-e", str(experiment), "--model", "smollm2-135m", "--trials", "2", "--max-steps", "12",
+                   "--study", "smol", "--out", str(out), "--wandb", "offline", "--seed", "0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = optuna.load_study(study_name="smol", storage=f"sqlite:///{out}/study.db")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
@@ -23,33 +27,9 @@ def test_a_short_sweep_on_the_real_model_beats_the_untuned_model(tmp_path: Path)
     assert 2.0 < baseline < 8.0  # a real instruct model, not random weights (ln 49152 = 10.8)
     assert study.best_value < baseline, (study.best_value, baseline)
     rows = records(out)
+    for row in rows:  # real answers scored with the task's metrics
+        assert {"rouge_l", "token_f1"} <= set(row["metrics"]), row["metrics"]
     for result in (r["result"] for r in rows):  # no speed threshold: timings belong in benchmarks/, not tests
         assert result["trainable_params"] > 0 and result["train_tokens"] > 0
         assert result["tokens_per_second"] == pytest.approx(result["train_tokens"] / result["train_seconds"], rel=1e-3)
     assert (out / "best_adapter" / "adapter_model.safetensors").exists()
-
-
-def test_every_quantization_mode_trains_the_real_model(tmp_path: Path) -> None:
-    space = tmp_path / "modes.yaml"
-    space.write_text("axes:\n  lora_r: 8\n  lora_alpha: 16\n  learning_rate: 5.0e-4\n"
-                     "  quantization: {choices: [none, int8, nf4, nf4-dq, fp4, fp4-dq]}\n")
-    # No generation and 16 held-out examples: the six untuned baselines then cost seconds, not minutes.
-    experiment = tmp_path / "modes_exp.yaml"
-    experiment.write_text("data_options: {eval_size: 16}\neval: {metrics: []}\n")
-    out = tmp_path / "modes"
-    proc = run_cli("sweep", "-e", str(experiment), "--model", "smollm2-135m", "--space", str(space), "--sampler",
-                   "grid", "--trials", "6", "--max-steps", "2", "--study", "modes", "--out", str(out), "--wandb",
-                   "disabled")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {r["params"]["quantization"]: r for r in records(out)}
-    assert set(rows) == {"none", "int8", "nf4", "nf4-dq", "fp4", "fp4-dq"}
-    assert all(r["state"] == "COMPLETE" for r in rows.values()), {m: r["error"] for m, r in rows.items()}
-    size = {mode: r["metrics"]["base_model_mb"] for mode, r in rows.items()}
-    # Weights in memory: 4-bit < 8-bit < 16-bit; double quantization shrinks the 4-bit constants further.
-    assert size["nf4"] < size["int8"] < size["none"], size
-    assert size["nf4-dq"] < size["nf4"] and size["fp4-dq"] < size["fp4"], size
-    # The untuned base was scored in every mode; the source is a Q4_1 GGUF, and the study says so.
-    study = optuna.load_study(study_name="modes", storage=f"sqlite:///{out}/study.db")
-    assert set(study.user_attrs["baseline_by_mode"]) == set(rows)
-    assert study.user_attrs["model_source"]["label"] == "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to bf16)"
-    assert "fewer" not in proc.stderr and "only 16 held-out examples" in proc.stderr

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 
+from helpers import load_study as load, records, run_cli
 from harness.search.pruning import PRUNE_FROM_REPORT, PerModePruner, make_pruner, pruning_interval
 
 DISTS = {"quantization": CategoricalDistribution(["none", "nf4"])}
@@ -101,3 +104,29 @@ def test_pruning_interval(max_steps: int, eval_every: int, expected: int) -> Non
 
 def test_no_pruner_is_a_nop() -> None:
     assert isinstance(make_pruner("none", 10), optuna.pruners.NopPruner)
+
+
+@pytest.mark.integration
+def test_a_pruner_prunes_and_records_why(tmp_path: Path) -> None:
+    # One mode (the pruner compares a trial with its own mode only) and learning rates over three decades,
+    # so that after 3 completed trials some fall behind the median.
+    space = tmp_path / "lr.yaml"
+    space.write_text("axes:\n  lora_r: 4\n  lora_alpha: {ratio: 2}\n"
+                     "  learning_rate: {low: 1.0e-5, high: 1.0e-2, log: true}\n  quantization: none\n")
+    out = tmp_path / "p"
+    no_generation = tmp_path / "exp.yaml"  # pruning reads eval losses; generated answers would only cost time
+    no_generation.write_text("eval: {metrics: [], generate_size: 0}\n")
+    proc = run_cli("sweep", "-e", str(no_generation), "--model", "tiny-llama", "--space", str(space), "--max-steps",
+                   "10", "--trials", "8",
+                   "--pruner", "median", "--sampler", "random", "--study", "p", "--out", str(out), "--wandb",
+                   "disabled")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = load(out, "p")
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert pruned, [t.state.name for t in study.trials]
+    for trial in pruned:
+        assert trial.user_attrs["reason"].startswith("pruned at step")
+        assert trial.intermediate_values  # the eval losses it was judged on are stored
+        assert trial.user_attrs["result"]["steps"] < 10
+    rows = {r["number"]: r for r in records(out)}
+    assert all(rows[t.number]["state"] == "PRUNED" and rows[t.number]["eval_loss"] is not None for t in pruned)

@@ -5,33 +5,17 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import subprocess
 from pathlib import Path
 
-import optuna
 import pytest
 
-from helpers import assert_one_line_error, records, run_cli, start, wait_for
+from helpers import TINY, assert_one_line_error, load_study as load, records, run_cli, write_space
 from wandb_reader import offline_runs, read_offline_run
 
 pytestmark = pytest.mark.integration  # every test runs harness in a subprocess
 
 CONTRACT_KEYS = {"number", "state", "params", "eval_loss", "peak_memory_mb", "train_seconds", "tokens_per_second",
                  "metrics", "error"}
-TINY = ["--model", "tiny-llama", "--space", "search_spaces/tiny.yaml", "--max-steps", "5"]
-
-
-def load(out: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{out}/study.db")
-
-
-def write_space(path: Path, quantization: str = "{choices: [none, int8, nf4]}", lora_r: str = "4") -> Path:
-    path.write_text(f"axes:\n  lora_r: {lora_r}\n  lora_alpha: {{ratio: 2}}\n  learning_rate: 5.0e-3\n"
-                    f"  quantization: {quantization}\n")
-    return path
-
-
 def test_sweep_records_trials_in_storage_jsonl_and_wandb_then_resumes(tmp_path: Path) -> None:
     out = tmp_path / "t"
     proc = run_cli("sweep", *TINY, "--trials", "4", "--study", "t", "--out", str(out), "--wandb", "offline")
@@ -104,81 +88,6 @@ def test_every_tested_quantization_mode_trains_with_grid_sampler(tmp_path: Path)
     assert not (out / "wandb").exists()
 
 
-def test_failing_trials_are_results_and_the_study_goes_on(tmp_path: Path) -> None:
-    out = tmp_path / "f"
-    proc = run_cli("sweep", *TINY, "--trials", "5", "--study", "f", "--out", str(out), "--wandb", "offline",
-                   env={"HARNESS_INJECT_FAULTS": "0:raise,1:nan,2:kill,3:oom"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = sorted(records(out), key=lambda r: r["number"])
-    assert [r["state"] for r in rows] == ["FAIL", "PRUNED", "FAIL", "FAIL", "COMPLETE"]
-    assert [r["status"] for r in rows] == ["failed", "diverged", "failed", "oom", "complete"]
-    assert "injected failure" in rows[0]["error"]
-    assert "non-finite" in rows[1]["error"]
-    assert "killed by SIGKILL" in rows[2]["error"]
-    assert "out of memory" in rows[3]["error"]
-    assert all("\n" not in r["error"] for r in rows[:4])
-    study = load(out, "f")
-    assert [t.state.name for t in study.trials] == ["FAIL", "PRUNED", "FAIL", "FAIL", "COMPLETE"]
-    assert "killed by SIGKILL" in study.trials[2].user_attrs["reason"]
-    runs = {r["name"]: r for r in map(read_offline_run, offline_runs(out))}
-    assert runs["f-trial-0"]["exit_code"] == 1 and runs["f-trial-4"]["exit_code"] == 0
-
-
-def _wait_for_running(out: Path, name: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    """Until the sweep's trial is RUNNING with its config stored: from then on Ctrl-C or SIGKILL hits a trial."""
-    def running() -> bool:
-        if not (out / "study.db").exists():
-            return False
-        try:
-            trials = load(out, name).get_trials(states=(optuna.trial.TrialState.RUNNING,))
-        except Exception:  # the study is still being created
-            return False
-        return bool(trials and trials[0].user_attrs.get("config"))
-
-    wait_for(running, timeout, f"a RUNNING trial with its config in study {name!r}", alive=proc)
-
-
-# The first trial sleeps at every step (a fault hook), so it is surely running when the test interrupts it,
-# with the same settings a resume then uses.
-SLOW = {"HARNESS_INJECT_FAULTS": "0:slow"}
-
-
-@pytest.mark.usefixtures("tiny_checkpoint")  # built before the timed wait, not by the sweep inside it
-def test_ctrl_c_records_the_trial_and_the_study_resumes(tmp_path: Path) -> None:
-    out = tmp_path / "c"
-    args = ["sweep", *TINY, "--trials", "3", "--study", "c", "--out", str(out), "--wandb", "disabled"]
-    proc = start(args, env=SLOW)
-    _wait_for_running(out, "c", proc)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert "resumed" in stderr and "Traceback" not in stderr
-    study = load(out, "c")
-    assert [t.state.name for t in study.trials] == ["FAIL"]
-    assert "interrupted" in study.trials[0].user_attrs["reason"]
-    assert records(out)[0]["error"].startswith("interrupted")
-
-    again = run_cli("sweep", *TINY, "--trials", "1", "--study", "c", "--out", str(out), "--wandb", "disabled")
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert [t.state.name for t in load(out, "c").trials] == ["FAIL", "COMPLETE"]
-
-
-@pytest.mark.usefixtures("tiny_checkpoint")  # built before the timed wait, not by the sweep inside it
-def test_a_killed_sweep_leaves_no_trial_running_forever(tmp_path: Path) -> None:
-    out = tmp_path / "k"
-    args = ["sweep", *TINY, "--trials", "2", "--study", "k", "--out", str(out), "--wandb", "disabled"]
-    proc = start(args, env=SLOW)
-    _wait_for_running(out, "k", proc)
-    proc.kill()  # SIGKILL: no chance to clean up
-    proc.communicate(timeout=60)
-    again = run_cli("sweep", *TINY, "--trials", "1", "--study", "k", "--out", str(out), "--wandb", "disabled")
-    assert again.returncode == 0, again.stderr[-3000:]
-    trials = load(out, "k").trials
-    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
-    assert "orphaned" in trials[0].user_attrs["reason"]
-    assert [r["state"] for r in sorted(records(out), key=lambda r: r["number"])] == ["FAIL", "COMPLETE"]
-
-
 @pytest.mark.parametrize("args, needles", [
     (["--space", "nope.yaml"], ["search space", "nope.yaml"]),
     (["--model", "./no/such/model"], ["no/such/model", "does not exist"]),
@@ -226,28 +135,6 @@ def test_status_of_a_missing_study_is_a_clear_error(tmp_path: Path) -> None:
     assert_one_line_error(run_cli("status", "--study", "nope", "--out", str(tmp_path)), "no study database")
 
 
-def test_a_pruner_prunes_and_records_why(tmp_path: Path) -> None:
-    # One mode (the pruner compares a trial with its own mode only) and learning rates over three decades,
-    # so that after 3 completed trials some fall behind the median.
-    space = tmp_path / "lr.yaml"
-    space.write_text("axes:\n  lora_r: 4\n  lora_alpha: {ratio: 2}\n"
-                     "  learning_rate: {low: 1.0e-5, high: 1.0e-2, log: true}\n  quantization: none\n")
-    out = tmp_path / "p"
-    proc = run_cli("sweep", "--model", "tiny-llama", "--space", str(space), "--max-steps", "10", "--trials", "8",
-                   "--pruner", "median", "--sampler", "random", "--study", "p", "--out", str(out), "--wandb",
-                   "disabled")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    study = load(out, "p")
-    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
-    assert pruned, [t.state.name for t in study.trials]
-    for trial in pruned:
-        assert trial.user_attrs["reason"].startswith("pruned at step")
-        assert trial.intermediate_values  # the eval losses it was judged on are stored
-        assert trial.user_attrs["result"]["steps"] < 10
-    rows = {r["number"]: r for r in records(out)}
-    assert all(rows[t.number]["state"] == "PRUNED" and rows[t.number]["eval_loss"] is not None for t in pruned)
-
-
 def test_multi_objective_study_stores_and_prints_the_pareto_front(tmp_path: Path) -> None:
     out = tmp_path / "m"
     proc = run_cli("sweep", *TINY, "--trials", "4", "--objectives", "eval_loss,peak_memory_mb", "--study", "m",
@@ -262,37 +149,3 @@ def test_multi_objective_study_stores_and_prints_the_pareto_front(tmp_path: Path
     assert "Pareto front" in proc.stdout
     assert {p.name for p in (out / "adapters").iterdir()} == {f"trial-{n}" for n in front}
 
-
-def test_a_broken_config_stops_the_sweep_early(tmp_path: Path) -> None:
-    out = tmp_path / "b"
-    proc = run_cli("sweep", *TINY, "--trials", "6", "--study", "b", "--out", str(out), "--wandb", "disabled",
-                   env={"HARNESS_INJECT_FAULTS": "0:raise,1:raise,2:raise"})
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("harness: error:") and "first 3 trials" in last and "injected failure" in last
-    assert len(records(out)) == 3  # nothing the user computed is lost
-    assert [t.state.name for t in load(out, "b").trials] == ["FAIL"] * 3
-
-
-def test_a_killed_baseline_is_retried_once_in_a_fresh_worker(tmp_path: Path) -> None:
-    space = write_space(tmp_path / "s.yaml", quantization="none")
-    out = tmp_path / "b"
-    proc = run_cli("sweep", "--model", "tiny-llama", "--space", str(space), "--trials", "1", "--max-steps", "2",
-                   "--study", "b", "--out", str(out), "--wandb", "disabled", env={"HARNESS_INJECT_FAULTS": "base:kill"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "retrying once" in proc.stderr and "SIGKILL" in proc.stderr
-    assert load(out, "b").user_attrs["baseline_by_mode"]["none"]["eval_loss"] > 0
-
-
-def test_a_baseline_that_dies_twice_is_recorded_missing_and_the_trials_go_on(tmp_path: Path) -> None:
-    space = write_space(tmp_path / "s.yaml", quantization="none")
-    out = tmp_path / "m"
-    proc = run_cli("sweep", "--model", "tiny-llama", "--space", str(space), "--trials", "1", "--max-steps", "2",
-                   "--study", "m", "--out", str(out), "--wandb", "disabled",
-                   env={"HARNESS_INJECT_FAULTS": "base:killall"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    study = load(out, "m")
-    assert "killed by SIGKILL" in study.user_attrs["baseline_by_mode"]["none"]["missing"]
-    assert [t.state.name for t in study.trials] == ["COMPLETE"]
-    compare = run_cli("compare", "--study", "m", "--out", str(out), "--reports-dir", str(tmp_path / "r"))
-    assert compare.returncode == 0, compare.stderr[-2000:]
