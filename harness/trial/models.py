@@ -241,16 +241,16 @@ def model_dims(path: str) -> ModelDims:
     through transformers, imports transformers' modeling code, seconds that every `harness sweep` start paid
     before its first trial. A local config.json with the usual keys is read as plain JSON."""
     raw = _plain_config(path)
-    key_text = json.dumps(raw, sort_keys=True) if raw is not None else None
-    cached = _cached_widths(key_text) if key_text is not None else None
-    if raw is not None and cached is not None:
-        return _dims_of(raw, cached)
+    kept = _widths_file(raw) if raw is not None else None
+    widths = _cached_widths(kept) if kept is not None else None
+    if raw is not None and widths is not None:
+        return _dims_of(raw, widths)
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(path)
     widths = _read_linear_widths(cfg)
-    if key_text is not None:
-        _keep_widths(key_text, widths)
+    if kept is not None:
+        _keep_widths(kept, widths)
     names = ("hidden_size", "num_attention_heads", "head_dim", "num_key_value_heads", "intermediate_size")
     return _dims_of({name: getattr(cfg, name, None) for name in names}, widths)
 
@@ -275,21 +275,21 @@ def _dims_of(cfg: dict[str, Any], linear: dict[str, int]) -> ModelDims:
                      linear)
 
 
-def _widths_path(key_text: str) -> Path:
+def _widths_file(raw: dict[str, Any]) -> Path:
+    """Where the linear widths of a config are kept: one file per config and transformers release."""
     from importlib.metadata import version
 
-    digest = hashlib.sha256((key_text + version("transformers")).encode()).hexdigest()[:16]
-    return cache_dir() / "dims" / f"{digest}.json"
+    text = json.dumps(raw, sort_keys=True) + version("transformers")
+    return cache_dir() / "dims" / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
 
 
-def _cached_widths(key_text: str) -> dict[str, int] | None:
+def _cached_widths(path: Path) -> dict[str, int] | None:
     with contextlib.suppress(OSError, ValueError, AttributeError):
-        return {str(k): int(v) for k, v in json.loads(_widths_path(key_text).read_text()).items()}
+        return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
     return None
 
 
-def _keep_widths(key_text: str, widths: dict[str, int]) -> None:
-    path = _widths_path(key_text)
+def _keep_widths(path: Path, widths: dict[str, int]) -> None:
     with contextlib.suppress(OSError):  # a read-only cache costs the next start the read, nothing else
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
