@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.advise.advice import (ARMS, ArmResult, advice_doc, advice_markdown, by_retrieval_hit, hit_sentences,
-                            summary_rows)
+                                   summary_rows)
 from harness.advise.corpus import OVERLAP_WORDS, PASSAGE_WORDS, Passage, load_corpus
 from harness.advise.rag_prompt import INSTRUCTION
 from harness.search.readout import StudyView

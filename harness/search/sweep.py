@@ -42,7 +42,7 @@ from harness.config.trial import TrialConfig
 from harness.trial.result import TrialResult
 from harness.search.adapters import drop_partial, keep_adapter
 from harness.search.recovery import (Heartbeat, claim_lock, counted, heartbeat, heartbeat_enabled, owner_attrs,
-                              recover, watchable)
+                                     recover, watchable)
 from harness.search.study import check_split, open_study, resolve_url
 
 FAIL_FAST = 3

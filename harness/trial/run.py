@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from harness.runtime.devices import compute_dtype, device_name, pick_device
 from harness.trial.models import (checkpoint_path, load_base_model, load_tokenizer, quantized_checkpoint, resolve_model,
-                            target_modules)
+                                  target_modules)
 from harness.trial.scoring import EvalScore, eval_loss
 from harness.config.errors import one_line
 from harness.config.hashing import stable_hash

@@ -12,9 +12,9 @@ import pytest
 
 from helpers import assert_one_line_error, run_cli, write_jsonl
 from harness.advise.advice import (ARMS, ArmResult, advice_doc, advice_markdown, by_retrieval_hit, hit_sentences,
-                            summary_rows)
+                                   summary_rows)
 from harness.advise.run import (AdvicePlan, Retrieved, arm_prompts, context_budget, default_corpus, relevance,
-                            wrong_passages)
+                                wrong_passages)
 from harness.advise.corpus import Passage
 from harness.data.examples import Example
 from harness.config.errors import SpecError

@@ -14,7 +14,7 @@ import optuna
 import pytest
 
 from helpers import (assert_accounted_for, assert_one_line_error, fast_experiment, journal_study, records, run_cli,
-                      start, wait_for)
+                     start, wait_for)
 from wandb_reader import offline_runs, read_offline_run
 
 

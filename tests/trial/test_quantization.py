@@ -11,7 +11,7 @@ import torch
 from transformers import BitsAndBytesConfig
 
 from harness.trial.quantization import (FP32_BASE_LABEL, MODES, ModeSettings, mode_label, mode_settings,
-                                  quantization_config, quantization_kwargs)
+                                        quantization_config, quantization_kwargs)
 from harness.config.errors import SpecError
 from harness.config.model import QUANTIZATION_MODES
 
