@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from harness.config.objectives import perplexity
+from harness.data.examples import IGNORE_INDEX
+from harness.trial.head import token_losses
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,9 @@ class EvalScore:
 def eval_loss(model: Any, batches: Sequence[Any], device: str) -> EvalScore:
     """Token-weighted mean loss over all batches (not a mean of batch means), and per example.
 
-    The loss is computed here from the logits (the same shifted cross-entropy as the model's own
-    loss), so that each example's sum is known: two trials can then be compared example by example
+    The loss is computed here per token (the same shifted cross-entropy as the model's own loss, the
+    head run only at the scored positions where harness.trial.head allows it), so that each example's
+    sum is known: two trials can then be compared example by example
     on the same held-out set (the paired bootstrap in harness.evidence.stats)."""
     import torch
 
@@ -44,8 +47,7 @@ def eval_loss(model: Any, batches: Sequence[Any], device: str) -> EvalScore:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         for number, batch in enumerate(batches):
-            out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device))
-            row_sums, row_counts = _row_losses(out.logits, batch.labels.to(device))
+            row_sums, row_counts = _row_losses(model, batch, device)
             indices = batch.indices or tuple(range(number * 10**6, number * 10**6 + len(row_sums)))
             for index, total, count in zip(indices, row_sums, row_counts):
                 sums[index], counts[index] = total, count
@@ -59,12 +61,12 @@ def eval_loss(model: Any, batches: Sequence[Any], device: str) -> EvalScore:
                      [sums[i] / counts[i] if counts[i] else math.nan for i in order], [counts[i] for i in order])
 
 
-def _row_losses(logits: Any, labels: Any) -> tuple[list[float], list[int]]:
+def _row_losses(model: Any, batch: Any, device: str) -> tuple[list[float], list[int]]:
     """Summed cross-entropy (fp32) and scored-token count of each row, labels shifted as the model does."""
     import torch
 
-    shifted = labels[:, 1:]
-    losses = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), shifted,
-                                               ignore_index=-100, reduction="none")
-    mask = shifted != -100
-    return (losses * mask).sum(dim=1).double().tolist(), mask.sum(dim=1).tolist()
+    labels = batch.labels.to(device)
+    scores = token_losses(model, batch.input_ids.to(device), batch.attention_mask.to(device), labels)
+    sums = torch.zeros(labels.shape[0], dtype=torch.float64, device=labels.device)
+    sums.index_add_(0, scores.rows, scores.losses.double())
+    return sums.tolist(), (labels[:, 1:] != IGNORE_INDEX).sum(dim=1).tolist()

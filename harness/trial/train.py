@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 from harness.config.training import TrainSpec
+from harness.trial.head import token_losses
 
 # A loss this many times the first step's loss (and above 20 nats) is treated as divergence.
 EXPLODE_FACTOR = 4.0
@@ -112,11 +113,6 @@ def make_scheduler(optimizer: Any, spec: TrainSpec) -> Any:
                          scheduler_specific_kwargs=scheduler_kwargs(spec))
 
 
-def _to_device(batch: Any, device: str) -> dict[str, Any]:
-    return {"input_ids": batch.input_ids.to(device), "attention_mask": batch.attention_mask.to(device),
-            "labels": batch.labels.to(device)}
-
-
 def _check_loss(loss: float, first: float | None, step: int) -> None:
     if not math.isfinite(loss):
         raise NonFiniteLoss(f"non-finite training loss ({loss}) at step {step}")
@@ -171,17 +167,22 @@ def train(model: Any, make_epoch: Callable[[int], Sequence[Any]], spec: TrainSpe
 
 
 def _accumulate(model: Any, micro_batches: list[Any], device: str) -> tuple[float, int]:
-    """Forward/backward over micro-batches; the loss is the mean over all scored tokens of the step."""
+    """Forward/backward over micro-batches; the loss is the mean over all scored tokens of the step.
+
+    Each micro-batch contributes its summed token losses over the step's scored tokens, so the step's
+    loss and gradients are those of one batch holding every micro-batch (a micro-batch with no scored
+    token adds nothing). The head runs only at the labelled positions where the model allows it
+    (harness.trial.head)."""
     import torch
 
-    scored = sum(b.scored_tokens for b in micro_batches)
+    scored = max(sum(b.scored_tokens for b in micro_batches), 1)
     total, tokens = 0.0, 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
     for batch in micro_batches:
         with autocast:
-            out = model(**_to_device(batch, device))
-        # out.loss is the mean over this micro-batch's scored tokens; re-weight to the step's mean.
-        weighted = out.loss * (batch.scored_tokens / max(scored, 1))
+            scores = token_losses(model, batch.input_ids.to(device), batch.attention_mask.to(device),
+                                  batch.labels.to(device))
+        weighted = scores.losses.sum() / scored
         weighted.backward()
         total += float(weighted.detach())
         tokens += batch.real_tokens
