@@ -22,6 +22,10 @@ class EvalSpec:
     """Generation budget per answer in tokens; 0: the data's default."""
     samples: int = 5
     """Generated samples kept per trial (trials.jsonl and a W&B table)."""
+    intermediate_size: int = 16
+    """Held-out examples each intermediate evaluation (the ones a pruner reads, every `eval_every` steps)
+    scores, loss only: a subset drawn from the split's hash, the same for every trial of a study; 0: the
+    whole split. The final evaluation of a trial always scores the whole split and generates."""
 
     def __post_init__(self) -> None:
         check(isinstance(self.batch_size, int) and self.batch_size >= 1,
@@ -30,7 +34,7 @@ class EvalSpec:
             metrics = (self.metrics,) if isinstance(self.metrics, str) else tuple(self.metrics)
             check(all(isinstance(m, str) and m for m in metrics), f"eval metrics must be names, got {metrics!r}")
             object.__setattr__(self, "metrics", metrics)
-        for name in ("generate_size", "max_new_tokens", "samples"):
+        for name in ("generate_size", "max_new_tokens", "samples", "intermediate_size"):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
                    f"eval {name} must be a non-negative integer, got {value!r}")

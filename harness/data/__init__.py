@@ -19,6 +19,7 @@ from harness.data.classify import DEFAULT_TEMPLATE
 from harness.data.encode import TokenizedSplits, tokenize_splits
 from harness.data.examples import IGNORE_INDEX, DataError, Example, Splits
 from harness.data.load import load_examples
+from harness.data.subset import intermediate_subset
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -32,6 +33,7 @@ __all__ = [
     "builtin_names",
     "builtin_task",
     "describe_builtins",
+    "intermediate_subset",
     "load_examples",
     "make_batches",
     "padding_efficiency",

@@ -174,6 +174,22 @@ def prepare(spec: SweepSpec, space: SearchSpace, progress: SweepProgress) -> Pre
     return Prepared(metrics, splits.split_hash, len(tokenized.eval), describe_source(model).to_dict())
 
 
+def keep_intermediate_subset(study: Any, spec: SweepSpec, prepared: Prepared) -> None:
+    """Record which held-out examples the study's intermediate evaluations score (user attr
+    `intermediate_subset`: size, of, indices), or refuse a resume whose trials would score others."""
+    from harness.data import intermediate_subset
+
+    subset = {"size": spec.eval.intermediate_size, "of": prepared.n_eval,
+              "indices": list(intermediate_subset(prepared.n_eval, spec.eval.intermediate_size, prepared.split_hash))}
+    stored = study.user_attrs.get("intermediate_subset")
+    if stored is None:
+        study.set_user_attr("intermediate_subset", subset)
+    elif stored != subset:
+        raise SpecError(f"study {spec.study!r} cannot be resumed: its intermediate evaluations scored held-out "
+                        f"examples {stored['indices'][:5]}... and this run would score {subset['indices'][:5]}...; "
+                        "use a new --study name or the harness version that created it")
+
+
 def objective_values(spec: SweepSpec, result: TrialResult) -> list[float] | None:
     """The values to tell the study, or None when one is missing or not finite."""
     values = [result.metrics.get(name) if name in spec.task_objectives else getattr(result, name)
@@ -237,6 +253,8 @@ class Sweep:
             self.progress.note(f"warning: {note}")
         if "sweep" not in self.study.user_attrs:
             self.study.set_user_attr("sweep", spec_to_dict(self.spec))
+        if self.spec.pruner != "none":
+            keep_intermediate_subset(self.study, self.spec, prepared)
         if "model_source" not in self.study.user_attrs:
             self.study.set_user_attr("model_source", prepared.source)
         self.progress.note(f"base model: {prepared.source['label']}; source weights: {prepared.source['precision']}")

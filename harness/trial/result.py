@@ -18,7 +18,11 @@ class TrialResult:
     reason: str | None = None
     """One line saying why the trial did not complete (None when it did)."""
     eval_loss: float | None = None
-    """Mean cross-entropy per scored token on the held-out split (nats)."""
+    """Mean cross-entropy per scored token on the held-out split (nats); for a trial stopped before its
+    final evaluation (pruned, diverged), its last intermediate evaluation's, on `eval_examples` of them."""
+    eval_examples: int | None = None
+    """Held-out examples `eval_loss` is over: the whole split after the final evaluation, the study's
+    intermediate subset (`eval.intermediate_size`) when the trial stopped before it."""
     perplexity: float | None = None
     train_loss: float | None = None
     """Mean training loss over the last 5 optimizer steps."""
@@ -34,6 +38,12 @@ class TrialResult:
     """Peak of the final eval and generation alone (the meter is reset before them), MiB."""
     train_seconds: float | None = None
     eval_seconds: float | None = None
+    """The final evaluation: eval loss on the whole held-out split plus generation (`generation_seconds`)."""
+    generation_seconds: float | None = None
+    """Of `eval_seconds`, the generated answers and their task metrics (0.0 when nothing is generated)."""
+    intermediate_eval_seconds: float | None = None
+    """The intermediate evaluations a pruner reads (subset, loss only), in all; inside neither
+    `train_seconds` nor `eval_seconds`."""
     load_seconds: float | None = None
     tokens_per_second: float | None = None
     """Real (non-padding) training tokens per second of training time."""

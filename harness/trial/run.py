@@ -8,6 +8,7 @@ fresh for every trial, so nothing a trial does to it can leak into the next.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import math
 import os
@@ -45,6 +46,10 @@ class PreparedData:
     metrics: tuple[str, ...] = ()
     """The data's default task metrics (a built-in task's own, or chosen from the file's format)."""
     max_new_tokens: int = 0
+    intermediate_batches: list[Any] = field(default_factory=list)
+    """The batches intermediate evaluations score: `intermediate_subset` of the eval split (their
+    `indices` are positions in the whole split)."""
+    intermediate_examples: int = 0
 
 
 @dataclass
@@ -60,18 +65,22 @@ class TrialCache:
         return self.checkpoints[model_name]
 
     def prepared(self, config: TrialConfig) -> PreparedData:
-        from harness.data import load_examples, make_batches, tokenize_splits
+        from harness.data import intermediate_subset, load_examples, make_batches, tokenize_splits
 
         path = self.checkpoint(config.model.name)
-        key = stable_hash([path, config.data.__dict__, config.eval.batch_size])
+        key = stable_hash([path, config.data.__dict__, config.eval.batch_size, config.eval.intermediate_size])
         if key not in self.data:
             tokenizer = load_tokenizer(path)
             splits = load_examples(config.data)
             tokenized = tokenize_splits(splits, tokenizer, config.data)
             eval_batches = make_batches(tokenized.eval, config.eval.batch_size, tokenizer.pad_token_id,
                                         shuffle_seed=None)
+            subset = intermediate_subset(len(tokenized.eval), config.eval.intermediate_size, splits.split_hash)
+            partial = make_batches([tokenized.eval[i] for i in subset], config.eval.batch_size,
+                                   tokenizer.pad_token_id, shuffle_seed=None)
+            partial = [dataclasses.replace(b, indices=tuple(subset[i] for i in b.indices)) for b in partial]
             self.data[key] = PreparedData(tokenizer, tokenized, eval_batches, splits.split_hash, splits.source,
-                                          splits.metrics, splits.max_new_tokens)
+                                          splits.metrics, splits.max_new_tokens, partial, len(subset))
         return self.data[key]
 
 
@@ -101,6 +110,10 @@ class Measured:
     history: list[dict[str, float]] = field(default_factory=list)
     """Per step {step, loss, lr} and per eval {step, eval_loss}, in order."""
     last_eval: EvalScore | None = None
+    last_eval_examples: int | None = None
+    """Held-out examples `last_eval` scored (the intermediate subset)."""
+    intermediate_seconds: float = 0.0
+    """Wall time of the intermediate evaluations so far."""
     steps: int = 0
     train_tokens: int = 0
     train_seconds: float | None = None
@@ -313,9 +326,10 @@ def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, devi
                             shuffle_seed=config.train.seed * 100_003 + epoch)
 
     def on_eval(step: int) -> bool:
-        score = eval_loss(model, data.eval_batches, device)
-        history.append({"step": step, "eval_loss": score.loss})
-        measured.last_eval = score
+        score = eval_loss(model, data.intermediate_batches, device)
+        history.append({"step": step, "eval_loss": score.loss, "eval_examples": data.intermediate_examples})
+        measured.last_eval, measured.last_eval_examples = score, data.intermediate_examples
+        measured.intermediate_seconds += score.seconds
         return bool(callbacks.on_eval and callbacks.on_eval(step, score.loss))
 
     def on_step(info: StepInfo) -> None:
@@ -330,7 +344,8 @@ def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, devi
     measured.train_peak = train_peak = meter.peak_mb()
     meter.reset()  # the final eval and generation get a peak of their own
     score = eval_loss(model, data.eval_batches, device)
-    history.append({"step": outcome.steps, "eval_loss": score.loss})
+    examples = len(data.tokenized.eval)
+    history.append({"step": outcome.steps, "eval_loss": score.loss, "eval_examples": examples})
     if not math.isfinite(score.loss):
         raise NonFiniteLoss(f"non-finite eval loss ({score.loss}) after step {outcome.steps}")
     generated = score_task(model, data, config, device)
@@ -343,8 +358,10 @@ def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, devi
         status="complete", eval_loss=score.loss, perplexity=score.perplexity, train_loss=outcome.final_loss,
         steps=outcome.steps, peak_memory_mb=_larger(train_peak, eval_peak),
         train_peak_memory_mb=train_peak, eval_peak_memory_mb=eval_peak,
-        train_seconds=outcome.seconds,
+        train_seconds=outcome.seconds, eval_examples=examples,
         eval_seconds=score.seconds + (generated.seconds if generated else 0.0), load_seconds=load_seconds,
+        generation_seconds=generated.seconds if generated else 0.0,
+        intermediate_eval_seconds=measured.intermediate_seconds,
         tokens_per_second=outcome.tokens / outcome.seconds if outcome.seconds else None,
         train_tokens=outcome.tokens, trainable_params=measured.trainable_params,
         total_params=measured.total_params,
@@ -379,7 +396,8 @@ def _ended(status: str, reason: str, meter: MemoryMeter, measured: Measured) -> 
     train_peak = measured.train_peak if measured.train_peak is not None else meter.peak_mb()
     return TrialResult(
         status=status, reason=reason, eval_loss=last.loss if last else None,
-        perplexity=last.perplexity if last else None, steps=measured.steps,
+        perplexity=last.perplexity if last else None, eval_examples=measured.last_eval_examples if last else None,
+        intermediate_eval_seconds=measured.intermediate_seconds, steps=measured.steps,
         peak_memory_mb=_larger(train_peak, measured.eval_peak), train_peak_memory_mb=train_peak,
         train_seconds=train_seconds, load_seconds=measured.load_seconds,
         tokens_per_second=tokens / train_seconds if train_seconds else None, train_tokens=tokens,

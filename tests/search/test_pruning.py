@@ -10,6 +10,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 
 from helpers import load_study as load, records, run_cli
+from harness.data import intermediate_subset
 from harness.search.pruning import PRUNE_FROM_REPORT, PerModePruner, make_pruner, pruning_interval
 
 DISTS = {"quantization": CategoricalDistribution(["none", "nf4"])}
@@ -116,10 +117,10 @@ def test_a_pruner_prunes_and_records_why(tmp_path: Path) -> None:
     out = tmp_path / "p"
     no_generation = tmp_path / "exp.yaml"  # pruning reads eval losses; generated answers would only cost time
     no_generation.write_text("eval: {metrics: [], generate_size: 0}\n")
-    proc = run_cli("sweep", "-e", str(no_generation), "--model", "tiny-llama", "--space", str(space), "--max-steps",
-                   "10", "--trials", "8",
-                   "--pruner", "median", "--sampler", "random", "--study", "p", "--out", str(out), "--wandb",
-                   "disabled")
+    args = ("sweep", "-e", str(no_generation), "--model", "tiny-llama", "--space", str(space), "--max-steps", "10",
+            "--pruner", "median", "--sampler", "random", "--trials", "8", "--study", "p", "--out", str(out),
+            "--wandb", "disabled")
+    proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = load(out, "p")
     pruned = [t for t in study.trials if t.state.name == "PRUNED"]
@@ -130,3 +131,21 @@ def test_a_pruner_prunes_and_records_why(tmp_path: Path) -> None:
         assert trial.user_attrs["result"]["steps"] < 10
     rows = {r["number"]: r for r in records(out)}
     assert all(rows[t.number]["state"] == "PRUNED" and rows[t.number]["eval_loss"] is not None for t in pruned)
+    # Intermediate evaluations score the study's recorded subset (16 of the 64 held-out examples, by default).
+    n_eval = study.user_attrs["n_eval"]
+    subset = {"size": 16, "of": n_eval, "indices": list(intermediate_subset(n_eval, 16, study.user_attrs["split_hash"]))}
+    assert study.user_attrs["intermediate_subset"] == subset
+    for trial in study.trials:
+        result = trial.user_attrs["result"]
+        assert result["eval_examples"] == (16 if trial.state.name == "PRUNED" else n_eval)
+        assert all(h["eval_examples"] == 16 for h in rows[trial.number]["history"]
+                   if "eval_loss" in h and h["step"] < result["steps"])
+    # A resumed study keeps the subset; one whose stored subset differs is refused in one line.
+    one_more = [("1" if previous == "--trials" else a) for previous, a in zip(("",) + args, args)]
+    proc = run_cli(*one_more)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = load(out, "p")
+    assert len(study.trials) == 9 and study.user_attrs["intermediate_subset"] == subset
+    study.set_user_attr("intermediate_subset", {**subset, "indices": subset["indices"][::-1]})
+    proc = run_cli(*one_more)
+    assert proc.returncode == 2 and "intermediate evaluations scored held-out examples" in proc.stderr, proc.stderr
