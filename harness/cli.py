@@ -47,7 +47,8 @@ def sweep(
     out: Optional[str] = typer.Option(None, help="Output folder (default experiments/<study>)."),
     wandb: Optional[str] = typer.Option(None, help="auto, offline, online or disabled."),
     sampler: Optional[str] = typer.Option(None, help="tpe, random or grid."),
-    pruner: Optional[str] = typer.Option(None, help="none, median or hyperband."),
+    pruner: Optional[str] = typer.Option(None, help="none, median, hyperband or asha (successive halving "
+                                         "within a quantization mode, on rungs at 1/9 and 1/3 of max-steps)."),
     objectives: Optional[str] = typer.Option(None, "--objectives", "--objective",
                                              help="Comma-separated: eval_loss, perplexity, peak_memory_mb, "
                                                   "train_seconds, tokens_per_second, or a task metric "

@@ -23,7 +23,7 @@ class EvalSpec:
     samples: int = 5
     """Generated samples kept per trial (trials.jsonl and a W&B table)."""
     intermediate_size: int = 16
-    """Held-out examples each intermediate evaluation (the ones a pruner reads, every `eval_every` steps)
+    """Held-out examples each intermediate evaluation (the ones a pruner reads)
     scores, loss only: a subset drawn from the split's hash, the same for every trial of a study; 0: the
     whole split. The final evaluation of a trial always scores the whole split and generates."""
 

@@ -16,12 +16,12 @@ from harness.config.paths import study_out_dir, study_storage_url
 from harness.config.training import TrainSpec
 
 _UNPINNED = {("train", "learning_rate"), ("train", "max_steps"), ("train", "seed"), ("train", "eval_every"),
-             ("data_options", "name")}
+             ("train", "eval_at"), ("data_options", "name")}
 """Settings a resumed study may change: sampled per trial, given elsewhere, or not measured."""
 
 
 SAMPLERS = ("tpe", "random", "grid")
-PRUNERS = ("none", "median", "hyperband")
+PRUNERS = ("none", "median", "hyperband", "asha")
 WANDB_MODES = ("auto", "offline", "online", "disabled")
 
 

@@ -45,6 +45,9 @@ class TrainSpec:
     """Seeds adapter initialisation, dropout and batch order."""
     eval_every: int = 0
     """Report an intermediate eval loss every k optimizer steps (0: only at the end)."""
+    eval_at: tuple[int, ...] = ()
+    """Report intermediate eval losses after exactly these optimizer steps (a successive-halving rung
+    schedule) instead of every `eval_every`; steps at or past max_steps are not intermediate."""
 
     def __post_init__(self) -> None:
         positive("learning_rate", self.learning_rate)
@@ -71,6 +74,20 @@ class TrainSpec:
                f"got {self.loraplus_lr_ratio!r}")
         check(isinstance(self.eval_every, int) and self.eval_every >= 0,
                f"eval_every must be a non-negative integer, got {self.eval_every!r}")
+        steps = tuple(self.eval_at) if isinstance(self.eval_at, (list, tuple)) else (self.eval_at,)
+        check(all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in steps)
+              and list(steps) == sorted(set(steps)),
+              f"eval_at must be increasing positive step numbers, got {self.eval_at!r}")
+        object.__setattr__(self, "eval_at", steps)
+
+    def evaluates_at(self, step: int) -> bool:
+        """Whether an intermediate evaluation follows optimizer step `step` (never the last one, which the
+        final evaluation scores)."""
+        if step >= self.max_steps:
+            return False
+        if self.eval_at:
+            return step in self.eval_at
+        return bool(self.eval_every) and step % self.eval_every == 0
 
     @property
     def warmup_steps(self) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config.experiment import build_sweep_spec
-from harness.search.pruning import make_pruner
+from harness.search.pruning import study_pruner
 from harness.search.recovery import Heartbeat, enable_heartbeat
 from harness.config.space import SearchSpace
 from harness.config.errors import SpecError, one_line
@@ -191,7 +191,7 @@ def open_study(spec: SweepSpec, space: SearchSpace, *, create: bool = True, hear
     finished = 0 if existing is None else len(existing.get_trials(deepcopy=False))
     study = optuna.create_study(storage=storage, study_name=spec.study, directions=spec.directions,
                                 sampler=make_sampler(spec, space, finished, seed_offset, parallel),
-                                pruner=make_pruner(spec.pruner, spec.max_steps, spec.train.eval_every),
+                                pruner=study_pruner(spec),
                                 load_if_exists=True)
     pinned = {"space_hash": space.hash, "objectives": list(spec.objectives), "model": spec.model,
               "data": spec.data}

@@ -26,7 +26,7 @@ from harness.config.experiment import spec_to_dict
 from harness.trial.models import (cache_dir, check_rank_fits, checkpoint_path, is_converted, load_tokenizer, model_dims,
                                   resolve_model)
 from harness.search.progress import SweepProgress
-from harness.search.pruning import pruning_interval
+from harness.search.pruning import study_schedule
 from harness.search.readout import baseline_of, baseline_scores, small_eval_note
 from harness.search.records import STATE_OF_STATUS, append_record, build_record
 from harness.runtime.devices import THREADS_ENV
@@ -92,8 +92,9 @@ def trial_config(spec: SweepSpec, params: dict[str, Any], *, adapter_dir: str | 
     train = dataclasses.replace(spec.train, **(training or {}))
     train = dataclasses.replace(train, learning_rate=float(params["learning_rate"]), max_steps=spec.max_steps,
                                 seed=spec.seed if seed is None else int(seed), **train_fields(params))
-    if spec.pruner != "none":
-        train = dataclasses.replace(train, eval_every=pruning_interval(spec.max_steps, train.eval_every))
+    schedule = study_schedule(spec)
+    if schedule is not None:  # intermediate evaluations exactly where the pruner reads them
+        train = dataclasses.replace(train, eval_at=tuple(schedule["eval_steps"]))
     return TrialConfig(
         model=ModelSpec(spec.model), quant=QuantSpec(params["quantization"]),
         lora=LoraSpec(r=int(params["lora_r"]), alpha=float(params["lora_alpha"]),
@@ -255,6 +256,7 @@ class Sweep:
             self.study.set_user_attr("sweep", spec_to_dict(self.spec))
         if self.spec.pruner != "none":
             keep_intermediate_subset(self.study, self.spec, prepared)
+            self.study.set_user_attr("pruning_schedule", study_schedule(self.spec))
         if "model_source" not in self.study.user_attrs:
             self.study.set_user_attr("model_source", prepared.source)
         self.progress.note(f"base model: {prepared.source['label']}; source weights: {prepared.source['precision']}")

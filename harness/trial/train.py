@@ -126,8 +126,8 @@ def train(model: Any, make_epoch: Callable[[int], Sequence[Any]], spec: TrainSpe
           loss_hook: Callable[[int, float], float] | None = None) -> TrainOutcome:
     """Train the model's trainable (adapter) parameters for spec.max_steps optimizer steps.
 
-    `make_epoch(e)` returns the batches of epoch e (reshuffled per epoch). `on_eval(step)` runs every
-    spec.eval_every steps and returns True to stop (raises StopTraining). `loss_hook` lets tests
+    `make_epoch(e)` returns the batches of epoch e (reshuffled per epoch). `on_eval(step)` runs after the
+    steps `spec.evaluates_at` names and returns True to stop (raises StopTraining). `loss_hook` lets tests
     inject a bad loss. Raises NonFiniteLoss on NaN/inf or exploding loss.
     """
     import torch
@@ -157,7 +157,7 @@ def train(model: Any, make_epoch: Callable[[int], Sequence[Any]], spec: TrainSpe
         outcome.losses.append(loss)
         if on_step is not None:
             on_step(StepInfo(step, loss, lr, tokens))
-        if on_eval is not None and spec.eval_every and step % spec.eval_every == 0 and step < spec.max_steps:
+        if on_eval is not None and spec.evaluates_at(step):
             if on_eval(step):
                 model.eval()
                 raise StopTraining(step, f"pruned at step {step} by the study's pruner")

@@ -11,7 +11,9 @@ from optuna.distributions import CategoricalDistribution
 
 from helpers import load_study as load, records, run_cli
 from harness.data import intermediate_subset
-from harness.search.pruning import PRUNE_FROM_REPORT, PerModePruner, make_pruner, pruning_interval
+from harness.config.training import TrainSpec
+from harness.search.pruning import (PRUNE_FROM_REPORT, PerModePruner, asha_rungs, make_pruner, pruning_interval,
+                                    pruning_schedule)
 
 DISTS = {"quantization": CategoricalDistribution(["none", "nf4"])}
 # Per report (steps 1-4): 16-bit starts low and ends at 1.5; nf4 starts high (its base lost precision)
@@ -103,6 +105,41 @@ def test_pruning_interval(max_steps: int, eval_every: int, expected: int) -> Non
     assert pruning_interval(max_steps, eval_every) == expected
 
 
+@pytest.mark.parametrize("max_steps, warmup, rungs", [(20, 1, (2, 6)), (30, 2, (3, 9)), (9, 0, (1, 3)),
+                                                     (40, 8, (8, 24)), (3, 0, (1,)), (1, 0, ())])
+def test_asha_rungs_follow_the_budget_and_skip_the_warm_up(max_steps: int, warmup: int, rungs: tuple) -> None:
+    assert asha_rungs(max_steps, warmup) == rungs
+
+
+def test_the_recorded_schedule_is_where_trials_evaluate() -> None:
+    assert pruning_schedule("asha", 20, warmup_steps=1) == {"pruner": "asha", "eval_steps": [2, 6],
+                                                            "reduction_factor": 3}
+    median = pruning_schedule("median", 20)
+    assert median == {"pruner": "median", "eval_steps": [4, 8, 12, 16], "prune_from_step": 8}
+    train = TrainSpec(max_steps=20, eval_at=(2, 6))
+    assert [s for s in range(1, 21) if train.evaluates_at(s)] == [2, 6]
+    assert [s for s in range(1, 21) if TrainSpec(max_steps=20, eval_every=4).evaluates_at(s)] == median["eval_steps"]
+
+
+def test_asha_stops_a_trial_behind_its_own_mode_at_a_rung() -> None:
+    """At the first rung (step 2 of 20) a trial goes on only when it is in the best third of its mode."""
+    study = optuna.create_study(pruner=make_pruner("asha", max_steps=20, warmup_steps=1))
+
+    def trial_at_rung(mode: str, value: float) -> bool:
+        study.enqueue_trial({"quantization": mode})
+        trial = study.ask()
+        trial.suggest_categorical("quantization", ["none", "nf4"])
+        trial.report(value, 2)
+        pruned = trial.should_prune()
+        study.tell(trial, None if pruned else value,
+                   state=optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE)
+        return pruned
+
+    assert [trial_at_rung("none", v) for v in (2.0, 1.9, 1.8)] == [False, False, False]  # each the best so far
+    assert trial_at_rung("none", 1.95) is True  # not in the best third of four 16-bit trials
+    assert trial_at_rung("nf4", 3.0) is False  # far worse than every 16-bit trial, but the first of its mode
+
+
 def test_no_pruner_is_a_nop() -> None:
     assert isinstance(make_pruner("none", 10), optuna.pruners.NopPruner)
 
@@ -149,3 +186,24 @@ def test_a_pruner_prunes_and_records_why(tmp_path: Path) -> None:
     study.set_user_attr("intermediate_subset", {**subset, "indices": subset["indices"][::-1]})
     proc = run_cli(*one_more)
     assert proc.returncode == 2 and "intermediate evaluations scored held-out examples" in proc.stderr, proc.stderr
+
+
+@pytest.mark.integration
+def test_an_asha_sweep_evaluates_at_the_rungs_and_records_them(tmp_path: Path) -> None:
+    space = tmp_path / "lr.yaml"
+    space.write_text("axes:\n  lora_r: 4\n  lora_alpha: {ratio: 2}\n"
+                     "  learning_rate: {low: 1.0e-5, high: 1.0e-2, log: true}\n  quantization: none\n")
+    out = tmp_path / "a"
+    no_generation = tmp_path / "exp.yaml"
+    no_generation.write_text("eval: {metrics: [], generate_size: 0}\n")
+    proc = run_cli("sweep", "-e", str(no_generation), "--model", "tiny-llama", "--space", str(space), "--max-steps",
+                   "9", "--pruner", "asha", "--sampler", "random", "--trials", "6", "--study", "a", "--out", str(out),
+                   "--wandb", "disabled")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = load(out, "a")
+    assert study.user_attrs["pruning_schedule"] == {"pruner": "asha", "eval_steps": [1, 3], "reduction_factor": 3}
+    for trial in study.trials:
+        assert set(trial.intermediate_values) <= {1, 3}, trial.intermediate_values
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert pruned, [(t.state.name, t.intermediate_values) for t in study.trials]
+    assert all(t.user_attrs["result"]["steps"] in (1, 3) for t in pruned)
