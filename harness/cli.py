@@ -49,6 +49,9 @@ def sweep(
     sampler: Optional[str] = typer.Option(None, help="tpe, random or grid."),
     pruner: Optional[str] = typer.Option(None, help="none, median, hyperband or asha (successive halving "
                                          "within a quantization mode, on rungs at 1/9 and 1/3 of max-steps)."),
+    warm_start: Optional[str] = typer.Option(None, help="defaults: the published defaults the space can express "
+                                             "are the first trials; or a study name in the same storage: its 3 "
+                                             "best completed configs are (default none)."),
     objectives: Optional[str] = typer.Option(None, "--objectives", "--objective",
                                              help="Comma-separated: eval_loss, perplexity, peak_memory_mb, "
                                                   "train_seconds, tokens_per_second, or a task metric "
@@ -65,7 +68,7 @@ def sweep(
     file_values = load_experiment(experiment) if experiment else {}
     flags = dict(model=model, data=data, space=space, trials=trials, study=study, storage=storage,
                  max_steps=max_steps, seed=seed, out=out, wandb=wandb, sampler=sampler, pruner=pruner,
-                 objectives=objectives)
+                 objectives=objectives, warm_start=warm_start)
     spec = build_sweep_spec(file_values, flags, str(experiment) if experiment else "flags")
     _run_sweep(storage_for_workers(spec, 1 if workers is None else workers), workers=workers or 1,
                heartbeat=Heartbeat.from_flags(heartbeat_interval, grace_period))

@@ -47,6 +47,9 @@ class SweepSpec:
     sampler: str = "tpe"
     pruner: str = "none"
     objectives: tuple[str, ...] = ("eval_loss",)
+    warm_start: str = "none"
+    """`none`, `defaults` (the published defaults the space can express are the first trials) or the name of
+    a study in the same storage (its best completed configs are)."""
     train: TrainSpec = field(default_factory=TrainSpec)
     """Fixed training settings (learning_rate and max_steps are overridden per trial)."""
     data_spec: DataSpec = field(default_factory=DataSpec)
@@ -59,6 +62,8 @@ class SweepSpec:
         check(isinstance(self.max_steps, int) and self.max_steps >= 1,
                f"max_steps must be >= 1, got {self.max_steps!r}")
         check(self.sampler in SAMPLERS, f"sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
+        check(isinstance(self.warm_start, str) and self.warm_start.strip() != "" and "/" not in self.warm_start,
+              f"warm_start must be none, defaults or a study name, got {self.warm_start!r}")
         check(self.pruner in PRUNERS, f"pruner {self.pruner!r} is not one of {', '.join(PRUNERS)}")
         check(self.wandb in WANDB_MODES, f"wandb {self.wandb!r} is not one of {', '.join(WANDB_MODES)}")
         check(len(self.objectives) >= 1, "objectives must name at least one metric, e.g. eval_loss")

@@ -30,6 +30,7 @@ from harness.search.pruning import study_schedule
 from harness.search.readout import baseline_of, baseline_scores, small_eval_note
 from harness.search.records import STATE_OF_STATUS, append_record, build_record
 from harness.runtime.devices import THREADS_ENV
+from harness.search.warmstart import WarmConfig, enqueue_warm_start, warm_configs
 from harness.search.runner import BaselineReply, TrialRunner, needs_fresh_worker
 from harness.trial.source import describe_source
 from harness.config.space import SearchSpace, check_points, lora_fields, suggest, train_fields
@@ -149,6 +150,10 @@ class Prepared:
     """Held-out examples every trial is scored on."""
     source: dict[str, Any]
     """The base model's label and the precision of its source weights (harness.trial.source.SourceInfo)."""
+    warm: list[WarmConfig] = field(default_factory=list)
+    """Configs to enqueue as the first trials (--warm-start)."""
+    warm_skipped: dict[str, str] = field(default_factory=dict)
+    """Warm-start configs the space cannot express, with the reason."""
 
 
 def prepare(spec: SweepSpec, space: SearchSpace, progress: SweepProgress) -> Prepared:
@@ -172,7 +177,8 @@ def prepare(spec: SweepSpec, space: SearchSpace, progress: SweepProgress) -> Pre
         raise SpecError(f"objective {spec.task_objectives[0]} needs generated answers, but {spec.data} is plain "
                         "text with nothing to answer; use --objectives eval_loss")
     check_metric_names(metrics)
-    return Prepared(metrics, splits.split_hash, len(tokenized.eval), describe_source(model).to_dict())
+    warm, skipped = warm_configs(space, spec)
+    return Prepared(metrics, splits.split_hash, len(tokenized.eval), describe_source(model).to_dict(), warm, skipped)
 
 
 def keep_intermediate_subset(study: Any, spec: SweepSpec, prepared: Prepared) -> None:
@@ -265,6 +271,7 @@ class Sweep:
         with claim_lock(self.study, self.out_dir):
             recover(self.study, self.on_lost)
             start = counted(self.study)
+            enqueue_warm_start(self.study, prepared.warm, prepared.warm_skipped, self.progress.note)
         self._baseline()
         self.base = self.role.base if self.role.base is not None else start
         self.target = self.role.target if self.role.target is not None else start + self.spec.trials
