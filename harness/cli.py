@@ -52,6 +52,11 @@ def sweep(
     warm_start: Optional[str] = typer.Option(None, help="defaults: the published defaults the space can express "
                                              "are the first trials; or a study name in the same storage: its 3 "
                                              "best completed configs are (default none)."),
+    lr_range_test: Optional[bool] = typer.Option(None, "--lr-range-test/--no-lr-range-test",
+                                                 help="Before the search, one learning-rate range test per "
+                                                      "quantization mode narrows the learning-rate axis to the "
+                                                      "decade below where the loss stops falling (recorded in "
+                                                      "the study and plotted in the report)."),
     objectives: Optional[str] = typer.Option(None, "--objectives", "--objective",
                                              help="Comma-separated: eval_loss, perplexity, peak_memory_mb, "
                                                   "train_seconds, tokens_per_second, or a task metric "
@@ -68,7 +73,7 @@ def sweep(
     file_values = load_experiment(experiment) if experiment else {}
     flags = dict(model=model, data=data, space=space, trials=trials, study=study, storage=storage,
                  max_steps=max_steps, seed=seed, out=out, wandb=wandb, sampler=sampler, pruner=pruner,
-                 objectives=objectives, warm_start=warm_start)
+                 objectives=objectives, warm_start=warm_start, lr_range_test=lr_range_test)
     spec = build_sweep_spec(file_values, flags, str(experiment) if experiment else "flags")
     _run_sweep(storage_for_workers(spec, 1 if workers is None else workers), workers=workers or 1,
                heartbeat=Heartbeat.from_flags(heartbeat_interval, grace_period))

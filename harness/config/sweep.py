@@ -50,6 +50,9 @@ class SweepSpec:
     warm_start: str = "none"
     """`none`, `defaults` (the published defaults the space can express are the first trials) or the name of
     a study in the same storage (its best completed configs are)."""
+    lr_range_test: bool = False
+    """Before the search, narrow the learning-rate axis with one range test per quantization mode
+    (harness.search.lr_range)."""
     train: TrainSpec = field(default_factory=TrainSpec)
     """Fixed training settings (learning_rate and max_steps are overridden per trial)."""
     data_spec: DataSpec = field(default_factory=DataSpec)
@@ -64,6 +67,10 @@ class SweepSpec:
         check(self.sampler in SAMPLERS, f"sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
         check(isinstance(self.warm_start, str) and self.warm_start.strip() != "" and "/" not in self.warm_start,
               f"warm_start must be none, defaults or a study name, got {self.warm_start!r}")
+        check(isinstance(self.lr_range_test, bool), f"lr_range_test must be true or false, got {self.lr_range_test!r}")
+        check(not (self.lr_range_test and self.sampler == "grid"),
+              "lr_range_test narrows the learning-rate axis, which a grid covers point by point; "
+              "use --sampler tpe or random, or drop --lr-range-test")
         check(self.pruner in PRUNERS, f"pruner {self.pruner!r} is not one of {', '.join(PRUNERS)}")
         check(self.wandb in WANDB_MODES, f"wandb {self.wandb!r} is not one of {', '.join(WANDB_MODES)}")
         check(len(self.objectives) >= 1, "objectives must name at least one metric, e.g. eval_loss")

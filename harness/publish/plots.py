@@ -434,3 +434,31 @@ def plot_advice(doc: dict[str, Any], path: Path) -> str | None:
                                   f"{retr.get('name')} top {retr.get('k')} of {retr.get('passages')} passages; 95% "
                                   "bootstrap intervals over questions")
     return None
+
+
+def plot_lr_range(view: StudyView, path: Path) -> str | None:
+    """The study's learning-rate range tests (--lr-range-test): smoothed training loss against the rate, one
+    line per quantization mode (raw losses as faint dots), each mode's range shaded and the range the study
+    searched between dashed lines."""
+    record = view.attrs.get("lr_range_test")
+    if not record or not any(entry.get("losses") for entry in record["modes"].values()):
+        return "the study ran no learning-rate range test (harness sweep --lr-range-test)"
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for mode, entry in record["modes"].items():
+        if not entry.get("losses"):
+            continue
+        color = mode_color(mode)
+        ax.scatter(entry["lrs"], entry["losses"], s=10, color=color, alpha=0.35)
+        ax.plot(entry["lrs"], entry["smoothed"], color=color, linewidth=1.6, label=mode_label(mode, view))
+        ax.axvspan(*entry["range"], color=color, alpha=0.08)
+    for bound in record["range"]:
+        ax.axvline(bound, color="black", linestyle="--", linewidth=1)
+    low, high = record["range"]
+    ax.set(xscale="log", xlabel="learning rate (rising every step)", ylabel=axis_label("train_loss", True),
+           title=f"Learning-rate range test, {record['steps']} steps per mode: searched [{low:.3g}, {high:.3g}] "
+                 f"of [{record['axis'][0]:.3g}, {record['axis'][1]:.3g}]")
+    ax.grid(alpha=0.3)
+    _legend(ax)
+    _save(fig, path, view)
+    return None

@@ -65,6 +65,11 @@ def write_report(view: StudyView, out_dir: str | Path, comparison_markdown: str 
     drawn, skipped, importances = _draw_figures(view, out)
     title = title or f"Sweep report: study {view.name}"
     markdown = build_markdown(view, title, drawn, skipped, importances, comparison_markdown, comparison_title)
+    ranged = out / "lr_range.png"
+    ranged.unlink(missing_ok=True)
+    if plots.plot_lr_range(view, ranged) is None:  # only a range-tested study has the section
+        drawn["lr_range"] = ranged
+        markdown = markdown.replace("\n\n## Best trials\n", f"\n\n{lr_range_section(view)}\n\n## Best trials\n", 1)
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text(markdown, encoding="utf-8")
     images = {path.name: path.read_bytes() for path in drawn.values()}
@@ -208,6 +213,23 @@ def build_markdown(view: StudyView, title: str, drawn: dict[str, Path], skipped:
     parts.append("\n".join(f"- `{name}.png`: {reason}" for name, reason in skipped.items())
                  or "None: every figure was drawn.")
     return "\n\n".join(parts) + "\n"
+
+
+def lr_range_section(view: StudyView) -> str:
+    """The learning-rate range test (--lr-range-test): its figure and each mode's range with the reason."""
+    record = view.attrs["lr_range_test"]
+    rows = [_md_row(["mode", "steps run", "range", "why"]), _md_row(["---"] * 4)]
+    for mode, entry in record["modes"].items():
+        rows.append(_md_row([mode, f"{len(entry.get('losses') or [])} of {entry['steps']}",
+                             f"{entry['range'][0]:.3g} - {entry['range'][1]:.3g}", entry["reason"]]))
+    low, high = record["range"]
+    return "\n\n".join([
+        "## Learning-rate range test", "![Learning-rate range test](lr_range.png)",
+        "Before the search, each mode trained one adapter at a rate rising exponentially across the axis, a "
+        "step at each rate; the line is the smoothed training loss (dots: each step's loss). A mode's range is "
+        "the decade below the rate where its smoothed loss was lowest (shaded); the study searched the union, "
+        f"[{low:.3g}, {high:.3g}] (dashed), of the axis [{record['axis'][0]:.3g}, {record['axis'][1]:.3g}].",
+        "\n".join(rows)])
 
 
 def _header(view: StudyView) -> str:

@@ -21,6 +21,7 @@ from harness.config.trial import TrialConfig
 from harness.trial.result import TrialResult
 
 if TYPE_CHECKING:
+    from harness.trial.lr_range import RangeCurve
     from harness.trial.run import BaselineScore
 
 POLL_SECONDS = 0.2
@@ -85,6 +86,14 @@ def _worker_main(conn: Any) -> None:
             return
         if kind == "exit":
             return
+        if kind == "range":
+            from harness.trial.lr_range import run_range_test
+
+            config = TrialConfig.from_dict(payload["config"])
+            curve = run_range_test(config, payload["low"], payload["high"], payload["steps"], cache,
+                                   on_step=lambda info: conn.send(("step", {"step": info.step, "loss": info.loss})))
+            conn.send(("range", curve.to_dict()))
+            continue
         config = TrialConfig.from_dict(payload)
         if kind == "baseline":
             if config.fault == "kill":  # test hook (sweep.FAULTS_ENV `base:kill`): die as the OOM killer would
@@ -194,6 +203,24 @@ class TrialRunner:
             return reply
         except _WorkerDied as died:
             return BaselineReply(error=str(died), died=True)
+
+    def range_test(self, config: TrialConfig, low: float, high: float, steps: int,
+                   on_step: Callable[[dict[str, Any]], None] | None = None) -> RangeCurve:
+        """A learning-rate range test of `config` in the worker (harness.trial.lr_range); a process that dies
+        gives a curve with the reason as its error."""
+        from harness.trial.lr_range import RangeCurve
+
+        self.start()
+        try:
+            self._conn.send(("range", {"config": config.to_dict(), "low": low, "high": high, "steps": steps}))
+            while True:
+                kind, payload = self._receive()
+                if kind == "step" and on_step:
+                    on_step(payload)
+                elif kind == "range":
+                    return RangeCurve.from_dict(payload)
+        except _WorkerDied as died:
+            return RangeCurve(config.quant.mode, low, high, steps, error=str(died))
 
     def _receive(self) -> tuple[str, Any]:
         while True:

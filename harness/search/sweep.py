@@ -30,7 +30,9 @@ from harness.search.pruning import study_schedule
 from harness.search.readout import baseline_of, baseline_scores, small_eval_note
 from harness.search.records import STATE_OF_STATUS, append_record, build_record
 from harness.runtime.devices import THREADS_ENV
-from harness.search.warmstart import WarmConfig, enqueue_warm_start, warm_configs
+from harness.search.lr_range import (ATTR as LR_RANGE_ATTR, axis_bounds, lr_axis, narrow_space, range_test_params,
+                                     study_record)
+from harness.search.warmstart import WarmConfig, enqueue_warm_start, holds, warm_configs
 from harness.search.runner import BaselineReply, TrialRunner, needs_fresh_worker
 from harness.trial.source import describe_source
 from harness.config.space import SearchSpace, check_points, lora_fields, suggest, train_fields
@@ -177,6 +179,8 @@ def prepare(spec: SweepSpec, space: SearchSpace, progress: SweepProgress) -> Pre
         raise SpecError(f"objective {spec.task_objectives[0]} needs generated answers, but {spec.data} is plain "
                         "text with nothing to answer; use --objectives eval_loss")
     check_metric_names(metrics)
+    if spec.lr_range_test:
+        lr_axis(space)  # refuses a fixed learning rate before anything trains
     warm, skipped = warm_configs(space, spec)
     return Prepared(metrics, splits.split_hash, len(tokenized.eval), describe_source(model).to_dict(), warm, skipped)
 
@@ -271,8 +275,11 @@ class Sweep:
         with claim_lock(self.study, self.out_dir):
             recover(self.study, self.on_lost)
             start = counted(self.study)
-            enqueue_warm_start(self.study, prepared.warm, prepared.warm_skipped, self.progress.note)
         self._baseline()
+        self._narrow_learning_rate()
+        warm, skipped = self._in_space(prepared.warm, prepared.warm_skipped)
+        with claim_lock(self.study, self.out_dir):
+            enqueue_warm_start(self.study, warm, skipped, self.progress.note)
         self.base = self.role.base if self.role.base is not None else start
         self.target = self.role.target if self.role.target is not None else start + self.spec.trials
         if self.role.target is None:
@@ -411,6 +418,49 @@ class Sweep:
             for key, value in dataclasses.asdict(reply.held_out).items():
                 self.study.set_user_attr(key, value)
         self._report_baseline()
+
+    def _narrow_learning_rate(self) -> None:
+        """--lr-range-test: run a range test per quantization mode once per study (or take the study's stored
+        one) and search the learning rate in the range it supports from here on (harness.search.lr_range)."""
+        stored = self.study.user_attrs.get(LR_RANGE_ATTR)
+        if stored is None and not self.spec.lr_range_test:
+            return
+        if stored is None:
+            if self.study.get_trials(deepcopy=False):
+                raise SpecError(f"--lr-range-test: study {self.spec.study!r} already has trials that searched the "
+                                "whole learning-rate axis; a range test must come before the first trial: use a "
+                                "new --study name")
+            stored = self._range_tests()
+            self.study.set_user_attr(LR_RANGE_ATTR, stored)
+        self.space = narrow_space(self.space, *stored["range"])
+        for mode, entry in stored["modes"].items():
+            self.progress.note(f"learning-rate range test ({mode}): {len(entry['losses'])} of {entry['steps']} steps "
+                               f"in {entry['seconds']:.0f} s; [{entry['range'][0]:.3g}, {entry['range'][1]:.3g}]: "
+                               f"{entry['reason']}")
+        self.progress.note(f"learning_rate searched in [{stored['range'][0]:.3g}, {stored['range'][1]:.3g}] "
+                           f"(the space's axis: [{stored['axis'][0]:.3g}, {stored['axis'][1]:.3g}])")
+
+    def _range_tests(self) -> dict[str, Any]:
+        low, high = axis_bounds(lr_axis(self.space))
+        curves = {}
+        for mode in self.space.quantization_modes():
+            self.progress.note(f"learning-rate range test ({mode}): {self.spec.max_steps} steps, the rate rising "
+                               f"from {low:.3g} to {high:.3g} (once per study)...")
+            config = trial_config(self.spec, {**range_test_params(self.space, mode), "learning_rate": low},
+                                  metrics=self.metrics)
+            curve = self.runner.range_test(config, low, high, self.spec.max_steps)
+            if curve.error and needs_fresh_worker(TrialResult(status="failed", reason=curve.error)):
+                self.runner.restart()
+            curves[mode] = curve
+        return study_record(self.space, curves)
+
+    def _in_space(self, warm: list[WarmConfig], skipped: dict[str, str]) -> tuple[list[WarmConfig], dict[str, str]]:
+        """The warm-start configs whose learning rate the (maybe range-tested) space still holds."""
+        axis = self.space.axes["learning_rate"]
+        kept = [w for w in warm if holds(axis, w.params["learning_rate"])]
+        gone = {w.label: f"learning_rate {w.params['learning_rate']:g} is outside the range-tested range "
+                         f"[{axis_bounds(axis)[0]:.3g}, {axis_bounds(axis)[1]:.3g}]" for w in warm if w not in kept}
+        return kept, {**skipped, **gone}
 
     def _score_base(self, mode: str) -> BaselineReply:
         defaults = {"quantization": mode, "lora_r": 1, "lora_alpha": 1.0, "learning_rate": 1e-4,

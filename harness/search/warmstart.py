@@ -46,13 +46,13 @@ def express(space: SearchSpace, given: dict[str, Any]) -> dict[str, Any] | str:
         if not axis.applies(params):
             continue
         value = values[axis.name] if axis.name in values else axis_default(axis.name)
-        if not _holds(axis, value):
+        if not holds(axis, value):
             return f"{axis.name} {value!r} is outside the space's {_shown(axis)}"
-        params[axis.name] = _as_axis(axis, value)
+        params[axis.name] = as_axis(axis, value)
     return params
 
 
-def _holds(axis: Axis, value: Any) -> bool:
+def holds(axis: Axis, value: Any) -> bool:
     if axis.kind == "choices":
         return any(_same(value, choice) for choice in axis.choices)
     if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -71,7 +71,7 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _as_axis(axis: Axis, value: Any) -> Any:
+def as_axis(axis: Axis, value: Any) -> Any:
     """The value as the axis stores it (a choice's own object; an int for an integer range)."""
     if axis.kind == "choices":
         return next(choice for choice in axis.choices if _same(value, choice))

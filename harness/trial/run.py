@@ -235,7 +235,7 @@ def _conversion_warning_filtered() -> Iterator[None]:
         yield
 
 
-def _fault_hook(fault: str | None) -> Callable[[int, float], float] | None:
+def fault_hook(fault: str | None) -> Callable[[int, float], float] | None:
     """Test faults: make a trial raise, produce NaN, run out of memory, die, or crawl (`slow`: 30 s a step,
     so that a test can interrupt a trial that is surely running)."""
     if fault is None:
@@ -340,7 +340,7 @@ def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, devi
             callbacks.on_step(info)
 
     outcome = train(model, make_epoch, config.train, device, on_step=on_step, on_eval=on_eval,
-                    loss_hook=_fault_hook(config.fault))
+                    loss_hook=fault_hook(config.fault))
     measured.train_peak = train_peak = meter.peak_mb()
     meter.reset()  # the final eval and generation get a peak of their own
     score = eval_loss(model, data.eval_batches, device)

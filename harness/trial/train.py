@@ -123,18 +123,21 @@ def _check_loss(loss: float, first: float | None, step: int) -> None:
 def train(model: Any, make_epoch: Callable[[int], Sequence[Any]], spec: TrainSpec, device: str, *,
           on_step: Callable[[StepInfo], None] | None = None,
           on_eval: Callable[[int], bool] | None = None,
-          loss_hook: Callable[[int, float], float] | None = None) -> TrainOutcome:
+          loss_hook: Callable[[int, float], float] | None = None,
+          lr_factor: Callable[[int], float] | None = None) -> TrainOutcome:
     """Train the model's trainable (adapter) parameters for spec.max_steps optimizer steps.
 
     `make_epoch(e)` returns the batches of epoch e (reshuffled per epoch). `on_eval(step)` runs after the
     steps `spec.evaluates_at` names and returns True to stop (raises StopTraining). `loss_hook` lets tests
-    inject a bad loss. Raises NonFiniteLoss on NaN/inf or exploding loss.
+    inject a bad loss. `lr_factor(k)` replaces the scheduler: step k+1 runs at spec.learning_rate x
+    lr_factor(k) (a learning-rate range test's rising rate). Raises NonFiniteLoss on NaN/inf or exploding loss.
     """
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(model, params, spec, device)
-    scheduler = make_scheduler(optimizer, spec)
+    scheduler = (make_scheduler(optimizer, spec) if lr_factor is None
+                 else torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor))
     batches = _batches_forever(make_epoch)
     outcome = TrainOutcome()
     model.train()
