@@ -10,7 +10,8 @@ architecture treated as one `harness.trial.head` cannot select for): what the se
 Run from the repository root on a quiet machine::
 
     python benchmarks/step_overhead.py --json benchmarks/results/step_overhead_smollm2_cpu.json
-    python benchmarks/step_overhead.py --model tiny-llama --json benchmarks/results/step_overhead_tiny_cpu.json
+    python benchmarks/step_overhead.py --model tiny-llama --rounds 6 --steps 20 \
+        --json benchmarks/results/step_overhead_tiny_cpu.json
 
 It prints, per loop: median seconds per step (min-max of the round medians), steps/s, tokens/s (real,
 non-padding tokens) and the ratio of its tokens/s to the bare loop's. The first round is a warm-up and is
