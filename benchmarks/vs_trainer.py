@@ -63,9 +63,10 @@ RESULTS_BLOCK = re.compile(r"(<!-- RESULTS: (?P<path>\S+?\.json) -->\n)(?P<body>
 def harness_command(args: argparse.Namespace, seed: int, work: Path) -> list[str]:
     """`python -m harness sweep` for one seed (sampler and training seed), W&B off."""
     return [sys.executable, "-m", "harness", "sweep", "-e", str(work / "train.yaml"), "--model", args.model,
-            "--space", str(work / "space.yaml"), "--trials", str(args.trials), "--max-steps", str(args.max_steps),
-            "--study", "bench", "--out", str(work / f"harness-seed{seed}"), "--wandb", "disabled",
-            "--seed", str(seed), "--pruner", args.pruner]
+            "--space", str(work / "space.yaml"), "--trials", str(args.harness_trials or args.trials),
+            "--max-steps", str(args.max_steps), "--study", "bench", "--out", str(work / f"harness-seed{seed}"),
+            "--wandb", "disabled", "--seed", str(seed), "--pruner", args.pruner, "--warm-start", args.warm_start,
+            *(["--lr-range-test"] if args.lr_range_test else [])]
 
 
 def peer_command(args: argparse.Namespace, seed: int, autocast: str, work: Path, name: str) -> list[str]:
@@ -302,7 +303,8 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     source = describe_source(resolve_model(args.model))
     return {"model": args.model, "model_label": source.label, "source_precision": source.precision,
             "trials": args.trials, "max_steps": args.max_steps, "batch_size": args.batch_size, "seeds": args.seeds,
-            "pruner": args.pruner, "variants": args.variants}
+            "pruner": args.pruner, "variants": args.variants, "harness_trials": args.harness_trials or args.trials,
+            "warm_start": args.warm_start, "lr_range_test": args.lr_range_test, "label": args.label}
 
 
 def numerics(device: str, runs: list[dict[str, Any]], variants: dict[str, dict[str, str]]) -> dict[str, Any]:
@@ -425,7 +427,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seeds", type=lambda s: parse_list(s, int), default=[0, 1, 2],
                         help="benchmark seeds (each sets the sampler and training seed of both sides); default 0,1,2")
-    parser.add_argument("--pruner", choices=("none", "median"), default="none", help="harness's pruner")
+    parser.add_argument("--pruner", choices=("none", "median", "hyperband", "asha"), default="none",
+                        help="harness's pruner")
+    parser.add_argument("--harness-trials", type=int, default=None,
+                        help="trials harness may run (default: --trials, the peer's); with a pruner it may run more")
+    parser.add_argument("--warm-start", default="none", help="harness's --warm-start (none or defaults)")
+    parser.add_argument("--lr-range-test", action="store_true", help="harness runs --lr-range-test")
+    parser.add_argument("--label", default="", help="a name for this harness configuration in the results")
     parser.add_argument("--variants", type=lambda s: parse_list(s, str), default=list(VARIANTS),
                         help=f"peer numerics to compare against, default {','.join(VARIANTS)}: "
                              + "; ".join(f"{k}: {v}" for k, v in VARIANTS.items()))
