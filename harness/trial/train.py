@@ -124,52 +124,82 @@ def train(model: Any, make_epoch: Callable[[int], Sequence[Any]], spec: TrainSpe
           on_step: Callable[[StepInfo], None] | None = None,
           on_eval: Callable[[int], bool] | None = None,
           loss_hook: Callable[[int, float], float] | None = None,
-          lr_factor: Callable[[int], float] | None = None) -> TrainOutcome:
+          lr_factor: Callable[[int], float] | None = None,
+          defer_sync: bool | None = None) -> TrainOutcome:
     """Train the model's trainable (adapter) parameters for spec.max_steps optimizer steps.
 
     `make_epoch(e)` returns the batches of epoch e (reshuffled per epoch). `on_eval(step)` runs after the
     steps `spec.evaluates_at` names and returns True to stop (raises StopTraining). `loss_hook` lets tests
     inject a bad loss. `lr_factor(k)` replaces the scheduler: step k+1 runs at spec.learning_rate x
     lr_factor(k) (a learning-rate range test's rising rate). Raises NonFiniteLoss on NaN/inf or exploding loss.
+
+    `defer_sync` (default: on CUDA): a step's loss is read on the host one step later, when the device has
+    long computed it, so no step waits for the device to finish before the next is queued; the divergence
+    check and `on_step` then run one step late (and before every intermediate eval and at the end), with the
+    same values. Off (CPU, where nothing is asynchronous), every step is read and checked as it ends.
     """
     import torch
 
+    defer = device.startswith("cuda") if defer_sync is None else defer_sync
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(model, params, spec, device)
     scheduler = (make_scheduler(optimizer, spec) if lr_factor is None
                  else torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor))
     batches = _batches_forever(make_epoch)
     outcome = TrainOutcome()
-    model.train()
-    for step in range(1, spec.max_steps + 1):
-        started = time.perf_counter()
-        loss, tokens = _accumulate(model, [next(batches) for _ in range(spec.grad_accum)], device)
+
+    def settle(step: int, loss: Any, lr: float, tokens: int) -> None:
+        value = float(loss)
         if loss_hook is not None:
-            loss = loss_hook(step, loss)
-        _check_loss(loss, outcome.losses[0] if outcome.losses else None, step)
+            value = loss_hook(step, value)
+        _check_loss(value, outcome.losses[0] if outcome.losses else None, step)
+        outcome.steps, outcome.tokens = step, outcome.tokens + tokens
+        outcome.losses.append(value)
+        if on_step is not None:
+            on_step(StepInfo(step, value, lr, tokens))
+
+    def elapsed(since: float) -> float:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()  # kernels run asynchronously: time the work, not its launch
+        return time.perf_counter() - since
+
+    pending: tuple[int, Any, float, int] | None = None
+    model.train()
+    clock = time.perf_counter()
+    for step in range(1, spec.max_steps + 1):
+        loss, tokens = _accumulate(model, [next(batches) for _ in range(spec.grad_accum)], device)
         if spec.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         lr = scheduler.get_last_lr()[0]
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()  # kernels run asynchronously: time the step, not its launch
-        outcome.seconds += time.perf_counter() - started
-        outcome.steps, outcome.tokens = step, outcome.tokens + tokens
-        outcome.losses.append(loss)
-        if on_step is not None:
-            on_step(StepInfo(step, loss, lr, tokens))
+        if defer:
+            if pending is not None:
+                settle(*pending)
+            pending = (step, loss, lr, tokens)
+        else:
+            outcome.seconds += elapsed(clock)
+            settle(step, loss, lr, tokens)
+            clock = time.perf_counter()
         if on_eval is not None and spec.evaluates_at(step):
+            if pending is not None:
+                outcome.seconds += elapsed(clock)
+                settle(*pending)
+                pending = None
             if on_eval(step):
                 model.eval()
                 raise StopTraining(step, f"pruned at step {step} by the study's pruner")
             model.train()
+            clock = time.perf_counter()
+    if pending is not None:
+        outcome.seconds += elapsed(clock)
+        settle(*pending)
     model.eval()
     return outcome
 
 
-def _accumulate(model: Any, micro_batches: list[Any], device: str) -> tuple[float, int]:
+def _accumulate(model: Any, micro_batches: list[Any], device: str) -> tuple[Any, int]:
     """Forward/backward over micro-batches; the loss is the mean over all scored tokens of the step.
 
     Each micro-batch contributes its summed token losses over the step's scored tokens, so the step's
@@ -179,7 +209,8 @@ def _accumulate(model: Any, micro_batches: list[Any], device: str) -> tuple[floa
     import torch
 
     scored = max(sum(b.scored_tokens for b in micro_batches), 1)
-    total, tokens = 0.0, 0
+    total: Any = 0.0
+    tokens = 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
     for batch in micro_batches:
         with autocast:
@@ -187,6 +218,6 @@ def _accumulate(model: Any, micro_batches: list[Any], device: str) -> tuple[floa
                                   batch.labels.to(device))
         weighted = scores.losses.sum() / scored
         weighted.backward()
-        total += float(weighted.detach())
+        total = total + weighted.detach()  # a tensor: reading it on the host is the caller's choice
         tokens += batch.real_tokens
     return total, tokens

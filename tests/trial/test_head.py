@@ -21,7 +21,7 @@ from harness.config.trial import TrialConfig
 from harness.data import load_examples, make_batches, tokenize_splits
 from harness.data.batching import Batch
 from harness.data.examples import IGNORE_INDEX
-from harness.trial import head
+from harness.trial import head, models
 from harness.trial.models import load_base_model, load_tokenizer
 from harness.trial.run import attach_adapter
 from harness.trial.scoring import eval_loss
@@ -39,6 +39,13 @@ def test_labelled_positions_score_each_position_against_the_next_label() -> None
     assert rows.tolist() == [0, 0, 2, 2]
     assert cols.tolist() == [1, 2, 0, 1]  # hidden state at t predicts the label at t + 1
     assert targets.tolist() == [7, 8, 5, 6]
+
+
+@pytest.fixture(autouse=True)
+def _fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The equivalences hold to 1e-6 in fp32: load the model in fp32 even where bf16 is native (AVX512-BF16),
+    where harness would compute in bf16 and the two paths round differently."""
+    monkeypatch.setattr(models, "compute_dtype", lambda device: torch.float32)
 
 
 def _config(mode: str) -> TrialConfig:
@@ -99,12 +106,12 @@ def _reference_step(model: torch.nn.Module, batches: list[Batch], pad_id: int) -
     """transformers' own loss (full logits) on one batch holding every micro-batch."""
     loss = model(**_joined(batches, pad_id)).loss
     loss.backward()
-    return float(loss), _grads(model)
+    return float(loss.detach()), _grads(model)
 
 
 def _harness_step(model: torch.nn.Module, batches: list[Batch]) -> tuple[float, dict]:
     loss, _ = _accumulate(model, batches, "cpu")
-    return loss, _grads(model)
+    return float(loss), _grads(model)
 
 
 def _assert_same_step(got: tuple[float, dict], want: tuple[float, dict], what: str) -> None:
