@@ -52,6 +52,10 @@ def sweep(
     warm_start: Optional[str] = typer.Option(None, help="defaults: the published defaults the space can express "
                                              "are the first trials; or a study name in the same storage: its 3 "
                                              "best completed configs are (default none)."),
+    task_metrics: Optional[str] = typer.Option(None, "--task-metrics",
+                                               help="all (every trial generates and scores its answers), top-K "
+                                                    "(only the K best trials, on their saved adapters, when the "
+                                                    "sweep ends) or none; default all."),
     lr_range_test: Optional[bool] = typer.Option(None, "--lr-range-test/--no-lr-range-test",
                                                  help="Before the search, one learning-rate range test per "
                                                       "quantization mode narrows the learning-rate axis to the "
@@ -73,7 +77,8 @@ def sweep(
     file_values = load_experiment(experiment) if experiment else {}
     flags = dict(model=model, data=data, space=space, trials=trials, study=study, storage=storage,
                  max_steps=max_steps, seed=seed, out=out, wandb=wandb, sampler=sampler, pruner=pruner,
-                 objectives=objectives, warm_start=warm_start, lr_range_test=lr_range_test)
+                 objectives=objectives, warm_start=warm_start, lr_range_test=lr_range_test,
+                 task_metrics=task_metrics)
     spec = build_sweep_spec(file_values, flags, str(experiment) if experiment else "flags")
     _run_sweep(storage_for_workers(spec, 1 if workers is None else workers), workers=workers or 1,
                heartbeat=Heartbeat.from_flags(heartbeat_interval, grace_period))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,10 @@ class SweepSpec:
     warm_start: str = "none"
     """`none`, `defaults` (the published defaults the space can express are the first trials) or the name of
     a study in the same storage (its best completed configs are)."""
+    task_metrics: str = "all"
+    """Which trials score the task metrics (generated answers): `all` (each in its final evaluation), `top-K`
+    (none while the sweep runs; the K best completed trials, on their saved adapters, when it ends) or `none`.
+    Only `all` when an objective is a task metric."""
     lr_range_test: bool = False
     """Before the search, narrow the learning-rate axis with one range test per quantization mode
     (harness.search.lr_range)."""
@@ -78,6 +83,12 @@ class SweepSpec:
             check(name in OBJECTIVES or name in TASK_METRICS,
                    f"objective {name!r} is not one of {', '.join([*OBJECTIVES, *TASK_METRICS])}")
         check(len(set(self.objectives)) == len(self.objectives), "objectives has duplicates")
+        check(isinstance(self.task_metrics, str)
+              and (self.task_metrics in ("all", "none") or re.fullmatch(r"top-[1-9]\d*", self.task_metrics) is not None),
+              f"task_metrics must be all, none or top-K (e.g. top-3), got {self.task_metrics!r}")
+        check(self.task_metrics == "all" or not self.task_objectives,
+              f"objective {', '.join(self.task_objectives)} is a task metric, which every trial must score; "
+              f"use --task-metrics all (or an objective such as eval_loss with --task-metrics {self.task_metrics})")
         check(self.pruner == "none" or len(self.objectives) == 1,
                "a pruner needs a single objective (Optuna cannot prune multi-objective studies); "
                "use --pruner none with several --objectives")
@@ -109,6 +120,11 @@ class SweepSpec:
                     continue
                 flat[f"{section}.{key}"] = value
         return json.loads(json.dumps(flat))  # as the study stores it: tuples become lists
+
+    @property
+    def task_metrics_top(self) -> int | None:
+        """K of `task_metrics: top-K`; None for all or none."""
+        return int(self.task_metrics.split("-")[1]) if self.task_metrics.startswith("top-") else None
 
     @property
     def task_objectives(self) -> tuple[str, ...]:

@@ -19,8 +19,26 @@ LOCK_NAME = ".adapters.lock"
 """In the output folder, beside adapters/ (which holds nothing but adapter folders)."""
 
 
-def keep_adapter(study: Any, out_dir: Path, number: int, completed: bool, single_objective: bool) -> None:
-    """Keep trial `number`'s adapter if it completed; drop the adapters of trials no longer the best."""
+TASK_METRICS_ATTR = "task_metrics_after"
+"""Study user attr: the task metrics `--task-metrics top-K` scored on the best trials' adapters after the sweep."""
+
+
+def top_trials(study: Any, top: int) -> list[Any]:
+    """The `top` best completed search trials of a single-objective study, best first (confirmation re-runs
+    left out), by its objective's direction."""
+    import optuna
+
+    from harness.config.objectives import ranked
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.values and t.user_attrs.get("confirmation_of") is None]
+    return ranked(done, study.directions[0].name.lower(), lambda t: t.values[0])[:top]
+
+
+def keep_adapter(study: Any, out_dir: Path, number: int, completed: bool, single_objective: bool,
+                 top: int = 1) -> None:
+    """Keep trial `number`'s adapter if it completed; drop the adapters of trials no longer the best (with
+    `top` > 1 in a single-objective study, no longer among the `top` best: --task-metrics top-K scores them)."""
     adapters = out_dir / "adapters"
     tmp = adapters / f".trial-{number}"
     with file_lock(out_dir / LOCK_NAME):
@@ -28,14 +46,15 @@ def keep_adapter(study: Any, out_dir: Path, number: int, completed: bool, single
             os.replace(tmp, adapters / f"trial-{number}")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            keep = {t.number for t in study.best_trials}  # read under the lock, after this trial was told
+            best = {t.number for t in study.best_trials}  # read under the lock, after this trial was told
         except ValueError:
-            keep = set()
+            best = set()
+        keep = best | ({t.number for t in top_trials(study, top)} if single_objective and top > 1 else set())
         for folder in adapters.glob("trial-*"):
             if int(folder.name.split("-")[1]) not in keep:
                 shutil.rmtree(folder, ignore_errors=True)
-        if single_objective and keep:
-            link_best(adapters, out_dir / "best_adapter", min(keep))
+        if single_objective and best:
+            link_best(adapters, out_dir / "best_adapter", min(best))
 
 
 def drop_partial(out_dir: Path, number: int) -> None:

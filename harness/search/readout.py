@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+from harness.search.adapters import TASK_METRICS_ATTR
 from harness.search.records import read_records
 from harness.config.errors import SpecError
 from harness.config.objectives import TASK_METRICS, perplexity, ranked
@@ -240,19 +241,22 @@ def view_of(study: Any, storage_url: str, trials_jsonl: Path | None = None) -> S
     objectives = tuple(attrs.get("objectives") or sweep.get("objectives") or ("eval_loss",))
     directions = tuple(d.name.lower() for d in study.directions)
     histories = _histories(trials_jsonl)
+    later = attrs.get(TASK_METRICS_ATTR) or {}  # --task-metrics top-K: scored after the sweep, on saved adapters
     rows = []
     for trial in study.get_trials(deepcopy=False):
         user = trial.user_attrs
+        after = later.get(str(trial.number)) or {}
         config = user.get("config") or {}
         seed = user.get("seed", (config.get("train") or {}).get("seed"))
         rows.append(TrialRow(
             number=trial.number, state=trial.state.name, status=user.get("status"), reason=user.get("reason"),
             params={**(user.get("variant") or {}), **(trial.params or trial.system_attrs.get("fixed_params") or {})},
             values=list(trial.values) if trial.values is not None else None,
-            result=dict(user.get("result") or {}), config=config, seed=seed,
+            result={**(user.get("result") or {}), **(after.get("metrics") or {})}, config=config, seed=seed,
             confirmation_of=user.get("confirmation_of"), training=dict(user.get("training") or {}),
             intermediate={int(k): float(v) for k, v in trial.intermediate_values.items()},
-            history=histories.get(trial.number, []), per_example=dict(user.get("per_example") or {})))
+            history=histories.get(trial.number, []),
+            per_example={**(user.get("per_example") or {}), **(after.get("per_example") or {})}))
     if not rows:
         raise SpecError(f"study {study.study_name!r} has no trials yet; run `harness sweep --study "
                         f"{study.study_name}` first")

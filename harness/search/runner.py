@@ -9,6 +9,7 @@ trial ends as `failed` with the signal as its reason, and the next trial gets a 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import multiprocessing as mp
 import os
 import re
@@ -50,6 +51,8 @@ class BaselineReply:
     error: str | None = None
     died: bool = False
     """The process itself died (a fault, not bad input: a fresh process may succeed)."""
+    cached: bool = False
+    """The score was read from this machine's baseline cache (harness.trial.baselines), not scored now."""
 
 
 def die_with_parent() -> None:
@@ -76,7 +79,8 @@ def _worker_main(conn: Any) -> None:
         import torch
 
         torch.set_num_threads(int(os.environ[THREADS_ENV]))
-    from harness.trial.run import TrialCache, TrialCallbacks, run_baseline, run_trial
+    from harness.trial.baselines import cached_baseline
+    from harness.trial.run import TrialCache, TrialCallbacks, run_trial
 
     cache = TrialCache()
     while True:
@@ -94,16 +98,27 @@ def _worker_main(conn: Any) -> None:
                                    on_step=lambda info: conn.send(("step", {"step": info.step, "loss": info.loss})))
             conn.send(("range", curve.to_dict()))
             continue
+        if kind == "task":
+            from harness.trial.run import score_saved_adapter
+
+            try:
+                scored = score_saved_adapter(TrialConfig.from_dict(payload["config"]), payload["adapter_dir"], cache)
+                conn.send(("task", dataclasses.asdict(scored)))
+            except Exception as err:  # reported, not raised: the trial keeps its other results
+                from harness.config.errors import one_line
+
+                conn.send(("task", {"error": one_line(err)}))
+            continue
         config = TrialConfig.from_dict(payload)
         if kind == "baseline":
             if config.fault == "kill":  # test hook (sweep.FAULTS_ENV `base:kill`): die as the OOM killer would
                 os.kill(os.getpid(), signal.SIGKILL)
             try:
-                score = run_baseline(config, cache)
+                score, cached = cached_baseline(config, cache)
                 data = cache.prepared(config)
                 held_out = HeldOut(data.split_hash, data.source, len(data.tokenized.train),
                                    len(data.tokenized.eval), data.tokenized.truncated)
-                conn.send(("baseline", BaselineReply(score, held_out)))
+                conn.send(("baseline", BaselineReply(score, held_out, cached=cached)))
             except Exception as err:  # reported, not raised: the supervisor decides
                 from harness.config.errors import one_line
 
@@ -221,6 +236,16 @@ class TrialRunner:
                     return RangeCurve.from_dict(payload)
         except _WorkerDied as died:
             return RangeCurve(config.quant.mode, low, high, steps, error=str(died))
+
+    def task_metrics(self, config: TrialConfig, adapter_dir: str) -> dict[str, Any]:
+        """The task metrics of a saved adapter, scored in the worker (harness.trial.run.score_saved_adapter):
+        TaskScore's fields, or {"error": reason}."""
+        self.start()
+        try:
+            self._conn.send(("task", {"config": config.to_dict(), "adapter_dir": adapter_dir}))
+            return self._receive()[1]
+        except _WorkerDied as died:
+            return {"error": str(died)}
 
     def _receive(self) -> tuple[str, Any]:
         while True:

@@ -43,7 +43,7 @@ from harness.config.objectives import ranked
 from harness.config.sweep import SweepSpec
 from harness.config.trial import TrialConfig
 from harness.trial.result import TrialResult
-from harness.search.adapters import drop_partial, keep_adapter
+from harness.search.adapters import TASK_METRICS_ATTR, drop_partial, keep_adapter, top_trials
 from harness.search.recovery import (Heartbeat, claim_lock, counted, heartbeat, heartbeat_enabled, owner_attrs,
                                      recover, watchable)
 from harness.search.study import check_split, open_study, resolve_url
@@ -227,23 +227,29 @@ class Sweep:
         self._own: list[dict[str, Any]] = []  # records of the trials this process ran (fail-fast looks at them)
         self._confirming = False  # the running trial is a confirmation re-run (never pruned)
         self._waiting = False
+        self._baselines_pending = False  # untuned baselines to score after the first trial (prepare_study)
 
     def run(self) -> SweepOutcome:
         previous = _interrupt_on_sigterm()
         try:
-            self.prepare_study()
+            self.prepare_study(defer_baselines=True)
             self.loop()
+            self._score_pending_baselines()  # no trial ran (the target was met): still every baseline
+            if self.role.worker == 0 and not self.role.parallel:
+                self.score_top_trials()
         finally:
             self.close()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
         return self.finish()
 
-    def prepare_study(self, *, start_runner: bool = True) -> None:
+    def prepare_study(self, *, start_runner: bool = True, defer_baselines: bool = False) -> None:
         """Validate, open (or create) the study, recover lost trials, score the baselines once, fix the target.
         `start_runner`: start the trial process first, so that its imports (seconds: torch, transformers, peft)
         overlap with checking the inputs and the bookkeeping (False for a parent that leaves the trials to its
-        workers). Bad input stops it at once: the one-line error is not kept waiting."""
+        workers). Bad input stops it at once: the one-line error is not kept waiting. `defer_baselines`: a baseline
+        the machine has not cached is scored after this process's first trial, so it does not delay the first
+        result (the process that runs the trials; a parent of workers scores them first)."""
         if start_runner:
             self.runner.start()
         try:
@@ -275,7 +281,12 @@ class Sweep:
         with claim_lock(self.study, self.out_dir):
             recover(self.study, self.on_lost)
             start = counted(self.study)
-        self._baseline()
+        self._baselines_pending = defer_baselines and bool(self._missing_baselines())
+        if self._baselines_pending:
+            self.progress.note("the untuned base model is scored after the first trial (its scores are cached on "
+                               "this machine: a later study on the same model, data and settings reads them)")
+        else:
+            self._baseline()
         self._narrow_learning_rate()
         warm, skipped = self._in_space(prepared.warm, prepared.warm_skipped)
         with claim_lock(self.study, self.out_dir):
@@ -300,6 +311,7 @@ class Sweep:
                     continue
                 return
             self._one_trial(trial, position, faults.get(index))
+            self._score_pending_baselines()
             index += 1
             self._stop_if_broken()
 
@@ -388,6 +400,41 @@ class Sweep:
             return False
         return not self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
 
+    def score_top_trials(self) -> None:
+        """--task-metrics top-K: score the task metrics of the K best completed trials on their saved adapters
+        (those not scored yet: a resumed sweep goes on where it stopped), into the study's user attr
+        `task_metrics_after` {trial number: metrics, seconds, per_example, samples}, saved after each trial."""
+        top = self.spec.task_metrics_top
+        if top is None or not self.metrics:
+            return
+        scored = dict(self.study.user_attrs.get(TASK_METRICS_ATTR) or {})
+        for trial in top_trials(self.study, top):
+            adapter = self.out_dir / "adapters" / f"trial-{trial.number}"
+            if str(trial.number) in scored:
+                continue
+            if not adapter.is_dir():
+                self.progress.note(f"warning: trial #{trial.number} has no saved adapter ({adapter}); its task "
+                                   "metrics are not scored")
+                continue
+            stored = TrialConfig.from_dict(trial.user_attrs["config"])
+            config = dataclasses.replace(stored, adapter_dir=None, eval=dataclasses.replace(
+                stored.eval, generate_size=self.spec.eval.generate_size, metrics=self.metrics))
+            self.progress.note(f"task metrics of trial #{trial.number} (top {top} by {self.spec.objectives[0]}), "
+                               "on its saved adapter...")
+            reply = self.runner.task_metrics(config, str(adapter))
+            if "error" in reply:
+                self.progress.note(f"warning: task metrics of trial #{trial.number} not scored: {reply['error']}")
+                continue
+            scored[str(trial.number)] = reply
+            self.study.set_user_attr(TASK_METRICS_ATTR, scored)
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in reply["metrics"].items())
+            self.progress.note(f"trial #{trial.number}: {shown} ({reply['seconds']:.0f} s)")
+
+    def _score_pending_baselines(self) -> None:
+        if self._baselines_pending:
+            self._baselines_pending = False
+            self._baseline()
+
     def _missing_baselines(self) -> list[str]:
         """Quantization modes whose untuned base model is not scored yet: 16-bit and every mode of the space."""
         scored = self.study.user_attrs.get("baseline_by_mode") or {}
@@ -410,6 +457,8 @@ class Sweep:
                 self.progress.note(f"warning: untuned base model in {mode} not scored: {reply.error}")
                 continue
             score = reply.score
+            if reply.cached:
+                self.progress.note(f"untuned base model ({mode}): read from this machine's baseline cache")
             self.study.set_user_attr(f"baseline_per_example_{mode}", score.per_example or {})
             if mode == "none":
                 self.study.set_user_attr("baseline_eval_loss", score.eval_loss)
@@ -501,6 +550,8 @@ class Sweep:
                                   metrics=self.metrics, seed=trial.user_attrs.get("seed"),
                                   training=trial.user_attrs.get("training"),
                                   variant=trial.user_attrs.get("variant"))
+            if self.spec.task_metrics != "all":  # no answers generated now (--task-metrics top-K / none)
+                config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, generate_size=0))
             trial.set_user_attr("config", config.to_dict())
             run = tracking.start_trial_run(study=self.spec.study, number=trial.number, config=config.to_dict(),
                                            params=params, mode=self.wandb_mode, study_dir=self.out_dir)
@@ -563,7 +614,7 @@ class Sweep:
                               worker=self._worker_info())
         self._own.append(record)
         keep_adapter(self.study, self.out_dir, trial.number, result.status == "complete",
-                     len(self.spec.objectives) == 1)
+                     len(self.spec.objectives) == 1, top=self.spec.task_metrics_top or 1)
         run.log_table("samples", result.samples)
         run.finish(_summary(result), failed=result.status != "complete")
         self.progress.end_trial(record, self._best_value())
@@ -624,7 +675,7 @@ def _baseline_entry(reply: BaselineReply) -> dict[str, Any]:
         return {"eval_loss": None, "missing": reply.error}
     score = reply.score
     return {"eval_loss": score.eval_loss, "metrics": score.metrics or {}, "weights": score.weights or {},
-            "tokens": score.tokens}
+            "tokens": score.tokens, "cached": reply.cached}
 
 
 def _interrupt_on_sigterm() -> Any:

@@ -75,6 +75,10 @@ def run_parallel(spec: SweepSpec, space: SearchSpace, workers: int, heartbeat: H
     codes = pool.wait(parent.progress.note)
     parent.outcome.records += read_records(log, offset)
     parent.recover_lost()  # a worker that died after the others had stopped
+    try:
+        parent.score_top_trials()  # --task-metrics top-K, once, here: not in every worker
+    finally:
+        parent.close()
     outcome = parent.finish()
     _judge(codes, pool, parent)
     return outcome

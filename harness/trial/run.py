@@ -429,6 +429,39 @@ def score_task(model: Any, data: PreparedData, config: TrialConfig, device: str)
 
 
 @dataclass(frozen=True)
+class TaskScore:
+    """The task metrics of a saved adapter on the held-out split (generated answers scored)."""
+
+    metrics: dict[str, float]
+    samples: list[dict[str, str]]
+    per_example: dict[str, list[float]]
+    seconds: float
+
+
+def score_saved_adapter(config: TrialConfig, adapter_dir: str, cache: TrialCache | None = None) -> TaskScore:
+    """What a trial's final evaluation would have generated and scored, for the adapter it saved: the base model
+    in `config`'s mode with the adapter loaded, greedy answers to the first `generate_size` held-out prompts
+    (`--task-metrics top-K` scores the K best trials this way when the sweep ends)."""
+    from peft import PeftModel
+
+    cache = cache or TrialCache()
+    device = pick_device()
+    data = cache.prepared(config)
+    base = load_base_model(cache.checkpoint(config.model.name), config.quant.mode, device)
+    model = PeftModel.from_pretrained(base, adapter_dir)
+    model.eval()
+    try:
+        generated = score_task(model, data, config, device)
+        if generated is None:
+            return TaskScore({}, [], {}, 0.0)
+        return TaskScore(dict(generated.metrics), list(generated.samples), dict(generated.per_example),
+                         generated.seconds)
+    finally:
+        del model, base
+        release_memory(device)
+
+
+@dataclass(frozen=True)
 class BaselineScore:
     """The untuned base model on the held-out split, in one quantization mode: the row every trial of
     that mode is read against (and, against 16-bit, the cost of quantizing before any training)."""
