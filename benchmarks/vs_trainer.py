@@ -198,6 +198,19 @@ def prepare_models(args: argparse.Namespace, device: str) -> dict[str, Any]:
     return one_time
 
 
+def prepare_baselines(args: argparse.Namespace, work: Path) -> float:
+    """Score (or find) the untuned baselines harness keeps on the machine (harness.trial.baselines) for this
+    model, data and eval settings, before anything is timed, with a one-trial, one-step sweep of its own: every
+    seed then reads them from the cache, as a user's later studies on the same data do. Returns its seconds."""
+    cmd = [*harness_command(args, 0, work)]
+    cmd[cmd.index("--trials") + 1], cmd[cmd.index("--max-steps") + 1] = "1", "1"
+    cmd[cmd.index("--study") + 1], cmd[cmd.index("--out") + 1] = "baselines", str(work / "baselines")
+    for flag in ("--lr-range-test",):
+        if flag in cmd:
+            cmd.remove(flag)
+    return run_timed(cmd, work / "baselines.log")["wall_seconds"]
+
+
 def resolve_variants(names: list[str], device: str) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """Each variant's numerics on this device; a variant whose peer numerics equal an earlier one's (on CUDA
     `peer-autocast` is `equal`) is skipped, with the reason."""
@@ -278,6 +291,7 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     one_time = prepare_models(args, device)
     (work / "space.yaml").write_text(space_yaml())
     (work / "train.yaml").write_text(experiment_yaml(args.batch_size))
+    one_time["baselines_seconds"] = prepare_baselines(args, work)
     runs, commands = [], {}
     for index, seed in enumerate(args.seeds):
         run, commands[str(seed)] = run_seed(args, seed, index, work, variants, reused)

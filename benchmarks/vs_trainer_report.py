@@ -285,7 +285,9 @@ def diagnostics(results: dict[str, Any]) -> list[str]:
     built = ", ".join(f"{m} {sec:.1f} s" for m, sec in one["quantized_checkpoint_seconds"].items())
     lines.append("harness's on-disk caches, built (if missing) before anything was timed and reused by every later "
                  f"sweep on the machine: converted checkpoint {one['checkpoint_seconds']:.1f} s, quantized "
-                 f"checkpoints {built or 'none'} (near 0 s where they already existed)")
+                 f"checkpoints {built or 'none'} (near 0 s where they already existed)"
+                 + (f", untuned baselines {one['baselines_seconds']:.1f} s (a 1-trial, 1-step sweep that scores "
+                    "them, or reads them when cached)" if "baselines_seconds" in one else ""))
     return lines
 
 
