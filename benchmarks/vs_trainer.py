@@ -267,7 +267,8 @@ def run_seed(args: argparse.Namespace, seed: int, index: int, work: Path, varian
     peer = {v: reused[seed]["peer"][v] for v in variants} if reused is not None else {}
     run: dict[str, Any] = {"seed": seed, "order": order, "peer": peer}
     for name in order:
-        print(f"seed {seed}: running {name} ({args.trials} trials x {args.max_steps} steps)...", flush=True)
+        trials = args.harness_trials or args.trials if name == "harness" else args.trials
+        print(f"seed {seed}: running {name} ({trials} trials x {args.max_steps} steps)...", flush=True)
         timing = run_timed(jobs[name], work / f"{name}-seed{seed}.log")
         if name == "harness":
             run["harness"] = harness_run(seed, timing, work / f"harness-seed{seed}")

@@ -447,7 +447,7 @@ class Sweep:
         missing = self._missing_baselines()
         if missing:
             self.progress.note(f"scoring the untuned base model on the held-out split in {', '.join(missing)} "
-                               "(once per study)...")
+                               "(once per study; a score this machine has cached is read back)...")
         for mode in missing:
             reply = self._score_base(mode)
             by_mode = dict(self.study.user_attrs.get("baseline_by_mode") or {})
