@@ -202,12 +202,9 @@ def prepare_baselines(args: argparse.Namespace, work: Path) -> float:
     """Score (or find) the untuned baselines harness keeps on the machine (harness.trial.baselines) for this
     model, data and eval settings, before anything is timed, with a one-trial, one-step sweep of its own: every
     seed then reads them from the cache, as a user's later studies on the same data do. Returns its seconds."""
-    cmd = [*harness_command(args, 0, work)]
+    cmd = [arg for arg in harness_command(args, 0, work) if arg != "--lr-range-test"]
     cmd[cmd.index("--trials") + 1], cmd[cmd.index("--max-steps") + 1] = "1", "1"
     cmd[cmd.index("--study") + 1], cmd[cmd.index("--out") + 1] = "baselines", str(work / "baselines")
-    for flag in ("--lr-range-test",):
-        if flag in cmd:
-            cmd.remove(flag)
     return run_timed(cmd, work / "baselines.log")["wall_seconds"]
 
 

@@ -181,6 +181,14 @@ def fast_experiment(folder: Path) -> Path:
     return path
 
 
+def loss_only_experiment(folder: Path, extra: str = "") -> Path:
+    """An experiment file of 32 training and 8 held-out examples, scored on the loss alone (nothing generated),
+    plus `extra` YAML lines."""
+    path = folder / "exp.yaml"
+    path.write_text("data_options: {eval_size: 8, train_size: 32}\neval: {metrics: [], generate_size: 0}\n" + extra)
+    return path
+
+
 def journal_study(out: Path, name: str) -> optuna.Study:
     """The study in a sweep folder's journal file (the storage of several workers)."""
     import optuna

@@ -103,6 +103,12 @@ def _value_error(name: str, value: Any) -> str | None:
     return None
 
 
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=1e-9)
+    return a == b
+
+
 @dataclass(frozen=True)
 class Axis:
     """One searchable (or fixed) parameter: choices, or a low/high range (int or float, maybe log)."""
@@ -145,6 +151,31 @@ class Axis:
 
     def largest(self) -> float:
         return max(self.choices) if self.kind == "choices" else self.high
+
+    def bounds(self) -> tuple[float, float]:
+        """The lowest and highest value (of the choices, or of the range)."""
+        if self.kind == "choices":
+            return float(min(self.choices)), float(max(self.choices))
+        return float(self.low), float(self.high)
+
+    def holds(self, value: Any) -> bool:
+        """Whether a trial of this axis can take `value` (one of the choices; inside the range, on its step)."""
+        if self.kind == "choices":
+            return any(_same(value, choice) for choice in self.choices)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False
+        if not self.low * (1 - 1e-9) <= value <= self.high * (1 + 1e-9):
+            return False
+        if self.integer and int(value) != value:
+            return False
+        step = self.step or (1 if self.integer else None)
+        return step is None or math.isclose((value - self.low) / step, round((value - self.low) / step), abs_tol=1e-6)
+
+    def stored(self, value: Any) -> Any:
+        """A value this axis holds, as the axis stores it (a choice's own object; an int for an integer range)."""
+        if self.kind == "choices":
+            return next(choice for choice in self.choices if _same(value, choice))
+        return int(value) if self.integer else float(value)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = ({"choices": list(self.choices)} if self.kind == "choices" else

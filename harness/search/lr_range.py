@@ -21,7 +21,6 @@ from typing import Any
 
 from harness.config.errors import SpecError
 from harness.config.space import Axis, SearchSpace, axis_default
-from harness.search.warmstart import as_axis, holds
 from harness.trial.lr_range import MIN_STEPS, RangeCurve
 
 DECADE = 10.0
@@ -48,12 +47,6 @@ def lr_axis(space: SearchSpace) -> Axis:
         raise SpecError(f"--lr-range-test: {space.source} fixes learning_rate; give it a range "
                         "(learning_rate: {low: 1.0e-5, high: 5.0e-4, log: true}) or drop --lr-range-test")
     return axis
-
-
-def axis_bounds(axis: Axis) -> tuple[float, float]:
-    if axis.kind == "choices":
-        return float(min(axis.choices)), float(max(axis.choices))
-    return float(axis.low), float(axis.high)
 
 
 def suggest_range(curve: RangeCurve, low: float, high: float) -> Narrowed:
@@ -97,8 +90,8 @@ def range_test_params(space: SearchSpace, mode: str) -> dict[str, Any]:
             value: Any = mode
         else:
             default = axis_default(axis.name) if axis.name != "lora_alpha_ratio" else None
-            value = default if default is not None and holds(axis, default) else _middle(axis)
-        params[axis.name] = as_axis(axis, value)
+            value = default if default is not None and axis.holds(default) else _middle(axis)
+        params[axis.name] = axis.stored(value)
     if space.alpha_ratio is not None:
         params["lora_alpha"] = float(params.pop("lora_alpha_ratio") * params["lora_r"])
     return params
@@ -116,7 +109,7 @@ def _middle(axis: Axis) -> Any:
 def study_record(space: SearchSpace, curves: dict[str, RangeCurve]) -> dict[str, Any]:
     """What the study keeps (user attr `lr_range_test`): the axis, each mode's curve, range and reason, and the
     range the study searches (the union of the modes' ranges)."""
-    low, high = axis_bounds(space.axes["learning_rate"])
+    low, high = space.axes["learning_rate"].bounds()
     modes = {}
     for mode, curve in curves.items():
         narrowed = suggest_range(curve, low, high)

@@ -94,8 +94,7 @@ def _worker_main(conn: Any) -> None:
             from harness.trial.lr_range import run_range_test
 
             config = TrialConfig.from_dict(payload["config"])
-            curve = run_range_test(config, payload["low"], payload["high"], payload["steps"], cache,
-                                   on_step=lambda info: conn.send(("step", {"step": info.step, "loss": info.loss})))
+            curve = run_range_test(config, payload["low"], payload["high"], payload["steps"], cache)
             conn.send(("range", curve.to_dict()))
             continue
         if kind == "task":
@@ -219,8 +218,7 @@ class TrialRunner:
         except _WorkerDied as died:
             return BaselineReply(error=str(died), died=True)
 
-    def range_test(self, config: TrialConfig, low: float, high: float, steps: int,
-                   on_step: Callable[[dict[str, Any]], None] | None = None) -> RangeCurve:
+    def range_test(self, config: TrialConfig, low: float, high: float, steps: int) -> RangeCurve:
         """A learning-rate range test of `config` in the worker (harness.trial.lr_range); a process that dies
         gives a curve with the reason as its error."""
         from harness.trial.lr_range import RangeCurve
@@ -228,12 +226,7 @@ class TrialRunner:
         self.start()
         try:
             self._conn.send(("range", {"config": config.to_dict(), "low": low, "high": high, "steps": steps}))
-            while True:
-                kind, payload = self._receive()
-                if kind == "step" and on_step:
-                    on_step(payload)
-                elif kind == "range":
-                    return RangeCurve.from_dict(payload)
+            return RangeCurve.from_dict(self._receive()[1])
         except _WorkerDied as died:
             return RangeCurve(config.quant.mode, low, high, steps, error=str(died))
 

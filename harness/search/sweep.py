@@ -30,9 +30,8 @@ from harness.search.pruning import study_schedule
 from harness.search.readout import baseline_of, baseline_scores, small_eval_note
 from harness.search.records import STATE_OF_STATUS, append_record, build_record
 from harness.runtime.devices import THREADS_ENV
-from harness.search.lr_range import (ATTR as LR_RANGE_ATTR, axis_bounds, lr_axis, narrow_space, range_test_params,
-                                     study_record)
-from harness.search.warmstart import WarmConfig, enqueue_warm_start, holds, warm_configs
+from harness.search.lr_range import ATTR as LR_RANGE_ATTR, lr_axis, narrow_space, range_test_params, study_record
+from harness.search.warmstart import WarmConfig, enqueue_warm_start, warm_configs
 from harness.search.runner import BaselineReply, TrialRunner, needs_fresh_worker
 from harness.trial.source import describe_source
 from harness.config.space import SearchSpace, check_points, lora_fields, suggest, train_fields
@@ -409,9 +408,9 @@ class Sweep:
             return
         scored = dict(self.study.user_attrs.get(TASK_METRICS_ATTR) or {})
         for trial in top_trials(self.study, top):
-            adapter = self.out_dir / "adapters" / f"trial-{trial.number}"
             if str(trial.number) in scored:
                 continue
+            adapter = self.out_dir / "adapters" / f"trial-{trial.number}"
             if not adapter.is_dir():
                 self.progress.note(f"warning: trial #{trial.number} has no saved adapter ({adapter}); its task "
                                    "metrics are not scored")
@@ -490,7 +489,7 @@ class Sweep:
                            f"(the space's axis: [{stored['axis'][0]:.3g}, {stored['axis'][1]:.3g}])")
 
     def _range_tests(self) -> dict[str, Any]:
-        low, high = axis_bounds(lr_axis(self.space))
+        low, high = lr_axis(self.space).bounds()
         curves = {}
         for mode in self.space.quantization_modes():
             self.progress.note(f"learning-rate range test ({mode}): {self.spec.max_steps} steps, the rate rising "
@@ -506,9 +505,10 @@ class Sweep:
     def _in_space(self, warm: list[WarmConfig], skipped: dict[str, str]) -> tuple[list[WarmConfig], dict[str, str]]:
         """The warm-start configs whose learning rate the (maybe range-tested) space still holds."""
         axis = self.space.axes["learning_rate"]
-        kept = [w for w in warm if holds(axis, w.params["learning_rate"])]
+        low, high = axis.bounds()
+        kept = [w for w in warm if axis.holds(w.params["learning_rate"])]
         gone = {w.label: f"learning_rate {w.params['learning_rate']:g} is outside the range-tested range "
-                         f"[{axis_bounds(axis)[0]:.3g}, {axis_bounds(axis)[1]:.3g}]" for w in warm if w not in kept}
+                         f"[{low:.3g}, {high:.3g}]" for w in warm if w not in kept}
         return kept, {**skipped, **gone}
 
     def _score_base(self, mode: str) -> BaselineReply:

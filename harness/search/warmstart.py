@@ -11,7 +11,6 @@ trial of this study would not apply. Enqueuing is idempotent: a config already i
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -46,36 +45,10 @@ def express(space: SearchSpace, given: dict[str, Any]) -> dict[str, Any] | str:
         if not axis.applies(params):
             continue
         value = values[axis.name] if axis.name in values else axis_default(axis.name)
-        if not holds(axis, value):
+        if not axis.holds(value):
             return f"{axis.name} {value!r} is outside the space's {_shown(axis)}"
-        params[axis.name] = as_axis(axis, value)
+        params[axis.name] = axis.stored(value)
     return params
-
-
-def holds(axis: Axis, value: Any) -> bool:
-    if axis.kind == "choices":
-        return any(_same(value, choice) for choice in axis.choices)
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
-    if not axis.low * (1 - 1e-9) <= value <= axis.high * (1 + 1e-9):
-        return False
-    if axis.integer and int(value) != value:
-        return False
-    step = axis.step or (1 if axis.integer else None)
-    return step is None or math.isclose((value - axis.low) / step, round((value - axis.low) / step), abs_tol=1e-6)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return math.isclose(a, b, rel_tol=1e-9)
-    return a == b
-
-
-def as_axis(axis: Axis, value: Any) -> Any:
-    """The value as the axis stores it (a choice's own object; an int for an integer range)."""
-    if axis.kind == "choices":
-        return next(choice for choice in axis.choices if _same(value, choice))
-    return int(value) if axis.integer else float(value)
 
 
 def _shown(axis: Axis) -> str:

@@ -16,10 +16,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from harness.config.errors import one_line
 from harness.config.trial import TrialConfig
 from harness.runtime.devices import pick_device
 from harness.trial.models import load_base_model
-from harness.trial.run import attach_adapter, fault_hook, release_memory
+from harness.trial.run import attach_adapter, fault_hook, release_memory, training_epochs
 from harness.trial.train import NonFiniteLoss, StepInfo, StopTraining, train
 
 SMOOTHING = 0.7
@@ -82,8 +83,7 @@ def blown_up(losses: list[float]) -> bool:
     return smoothed[-1] > STOP_FACTOR * min(smoothed)
 
 
-def run_range_test(config: TrialConfig, low: float, high: float, steps: int, cache: Any,
-                   on_step: Any = None) -> RangeCurve:
+def run_range_test(config: TrialConfig, low: float, high: float, steps: int, cache: Any) -> RangeCurve:
     """Train a fresh adapter of `config` (its mode, rank, batches) at rates rising from `low` to `high` over
     `steps` steps; `cache` is the trial process's TrialCache. Never raises for a run that goes wrong: a
     loss that explodes ends the curve, anything else is the curve's `error`."""
@@ -98,22 +98,14 @@ def run_range_test(config: TrialConfig, low: float, high: float, steps: int, cac
         base = load_base_model(cache.checkpoint(config.model.name), config.quant.mode, device)
         model = attach_adapter(base, config)
 
-        def make_epoch(epoch: int) -> list[Any]:
-            from harness.data import make_batches
-
-            return make_batches(data.tokenized.train, config.train.batch_size, data.tokenizer.pad_token_id,
-                                shuffle_seed=config.train.seed * 100_003 + epoch)
-
         def record(info: StepInfo) -> None:
             losses.append(info.loss)
-            if on_step is not None:
-                on_step(info)
             if blown_up(losses):
                 raise StopTraining(info.step, f"smoothed loss above {STOP_FACTOR:g}x its minimum at step {info.step}")
 
         spec = dataclasses.replace(config.train, learning_rate=low, max_steps=len(rates), eval_every=0, eval_at=())
         try:
-            train(model, make_epoch, spec, device, on_step=record, loss_hook=fault_hook(config.fault),
+            train(model, training_epochs(data, config), spec, device, on_step=record, loss_hook=fault_hook(config.fault),
                   lr_factor=lambda k: rates[min(k, len(rates) - 1)] / low)
         except StopTraining as stop:
             stopped = str(stop)
@@ -121,8 +113,6 @@ def run_range_test(config: TrialConfig, low: float, high: float, steps: int, cac
             stopped = str(err)
         del model, base
     except Exception as err:  # reported, not raised: the search goes on with the axis as given
-        from harness.config.errors import one_line
-
         return dataclasses.replace(curve, error=one_line(err), seconds=time.perf_counter() - started)
     finally:
         release_memory(device)

@@ -306,6 +306,17 @@ def release_memory(device: str) -> None:
         pass
 
 
+def training_epochs(data: PreparedData, config: TrialConfig) -> Callable[[int], list[Any]]:
+    """`make_epoch(e)`: the training batches of epoch e for `config`, reshuffled per epoch, seeded by its seed."""
+    from harness.data import make_batches
+
+    def make_epoch(epoch: int) -> list[Any]:
+        return make_batches(data.tokenized.train, config.train.batch_size, data.tokenizer.pad_token_id,
+                            shuffle_seed=config.train.seed * 100_003 + epoch)
+
+    return make_epoch
+
+
 def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, device: str,
          meter: MemoryMeter, measured: Measured) -> TrialResult:
     data = cache.prepared(config)
@@ -319,11 +330,7 @@ def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, devi
     measured.trainable_params, measured.total_params = _param_counts(model)
     history = measured.history
 
-    def make_epoch(epoch: int) -> list[Any]:
-        from harness.data import make_batches
-
-        return make_batches(data.tokenized.train, config.train.batch_size, data.tokenizer.pad_token_id,
-                            shuffle_seed=config.train.seed * 100_003 + epoch)
+    make_epoch = training_epochs(data, config)
 
     def on_eval(step: int) -> bool:
         score = eval_loss(model, data.intermediate_batches, device)

@@ -6,15 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import load_study, run_cli, write_space
+from helpers import load_study, loss_only_experiment, run_cli, write_space
 
 
 @pytest.mark.integration
 def test_the_first_trial_comes_before_the_baselines_and_a_second_study_reads_them(tmp_path: Path) -> None:
     space = write_space(tmp_path / "space.yaml", quantization="{choices: [none, nf4]}")
-    exp = tmp_path / "exp.yaml"
-    exp.write_text("data_options: {eval_size: 8, train_size: 32}\neval: {metrics: [], generate_size: 0}\n"
-                   "train: {batch_size: 4}\n")
+    exp = loss_only_experiment(tmp_path, "train: {batch_size: 4}\n")
     common = ("sweep", "-e", str(exp), "--model", "tiny-llama", "--space", str(space), "--max-steps", "2",
               "--wandb", "disabled", "--trials", "1", "--seed", "3")
     first = run_cli(*common, "--study", "first", "--out", str(tmp_path / "a"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import load_study, run_cli
+from helpers import load_study, loss_only_experiment, run_cli
 from harness.config.errors import SpecError
 from harness.config.space import parse_space
 from harness.search.lr_range import lr_axis, narrow_space, range_test_params, study_record, suggest_range
@@ -89,8 +89,7 @@ def test_range_tested_sweeps_from_the_command_line(tmp_path: Path) -> None:
     space = tmp_path / "space.yaml"
     space.write_text("axes:\n  lora_r: 4\n  lora_alpha: {ratio: 2}\n"
                      "  learning_rate: {low: 1.0e-5, high: 5.0e-2, log: true}\n  quantization: {choices: [none, nf4]}\n")
-    exp = tmp_path / "exp.yaml"
-    exp.write_text("data_options: {eval_size: 8, train_size: 32}\neval: {metrics: [], generate_size: 0}\n")
+    exp = loss_only_experiment(tmp_path)
     out = tmp_path / "r"
     common = ("sweep", "-e", str(exp), "--model", "tiny-llama", "--space", str(space), "--max-steps", "8",
               "--out", str(out), "--wandb", "disabled", "--study", "ranged")

@@ -8,7 +8,7 @@ import optuna
 import pytest
 import yaml
 
-from helpers import REPO, load_study, run_cli
+from helpers import REPO, load_study, loss_only_experiment, run_cli
 from harness.config.errors import SpecError
 from harness.config.space import parse_space
 from harness.search.warmstart import express, published_configs, study_configs
@@ -67,8 +67,7 @@ def test_warm_started_sweeps_from_the_command_line(tmp_path: Path) -> None:
     space = tmp_path / "space.yaml"
     space.write_text("axes:\n  lora_r: {choices: [4, 16]}\n  lora_alpha: {ratio: {choices: [1, 2]}}\n"
                      "  learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}\n  quantization: none\n")
-    exp = tmp_path / "exp.yaml"
-    exp.write_text("data_options: {eval_size: 8, train_size: 32}\neval: {metrics: [], generate_size: 0}\n")
+    exp = loss_only_experiment(tmp_path)
     out = tmp_path / "w"
     common = ("sweep", "-e", str(exp), "--model", "tiny-llama", "--space", str(space), "--max-steps", "2",
               "--out", str(out), "--wandb", "disabled")

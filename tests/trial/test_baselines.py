@@ -28,6 +28,15 @@ def _config(mode: str = "none", **eval_changes) -> TrialConfig:
 
 
 @pytest.fixture
+def cache(tiny_checkpoint: str, monkeypatch: pytest.MonkeyPatch) -> TrialCache:
+    """A TrialCache whose tiny-llama checkpoint is the test run's shared one (converted before HARNESS_CACHE
+    moves): only the baselines go to the fresh cache folder."""
+    cache = TrialCache()
+    monkeypatch.setattr(cache, "checkpoint", lambda name: tiny_checkpoint)
+    return cache
+
+
+@pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     """A fresh baseline cache folder; the modes run_baseline really scored, in order."""
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
@@ -41,10 +50,7 @@ def counted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     return calls
 
 
-def test_a_baseline_is_scored_once_and_then_read_back_equal(counted: list[str], monkeypatch) -> None:
-    cache = TrialCache()
-    # The converted tiny-llama checkpoint comes from the shared cache; only the baselines go to the fresh one.
-    monkeypatch.setattr(cache, "checkpoint", _shared_checkpoint)
+def test_a_baseline_is_scored_once_and_then_read_back_equal(counted: list[str], cache: TrialCache) -> None:
     first, was_cached = cached_baseline(_config(), cache)
     assert not was_cached and counted == ["none"]
     again, was_cached = cached_baseline(_config(), cache)
@@ -58,25 +64,10 @@ def test_a_baseline_is_scored_once_and_then_read_back_equal(counted: list[str], 
     assert counted == ["none", "nf4", "none", "none"]
 
 
-def test_a_damaged_cache_file_is_scored_again(counted: list[str], monkeypatch) -> None:
-    cache = TrialCache()
-    monkeypatch.setattr(cache, "checkpoint", _shared_checkpoint)
+def test_a_damaged_cache_file_is_scored_again(counted: list[str], cache: TrialCache) -> None:
     cached_baseline(_config(), cache)
     path = baseline_path(baseline_key(_config(), cache))
     path.write_text(json.dumps({"mode": "none"}))  # written by an older harness, say
     score, was_cached = cached_baseline(_config(), cache)
     assert not was_cached and counted == ["none", "none"] and score.eval_loss > 0
     assert json.loads(path.read_text())["eval_loss"] == score.eval_loss
-
-
-_CHECKPOINTS: dict[str, str] = {}
-
-
-def _shared_checkpoint(name: str) -> str:
-    """The tiny-llama checkpoint as the test run's shared cache holds it (built before HARNESS_CACHE moved)."""
-    return _CHECKPOINTS[name]
-
-
-@pytest.fixture(autouse=True)
-def _remember_checkpoint(tiny_checkpoint: str) -> None:
-    _CHECKPOINTS["tiny-llama"] = tiny_checkpoint
