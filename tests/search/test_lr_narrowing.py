@@ -68,6 +68,14 @@ def test_narrowing_a_range_or_choices_axis() -> None:
     assert narrow_space(chosen, 1.0, 2.0).axes["learning_rate"].choices == (1e-5, 1e-4, 5e-4, 1e-3)
 
 
+def test_a_grid_search_is_not_range_tested() -> None:
+    from harness.config.sweep import SweepSpec
+
+    with pytest.raises(SpecError, match="lr_range_test narrows the learning-rate axis, which a grid covers"):
+        SweepSpec(lr_range_test=True, sampler="grid")
+    assert SweepSpec(lr_range_test=True).lr_range_test
+
+
 def test_a_fixed_learning_rate_has_nothing_to_narrow() -> None:
     with pytest.raises(SpecError, match="fixes learning_rate"):
         lr_axis(parse_space({"axes": {"learning_rate": 2e-4}}, "fixed.yaml"))
