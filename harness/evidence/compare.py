@@ -8,9 +8,12 @@ Reads a StudyView (the study alone). Quality claims rest on confirmation trials 
 the best search trial of a mode was picked for being good, so its own value is biased (the
 winner's curse); its confirmation re-runs with fresh seeds are not, and they carry the mean, spread
 and confidence interval. A confirmation seed that diverged or failed counts against its config.
-Intervals hold both noises: training (Welch over seeds) and which examples were held out (a paired
-bootstrap over the per-example scores). One table never mixes devices. Without confirmation the
-report says the numbers are single trials.
+Intervals hold both noises: training (over seeds) and which examples were held out (a paired
+bootstrap over the per-example scores). Configs confirmed on the same seeds (a seed fixes the data order
+and the adapter initialisation: common random numbers) are compared seed by seed (paired t), beside the
+unpaired Welch figures, with the ratio of the two widths; every comparison says whether it is resolved
+at `--resolution` (harness.evidence.sequential) and, if not, about how many seeds would resolve it. One
+table never mixes devices. Without confirmation the report says the numbers are single trials.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from harness.trial.quantization import mode_label
 from harness.search.readout import StudyView, TrialRow, small_eval_note
 from harness.config.errors import SpecError
 from harness.config.model import QUANTIZATION_MODES
+from harness.evidence.sequential import METHOD, judge, look, look_level, parse_resolution
 from harness.evidence.stats import Difference, Summary, combined_difference, paired_bootstrap_half, summarize
 
 REFERENCE = "none"
@@ -140,6 +144,12 @@ class Comparison:
     """The axes the trials are grouped by (`modes` are their groups)."""
     reference: str = REFERENCE
     """The key of the group every other group is compared with."""
+    resolution: str = "1%"
+    """A comparison is resolved when its interval excludes zero or is at most this wide on each side (a
+    percent of the reference, or the objective's units)."""
+    max_seeds: int | None = None
+    """Set by sequential confirmation: paired intervals are at the look's level (harness.evidence.sequential),
+    not a fixed 95%."""
 
     @property
     def by_mode(self) -> bool:
@@ -155,6 +165,8 @@ class Comparison:
         data = {"study": self.study, "objective": self.objective,
                 "direction": "minimize" if self.minimize else "maximize", "task_metric": self.task_metric,
                 "device": self.device, "by": list(self.by), "reference": self.reference, "setup": self.setup,
+                "resolution": self.resolution, "sequential": {"max_seeds": self.max_seeds, "method": METHOD}
+                if self.max_seeds else None,
                 "baseline": self.baseline, "headlines": self.headlines, "quantization_costs": self.costs,
                 "notes": self.notes, "edge_warnings": self.edge_warnings,
                 "modes": [_mode_dict(m) for m in self.modes], "vs_reference": self.differences}
@@ -163,21 +175,24 @@ class Comparison:
         return data
 
 
-def build_comparison(view: StudyView, device: str | None = None, by: Grouping | None = None) -> Comparison:
+def build_comparison(view: StudyView, device: str | None = None, by: Grouping | None = None,
+                     resolution: str | None = None, max_seeds: int | None = None) -> Comparison:
     """Per-group summaries (quantization modes unless `by` says otherwise), confirmed configs and the headline
-    of each group against the reference group. Trials of several devices are never mixed: name one with
-    `device` (SpecError otherwise)."""
+    of each group against the reference group, each saying whether it is resolved at `resolution` (default
+    1%; `max_seeds`: the intervals of a sequential confirmation capped there). Trials of several devices are
+    never mixed: name one with `device` (SpecError otherwise)."""
     by = by or grouping(None, view.sweep)
+    parse_resolution(resolution)
     view, device = _one_device(view, device)
     metric = view.task_metric
     modes = [_summarize_mode(view, key, metric, by) for key in _groups(view, by)]
     comparison = Comparison(view.name, view.objective, view.minimize, metric, modes, view.baseline("none"),
                             device=device, setup=_setup(view, device, modes, by), by=by.axes,
-                            reference=by.reference)
+                            reference=by.reference, resolution=str(resolution or "1%"), max_seeds=max_seeds)
     reference = next((m for m in modes if m.mode == by.reference and m.quality() is not None), None)
     for mode in modes:
         if mode.mode != by.reference and mode.quality() is not None and reference is not None:
-            comparison.differences[mode.mode] = _against(mode, reference, view, by)
+            comparison.differences[mode.mode] = _against(mode, reference, view, by, comparison)
             comparison.headlines.append(_headline(mode, reference, comparison.differences[mode.mode], view))
             cost = _cost_sentence(mode, reference, comparison.differences[mode.mode], view) if by.by_mode else None
             if cost:
@@ -325,12 +340,62 @@ def eval_noise_half(a_rows: list[TrialRow], b_rows: list[TrialRow], objective: s
     return paired_bootstrap_half(a[0], b[0], a[1])
 
 
-def _against(mode: ModeSummary, reference: ModeSummary, view: StudyView, by: Grouping) -> dict[str, Any]:
+def _by_seed(mode: ModeSummary) -> dict[int, TrialRow]:
+    """The completed confirmation runs of a group's confirmed config, by seed."""
+    runs = mode.confirmed.runs if mode.confirmed is not None else ()
+    return {r.seed: r for r in runs if r.seed is not None and r.values}
+
+
+def paired_against(mode: ModeSummary, reference: ModeSummary, view: StudyView, resolution: str | None,
+                   max_seeds: int | None = None) -> dict[str, Any] | None:
+    """The paired comparison of two confirmed configs over the seeds both ran on (per-seed differences,
+    plus the held-out bootstrap of the same seeds' per-example scores) and its verdict; None when they share
+    fewer than two seeds (studies confirmed before seeds were shared)."""
+    a, b = _by_seed(mode), _by_seed(reference)
+    shared = sorted(set(a) & set(b))
+    if len(shared) < 2:  # one pair has no seed spread to measure: the unpaired figures say more
+        return None
+    half = eval_noise_half([a[s] for s in shared], [b[s] for s in shared], view.objective)
+    values = {s: a[s].values[0] for s in shared}, {s: b[s].values[0] for s in shared}  # type: ignore[index]
+    amount, relative = parse_resolution(resolution)
+    diff, verdict = look(*values, half, amount * abs(statistics.fmean(values[1].values())) if relative else amount,
+                         max_seeds)
+    rel, low, high = diff.relative()
+    scale = abs(diff.reference) or 1.0
+    return {"diff": diff.diff, "relative": rel, "relative_ci": [low, high] if low is not None else None,
+            "pairs": diff.pairs, "seeds": shared, "diff_std": diff.diff_std,
+            "seed_half_relative": None if diff.seed_half is None else diff.seed_half / scale,
+            "eval_noise_half_relative": None if diff.example_half is None else diff.example_half / scale,
+            "confidence": look_level(len(shared), max_seeds),
+            "verdict": verdict.to_dict(), "phrase": verdict.phrase(diff.reference if relative else None),
+            "resolved": verdict.resolved}
+
+
+def _unpaired_verdict(diff: Difference, resolution: str | None, seeds: int) -> dict[str, Any]:
+    """Resolved or not from the unpaired (Welch) interval, for configs not confirmed on shared seeds."""
+    amount, relative = parse_resolution(resolution)
+    verdict = judge(diff, amount * abs(diff.reference) if relative else amount, seeds)
+    phrase = verdict.phrase(diff.reference if relative else None)
+    if not verdict.resolved and verdict.kind != "unknown" and not verdict.floor:
+        phrase = phrase.split(":")[0] + " (unpaired: confirm both on the same seeds, `--confirm-seeds`, to pair " \
+                                        "them and estimate the seeds needed)"
+    return {"verdict": verdict.to_dict(), "phrase": phrase, "resolved": verdict.resolved}
+
+
+def _against(mode: ModeSummary, reference: ModeSummary, view: StudyView, by: Grouping,
+             comparison: Comparison) -> dict[str, Any]:
     half = eval_noise_half(_evidence_rows(mode, view, by), _evidence_rows(reference, view, by), view.objective)
     diff: Difference = combined_difference(_values(mode), _values(reference), half)
     rel, low, high = diff.relative()
     scale = abs(diff.reference) or 1.0
+    pair = (paired_against(mode, reference, view, comparison.resolution, comparison.max_seeds)
+            if mode.confirmed and reference.confirmed else None)
+    if pair is not None and pair["relative_ci"] and low is not None and pair["relative_ci"][1] > pair["relative_ci"][0]:
+        pair["width_ratio"] = (high - low) / (pair["relative_ci"][1] - pair["relative_ci"][0])
+    unpaired = _unpaired_verdict(diff, comparison.resolution, len(_values(mode)))
     return {"objective_diff": diff.diff, "relative": rel, "relative_ci95": [low, high] if low is not None else None,
+            "analysis": "paired" if pair is not None else "welch", "paired": pair, "unpaired": unpaired,
+            "resolved": (pair or unpaired)["resolved"],
             "seed_half_relative": None if diff.seed_half is None else diff.seed_half / scale,
             "eval_noise_half_relative": None if diff.example_half is None else diff.example_half / scale,
             "distinguishable": diff.distinguishable, "confirmed": bool(mode.confirmed and reference.confirmed),
@@ -353,11 +418,13 @@ def _untuned_half(mode: str, view: StudyView) -> float | None:
 
 def _headline(mode: ModeSummary, reference: ModeSummary, d: dict[str, Any], view: StudyView) -> str:
     name, ref, rel = mode.label, reference.label, abs(d["relative"]) * 100
-    quality = (f"{view.objective} {'better' if d['better'] else 'worse'} by {rel:.1f}%" if rel >= 0.05
+    pair = d.get("paired")
+    if pair is not None:
+        rel = abs(pair["relative"]) * 100
+    better = (pair["diff"] < 0) == view.minimize if pair is not None else d["better"]
+    quality = (f"{view.objective} {'better' if better else 'worse'} by {rel:.1f}%" if rel >= 0.05
                else f"the same {view.objective}")
-    if d["relative_ci95"]:
-        low, high = (100 * v for v in d["relative_ci95"])
-        quality += f" (95% CI {low:+.1f}% to {high:+.1f}%)"
+    quality += _interval_text(d)
     parts = [f"{name} reaches {quality} than {ref}" if rel >= 0.05 else f"{name} reaches {quality}"]
     if d["peak_memory_ratio"] is not None:
         memory = f"at {100 * d['peak_memory_ratio']:.0f}% of its peak memory"
@@ -368,12 +435,30 @@ def _headline(mode: ModeSummary, reference: ModeSummary, d: dict[str, Any], view
         parts.append(f"and {d['time_ratio']:.2f}x its time per step")
     sentence = " ".join(parts)
     if not d["confirmed"]:
-        return sentence + "; single trials, unconfirmed."
-    seeds = mode.confirmed.objective.n if mode.confirmed and mode.confirmed.objective else 0
-    verdict = (f"not distinguishable from {ref}" if d["distinguishable"] is False
-               else "a real difference" if d["distinguishable"] else "too few seeds to tell")
+        return sentence + "; not resolved: single trials, unconfirmed."
+    seeds = pair["pairs"] if pair is not None else (
+        mode.confirmed.objective.n if mode.confirmed and mode.confirmed.objective else 0)
     against = [c.against() for c in (mode.confirmed, reference.confirmed) if c is not None and c.against()]
-    return f"{sentence}; {verdict} at {seeds} seeds" + "".join(f" ({a})" for a in against) + "."
+    verdict = (pair or d["unpaired"])["phrase"]
+    return f"{sentence}; {verdict} ({seeds} seeds)" + "".join(f" ({a})" for a in against) + "."
+
+
+def _interval_text(d: dict[str, Any]) -> str:
+    """` (95% CI -1.8% to +0.4%, paired over 3 seeds; unpaired -4.6% to +3.2%: 1.7x narrower)`, or the unpaired
+    interval alone."""
+    pair, unpaired = d.get("paired"), d["relative_ci95"]
+    span = "{:+.1f}% to {:+.1f}%".format
+    if pair is None or not pair["relative_ci"]:
+        return f" (95% CI {span(*(100 * v for v in unpaired))})" if unpaired else ""
+    level = f"{100 * pair['confidence']:.1f}".rstrip("0").rstrip(".")
+    text = f" ({level}% CI {span(*(100 * v for v in pair['relative_ci']))}, paired over {pair['pairs']} seeds"
+    if pair["confidence"] != 0.95:
+        text += " (sequential: the look's level)"
+    if unpaired:
+        text += f"; unpaired 95% CI {span(*(100 * v for v in unpaired))}"
+        if pair.get("width_ratio"):
+            text += f": the pairing narrows it {pair['width_ratio']:.1f}x"
+    return text + ")"
 
 
 def _cost_sentence(mode: ModeSummary, reference: ModeSummary, d: dict[str, Any], view: StudyView) -> str | None:
@@ -462,8 +547,13 @@ def comparison_markdown(c: Comparison) -> str:
     arrow = "lower is better" if c.minimize else "higher is better"
     task = c.task_metric or "task metric"
     lines = [f"- {line}" for line in c.setup] + [""]
-    lines += [f"Objective: `{c.objective}` ({arrow}). Intervals are 95% and hold both the seed spread (Welch) and "
-              "the held-out set's sampling noise (paired bootstrap over examples). Memory: peak during training and "
+    lines += [f"Objective: `{c.objective}` ({arrow}). Intervals are 95% and hold both the seed spread and the "
+              "held-out set's sampling noise (paired bootstrap over examples); configs confirmed on the same seeds "
+              "are compared seed by seed (paired t over the per-seed differences: a seed fixes the data order and "
+              "the adapter initialisation), with the unpaired (Welch) interval beside it. A comparison is resolved "
+              f"when its interval excludes zero or is at most ±{c.resolution} wide"
+              + (f"; sequential confirmation up to {c.max_seeds} seeds: intervals at each look's level ({METHOD})"
+                 if c.max_seeds else "") + ". Memory: peak during training and "
               "during the final eval + generation (CUDA: max allocated; CPU: peak resident memory of the trial "
               "process); weights: the base model's weights in that mode.", ""]
     lines += [f"- {h}" for h in c.headlines] + ([""] if c.headlines else [])

@@ -1,15 +1,18 @@
 """Small-sample statistics for confirmation runs: mean, spread, Student-t confidence intervals.
 
-A confirmed config has a handful of seeds (3 to 5), so intervals use the t distribution, and two
-configs are compared with Welch's t interval (unequal variances); the t quantile is scipy's
-(checked in the tests against printed tables).
+A confirmed config has a handful of seeds (3 to 5), so intervals use the t distribution. Two configs are
+compared with Welch's t interval (unequal variances, unpaired) and, when they ran on the same seeds (a seed
+fixes the data order and the adapter initialisation: common random numbers), with the paired t interval over
+the per-seed differences, which removes the seed effect both share. The t quantile is scipy's (checked in the
+tests against printed tables).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Mapping, Sequence
 
 CONFIDENCE = 0.95
 
@@ -45,6 +48,20 @@ class Difference:
     """Half-width of Welch's interval over seeds (training noise); None with one value on a side."""
     example_half: float | None = None
     """Half-width of the paired bootstrap over held-out examples (eval-set noise); None when not known."""
+    pairs: int | None = None
+    """Seeds both sides ran on, when the seed part is the paired t over per-seed differences (None: Welch)."""
+    diff_std: float | None = None
+    """Sample standard deviation of the per-seed differences (paired analysis only)."""
+
+    @property
+    def analysis(self) -> str:
+        """`paired` (t over per-seed differences) or `welch` (unpaired), for the read-outs to say."""
+        return "paired" if self.pairs is not None else "welch"
+
+    @property
+    def half(self) -> float | None:
+        """Half-width of the CI (None when there is none)."""
+        return None if self.ci_low is None or self.ci_high is None else (self.ci_high - self.ci_low) / 2
 
     @property
     def distinguishable(self) -> bool | None:
@@ -88,6 +105,23 @@ def welch(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE
     return Difference(diff, diff - half, diff + half, sb.mean)
 
 
+def paired(a: Mapping[int, float], b: Mapping[int, float], confidence: float = CONFIDENCE) -> Difference:
+    """The paired t interval of mean(a) - mean(b) over the seeds both ran on (`a` and `b` map seed -> value).
+
+    The difference is taken seed by seed, so an effect a seed has on both configs (a lucky data order, a
+    good initialisation) cancels; `reference` is b's mean over the shared seeds. No interval below two
+    shared seeds."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise ValueError("a paired comparison needs at least one seed both configs ran on")
+    diffs = [a[s] - b[s] for s in seeds]
+    reference = sum(b[s] for s in seeds) / len(seeds)
+    d = summarize(diffs, confidence)
+    return Difference(d.mean, d.ci_low, d.ci_high, reference, seed_half=None if d.ci_low is None else
+                      (d.ci_high - d.ci_low) / 2, pairs=len(seeds), diff_std=d.std)  # type: ignore[operator]
+
+
+@functools.lru_cache(maxsize=4096)
 def t_quantile(p: float, df: float) -> float:
     """The p-quantile of Student's t with df (real, > 0) degrees of freedom."""
     if not 0.0 < p < 1.0 or df <= 0:
@@ -133,3 +167,14 @@ def combined_difference(a: Sequence[float], b: Sequence[float], example_half: fl
         return replace(seeds, seed_half=seed_half)
     half = math.sqrt((seed_half or 0.0) ** 2 + example_half ** 2)
     return Difference(seeds.diff, seeds.diff - half, seeds.diff + half, seeds.reference, seed_half, example_half)
+
+
+def combined_paired(a: Mapping[int, float], b: Mapping[int, float], example_half: float | None,
+                    confidence: float = CONFIDENCE) -> Difference:
+    """As `combined_difference`, with the seed part from the paired t over the shared seeds (`paired`);
+    `example_half` should come from the same seeds' per-example scores."""
+    seeds = paired(a, b, confidence)
+    if example_half is None:
+        return seeds
+    half = math.sqrt((seeds.seed_half or 0.0) ** 2 + example_half ** 2)
+    return replace(seeds, ci_low=seeds.diff - half, ci_high=seeds.diff + half, example_half=example_half)

@@ -64,6 +64,12 @@ class TrialResult:
     """The optimizer the adapter trained with, as a TrainingArguments `optim` value (`adamw_torch`...)."""
     weights: dict[str, Any] = field(default_factory=dict)
     """The base model's weight memory by kind (MiB): see weights.weight_breakdown."""
+    data_seed: int | None = None
+    """The seed of the training data order (epoch e shuffles with data_seed * 100003 + e): every config run
+    with the same seed sees the same batches in the same order (common random numbers)."""
+    init_seed: int | None = None
+    """The seed the adapter was initialised with: configs whose adapters have the same shapes start from the
+    same weights under the same seed."""
     per_example: dict[str, list[float]] = field(default_factory=dict)
     """Per held-out example, in eval-split order: `loss` (mean over its scored tokens), `tokens` (its
     scored tokens), and each task metric's score on the generated examples (the first generate_size)."""

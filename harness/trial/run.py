@@ -122,11 +122,14 @@ class Measured:
     """Peak memory in MB of the training loop (None until it ends)."""
     eval_peak: float | None = None
     """Peak memory in MB of the final eval and generation."""
+    seed: int | None = None
+    """The trial's training seed: it seeds the data order and the adapter initialisation alike."""
 
     def described(self) -> dict[str, Any]:
         """The fields every result carries, whatever its status: where it ran and with what."""
         return {"device": self.device, "device_name": self.device_name, "compute_dtype": self.compute_dtype,
-                "optimizer": self.optimizer, "weights": self.weights or {}}
+                "optimizer": self.optimizer, "weights": self.weights or {}, "data_seed": self.seed,
+                "init_seed": self.seed}
 
 
 class MemoryMeter:
@@ -263,7 +266,7 @@ def run_trial(config: TrialConfig, cache: TrialCache | None = None,
     device = pick_device()
     meter = MemoryMeter(device)
     measured = Measured(device, device_name(device), str(compute_dtype(device)).replace("torch.", ""),
-                        optimizer_name(device))
+                        optimizer_name(device), seed=config.train.seed)
     try:
         _prepare(config, cache, device)  # one-time work (tokenizing, quantizing the cache) is not the trial's peak
         meter.reset()

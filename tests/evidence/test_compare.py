@@ -137,6 +137,51 @@ def test_comparison_counts_confirms_and_states_the_headline(study_url: str, tmp_
     assert data["modes"][1]["oom"] == 1
 
 
+def _paired_study(tmp_path: Path, nf4: tuple[float, float, float], name: str = "p") -> str:
+    """16-bit and nf4-dq confirmed on seeds 1-3 whose seed effect both share (seed 2 is a bad draw for both)."""
+    url = f"sqlite:///{tmp_path}/{name}.db"
+    study = optuna.create_study(study_name=name, storage=url)
+    study.set_user_attr("sweep", SWEEP)
+    _trial(study, "none", 1e-3, 2.00, memory=1000.0)
+    _trial(study, "nf4-dq", 1e-3, 2.00, memory=400.0)
+    for seed, loss in zip((1, 2, 3), (2.00, 2.30, 2.10)):
+        _trial(study, "none", 1e-3, loss, memory=1000.0, seed=seed, of=0)
+    for seed, loss in zip((1, 2, 3), nf4):
+        _trial(study, "nf4-dq", 1e-3, loss, memory=400.0, seed=seed, of=1)
+    return url
+
+
+def test_configs_confirmed_on_the_same_seeds_are_compared_seed_by_seed(tmp_path: Path) -> None:
+    comparison = build_comparison(open_view("p", _paired_study(tmp_path, (2.05, 2.36, 2.15))))
+    d = comparison.differences["nf4-dq"]
+    assert d["distinguishable"] is False  # Welch: the seed spread (0.15) swamps a 0.053 difference
+    pair = d["paired"]
+    # per-seed differences 0.05, 0.06, 0.05: mean 0.05333, sd 0.005774; t(0.975, 2) = 4.302653
+    assert pair["pairs"] == 3 and pair["seeds"] == [1, 2, 3]
+    assert pair["diff"] == pytest.approx(0.053333, abs=1e-6)
+    half = 4.302653 * 0.0057735 / 3 ** 0.5
+    scale = (2.00 + 2.30 + 2.10) / 3
+    assert pair["relative_ci"] == pytest.approx([(0.053333 - half) / scale, (0.053333 + half) / scale], abs=1e-5)
+    assert pair["width_ratio"] > 5 and d["analysis"] == "paired"
+    assert d["resolved"] and pair["verdict"]["kind"] == "different"
+    headline = comparison.headlines[0]
+    for needle in ("paired over 3 seeds", "unpaired 95% CI", "the pairing narrows it", "resolved: a real difference"):
+        assert needle in headline, (needle, headline)
+    assert "paired t over the per-seed differences" in comparison_markdown(comparison)
+
+
+def test_an_unresolved_comparison_says_how_many_seeds_would_resolve_it(tmp_path: Path) -> None:
+    view = open_view("q", _paired_study(tmp_path, (2.03, 2.29, 2.12), name="q"))  # diffs +0.03, -0.01, +0.02
+    d = build_comparison(view).differences["nf4-dq"]
+    assert not d["resolved"] and d["paired"]["verdict"]["kind"] == "unresolved"
+    needed = d["paired"]["verdict"]["seeds_needed"]
+    assert needed > 3 and f"about {needed} seeds in all would resolve it ({needed - 3} more)" in d["paired"]["phrase"]
+    assert "not resolved at ±1.0%" in d["paired"]["phrase"]
+    # a coarser resolution is met by the same runs: the interval is narrower than +/-10%
+    coarse = build_comparison(view, resolution="10%").differences["nf4-dq"]
+    assert coarse["resolved"] and coarse["paired"]["verdict"]["kind"] == "within"
+
+
 def test_unconfirmed_comparison_says_so(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/u.db"
     study = optuna.create_study(study_name="u", storage=url)
@@ -145,7 +190,7 @@ def test_unconfirmed_comparison_says_so(tmp_path: Path) -> None:
     _trial(study, "nf4-dq", 1e-3, 2.0, memory=500.0)
     comparison = build_comparison(open_view("u", url))
     assert comparison.headlines == ["nf4-dq reaches the same eval_loss at 50% of its peak memory (30% of its "
-                                    "weight memory) and 1.50x its time per step; single trials, unconfirmed."]
+                                    "weight memory) and 1.50x its time per step; not resolved: single trials, unconfirmed."]
     assert any("unconfirmed" in note for note in comparison.notes)
     assert "confirm-seeds" in comparison_markdown(comparison)
 

@@ -1,0 +1,162 @@
+"""Is a comparison resolved, how many seeds would resolve it, and when may sequential confirmation stop.
+
+A comparison (a config against a reference, both run on the same seeds) is **resolved** when its interval
+excludes zero (a real difference) or is narrower than the resolution asked for (`--resolution`: the
+difference is pinned down to within +/- that much, so any effect left is smaller than the user cares about).
+
+Sequential confirmation (`--confirm-until resolved --max-seeds N`) looks after every added seed, so a
+fixed 95% interval would be wrong more often than 5% of the time (every look is another chance of a false
+"real difference"). The per-look levels come from an alpha-spending function (Lan & DeMets 1983,
+Biometrika 70(3):659-663) of the Pocock type, alpha(t) = alpha * ln(1 + (e - 1) t), over the information
+fraction t = n / N: the look at n seeds may spend alpha(n/N) - alpha((n-1)/N) (the look at two seeds also
+the part of one seed, where no interval exists). The union bound (Bonferroni) over the looks keeps the
+chance of any false "real difference" at or below alpha whatever the correlation between looks and however
+many of them are taken, so stopping at the first resolved look is valid; it is conservative, the price of
+holding with t intervals at 2 to 10 seeds. tests/evidence/test_sequential.py checks the rate on a
+simulated null.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from harness.config.errors import SpecError
+from harness.evidence.stats import CONFIDENCE, Difference, combined_paired, t_quantile
+
+METHOD = ("Pocock-type alpha spending over the seeds (Lan & DeMets 1983), each look at its increment, "
+          "Bonferroni over the looks")
+
+DEFAULT_RESOLUTION = "1%"
+
+
+def spent(fraction: float, alpha: float = 1 - CONFIDENCE) -> float:
+    """alpha spent by information fraction `fraction` (0..1): alpha * ln(1 + (e - 1) t)."""
+    t = min(max(fraction, 0.0), 1.0)
+    return alpha * math.log(1 + (math.e - 1) * t)
+
+
+def look_confidence(n: int, max_seeds: int, confidence: float = CONFIDENCE) -> float:
+    """The confidence level of the interval at the look after `n` seeds (2 <= n <= max_seeds) of a sequential
+    confirmation capped at `max_seeds`; their alphas add up to 1 - confidence at the cap."""
+    if not 2 <= n <= max_seeds:
+        raise ValueError(f"a look needs 2 <= n <= max_seeds, got n={n}, max_seeds={max_seeds}")
+    alpha = 1 - confidence
+    before = 0.0 if n == 2 else spent((n - 1) / max_seeds, alpha)
+    return 1 - (spent(n / max_seeds, alpha) - before)
+
+
+def look_level(n: int, max_seeds: int | None) -> float:
+    """The level of the interval after `n` seeds: the look's (`look_confidence`) in a sequential confirmation
+    capped at `max_seeds` (a cap below n counts as n), else the fixed 95%."""
+    return look_confidence(n, max(max_seeds, n)) if max_seeds and n >= 2 else CONFIDENCE
+
+
+def rescale_half(half: float, confidence: float, to: float) -> float:
+    """A normal-theory half-width at `confidence` rescaled to confidence `to` (for the held-out bootstrap,
+    which is computed at 95%)."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf
+    return half * z(0.5 + to / 2) / z(0.5 + confidence / 2)
+
+
+def parse_resolution(text: str | float | None, where: str = "--resolution") -> tuple[float, bool]:
+    """`1%` -> (0.01, relative), `0.02` -> (0.02, absolute, in the objective's units)."""
+    raw = str(DEFAULT_RESOLUTION if text is None else text).strip()
+    relative = raw.endswith("%")
+    try:
+        value = float(raw[:-1]) / 100 if relative else float(raw)
+    except ValueError:
+        raise SpecError(f"{where} {raw!r} is not a number: give it in the objective's units (0.02) or as a "
+                        "percent of the reference (1%)") from None
+    if not value > 0 or math.isinf(value):
+        raise SpecError(f"{where} must be above zero, got {raw!r}")
+    return value, relative
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a comparison is resolved at a resolution, and if not how many seeds would resolve it."""
+
+    resolved: bool
+    kind: str
+    """`different` (the interval excludes zero), `within` (narrower than +/- the resolution), `unresolved`,
+    or `unknown` (no interval: too few seeds)."""
+    seeds: int
+    """Seeds the comparison rests on (pairs when paired)."""
+    resolution: float
+    """In the objective's units."""
+    half: float | None
+    needed: int | None = None
+    """For an unresolved one: seeds in all that would likely resolve it (from the measured spread of the
+    per-seed differences; a planning figure, at a fixed 95% level); None when more seeds cannot."""
+    floor: bool = False
+    """The held-out set's noise alone is wider than the resolution: more seeds cannot resolve it, a larger
+    held-out split can."""
+
+    def phrase(self, relative_to: float | None = None) -> str:
+        """`resolved: a real difference`, `resolved within +/-0.6%`, `not resolved at +/-1.0%: about 16 seeds in
+        all would resolve it (13 more)`."""
+        def amount(x: float) -> str:
+            return f"{100 * x / abs(relative_to):.1f}%" if relative_to else f"{x:.4f}"
+
+        if self.kind == "different":
+            return "resolved: a real difference"
+        if self.kind == "within":
+            return f"resolved: no difference beyond ±{amount(self.half or 0.0)}"
+        text = f"not resolved at ±{amount(self.resolution)}"
+        if self.floor:
+            return text + ": the held-out set's noise alone is wider; more held-out examples, not more seeds, " \
+                          "would resolve it"
+        if self.needed is not None:
+            return text + f": about {self.needed} seeds in all would resolve it ({self.needed - self.seeds} more)"
+        return text + ": too few seeds to estimate how many more it needs"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"resolved": self.resolved, "kind": self.kind, "seeds": self.seeds, "resolution": self.resolution,
+                "half": self.half, "seeds_needed": self.needed, "eval_set_floor": self.floor}
+
+
+def judge(diff: Difference, resolution: float, seeds: int) -> Verdict:
+    """Resolved or not, at `resolution` (objective units), and the seeds an unresolved one would need."""
+    half = diff.half
+    if half is None:
+        return Verdict(False, "unknown", seeds, resolution, None)
+    if diff.distinguishable:
+        return Verdict(True, "different", seeds, resolution, half)
+    if half <= resolution:
+        return Verdict(True, "within", seeds, resolution, half)
+    example = diff.example_half or 0.0
+    if example >= resolution:
+        return Verdict(False, "unresolved", seeds, resolution, half, floor=True)
+    needed = seeds_needed(diff.diff_std, example, max(resolution, abs(diff.diff)), seeds)
+    return Verdict(False, "unresolved", seeds, resolution, half, needed=needed)
+
+
+def seeds_needed(diff_std: float | None, example_half: float, target: float, have: int,
+                 confidence: float = CONFIDENCE, cap: int = 1000) -> int | None:
+    """The fewest seeds whose interval (paired t over seeds with spread `diff_std`, plus the held-out
+    noise `example_half` in quadrature) is at most `target` wide on each side; None without a spread."""
+    if diff_std is None or diff_std <= 0 or example_half >= target:
+        return None
+    room = math.sqrt(target ** 2 - example_half ** 2)
+    n = max(have + 1, 2)
+    while n <= cap:
+        if t_quantile(0.5 + confidence / 2, n - 1) * diff_std / math.sqrt(n) <= room:
+            return n
+        n += 1
+    return None
+
+
+def look(a: Mapping[int, float], b: Mapping[int, float], example_half: float | None, resolution: float,
+         max_seeds: int | None = None) -> tuple[Difference, Verdict]:
+    """The paired comparison of a against b (seed -> value) and its verdict. With `max_seeds` (sequential
+    confirmation) the interval is at the look's level (`look_confidence`), else at 95%; `example_half` is
+    the held-out bootstrap's 95% half-width, rescaled to the look's level."""
+    n = len(set(a) & set(b))
+    confidence = look_level(n, max_seeds)
+    half = None if example_half is None else rescale_half(example_half, CONFIDENCE, confidence)
+    diff = combined_paired(a, b, half, confidence)
+    return diff, judge(diff, resolution, n)
