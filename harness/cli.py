@@ -132,6 +132,31 @@ DEVICE_OPTION = typer.Option(None, "--device", help="Only the trials that ran on
                                                     "when a study ran on several); tables never mix devices.")
 
 
+@app.command("import")
+def import_(
+    records: Path = typer.Argument(..., help="The trials.jsonl a sweep wrote."),
+    experiment: Optional[Path] = typer.Option(None, "--experiment", "-e",
+                                              help="The experiment YAML the trials ran with (flags override it)."),
+    study: Optional[str] = typer.Option(None, help="Name of the new study (default: the experiment file's name)."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///<out>/study.db)."),
+    out: Optional[str] = typer.Option(None, help="The new study's folder (default experiments/<study>)."),
+    model: Optional[str] = typer.Option(None, help="The model the trials trained, when no experiment file says."),
+    space: Optional[str] = typer.Option(None, help="The search space they were drawn from."),
+    max_steps: Optional[int] = typer.Option(None, help="Their optimizer steps per trial."),
+    seed: Optional[int] = typer.Option(None, help="The sweep's seed (a confirmation ran with another)."),
+) -> None:
+    """Rebuild a study from its trials.jsonl (when its database is gone): compare, recommend, report and
+    further confirmation seeds then work on it."""
+    from harness.config.experiment import build_sweep_spec, load_experiment, resolve_space
+    from harness.config.space import load_space
+    from harness.search.importing import import_records
+
+    file_values = load_experiment(experiment) if experiment else {}
+    flags = dict(model=model, space=space, study=study, storage=storage, max_steps=max_steps, seed=seed, out=out)
+    spec = build_sweep_spec(file_values, flags, str(experiment) if experiment else "flags")
+    import_records(records, spec, load_space(resolve_space(spec.space)), say=typer.echo)
+
+
 @app.command()
 def status(study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION) -> None:
     """A table of the study's trials."""
@@ -174,15 +199,35 @@ def compare(
                            help="Group trials by this categorical axis (or several, comma-separated: their "
                                 "combinations), e.g. use_dora or init_lora_weights,use_dora; each group is compared "
                                 "with the one at the axes' defaults. Confirmation re-runs each group's best config."),
+    confirm_until: Optional[str] = typer.Option(None, "--confirm-until",
+                                                help="resolved: sequential confirmation; add seeds (2, then 2 at a "
+                                                     "time) to the groups of unresolved comparisons until every one "
+                                                     "is resolved or --max-seeds are spent."),
+    max_seeds: int = typer.Option(10, "--max-seeds", help="The most seeds per config --confirm-until spends."),
+    resolution: Optional[str] = typer.Option(None, "--resolution",
+                                             help="A comparison is resolved when its interval excludes zero or is "
+                                                  "at most this wide on each side: a percent of the reference (1%, "
+                                                  "the default) or the objective's units (0.02)."),
 ) -> None:
     """LoRA vs QLoRA (or any categorical axis, --by): per group, quality, memory and time; writes
     comparison.md/json (comparison_by_<axes>.md/json with --by)."""
     from harness.evidence.compare import build_comparison, write_comparison
+    from harness.evidence.confirm import confirm_until_resolved
+    from harness.evidence.sequential import parse_resolution
     from harness.search.progress import comparison_table, print_table
     from harness.config.paths import study_reports_dir
 
+    parse_resolution(resolution)
+    if confirm_until not in (None, "resolved"):
+        _fail(f"--confirm-until {confirm_until!r} is not a rule: the one rule is `resolved`", 2)
+    if confirm_until and confirm_seeds:
+        _fail("--confirm-until and --confirm-seeds both say how many seeds to run: give one", 2)
     view, groups = _grouped_view(study, storage, out, by, confirm_seeds, confirm_top)
-    comparison = build_comparison(view, device, groups)
+    sequential = max_seeds if confirm_until else None
+    if confirm_until:
+        with _sweep_errors():
+            view = confirm_until_resolved(view, max_seeds, resolution, confirm_top, out, typer.echo, groups)
+    comparison = build_comparison(view, device, groups, resolution, sequential)
     md, js = write_comparison(comparison, Path(study_reports_dir(study, reports_dir)))
     for line in comparison.setup:
         typer.echo(line)

@@ -13,12 +13,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_short_sweep_on_the_real_model_beats_the_untuned_model(tmp_path: Path) -> None:
-    # The default sweep's settings, but 8 generated answers per trial instead of 32: generation is most of the
-    # time here, and 8 real answers show that task metrics are scored on the real model.
+    # The default sweep's settings, but 8 steps and 4 generated answers per trial instead of 32: generation is
+    # much of the time here, and 4 real answers show that task metrics are scored on the real model. 8 steps
+    # beat the untuned model by about 0.9 nats here (12 steps: 1.1), far more than the eval-set noise.
     experiment = tmp_path / "smol.yaml"
-    experiment.write_text("eval: {generate_size: 8}\n")
+    experiment.write_text("eval: {generate_size: 4}\n")
     out = tmp_path / "smol"
-    proc = run_cli("sweep", "-e", str(experiment), "--model", "smollm2-135m", "--trials", "2", "--max-steps", "12",
+    proc = run_cli("sweep", "-e", str(experiment), "--model", "smollm2-135m", "--trials", "2", "--max-steps", "8",
                    "--study", "smol", "--out", str(out), "--wandb", "offline", "--seed", "0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = optuna.load_study(study_name="smol", storage=f"sqlite:///{out}/study.db")

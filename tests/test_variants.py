@@ -391,17 +391,44 @@ def test_variants_sweep_compare_by_and_recommend_from_the_command_line(tmp_path:
         assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 0.0])  # 1 warm-up step, stable, 1 decay step
     assert sorted(_variant_of(r["params"]) for r in rows) == ["dora", "olora", "plain"]
 
-    compare = run_cli("compare", "--by", "init_lora_weights,use_dora", "--confirm-seeds", "1", *common,
-                      "--reports-dir", str(tmp_path / "reports"), cwd=tmp_path)
+    # Sequential confirmation at a resolution no run can meet: 2 seeds per group, then one more (the cap).
+    compare = run_cli("compare", "--by", "init_lora_weights,use_dora", "--confirm-until", "resolved", "--max-seeds",
+                      "3", "--resolution", "1e-9", *common, "--reports-dir", str(tmp_path / "reports"), cwd=tmp_path)
     assert compare.returncode == 0, compare.stderr[-2000:]
     doc = json.loads((tmp_path / "reports" / "comparison_by_init_lora_weights+use_dora.json").read_text())
     assert doc["by"] == ["init_lora_weights", "use_dora"]
     assert doc["reference"] == "init_lora_weights=true, use_dora=false"
     labels = sorted(m["label"] for m in doc["modes"])
     assert labels == ["defaults", "init_lora_weights=olora", "use_dora=true"]
-    assert all(m["confirmed"] and len(m["confirmed"]["seeds"]) == 1 for m in doc["modes"])  # one re-run each
+    assert all(sorted(m["confirmed"]["seeds"]) == [1, 2, 3] for m in doc["modes"])  # the same seeds for every group
     assert set(doc["vs_reference"]) == {"init_lora_weights=olora, use_dora=false", "init_lora_weights=true, use_dora=true"}
-    assert "3 re-runs" in compare.stdout and "group of init_lora_weights, use_dora" in compare.stdout
+    assert "6 re-runs" in compare.stdout and "group of init_lora_weights, use_dora" in compare.stdout
+    assert "adding seeds up to 3" in compare.stdout and "3 seeds spent (--max-seeds)" in compare.stdout
+    assert doc["sequential"]["max_seeds"] == 3 and "Lan & DeMets" in doc["sequential"]["method"]
+    for d in doc["vs_reference"].values():  # paired over the shared seeds, at the last look's level
+        assert d["analysis"] == "paired" and d["paired"]["pairs"] == 3 and 0.95 < d["paired"]["confidence"] < 1
+        # nothing is pinned down to +/-1e-9: resolved only by an interval that excludes zero
+        phrase = d["paired"]["phrase"]
+        assert phrase == "resolved: a real difference" or phrase.startswith("not resolved at ±1e-09"), phrase
+        assert d["resolved"] == (d["paired"]["verdict"]["kind"] == "different")
+    assert all("resolved" in h for h in doc["headlines"])
+
+    # The study rebuilt from its trials.jsonl reads back the same (confirmations named in the records).
+    imported = tmp_path / "imported"
+    result = run_cli("import", str(out / "trials.jsonl"), "--model", "tiny-llama", "--space", str(space),
+                     "--max-steps", "4", "--study", "v2", "--out", str(imported), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "imported 12 trials" in result.stdout and "inferred" not in result.stdout
+    again = run_cli("compare", "--by", "init_lora_weights,use_dora", "--study", "v2", "--out", str(imported),
+                    "--resolution", "1e-9", "--reports-dir", str(tmp_path / "reports2"), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    doc2 = json.loads((tmp_path / "reports2" / "comparison_by_init_lora_weights+use_dora.json").read_text())
+    for key, d in doc["vs_reference"].items():
+        assert doc2["vs_reference"][key]["paired"]["diff"] == pytest.approx(d["paired"]["diff"], rel=1e-12)
+        assert doc2["vs_reference"][key]["relative_ci95"] == pytest.approx(d["relative_ci95"], rel=1e-9)
+    refused = run_cli("import", str(out / "trials.jsonl"), "--model", "tiny-llama", "--space", str(space),
+                      "--study", "v2", "--out", str(imported), cwd=tmp_path)
+    assert_one_line_error(refused, "already exists", "v2")
 
     recommend = run_cli("recommend", *common, "--reports-dir", str(tmp_path / "reports"), cwd=tmp_path)
     assert recommend.returncode == 0, recommend.stderr[-2000:]

@@ -144,6 +144,9 @@ class Comparison:
     """The axes the trials are grouped by (`modes` are their groups)."""
     reference: str = REFERENCE
     """The key of the group every other group is compared with."""
+    leader: dict[str, Any] | None = None
+    """The best group against the runner-up (both confirmed on shared seeds): paired_against's fields plus
+    `top` and `runner_up` (group keys) and a `headline`."""
     resolution: str = "1%"
     """A comparison is resolved when its interval excludes zero or is at most this wide on each side (a
     percent of the reference, or the objective's units)."""
@@ -168,7 +171,7 @@ class Comparison:
                 "resolution": self.resolution, "sequential": {"max_seeds": self.max_seeds, "method": METHOD}
                 if self.max_seeds else None,
                 "baseline": self.baseline, "headlines": self.headlines, "quantization_costs": self.costs,
-                "notes": self.notes, "edge_warnings": self.edge_warnings,
+                "notes": self.notes, "edge_warnings": self.edge_warnings, "top_vs_runner_up": self.leader,
                 "modes": [_mode_dict(m) for m in self.modes], "vs_reference": self.differences}
         if self.by_mode:
             data["vs_16bit"] = self.differences  # the name it always had
@@ -197,6 +200,9 @@ def build_comparison(view: StudyView, device: str | None = None, by: Grouping | 
             cost = _cost_sentence(mode, reference, comparison.differences[mode.mode], view) if by.by_mode else None
             if cost:
                 comparison.costs.append(cost)
+    comparison.leader = _leader(modes, view, comparison)
+    if comparison.leader is not None:
+        comparison.headlines.append(comparison.leader["headline"])
     comparison.notes += _notes(view, modes, reference, by)
     comparison.edge_warnings = _edge_warnings(view, modes, by)
     return comparison
@@ -371,6 +377,23 @@ def paired_against(mode: ModeSummary, reference: ModeSummary, view: StudyView, r
             "resolved": verdict.resolved}
 
 
+def _leader(modes: list[ModeSummary], view: StudyView, comparison: Comparison) -> dict[str, Any] | None:
+    """The confirmed group with the best mean against the next best, paired over their shared seeds."""
+    confirmed = [m for m in modes if m.confirmed is not None and m.confirmed.objective is not None]
+    if len(confirmed) < 2:
+        return None
+    top, runner = view.ranked(confirmed, lambda m: m.quality())[:2]
+    pair = paired_against(runner, top, view, comparison.resolution, comparison.max_seeds)
+    if pair is None:
+        return None
+    low, high = (100 * v for v in pair["relative_ci"]) if pair["relative_ci"] else (float("nan"),) * 2
+    level = f"{100 * pair['confidence']:.1f}".rstrip("0").rstrip(".")
+    headline = (f"best group: {top.label}, ahead of {runner.label} by {100 * abs(pair['relative']):.1f}% "
+                f"({level}% CI of the runner-up's difference {low:+.1f}% to {high:+.1f}%, paired over {pair['pairs']} "
+                f"seeds); {pair['phrase']}.")
+    return {**pair, "top": top.mode, "runner_up": runner.mode, "headline": headline}
+
+
 def _unpaired_verdict(diff: Difference, resolution: str | None, seeds: int) -> dict[str, Any]:
     """Resolved or not from the unpaired (Welch) interval, for configs not confirmed on shared seeds."""
     amount, relative = parse_resolution(resolution)
@@ -439,8 +462,8 @@ def _headline(mode: ModeSummary, reference: ModeSummary, d: dict[str, Any], view
     seeds = pair["pairs"] if pair is not None else (
         mode.confirmed.objective.n if mode.confirmed and mode.confirmed.objective else 0)
     against = [c.against() for c in (mode.confirmed, reference.confirmed) if c is not None and c.against()]
-    verdict = (pair or d["unpaired"])["phrase"]
-    return f"{sentence}; {verdict} ({seeds} seeds)" + "".join(f" ({a})" for a in against) + "."
+    verdict = (pair or d["unpaired"])["phrase"] + ("" if pair is not None else f" at {seeds} seeds")
+    return f"{sentence}; {verdict}" + "".join(f" ({a})" for a in against) + "."
 
 
 def _interval_text(d: dict[str, Any]) -> str:

@@ -37,12 +37,15 @@ def confirmation_seeds(base_seed: int, k: int, used: set[int] | frozenset[int] =
     return seeds
 
 
-def plan_confirmations(view: StudyView, seeds: int, top: int = 1, by: Grouping | None = None) -> list[Confirmation]:
+def plan_confirmations(view: StudyView, seeds: int, top: int = 1, by: Grouping | None = None,
+                       groups: set[str] | None = None) -> list[Confirmation]:
     """Re-runs still missing for the `top` best completed search trials of each mode (each group of `by`'s
     axes: `harness compare --by use_dora`). A config gets
     `seeds` confirmation runs in all (finished, running or waiting ones count; failed ones, such as an
     interrupted run, are planned again), each with a seed never run before for the same params (a
-    resumed or duplicated config may already have run some seeds: a repeat would not be fresh evidence)."""
+    resumed or duplicated config may already have run some seeds: a repeat would not be fresh evidence).
+    Every config gets the same seeds (the sweep's seed + 1, + 2, ...), so configs are compared seed by seed.
+    `groups`: only these groups' keys (sequential confirmation adds seeds where a comparison is unresolved)."""
     if seeds < 1 or top < 1:
         raise SpecError(f"--confirm-seeds and --confirm-top must be >= 1, got {seeds} and {top}")
     search = [r for r in view.search_rows() if r.state == "COMPLETE" and r.values]
@@ -52,6 +55,8 @@ def plan_confirmations(view: StudyView, seeds: int, top: int = 1, by: Grouping |
     by = by or grouping(None, view.sweep)
     plans = []
     for group in dict.fromkeys(by.key(r.params) for r in search):
+        if groups is not None and group not in groups:
+            continue
         best = view.ranked(r for r in search if by.key(r.params) == group)[:top]
         for source in best:
             have = [r for r in view.rows if r.confirmation_of == source.number and r.state != "FAIL"]
@@ -68,7 +73,8 @@ def enqueue(study: Any, plans: list[Confirmation]) -> None:
 
 
 def run_confirmations(view: StudyView, seeds: int, top: int, out: str | None = None,
-                      say: Callable[[str], None] = print, by: Grouping | None = None) -> None:
+                      say: Callable[[str], None] = print, by: Grouping | None = None,
+                      groups: set[str] | None = None) -> None:
     """Enqueue the missing re-runs of the `top` configs of each mode (or group of `by`) and run every waiting
     trial with the study's own settings (in its storage, writing to its folder: `out`, else where it was
     created to)."""
@@ -81,12 +87,58 @@ def run_confirmations(view: StudyView, seeds: int, top: int, out: str | None = N
     if not view.sweep:
         raise SpecError(f"study {view.name!r} was not created by `harness sweep`; cannot re-run its configs")
     study = load_existing_study(view.name, view.storage)
-    enqueue(study, plan_confirmations(view, seeds, top, by))
+    enqueue(study, plan_confirmations(view, seeds, top, by, groups))
     waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
     if not waiting:
         say(f"confirmation: every config already has its {seeds} seeds")
         return
     each = "mode" if by is None or by.by_mode else f"group of {by.name}"
-    say(f"confirmation: {waiting} re-runs ({seeds} fresh seeds x the top {top} config(s) of each {each})")
+    which = f"each {each}" if groups is None else f"{len(groups)} group(s) with an unresolved comparison"
+    say(f"confirmation: {waiting} re-runs (up to {seeds} seeds x the top {top} config(s) of {which})")
     flags = {"storage": view.storage, "trials": waiting, "out": str(view.out_dir(out))}
     run_sweep(build_sweep_spec(view.sweep, flags, f"study {view.name}"))
+
+
+def unresolved_groups(comparison: Any) -> set[str]:
+    """The groups on either side of an unresolved comparison (each group against the reference, and the best
+    group against the runner-up): where sequential confirmation adds seeds."""
+    groups: set[str] = set()
+    for group, d in comparison.differences.items():
+        if not d["resolved"]:
+            groups |= {group, comparison.reference}
+    leader = comparison.leader
+    if leader is not None and not leader["resolved"]:
+        groups |= {leader["top"], leader["runner_up"]}
+    return groups
+
+
+def confirm_until_resolved(view: StudyView, max_seeds: int, resolution: str | None, top: int = 1,
+                           out: str | None = None, say: Callable[[str], None] = print, by: Grouping | None = None,
+                           step: int = 2) -> StudyView:
+    """Sequential confirmation: every group's best config gets 2 seeds, then `step` more at a time for the
+    groups of the comparisons still unresolved, until all are resolved at `resolution` (the intervals at
+    each look's level: harness.evidence.sequential) or `max_seeds` are spent. Returns the study read back."""
+    from harness.evidence.compare import build_comparison
+    from harness.search.readout import open_view
+
+    if max_seeds < 2:
+        raise SpecError(f"--max-seeds must be at least 2 (a paired interval needs two seeds), got {max_seeds}")
+    seeds, groups = 2, None
+    while True:
+        run_confirmations(view, seeds, top, out, say, by, groups)
+        view = open_view(view.name, view.storage, out)
+        comparison = build_comparison(view, by=by, resolution=resolution, max_seeds=max_seeds)
+        groups = unresolved_groups(comparison)
+        have = min((m.confirmed.objective.n for m in comparison.modes
+                    if m.mode in groups and m.confirmed and m.confirmed.objective), default=seeds)
+        if not groups:
+            say(f"sequential confirmation: every comparison is resolved at ±{comparison.resolution} "
+                f"after {have} seeds")
+            return view
+        if have >= max_seeds:
+            say(f"sequential confirmation: {max_seeds} seeds spent (--max-seeds); {len(groups)} group(s) still in "
+                "an unresolved comparison: the read-out says how many seeds each would need")
+            return view
+        seeds = min(max(seeds, have) + step, max_seeds)
+        say(f"sequential confirmation: unresolved after {have} seeds ({', '.join(sorted(groups))}); "
+            f"adding seeds up to {seeds}")

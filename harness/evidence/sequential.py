@@ -100,7 +100,7 @@ class Verdict:
         """`resolved: a real difference`, `resolved within +/-0.6%`, `not resolved at +/-1.0%: about 16 seeds in
         all would resolve it (13 more)`."""
         def amount(x: float) -> str:
-            return f"{100 * x / abs(relative_to):.1f}%" if relative_to else f"{x:.4f}"
+            return f"{100 * x / abs(relative_to):.1f}%" if relative_to else f"{x:.4g}"
 
         if self.kind == "different":
             return "resolved: a real difference"

@@ -598,7 +598,7 @@ class Sweep:
         try:
             trial.set_user_attr("status", result.status)
             trial.set_user_attr("reason", result.reason)
-            trial.set_user_attr("result", _summary(result))
+            trial.set_user_attr("result", result_summary(result))
             if result.per_example:
                 trial.set_user_attr("per_example", result.per_example)
             self.study.tell(trial, values, state=state)
@@ -606,17 +606,17 @@ class Sweep:
             # Another worker heard no heartbeat for longer than the grace period, failed this trial as lost
             # and enqueued its retry; that retry stands for it, so this result is dropped, not recorded twice.
             drop_partial(self.out_dir, trial.number)
-            run.finish(_summary(result), failed=True)
+            run.finish(result_summary(result), failed=True)
             self.progress.note(f"trial #{trial.number} was taken for lost by another worker and is retried; "
                                "this run's result is dropped (raise --grace-period if this repeats)")
             return
         record = self._record(trial.number, params, config.to_dict() if config else {}, result, seconds,
-                              worker=self._worker_info())
+                              worker=self._worker_info(), **{k: trial.user_attrs.get(k) for k in RECORDED_ATTRS})
         self._own.append(record)
         keep_adapter(self.study, self.out_dir, trial.number, result.status == "complete",
                      len(self.spec.objectives) == 1, top=self.spec.task_metrics_top or 1)
         run.log_table("samples", result.samples)
-        run.finish(_summary(result), failed=result.status != "complete")
+        run.finish(result_summary(result), failed=result.status != "complete")
         self.progress.end_trial(record, self._best_value())
 
     def _worker_info(self) -> dict[str, Any]:
@@ -658,7 +658,11 @@ def _reason_kind(record: dict[str, Any]) -> str | None:
     return re.sub(r"[-+]?\d[\d.e+-]*", "#", reason)
 
 
-def _summary(result: TrialResult) -> dict[str, Any]:
+RECORDED_ATTRS = ("confirmation_of", "training", "variant")
+"""A trial's enqueued user attrs its trials.jsonl record carries too (`harness import` rebuilds them)."""
+
+
+def result_summary(result: TrialResult) -> dict[str, Any]:
     """The scalar results of a trial and its weight-memory breakdown, for the study's user attrs and W&B
     (per-example scores go to their own user attr, the history and samples to trials.jsonl)."""
     data = result.to_dict()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -132,10 +133,20 @@ def test_everything_stays_in_the_study_dir(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+def _complete(log: Path) -> bool:
+    try:
+        return read_offline_run(log)["exit_code"] is not None
+    except struct.error:  # shorter than a header yet
+        return False
+
+
 def test_killed_run_reads_back_without_exit_code(tmp_path: Path) -> None:
     _one_trial(tmp_path)
     (run_dir,) = offline_runs(tmp_path)
     (log,) = run_dir.glob("run-*.wandb")
+    # W&B's service process may still be writing the log after finish() returns (seen on a loaded machine):
+    # tear it only once it holds the whole run
+    wait_for(lambda: _complete(log), 30, "the offline run's log to be complete")
     torn = tmp_path / "torn.wandb"
     torn.write_bytes(log.read_bytes()[: log.stat().st_size // 2])  # as if killed mid-write
     rec = read_offline_run(torn)
