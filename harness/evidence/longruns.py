@@ -13,6 +13,7 @@ from typing import Any
 from harness.config.defaults import AXES
 from harness.config.errors import SpecError
 from harness.config.space import OPTIONAL_AXES
+from harness.evidence.compare import example_scores
 from harness.evidence.validation import ConfigRuns, validation_doc
 from harness.search.readout import StudyView, open_view
 
@@ -74,8 +75,12 @@ def collect(view: StudyView, long_view: StudyView) -> list[ConfigRuns]:
             same = [r for r in view.completed() if config_key(r.params) == key]
             confirmed = [r for r in same if r.confirmation_of is not None]
             short = tuple(r.values[0] for r in (confirmed or same))
-        long = tuple(r.values[0] for r in long_view.completed() if config_key(r.params, r.training) == key)
-        out.append(ConfigRuns(dict(p["params"]), p["source"], short, long))
+        runs = [r for r in long_view.completed() if config_key(r.params, r.training) == key]
+        examples = {r.seed: found for r in runs if r.seed is not None
+                    and (found := example_scores(r.per_example, long_view.objective)) is not None}
+        out.append(ConfigRuns(dict(p["params"]), p["source"], short, tuple(r.values[0] for r in runs),  # type: ignore[index]
+                              long_by_seed={r.seed: r.values[0] for r in runs if r.seed is not None},  # type: ignore[index]
+                              long_examples=examples))
     return out
 
 

@@ -7,11 +7,13 @@ is a loss."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness.config.objectives import better_sign, ranked
-from harness.evidence.stats import summarize, welch
+from harness.evidence.sequential import judge, parse_resolution
+from harness.evidence.stats import Difference, combined_difference, combined_paired, paired_bootstrap_half, summarize
 
 
 NOT_VALIDATED = ("validated: false means every number here comes from the study's short trials; a ranking at that "
@@ -30,6 +32,10 @@ class ConfigRuns:
     """`search`, or the published default's name."""
     short: tuple[float, ...]
     long: tuple[float, ...]
+    long_by_seed: dict[int, float] = field(default_factory=dict)
+    """The long-budget values by training seed (every validated config runs the same seeds: paired)."""
+    long_examples: dict[int, tuple[list[float], list[float]]] = field(default_factory=dict)
+    """Per seed, the long run's per-example scores and weights on the held-out split (for the bootstrap)."""
 
     def summary(self, budget: str) -> dict[str, Any] | None:
         values = self.short if budget == "short" else self.long
@@ -58,11 +64,53 @@ def rank_agreement(configs: list[ConfigRuns]) -> dict[str, Any]:
     return result
 
 
+def _examples(runs: ConfigRuns, seeds: list[int] | None = None) -> tuple[list[float], list[float]] | None:
+    """Per-example scores averaged over the config's long runs (those of `seeds` when given)."""
+    chosen = [runs.long_examples[s] for s in (seeds if seeds is not None else runs.long_examples)
+              if s in runs.long_examples]
+    if not chosen or len({len(c[0]) for c in chosen}) != 1:
+        return None
+    return [statistics.fmean(column) for column in zip(*(c[0] for c in chosen))], chosen[0][1]
+
+
+def _eval_half(a: ConfigRuns, b: ConfigRuns, seeds: list[int] | None = None) -> float | None:
+    ea, eb = _examples(a, seeds), _examples(b, seeds)
+    if ea is None or eb is None or len(ea[0]) != len(eb[0]) or ea[1] != eb[1]:
+        return None
+    if seeds is None and (len(a.long_examples) != len(a.long) or len(b.long_examples) != len(b.long)):
+        return None  # some runs without per-example scores: the average would not be the mean's
+    return paired_bootstrap_half(ea[0], eb[0], ea[1])
+
+
+def difference(a: ConfigRuns, b: ConfigRuns, resolution: str | None = None) -> dict[str, Any]:
+    """mean(a.long) - mean(b.long) with a 95% interval holding the seed spread and the held-out set's noise
+    (paired bootstrap over examples): paired over the seeds both ran on (t over per-seed differences) when
+    they share two or more, with the unpaired (Welch) interval beside it and the ratio of the widths; and
+    whether it is resolved at `resolution` (harness.evidence.sequential)."""
+    unpaired = combined_difference(list(a.long), list(b.long), _eval_half(a, b))
+    shared = sorted(set(a.long_by_seed) & set(b.long_by_seed))
+    paired = (combined_paired(a.long_by_seed, b.long_by_seed, _eval_half(a, b, shared)) if len(shared) >= 2
+              else None)
+    used: Difference = paired or unpaired
+    amount, relative = parse_resolution(resolution)
+    verdict = judge(used, amount * abs(used.reference) if relative else amount, len(shared) if paired else len(a.long))
+    width = None
+    if paired is not None and paired.half and unpaired.half:
+        width = unpaired.half / paired.half
+    return {"diff": used.diff, "ci95": None if used.ci_low is None else [used.ci_low, used.ci_high],
+            "analysis": used.analysis, "pairs": len(shared) if paired else None,
+            "unpaired_ci95": None if unpaired.ci_low is None else [unpaired.ci_low, unpaired.ci_high],
+            "width_ratio": width, "eval_noise_half": used.example_half, "distinguishable": used.distinguishable,
+            "resolved": verdict.resolved, "verdict": verdict.to_dict(),
+            "phrase": verdict.phrase(used.reference if relative else None)}
+
+
 def regret(configs: list[ConfigRuns], direction: str) -> dict[str, Any]:
     """The short-budget winner (best short mean among the study's own configs) against the best config at the
     long budget (every validated config, published defaults included): the long-budget objective lost by
-    trusting the short budget, with Welch's 95% interval over seeds, and whether the winner held (not
-    distinguishable from the best; None when one side has a single seed)."""
+    trusting the short budget, with its 95% interval (`difference`: paired over the shared seeds, with the
+    held-out bootstrap), and whether the winner held (not distinguishable from the best; None when one side
+    has a single seed)."""
     searched = [c for c in configs if c.short and c.long]
     scored = [c for c in configs if c.long]
     if not searched or not scored:
@@ -73,32 +121,35 @@ def regret(configs: list[ConfigRuns], direction: str) -> dict[str, Any]:
     if best is winner:
         return {"value": 0.0, "ci95": [0.0, 0.0], "winner": winner.params, "best": best.params,
                 "best_source": best.source, "winner_held": True}
-    diff = welch(winner.long, best.long)
-    low, high = diff.ci_low, diff.ci_high
-    interval = None if low is None or high is None else sorted([sign * low, sign * high])
-    held = None if diff.distinguishable is None else not diff.distinguishable
-    return {"value": sign * diff.diff, "ci95": interval, "winner": winner.params, "best": best.params,
+    d = difference(winner, best)
+    oriented = (lambda ci: None if ci is None else sorted([sign * ci[0], sign * ci[1]]))
+    held = None if d["distinguishable"] is None else not d["distinguishable"]
+    return {"value": sign * d["diff"], "ci95": oriented(d["ci95"]), "unpaired_ci95": oriented(d["unpaired_ci95"]),
+            "analysis": d["analysis"], "pairs": d["pairs"], "width_ratio": d["width_ratio"],
+            "resolved": d["resolved"], "phrase": d["phrase"], "winner": winner.params, "best": best.params,
             "best_source": best.source, "winner_held": held}
 
 
 def versus_defaults(recommended: ConfigRuns, defaults: list[ConfigRuns], direction: str) -> list[dict[str, Any]]:
     """Each published default against the recommended config at the long budget: the default's mean minus the
-    recommended mean with Welch's 95% interval, and which is better when the interval excludes zero."""
+    recommended mean with its 95% interval (`difference`), and which is better when the interval excludes zero."""
     out = []
     for default in defaults:
         if not default.long or not recommended.long:
-            out.append({"name": default.source, "diff": None, "ci95": None, "verdict": "not run"})
+            out.append({"name": default.source, "diff": None, "ci95": None, "verdict": "not run", "resolved": False,
+                        "phrase": "not resolved: not run"})
             continue
-        diff = welch(default.long, recommended.long)
-        if diff.distinguishable is None:
+        d = difference(default, recommended)
+        if d["distinguishable"] is None:
             verdict = "too few seeds to tell"
-        elif not diff.distinguishable:
+        elif not d["distinguishable"]:
             verdict = "not distinguishable"
         else:
-            better = diff.diff * better_sign(direction) < 0
+            better = d["diff"] * better_sign(direction) < 0
             verdict = "default better" if better else "recommended better"
-        out.append({"name": default.source, "diff": diff.diff,
-                    "ci95": None if diff.ci_low is None else [diff.ci_low, diff.ci_high], "verdict": verdict})
+        out.append({"name": default.source, **{k: d[k] for k in (
+            "diff", "ci95", "analysis", "pairs", "unpaired_ci95", "width_ratio", "resolved", "phrase")},
+            "verdict": verdict})
     return out
 
 
@@ -120,7 +171,8 @@ def validation_doc(objective: str, direction: str, short_steps: int, long_steps:
                     for c in configs],
         "spearman": {"value": agreement["spearman"], "n": agreement["n"]},
         "kendall": {"value": agreement["kendall"], "n": agreement["n"]},
-        "regret": {k: loss[k] for k in ("value", "ci95", "best_source")},
+        "regret": {k: loss.get(k) for k in ("value", "ci95", "best_source", "analysis", "pairs", "unpaired_ci95",
+                                            "width_ratio", "resolved", "phrase")},
         "winner_held": loss["winner_held"],
         "short_winner": loss.get("winner"),
         "recommended": None if best is None else {"params": best.params, "source": best.source},
@@ -140,6 +192,16 @@ def _describe(params: dict[str, Any]) -> str:
     return (f"{params.get('quantization')}, r {params.get('lora_r')}, alpha {float(params.get('lora_alpha', 0)):g}, "
             f"lr {float(params.get('learning_rate', 0)):.3g}, dropout {params.get('lora_dropout')}, "
             f"{params.get('target_modules')}")
+
+
+def _how(d: dict[str, Any]) -> str:
+    """`95% CI [a, b], paired over 2 seeds; unpaired [c, d]: 1.8x narrower` (or the unpaired interval alone)."""
+    text = f"95% CI {_interval(d.get('ci95'))}"
+    if d.get("analysis") == "paired":
+        text += f", paired over {d['pairs']} seeds; unpaired {_interval(d.get('unpaired_ci95'))}"
+        if d.get("width_ratio"):
+            text += f": the pairing narrows it {d['width_ratio']:.1f}x"
+    return text
 
 
 def headline(doc: dict[str, Any]) -> str:
@@ -174,11 +236,11 @@ def verdict_lines(doc: dict[str, Any]) -> list[str]:
         lines.append(f"the {short}-step winner is also the best at {long} steps")
     elif held is True:
         lines.append(f"the {short}-step winner is not distinguishable from the best at {long} steps: regret "
-                     f"{regret_['value']:.4f} {objective} (95% CI {_interval(regret_['ci95'])})")
+                     f"{regret_['value']:.4f} {objective} ({_how(regret_)}); {regret_.get('phrase', '')}".rstrip("; "))
     elif held is False:
         lines.append(f"the {short}-step winner did NOT hold: at {long} steps it is worse than the best "
-                     f"({regret_['best_source']}) by {regret_['value']:.4f} {objective} "
-                     f"(95% CI {_interval(regret_['ci95'])})")
+                     f"({regret_['best_source']}) by {regret_['value']:.4f} {objective} ({_how(regret_)}); "
+                     f"{regret_.get('phrase', '')}".rstrip("; "))
     else:
         lines.append(f"regret {regret_['value']:.4f} {objective}; too few seeds for an interval")
     recommended = doc.get("recommended")
@@ -189,7 +251,7 @@ def verdict_lines(doc: dict[str, Any]) -> list[str]:
             lines.append(f"published default {row['name']}: {row['verdict']}")
         else:
             lines.append(f"published default {row['name']} minus the best: {row['diff']:+.4f} {objective} "
-                         f"(95% CI {_interval(row['ci95'])}): {row['verdict']}")
+                         f"({_how(row)}): {row['verdict']}; {row.get('phrase', '')}".rstrip("; "))
     return lines
 
 
@@ -205,8 +267,12 @@ def validation_markdown(doc: dict[str, Any], command: str, plot: str | None) -> 
            f"- data: {doc.get('data')}; {doc.get('held_out_examples')} held-out examples",
            f"- devices: {', '.join(doc.get('devices') or []) or 'not recorded'}; seeds at {long} steps: "
            f"{', '.join(map(str, doc.get('seeds') or [])) or '-'}",
-           f"- objective: {objective} ({doc['direction']}); intervals are 95% t intervals over seeds "
-           "(Welch's for differences)", "", "## Verdict", ""]
+           f"- objective: {objective} ({doc['direction']}); a config's interval is the 95% t interval over its "
+           "seeds; a difference's holds the seed spread and the held-out set's noise (paired bootstrap over "
+           "examples): paired over the seeds both configs ran on (every config runs the same seeds: a seed fixes "
+           "the data order and the adapter initialisation), with the unpaired (Welch) interval beside it; a "
+           "difference is resolved when its interval excludes zero or is at most ±1% of the reference wide",
+           "", "## Verdict", ""]
     out += [f"- {line}" for line in verdict_lines(doc)]
     out += ["", "## Configs", "",
             f"| source | config | {short} steps: mean | 95% CI | n | {long} steps: mean | 95% CI | n |",

@@ -184,10 +184,15 @@ def test_the_validation_doc_matches_hand_computed_statistics(validated: str) -> 
     # Spearman = 1 - 6 * (1 + 1 + 0) / (3 * (9 - 1)) = 0.5; Kendall = (2 concordant - 1 discordant) / 3
     assert doc["spearman"] == {"value": pytest.approx(0.5), "n": 3}
     assert doc["kendall"]["value"] == pytest.approx(1 / 3)
-    # the 10-step winner (16-bit, long mean 1.61) against the best at 40 steps (the default, 1.40): Welch over
-    # two seeds a side, std 0.01414 each: se 0.01414, df 2, t 4.303 -> 0.21 +/- 0.0609
+    # the 10-step winner (16-bit, long mean 1.61) against the best at 40 steps (the default, 1.40). Unpaired,
+    # Welch over two seeds a side, std 0.01414 each: se 0.01414, df 2, t 4.303 -> 0.21 +/- 0.0609. Both ran
+    # seeds 1 and 2, and each seed moved both by the same 0.02: paired, the differences are 0.21 and 0.21,
+    # so the seed effect cancels and nothing is left of the interval (no per-example scores here to add).
     assert doc["regret"]["value"] == pytest.approx(0.21)
-    assert doc["regret"]["ci95"] == pytest.approx([0.21 - 4.303 * 0.014142, 0.21 + 4.303 * 0.014142], abs=2e-3)
+    assert doc["regret"]["unpaired_ci95"] == pytest.approx([0.21 - 4.303 * 0.014142, 0.21 + 4.303 * 0.014142],
+                                                           abs=2e-3)
+    assert doc["regret"]["analysis"] == "paired" and doc["regret"]["pairs"] == 2
+    assert doc["regret"]["ci95"] == pytest.approx([0.21, 0.21]) and doc["regret"]["resolved"]
     assert doc["regret"]["best_source"] == "guanaco" and doc["winner_held"] is False
     assert doc["recommended"]["source"] == "guanaco"
     assert doc["short_steps"] == 10 and doc["long_steps"] == 40

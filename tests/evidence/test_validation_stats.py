@@ -108,3 +108,35 @@ def test_a_bad_defaults_file_is_one_line_naming_the_entry(tmp_path: Path, text: 
     with pytest.raises(SpecError, match=str(path)) as err:
         load_defaults(path)
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_validated_difference_is_paired_over_seeds_and_holds_the_held_out_noise() -> None:
+    from harness.evidence.stats import paired_bootstrap_half
+    from harness.evidence.validation import difference
+
+    tokens = [3.0, 1.0, 2.0, 4.0]
+    a_examples = {1: [2.0, 1.0, 3.0, 2.2], 2: [2.2, 1.2, 3.1, 2.3], 3: [2.1, 0.9, 3.3, 2.1]}
+    b_examples = {1: [1.8, 1.1, 2.9, 2.0], 2: [2.0, 1.1, 3.0, 2.2], 3: [2.0, 1.0, 3.0, 2.0]}
+
+    def runs(name: str, by_seed: dict[int, float], examples: dict[int, list[float]]) -> ConfigRuns:
+        return ConfigRuns({"name": name}, "search", (), tuple(by_seed.values()), long_by_seed=by_seed,
+                          long_examples={s: (e, tokens) for s, e in examples.items()})
+
+    a = runs("a", {1: 2.00, 2: 2.30, 3: 2.10}, a_examples)
+    b = runs("b", {1: 1.95, 2: 2.24, 3: 2.06}, b_examples)  # per-seed differences 0.05, 0.06, 0.04
+    d = difference(a, b)
+    seed_half = t_quantile_975(2) * 0.01 / math.sqrt(3)
+    mean = lambda ex: [sum(c) / 3 for c in zip(*ex.values())]  # noqa: E731
+    example_half = paired_bootstrap_half(mean(a_examples), mean(b_examples), tokens)
+    assert d["analysis"] == "paired" and d["pairs"] == 3 and d["diff"] == pytest.approx(0.05)
+    assert d["eval_noise_half"] == pytest.approx(example_half)
+    half = math.hypot(seed_half, example_half)
+    assert d["ci95"] == pytest.approx([0.05 - half, 0.05 + half])
+    assert d["unpaired_ci95"][1] - d["unpaired_ci95"][0] > 2 * half and d["width_ratio"] > 1
+    # the seeds alone would say much less without the pairing; without shared seeds it is Welch's
+    apart = ConfigRuns({"name": "c"}, "search", (), (1.95, 2.24, 2.06), long_by_seed={7: 1.95, 8: 2.24, 9: 2.06})
+    assert difference(a, apart)["analysis"] == "welch"
+
+
+def t_quantile_975(df: int) -> float:
+    return float(stats.t.ppf(0.975, df))
