@@ -37,7 +37,9 @@ GRACE_OPTION = typer.Option(None, "--grace-period", envvar="HARNESS_GRACE_PERIOD
 def sweep(
     experiment: Optional[Path] = typer.Option(None, "--experiment", "-e", help="Experiment YAML (flags override it)."),
     model: Optional[str] = typer.Option(None, help="smollm2-135m, tiny-llama, a hub id, a folder or a .gguf file."),
-    data: Optional[str] = typer.Option(None, help="Built-in dataset (stdlib-qa) or a local JSONL file."),
+    data: Optional[str] = typer.Option(None, help="A built-in task (stdlib-qa, headline-sentiment, fictional-company), "
+                                         "a local .jsonl, .json, .csv or .parquet file or dataset folder, or a "
+                                         "Hugging Face hub dataset id (downloaded once, then read from the cache)."),
     space: Optional[str] = typer.Option(None, help="Search-space file or name in search_spaces/ (default, tiny, ...)."),
     trials: Optional[int] = typer.Option(None, help="How many more finished trials to run."),
     study: Optional[str] = typer.Option(None, help="Study name (default: the experiment file's name, or 'default')."),

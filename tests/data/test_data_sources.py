@@ -147,3 +147,17 @@ def test_local_dataset_folders(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="data folder .*empty.: Hugging Face datasets cannot read it"):
         load_examples(DataSpec(name=str(tmp_path / "empty")))
+
+
+def test_sweep_help_names_every_kind_of_data_it_reads() -> None:
+    """`harness sweep --help` lists each built-in task and file type `--data` accepts (typer's help, in-process)."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.data.builtins import builtin_names
+    from harness.data.files import SUFFIXES
+
+    raw = CliRunner().invoke(app, ["sweep", "--help"]).output
+    text = " ".join("".join(c for c in raw if c not in "│╭╮╰╯─").split())  # rich's box, wrapped lines joined
+    for kind in [*builtin_names(), *SUFFIXES, "hub dataset id"]:
+        assert kind in text, kind
