@@ -303,17 +303,33 @@ def validate(
                                                       "harness/config/published_defaults.yaml (instead of the shipped ones)."),
     workers: int = typer.Option(1, "--workers", help="Worker processes (more than 1 needs journal or PostgreSQL storage)."),
     wandb: Optional[str] = typer.Option(None, help="auto, offline, online or disabled (default: the study's)."),
+    confirm_until: Optional[str] = typer.Option(None, "--confirm-until",
+                                                help="resolved: sequential validation; 2 seeds per config, then 2 "
+                                                     "more at a time for the configs of unresolved comparisons "
+                                                     "(instead of --seeds)."),
+    max_seeds: int = typer.Option(10, "--max-seeds", help="The most seeds per config --confirm-until spends."),
+    resolution: Optional[str] = typer.Option(None, "--resolution",
+                                             help="A difference is resolved when its interval excludes zero or is "
+                                                  "at most this wide on each side: 1% (default) or objective units."),
 ) -> None:
     """Re-train the top configs and the published defaults at the real budget; does the ranking hold?"""
     from harness.config.paths import study_reports_dir
-    from harness.evidence.validate import run_validation
+    from harness.evidence.sequential import parse_resolution
+    from harness.evidence.validate import run_validation, validate_until_resolved
     from harness.evidence.validation import verdict_lines
     from harness.publish.documents import write_validation
 
+    parse_resolution(resolution)
+    if confirm_until not in (None, "resolved"):
+        _fail(f"--confirm-until {confirm_until!r} is not a rule: the one rule is `resolved`", 2)
+    options = dict(steps=steps, epochs=epochs, top=top, defaults=defaults, defaults_file=defaults_file, out=out,
+                   workers=workers, wandb=wandb)
     with _sweep_errors():
-        result = run_validation(_view(study, storage, out), steps=steps, epochs=epochs, top=top, seeds=seeds,
-                                defaults=defaults, defaults_file=defaults_file, out=out, workers=workers,
-                                wandb=wandb, say=typer.echo)
+        if confirm_until:
+            result = validate_until_resolved(_view(study, storage, out), max_seeds, resolution, say=typer.echo,
+                                             **options)
+        else:
+            result = run_validation(_view(study, storage, out), seeds=seeds, say=typer.echo, **options)
     files = write_validation(result.doc, Path(study_reports_dir(study, reports_dir)),
                              "harness " + " ".join(sys.argv[1:]))
     for line in verdict_lines(result.doc):

@@ -55,7 +55,9 @@ def read_validation(view: StudyView, steps: int | None = None) -> Validation:
     n, where = link
     long_view = open_view(where["study"], view.storage, where.get("out"))
     configs = collect(view, long_view)
-    doc = validation_doc(view.objective, view.directions[0], int(view.sweep.get("max_steps") or 0), n, configs)
+    sequential = long_view.attrs.get("sequential") or {}  # set by `validate --confirm-until resolved`
+    doc = validation_doc(view.objective, view.directions[0], int(view.sweep.get("max_steps") or 0), n, configs,
+                         sequential.get("resolution"), sequential.get("max_seeds"))
     doc.update(_context(view, long_view))
     return Validation(where["study"], n, doc, long_view=long_view)
 

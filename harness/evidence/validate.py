@@ -135,14 +135,18 @@ def linked_space(view: StudyView, planned: list[Planned]) -> dict[str, Any]:
                            "defaults (written by harness validate)", "axes": axes}
 
 
-def plan_runs(plan: list[Planned], rows: list[TrialRow], seeds: int, base_seed: int) -> list[tuple[Planned, int]]:
-    """Long runs still missing: every planned config gets `seeds` runs in all (finished, running or waiting ones
-    count; failed ones, such as an interrupted run, are planned again), each with a seed not yet used for it;
-    first seeds of every config first."""
+def plan_runs(plan: list[Planned], rows: list[TrialRow], seeds: int, base_seed: int,
+              grow: set[str] | None = None) -> list[tuple[Planned, int]]:
+    """Long runs still missing: every planned config (those whose key is in `grow`, when given) gets `seeds`
+    runs in all (finished, running or waiting ones count; failed ones, such as an interrupted run, are planned
+    again), each with a seed not yet used for it; first seeds of every config first. Every config gets the
+    same seeds (the study's seed + 1, + 2, ...): the differences between them are paired by seed."""
     if seeds < 1:
         raise SpecError(f"--seeds must be >= 1, got {seeds}")
     per_config = []
     for planned in dict((p.key, p) for p in plan).values():
+        if grow is not None and planned.key not in grow:
+            continue
         mine = [r for r in rows if config_key(r.params, r.training) == planned.key]
         have = [r for r in mine if r.state != "FAIL"]
         used = {r.seed for r in have if r.seed is not None}
@@ -155,10 +159,13 @@ def plan_runs(plan: list[Planned], rows: list[TrialRow], seeds: int, base_seed: 
 def run_validation(view: StudyView, *, steps: int | None = None, epochs: float | None = None, top: int = 3,
                    seeds: int = 2, defaults: bool = True, defaults_file: Path | None = None,
                    out: str | None = None, workers: int = 1, wandb: str | None = None,
-                   say: Callable[[str], None] = print) -> Validation:
+                   say: Callable[[str], None] = print, grow: set[str] | None = None,
+                   sequential: dict[str, Any] | None = None) -> Validation:
     """Plan, enqueue and run the missing long runs in the linked study, and read the validation back (its files
     are written by harness.publish.documents.write_validation). Idempotent: runs already done (or waiting) are
-    not added again; Ctrl-C leaves it resumable."""
+    not added again; Ctrl-C leaves it resumable. `grow`: add seeds only to these configs (their keys);
+    `sequential`: {max_seeds, resolution} of a sequential validation, kept in the linked study so that every
+    read-out states its intervals at the looks' levels."""
     import optuna
 
     from harness.config.experiment import build_sweep_spec
@@ -191,9 +198,11 @@ def run_validation(view: StudyView, *, steps: int | None = None, epochs: float |
     space = load_space(space_path)
     linked = open_study(spec, space)
     _share_attrs(view, linked, stored_plan, skipped)
+    if sequential:
+        linked.set_user_attr("sequential", sequential)
     _record_link(view, name, n, folder)
     rows = list(view_of(linked, view.storage).rows) if linked.get_trials(deepcopy=False) else []
-    missing = plan_runs(plan, rows, seeds, int(view.sweep.get("seed", 0)))
+    missing = plan_runs(plan, rows, seeds, int(view.sweep.get("seed", 0)), grow)
     for planned, seed in missing:
         attrs = {"seed": seed, "validates": planned.source}
         if planned.training:
@@ -263,3 +272,56 @@ def _record_link(view: StudyView, name: str, steps: int, folder: Path) -> None:
     links = dict(study.user_attrs.get("validations") or {})
     links[str(steps)] = {"study": name, "out": str(folder)}
     study.set_user_attr("validations", links)
+
+
+def validate_until_resolved(view: StudyView, max_seeds: int, resolution: str | None, *, say: Callable[[str], None] = print,
+                            **options: Any) -> Validation:
+    """Sequential validation: every config gets 2 seeds at the long budget, then 2 more at a time for the
+    configs of the comparisons still unresolved (the short-budget winner against the best; each published
+    default against the recommended config), until all are resolved at `resolution` (intervals at each
+    look's level: harness.evidence.sequential) or `max_seeds` are spent. `options`: run_validation's."""
+    if max_seeds < 2:
+        raise SpecError(f"--max-seeds must be at least 2 (a paired interval needs two seeds), got {max_seeds}")
+    sequential = {"max_seeds": max_seeds, "resolution": resolution or "1%"}
+    seeds, grow = 2, None
+    while True:
+        result = run_validation(view, seeds=seeds, say=say, grow=grow, sequential=sequential, **options)
+        grow = unresolved_keys(result.doc)
+        have = min((c["long"]["n"] for c in result.doc["configs"] if c["long"]
+                    and _key(c, result.doc) in grow), default=seeds)
+        if not grow:
+            say(f"sequential validation: every comparison is resolved at ±{sequential['resolution']} after "
+                f"{have} seeds")
+            return result
+        if have >= max_seeds:
+            say(f"sequential validation: {max_seeds} seeds spent (--max-seeds); {len(grow)} config(s) still in an "
+                "unresolved comparison")
+            return result
+        seeds = min(max(seeds, have) + 2, max_seeds)
+        say(f"sequential validation: unresolved after {have} seeds; adding seeds up to {seeds} for {len(grow)} "
+            "config(s)")
+
+
+def _key(config: dict[str, Any], doc: dict[str, Any]) -> str:
+    training = next((p.get("training") for p in doc.get("plan") or []
+                     if p["source"] == config["source"] and p["params"] == config["params"]), None)
+    return config_key(config["params"], training)
+
+
+def unresolved_keys(doc: dict[str, Any]) -> set[str]:
+    """The configs (keys) on either side of an unresolved comparison of a validation doc."""
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for config in doc["configs"]:
+        by_source.setdefault(config["source"], []).append(config)
+    recommended = doc.get("recommended") or {}
+    best = next((c for c in doc["configs"] if c["params"] == recommended.get("params")
+                 and c["source"] == recommended.get("source")), None)
+    keys: set[str] = set()
+    loss = doc["regret"]
+    if loss.get("value") is not None and loss.get("resolved") is False and best is not None:
+        winner = next((c for c in doc["configs"] if c["params"] == doc.get("short_winner")), None)
+        keys |= {_key(c, doc) for c in (winner, best) if c is not None}
+    for row in doc["defaults"]:
+        if row.get("diff") is not None and row.get("resolved") is False and best is not None:
+            keys |= {_key(c, doc) for c in by_source.get(row["name"], [])} | {_key(best, doc)}
+    return keys

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.config.objectives import better_sign, ranked
-from harness.evidence.sequential import judge, parse_resolution
-from harness.evidence.stats import Difference, combined_difference, combined_paired, paired_bootstrap_half, summarize
+from harness.evidence.sequential import judge, look, look_level, parse_resolution
+from harness.evidence.stats import Difference, combined_difference, paired_bootstrap_half, summarize
 
 
 NOT_VALIDATED = ("validated: false means every number here comes from the study's short trials; a ranking at that "
@@ -82,30 +82,38 @@ def _eval_half(a: ConfigRuns, b: ConfigRuns, seeds: list[int] | None = None) -> 
     return paired_bootstrap_half(ea[0], eb[0], ea[1])
 
 
-def difference(a: ConfigRuns, b: ConfigRuns, resolution: str | None = None) -> dict[str, Any]:
+def difference(a: ConfigRuns, b: ConfigRuns, resolution: str | None = None,
+               max_seeds: int | None = None) -> dict[str, Any]:
     """mean(a.long) - mean(b.long) with a 95% interval holding the seed spread and the held-out set's noise
     (paired bootstrap over examples): paired over the seeds both ran on (t over per-seed differences) when
     they share two or more, with the unpaired (Welch) interval beside it and the ratio of the widths; and
-    whether it is resolved at `resolution` (harness.evidence.sequential)."""
+    whether it is resolved at `resolution` (harness.evidence.sequential; `max_seeds`: a sequential validation
+    capped there, whose paired intervals are at the look's level)."""
     unpaired = combined_difference(list(a.long), list(b.long), _eval_half(a, b))
     shared = sorted(set(a.long_by_seed) & set(b.long_by_seed))
-    paired = (combined_paired(a.long_by_seed, b.long_by_seed, _eval_half(a, b, shared)) if len(shared) >= 2
-              else None)
-    used: Difference = paired or unpaired
     amount, relative = parse_resolution(resolution)
-    verdict = judge(used, amount * abs(used.reference) if relative else amount, len(shared) if paired else len(a.long))
+    if len(shared) >= 2:
+        pair = {s: a.long_by_seed[s] for s in shared}, {s: b.long_by_seed[s] for s in shared}
+        scale = abs(statistics.fmean(pair[1].values())) if relative else 1.0
+        used, verdict = look(*pair, _eval_half(a, b, shared), amount * scale, max_seeds)
+        paired: Difference | None = used
+    else:
+        paired, used = None, unpaired
+        verdict = judge(used, amount * abs(used.reference) if relative else amount, len(a.long))
     width = None
     if paired is not None and paired.half and unpaired.half:
         width = unpaired.half / paired.half
     return {"diff": used.diff, "ci95": None if used.ci_low is None else [used.ci_low, used.ci_high],
             "analysis": used.analysis, "pairs": len(shared) if paired else None,
+            "confidence": look_level(len(shared), max_seeds) if paired else 0.95,
             "unpaired_ci95": None if unpaired.ci_low is None else [unpaired.ci_low, unpaired.ci_high],
             "width_ratio": width, "eval_noise_half": used.example_half, "distinguishable": used.distinguishable,
             "resolved": verdict.resolved, "verdict": verdict.to_dict(),
             "phrase": verdict.phrase(used.reference if relative else None)}
 
 
-def regret(configs: list[ConfigRuns], direction: str) -> dict[str, Any]:
+def regret(configs: list[ConfigRuns], direction: str, resolution: str | None = None,
+           max_seeds: int | None = None) -> dict[str, Any]:
     """The short-budget winner (best short mean among the study's own configs) against the best config at the
     long budget (every validated config, published defaults included): the long-budget objective lost by
     trusting the short budget, with its 95% interval (`difference`: paired over the shared seeds, with the
@@ -120,17 +128,20 @@ def regret(configs: list[ConfigRuns], direction: str) -> dict[str, Any]:
     sign = better_sign(direction)
     if best is winner:
         return {"value": 0.0, "ci95": [0.0, 0.0], "winner": winner.params, "best": best.params,
-                "best_source": best.source, "winner_held": True}
-    d = difference(winner, best)
+                "best_source": best.source, "winner_held": True, "resolved": True,
+                "phrase": "resolved: the winner is the best"}
+    d = difference(winner, best, resolution, max_seeds)
     oriented = (lambda ci: None if ci is None else sorted([sign * ci[0], sign * ci[1]]))
     held = None if d["distinguishable"] is None else not d["distinguishable"]
     return {"value": sign * d["diff"], "ci95": oriented(d["ci95"]), "unpaired_ci95": oriented(d["unpaired_ci95"]),
             "analysis": d["analysis"], "pairs": d["pairs"], "width_ratio": d["width_ratio"],
+            "confidence": d["confidence"],
             "resolved": d["resolved"], "phrase": d["phrase"], "winner": winner.params, "best": best.params,
             "best_source": best.source, "winner_held": held}
 
 
-def versus_defaults(recommended: ConfigRuns, defaults: list[ConfigRuns], direction: str) -> list[dict[str, Any]]:
+def versus_defaults(recommended: ConfigRuns, defaults: list[ConfigRuns], direction: str,
+                    resolution: str | None = None, max_seeds: int | None = None) -> list[dict[str, Any]]:
     """Each published default against the recommended config at the long budget: the default's mean minus the
     recommended mean with its 95% interval (`difference`), and which is better when the interval excludes zero."""
     out = []
@@ -139,7 +150,7 @@ def versus_defaults(recommended: ConfigRuns, defaults: list[ConfigRuns], directi
             out.append({"name": default.source, "diff": None, "ci95": None, "verdict": "not run", "resolved": False,
                         "phrase": "not resolved: not run"})
             continue
-        d = difference(default, recommended)
+        d = difference(default, recommended, resolution, max_seeds)
         if d["distinguishable"] is None:
             verdict = "too few seeds to tell"
         elif not d["distinguishable"]:
@@ -148,20 +159,22 @@ def versus_defaults(recommended: ConfigRuns, defaults: list[ConfigRuns], directi
             better = d["diff"] * better_sign(direction) < 0
             verdict = "default better" if better else "recommended better"
         out.append({"name": default.source, **{k: d[k] for k in (
-            "diff", "ci95", "analysis", "pairs", "unpaired_ci95", "width_ratio", "resolved", "phrase")},
+            "diff", "ci95", "analysis", "pairs", "unpaired_ci95", "width_ratio", "resolved", "phrase",
+            "confidence")},
             "verdict": verdict})
     return out
 
 
 def validation_doc(objective: str, direction: str, short_steps: int, long_steps: int,
-                   configs: list[ConfigRuns]) -> dict[str, Any]:
+                   configs: list[ConfigRuns], resolution: str | None = None,
+                   max_seeds: int | None = None) -> dict[str, Any]:
     """validation.json: every config's short and long summaries, the rank agreement, the regret of the
     short-budget winner, the config to recommend (the best long-budget mean over every validated config,
     published defaults included) and each published default against it."""
     agreement = rank_agreement(configs)
     scored = [c for c in configs if c.long]
     searched = [c for c in scored if c.short]
-    loss = regret(configs, direction) if searched else {"value": None, "ci95": None, "best_source": None,
+    loss = regret(configs, direction, resolution, max_seeds) if searched else {"value": None, "ci95": None, "best_source": None,
                                                          "winner_held": None}
     best = ranked(scored, direction, lambda c: _mean(c.long))[0] if scored else None
     defaults = [c for c in configs if c.source != "search" and c is not best]
@@ -172,11 +185,12 @@ def validation_doc(objective: str, direction: str, short_steps: int, long_steps:
         "spearman": {"value": agreement["spearman"], "n": agreement["n"]},
         "kendall": {"value": agreement["kendall"], "n": agreement["n"]},
         "regret": {k: loss.get(k) for k in ("value", "ci95", "best_source", "analysis", "pairs", "unpaired_ci95",
-                                            "width_ratio", "resolved", "phrase")},
+                                            "width_ratio", "resolved", "phrase", "confidence")},
         "winner_held": loss["winner_held"],
         "short_winner": loss.get("winner"),
         "recommended": None if best is None else {"params": best.params, "source": best.source},
-        "defaults": versus_defaults(best, defaults, direction) if best is not None else [],
+        "defaults": versus_defaults(best, defaults, direction, resolution, max_seeds) if best is not None else [],
+        "resolution": resolution or "1%", "sequential": {"max_seeds": max_seeds} if max_seeds else None,
     }
 
 
@@ -196,7 +210,8 @@ def _describe(params: dict[str, Any]) -> str:
 
 def _how(d: dict[str, Any]) -> str:
     """`95% CI [a, b], paired over 2 seeds; unpaired [c, d]: 1.8x narrower` (or the unpaired interval alone)."""
-    text = f"95% CI {_interval(d.get('ci95'))}"
+    level = f"{100 * (d.get('confidence') or 0.95):.1f}".rstrip("0").rstrip(".")
+    text = f"{level}% CI {_interval(d.get('ci95'))}"
     if d.get("analysis") == "paired":
         text += f", paired over {d['pairs']} seeds; unpaired {_interval(d.get('unpaired_ci95'))}"
         if d.get("width_ratio"):
