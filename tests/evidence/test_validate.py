@@ -366,3 +366,42 @@ def test_a_variant_config_is_validated_as_that_variant(tmp_path: Path) -> None:
                                                user_attrs={"variant": {"use_dora": True}}))
     assert open_view("long", url).rows[0].params["use_dora"] is True
     assert trial_config(SweepSpec(), core, variant={"use_dora": True}).lora.use_dora is True
+
+
+def test_a_sequential_validation_states_its_looks_and_adds_seeds_only_where_unresolved(
+        validated: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.evidence import validate as validate_module
+    from harness.evidence.validate import unresolved_keys, validate_until_resolved
+
+    # the linked study of a sequential validation carries its cap: intervals at the look's level, not 95%
+    optuna.load_study(study_name="s@40", storage=validated).set_user_attr("sequential", {"max_seeds": 6,
+                                                                                        "resolution": "1%"})
+    doc = read_validation(open_view("s", validated)).doc
+    assert doc["sequential"] == {"max_seeds": 6} and 0.95 < doc["regret"]["confidence"] < 1
+    # the winner against the best: per-seed differences 0.21, 0.21 -> resolved (a real difference)
+    assert doc["regret"]["resolved"] and unresolved_keys(doc) == set()
+    # an unresolved comparison asks for seeds for both of its configs and no other
+    doc["regret"]["resolved"] = False
+    keys = unresolved_keys(doc)
+    assert len(keys) == 2  # the 10-step winner (16-bit, lr 1e-3) and the best at 40 steps (guanaco, r 64)
+    assert any('"learning_rate": 0.001' in k and '"quantization": "none"' in k for k in keys)
+    assert any('"lora_r": 64' in k and '"max_grad_norm": 0.3' in k for k in keys)
+
+    calls: list[tuple[int, object]] = []
+
+    def fake_run(view: object, *, seeds: int, grow: object = None, **kwargs: object) -> object:
+        calls.append((seeds, grow))
+        ns = {c["source"] + str(c["params"]["quantization"]): seeds for c in doc["configs"]}
+        copy = json.loads(json.dumps(doc))
+        for c in copy["configs"]:
+            c["long"]["n"] = ns[c["source"] + str(c["params"]["quantization"])]
+        copy["regret"]["resolved"] = seeds >= 4  # resolved at the second look
+        return type("R", (), {"doc": copy})()
+
+    monkeypatch.setattr(validate_module, "run_validation", fake_run)
+    said: list[str] = []
+    validate_until_resolved(open_view("s", validated), 10, "1%", say=said.append, steps=40)
+    assert [c[0] for c in calls] == [2, 4] and calls[0][1] is None and calls[1][1] == keys
+    assert "adding seeds up to 4" in said[0] and "every comparison is resolved" in said[-1]
+    with pytest.raises(SpecError, match="--max-seeds"):
+        validate_until_resolved(open_view("s", validated), 1, None)
