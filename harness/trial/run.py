@@ -185,14 +185,21 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def attach_adapter(base: Any, config: TrialConfig) -> Any:
-    """A fresh LoRA adapter on the frozen base model (seeded)."""
-    from peft import LoraConfig, get_peft_model
+def lora_config(config: TrialConfig) -> Any:
+    """The trial's adapter as a peft LoraConfig."""
+    from peft import LoraConfig
 
     lora = config.lora
-    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
-                             target_modules=target_modules(lora.targets), task_type="CAUSAL_LM",
-                             use_rslora=lora.use_rslora, use_dora=lora.use_dora, init_lora_weights=lora.peft_init)
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
+                      target_modules=target_modules(lora.targets), task_type="CAUSAL_LM",
+                      use_rslora=lora.use_rslora, use_dora=lora.use_dora, init_lora_weights=lora.peft_init)
+
+
+def attach_adapter(base: Any, config: TrialConfig) -> Any:
+    """A fresh LoRA adapter on the frozen base model (seeded)."""
+    from peft import get_peft_model
+
+    peft_config = lora_config(config)
     _seed(config.train.seed)
     return get_peft_model(base, peft_config)
 

@@ -1,0 +1,250 @@
+"""Packed trials: K LoRA adapters trained at once on one copy of the frozen base model.
+
+One peft model holds every member's adapter (`m0` .. `mK-1`), each initialised exactly as `attach_adapter`
+initialises it alone (from the member's own seed). A packed step joins one micro-batch of every member
+(right-padded to the widest) into one batch, and a forward pre-hook on every LoRA layer hands peft the
+adapter of each row: peft's mixed-batch forward runs the frozen base path once on the whole batch and each
+member's A/B only on its own rows. Each member's loss is the mean over its own scored tokens; the members'
+losses are summed and backpropagated once, and because a member's adapter touches only its own rows, its
+gradient is the gradient of its own loss alone. Each member keeps its own AdamW state, learning-rate
+schedule, gradient clipping (by its own gradient norm), loss history and divergence check; a member that
+diverges leaves the pack (its rows leave the batch) and the others go on unchanged.
+
+Members share the base model, quantization mode, target modules, `max_steps` and `grad_accum` (their steps
+advance together); they may differ in rank, alpha, rsLoRA, learning rate, schedule, warm-up, weight decay,
+clipping, batch size, LoRA+ ratio and seed. DoRA and PiSSA/OLoRA initialisation run unpacked (`refusal`
+says why): DoRA changes the base path per adapter and PiSSA/OLoRA rewrite the base weights per member.
+With dropout the members are statistically, not bitwise, the trials they would be alone (the dropout masks
+draw from one generator in another order); tests/trial/test_pack.py holds the packed members equal to the
+same trials trained alone with dropout 0.
+
+Knows nothing of Optuna or W&B, like the rest of harness.trial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.config.trial import TrialConfig
+from harness.trial.head import token_losses
+from harness.trial.train import (NonFiniteLoss, TrainOutcome, _batches_forever, _check_loss, make_optimizer,
+                                 make_scheduler)
+
+SHARED_FIELDS = ("model", "quant", "targets", "max_steps", "grad_accum")
+"""What every member of a pack must have in common."""
+
+
+def member_name(index: int) -> str:
+    """The peft adapter name of the pack's index-th member."""
+    return f"m{index}"
+
+
+def refusal(configs: Sequence[TrialConfig]) -> str | None:
+    """Why these configs cannot train in one pack (None when they can)."""
+    if not configs:
+        return "a pack needs at least one member"
+    first = configs[0]
+    for config in configs:
+        if config.lora.use_dora:
+            return "DoRA changes the base path per adapter: it trains unpacked"
+        if config.lora.init not in ("true", "gaussian"):
+            return f"init_lora_weights {config.lora.init} rewrites the base weights per adapter: it trains unpacked"
+        shared = {"model": config.model != first.model, "quant": config.quant != first.quant,
+                  "targets": config.lora.targets != first.lora.targets,
+                  "max_steps": config.train.max_steps != first.train.max_steps,
+                  "grad_accum": config.train.grad_accum != first.train.grad_accum}
+        differing = [name for name in SHARED_FIELDS if shared[name]]
+        if differing:
+            return f"members differ in {', '.join(differing)}: they train in separate packs"
+    return None
+
+
+def attach_pack(base: Any, configs: Sequence[TrialConfig]) -> Any:
+    """A peft model with one adapter per config (`member_name(i)`), each initialised from its own seed as
+    `attach_adapter` would initialise it alone; every member's LoRA weights are trainable."""
+    from peft import get_peft_model
+
+    from harness.trial.run import _seed, lora_config
+
+    why = refusal(configs)
+    if why is not None:
+        raise ValueError(why)
+    model = None
+    for index, config in enumerate(configs):
+        _seed(config.train.seed)
+        if model is None:
+            model = get_peft_model(base, lora_config(config), adapter_name=member_name(index))
+        else:
+            model.add_adapter(member_name(index), lora_config(config))
+    for name, param in model.named_parameters():  # type: ignore[union-attr]
+        if "lora_" in name:
+            param.requires_grad_(True)
+    return model
+
+
+def member_params(model: Any, name: str) -> list[Any]:
+    """The trainable LoRA weights of one member, in the model's parameter order."""
+    return [p for n, p in model.named_parameters() if "lora_" in n and f".{name}." in f"{n}."]
+
+
+def _lora_layers(model: Any) -> list[Any]:
+    from peft.tuners.lora import LoraLayer
+
+    return [m for m in model.modules() if isinstance(m, LoraLayer)]
+
+
+@contextlib.contextmanager
+def routed(model: Any, names: Callable[[int], list[str]]) -> Iterator[None]:
+    """Every LoRA layer applies, to row i of its input, the adapter `names(rows)[i]` (peft's mixed-batch
+    forward) while the context is open."""
+    def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        kwargs["adapter_names"] = names(args[0].shape[0] if args else kwargs["x"].shape[0])
+        return args, kwargs
+
+    handles = [layer.register_forward_pre_hook(hook, with_kwargs=True) for layer in _lora_layers(model)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def only(model: Any, name: str) -> contextlib.AbstractContextManager[None]:
+    """Every row goes through one member's adapter: score, generate or save that member as if alone."""
+    return routed(model, lambda rows: [name] * rows)
+
+
+def save_member(model: Any, name: str, path: str) -> None:
+    """The member's adapter as an ordinary peft adapter folder (`PeftModel.from_pretrained(base, path)`)."""
+    import shutil
+    from pathlib import Path
+
+    model.save_pretrained(path, selected_adapters=[name])
+    nested = Path(path) / name  # peft writes a non-default adapter into a subfolder named after it
+    if nested.is_dir():
+        for item in nested.iterdir():
+            shutil.move(str(item), str(Path(path) / item.name))
+        nested.rmdir()
+
+
+@dataclass
+class Member:
+    """One trial of a pack: its config and its training batches (`make_epoch(e)`, as train() takes them)."""
+
+    config: TrialConfig
+    make_epoch: Callable[[int], Sequence[Any]]
+
+
+@dataclass
+class MemberOutcome:
+    """What training did for one member: train()'s outcome, and why it left the pack early (None: it did not)."""
+
+    outcome: TrainOutcome = field(default_factory=TrainOutcome)
+    stopped: str | None = None
+    """`diverged: <reason>` when its loss went non-finite or exploded (the others trained on)."""
+
+
+def _join(batches: list[Any], pad_id: int) -> tuple[Any, Any, Any, list[int]]:
+    """One right-padded batch of every member's micro-batch, and each row's member index."""
+    import torch
+
+    from harness.data.examples import IGNORE_INDEX
+
+    width = max(b.input_ids.shape[1] for b in batches)
+
+    def pad(t: Any, value: int) -> Any:
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+    owners = [k for k, b in enumerate(batches) for _ in range(b.input_ids.shape[0])]
+    return (torch.cat([pad(b.input_ids, pad_id) for b in batches]),
+            torch.cat([pad(b.attention_mask, 0) for b in batches]),
+            torch.cat([pad(b.labels, IGNORE_INDEX) for b in batches]), owners)
+
+
+def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, *,
+               loss_hook: Callable[[int, int, float], float] | None = None) -> list[MemberOutcome]:
+    """Train every member's adapter for the shared max_steps, each with its own optimizer, schedule and
+    clipping, on one forward/backward of the packed batch per micro-batch. `loss_hook(member, step, loss)`
+    lets tests inject a bad loss. Returns one MemberOutcome per member, in order."""
+    import torch
+
+    names = [member_name(k) for k in range(len(members))]
+    spec = members[0].config.train
+    params = {name: member_params(model, name) for name in names}
+    optimizers, schedulers = {}, {}
+    for name, member in zip(names, members):
+        with _trainable_only(model, params[name]):  # LoRA+ groups the model's trainable B weights: its own
+            optimizers[name] = make_optimizer(model, params[name], member.config.train, device)
+        schedulers[name] = make_scheduler(optimizers[name], member.config.train)
+    batches = {name: _batches_forever(member.make_epoch) for name, member in zip(names, members)}
+    outcomes = [MemberOutcome() for _ in members]
+    alive = list(range(len(members)))
+    model.train()
+    for step in range(1, spec.max_steps + 1):
+        if not alive:
+            break
+        clock = time.perf_counter()
+        micro = {k: [next(batches[names[k]]) for _ in range(spec.grad_accum)] for k in alive}
+        scored = {k: max(sum(b.scored_tokens for b in micro[k]), 1) for k in alive}
+        totals: dict[int, Any] = {k: 0.0 for k in alive}
+        tokens = {k: sum(b.real_tokens for b in micro[k]) for k in alive}
+        for i in range(spec.grad_accum):
+            ids, mask, labels, owners = _join([micro[k][i] for k in alive], pad_id)
+            row_names = [names[alive[j]] for j in owners]
+            with routed(model, lambda rows: row_names):
+                scores = token_losses(model, ids.to(device), mask.to(device), labels.to(device))
+            owner = torch.tensor(owners, device=scores.rows.device)[scores.rows]
+            loss: Any = 0.0
+            for j, k in enumerate(alive):
+                mine = scores.losses[owner == j].sum() / scored[k]
+                loss = loss + mine
+                totals[k] = totals[k] + mine.detach()
+            loss.backward()
+        seconds = time.perf_counter() - clock
+        for k in list(alive):
+            name, train_spec = names[k], members[k].config.train
+            if train_spec.max_grad_norm > 0:
+                _clip(params[name], train_spec.max_grad_norm)
+            optimizers[name].step()
+            schedulers[name].step()
+            optimizers[name].zero_grad(set_to_none=True)
+            value = float(totals[k])
+            if loss_hook is not None:
+                value = loss_hook(k, step, value)
+            outcome = outcomes[k].outcome
+            try:
+                _check_loss(value, outcome.losses[0] if outcome.losses else None, step)
+            except NonFiniteLoss as err:
+                outcomes[k].stopped = f"diverged: {err}"
+                alive.remove(k)
+                continue
+            outcome.steps, outcome.tokens = step, outcome.tokens + tokens[k]
+            outcome.seconds += seconds
+            outcome.losses.append(value)
+    model.eval()
+    return outcomes
+
+
+def _clip(params: list[Any], max_norm: float) -> None:
+    """Clip one member's gradients by that member's own norm (not the pack's)."""
+    import torch
+
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
+@contextlib.contextmanager
+def _trainable_only(model: Any, params: list[Any]) -> Iterator[None]:
+    """Only `params` require grad while the context is open (then every LoRA weight again)."""
+    keep = {id(p) for p in params}
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    for p in lora:
+        p.requires_grad_(id(p) in keep)
+    try:
+        yield
+    finally:
+        for p in lora:
+            p.requires_grad_(True)

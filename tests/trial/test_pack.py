@@ -1,0 +1,188 @@
+"""A trial trained in a pack with three others ends where it would alone (harness.trial.pack).
+
+fp32 on tiny-llama in every quantization mode: the same adapter weights and the same eval loss as the same
+trial trained alone by harness.trial.train, within 1e-5 relative (the packed batch is wider and padded
+further, so matmuls sum in another order; fp32 rounding then moves the last bits, far below 1e-5). The
+controls show the comparison can fail: rows routed to the wrong member, one optimizer shared by all
+members, and clipping by the pack's joint gradient norm each break it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+import torch
+
+from harness.config.dataset import DataSpec
+from harness.config.evaluation import EvalSpec
+from harness.config.lora import LoraSpec
+from harness.config.model import QUANTIZATION_MODES, ModelSpec, QuantSpec
+from harness.config.training import TrainSpec
+from harness.config.trial import TrialConfig
+from harness.data import load_examples, make_batches, tokenize_splits
+from harness.trial import models, pack
+from harness.trial.models import load_base_model, load_tokenizer
+from harness.trial.run import PreparedData, attach_adapter, training_epochs
+from harness.trial.scoring import eval_loss
+from harness.trial.train import train
+
+pytestmark = pytest.mark.integration  # trains tiny-llama in-process
+
+RTOL = 1e-5
+"""Relative to the tensor as a whole (the norm of the difference over the norm of the weights): element by
+element, an entry near zero differs relatively more by the same rounding."""
+
+
+@pytest.fixture(autouse=True)
+def _fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp32 even where bf16 is native: the equivalence is stated for fp32."""
+    monkeypatch.setattr(models, "compute_dtype", lambda device: torch.float32)
+
+
+def _configs(mode: str) -> list[TrialConfig]:
+    """Four members that differ in rank, alpha, rsLoRA, learning rate, schedule, clipping, batch size, LoRA+
+    and seed (clipping at 0.05 so that it acts)."""
+    def one(r: int, alpha: float, lr: float, seed: int, batch: int, **train: Any) -> TrialConfig:
+        return TrialConfig(model=ModelSpec("tiny-llama"), quant=QuantSpec(mode),
+                           lora=LoraSpec(r=r, alpha=alpha, use_rslora=train.pop("rslora", False)),
+                           train=TrainSpec(learning_rate=lr, max_steps=4, batch_size=batch, seed=seed, grad_accum=2,
+                                           max_grad_norm=train.pop("clip", 0.05), **train),
+                           data=DataSpec(eval_size=12, train_size=48), eval=EvalSpec(metrics=()))
+
+    return [one(4, 8.0, 3e-3, 0, 4), one(8, 8.0, 1e-3, 1, 2, rslora=True, scheduler="constant"),
+            one(2, 4.0, 5e-3, 2, 3, clip=0.0), one(4, 16.0, 2e-3, 3, 4, loraplus_lr_ratio=4.0)]
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_checkpoint: str) -> PreparedData:
+    cfg = _configs("none")[0]
+    tokenizer = load_tokenizer(tiny_checkpoint)
+    tokenized = tokenize_splits(load_examples(cfg.data), tokenizer, cfg.data)
+    eval_batches = make_batches(tokenized.eval, 4, tokenizer.pad_token_id, shuffle_seed=None)
+    return PreparedData(tokenizer=tokenizer, tokenized=tokenized, eval_batches=eval_batches, split_hash="",
+                        source="")
+
+
+def _weights(model: torch.nn.Module, name: str) -> dict[str, torch.Tensor]:
+    return {n.replace(f".{name}.", "."): p.detach().clone() for n, p in model.named_parameters()
+            if "lora_" in n and f".{name}." in n}
+
+
+def _alone(checkpoint: str, cfg: TrialConfig, data: PreparedData) -> tuple[dict[str, torch.Tensor], float]:
+    model = attach_adapter(load_base_model(checkpoint, cfg.quant.mode, "cpu"), cfg)
+    train(model, training_epochs(data, cfg), cfg.train, "cpu")
+    return _weights(model, "default"), eval_loss(model, data.eval_batches, "cpu").loss
+
+
+def _packed(checkpoint: str, cfgs: list[TrialConfig], data: PreparedData, **hooks: Any
+            ) -> tuple[list[dict[str, torch.Tensor]], list[float], list[pack.MemberOutcome]]:
+    model = pack.attach_pack(load_base_model(checkpoint, cfgs[0].quant.mode, "cpu"), cfgs)
+    members = [pack.Member(cfg, training_epochs(data, cfg)) for cfg in cfgs]
+    outcomes = pack.train_pack(model, members, "cpu", data.tokenizer.pad_token_id, **hooks)
+    weights, losses = [], []
+    for k in range(len(cfgs)):
+        name = pack.member_name(k)
+        weights.append(_weights(model, name))
+        with pack.only(model, name):
+            losses.append(eval_loss(model, data.eval_batches, "cpu").loss)
+    return weights, losses, outcomes
+
+
+def _same(packed: dict[str, torch.Tensor], alone: dict[str, torch.Tensor]) -> None:
+    assert packed.keys() == alone.keys() and packed
+    for name in alone:
+        error = float((packed[name] - alone[name]).norm() / alone[name].norm())
+        assert error <= RTOL, (name, error)
+
+
+@pytest.mark.parametrize("mode", QUANTIZATION_MODES)
+def test_a_packed_trial_ends_where_it_would_alone(mode: str, tiny_checkpoint: str, prepared: PreparedData) -> None:
+    cfgs = _configs(mode)
+    weights, losses, outcomes = _packed(tiny_checkpoint, cfgs, prepared)
+    assert all(o.stopped is None and o.outcome.steps == 4 for o in outcomes)
+    checked = range(len(cfgs)) if mode == "none" else (3,)  # every member once; LoRA+ with clipping per mode
+    for k in checked:
+        alone_weights, alone_loss = _alone(tiny_checkpoint, cfgs[k], prepared)
+        _same(weights[k], alone_weights)
+        assert losses[k] == pytest.approx(alone_loss, rel=RTOL)
+
+
+def test_each_member_saves_as_an_ordinary_peft_adapter(tiny_checkpoint: str, prepared: PreparedData,
+                                                       tmp_path: Any) -> None:
+    from peft import PeftModel
+
+    cfgs = _configs("none")[:2]
+    model = pack.attach_pack(load_base_model(tiny_checkpoint, "none", "cpu"), cfgs)
+    pack.train_pack(model, [pack.Member(c, training_epochs(prepared, c)) for c in cfgs], "cpu",
+                    prepared.tokenizer.pad_token_id)
+    with pack.only(model, "m1"):
+        packed_loss = eval_loss(model, prepared.eval_batches, "cpu").loss
+    pack.save_member(model, "m1", str(tmp_path / "m1"))
+    loaded = PeftModel.from_pretrained(load_base_model(tiny_checkpoint, "none", "cpu"), str(tmp_path / "m1"))
+    assert loaded.peft_config["default"].r == 8
+    assert eval_loss(loaded, prepared.eval_batches, "cpu").loss == pytest.approx(packed_loss, rel=RTOL)
+
+
+def test_a_member_that_diverges_leaves_the_others_unchanged(tiny_checkpoint: str, prepared: PreparedData) -> None:
+    cfgs = _configs("none")
+    nan_at_two = lambda k, step, loss: float("nan") if (k, step) == (1, 2) else loss  # noqa: E731
+    weights, losses, outcomes = _packed(tiny_checkpoint, cfgs, prepared, loss_hook=nan_at_two)
+    assert outcomes[1].stopped and "non-finite" in outcomes[1].stopped and outcomes[1].outcome.steps == 1
+    assert all(outcomes[k].stopped is None for k in (0, 2, 3))
+    alone_weights, alone_loss = _alone(tiny_checkpoint, cfgs[2], prepared)
+    _same(weights[2], alone_weights)
+    assert losses[2] == pytest.approx(alone_loss, rel=RTOL)
+
+
+def test_configs_that_cannot_share_a_pack_are_refused_with_the_reason() -> None:
+    cfgs = _configs("none")
+    assert pack.refusal(cfgs) is None
+    assert "DoRA" in pack.refusal([cfgs[0], dataclasses.replace(cfgs[1], lora=LoraSpec(r=4, use_dora=True))])
+    assert "pissa" in pack.refusal([dataclasses.replace(cfgs[0], lora=LoraSpec(r=4, init="pissa"))])
+    other_mode = dataclasses.replace(cfgs[1], quant=QuantSpec("nf4"))
+    assert "quant" in pack.refusal([cfgs[0], other_mode])
+    longer = dataclasses.replace(cfgs[1], train=dataclasses.replace(cfgs[1].train, max_steps=9))
+    assert "max_steps" in pack.refusal([cfgs[0], longer])
+
+
+# --- the controls: each mistake the equivalence must catch ---------------------------------------------------
+
+@pytest.mark.parametrize("mistake", ["rows to the wrong member", "one optimizer for all", "joint clipping"])
+def test_the_equivalence_fails_on_each_mistake(mistake: str, tiny_checkpoint: str, prepared: PreparedData,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    everything: list[Any] = []
+    real_attach = pack.attach_pack
+
+    def attach(base: Any, cfgs: Any) -> Any:
+        model = real_attach(base, cfgs)
+        everything.extend(p for n, p in model.named_parameters() if "lora_" in n)
+        return model
+
+    monkeypatch.setattr(pack, "attach_pack", attach)
+    if mistake == "rows to the wrong member":
+        real = pack.routed
+        monkeypatch.setattr(pack, "routed", lambda model, names: real(
+            model, lambda rows: (lambda n: n[1:] + n[:1])(names(rows))))
+    elif mistake == "one optimizer for all":  # one AdamW (and schedule) over every member, at the first's rate
+        shared: dict[str, Any] = {}
+        real_make = pack.make_optimizer
+
+        def one_for_all(model: Any, params: list[Any], spec: Any, device: str) -> Any:
+            if "opt" not in shared:
+                shared["opt"] = real_make(model, everything, spec, device)
+                return shared["opt"]
+            return real_make(model, [torch.nn.Parameter(torch.zeros(1))], spec, device)  # steps nothing
+
+        monkeypatch.setattr(pack, "make_optimizer", one_for_all)
+    else:  # every member clipped by the norm of the whole pack's gradient
+        monkeypatch.setattr(pack, "_clip", lambda params, max_norm: torch.nn.utils.clip_grad_norm_(
+            [p for p in everything if p.grad is not None], max_norm))
+    cfgs = _configs("none")
+    weights, _, _ = _packed(tiny_checkpoint, cfgs, prepared)
+    monkeypatch.undo()
+    member = 1  # lr 1e-3 and its own clipping: the first member's optimizer or the pack's norm would move it
+    alone_weights, _ = _alone(tiny_checkpoint, cfgs[member], prepared)
+    with pytest.raises(AssertionError):
+        _same(weights[member], alone_weights)
