@@ -397,6 +397,27 @@ def report(
     typer.echo(f"written: {files.markdown} and {files.html} ({len(files.plots)} plots)")
     if published.wandb_dir:
         typer.echo(f"wandb:   summary run in {published.wandb_dir}")
+    for warning in published.warnings:
+        typer.echo(f"warning: {warning}")
+
+
+@app.command()
+def dashboard(
+    study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION,
+    port: int = typer.Option(8080, "--port", help="Port to serve on (0: any free port; the URL says which)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to serve on (0.0.0.0: every interface)."),
+) -> None:
+    """optuna-dashboard on the study's storage: trials with their params, objective values, status and reason,
+    plots, and the best adapter and report files to download. Ctrl-C stops it (exit 0)."""
+    from harness.publish.dashboard import open_dashboard
+
+    board = open_dashboard(study, storage, out, host, port)
+    typer.echo(f"optuna-dashboard: {board.url} (study {study!r}; Ctrl-C stops it)")
+    if board.artifacts is None:
+        typer.echo("note: the study's folder has no artifacts yet: the best adapter is stored when a sweep ends, "
+                   "the report's files by `harness report`")
+    board.serve()
+    typer.echo("optuna-dashboard stopped")
 
 
 @app.command()

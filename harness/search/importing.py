@@ -139,7 +139,7 @@ def _frozen(record: dict[str, Any], distributions: dict[str, Any], confirmation_
             spec: SweepSpec) -> Any:
     import optuna
 
-    from harness.search.sweep import objective_values, result_summary
+    from harness.search.sweep import objective_values, result_summary, status_attrs
     from harness.trial.result import TrialResult
 
     body = dict(record.get("result") or {})
@@ -147,7 +147,7 @@ def _frozen(record: dict[str, Any], distributions: dict[str, Any], confirmation_
                                     "reason": record.get("error"), "metrics": record.get("metrics") or {},
                                     "eval_loss": record.get("eval_loss")})
     state = getattr(optuna.trial.TrialState, str(record.get("state") or "COMPLETE"))
-    attrs: dict[str, Any] = {"status": result.status, "reason": result.reason, "result": result_summary(result),
+    attrs: dict[str, Any] = {**status_attrs(result), "result": result_summary(result),
                              "config": record.get("config") or {}, "imported": True}
     if result.per_example:
         attrs["per_example"] = result.per_example

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +205,12 @@ def open_study(spec: SweepSpec, space: SearchSpace, *, create: bool = True, hear
         study.set_user_attr("heartbeat", {"interval": beat.interval, "grace": beat.grace})
     else:
         _check_resume(study, pinned, space, spec)
+    if study.metric_names is None:  # a new study, or one created before harness named its objectives
+        # optuna-dashboard and Optuna's plots label the values with them ("experimental" since Optuna 3.2: known)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"optuna\.study\.study\.Study\.set_metric_names is experimental",
+                                    category=optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(spec.objectives))
     return study
 
 

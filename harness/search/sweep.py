@@ -43,6 +43,7 @@ from harness.config.sweep import SweepSpec
 from harness.config.trial import TrialConfig
 from harness.trial.result import TrialResult
 from harness.search.adapters import TASK_METRICS_ATTR, drop_partial, keep_adapter, top_trials
+from harness.search.artifacts import store_kept_adapters
 from harness.search.recovery import (Heartbeat, claim_lock, counted, heartbeat, heartbeat_enabled, owner_attrs,
                                      recover, watchable)
 from harness.search.study import check_split, open_study, resolve_url
@@ -327,6 +328,10 @@ class Sweep:
         self.outcome.best = self._best()
         if len(self.spec.objectives) > 1:
             self._store_pareto()
+        if self.role.worker == 0:  # the sweep's own process (or the parent of its workers): once, at the end
+            warning = store_kept_adapters(self.study, self.out_dir)
+            if warning:
+                self.progress.note(f"warning: {warning}")
         return self.outcome
 
     def _claim(self) -> tuple[Any, int]:
@@ -596,8 +601,8 @@ class Sweep:
         # A diverged trial is PRUNED for Optuna (so TPE learns the region is bad) with status `diverged`.
         state = getattr(optuna.trial.TrialState, STATE_OF_STATUS[result.status])
         try:
-            trial.set_user_attr("status", result.status)
-            trial.set_user_attr("reason", result.reason)
+            for key, value in status_attrs(result).items():
+                trial.set_user_attr(key, value)
             trial.set_user_attr("result", result_summary(result))
             if result.per_example:
                 trial.set_user_attr("per_example", result.per_example)
@@ -660,6 +665,12 @@ def _reason_kind(record: dict[str, Any]) -> str | None:
 
 RECORDED_ATTRS = ("confirmation_of", "training", "variant")
 """A trial's enqueued user attrs its trials.jsonl record carries too (`harness import` rebuilds them)."""
+
+
+def status_attrs(result: TrialResult) -> dict[str, str]:
+    """A finished trial's user attrs `status` (complete, pruned, diverged, oom, failed) and, when it did not
+    complete, `reason` (one line): plain strings, as optuna-dashboard shows them in its trial table."""
+    return {"status": result.status, **({"reason": str(result.reason)} if result.reason is not None else {})}
 
 
 def result_summary(result: TrialResult) -> dict[str, Any]:
