@@ -161,7 +161,7 @@ def _print_table(result: dict[str, Any]) -> None:
     rows = result["rows"]
     m = result["machine"]
     print(f"\n{result['model']}, {result['steps']} steps x batch {result['batch_size']} per trial; "
-          f"{m['cpu']} ({m['cores']} cores), torch {m['torch']}; {result['when']}")
+          f"{m['cpu']}, torch {m['torch']}; {result['when']}")
     print(f"{'mode':8} {'K':>3} {'way':10} {'tokens/s':>9} {'vs one at a time':>17} {'peak MiB':>9}")
     for row in rows:
         ref = next((r for r in rows if r["mode"] == row["mode"] and r["k"] == row["k"] and r["way"] == "one"), None)

@@ -140,5 +140,5 @@ def confirm_until_resolved(view: StudyView, max_seeds: int, resolution: str | No
                 "an unresolved comparison: the read-out says how many seeds each would need")
             return view
         seeds = min(max(seeds, have) + step, max_seeds)
-        say(f"sequential confirmation: unresolved after {have} seeds ({', '.join(sorted(groups))}); "
+        say(f"sequential confirmation: {len(groups)} group(s) in an unresolved comparison after {have} seeds; "
             f"adding seeds up to {seeds}")

@@ -95,6 +95,8 @@ class Verdict:
     floor: bool = False
     """The held-out set's noise alone is wider than the resolution: more seeds cannot resolve it, a larger
     held-out split can."""
+    example_half: float | None = None
+    """The held-out set's part of the half-width (at the interval's level)."""
 
     def phrase(self, relative_to: float | None = None) -> str:
         """`resolved: a real difference`, `resolved within +/-0.6%`, `not resolved at +/-1.0%: about 16 seeds in
@@ -108,8 +110,9 @@ class Verdict:
             return f"resolved: no difference beyond ±{amount(self.half or 0.0)}"
         text = f"not resolved at ±{amount(self.resolution)}"
         if self.floor:
-            return text + ": the held-out set's noise alone is wider; more held-out examples, not more seeds, " \
-                          "would resolve it"
+            noise = f" (±{amount(self.example_half)})" if self.example_half is not None else ""
+            return text + f": the held-out set's noise alone{noise} is wider; more held-out examples, not more " \
+                          "seeds, would resolve it"
         if self.needed is not None:
             return text + f": about {self.needed} seeds in all would resolve it ({self.needed - self.seeds} more)"
         return text + ": too few seeds to estimate how many more it needs"
@@ -130,7 +133,7 @@ def judge(diff: Difference, resolution: float, seeds: int) -> Verdict:
         return Verdict(True, "within", seeds, resolution, half)
     example = diff.example_half or 0.0
     if example >= resolution:
-        return Verdict(False, "unresolved", seeds, resolution, half, floor=True)
+        return Verdict(False, "unresolved", seeds, resolution, half, floor=True, example_half=example)
     needed = seeds_needed(diff.diff_std, example, max(resolution, abs(diff.diff)), seeds)
     return Verdict(False, "unresolved", seeds, resolution, half, needed=needed)
 
