@@ -134,6 +134,22 @@ DEVICE_OPTION = typer.Option(None, "--device", help="Only the trials that ran on
                                                     "when a study ran on several); tables never mix devices.")
 
 
+MAX_SEEDS_OPTION = typer.Option(10, "--max-seeds", help="The most seeds per config --confirm-until spends.")
+RESOLUTION_OPTION = typer.Option(None, "--resolution",
+                                 help="A comparison is resolved when its interval excludes zero or is at most this "
+                                      "wide on each side: a percent of the reference (1%, the default) or the "
+                                      "objective's units (0.02).")
+
+
+def _check_sequential(confirm_until: Optional[str], resolution: Optional[str]) -> None:
+    """`--confirm-until` and `--resolution` of compare and validate, checked before anything runs (exit 2)."""
+    from harness.evidence.sequential import parse_resolution
+
+    parse_resolution(resolution)
+    if confirm_until not in (None, "resolved"):
+        _fail(f"--confirm-until {confirm_until!r} is not a rule: the one rule is `resolved`", 2)
+
+
 @app.command("import")
 def import_(
     records: Path = typer.Argument(..., help="The trials.jsonl a sweep wrote."),
@@ -205,23 +221,17 @@ def compare(
                                                 help="resolved: sequential confirmation; add seeds (2, then 2 at a "
                                                      "time) to the groups of unresolved comparisons until every one "
                                                      "is resolved or --max-seeds are spent."),
-    max_seeds: int = typer.Option(10, "--max-seeds", help="The most seeds per config --confirm-until spends."),
-    resolution: Optional[str] = typer.Option(None, "--resolution",
-                                             help="A comparison is resolved when its interval excludes zero or is "
-                                                  "at most this wide on each side: a percent of the reference (1%, "
-                                                  "the default) or the objective's units (0.02)."),
+    max_seeds: int = MAX_SEEDS_OPTION,
+    resolution: Optional[str] = RESOLUTION_OPTION,
 ) -> None:
     """LoRA vs QLoRA (or any categorical axis, --by): per group, quality, memory and time; writes
     comparison.md/json (comparison_by_<axes>.md/json with --by)."""
     from harness.evidence.compare import build_comparison, write_comparison
     from harness.evidence.confirm import confirm_until_resolved
-    from harness.evidence.sequential import parse_resolution
     from harness.search.progress import comparison_table, print_table
     from harness.config.paths import study_reports_dir
 
-    parse_resolution(resolution)
-    if confirm_until not in (None, "resolved"):
-        _fail(f"--confirm-until {confirm_until!r} is not a rule: the one rule is `resolved`", 2)
+    _check_sequential(confirm_until, resolution)
     if confirm_until and confirm_seeds:
         _fail("--confirm-until and --confirm-seeds both say how many seeds to run: give one", 2)
     view, groups = _grouped_view(study, storage, out, by, confirm_seeds, confirm_top)
@@ -307,21 +317,16 @@ def validate(
                                                 help="resolved: sequential validation; 2 seeds per config, then 2 "
                                                      "more at a time for the configs of unresolved comparisons "
                                                      "(instead of --seeds)."),
-    max_seeds: int = typer.Option(10, "--max-seeds", help="The most seeds per config --confirm-until spends."),
-    resolution: Optional[str] = typer.Option(None, "--resolution",
-                                             help="A difference is resolved when its interval excludes zero or is "
-                                                  "at most this wide on each side: 1% (default) or objective units."),
+    max_seeds: int = MAX_SEEDS_OPTION,
+    resolution: Optional[str] = RESOLUTION_OPTION,
 ) -> None:
     """Re-train the top configs and the published defaults at the real budget; does the ranking hold?"""
     from harness.config.paths import study_reports_dir
-    from harness.evidence.sequential import parse_resolution
     from harness.evidence.validate import run_validation, validate_until_resolved
     from harness.evidence.validation import verdict_lines
     from harness.publish.documents import write_validation
 
-    parse_resolution(resolution)
-    if confirm_until not in (None, "resolved"):
-        _fail(f"--confirm-until {confirm_until!r} is not a rule: the one rule is `resolved`", 2)
+    _check_sequential(confirm_until, resolution)
     options = dict(steps=steps, epochs=epochs, top=top, defaults=defaults, defaults_file=defaults_file, out=out,
                    workers=workers, wandb=wandb)
     with _sweep_errors():

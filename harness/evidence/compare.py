@@ -31,7 +31,8 @@ from harness.search.readout import StudyView, TrialRow, small_eval_note
 from harness.config.errors import SpecError
 from harness.config.model import QUANTIZATION_MODES
 from harness.evidence.sequential import METHOD, judge, look, look_level, parse_resolution
-from harness.evidence.stats import Difference, Summary, combined_difference, paired_bootstrap_half, summarize
+from harness.evidence.stats import (Difference, Summary, combined_difference, examples_half, mean_examples,
+                                    paired_bootstrap_half, summarize)
 
 REFERENCE = "none"
 """The mode every other mode is compared with: LoRA on the unquantized base."""
@@ -328,22 +329,11 @@ def example_scores(per_example: dict[str, list[float]], objective: str) -> tuple
     return None
 
 
-def mean_examples(rows: list[TrialRow], objective: str) -> tuple[list[float], list[float]] | None:
-    """Per-example scores averaged over runs (one eval set, so the runs line up example by example)."""
-    found = [example_scores(r.per_example, objective) for r in rows]
-    if not found or any(f is None for f in found) or len({len(f[0]) for f in found}) != 1:  # type: ignore[index]
-        return None
-    columns = zip(*(f[0] for f in found))  # type: ignore[index]
-    return [statistics.fmean(c) for c in columns], found[0][1]  # type: ignore[index]
-
-
 def eval_noise_half(a_rows: list[TrialRow], b_rows: list[TrialRow], objective: str) -> float | None:
-    """Half-width of the paired bootstrap over held-out examples of a's score minus b's (None when the
-    per-example scores are not recorded or the eval sets differ)."""
-    a, b = mean_examples(a_rows, objective), mean_examples(b_rows, objective)
-    if a is None or b is None or len(a[0]) != len(b[0]) or a[1] != b[1]:
-        return None
-    return paired_bootstrap_half(a[0], b[0], a[1])
+    """Half-width of the paired bootstrap over held-out examples of a's score minus b's, each averaged over
+    its runs (None when the per-example scores are not recorded or the eval sets differ)."""
+    a, b = ([example_scores(r.per_example, objective) for r in rows] for rows in (a_rows, b_rows))
+    return examples_half(mean_examples(a), mean_examples(b))
 
 
 def _by_seed(mode: ModeSummary) -> dict[int, TrialRow]:
@@ -363,9 +353,7 @@ def paired_against(mode: ModeSummary, reference: ModeSummary, view: StudyView, r
         return None
     half = eval_noise_half([a[s] for s in shared], [b[s] for s in shared], view.objective)
     values = {s: a[s].values[0] for s in shared}, {s: b[s].values[0] for s in shared}  # type: ignore[index]
-    amount, relative = parse_resolution(resolution)
-    diff, verdict = look(*values, half, amount * abs(statistics.fmean(values[1].values())) if relative else amount,
-                         max_seeds)
+    diff, verdict = look(*values, half, resolution, max_seeds)
     rel, low, high = diff.relative()
     scale = abs(diff.reference) or 1.0
     return {"diff": diff.diff, "relative": rel, "relative_ci": [low, high] if low is not None else None,
@@ -373,8 +361,7 @@ def paired_against(mode: ModeSummary, reference: ModeSummary, view: StudyView, r
             "seed_half_relative": None if diff.seed_half is None else diff.seed_half / scale,
             "eval_noise_half_relative": None if diff.example_half is None else diff.example_half / scale,
             "confidence": look_level(len(shared), max_seeds),
-            "verdict": verdict.to_dict(), "phrase": verdict.phrase(diff.reference if relative else None),
-            "resolved": verdict.resolved}
+            "verdict": verdict.to_dict(), "phrase": verdict.phrase(), "resolved": verdict.resolved}
 
 
 def _leader(modes: list[ModeSummary], view: StudyView, comparison: Comparison) -> dict[str, Any] | None:
@@ -396,9 +383,8 @@ def _leader(modes: list[ModeSummary], view: StudyView, comparison: Comparison) -
 
 def _unpaired_verdict(diff: Difference, resolution: str | None, seeds: int) -> dict[str, Any]:
     """Resolved or not from the unpaired (Welch) interval, for configs not confirmed on shared seeds."""
-    amount, relative = parse_resolution(resolution)
-    verdict = judge(diff, amount * abs(diff.reference) if relative else amount, seeds)
-    phrase = verdict.phrase(diff.reference if relative else None)
+    verdict = judge(diff, resolution, seeds)
+    phrase = verdict.phrase()
     if not verdict.resolved and verdict.kind != "unknown" and not verdict.floor:
         phrase = phrase.split(":")[0] + " (unpaired: confirm both on the same seeds, `--confirm-seeds`, to pair " \
                                         "them and estimate the seeds needed)"

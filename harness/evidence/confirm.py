@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.evidence.grouping import Grouping, grouping
+from harness.evidence.sequential import until_resolved
 from harness.search.readout import StudyView
 from harness.config.errors import SpecError
 
@@ -113,32 +114,22 @@ def unresolved_groups(comparison: Any) -> set[str]:
 
 
 def confirm_until_resolved(view: StudyView, max_seeds: int, resolution: str | None, top: int = 1,
-                           out: str | None = None, say: Callable[[str], None] = print, by: Grouping | None = None,
-                           step: int = 2) -> StudyView:
-    """Sequential confirmation: every group's best config gets 2 seeds, then `step` more at a time for the
-    groups of the comparisons still unresolved, until all are resolved at `resolution` (the intervals at
-    each look's level: harness.evidence.sequential) or `max_seeds` are spent. Returns the study read back."""
+                           out: str | None = None, say: Callable[[str], None] = print,
+                           by: Grouping | None = None) -> StudyView:
+    """Sequential confirmation (harness.evidence.sequential.until_resolved): every group's best config gets
+    2 seeds, then 2 more at a time for the groups of the comparisons still unresolved, until all are resolved
+    at `resolution` (the intervals at each look's level) or `max_seeds` are spent. Returns the study read back."""
     from harness.evidence.compare import build_comparison
     from harness.search.readout import open_view
 
-    if max_seeds < 2:
-        raise SpecError(f"--max-seeds must be at least 2 (a paired interval needs two seeds), got {max_seeds}")
-    seeds, groups = 2, None
-    while True:
+    def round_(seeds: int, groups: set[str] | None) -> tuple[StudyView, set[str], int]:
+        nonlocal view  # each round plans from the study as the previous round left it
         run_confirmations(view, seeds, top, out, say, by, groups)
         view = open_view(view.name, view.storage, out)
         comparison = build_comparison(view, by=by, resolution=resolution, max_seeds=max_seeds)
-        groups = unresolved_groups(comparison)
+        unresolved = unresolved_groups(comparison)
         have = min((m.confirmed.objective.n for m in comparison.modes
-                    if m.mode in groups and m.confirmed and m.confirmed.objective), default=seeds)
-        if not groups:
-            say(f"sequential confirmation: every comparison is resolved at ±{comparison.resolution} "
-                f"after {have} seeds")
-            return view
-        if have >= max_seeds:
-            say(f"sequential confirmation: {max_seeds} seeds spent (--max-seeds); {len(groups)} group(s) still in "
-                "an unresolved comparison: the read-out says how many seeds each would need")
-            return view
-        seeds = min(max(seeds, have) + step, max_seeds)
-        say(f"sequential confirmation: {len(groups)} group(s) in an unresolved comparison after {have} seeds; "
-            f"adding seeds up to {seeds}")
+                    if m.mode in unresolved and m.confirmed and m.confirmed.objective), default=seeds)
+        return view, unresolved, have
+
+    return until_resolved(round_, max_seeds, resolution, say, "confirmation", "group")

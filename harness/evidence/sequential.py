@@ -18,9 +18,11 @@ simulated null.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from harness.config.errors import SpecError
 from harness.evidence.stats import CONFIDENCE, Difference, combined_paired, t_quantile
@@ -97,12 +99,14 @@ class Verdict:
     held-out split can."""
     example_half: float | None = None
     """The held-out set's part of the half-width (at the interval's level)."""
+    relative_to: float | None = None
+    """The reference mean a resolution given in percent is a share of (None: given in objective units)."""
 
-    def phrase(self, relative_to: float | None = None) -> str:
+    def phrase(self) -> str:
         """`resolved: a real difference`, `resolved within +/-0.6%`, `not resolved at +/-1.0%: about 16 seeds in
-        all would resolve it (13 more)`."""
+        all would resolve it (13 more)`; amounts in percent when the resolution was given in percent."""
         def amount(x: float) -> str:
-            return f"{100 * x / abs(relative_to):.1f}%" if relative_to else f"{x:.4g}"
+            return f"{100 * x / abs(self.relative_to):.1f}%" if self.relative_to else f"{x:.4g}"
 
         if self.kind == "different":
             return "resolved: a real difference"
@@ -122,20 +126,25 @@ class Verdict:
                 "half": self.half, "seeds_needed": self.needed, "eval_set_floor": self.floor}
 
 
-def judge(diff: Difference, resolution: float, seeds: int) -> Verdict:
-    """Resolved or not, at `resolution` (objective units), and the seeds an unresolved one would need."""
+def judge(diff: Difference, resolution: str | float | None, seeds: int) -> Verdict:
+    """Resolved or not at `resolution` (`parse_resolution`: a percent of the difference's reference mean, or
+    objective units; default 1%), and the seeds an unresolved one would need."""
+    amount, relative = parse_resolution(resolution)
+    relative_to = diff.reference if relative else None
+    resolution = amount * abs(diff.reference) if relative else amount
+    verdict = functools.partial(Verdict, seeds=seeds, resolution=resolution, relative_to=relative_to)
     half = diff.half
     if half is None:
-        return Verdict(False, "unknown", seeds, resolution, None)
+        return verdict(resolved=False, kind="unknown", half=None)
     if diff.distinguishable:
-        return Verdict(True, "different", seeds, resolution, half)
+        return verdict(resolved=True, kind="different", half=half)
     if half <= resolution:
-        return Verdict(True, "within", seeds, resolution, half)
+        return verdict(resolved=True, kind="within", half=half)
     example = diff.example_half or 0.0
     if example >= resolution:
-        return Verdict(False, "unresolved", seeds, resolution, half, floor=True, example_half=example)
+        return verdict(resolved=False, kind="unresolved", half=half, floor=True, example_half=example)
     needed = seeds_needed(diff.diff_std, example, max(resolution, abs(diff.diff)), seeds)
-    return Verdict(False, "unresolved", seeds, resolution, half, needed=needed)
+    return verdict(resolved=False, kind="unresolved", half=half, needed=needed)
 
 
 def seeds_needed(diff_std: float | None, example_half: float, target: float, have: int,
@@ -153,9 +162,9 @@ def seeds_needed(diff_std: float | None, example_half: float, target: float, hav
     return None
 
 
-def look(a: Mapping[int, float], b: Mapping[int, float], example_half: float | None, resolution: float,
-         max_seeds: int | None = None) -> tuple[Difference, Verdict]:
-    """The paired comparison of a against b (seed -> value) and its verdict. With `max_seeds` (sequential
+def look(a: Mapping[int, float], b: Mapping[int, float], example_half: float | None,
+         resolution: str | float | None, max_seeds: int | None = None) -> tuple[Difference, Verdict]:
+    """The paired comparison of a against b (seed -> value) and its verdict (`judge`). With `max_seeds` (sequential
     confirmation) the interval is at the look's level (`look_confidence`), else at 95%; `example_half` is
     the held-out bootstrap's 95% half-width, rescaled to the look's level."""
     n = len(set(a) & set(b))
@@ -163,3 +172,33 @@ def look(a: Mapping[int, float], b: Mapping[int, float], example_half: float | N
     half = None if example_half is None else rescale_half(example_half, CONFIDENCE, confidence)
     diff = combined_paired(a, b, half, confidence)
     return diff, judge(diff, resolution, n)
+
+
+T = TypeVar("T")
+
+SEEDS_PER_ROUND = 2
+
+
+def until_resolved(round_: Callable[[int, set[str] | None], tuple[T, set[str], int]], max_seeds: int,
+                   resolution: str | None, say: Callable[[str], None], what: str, unit: str) -> T:
+    """The loop of a sequential confirmation or validation (`what`): 2 seeds for every member, then 2 more at a
+    time for the members (`unit`s: groups, configs) of the comparisons still unresolved, until none is left or
+    `max_seeds` are spent. `round_(seeds, grow)` runs what is missing up to `seeds` seeds for the members in
+    `grow` (None: every member) and returns its result, the members of unresolved comparisons and the fewest
+    seeds any of them has."""
+    if max_seeds < 2:
+        raise SpecError(f"--max-seeds must be at least 2 (a paired interval needs two seeds), got {max_seeds}")
+    seeds, grow = SEEDS_PER_ROUND, None
+    while True:
+        result, grow, have = round_(seeds, grow)
+        if not grow:
+            say(f"sequential {what}: every comparison is resolved at ±{resolution or DEFAULT_RESOLUTION} after "
+                f"{have} seeds")
+            return result
+        if have >= max_seeds:
+            say(f"sequential {what}: {max_seeds} seeds spent (--max-seeds); {len(grow)} {unit}(s) still in an "
+                "unresolved comparison: the read-out says how many seeds each would need")
+            return result
+        seeds = min(max(seeds, have) + SEEDS_PER_ROUND, max_seeds)
+        say(f"sequential {what}: {len(grow)} {unit}(s) in an unresolved comparison after {have} seeds; "
+            f"adding seeds up to {seeds}")

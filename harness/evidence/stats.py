@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import statistics
 from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
@@ -153,6 +154,27 @@ def paired_bootstrap_half(a: Sequence[float], b: Sequence[float], weights: Seque
     tail = (1.0 - confidence) / 2 * 100
     low, high = np.percentile(diffs, [tail, 100 - tail])
     return float(high - low) / 2
+
+
+Examples = tuple[list[float], list[float]]
+"""Per held-out example: the scores, and the weights that make their weighted mean the objective."""
+
+
+def mean_examples(found: Sequence[Examples | None]) -> Examples | None:
+    """Per-example scores averaged over runs scored on one eval set (they line up example by example), with
+    the first run's weights; None when a run has none or their lengths differ."""
+    if not found or any(f is None for f in found) or len({len(f[0]) for f in found}) != 1:  # type: ignore[index]
+        return None
+    columns = zip(*(f[0] for f in found))  # type: ignore[index]
+    return [statistics.fmean(c) for c in columns], found[0][1]  # type: ignore[index]
+
+
+def examples_half(a: Examples | None, b: Examples | None) -> float | None:
+    """`paired_bootstrap_half` of a's per-example scores against b's; None when either is missing or they
+    were not scored on the same examples with the same weights."""
+    if a is None or b is None or len(a[0]) != len(b[0]) or a[1] != b[1]:
+        return None
+    return paired_bootstrap_half(a[0], b[0], a[1])
 
 
 def combined_difference(a: Sequence[float], b: Sequence[float], example_half: float | None,

@@ -31,6 +31,7 @@ from harness.config.space import OPTIONAL_AXES
 from harness.config.errors import SpecError
 from harness.config.training import TrainSpec
 from harness.evidence.longruns import Validation, config_key, read_validation
+from harness.evidence.sequential import DEFAULT_RESOLUTION, until_resolved
 
 COPIED_ATTRS = ("model_source", "split_hash", "data_source", "n_train", "n_eval", "truncated")
 """Study attrs the linked study shares with its source (same model, same data, same held-out split), besides
@@ -276,30 +277,20 @@ def _record_link(view: StudyView, name: str, steps: int, folder: Path) -> None:
 
 def validate_until_resolved(view: StudyView, max_seeds: int, resolution: str | None, *, say: Callable[[str], None] = print,
                             **options: Any) -> Validation:
-    """Sequential validation: every config gets 2 seeds at the long budget, then 2 more at a time for the
-    configs of the comparisons still unresolved (the short-budget winner against the best; each published
-    default against the recommended config), until all are resolved at `resolution` (intervals at each
-    look's level: harness.evidence.sequential) or `max_seeds` are spent. `options`: run_validation's."""
-    if max_seeds < 2:
-        raise SpecError(f"--max-seeds must be at least 2 (a paired interval needs two seeds), got {max_seeds}")
-    sequential = {"max_seeds": max_seeds, "resolution": resolution or "1%"}
-    seeds, grow = 2, None
-    while True:
+    """Sequential validation (harness.evidence.sequential.until_resolved): every config gets 2 seeds at the
+    long budget, then 2 more at a time for the configs of the comparisons still unresolved (the short-budget
+    winner against the best; each published default against the recommended config), until all are resolved
+    at `resolution` (intervals at each look's level) or `max_seeds` are spent. `options`: run_validation's."""
+    sequential = {"max_seeds": max_seeds, "resolution": resolution or DEFAULT_RESOLUTION}
+
+    def round_(seeds: int, grow: set[str] | None) -> tuple[Validation, set[str], int]:
         result = run_validation(view, seeds=seeds, say=say, grow=grow, sequential=sequential, **options)
-        grow = unresolved_keys(result.doc)
+        unresolved = unresolved_keys(result.doc)
         have = min((c["long"]["n"] for c in result.doc["configs"] if c["long"]
-                    and _key(c, result.doc) in grow), default=seeds)
-        if not grow:
-            say(f"sequential validation: every comparison is resolved at ±{sequential['resolution']} after "
-                f"{have} seeds")
-            return result
-        if have >= max_seeds:
-            say(f"sequential validation: {max_seeds} seeds spent (--max-seeds); {len(grow)} config(s) still in an "
-                "unresolved comparison")
-            return result
-        seeds = min(max(seeds, have) + 2, max_seeds)
-        say(f"sequential validation: unresolved after {have} seeds; adding seeds up to {seeds} for {len(grow)} "
-            "config(s)")
+                    and _key(c, result.doc) in unresolved), default=seeds)
+        return result, unresolved, have
+
+    return until_resolved(round_, max_seeds, resolution, say, "validation", "config")
 
 
 def _key(config: dict[str, Any], doc: dict[str, Any]) -> str:

@@ -7,13 +7,12 @@ is a loss."""
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.config.objectives import better_sign, ranked
-from harness.evidence.sequential import judge, look, look_level, parse_resolution
-from harness.evidence.stats import Difference, combined_difference, paired_bootstrap_half, summarize
+from harness.evidence.sequential import judge, look, look_level
+from harness.evidence.stats import Difference, combined_difference, examples_half, mean_examples, summarize
 
 
 NOT_VALIDATED = ("validated: false means every number here comes from the study's short trials; a ranking at that "
@@ -64,22 +63,13 @@ def rank_agreement(configs: list[ConfigRuns]) -> dict[str, Any]:
     return result
 
 
-def _examples(runs: ConfigRuns, seeds: list[int] | None = None) -> tuple[list[float], list[float]] | None:
-    """Per-example scores averaged over the config's long runs (those of `seeds` when given)."""
-    chosen = [runs.long_examples[s] for s in (seeds if seeds is not None else runs.long_examples)
-              if s in runs.long_examples]
-    if not chosen or len({len(c[0]) for c in chosen}) != 1:
-        return None
-    return [statistics.fmean(column) for column in zip(*(c[0] for c in chosen))], chosen[0][1]
-
-
 def _eval_half(a: ConfigRuns, b: ConfigRuns, seeds: list[int] | None = None) -> float | None:
-    ea, eb = _examples(a, seeds), _examples(b, seeds)
-    if ea is None or eb is None or len(ea[0]) != len(eb[0]) or ea[1] != eb[1]:
-        return None
+    """The held-out bootstrap's half-width of a against b, each averaged over its long runs (those of `seeds`)."""
     if seeds is None and (len(a.long_examples) != len(a.long) or len(b.long_examples) != len(b.long)):
         return None  # some runs without per-example scores: the average would not be the mean's
-    return paired_bootstrap_half(ea[0], eb[0], ea[1])
+    a_runs, b_runs = ([c.long_examples[s] for s in (seeds if seeds is not None else c.long_examples)
+                       if s in c.long_examples] for c in (a, b))
+    return examples_half(mean_examples(a_runs), mean_examples(b_runs))
 
 
 def difference(a: ConfigRuns, b: ConfigRuns, resolution: str | None = None,
@@ -91,15 +81,13 @@ def difference(a: ConfigRuns, b: ConfigRuns, resolution: str | None = None,
     capped there, whose paired intervals are at the look's level)."""
     unpaired = combined_difference(list(a.long), list(b.long), _eval_half(a, b))
     shared = sorted(set(a.long_by_seed) & set(b.long_by_seed))
-    amount, relative = parse_resolution(resolution)
     if len(shared) >= 2:
         pair = {s: a.long_by_seed[s] for s in shared}, {s: b.long_by_seed[s] for s in shared}
-        scale = abs(statistics.fmean(pair[1].values())) if relative else 1.0
-        used, verdict = look(*pair, _eval_half(a, b, shared), amount * scale, max_seeds)
+        used, verdict = look(*pair, _eval_half(a, b, shared), resolution, max_seeds)
         paired: Difference | None = used
     else:
         paired, used = None, unpaired
-        verdict = judge(used, amount * abs(used.reference) if relative else amount, len(a.long))
+        verdict = judge(used, resolution, len(a.long))
     width = None
     if paired is not None and paired.half and unpaired.half:
         width = unpaired.half / paired.half
@@ -109,7 +97,7 @@ def difference(a: ConfigRuns, b: ConfigRuns, resolution: str | None = None,
             "unpaired_ci95": None if unpaired.ci_low is None else [unpaired.ci_low, unpaired.ci_high],
             "width_ratio": width, "eval_noise_half": used.example_half, "distinguishable": used.distinguishable,
             "resolved": verdict.resolved, "verdict": verdict.to_dict(),
-            "phrase": verdict.phrase(used.reference if relative else None)}
+            "phrase": verdict.phrase()}
 
 
 def regret(configs: list[ConfigRuns], direction: str, resolution: str | None = None,

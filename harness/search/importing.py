@@ -25,6 +25,7 @@ from harness.config.space import SearchSpace
 from harness.config.sweep import SweepSpec
 from harness.search.records import read_records
 
+
 @dataclass(frozen=True)
 class Imported:
     """What an import made: the new study's trial count, by state, and what it had to infer."""

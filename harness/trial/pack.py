@@ -31,7 +31,7 @@ from typing import Any
 
 from harness.config.trial import TrialConfig
 from harness.trial.head import token_losses
-from harness.trial.train import (NonFiniteLoss, TrainOutcome, _batches_forever, _check_loss, make_optimizer,
+from harness.trial.train import (NonFiniteLoss, TrainOutcome, batches_forever, check_loss, make_optimizer,
                                  make_scheduler)
 
 SHARED_FIELDS = ("model", "quant", "targets", "max_steps", "grad_accum")
@@ -68,14 +68,14 @@ def attach_pack(base: Any, configs: Sequence[TrialConfig]) -> Any:
     `attach_adapter` would initialise it alone; every member's LoRA weights are trainable."""
     from peft import get_peft_model
 
-    from harness.trial.run import _seed, lora_config
+    from harness.trial.run import lora_config, seed_all
 
     why = refusal(configs)
     if why is not None:
         raise ValueError(why)
     model = None
     for index, config in enumerate(configs):
-        _seed(config.train.seed)
+        seed_all(config.train.seed)
         if model is None:
             model = get_peft_model(base, lora_config(config), adapter_name=member_name(index))
         else:
@@ -180,7 +180,7 @@ def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, 
         with _trainable_only(model, params[name]):  # LoRA+ groups the model's trainable B weights: its own
             optimizers[name] = make_optimizer(model, params[name], member.config.train, device)
         schedulers[name] = make_scheduler(optimizers[name], member.config.train)
-    batches = {name: _batches_forever(member.make_epoch) for name, member in zip(names, members)}
+    batches = {name: batches_forever(member.make_epoch) for name, member in zip(names, members)}
     outcomes = [MemberOutcome() for _ in members]
     alive = list(range(len(members)))
     model.train()
@@ -217,7 +217,7 @@ def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, 
                 value = loss_hook(k, step, value)
             outcome = outcomes[k].outcome
             try:
-                _check_loss(value, outcome.losses[0] if outcome.losses else None, step)
+                check_loss(value, outcome.losses[0] if outcome.losses else None, step)
             except NonFiniteLoss as err:
                 outcomes[k].stopped = f"diverged: {err}"
                 alive.remove(k)

@@ -174,7 +174,8 @@ def _peak_rss_mb() -> float | None:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _seed(seed: int) -> None:
+def seed_all(seed: int) -> None:
+    """Seed Python, NumPy and torch: what makes an adapter's initial weights depend on the seed alone."""
     import random
 
     import numpy as np
@@ -200,7 +201,7 @@ def attach_adapter(base: Any, config: TrialConfig) -> Any:
     from peft import get_peft_model
 
     peft_config = lora_config(config)
-    _seed(config.train.seed)
+    seed_all(config.train.seed)
     return get_peft_model(base, peft_config)
 
 

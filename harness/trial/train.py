@@ -59,7 +59,8 @@ class TrainOutcome:
         return sum(tail) / len(tail) if tail else None
 
 
-def _batches_forever(make_epoch: Callable[[int], Sequence[Any]]) -> Iterator[Any]:
+def batches_forever(make_epoch: Callable[[int], Sequence[Any]]) -> Iterator[Any]:
+    """The training batches epoch after epoch (`make_epoch(e)` reshuffles per epoch), for as many steps as asked."""
     epoch = 0
     while True:
         batches = make_epoch(epoch)
@@ -113,7 +114,8 @@ def make_scheduler(optimizer: Any, spec: TrainSpec) -> Any:
                          scheduler_specific_kwargs=scheduler_kwargs(spec))
 
 
-def _check_loss(loss: float, first: float | None, step: int) -> None:
+def check_loss(loss: float, first: float | None, step: int) -> None:
+    """NonFiniteLoss when a step's loss is NaN, infinite or exploded against the first step's."""
     if not math.isfinite(loss):
         raise NonFiniteLoss(f"non-finite training loss ({loss}) at step {step}")
     if first is not None and loss > EXPLODE_FLOOR and loss > EXPLODE_FACTOR * first:
@@ -145,14 +147,14 @@ def train(model: Any, make_epoch: Callable[[int], Sequence[Any]], spec: TrainSpe
     optimizer = make_optimizer(model, params, spec, device)
     scheduler = (make_scheduler(optimizer, spec) if lr_factor is None
                  else torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor))
-    batches = _batches_forever(make_epoch)
+    batches = batches_forever(make_epoch)
     outcome = TrainOutcome()
 
     def settle(step: int, loss: Any, lr: float, tokens: int) -> None:
         value = float(loss)
         if loss_hook is not None:
             value = loss_hook(step, value)
-        _check_loss(value, outcome.losses[0] if outcome.losses else None, step)
+        check_loss(value, outcome.losses[0] if outcome.losses else None, step)
         outcome.steps, outcome.tokens = step, outcome.tokens + tokens
         outcome.losses.append(value)
         if on_step is not None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 
 import pytest
 
+from helpers import assert_one_line_error, run_cli
 from harness.config.errors import SpecError
 from harness.evidence.sequential import (judge, look, look_confidence, parse_resolution, rescale_half,
                                          seeds_needed, spent)
@@ -114,3 +116,16 @@ def test_sequential_false_positive_rate_on_a_null_simulation_stays_at_the_nomina
     # the same looks at a fixed 95% each would not hold the level: the test can tell the difference
     naive = sum(_sequential(rng, 0.0, 10, 1e-9, fixed_95=True)[0] == "different" for _ in range(runs))
     assert naive / runs > 0.08, naive
+
+
+@pytest.mark.integration  # starts the command line
+@pytest.mark.parametrize("args, needles", [
+    (["compare", "--confirm-until", "never"], ["--confirm-until 'never' is not a rule", "resolved"]),
+    (["compare", "--resolution", "abc"], ["--resolution 'abc' is not a number", "1%"]),
+    (["validate", "--steps", "40", "--resolution", "0%"], ["--resolution must be above zero"]),
+    (["compare", "--confirm-until", "resolved", "--confirm-seeds", "3"], ["--confirm-until and --confirm-seeds"]),
+    (["import", "missing/trials.jsonl", "--model", "tiny-llama"], ["missing/trials.jsonl: no such file"]),
+])
+def test_bad_sequential_and_import_flags_are_one_line_with_exit_2(args: list[str], needles: list[str],
+                                                                   tmp_path: Path) -> None:
+    assert_one_line_error(run_cli(*args, "--study", "s", "--out", str(tmp_path), cwd=tmp_path), *needles)
