@@ -71,19 +71,55 @@ def sweep(
                                                      "more than 1 needs a journal file or PostgreSQL storage."),
     heartbeat_interval: Optional[int] = HEARTBEAT_OPTION,
     grace_period: Optional[int] = GRACE_OPTION,
+    from_config: Optional[Path] = typer.Option(None, "--from-config",
+                                               help="Start from your Axolotl, LLaMA-Factory or TRL config: its model, "
+                                                    "data, sequence length and training settings are used, and the "
+                                                    "search varies LoRA settings around its own (unless --space). "
+                                                    "`recommend --format same` writes it back tuned."),
+    from_format: Optional[str] = typer.Option(None, "--from-format",
+                                              help="axolotl, llamafactory or trl (default: detected from the keys)."),
 ) -> None:
     """Run (or resume) a study: each trial fine-tunes a LoRA/QLoRA adapter and scores it."""
     from harness.config.experiment import build_sweep_spec, load_experiment
     from harness.search.study import storage_for_workers
 
     file_values = load_experiment(experiment) if experiment else {}
+    if from_format is not None and from_config is None:
+        raise SpecError("--from-format names the tool of a --from-config file; give --from-config FILE too")
+    tool = None
+    if from_config is not None:
+        from harness.config.tools.reading import read_tool_config, summary_lines, sweep_values
+
+        tool = read_tool_config(from_config, from_format)
+        file_values = sweep_values(tool, file_values)
+        for line in summary_lines(tool):
+            typer.echo(line)
     flags = dict(model=model, data=data, space=space, trials=trials, study=study, storage=storage,
                  max_steps=max_steps, seed=seed, out=out, wandb=wandb, sampler=sampler, pruner=pruner,
                  objectives=objectives, warm_start=warm_start, lr_range_test=lr_range_test,
                  task_metrics=task_metrics)
     spec = build_sweep_spec(file_values, flags, str(experiment) if experiment else "flags")
+    if tool is not None and space is None and "space" not in file_values:
+        spec = _space_around(spec, tool)
     _run_sweep(storage_for_workers(spec, 1 if workers is None else workers), workers=workers or 1,
                heartbeat=Heartbeat.from_flags(heartbeat_interval, grace_period))
+
+
+def _space_around(spec: Any, tool: Any) -> Any:
+    """The sweep's space when it starts from a tool's file and names none: around the file's LoRA settings,
+    written into the study's folder (and printed)."""
+    import dataclasses
+
+    import yaml
+
+    from harness.config.tools.reading import space_around
+
+    path = Path(spec.out_dir) / "space_from_config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# Written by harness sweep --from-config {tool.path}\n"
+                    + yaml.safe_dump(space_around(tool), sort_keys=False))
+    typer.echo(f"search space: {path} ({space_around(tool)['description']})")
+    return dataclasses.replace(spec, space=str(path))
 
 
 @app.command()
@@ -250,6 +286,12 @@ def compare(
     typer.echo(f"written: {md} and {js}")
 
 
+FORMAT_OPTION = typer.Option(None, "--format",
+                             help="Also write the config for: peft (recommended.yaml itself), axolotl, llamafactory, "
+                                  "trl, unsloth, or same (the --from-config file the sweep started from, tuned); "
+                                  "comma-separated or repeated.")
+
+
 @app.command()
 def recommend(
     study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION,
@@ -263,22 +305,66 @@ def recommend(
     confirm_top: int = typer.Option(1, "--confirm-top", help="How many configs per mode to confirm."),
     allow_diverged: bool = typer.Option(False, "--allow-diverged",
                                         help="Also recommend configs one of whose confirmation seeds diverged or failed."),
+    formats: Optional[list[str]] = FORMAT_OPTION,
 ) -> None:
-    """The recommended config(s) as YAML that peft.LoraConfig, BitsAndBytesConfig and TrainingArguments load."""
+    """The recommended config(s) as YAML that peft.LoraConfig, BitsAndBytesConfig and TrainingArguments load,
+    and (--format) as Axolotl, LLaMA-Factory, TRL or Unsloth configs, or your own file tuned."""
     from harness.evidence.recommend import recommend_many, recommend_study, summary_lines, write_recommended
     from harness.config.paths import study_reports_dir
+    from harness.publish.exports import parse_formats
 
+    wanted = parse_formats(formats)
     out, path = _recommend_paths(out, sweep_dir)
     names = list(from_ or [])
+    sweep: dict[str, Any] = {}
     if names:
         doc = recommend_many([_view(n, storage, None, confirm_seeds, confirm_top) for n in names])
         path = path or Path(study_reports_dir("+".join(names), reports_dir)) / "recommended.yaml"
     else:
-        doc = recommend_study(_view(study, storage, out, confirm_seeds, confirm_top), max_memory_mb, allow_diverged)
+        view = _view(study, storage, out, confirm_seeds, confirm_top)
+        doc, sweep = recommend_study(view, max_memory_mb, allow_diverged), view.sweep
         path = path or Path(study_reports_dir(study, reports_dir)) / "recommended.yaml"
-    write_recommended(doc, path, "harness " + " ".join(sys.argv[1:]))
+    command = "harness " + " ".join(sys.argv[1:])
+    write_recommended(doc, path, command)
     for line in summary_lines(doc, path):
         typer.echo(line)
+    _export(doc, path, wanted, command, sweep)
+
+
+def _export(doc: dict[str, Any], path: Path, formats: tuple[str, ...], command: str, sweep: dict[str, Any]) -> None:
+    """Write the --format files beside recommended.yaml; a refused format is one line each and exit 2, after
+    the others are written."""
+    from harness.publish.exports import write_exports
+
+    lines, refused = write_exports(doc, path.parent, formats, command, sweep)
+    for line in lines:
+        typer.echo(line)
+    if refused:
+        _fail("; ".join(refused), 2)
+
+
+@app.command()
+def export(
+    recommended: Path = typer.Argument(..., help="A recommended.yaml written by `harness recommend`."),
+    formats: Optional[list[str]] = FORMAT_OPTION,
+) -> None:
+    """An existing recommended.yaml as Axolotl, LLaMA-Factory, TRL or Unsloth configs, written beside it."""
+    import yaml
+
+    from harness.publish.exports import parse_formats
+
+    wanted = parse_formats(formats) or ("axolotl", "llamafactory", "trl", "unsloth")
+    if "same" in wanted:
+        raise SpecError("--format same needs the study (harness recommend --study NAME --format same)")
+    if not recommended.is_file():
+        raise SpecError(f"{recommended}: no such file (write one with harness recommend --study NAME)")
+    try:
+        doc = yaml.safe_load(recommended.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(f"{recommended}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    if not isinstance(doc, dict):
+        raise SpecError(f"{recommended}: not a recommended.yaml (expected a mapping)")
+    _export(doc, recommended, wanted, "harness " + " ".join(sys.argv[1:]), {})
 
 
 def _recommend_paths(out: Optional[str], sweep_dir: Optional[str]) -> tuple[Optional[str], Optional[Path]]:

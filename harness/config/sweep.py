@@ -58,6 +58,13 @@ class SweepSpec:
     lr_range_test: bool = False
     """Before the search, narrow the learning-rate axis with one range test per quantization mode
     (harness.search.lr_range)."""
+    from_config: str | None = None
+    """The Axolotl, LLaMA-Factory or TRL file the sweep started from (`--from-config`), for `recommend --format
+    same`."""
+    from_format: str | None = None
+    """Its tool: axolotl, llamafactory or trl."""
+    from_values: dict[str, Any] | None = None
+    """Every key the sweep read from that file, with its value as read."""
     train: TrainSpec = field(default_factory=TrainSpec)
     """Fixed training settings (learning_rate and max_steps are overridden per trial)."""
     data_spec: DataSpec = field(default_factory=DataSpec)

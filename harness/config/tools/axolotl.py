@@ -1,0 +1,52 @@
+"""Axolotl: its flat YAML (`axolotl train FILE`), checked by axolotl.utils.config.validate_config. 4-bit
+QLoRA is `adapter: qlora` with `load_in_4bit`, which Axolotl loads as NF4 with double quantization unless
+`bnb_config_kwargs` (passed to BitsAndBytesConfig as is) says otherwise; 8-bit is `adapter: lora` with
+`load_in_8bit`."""
+
+from __future__ import annotations
+
+from harness.config.tools.settings import Export, Tuned, data_note, peft_init_note
+
+NAME = "axolotl"
+CONTEXT = frozenset({"base_model", "datasets", "output_dir", "sequence_len", "chat_template", "val_set_size", "seed"})
+DEFAULTS = {"load_in_8bit": False, "load_in_4bit": False, "peft_use_rslora": False, "peft_use_dora": False,
+            "bnb_config_kwargs": {"bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True}, "weight_decay": 0.0,
+            "max_grad_norm": 1.0, "gradient_accumulation_steps": 1, "lora_dropout": 0.0}
+"""What Axolotl does with a key left out (qlora: NF4 with double quantization)."""
+
+
+def export(t: Tuned) -> Export:
+    keys = {"base_model": t.hub_model,
+            "datasets": [{"path": t.data_file, "type": "chat_template"}],
+            "chat_template": "tokenizer_default", "sequence_len": t.seq_len,
+            "output_dir": "outputs/harness-tuned",
+            "adapter": "qlora" if t.bits == 4 else "lora",
+            "load_in_8bit": t.bits == 8, "load_in_4bit": t.bits == 4}
+    if t.bits == 4:
+        keys["bnb_config_kwargs"] = {"bnb_4bit_quant_type": t.quant_type, "bnb_4bit_use_double_quant": t.double_quant}
+    keys |= {"lora_r": t.r, "lora_alpha": _number(t.alpha), "lora_dropout": t.dropout}
+    if t.targets == "all-linear":
+        keys["lora_target_linear"] = True
+    else:
+        keys["lora_target_modules"] = list(t.targets)
+    keys |= {"peft_use_rslora": t.use_rslora, "peft_use_dora": t.use_dora}
+    if t.loraplus_lr_ratio != 1.0:
+        keys["loraplus_lr_ratio"] = t.loraplus_lr_ratio
+    keys |= {"learning_rate": t.learning_rate, "lr_scheduler": t.scheduler, "warmup_ratio": t.warmup_ratio,
+             "weight_decay": t.weight_decay, "max_grad_norm": t.max_grad_norm, "micro_batch_size": t.batch_size,
+             "gradient_accumulation_steps": t.grad_accum, "max_steps": t.max_steps, "optimizer": t.optim,
+             "seed": t.seed}
+    if t.scheduler_kwargs:
+        keys["lr_scheduler_kwargs"] = dict(t.scheduler_kwargs)
+    removes = {"warmup_steps", "lora_target_modules" if t.targets == "all-linear" else "lora_target_linear"}
+    if t.bits != 4:
+        removes.add("bnb_config_kwargs")
+    if t.loraplus_lr_ratio == 1.0:
+        removes.add("loraplus_lr_ratio")
+    load = ("Use: axolotl train THIS_FILE", *data_note(t))
+    return Export(NAME, keys, tuple(peft_init_note(t, "Axolotl")), load, CONTEXT, DEFAULTS, frozenset(removes))
+
+
+def _number(value: float) -> float | int:
+    """2.0 -> 2: the tools' files write whole alphas as integers."""
+    return int(value) if float(value).is_integer() else value

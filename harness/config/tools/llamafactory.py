@@ -1,0 +1,50 @@
+"""LLaMA-Factory: its flat YAML (`llamafactory-cli train FILE`), parsed by llamafactory.hparams.get_train_args
+into its model, data, training and fine-tuning argument dataclasses."""
+
+from __future__ import annotations
+
+from harness.config.tools.axolotl import _number
+from harness.config.tools.settings import TRAINING_DEFAULTS, Export, Tuned, data_note, peft_init_note
+
+NAME = "llamafactory"
+CONTEXT = frozenset({"model_name_or_path", "dataset", "dataset_dir", "template", "cutoff_len", "output_dir",
+                     "stage", "do_train", "finetuning_type", "seed"})
+DEFAULTS = {**TRAINING_DEFAULTS, "use_rslora": False, "use_dora": False, "lora_dropout": 0.0,
+            "quantization_type": "nf4", "double_quantization": True, "quantization_method": "bnb"}
+
+
+def export(t: Tuned) -> Export:
+    keys = {"model_name_or_path": t.hub_model, "stage": "sft", "do_train": True, "finetuning_type": "lora",
+            "dataset": t.data_file if t.data_file == t.data else "YOUR_DATASET", "template": "default", "cutoff_len": t.seq_len,
+            "output_dir": "outputs/harness-tuned",
+            "lora_rank": t.r, "lora_alpha": _number(t.alpha), "lora_dropout": t.dropout,
+            "lora_target": "all" if t.targets == "all-linear" else ",".join(t.targets),
+            "use_rslora": t.use_rslora, "use_dora": t.use_dora}
+    notes = []
+    if t.init in ("pissa",) or t.init.startswith("pissa_niter_"):
+        keys["pissa_init"] = True
+        if t.init.startswith("pissa_niter_"):
+            keys["pissa_iter"] = int(t.init.rsplit("_", 1)[1])
+    else:
+        notes += peft_init_note(t, "LLaMA-Factory")
+    if t.loraplus_lr_ratio != 1.0:
+        keys["loraplus_lr_ratio"] = t.loraplus_lr_ratio
+    if t.bits is not None:
+        keys |= {"quantization_bit": t.bits, "quantization_method": "bnb"}
+    if t.bits == 4:
+        keys |= {"quantization_type": t.quant_type, "double_quantization": t.double_quant}
+    keys |= {"learning_rate": t.learning_rate, "lr_scheduler_type": t.scheduler, "warmup_steps": t.warmup_ratio,
+             "weight_decay": t.weight_decay, "max_grad_norm": t.max_grad_norm,
+             "per_device_train_batch_size": t.batch_size, "gradient_accumulation_steps": t.grad_accum,
+             "max_steps": t.max_steps, "optim": t.optim, "seed": t.seed}
+    if t.scheduler_kwargs:
+        keys["lr_scheduler_kwargs"] = dict(t.scheduler_kwargs)
+    removes = {"warmup_ratio"}
+    if t.bits is None:
+        removes |= {"quantization_bit", "quantization_method", "quantization_type", "double_quantization"}
+    if t.loraplus_lr_ratio == 1.0:
+        removes.add("loraplus_lr_ratio")
+    load = ("Use: llamafactory-cli train THIS_FILE   (warmup_steps below 1 is a fraction of max_steps)",
+            "dataset names an entry of your dataset_dir/dataset_info.json, and template should be your model "
+            "family's (`default` is LLaMA-Factory's plain one)", *data_note(t))
+    return Export(NAME, keys, tuple(notes), load, CONTEXT, DEFAULTS, frozenset(removes))

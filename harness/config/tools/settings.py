@@ -1,0 +1,173 @@
+"""The settings a tool's config carries, tool-neutral: what `recommend` decided (read from recommended.yaml),
+ready to be spelled in each tool's keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.config.dataset import DataSpec
+from harness.config.errors import SpecError
+from harness.config.model import QUANTIZATION_MODES
+
+HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+"""Built-in model names -> the hub checkpoint a tool loads (the study itself may have run a GGUF of it)."""
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """One recommended config: adapter, quantization and training, plus what it was measured on."""
+
+    r: int
+    alpha: float
+    dropout: float
+    targets: str | list[str]
+    """`all-linear` or module names."""
+    quantization: str
+    """A harness mode: none, int8, nf4, nf4-dq, fp4, fp4-dq."""
+    learning_rate: float
+    max_steps: int
+    batch_size: int
+    grad_accum: int
+    warmup_ratio: float
+    weight_decay: float
+    max_grad_norm: float
+    scheduler: str
+    """transformers' lr_scheduler_type (cosine, linear, constant_with_warmup, warmup_stable_decay, ...)."""
+    optim: str = "adamw_torch"
+    seed: int = 0
+    use_rslora: bool = False
+    use_dora: bool = False
+    init: str = "true"
+    """peft init_lora_weights as text: true, gaussian, pissa, pissa_niter_N, olora."""
+    loraplus_lr_ratio: float = 1.0
+    scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
+    compute_dtype: str | None = None
+    model: str | None = None
+    """What the study's `--model` was (a built-in name, hub id, folder or GGUF file)."""
+    data: str | None = None
+    max_seq_len: int | None = None
+
+    @property
+    def bits(self) -> int | None:
+        """4, 8 or None (not quantized)."""
+        return None if self.quantization == "none" else 8 if self.quantization == "int8" else 4
+
+    @property
+    def quant_type(self) -> str | None:
+        """nf4 or fp4 for the 4-bit modes, else None."""
+        return self.quantization.split("-")[0] if self.bits == 4 else None
+
+    @property
+    def double_quant(self) -> bool:
+        return self.quantization.endswith("-dq")
+
+    @property
+    def data_file(self) -> str:
+        """The study's data when a tool can read it (a file or hub id), else a placeholder to replace."""
+        data = self.data or ""
+        return data if ("/" in data or "." in data) else "YOUR_DATA.jsonl"
+
+    @property
+    def seq_len(self) -> int:
+        """The sequence length the trials trained at (the harness default, 128, for files that predate it)."""
+        return self.max_seq_len or DataSpec().max_seq_len
+
+    @property
+    def hub_model(self) -> str | None:
+        """The checkpoint a tool should load: a built-in's hub id, else the study's model as given."""
+        return HUB_IDS.get(self.model or "", self.model)
+
+
+def mode_of(quantization: dict[str, Any] | None) -> str:
+    """The harness mode of a BitsAndBytesConfig mapping (None: 16-bit LoRA)."""
+    if not quantization:
+        return "none"
+    if quantization.get("load_in_8bit"):
+        return "int8"
+    if quantization.get("load_in_4bit"):
+        kind = str(quantization.get("bnb_4bit_quant_type") or "fp4")  # transformers' default is fp4
+        mode = kind + ("-dq" if quantization.get("bnb_4bit_use_double_quant") else "")
+        if mode in QUANTIZATION_MODES:
+            return mode
+    raise SpecError(f"quantization {quantization!r} is no harness mode ({', '.join(QUANTIZATION_MODES)})")
+
+
+def from_recommended(doc: dict[str, Any], *, section: dict[str, Any] | None = None) -> Tuned:
+    """The Tuned config of a recommended.yaml mapping (its top config, or `section`, one of its
+    per_quantization entries, which have the same shape)."""
+    part = section or doc
+    try:
+        lora, training = part["lora"], part["training"]
+    except (KeyError, TypeError):
+        raise SpecError("not a recommended.yaml: it needs `lora` and `training` sections "
+                        "(write one with `harness recommend`)") from None
+    evidence = part.get("evidence") or doc.get("evidence") or {}
+    optimizer = part.get("optimizer") or {}
+    warmup = float(training.get("warmup_ratio", training.get("warmup_steps", 0.0)))
+    if warmup >= 1:  # whole steps: as a fraction of the run
+        warmup = warmup / int(training["max_steps"])
+    init = lora.get("init_lora_weights", True)
+    return Tuned(
+        r=int(lora["r"]), alpha=float(lora["lora_alpha"]), dropout=float(lora.get("lora_dropout", 0.0)),
+        targets=lora.get("target_modules", "all-linear"), quantization=mode_of(part.get("quantization")),
+        learning_rate=float(f"{float(training['learning_rate']):.4g}"), max_steps=int(training["max_steps"]),
+        batch_size=int(training.get("per_device_train_batch_size", 8)),
+        grad_accum=int(training.get("gradient_accumulation_steps", 1)), warmup_ratio=warmup,
+        weight_decay=float(training.get("weight_decay", 0.0)), max_grad_norm=float(training.get("max_grad_norm", 1.0)),
+        scheduler=str(training.get("lr_scheduler_type", "linear")), optim=str(training.get("optim", "adamw_torch")),
+        seed=int(training.get("seed", 0)), use_rslora=bool(lora.get("use_rslora", False)),
+        use_dora=bool(lora.get("use_dora", False)), init=str(init).lower() if isinstance(init, bool) else str(init),
+        loraplus_lr_ratio=float(optimizer.get("loraplus_lr_ratio", 1.0)),
+        scheduler_kwargs=dict(training.get("lr_scheduler_kwargs") or {}),
+        compute_dtype=(part.get("quantization") or {}).get("bnb_4bit_compute_dtype") or evidence.get("compute_dtype"),
+        model=evidence.get("model"), data=evidence.get("data"),
+        max_seq_len=evidence.get("max_seq_len"))
+
+
+@dataclass(frozen=True)
+class Export:
+    """One tool's config for a Tuned config: its keys, and what it cannot say."""
+
+    tool: str
+    keys: dict[str, Any]
+    """The file's top-level keys (for Unsloth: one section per call)."""
+    notes: tuple[str, ...] = ()
+    """Each setting of the recommendation this tool cannot express, in one line: written into the file and
+    printed."""
+    load: tuple[str, ...] = ()
+    """How to use the file with the tool (header lines)."""
+    context: frozenset[str] = frozenset()
+    """Keys that say what to train on rather than how (model, data, output folder, sequence length): `--format
+    same` keeps the user's values of these."""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """The tool's value of a key a file leaves out: `--format same` does not add a key at this value."""
+    removes: frozenset[str] = frozenset()
+    """Keys that would contradict this export in a user's file (`lora_target_modules` beside
+    `lora_target_linear: true`): `--format same` comments them out."""
+
+
+def data_note(t: Tuned) -> list[str]:
+    """The note for a study that trained on a harness built-in task: the file names a placeholder."""
+    if t.data_file == t.data:
+        return []
+    return [f"Data: the study trained on harness's built-in `{t.data}`; replace the placeholder with your data"]
+
+
+def peft_init_note(t: Tuned, tool: str) -> list[str]:
+    """The note for a PiSSA/OLoRA/Gaussian init a tool's file cannot carry."""
+    if t.init in ("true",):
+        return []
+    return [f"init_lora_weights {t.init}: {tool} has no key for it; the study's adapters started from it "
+            f"(set peft.LoraConfig(init_lora_weights={t.init!r}) in code, or expect the plain-init result to differ)"]
+
+
+def loraplus_note(t: Tuned, tool: str) -> list[str]:
+    if t.loraplus_lr_ratio == 1.0:
+        return []
+    return [f"LoRA+ (B learns {t.loraplus_lr_ratio:g}x faster): {tool} has no key for it; this file trains "
+            "plain LoRA (peft.optimizers.create_loraplus_optimizer in code gives the study's optimizer)"]
+
+
+TRAINING_DEFAULTS: dict[str, Any] = {"weight_decay": 0.0, "max_grad_norm": 1.0, "gradient_accumulation_steps": 1}
+"""transformers.TrainingArguments' defaults, which TRL and LLaMA-Factory keep."""

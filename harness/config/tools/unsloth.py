@@ -1,0 +1,50 @@
+"""Unsloth: keyword arguments of FastLanguageModel.from_pretrained and FastLanguageModel.get_peft_model, and
+of trl.SFTConfig for its SFTTrainer, one YAML section each (Unsloth is driven from Python, not from a file)."""
+
+from __future__ import annotations
+
+from harness.config.errors import SpecError
+from harness.config.tools.settings import Export, Tuned, data_note, loraplus_note
+
+NAME = "unsloth"
+CONTEXT = frozenset()  # no `--format same`: Unsloth has no config file of its own
+
+
+def export(t: Tuned) -> Export:
+    if t.quant_type == "fp4":
+        raise SpecError(f"quantization {t.quantization}: Unsloth loads 4-bit weights as NF4 only, so it cannot "
+                        "train the recommended FP4 config; export another format, or recommend from a study "
+                        "whose best 4-bit mode is nf4 (per_quantization in recommended.yaml lists each mode)")
+    if t.use_dora:
+        raise SpecError("use_dora: Unsloth's get_peft_model has no DoRA; export another format")
+    notes = []
+    if t.quantization == "nf4":
+        notes.append("nf4 without double quantization: Unsloth always double-quantizes 4-bit weights (nf4-dq); "
+                     "the quality difference is small, the memory a little lower")
+    notes += loraplus_note(t, "Unsloth's get_peft_model")
+    load = {"model_name": t.hub_model, "max_seq_length": t.seq_len,
+            "load_in_4bit": t.bits == 4, "load_in_8bit": t.bits == 8}
+    peft = {"r": t.r, "lora_alpha": t.alpha, "lora_dropout": t.dropout, "bias": "none",
+            "target_modules": _targets(t.targets), "use_rslora": t.use_rslora, "random_state": t.seed,
+            "init_lora_weights": True if t.init == "true" else t.init}
+    training = {"learning_rate": t.learning_rate, "lr_scheduler_type": t.scheduler, "warmup_steps": t.warmup_ratio,
+                "weight_decay": t.weight_decay, "max_grad_norm": t.max_grad_norm,
+                "per_device_train_batch_size": t.batch_size, "gradient_accumulation_steps": t.grad_accum,
+                "max_steps": t.max_steps, "optim": t.optim, "seed": t.seed, "output_dir": "outputs/harness-tuned"}
+    if t.scheduler_kwargs:
+        training["lr_scheduler_kwargs"] = dict(t.scheduler_kwargs)
+    steps = ("Use: cfg = yaml.safe_load(open(THIS_FILE))",
+             "model, tokenizer = FastLanguageModel.from_pretrained(**cfg['from_pretrained'])",
+             "model = FastLanguageModel.get_peft_model(model, **cfg['get_peft_model'])",
+             "trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=YOUR_DATA, "
+             "args=SFTConfig(**cfg['training']))")
+    return Export(NAME, {"from_pretrained": load, "get_peft_model": peft, "training": training},
+                  tuple(notes), steps, CONTEXT, {})
+
+
+def _targets(targets: str | list[str]) -> list[str] | str:
+    """Unsloth's default targets are the seven projections, which is what `all-linear` means on Llama-shaped
+    models; peft's shorthand is passed through otherwise."""
+    if targets == "all-linear":
+        return ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    return targets
