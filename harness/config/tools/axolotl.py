@@ -8,7 +8,8 @@ from __future__ import annotations
 from harness.config.tools.settings import Export, Tuned, data_note, peft_init_note
 
 NAME = "axolotl"
-CONTEXT = frozenset({"base_model", "datasets", "output_dir", "sequence_len", "chat_template", "val_set_size", "seed"})
+CONTEXT = frozenset({"base_model", "datasets", "output_dir", "sequence_len", "chat_template", "val_set_size", "seed",
+                     "optimizer"})
 DEFAULTS = {"load_in_8bit": False, "load_in_4bit": False, "peft_use_rslora": False, "peft_use_dora": False,
             "bnb_config_kwargs": {"bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True}, "weight_decay": 0.0,
             "max_grad_norm": 1.0, "gradient_accumulation_steps": 1, "lora_dropout": 0.0}

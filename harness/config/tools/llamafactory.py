@@ -8,7 +8,7 @@ from harness.config.tools.settings import TRAINING_DEFAULTS, Export, Tuned, data
 
 NAME = "llamafactory"
 CONTEXT = frozenset({"model_name_or_path", "dataset", "dataset_dir", "template", "cutoff_len", "output_dir",
-                     "stage", "do_train", "finetuning_type", "seed"})
+                     "stage", "do_train", "finetuning_type", "seed", "optim"})
 DEFAULTS = {**TRAINING_DEFAULTS, "use_rslora": False, "use_dora": False, "lora_dropout": 0.0,
             "quantization_type": "nf4", "double_quantization": True, "quantization_method": "bnb"}
 

@@ -97,8 +97,15 @@ def _number(config: ToolConfig, key: str, value: Any) -> float:
     return number
 
 
-def _common(doc: dict[str, Any], config: ToolConfig, keys: dict[str, str]) -> None:
-    """The training keys every tool names its own way: `keys` maps our role -> the tool's key."""
+TRANSFORMERS_DEFAULTS = {"scheduler": "linear", "warmup_ratio": 0.0, "weight_decay": 0.0, "max_grad_norm": 1.0}
+"""transformers.TrainingArguments' values (TRL and LLaMA-Factory keep them) of the training settings a file
+leaves out: the trials train with what the user's tool would."""
+AXOLOTL_DEFAULTS = {**TRANSFORMERS_DEFAULTS, "scheduler": "cosine"}
+
+
+def _common(doc: dict[str, Any], config: ToolConfig, keys: dict[str, str], defaults: dict[str, Any]) -> None:
+    """The training keys every tool names its own way: `keys` maps our role -> the tool's key; a setting the
+    file leaves out takes the tool's default (`defaults`), said in a note."""
     train: dict[str, Any] = {}
     steps = config.take(doc, keys["max_steps"])
     if steps is not None and int(steps) > 0:
@@ -148,8 +155,11 @@ def _common(doc: dict[str, Any], config: ToolConfig, keys: dict[str, str]) -> No
         if not isinstance(length, int) or length < 8:
             raise config.fail(keys["length"], f"expected a whole number >= 8, got {length!r}")
         config.sweep.setdefault("data_options", {})["max_seq_len"] = length
-    if train:
-        config.sweep["train"] = train
+    missing = {k: v for k, v in defaults.items() if k not in train}
+    if missing:
+        config.notes.append(f"not in the file, so {config.format}'s defaults: "
+                            + ", ".join(f"{k} {v}" for k, v in missing.items()))
+    config.sweep["train"] = {**missing, **train}
     lr = config.take(doc, "learning_rate")
     if lr is not None:
         config.centre["learning_rate"] = _number(config, "learning_rate", lr)
@@ -201,7 +211,7 @@ def _axolotl(doc: dict[str, Any], config: ToolConfig) -> None:
     config.sweep["data"], fmt, columns = _axolotl_dataset(config, datasets[0])
     config.sweep.setdefault("data_options", {}).update(format=fmt, **({"column_map": columns} if columns else {}))
     _common(doc, config, {"max_steps": "max_steps", "epochs": "num_epochs", "batch": "micro_batch_size",
-                          "scheduler": "lr_scheduler", "optim": "optimizer", "length": "sequence_len"})
+                          "scheduler": "lr_scheduler", "optim": "optimizer", "length": "sequence_len"}, AXOLOTL_DEFAULTS)
 
 
 def _axolotl_dataset(config: ToolConfig, entry: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
@@ -265,7 +275,7 @@ def _llamafactory(doc: dict[str, Any], config: ToolConfig) -> None:
     config.sweep["data"], fmt, columns = _llamafactory_dataset(config, folder, names)
     config.sweep.setdefault("data_options", {}).update(format=fmt, **({"column_map": columns} if columns else {}))
     _common(doc, config, {"max_steps": "max_steps", "epochs": "num_train_epochs", "batch": "per_device_train_batch_size",
-                          "scheduler": "lr_scheduler_type", "optim": "optim", "length": "cutoff_len"})
+                          "scheduler": "lr_scheduler_type", "optim": "optim", "length": "cutoff_len"}, TRANSFORMERS_DEFAULTS)
 
 
 def _llamafactory_dataset(config: ToolConfig, folder: Path, name: str) -> tuple[str, str, dict[str, str]]:
@@ -324,7 +334,7 @@ def _trl(doc: dict[str, Any], config: ToolConfig) -> None:
         raise config.fail("dataset_name", "missing: a local file or a hub dataset id")
     config.sweep["data"] = str(data)
     _common(doc, config, {"max_steps": "max_steps", "epochs": "num_train_epochs", "batch": "per_device_train_batch_size",
-                          "scheduler": "lr_scheduler_type", "optim": "optim", "length": "max_length"})
+                          "scheduler": "lr_scheduler_type", "optim": "optim", "length": "max_length"}, TRANSFORMERS_DEFAULTS)
 
 
 READERS: dict[str, Callable[[dict[str, Any], ToolConfig], None]] = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 from harness.config.tools.settings import TRAINING_DEFAULTS, Export, Tuned, data_note, loraplus_note, peft_init_note
 
 NAME = "trl"
-CONTEXT = frozenset({"model_name_or_path", "dataset_name", "output_dir", "max_length", "dtype", "report_to", "seed"})
+CONTEXT = frozenset({"model_name_or_path", "dataset_name", "output_dir", "max_length", "dtype", "report_to", "seed", "optim"})
 DEFAULTS = {**TRAINING_DEFAULTS, "use_rslora": False, "use_dora": False, "load_in_8bit": False, "load_in_4bit": False,
             "use_bnb_nested_quant": False, "bnb_4bit_quant_type": "nf4"}
 """ModelConfig's and TrainingArguments' values of keys a file leaves out."""

@@ -4,7 +4,7 @@ of trl.SFTConfig for its SFTTrainer, one YAML section each (Unsloth is driven fr
 from __future__ import annotations
 
 from harness.config.errors import SpecError
-from harness.config.tools.settings import Export, Tuned, data_note, loraplus_note
+from harness.config.tools.settings import Export, Tuned, loraplus_note
 
 NAME = "unsloth"
 CONTEXT = frozenset()  # no `--format same`: Unsloth has no config file of its own
