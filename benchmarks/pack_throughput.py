@@ -6,7 +6,10 @@ peak resident memory is its own:
 
 - **one at a time**: one process trains the K trials in turn (`harness.trial.train`), the base model loaded
   once: what a harness worker does today;
-- **packed**: one process trains the K trials at once in one pack (`harness.trial.pack`);
+- **packed**: one process trains the K trials at once in one pack (`harness.trial.pack`), its LoRA layers
+  grouped (every member's update in two matrix products per layer);
+- **mixed** (with `--ways mixed`): the same pack through peft's mixed-batch forward (a loop over the members
+  in every LoRA layer), what packs with dropout or DoRA-free variants fall back to;
 - **K workers**: K processes train one trial each at the same time (each with its own copy of the base
   model), the cores shared between them.
 
@@ -47,7 +50,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["none"])
     parser.add_argument("--ks", nargs="+", type=int, default=[1, 2, 4, 8])
     parser.add_argument("--ways", nargs="+", default=["one", "packed", "workers"],
-                        help="one (one at a time), packed, workers")
+                        help="one (one at a time), packed, mixed (packed through peft's mixed-batch forward), workers")
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps per trial")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--json", type=Path, default=None)
@@ -133,11 +136,11 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
                         eval_batches=make_batches(tokenized.eval, 4, tokenizer.pad_token_id, shuffle_seed=None))
     base = load_base_model(checkpoint, mode, device)
     tokens, seconds = 0, 0.0
-    if way == "packed":
+    if way in ("packed", "mixed"):
         model = pack.attach_pack(base, configs)
         started = time.perf_counter()
         outcomes = pack.train_pack(model, [pack.Member(c, training_epochs(data, c)) for c in configs], device,
-                                   tokenizer.pad_token_id)
+                                   tokenizer.pad_token_id, grouped_forward=way == "packed")
         seconds = time.perf_counter() - started
         tokens = sum(o.outcome.tokens for o in outcomes)
     else:

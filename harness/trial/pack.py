@@ -24,6 +24,7 @@ Knows nothing of Optuna or W&B, like the rest of harness.trial.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -113,6 +114,65 @@ def routed(model: Any, names: Callable[[int], list[str]]) -> Iterator[None]:
             handle.remove()
 
 
+def groupable(model: Any, names: Sequence[str]) -> bool:
+    """Whether `grouped` can run these members: every LoRA layer a plain low-rank linear update (no DoRA, no
+    dropout) for each of them."""
+    import torch
+
+    for layer in _lora_layers(model):
+        for name in names:
+            if name not in layer.lora_A or not isinstance(layer.lora_A[name], torch.nn.Linear):
+                return False
+            if layer.use_dora.get(name) or not isinstance(layer.lora_dropout[name], torch.nn.Identity):
+                return False
+    return True
+
+
+@contextlib.contextmanager
+def grouped(model: Any, names: Sequence[str], owners: Sequence[int]) -> Iterator[None]:
+    """Every LoRA layer applies all the members' updates in two matrix products while the context is open: row i
+    (of member owners[i]) computes `x A_cat^T`, keeps only its member's rank slice scaled by that member's
+    alpha/r (a row mask, zero elsewhere), and multiplies by B_cat: `((x A_cat^T) * mask) B_cat`. The other
+    members' slices are exact zeros, so each row gets its own member's update and each member's gradient
+    comes from its own rows only; the number of operations per layer does not grow with the pack (peft's
+    mixed-batch forward, `routed`, loops over the members). Needs `groupable`."""
+    import torch
+
+    layers = _lora_layers(model)
+    masks: dict[tuple[Any, Any], Any] = {}
+
+    def mask_for(layer: Any, like: Any) -> Any:
+        ranks = tuple(layer.r[n] for n in names)
+        scales = tuple(float(layer.scaling[n]) for n in names)
+        key = (ranks, scales, like.dtype, like.device)
+        if key not in masks:
+            rows = torch.zeros(len(owners), sum(ranks), dtype=like.dtype, device=like.device)
+            start = [sum(ranks[:k]) for k in range(len(ranks))]
+            for i, k in enumerate(owners):
+                rows[i, start[k]:start[k] + ranks[k]] = scales[k]
+            masks[key] = rows
+        return masks[key]
+
+    def forward_of(layer: Any) -> Callable[..., Any]:
+        def forward(x: Any, *args: Any, **kwargs: Any) -> Any:
+            result = layer.base_layer(x, *args, **kwargs)
+            a = torch.cat([layer.lora_A[n].weight for n in names])  # (sum of ranks, in)
+            b = torch.cat([layer.lora_B[n].weight for n in names], dim=1)  # (out, sum of ranks)
+            h = torch.nn.functional.linear(x.to(a.dtype), a)
+            mask = mask_for(layer, h)
+            h = h * mask.view(mask.shape[0], *([1] * (h.dim() - 2)), mask.shape[1])
+            return result + torch.nn.functional.linear(h, b).to(result.dtype)
+        return forward
+
+    for layer in layers:
+        layer.forward = forward_of(layer)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward
+
+
 def only(model: Any, name: str) -> contextlib.AbstractContextManager[None]:
     """Every row goes through one member's adapter: score, generate or save that member as if alone."""
     return routed(model, lambda rows: [name] * rows)
@@ -166,10 +226,14 @@ def _join(batches: list[Any], pad_id: int) -> tuple[Any, Any, Any, list[int]]:
 
 
 def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, *,
-               loss_hook: Callable[[int, int, float], float] | None = None) -> list[MemberOutcome]:
+               loss_hook: Callable[[int, int, float], float] | None = None,
+               grouped_forward: bool = True) -> list[MemberOutcome]:
     """Train every member's adapter for the shared max_steps, each with its own optimizer, schedule and
-    clipping, on one forward/backward of the packed batch per micro-batch. `loss_hook(member, step, loss)`
-    lets tests inject a bad loss. Returns one MemberOutcome per member, in order."""
+    clipping, on one forward/backward of the packed batch per micro-batch. The LoRA layers run `grouped` when
+    they can (`grouped_forward=False`, or dropout or DoRA: peft's per-member mixed-batch forward, `routed`).
+    A member whose gradient norm is not finite leaves the pack before its step (diverged): in the grouped
+    forward a non-finite weight would reach the other members' rows as 0 x inf. `loss_hook(member, step,
+    loss)` lets tests inject a bad loss. Returns one MemberOutcome per member, in order."""
     import torch
 
     names = [member_name(k) for k in range(len(members))]
@@ -183,6 +247,7 @@ def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, 
     batches = {name: batches_forever(member.make_epoch) for name, member in zip(names, members)}
     outcomes = [MemberOutcome() for _ in members]
     alive = list(range(len(members)))
+    use_grouped = grouped_forward and groupable(model, names)
     model.train()
     for step in range(1, spec.max_steps + 1):
         if not alive:
@@ -195,7 +260,9 @@ def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, 
         for i in range(spec.grad_accum):
             ids, mask, labels, owners = _join([micro[k][i] for k in alive], pad_id)
             row_names = [names[alive[j]] for j in owners]
-            with routed(model, lambda rows: row_names):
+            route = (grouped(model, [names[k] for k in alive], owners) if use_grouped
+                     else routed(model, lambda rows: row_names))
+            with route:
                 scores = token_losses(model, ids.to(device), mask.to(device), labels.to(device))
             owner = torch.tensor(owners, device=scores.rows.device)[scores.rows]
             loss: Any = 0.0
@@ -207,8 +274,11 @@ def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, 
         seconds = time.perf_counter() - clock
         for k in list(alive):
             name, train_spec = names[k], members[k].config.train
-            if train_spec.max_grad_norm > 0:
-                _clip(params[name], train_spec.max_grad_norm)
+            norm = _clip(params[name], train_spec.max_grad_norm)
+            if not math.isfinite(norm):
+                outcomes[k].stopped = f"diverged: the gradient norm is {norm} at step {step}"
+                alive.remove(k)
+                continue
             optimizers[name].step()
             schedulers[name].step()
             optimizers[name].zero_grad(set_to_none=True)
@@ -229,11 +299,15 @@ def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, 
     return outcomes
 
 
-def _clip(params: list[Any], max_norm: float) -> None:
-    """Clip one member's gradients by that member's own norm (not the pack's)."""
+def _clip(params: list[Any], max_norm: float) -> float:
+    """Clip one member's gradients by that member's own norm (not the pack's; 0: no clipping); returns the
+    norm before clipping."""
     import torch
 
-    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    if max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    grads = [p.grad for p in params if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
 
 
 @contextlib.contextmanager

@@ -3,8 +3,9 @@
 fp32 on tiny-llama in every quantization mode: the same adapter weights and the same eval loss as the same
 trial trained alone by harness.trial.train, within 1e-5 relative (the packed batch is wider and padded
 further, so matmuls sum in another order; fp32 rounding then moves the last bits, far below 1e-5). The
-controls show the comparison can fail: rows routed to the wrong member, one optimizer shared by all
-members, and clipping by the pack's joint gradient norm each break it.
+controls show the comparison can fail: rows routed to the wrong member (in the grouped forward and in peft's
+mixed-batch forward), one optimizer shared by all members, and clipping by the pack's joint gradient norm each
+break it.
 """
 
 from __future__ import annotations
@@ -109,6 +110,21 @@ def test_a_packed_trial_ends_where_it_would_alone(mode: str, tiny_checkpoint: st
         assert losses[k] == pytest.approx(alone_loss, rel=RTOL)
 
 
+def test_peft_mixed_batch_forward_is_the_same_pack(tiny_checkpoint: str, prepared: PreparedData) -> None:
+    """The grouped forward (default) and peft's per-member mixed-batch forward (members with dropout, and
+    `grouped_forward=False`) train the same pack to the same weights."""
+    cfgs = _configs("none")[:2]
+    grouped_weights, _, _ = _packed(tiny_checkpoint, cfgs, prepared)
+    mixed_weights, _, _ = _packed(tiny_checkpoint, cfgs, prepared, grouped_forward=False)
+    for k in range(2):
+        _same(grouped_weights[k], mixed_weights[k])
+    model = pack.attach_pack(load_base_model(tiny_checkpoint, "none", "cpu"), cfgs)
+    assert pack.groupable(model, ["m0", "m1"])
+    dropout = [dataclasses.replace(c, lora=dataclasses.replace(c.lora, dropout=0.1)) for c in cfgs]
+    assert not pack.groupable(pack.attach_pack(load_base_model(tiny_checkpoint, "none", "cpu"), dropout),
+                              ["m0", "m1"])
+
+
 def test_each_member_saves_as_an_ordinary_peft_adapter(tiny_checkpoint: str, prepared: PreparedData,
                                                        tmp_path: Any) -> None:
     from peft import PeftModel
@@ -161,10 +177,12 @@ def test_the_equivalence_fails_on_each_mistake(mistake: str, tiny_checkpoint: st
         return model
 
     monkeypatch.setattr(pack, "attach_pack", attach)
-    if mistake == "rows to the wrong member":
-        real = pack.routed
+    if mistake == "rows to the wrong member":  # in the grouped forward and in peft's mixed-batch one
+        real, real_grouped = pack.routed, pack.grouped
         monkeypatch.setattr(pack, "routed", lambda model, names: real(
             model, lambda rows: (lambda n: n[1:] + n[:1])(names(rows))))
+        monkeypatch.setattr(pack, "grouped", lambda model, names, owners: real_grouped(
+            model, names, [(k + 1) % len(names) for k in owners]))
     elif mistake == "one optimizer for all":  # one AdamW (and schedule) over every member, at the first's rate
         shared: dict[str, Any] = {}
         real_make = pack.make_optimizer
