@@ -129,30 +129,64 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
     mode = args.modes[0]
     configs = _configs(args.model, mode, k + offset, args.steps, args.batch_size)[offset:]
     device = pick_device()
-    checkpoint = checkpoint_path(resolve_model(args.model))
-    tokenizer = load_tokenizer(checkpoint)
-    tokenized = tokenize_splits(load_examples(configs[0].data), tokenizer, configs[0].data)
-    data = PreparedData(tokenizer=tokenizer, tokenized=tokenized, split_hash="", source="",
-                        eval_batches=make_batches(tokenized.eval, 4, tokenizer.pad_token_id, shuffle_seed=None))
+    if args.model == SMALL_VOCAB:
+        checkpoint, epochs, pad_id = _small_vocab(configs)
+    else:
+        checkpoint = checkpoint_path(resolve_model(args.model))
+        tokenizer = load_tokenizer(checkpoint)
+        tokenized = tokenize_splits(load_examples(configs[0].data), tokenizer, configs[0].data)
+        data = PreparedData(tokenizer=tokenizer, tokenized=tokenized, split_hash="", source="",
+                            eval_batches=make_batches(tokenized.eval, 4, tokenizer.pad_token_id, shuffle_seed=None))
+        epochs = {id(c): training_epochs(data, c) for c in configs}
+        pad_id = tokenizer.pad_token_id
     base = load_base_model(checkpoint, mode, device)
     tokens, seconds = 0, 0.0
     if way in ("packed", "mixed"):
         model = pack.attach_pack(base, configs)
         started = time.perf_counter()
-        outcomes = pack.train_pack(model, [pack.Member(c, training_epochs(data, c)) for c in configs], device,
-                                   tokenizer.pad_token_id, grouped_forward=way == "packed")
+        outcomes = pack.train_pack(model, [pack.Member(c, epochs[id(c)]) for c in configs], device, pad_id,
+                                   grouped_forward=way == "packed")
         seconds = time.perf_counter() - started
         tokens = sum(o.outcome.tokens for o in outcomes)
     else:
         for config in configs:  # one at a time on the one base: each adapter removed before the next
             model = attach_adapter(base, config)
             started = time.perf_counter()
-            outcome = train(model, training_epochs(data, config), config.train, device)
+            outcome = train(model, epochs[id(config)], config.train, device)
             seconds += time.perf_counter() - started
             tokens += outcome.tokens
             base = model.unload()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"tokens": tokens, "seconds": seconds, "peak_rss_mb": peak}
+
+
+SMALL_VOCAB = "tiny-llama-vocab128"
+"""tiny-llama's layers with a 128-token vocabulary (the model `harness doctor` trains) on random token
+sequences: a step that is host-bound (tiny-llama itself keeps SmolLM2's 49,152-token head, which dominates its
+step on a CPU), the CPU's stand-in for a small model at a small batch on a GPU."""
+
+
+def _small_vocab(configs: list[Any]) -> tuple[str, dict[int, Any], int]:
+    """The small-vocabulary checkpoint (saved to a temporary folder) and each config's random training batches:
+    64 sequences of 48 tokens, the second half scored, shuffled per epoch by the config's seed."""
+    import random
+    import tempfile
+
+    from harness.data import make_batches
+    from harness.trial.doctor import _save_tiny_llama
+
+    folder = tempfile.mkdtemp(prefix="pack-bench-")
+    _save_tiny_llama(Path(folder))
+    rng = random.Random(0)
+    seqs = []
+    for _ in range(64):
+        ids = [rng.randrange(1, 128) for _ in range(48)]
+        seqs.append((ids, [-100] * 24 + ids[24:]))
+
+    def epochs_of(config: Any) -> Any:
+        return lambda epoch: make_batches(seqs, config.train.batch_size, 0, shuffle_seed=config.train.seed * 100_003 + epoch)
+
+    return folder, {id(c): epochs_of(c) for c in configs}, 0
 
 
 def _print_row(row: dict[str, Any]) -> None:

@@ -335,7 +335,7 @@ def run_advice(plan: AdvicePlan, *, reports_dir: Path, out: str | None = None, m
                 say(f"arm {a}: reused from {cache}")
         if not todo:
             continue
-        model = load_base_model(checkpoint, plan.quantization, device)
+        model = load_base_model(checkpoint, plan.quantization, device, plan.config.data.max_seq_len)
         if model_kind == "finetuned":
             from peft import PeftModel
 

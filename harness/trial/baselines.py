@@ -21,7 +21,7 @@ from typing import Any
 from harness.config.hashing import stable_hash
 from harness.config.trial import TrialConfig
 from harness.runtime.devices import compute_dtype, pick_device
-from harness.trial.models import cache_dir, quantized_stamp
+from harness.trial.models import attention_for, cache_dir, quantized_stamp
 from harness.trial.run import BaselineScore, TrialCache, run_baseline
 
 BASELINE_PACKAGES = ("peft", "harness")
@@ -37,8 +37,9 @@ def baseline_key(config: TrialConfig, cache: TrialCache) -> str:
     stamp = quantized_stamp(cache.checkpoint(config.model.name), config.quant.mode,
                             str(compute_dtype(device)).replace("torch.", ""), device)
     versions = [(name, metadata.version(name)) for name in BASELINE_PACKAGES]
+    attention = attention_for(device, config.data.max_seq_len)
     return stable_hash([stamp, versions, data.split_hash, dataclasses.asdict(config.data),
-                        dataclasses.asdict(config.eval)])
+                        dataclasses.asdict(config.eval), attention])
 
 
 def baseline_path(key: str) -> Path:

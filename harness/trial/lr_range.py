@@ -95,7 +95,8 @@ def run_range_test(config: TrialConfig, low: float, high: float, steps: int, cac
     started = time.perf_counter()
     try:
         data = cache.prepared(config)
-        base = load_base_model(cache.checkpoint(config.model.name), config.quant.mode, device)
+        base = load_base_model(cache.checkpoint(config.model.name), config.quant.mode, device,
+                               config.data.max_seq_len)
         model = attach_adapter(base, config)
 
         def record(info: StepInfo) -> None:

@@ -62,6 +62,8 @@ class TrialResult:
     """dtype of the 16-bit weights and of 4-bit compute (`bfloat16`, `float16` or `float32`)."""
     optimizer: str | None = None
     """The optimizer the adapter trained with, as a TrainingArguments `optim` value (`adamw_torch`...)."""
+    attention: str | None = None
+    """transformers' attention implementation (`eager` on a CPU at short sequences, else `sdpa`)."""
     weights: dict[str, Any] = field(default_factory=dict)
     """The base model's weight memory by kind (MiB): see weights.weight_breakdown."""
     data_seed: int | None = None

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from harness.runtime.devices import compute_dtype, device_name, pick_device
-from harness.trial.models import (checkpoint_path, load_base_model, load_tokenizer, quantized_checkpoint, resolve_model,
-                                  target_modules)
+from harness.trial.models import (attention_for, checkpoint_path, load_base_model, load_tokenizer, quantized_checkpoint,
+                                  resolve_model, target_modules)
 from harness.trial.scoring import EvalScore, eval_loss
 from harness.config.errors import one_line
 from harness.config.hashing import stable_hash
@@ -124,12 +124,14 @@ class Measured:
     """Peak memory in MB of the final eval and generation."""
     seed: int | None = None
     """The trial's training seed: it seeds the data order and the adapter initialisation alike."""
+    attention: str | None = None
+    """transformers' attention implementation the trial ran with (models.attention_for)."""
 
     def described(self) -> dict[str, Any]:
         """The fields every result carries, whatever its status: where it ran and with what."""
         return {"device": self.device, "device_name": self.device_name, "compute_dtype": self.compute_dtype,
-                "optimizer": self.optimizer, "weights": self.weights or {}, "data_seed": self.seed,
-                "init_seed": self.seed}
+                "optimizer": self.optimizer, "attention": self.attention, "weights": self.weights or {},
+                "data_seed": self.seed, "init_seed": self.seed}
 
 
 class MemoryMeter:
@@ -274,7 +276,8 @@ def run_trial(config: TrialConfig, cache: TrialCache | None = None,
     device = pick_device()
     meter = MemoryMeter(device)
     measured = Measured(device, device_name(device), str(compute_dtype(device)).replace("torch.", ""),
-                        optimizer_name(device), seed=config.train.seed)
+                        optimizer_name(device), seed=config.train.seed,
+                        attention=attention_for(device, config.data.max_seq_len))
     try:
         _prepare(config, cache, device)  # one-time work (tokenizing, quantizing the cache) is not the trial's peak
         meter.reset()
@@ -333,7 +336,7 @@ def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, devi
     data = cache.prepared(config)
     path = cache.checkpoint(config.model.name)
     started = time.perf_counter()
-    base = load_base_model(path, config.quant.mode, device)
+    base = load_base_model(path, config.quant.mode, device, config.data.max_seq_len)
     measured.weights = weights = weight_breakdown(base)  # frozen weights as stored, before the adapter
     model = attach_adapter(base, config)
     initial = keep_initial(model, config.adapter_dir, config.lora)
@@ -465,7 +468,8 @@ def score_saved_adapter(config: TrialConfig, adapter_dir: str, cache: TrialCache
     cache = cache or TrialCache()
     device = pick_device()
     data = cache.prepared(config)
-    base = load_base_model(cache.checkpoint(config.model.name), config.quant.mode, device)
+    base = load_base_model(cache.checkpoint(config.model.name), config.quant.mode, device,
+                            config.data.max_seq_len)
     model = PeftModel.from_pretrained(base, adapter_dir)
     model.eval()
     try:
@@ -499,7 +503,8 @@ def run_baseline(config: TrialConfig, cache: TrialCache | None = None) -> Baseli
     cache = cache or TrialCache()
     device = pick_device()
     data = cache.prepared(config)
-    model = load_base_model(cache.checkpoint(config.model.name), config.quant.mode, device)
+    model = load_base_model(cache.checkpoint(config.model.name), config.quant.mode, device,
+                            config.data.max_seq_len)
     try:
         score = eval_loss(model, data.eval_batches, device)
         generated = score_task(model, data, config, device)
