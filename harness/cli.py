@@ -286,6 +286,9 @@ def compare(
     typer.echo(f"written: {md} and {js}")
 
 
+QUANTIZATION_EXPORT_OPTION = typer.Option(None, "--quantization",
+                                          help="With --format: export the best config of this quantization mode "
+                                               "(recommended.yaml's per_quantization) instead of the overall best.")
 FORMAT_OPTION = typer.Option(None, "--format",
                              help="Also write the config for: peft (recommended.yaml itself), axolotl, llamafactory, "
                                   "trl, unsloth, or same (the --from-config file the sweep started from, tuned); "
@@ -306,6 +309,7 @@ def recommend(
     allow_diverged: bool = typer.Option(False, "--allow-diverged",
                                         help="Also recommend configs one of whose confirmation seeds diverged or failed."),
     formats: Optional[list[str]] = FORMAT_OPTION,
+    quantization: Optional[str] = QUANTIZATION_EXPORT_OPTION,
 ) -> None:
     """The recommended config(s) as YAML that peft.LoraConfig, BitsAndBytesConfig and TrainingArguments load,
     and (--format) as Axolotl, LLaMA-Factory, TRL or Unsloth configs, or your own file tuned."""
@@ -328,15 +332,16 @@ def recommend(
     write_recommended(doc, path, command)
     for line in summary_lines(doc, path):
         typer.echo(line)
-    _export(doc, path, wanted, command, sweep)
+    _export(doc, path, wanted, command, sweep, quantization)
 
 
-def _export(doc: dict[str, Any], path: Path, formats: tuple[str, ...], command: str, sweep: dict[str, Any]) -> None:
+def _export(doc: dict[str, Any], path: Path, formats: tuple[str, ...], command: str, sweep: dict[str, Any],
+            quantization: Optional[str] = None) -> None:
     """Write the --format files beside recommended.yaml; a refused format is one line each and exit 2, after
     the others are written."""
     from harness.publish.exports import write_exports
 
-    lines, refused = write_exports(doc, path.parent, formats, command, sweep)
+    lines, refused = write_exports(doc, path.parent, formats, command, sweep, quantization)
     for line in lines:
         typer.echo(line)
     if refused:
@@ -347,6 +352,7 @@ def _export(doc: dict[str, Any], path: Path, formats: tuple[str, ...], command: 
 def export(
     recommended: Path = typer.Argument(..., help="A recommended.yaml written by `harness recommend`."),
     formats: Optional[list[str]] = FORMAT_OPTION,
+    quantization: Optional[str] = QUANTIZATION_EXPORT_OPTION,
 ) -> None:
     """An existing recommended.yaml as Axolotl, LLaMA-Factory, TRL or Unsloth configs, written beside it."""
     import yaml
@@ -364,7 +370,7 @@ def export(
         raise SpecError(f"{recommended}: not valid YAML: {getattr(err, 'problem', err)}") from None
     if not isinstance(doc, dict):
         raise SpecError(f"{recommended}: not a recommended.yaml (expected a mapping)")
-    _export(doc, recommended, wanted, "harness " + " ".join(sys.argv[1:]), {})
+    _export(doc, recommended, wanted, "harness " + " ".join(sys.argv[1:]), {}, quantization)
 
 
 def _recommend_paths(out: Optional[str], sweep_dir: Optional[str]) -> tuple[Optional[str], Optional[Path]]:

@@ -66,12 +66,27 @@ def render(export: Export, doc: dict[str, Any], command: str) -> str:
     return "".join(f"# {line}\n" for line in header) + body
 
 
+def mode_doc(doc: dict[str, Any], mode: str) -> dict[str, Any]:
+    """The best config of one quantization mode (recommended.yaml's per_quantization entry), in the shape of
+    the whole file, for exporting it instead of the overall best."""
+    entries = doc.get("per_quantization") or {}
+    if mode not in entries:
+        raise SpecError(f"--quantization {mode}: this recommendation has no config in that mode "
+                        f"(per_quantization has: {', '.join(entries) or 'none'})")
+    return dict(entries[mode])
+
+
 def write_exports(doc: dict[str, Any], folder: Path, formats: tuple[str, ...], command: str,
-                  sweep: dict[str, Any] | None = None) -> tuple[list[str], list[str]]:
-    """Write each format's file into `folder`. Returns the lines to print and the refusals (one line each; the
+                  sweep: dict[str, Any] | None = None, quantization: str | None = None
+                  ) -> tuple[list[str], list[str]]:
+    """Write each format's file into `folder` (with `quantization`, the best config of that mode, in files
+    named recommended.<tool>.<mode>.yaml). Returns the lines to print and the refusals (one line each; the
     other formats are still written)."""
     lines: list[str] = []
     refused: list[str] = []
+    if quantization is not None:
+        doc = mode_doc(doc, quantization)
+    suffix = f".{quantization}" if quantization else ""
     tuned = from_recommended(doc) if any(f != "peft" for f in formats) else None
     for name in formats:
         try:
@@ -82,7 +97,7 @@ def write_exports(doc: dict[str, Any], folder: Path, formats: tuple[str, ...], c
                 lines += _write_same(tuned, folder, sweep or {})
             else:
                 export = TOOLS[name].export(tuned)
-                path = folder / f"recommended.{name}.yaml"
+                path = folder / f"recommended.{name}{suffix}.yaml"
                 path.write_text(render(export, doc, command))
                 lines.append(f"{name}: {path}")
                 lines += [f"{name}: not expressed: {note}" for note in export.notes]

@@ -271,6 +271,17 @@ def test_export_command_and_refusals(tmp_path: Path) -> None:
     proc = run_cli("export", str(plus), "--format", "trl")
     assert proc.returncode == 0 and "trl: not expressed: LoRA+" in proc.stdout
     assert "# NOT EXPRESSED: LoRA+" in (plus.parent / "recommended.trl.yaml").read_text()
+    both = recommended("fp4-dq")
+    both["per_quantization"] = {"fp4-dq": recommended("fp4-dq"), "nf4": recommended("nf4", lora__r=8)}
+    mixed = tmp_path / "modes" / "recommended.yaml"
+    mixed.parent.mkdir()
+    mixed.write_text(yaml.safe_dump(both))
+    proc = run_cli("export", str(mixed), "--format", "unsloth", "--quantization", "nf4")
+    assert proc.returncode == 0, proc.stderr
+    per_mode = yaml.safe_load((mixed.parent / "recommended.unsloth.nf4.yaml").read_text())
+    assert per_mode["get_peft_model"]["r"] == 8 and per_mode["from_pretrained"]["load_in_4bit"] is True
+    assert "--quantization nf4-dq" in assert_one_line_error(run_cli("export", str(mixed), "--format", "unsloth"))
+    assert_one_line_error(run_cli("export", str(mixed), "--quantization", "int8"), "per_quantization has: fp4-dq, nf4")
     assert_one_line_error(run_cli("export", str(tmp_path / "none.yaml")), "no such file")
     assert_one_line_error(run_cli("export", str(path), "--format", "same"), "--format same needs the study")
     assert_one_line_error(run_cli("sweep", "--from-config", str(tmp_path / "none.yaml")), "no such file")

@@ -13,8 +13,8 @@ CONTEXT = frozenset()  # no `--format same`: Unsloth has no config file of its o
 def export(t: Tuned) -> Export:
     if t.quant_type == "fp4":
         raise SpecError(f"quantization {t.quantization}: Unsloth loads 4-bit weights as NF4 only, so it cannot "
-                        "train the recommended FP4 config; export another format, or recommend from a study "
-                        "whose best 4-bit mode is nf4 (per_quantization in recommended.yaml lists each mode)")
+                        "train the recommended FP4 config; export another format, or the best NF4 config "
+                        "with --quantization nf4-dq (or nf4), when the study ran one")
     if t.use_dora:
         raise SpecError("use_dora: Unsloth's get_peft_model has no DoRA; export another format")
     notes = []
