@@ -136,7 +136,7 @@ def test_sample_configs_are_read(tool: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("tool, edit, needle", [
-    ("axolotl", {"optimizer": "paged_adamw_8bit"}, "optimizer: 'paged_adamw_8bit': trials train with AdamW"),
+    ("axolotl", {"optimizer": "adafactor"}, "optimizer: 'adafactor': trials train with AdamW"),
     ("axolotl", {"chat_template": "chatml"}, "chat_template: 'chatml'"),
     ("axolotl", {"adapter": None}, "adapter: None"),
     ("axolotl", {"datasets": [{"path": "a.jsonl", "type": "alpaca"}, {"path": "b.jsonl", "type": "alpaca"}]},
@@ -180,3 +180,91 @@ def test_epochs_instead_of_steps_is_a_note(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(doc))
     config = read_tool_config(path)
     assert "max_steps" not in config.sweep and any("validate --epochs 3" in n for n in config.notes)
+
+
+UPSTREAM_AXOLOTL = """base_model: NousResearch/Llama-3.2-1B
+load_in_8bit: false
+load_in_4bit: true
+datasets:
+  - path: teknium/GPT4-LLM-Cleaned
+    type: alpaca
+dataset_prepared_path: last_run_prepared
+val_set_size: 0.1
+output_dir: ./outputs/qlora-out
+adapter: qlora
+lora_model_dir:
+sequence_len: 2048
+sample_packing: true
+lora_r: 32
+lora_alpha: 16
+lora_dropout: 0.05
+lora_target_modules: [gate_proj, down_proj, up_proj, q_proj, v_proj, k_proj, o_proj]
+wandb_project:
+gradient_accumulation_steps: 4
+micro_batch_size: 2
+num_epochs: 1
+optimizer: adamw_bnb_8bit
+lr_scheduler: cosine
+learning_rate: 0.0002
+bf16: auto
+gradient_checkpointing: true
+warmup_ratio: 0.1
+weight_decay: 0.0
+special_tokens:
+  pad_token: "<|end_of_text|>"
+"""
+"""The shape of Axolotl's own QLoRA example for Llama-3.2-1B (examples/llama-3/qlora-1b.yml): a hub model and
+dataset, 8-bit AdamW, epochs rather than steps, sample packing."""
+
+UPSTREAM_LLAMAFACTORY = """model_name_or_path: meta-llama/Meta-Llama-3-8B-Instruct
+quantization_bit: 4
+quantization_method: bitsandbytes
+stage: sft
+do_train: true
+finetuning_type: lora
+lora_target: all
+dataset: identity,alpaca_en_demo
+template: llama3
+cutoff_len: 2048
+max_samples: 1000
+output_dir: saves/llama3-8b/lora/sft
+per_device_train_batch_size: 1
+gradient_accumulation_steps: 8
+learning_rate: 1.0e-4
+num_train_epochs: 3.0
+lr_scheduler_type: cosine
+warmup_ratio: 0.1
+bf16: true
+"""
+"""The shape of LLaMA-Factory's on-the-fly QLoRA example (examples/train_qlora/llama3_lora_sft_otfq.yaml)."""
+
+
+def test_a_published_axolotl_qlora_example_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "qlora-1b.yml"
+    path.write_text(UPSTREAM_AXOLOTL)
+    config = read_tool_config(path)
+    assert config.format == "axolotl" and config.sweep["model"] == "NousResearch/Llama-3.2-1B"
+    assert config.sweep["data"] == "teknium/GPT4-LLM-Cleaned" and config.sweep["data_options"]["format"] == "instruction"
+    assert config.centre == {"quantization": "nf4-dq", "lora_r": 32, "lora_alpha": 16.0, "lora_dropout": 0.05,
+                             "target_modules": "gate_proj,down_proj,up_proj,q_proj,v_proj,k_proj,o_proj",
+                             "learning_rate": 2e-4}
+    assert config.sweep["train"] == {"scheduler": "cosine", "warmup_ratio": 0.1, "weight_decay": 0.0,
+                                     "max_grad_norm": 1.0, "batch_size": 2, "grad_accum": 4}
+    assert "max_steps" not in config.sweep and config.sweep["data_options"]["max_seq_len"] == 2048
+    notes = " | ".join(config.notes)
+    assert "num_epochs 1" in notes and "adamw_bnb_8bit: trials train with 32-bit AdamW" in notes
+    assert {"sample_packing", "gradient_checkpointing", "special_tokens", "bf16"} <= set(config.unused)
+
+
+def test_a_published_llamafactory_qlora_example_is_read_once_it_names_one_dataset(tmp_path: Path) -> None:
+    path = tmp_path / "llama3_lora_sft_otfq.yaml"
+    path.write_text(UPSTREAM_LLAMAFACTORY)
+    with pytest.raises(SpecError, match="dataset: 'identity,alpaca_en_demo': a sweep trains on one dataset"):
+        read_tool_config(path)
+    write_data(tmp_path)
+    path.write_text(UPSTREAM_LLAMAFACTORY.replace("identity,alpaca_en_demo", "tiny_alpaca") + "dataset_dir: data\n")
+    config = read_tool_config(path)
+    assert config.format == "llamafactory" and config.centre["quantization"] == "nf4-dq"  # double quant by default
+    assert config.centre["target_modules"] == "all-linear" and config.centre["lora_r"] == 8  # LLaMA-Factory's default rank
+    assert config.centre["lora_alpha"] == 16.0 and config.sweep["train"]["grad_accum"] == 8
+    assert any("num_train_epochs 3.0" in n for n in config.notes) and any("template llama3" in n for n in config.notes)

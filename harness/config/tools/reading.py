@@ -16,8 +16,12 @@ import yaml
 from harness.config.errors import SpecError
 
 READ_FORMATS = ("axolotl", "llamafactory", "trl")
-ADAMW = ("adamw_torch", "adamw_torch_fused", "adamw_hf", "adamw")
-"""Optimizer names that are the AdamW the trials train with."""
+ADAMW = ("adamw_torch", "adamw_torch_fused", "adamw_hf", "adamw", "paged_adamw_32bit")
+"""Optimizer names that are the AdamW the trials train with (paged: the same update, states paged to CPU memory
+under pressure)."""
+ADAMW_8BIT = ("adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit", "adamw_torch_8bit")
+"""AdamW with 8-bit states: the same algorithm, moments stored rounded; trials train 32-bit AdamW (said in a
+note) and the user's file keeps its optimizer."""
 SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant_with_warmup": "constant", "constant": "constant",
               "warmup_stable_decay": "warmup_stable_decay"}
 """transformers lr_scheduler_type -> harness scheduler (constant: flat after the warm-up)."""
@@ -144,7 +148,10 @@ def _common(doc: dict[str, Any], config: ToolConfig, keys: dict[str, str], defau
         if scheduler == "constant":
             train["warmup_ratio"] = 0.0
     optimizer = config.take(doc, keys["optim"])
-    if optimizer is not None and optimizer not in ADAMW:
+    if optimizer in ADAMW_8BIT:
+        config.notes.append(f"{keys['optim']} {optimizer}: trials train with 32-bit AdamW (the same update, moments "
+                            "not rounded to 8 bits); the tuned file keeps your optimizer")
+    elif optimizer is not None and optimizer not in ADAMW:
         raise config.fail(keys["optim"], f"{optimizer!r}: trials train with AdamW (torch); set {keys['optim']}: "
                                          "adamw_torch in a copy of the file, or remove the key")
     plus = config.take(doc, "loraplus_lr_ratio")
@@ -269,7 +276,8 @@ def _llamafactory(doc: dict[str, Any], config: ToolConfig) -> None:
                             "chat template, which is what LLaMA-Factory's family templates reproduce")
     names = str(config.take(doc, "dataset") or "")
     if not names or "," in names:
-        raise config.fail("dataset", "expected one dataset name; a sweep trains on one")
+        raise config.fail("dataset", f"{names!r}: a sweep trains on one dataset; name one (or merge them into one "
+                                     "file with one dataset_info.json entry)")
     folder = Path(config.take(doc, "dataset_dir", "data"))
     folder = folder if folder.is_absolute() else config.path.parent / folder
     config.sweep["data"], fmt, columns = _llamafactory_dataset(config, folder, names)
