@@ -114,11 +114,11 @@ def _space_around(spec: Any, tool: Any) -> Any:
 
     from harness.config.tools.reading import space_around
 
+    space = space_around(tool)
     path = Path(spec.out_dir) / "space_from_config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# Written by harness sweep --from-config {tool.path}\n"
-                    + yaml.safe_dump(space_around(tool), sort_keys=False))
-    typer.echo(f"search space: {path} ({space_around(tool)['description']})")
+    path.write_text(f"# Written by harness sweep --from-config {tool.path}\n" + yaml.safe_dump(space, sort_keys=False))
+    typer.echo(f"search space: {path} ({space['description']})")
     return dataclasses.replace(spec, space=str(path))
 
 
@@ -355,21 +355,14 @@ def export(
     quantization: Optional[str] = QUANTIZATION_EXPORT_OPTION,
 ) -> None:
     """An existing recommended.yaml as Axolotl, LLaMA-Factory, TRL or Unsloth configs, written beside it."""
-    import yaml
-
+    from harness.config.files import load_mapping
     from harness.publish.exports import parse_formats
 
     wanted = parse_formats(formats) or ("axolotl", "llamafactory", "trl", "unsloth")
     if "same" in wanted:
         raise SpecError("--format same needs the study (harness recommend --study NAME --format same)")
-    if not recommended.is_file():
-        raise SpecError(f"{recommended}: no such file (write one with harness recommend --study NAME)")
-    try:
-        doc = yaml.safe_load(recommended.read_text())
-    except yaml.YAMLError as err:
-        raise SpecError(f"{recommended}: not valid YAML: {getattr(err, 'problem', err)}") from None
-    if not isinstance(doc, dict):
-        raise SpecError(f"{recommended}: not a recommended.yaml (expected a mapping)")
+    doc = load_mapping(recommended, missing=f"{recommended}: no such file (write one with harness recommend --study NAME)",
+                       not_mapping=f"{recommended}: not a recommended.yaml (expected a mapping)")
     _export(doc, recommended, wanted, "harness " + " ".join(sys.argv[1:]), {}, quantization)
 
 

@@ -9,11 +9,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from harness.config.dataset import DataSpec
 from harness.config.errors import SpecError
 from harness.config.evaluation import EvalSpec
+from harness.config.files import load_mapping
 from harness.config.sweep import SweepSpec
 from harness.config.training import TrainSpec
 
@@ -27,14 +27,8 @@ PACKAGED_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 def load_experiment(path: str | Path) -> dict[str, Any]:
     """Read an experiment file into SweepSpec keyword arguments (sections stay mappings)."""
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"experiment file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {getattr(err, 'problem', err)}") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: expected a mapping of settings")
+    data = load_mapping(path, missing=f"experiment file {path} does not exist",
+                        not_mapping=f"{path}: expected a mapping of settings", empty_ok=True)
     for key, value in data.items():
         if key not in _FLAT and key not in SECTIONS:
             raise SpecError(f"{path}: unknown key {key!r} (allowed: {', '.join(sorted(_FLAT | set(SECTIONS)))})")

@@ -13,7 +13,6 @@ import yaml
 
 from harness.config.errors import SpecError
 from harness.config.tools import axolotl, llamafactory, trl, unsloth
-from harness.config.tools.reading import read_tool_config
 from harness.config.tools.rewrite import rewrite
 from harness.config.tools.settings import Export, Tuned, from_recommended
 
@@ -116,14 +115,14 @@ def _write_same(tuned: Tuned | None, folder: Path, sweep: dict[str, Any]) -> lis
     path = Path(source)
     if not path.is_file():
         raise SpecError(f"{path}: the file the sweep started from is gone; put it back or name a tool format")
-    read = read_tool_config(path, sweep.get("from_format"))
-    export = TOOLS[read.format].export(tuned)
+    tool = str(sweep.get("from_format"))
+    export = TOOLS[tool].export(tuned)
     changes = {k: v for k, v in export.keys.items() if k not in export.context}
     text, changed = rewrite(path.read_text(), changes, export.removes, export.defaults)
     notes = "".join(f"# harness NOT EXPRESSED: {note}\n" for note in export.notes)
     out = folder / f"{path.stem}.tuned{path.suffix or '.yaml'}"
     out.write_text(text + notes)
-    lines = [f"same ({read.format}): {out} (from {path}; {len(changed)} keys changed)"]
+    lines = [f"same ({tool}): {out} (from {path}; {len(changed)} keys changed)"]
     lines += [f"  {key}: {old!r} -> {'(removed)' if new is None else repr(new)}" for key, (old, new) in changed.items()]
     return lines + [f"same: not expressed: {note}" for note in export.notes]
 

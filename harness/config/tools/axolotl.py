@@ -5,7 +5,7 @@ QLoRA is `adapter: qlora` with `load_in_4bit`, which Axolotl loads as NF4 with d
 
 from __future__ import annotations
 
-from harness.config.tools.settings import Export, Tuned, data_note, peft_init_note
+from harness.config.tools.settings import Export, Tuned, data_note, peft_init_note, whole
 
 NAME = "axolotl"
 CONTEXT = frozenset({"base_model", "datasets", "output_dir", "sequence_len", "chat_template", "val_set_size", "seed",
@@ -25,7 +25,7 @@ def export(t: Tuned) -> Export:
             "load_in_8bit": t.bits == 8, "load_in_4bit": t.bits == 4}
     if t.bits == 4:
         keys["bnb_config_kwargs"] = {"bnb_4bit_quant_type": t.quant_type, "bnb_4bit_use_double_quant": t.double_quant}
-    keys |= {"lora_r": t.r, "lora_alpha": _number(t.alpha), "lora_dropout": t.dropout}
+    keys |= {"lora_r": t.r, "lora_alpha": whole(t.alpha), "lora_dropout": t.dropout}
     if t.targets == "all-linear":
         keys["lora_target_linear"] = True
     else:
@@ -46,8 +46,3 @@ def export(t: Tuned) -> Export:
         removes.add("loraplus_lr_ratio")
     load = ("Use: axolotl train THIS_FILE", *data_note(t))
     return Export(NAME, keys, tuple(peft_init_note(t, "Axolotl")), load, CONTEXT, DEFAULTS, frozenset(removes))
-
-
-def _number(value: float) -> float | int:
-    """2.0 -> 2: the tools' files write whole alphas as integers."""
-    return int(value) if float(value).is_integer() else value

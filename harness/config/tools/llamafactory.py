@@ -3,8 +3,8 @@ into its model, data, training and fine-tuning argument dataclasses."""
 
 from __future__ import annotations
 
-from harness.config.tools.axolotl import _number
-from harness.config.tools.settings import TRAINING_DEFAULTS, Export, Tuned, data_note, peft_init_note
+from harness.config.tools.settings import (TRAINING_DEFAULTS, Export, Tuned, data_note, peft_init_note,
+                                            training_arguments, whole)
 
 NAME = "llamafactory"
 CONTEXT = frozenset({"model_name_or_path", "dataset", "dataset_dir", "template", "cutoff_len", "output_dir",
@@ -17,7 +17,7 @@ def export(t: Tuned) -> Export:
     keys = {"model_name_or_path": t.hub_model, "stage": "sft", "do_train": True, "finetuning_type": "lora",
             "dataset": t.data_file if t.data_file == t.data else "YOUR_DATASET", "template": "default", "cutoff_len": t.seq_len,
             "output_dir": "outputs/harness-tuned",
-            "lora_rank": t.r, "lora_alpha": _number(t.alpha), "lora_dropout": t.dropout,
+            "lora_rank": t.r, "lora_alpha": whole(t.alpha), "lora_dropout": t.dropout,
             "lora_target": "all" if t.targets == "all-linear" else ",".join(t.targets),
             "use_rslora": t.use_rslora, "use_dora": t.use_dora}
     notes = []
@@ -33,12 +33,7 @@ def export(t: Tuned) -> Export:
         keys |= {"quantization_bit": t.bits, "quantization_method": "bnb"}
     if t.bits == 4:
         keys |= {"quantization_type": t.quant_type, "double_quantization": t.double_quant}
-    keys |= {"learning_rate": t.learning_rate, "lr_scheduler_type": t.scheduler, "warmup_steps": t.warmup_ratio,
-             "weight_decay": t.weight_decay, "max_grad_norm": t.max_grad_norm,
-             "per_device_train_batch_size": t.batch_size, "gradient_accumulation_steps": t.grad_accum,
-             "max_steps": t.max_steps, "optim": t.optim, "seed": t.seed}
-    if t.scheduler_kwargs:
-        keys["lr_scheduler_kwargs"] = dict(t.scheduler_kwargs)
+    keys |= training_arguments(t)
     removes = {"warmup_ratio"}
     if t.bits is None:
         removes |= {"quantization_bit", "quantization_method", "quantization_type", "double_quantization"}

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
 from harness.config.errors import SpecError
+from harness.config.files import load_mapping
 
 READ_FORMATS = ("axolotl", "llamafactory", "trl")
 ADAMW = ("adamw_torch", "adamw_torch_fused", "adamw_hf", "adamw", "paged_adamw_32bit")
@@ -74,14 +74,8 @@ def detect(doc: dict[str, Any], path: Path) -> str:
 def read_tool_config(path: str | Path, fmt: str | None = None) -> ToolConfig:
     """Read and check a tool's config file (format detected from its keys unless `fmt` names it)."""
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"--from-config {path}: no such file")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {getattr(err, 'problem', err)}") from None
-    if not isinstance(doc, dict):
-        raise SpecError(f"{path}: expected a mapping of settings")
+    doc = load_mapping(path, missing=f"--from-config {path}: no such file",
+                       not_mapping=f"{path}: expected a mapping of settings")
     if fmt is not None and fmt not in READ_FORMATS:
         raise SpecError(f"--from-format {fmt!r} is not one of {', '.join(READ_FORMATS)}")
     fmt = fmt or detect(doc, path)

@@ -42,7 +42,6 @@ class Tuned:
     """peft init_lora_weights as text: true, gaussian, pissa, pissa_niter_N, olora."""
     loraplus_lr_ratio: float = 1.0
     scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
-    compute_dtype: str | None = None
     model: str | None = None
     """What the study's `--model` was (a built-in name, hub id, folder or GGUF file)."""
     data: str | None = None
@@ -120,7 +119,6 @@ def from_recommended(doc: dict[str, Any], *, section: dict[str, Any] | None = No
         use_dora=bool(lora.get("use_dora", False)), init=str(init).lower() if isinstance(init, bool) else str(init),
         loraplus_lr_ratio=float(optimizer.get("loraplus_lr_ratio", 1.0)),
         scheduler_kwargs=dict(training.get("lr_scheduler_kwargs") or {}),
-        compute_dtype=(part.get("quantization") or {}).get("bnb_4bit_compute_dtype") or evidence.get("compute_dtype"),
         model=evidence.get("model"), data=evidence.get("data"),
         max_seq_len=evidence.get("max_seq_len"))
 
@@ -167,6 +165,23 @@ def loraplus_note(t: Tuned, tool: str) -> list[str]:
         return []
     return [f"LoRA+ (B learns {t.loraplus_lr_ratio:g}x faster): {tool} has no key for it; this file trains "
             "plain LoRA (peft.optimizers.create_loraplus_optimizer in code gives the study's optimizer)"]
+
+
+def whole(value: float) -> float | int:
+    """2.0 -> 2: the tools' files write whole alphas as integers."""
+    return int(value) if float(value).is_integer() else value
+
+
+def training_arguments(t: Tuned) -> dict[str, Any]:
+    """The training settings in transformers.TrainingArguments' keys (TRL's SFTConfig, LLaMA-Factory, and the
+    SFTConfig of Unsloth's trainer); a warm-up below 1 is a fraction of max_steps in transformers 5."""
+    keys = {"learning_rate": t.learning_rate, "lr_scheduler_type": t.scheduler, "warmup_steps": t.warmup_ratio,
+            "weight_decay": t.weight_decay, "max_grad_norm": t.max_grad_norm,
+            "per_device_train_batch_size": t.batch_size, "gradient_accumulation_steps": t.grad_accum,
+            "max_steps": t.max_steps, "optim": t.optim, "seed": t.seed}
+    if t.scheduler_kwargs:
+        keys["lr_scheduler_kwargs"] = dict(t.scheduler_kwargs)
+    return keys
 
 
 TRAINING_DEFAULTS: dict[str, Any] = {"weight_decay": 0.0, "max_grad_norm": 1.0, "gradient_accumulation_steps": 1}

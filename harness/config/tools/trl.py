@@ -3,7 +3,8 @@ ModelConfig; SFTConfig is transformers.TrainingArguments plus the SFT fields).""
 
 from __future__ import annotations
 
-from harness.config.tools.settings import TRAINING_DEFAULTS, Export, Tuned, data_note, loraplus_note, peft_init_note
+from harness.config.tools.settings import (TRAINING_DEFAULTS, Export, Tuned, data_note, loraplus_note, peft_init_note,
+                                            training_arguments, whole)
 
 NAME = "trl"
 CONTEXT = frozenset({"model_name_or_path", "dataset_name", "output_dir", "max_length", "dtype", "report_to", "seed", "optim"})
@@ -15,18 +16,13 @@ DEFAULTS = {**TRAINING_DEFAULTS, "use_rslora": False, "use_dora": False, "load_i
 def export(t: Tuned) -> Export:
     keys = {"model_name_or_path": t.hub_model, "dataset_name": t.data_file, "output_dir": "outputs/harness-tuned",
             "max_length": t.seq_len,
-            "use_peft": True, "lora_r": t.r, "lora_alpha": int(t.alpha) if float(t.alpha).is_integer() else t.alpha,
+            "use_peft": True, "lora_r": t.r, "lora_alpha": whole(t.alpha),
             "lora_dropout": t.dropout, "lora_target_modules": t.targets if isinstance(t.targets, list) else [t.targets],
             "use_rslora": t.use_rslora, "use_dora": t.use_dora,
             "load_in_8bit": t.bits == 8, "load_in_4bit": t.bits == 4}
     if t.bits == 4:
         keys |= {"bnb_4bit_quant_type": t.quant_type, "use_bnb_nested_quant": t.double_quant}
-    keys |= {"learning_rate": t.learning_rate, "lr_scheduler_type": t.scheduler, "warmup_steps": t.warmup_ratio,
-             "weight_decay": t.weight_decay, "max_grad_norm": t.max_grad_norm,
-             "per_device_train_batch_size": t.batch_size, "gradient_accumulation_steps": t.grad_accum,
-             "max_steps": t.max_steps, "optim": t.optim, "seed": t.seed}
-    if t.scheduler_kwargs:
-        keys["lr_scheduler_kwargs"] = dict(t.scheduler_kwargs)
+    keys |= training_arguments(t)
     notes = peft_init_note(t, "TRL's ModelConfig") + loraplus_note(t, "TRL")
     load = ("Use: trl sft --config THIS_FILE   (or: TrlParser((ScriptArguments, SFTConfig, ModelConfig)).parse_args_and_config())",
             "warmup_steps below 1 is a fraction of max_steps (transformers 5)", *data_note(t))

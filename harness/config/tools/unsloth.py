@@ -4,7 +4,7 @@ of trl.SFTConfig for its SFTTrainer, one YAML section each (Unsloth is driven fr
 from __future__ import annotations
 
 from harness.config.errors import SpecError
-from harness.config.tools.settings import Export, Tuned, loraplus_note
+from harness.config.tools.settings import Export, Tuned, loraplus_note, training_arguments
 
 NAME = "unsloth"
 CONTEXT = frozenset()  # no `--format same`: Unsloth has no config file of its own
@@ -27,12 +27,7 @@ def export(t: Tuned) -> Export:
     peft = {"r": t.r, "lora_alpha": t.alpha, "lora_dropout": t.dropout, "bias": "none",
             "target_modules": _targets(t.targets), "use_rslora": t.use_rslora, "random_state": t.seed,
             "init_lora_weights": True if t.init == "true" else t.init}
-    training = {"learning_rate": t.learning_rate, "lr_scheduler_type": t.scheduler, "warmup_steps": t.warmup_ratio,
-                "weight_decay": t.weight_decay, "max_grad_norm": t.max_grad_norm,
-                "per_device_train_batch_size": t.batch_size, "gradient_accumulation_steps": t.grad_accum,
-                "max_steps": t.max_steps, "optim": t.optim, "seed": t.seed, "output_dir": "outputs/harness-tuned"}
-    if t.scheduler_kwargs:
-        training["lr_scheduler_kwargs"] = dict(t.scheduler_kwargs)
+    training = {**training_arguments(t), "output_dir": "outputs/harness-tuned"}
     steps = ("Use: cfg = yaml.safe_load(open(THIS_FILE))",
              "model, tokenizer = FastLanguageModel.from_pretrained(**cfg['from_pretrained'])",
              "model = FastLanguageModel.get_peft_model(model, **cfg['get_peft_model'])",
