@@ -95,8 +95,24 @@ def _generate_batch(model: Any, prompts: list[list[int]], pad_id: int, stops: li
     # eos_token_id=[] (no stop) must stay a list: None would fall back to the model's own EOS.
     out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                          do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
-                         eos_token_id=stops, use_cache=True)
+                         eos_token_id=stops, use_cache=True, **_last_logits_only(model))
     return [_cut_at_stop(row.tolist(), stops) for row in out[:, width:]]
+
+
+def _last_logits_only(model: Any) -> dict[str, int]:
+    """`logits_to_keep=1` where generate would not pass it itself: transformers asks for the last position's
+    logits only when the model's own forward names the argument, which a peft wrapper's does not, so a LoRA
+    model's prefill computed the vocabulary logits of every prompt position (32 prompts x 48 tokens x 49,152 in
+    fp32 on SmolLM2: ~0.8 GB of peak memory and a second of the head for nothing). Greedy tokens are the same."""
+    import inspect
+
+    def names(module: Any) -> set[str]:
+        return set(inspect.signature(module.forward).parameters)
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if "logits_to_keep" in names(model) or "logits_to_keep" not in names(inner):
+        return {}
+    return {"logits_to_keep": 1}
 
 
 def _cut_at_stop(ids: list[int], stops: list[int]) -> list[int]:

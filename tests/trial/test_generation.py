@@ -174,6 +174,19 @@ def test_peft_lora_model(checkpoint: str, tokenizer, prompts) -> None:
     assert batched != before
     assert batched == one_by_one(changed, tokenizer, prompts, max_new_tokens=5, stop_ids=[])
     assert changed.config.use_cache is False
+    # peft's forward does not name logits_to_keep, so generate would score every prompt position: it is asked
+    # for the last one, which changes no token (a plain model asks for it itself).
+    from harness.trial import generation
+
+    assert generation._last_logits_only(changed) == {"logits_to_keep": 1}
+    assert generation._last_logits_only(base) == {}
+    full = generation.__dict__["_last_logits_only"]
+    try:
+        generation._last_logits_only = lambda model: {}
+        assert generate_ids(changed, tokenizer, prompts, max_new_tokens=5, batch_size=5, device="cpu",
+                            stop_ids=[]) == batched
+    finally:
+        generation._last_logits_only = full
 
 
 def test_nf4_quantized_model(checkpoint: str, tokenizer, prompts) -> None:
@@ -184,3 +197,22 @@ def test_nf4_quantized_model(checkpoint: str, tokenizer, prompts) -> None:
     assert [len(row) for row in batched] == [5] * len(prompts)
     assert batched == one_by_one(model, tokenizer, prompts, max_new_tokens=5, stop_ids=[])
     assert model.config.use_cache is False
+
+
+def test_trials_generate_in_batches_of_generate_batch_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The final evaluation's answers are generated `eval.generate_batch_size` prompts at a time, not in eval
+    loss batches."""
+    from types import SimpleNamespace
+
+    import harness.trial.generation as generation
+    from harness.config.evaluation import EvalSpec
+    from harness.config.trial import TrialConfig
+    from harness.trial.run import score_task
+
+    seen: list[int] = []
+    monkeypatch.setattr(generation, "score_generations", lambda *a, batch_size, **k: seen.append(batch_size))
+    data = SimpleNamespace(max_new_tokens=8, metrics=("rouge_l",), tokenizer=None,
+                           tokenized=SimpleNamespace(eval_prompts=[[1]] * 40, eval_references=["a"] * 40))
+    for spec, expected in ((EvalSpec(batch_size=4), 16), (EvalSpec(batch_size=4, generate_batch_size=5), 5)):
+        score_task(None, data, TrialConfig(eval=spec), "cpu")
+        assert seen.pop() == expected
