@@ -31,6 +31,11 @@ HEARTBEAT_OPTION = typer.Option(None, "--heartbeat-interval", envvar="HARNESS_HE
                                 help="Seconds between a running trial's heartbeats (relational storages; default 10).")
 GRACE_OPTION = typer.Option(None, "--grace-period", envvar="HARNESS_GRACE_PERIOD",
                             help="Seconds without a heartbeat before a trial's worker counts as lost (default 60).")
+RERUN_PACK_OPTION = typer.Option(1, "--pack", help="Train up to K of the planned re-runs at once on one copy of the "
+                                "base model (those of one quantization mode and target set), as `sweep --pack` does.")
+PACK_OPTION = typer.Option(None, "--pack", help="Train up to K trials at once on one copy of the base model (those "
+                          "of one quantization mode and target set; DoRA and PiSSA/OLoRA trials train alone), each "
+                          "with its own optimizer, schedule and clipping; needs --pruner none (default 1).")
 
 
 @app.command()
@@ -69,6 +74,7 @@ def sweep(
                                                   "(exact_match, accuracy, rouge_l, token_f1, contains_answer)."),
     workers: Optional[int] = typer.Option(None, help="Worker processes on this machine, one GPU each (default 1); "
                                                      "more than 1 needs a journal file or PostgreSQL storage."),
+    pack: Optional[int] = PACK_OPTION,
     heartbeat_interval: Optional[int] = HEARTBEAT_OPTION,
     grace_period: Optional[int] = GRACE_OPTION,
     from_config: Optional[Path] = typer.Option(None, "--from-config",
@@ -97,7 +103,7 @@ def sweep(
     flags = dict(model=model, data=data, space=space, trials=trials, study=study, storage=storage,
                  max_steps=max_steps, seed=seed, out=out, wandb=wandb, sampler=sampler, pruner=pruner,
                  objectives=objectives, warm_start=warm_start, lr_range_test=lr_range_test,
-                 task_metrics=task_metrics)
+                 task_metrics=task_metrics, pack=pack)
     spec = build_sweep_spec(file_values, flags, str(experiment) if experiment else "flags")
     if tool is not None and space is None and "space" not in file_values:
         spec = _space_around(spec, tool)
@@ -130,13 +136,18 @@ def worker(
                                                     "trials, counting every worker (default: the target of the "
                                                     "last `harness sweep` on it)."),
     out: Optional[str] = typer.Option(None, help="Where this worker writes trials.jsonl, adapters and W&B runs."),
+    pack: Optional[int] = PACK_OPTION,
     heartbeat_interval: Optional[int] = HEARTBEAT_OPTION,
     grace_period: Optional[int] = GRACE_OPTION,
 ) -> None:
     """Join an existing study and run trials of it with the settings it was created with."""
+    import dataclasses
+
     from harness.search.study import joined_spec
 
     spec, target = joined_spec(study, storage, out, trials)
+    if pack is not None:
+        spec = dataclasses.replace(spec, pack=pack)
     _run_sweep(spec, heartbeat=Heartbeat.from_flags(heartbeat_interval, grace_period), target=target, joined=True)
 
 
@@ -226,7 +237,7 @@ def _view(study: str, storage: Optional[str], out: Optional[str], confirm_seeds:
 
 
 def _grouped_view(study: str, storage: Optional[str], out: Optional[str], by: Optional[str], confirm_seeds: int = 0,
-                  confirm_top: int = 1) -> tuple[Any, Any]:
+                  confirm_top: int = 1, pack: int = 1) -> tuple[Any, Any]:
     """The study read back and its grouping for `--by` (harness.evidence.grouping; None: by quantization mode), after
     running the confirmation trials asked for (if any, of each group)."""
     from harness.evidence.confirm import run_confirmations
@@ -238,7 +249,7 @@ def _grouped_view(study: str, storage: Optional[str], out: Optional[str], by: Op
     if not confirm_seeds:
         return view, groups
     with _sweep_errors():
-        run_confirmations(view, confirm_seeds, confirm_top, out, say=typer.echo, by=groups)
+        run_confirmations(view, confirm_seeds, confirm_top, out, say=typer.echo, by=groups, pack=pack)
     return open_view(study, storage, out), groups
 
 
@@ -259,6 +270,7 @@ def compare(
                                                      "is resolved or --max-seeds are spent."),
     max_seeds: int = MAX_SEEDS_OPTION,
     resolution: Optional[str] = RESOLUTION_OPTION,
+    pack: int = RERUN_PACK_OPTION,
 ) -> None:
     """LoRA vs QLoRA (or any categorical axis, --by): per group, quality, memory and time; writes
     comparison.md/json (comparison_by_<axes>.md/json with --by)."""
@@ -270,11 +282,11 @@ def compare(
     _check_sequential(confirm_until, resolution)
     if confirm_until and confirm_seeds:
         _fail("--confirm-until and --confirm-seeds both say how many seeds to run: give one", 2)
-    view, groups = _grouped_view(study, storage, out, by, confirm_seeds, confirm_top)
+    view, groups = _grouped_view(study, storage, out, by, confirm_seeds, confirm_top, pack)
     sequential = max_seeds if confirm_until else None
     if confirm_until:
         with _sweep_errors():
-            view = confirm_until_resolved(view, max_seeds, resolution, confirm_top, out, typer.echo, groups)
+            view = confirm_until_resolved(view, max_seeds, resolution, confirm_top, out, typer.echo, groups, pack)
     comparison = build_comparison(view, device, groups, resolution, sequential)
     md, js = write_comparison(comparison, Path(study_reports_dir(study, reports_dir)))
     for line in comparison.setup:
@@ -404,6 +416,7 @@ def validate(
                                                      "(instead of --seeds)."),
     max_seeds: int = MAX_SEEDS_OPTION,
     resolution: Optional[str] = RESOLUTION_OPTION,
+    pack: int = RERUN_PACK_OPTION,
 ) -> None:
     """Re-train the top configs and the published defaults at the real budget; does the ranking hold?"""
     from harness.config.paths import study_reports_dir
@@ -413,7 +426,7 @@ def validate(
 
     _check_sequential(confirm_until, resolution)
     options = dict(steps=steps, epochs=epochs, top=top, defaults=defaults, defaults_file=defaults_file, out=out,
-                   workers=workers, wandb=wandb)
+                   workers=workers, wandb=wandb, pack=pack)
     with _sweep_errors():
         if confirm_until:
             result = validate_until_resolved(_view(study, storage, out), max_seeds, resolution, say=typer.echo,
@@ -531,11 +544,26 @@ def datasets() -> None:
 @app.command()
 def doctor(
     quick: bool = typer.Option(False, "--quick", help="Skip the per-mode training check."),
+    pack_fit: Optional[str] = typer.Option(None, "--pack-fit", help="A model (as sweep's --model takes it): measure "
+                                           "how many members of a pack (sweep --pack) fit this device's memory."),
+    mode: str = typer.Option("nf4-dq", "--mode", help="With --pack-fit: the quantization mode."),
+    batch: int = typer.Option(8, "--batch", help="With --pack-fit: each member's batch size."),
+    seq: int = typer.Option(128, "--seq", help="With --pack-fit: tokens per sequence (every one scored)."),
+    rank: int = typer.Option(16, "--rank", help="With --pack-fit: each member's LoRA rank (all linear layers)."),
 ) -> None:
-    """What this machine can run: device, dtypes, bitsandbytes, which quantization modes work."""
+    """What this machine can run: device, dtypes, bitsandbytes, which quantization modes work; with --pack-fit,
+    how many members of a pack of that model fit its memory."""
+    from harness.trial.pack_fit import check_args, measure_pack_fit
+
+    if pack_fit is not None:
+        check_args(mode, batch=batch, seq=seq, rank=rank)  # before the report, which loads bitsandbytes
     from harness.trial.doctor import format_report, run_doctor
 
     typer.echo(format_report(run_doctor(check_modes=not quick)))
+    if pack_fit is not None:
+        typer.echo(f"pack fit        measuring packs of 1 and 2 of {pack_fit} ({mode})...")
+        fit = measure_pack_fit(pack_fit, mode, batch=batch, seq=seq, rank=rank)
+        typer.echo(f"pack fit        {fit.line()}")
 
 
 def main() -> None:

@@ -133,6 +133,24 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, *, alive: su
 # ---- files a sweep reads or leaves --------------------------------------------------------------------------
 
 
+def wait_for_running(out: Path, name: str, proc: subprocess.Popen, count: int = 1, timeout: float = 120) -> None:
+    """Until `count` of the sweep's trials are RUNNING, each with its config stored: from then on Ctrl-C or SIGKILL
+    hits them (a pack of `count` members, or a single trial)."""
+    import optuna
+
+    def running() -> bool:
+        if not (out / "study.db").exists():
+            return False
+        try:
+            trials = load_study(out, name).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        except Exception:  # the study is still being created
+            return False
+        return len(trials) >= count and all(t.user_attrs.get("config") for t in trials)
+
+    what = "a RUNNING trial" if count == 1 else f"{count} RUNNING trials"
+    wait_for(running, timeout, f"{what} with its config in study {name!r}", alive=proc)
+
+
 def write_jsonl(path: Path, records: list) -> str:
     """One JSON object a line; returns the path as a string (what DataSpec takes)."""
     path.write_text("".join(json.dumps(r) + "\n" for r in records))

@@ -17,7 +17,7 @@ from harness.config.paths import study_out_dir, study_storage_url
 from harness.config.training import TrainSpec
 
 _UNPINNED = {("train", "learning_rate"), ("train", "max_steps"), ("train", "seed"), ("train", "eval_every"),
-             ("train", "eval_at"), ("data_options", "name")}
+             ("train", "eval_at"), ("data_options", "name"), ("eval", "generate_batch_size")}
 """Settings a resumed study may change: sampled per trial, given elsewhere, or not measured."""
 
 
@@ -55,6 +55,9 @@ class SweepSpec:
     """Which trials score the task metrics (generated answers): `all` (each in its final evaluation), `top-K`
     (none while the sweep runs; the K best completed trials, on their saved adapters, when it ends) or `none`.
     Only `all` when an objective is a task metric."""
+    pack: int = 1
+    """Trials trained at once on one copy of the base model (harness.trial.pack): this process claims up to
+    `pack` trials, and those of one quantization mode and target set train together. 1: one at a time."""
     lr_range_test: bool = False
     """Before the search, narrow the learning-rate axis with one range test per quantization mode
     (harness.search.lr_range)."""
@@ -83,6 +86,11 @@ class SweepSpec:
         check(not (self.lr_range_test and self.sampler == "grid"),
               "lr_range_test narrows the learning-rate axis, which a grid covers point by point; "
               "use --sampler tpe or random, or drop --lr-range-test")
+        check(isinstance(self.pack, int) and not isinstance(self.pack, bool) and self.pack >= 1,
+              f"pack must be a positive integer (trials trained at once), got {self.pack!r}")
+        check(self.pack == 1 or self.pruner == "none",
+              f"--pack {self.pack} trains every member of a pack to max_steps, so no pruner can stop one early; "
+              f"use --pruner none with --pack, or --pack 1 with --pruner {self.pruner}")
         check(self.pruner in PRUNERS, f"pruner {self.pruner!r} is not one of {', '.join(PRUNERS)}")
         check(self.wandb in WANDB_MODES, f"wandb {self.wandb!r} is not one of {', '.join(WANDB_MODES)}")
         check(len(self.objectives) >= 1, "objectives must name at least one metric, e.g. eval_loss")

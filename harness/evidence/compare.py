@@ -27,7 +27,7 @@ from typing import Any
 from harness.search.edges import study_edge_warnings
 from harness.evidence.grouping import BY_MODE, Grouping, grouping
 from harness.trial.quantization import mode_label
-from harness.search.readout import StudyView, TrialRow, small_eval_note
+from harness.search.readout import StudyView, TrialRow, alone_rows, packed_note, small_eval_note
 from harness.config.errors import SpecError
 from harness.config.model import QUANTIZATION_MODES
 from harness.evidence.sequential import METHOD, judge, look, look_level, parse_resolution
@@ -250,6 +250,7 @@ def _summarize_mode(view: StudyView, mode: str, metric: str | None, by: Grouping
     done = [r for r in rows if r.state == "COMPLETE" and r.values is not None]
     objective = [r.values[0] for r in done if r.values]  # type: ignore[index]
     task = [v for v in (r.metric(metric) for r in done) if v is not None] if metric else []
+    alone = alone_rows(done)  # memory and time: the runs that trained alone, when some trained in packs
     return ModeSummary(
         mode=mode, trials=len(rows), completed=len(done),
         pruned=sum(r.state == "PRUNED" and r.status != "diverged" for r in rows),
@@ -257,13 +258,13 @@ def _summarize_mode(view: StudyView, mode: str, metric: str | None, by: Grouping
         diverged=sum(r.status == "diverged" for r in rows),
         best=next(iter(view.ranked(objective, float)), None), median=_median(objective),
         best_task=max(task) if task else None, median_task=_median(task),
-        peak_memory_mb=_median([r.metric("peak_memory_mb") for r in done]),
-        train_peak_mb=_median([r.metric("train_peak_memory_mb") for r in done]),
-        eval_peak_mb=_median([r.metric("eval_peak_memory_mb") for r in done]),
+        peak_memory_mb=_median([r.metric("peak_memory_mb") for r in alone]),
+        train_peak_mb=_median([r.metric("train_peak_memory_mb") for r in alone]),
+        eval_peak_mb=_median([r.metric("eval_peak_memory_mb") for r in alone]),
         weights_mb=_median([r.metric("base_model_mb") for r in done]),
         weights=_weights(view, mode, done),
-        seconds_per_step=_median([r.seconds_per_step for r in done]),
-        tokens_per_second=_median([r.metric("tokens_per_second") for r in done]),
+        seconds_per_step=_median([r.seconds_per_step for r in alone]),
+        tokens_per_second=_median([r.metric("tokens_per_second") for r in alone]),
         confirmed=_confirmed(view, [r for r in search if r.state == "COMPLETE"], rows, metric),
         untuned=view.baseline(mode) if by.by_mode else None,
         untuned_missing=view.baseline_missing(mode) if by.by_mode else None,
@@ -524,9 +525,9 @@ def _notes(view: StudyView, modes: list[ModeSummary], reference: ModeSummary | N
         flag = "" if by.by_mode else f" --by {','.join(by.axes)}"
         notes.append("unconfirmed: every number is a single trial (the best of a short sweep is partly "
                      f"luck); run `harness compare{flag} --confirm-seeds 3` to re-run each group's best config")
-    note = small_eval_note(view.n_eval)
-    if note:
-        notes.append(note)
+    for note in (small_eval_note(view.n_eval), packed_note(view.rows)):
+        if note:
+            notes.append(note)
     return notes
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.evidence.grouping import Grouping, grouping
 from harness.evidence.sequential import until_resolved
-from harness.search.readout import StudyView
+from harness.search.readout import StudyView, measured_alone
 from harness.config.errors import SpecError
 
 
@@ -26,6 +26,9 @@ class Confirmation:
     source: int
     params: dict[str, Any]
     seed: int
+    alone: bool = False
+    """Trains alone although the confirmation packs (`--pack`): the config's one run whose peak memory and
+    seconds are its own (harness.search.readout.ALONE_NOTE)."""
 
 
 def confirmation_seeds(base_seed: int, k: int, used: set[int] | frozenset[int] = frozenset()) -> list[int]:
@@ -39,14 +42,16 @@ def confirmation_seeds(base_seed: int, k: int, used: set[int] | frozenset[int] =
 
 
 def plan_confirmations(view: StudyView, seeds: int, top: int = 1, by: Grouping | None = None,
-                       groups: set[str] | None = None) -> list[Confirmation]:
+                       groups: set[str] | None = None, pack: int = 1) -> list[Confirmation]:
     """Re-runs still missing for the `top` best completed search trials of each mode (each group of `by`'s
     axes: `harness compare --by use_dora`). A config gets
     `seeds` confirmation runs in all (finished, running or waiting ones count; failed ones, such as an
     interrupted run, are planned again), each with a seed never run before for the same params (a
     resumed or duplicated config may already have run some seeds: a repeat would not be fresh evidence).
     Every config gets the same seeds (the sweep's seed + 1, + 2, ...), so configs are compared seed by seed.
-    `groups`: only these groups' keys (sequential confirmation adds seeds where a comparison is unresolved)."""
+    `groups`: only these groups' keys (sequential confirmation adds seeds where a comparison is unresolved).
+    `pack` > 1: the runs will train in packs, so the first missing seed of a config none of whose confirmation
+    runs trained alone (or waits to) is planned `alone`: its peak memory and seconds are the config's own."""
     if seeds < 1 or top < 1:
         raise SpecError(f"--confirm-seeds and --confirm-top must be >= 1, got {seeds} and {top}")
     search = [r for r in view.search_rows() if r.state == "COMPLETE" and r.values]
@@ -63,19 +68,24 @@ def plan_confirmations(view: StudyView, seeds: int, top: int = 1, by: Grouping |
             have = [r for r in view.rows if r.confirmation_of == source.number and r.state != "FAIL"]
             used = {r.seed for r in view.rows if r.params == source.params and r.state != "FAIL" and r.seed is not None}
             missing = confirmation_seeds(base, max(0, seeds - len(have)), used)
-            plans += [Confirmation(source.number, source.params, s) for s in missing]
+            alone = pack > 1 and not measured_alone(have)
+            plans += [Confirmation(source.number, source.params, s, alone=alone and i == 0)
+                      for i, s in enumerate(missing)]
     return plans
 
 
 def enqueue(study: Any, plans: list[Confirmation]) -> None:
     """Add the planned re-runs to the study's queue; the next sweep (or worker) on it runs them first."""
     for plan in plans:
-        study.enqueue_trial(plan.params, user_attrs={"confirmation_of": plan.source, "seed": plan.seed})
+        attrs: dict[str, Any] = {"confirmation_of": plan.source, "seed": plan.seed}
+        if plan.alone:
+            attrs["alone"] = True
+        study.enqueue_trial(plan.params, user_attrs=attrs)
 
 
 def run_confirmations(view: StudyView, seeds: int, top: int, out: str | None = None,
                       say: Callable[[str], None] = print, by: Grouping | None = None,
-                      groups: set[str] | None = None) -> None:
+                      groups: set[str] | None = None, pack: int = 1) -> None:
     """Enqueue the missing re-runs of the `top` configs of each mode (or group of `by`) and run every waiting
     trial with the study's own settings (in its storage, writing to its folder: `out`, else where it was
     created to)."""
@@ -88,15 +98,20 @@ def run_confirmations(view: StudyView, seeds: int, top: int, out: str | None = N
     if not view.sweep:
         raise SpecError(f"study {view.name!r} was not created by `harness sweep`; cannot re-run its configs")
     study = load_existing_study(view.name, view.storage)
-    enqueue(study, plan_confirmations(view, seeds, top, by, groups))
+    plans = plan_confirmations(view, seeds, top, by, groups, pack)
+    enqueue(study, plans)
     waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
     if not waiting:
         say(f"confirmation: every config already has its {seeds} seeds")
         return
     each = "mode" if by is None or by.by_mode else f"group of {by.name}"
     which = f"each {each}" if groups is None else f"{len(groups)} group(s) with an unresolved comparison"
-    say(f"confirmation: {waiting} re-runs (up to {seeds} seeds x the top {top} config(s) of {which})")
-    flags = {"storage": view.storage, "trials": waiting, "out": str(view.out_dir(out))}
+    alone = sum(p.alone for p in plans)
+    say(f"confirmation: {waiting} re-runs (up to {seeds} seeds x the top {top} config(s) of {which})"
+        + (f"; {alone} of them train alone, once per config, to measure its memory and seconds alone" if alone else ""))
+    flags: dict[str, Any] = {"storage": view.storage, "trials": waiting, "out": str(view.out_dir(out)), "pack": pack}
+    if pack > 1:  # confirmation runs are never pruned anyway (harness.search.sweep); a pack needs it said
+        flags["pruner"] = "none"
     run_sweep(build_sweep_spec(view.sweep, flags, f"study {view.name}"))
 
 
@@ -115,7 +130,7 @@ def unresolved_groups(comparison: Any) -> set[str]:
 
 def confirm_until_resolved(view: StudyView, max_seeds: int, resolution: str | None, top: int = 1,
                            out: str | None = None, say: Callable[[str], None] = print,
-                           by: Grouping | None = None) -> StudyView:
+                           by: Grouping | None = None, pack: int = 1) -> StudyView:
     """Sequential confirmation (harness.evidence.sequential.until_resolved): every group's best config gets
     2 seeds, then 2 more at a time for the groups of the comparisons still unresolved, until all are resolved
     at `resolution` (the intervals at each look's level) or `max_seeds` are spent. Returns the study read back."""
@@ -124,7 +139,7 @@ def confirm_until_resolved(view: StudyView, max_seeds: int, resolution: str | No
 
     def round_(seeds: int, groups: set[str] | None) -> tuple[StudyView, set[str], int]:
         nonlocal view  # each round plans from the study as the previous round left it
-        run_confirmations(view, seeds, top, out, say, by, groups)
+        run_confirmations(view, seeds, top, out, say, by, groups, pack)
         view = open_view(view.name, view.storage, out)
         comparison = build_comparison(view, by=by, resolution=resolution, max_seeds=max_seeds)
         unresolved = unresolved_groups(comparison)

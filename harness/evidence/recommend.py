@@ -25,7 +25,7 @@ import yaml
 from harness.search.edges import study_edge_warnings
 from harness.trial.models import target_modules
 from harness.trial.quantization import mode_label, quantization_kwargs
-from harness.search.readout import StudyView, TrialRow, small_eval_note
+from harness.search.readout import PACK_SHARED, StudyView, TrialRow, alone_rows, packed_note, small_eval_note
 from harness.config.space import lora_fields, train_fields
 from harness.config.errors import SpecError
 from harness.config.lora import LoraSpec
@@ -70,13 +70,19 @@ class Candidate:
         p.pop("lora_alpha_ratio", None)  # alpha itself is a param
         return tuple(sorted((k, str(v)) for k, v in p.items()))
 
+    def measured(self, name: str) -> list[float]:
+        """A metric over the runs; a memory or time figure (PACK_SHARED) over those that trained alone, when
+        some trained in packs (theirs are the pack's)."""
+        runs = alone_rows(self.runs) if name in PACK_SHARED else self.runs
+        return [v for v in (r.metric(name) for r in runs) if v is not None]
+
     def median(self, name: str) -> float | None:
-        values = [v for v in (r.metric(name) for r in self.runs) if v is not None]
+        values = self.measured(name)
         return statistics.median(values) if values else None
 
     def largest(self, name: str) -> float | None:
         """The largest value over the runs (a memory budget must hold for every seed, not the median)."""
-        values = [v for v in (r.metric(name) for r in self.runs) if v is not None]
+        values = self.measured(name)
         return max(values) if values else None
 
     def against(self) -> str | None:
@@ -160,11 +166,11 @@ def evidence(candidate: Candidate, view: StudyView) -> dict[str, Any]:
         if candidate.median(name) is not None:
             metrics[name] = {"median": round(candidate.median(name), 2),  # type: ignore[arg-type]
                              "max": round(candidate.largest(name), 2)}  # type: ignore[arg-type]
-    steps = [r.seconds_per_step for r in candidate.runs if r.seconds_per_step is not None]
+    steps = [r.seconds_per_step for r in alone_rows(candidate.runs) if r.seconds_per_step is not None]
     if steps:
         metrics["seconds_per_step"] = {"median": round(statistics.median(steps), 4)}
     result = candidate.source.result
-    notes = [n for n in (small_eval_note(view.n_eval), candidate.against()) if n]
+    notes = [n for n in (small_eval_note(view.n_eval), candidate.against(), packed_note(candidate.runs)) if n]
     return {"study": view.name, "storage": public_url(view.storage), "model": view.sweep.get("model"),
             "model_label": view.source["label"], "source_precision": view.source.get("precision"),
             "device": result.get("device_name") or result.get("device"), "compute_dtype": result.get("compute_dtype"),

@@ -26,7 +26,7 @@ import yaml
 
 from harness.evidence.confirm import confirmation_seeds
 from harness.config.defaults import AXES, load_defaults
-from harness.search.readout import StudyView, TrialRow, open_view, view_of
+from harness.search.readout import StudyView, TrialRow, measured_alone, open_view, view_of
 from harness.config.space import OPTIONAL_AXES
 from harness.config.errors import SpecError
 from harness.config.training import TrainSpec
@@ -161,7 +161,7 @@ def run_validation(view: StudyView, *, steps: int | None = None, epochs: float |
                    seeds: int = 2, defaults: bool = True, defaults_file: Path | None = None,
                    out: str | None = None, workers: int = 1, wandb: str | None = None,
                    say: Callable[[str], None] = print, grow: set[str] | None = None,
-                   sequential: dict[str, Any] | None = None) -> Validation:
+                   sequential: dict[str, Any] | None = None, pack: int = 1) -> Validation:
     """Plan, enqueue and run the missing long runs in the linked study, and read the validation back (its files
     are written by harness.publish.documents.write_validation). Idempotent: runs already done (or waiting) are
     not added again; Ctrl-C leaves it resumable. `grow`: add seeds only to these configs (their keys);
@@ -194,7 +194,7 @@ def run_validation(view: StudyView, *, steps: int | None = None, epochs: float |
     folder.mkdir(parents=True, exist_ok=True)
     stored_plan, space_path = _linked_state(view, name, folder, plan)
     flags = {"study": name, "max_steps": n, "storage": storage, "out": str(folder), "pruner": "none",
-             "sampler": "random", "space": str(space_path), "wandb": wandb, "trials": 1}
+             "sampler": "random", "space": str(space_path), "wandb": wandb, "trials": 1, "pack": pack}
     spec = storage_for_workers(build_sweep_spec(view.sweep, flags, f"study {view.name}"), workers)
     space = load_space(space_path)
     linked = open_study(spec, space)
@@ -204,8 +204,15 @@ def run_validation(view: StudyView, *, steps: int | None = None, epochs: float |
     _record_link(view, name, n, folder)
     rows = list(view_of(linked, view.storage).rows) if linked.get_trials(deepcopy=False) else []
     missing = plan_runs(plan, rows, seeds, int(view.sweep.get("seed", 0)), grow)
+    # Packed long runs: each config's first missing run trains alone when none of its runs did (or waits to),
+    # so that its peak memory and seconds at the real budget are its own (readout.alone_rows reads them).
+    alone = {planned.key for planned, _ in missing if pack > 1 and not measured_alone(
+        r for r in rows if config_key(r.params, r.training) == planned.key)}
     for planned, seed in missing:
-        attrs = {"seed": seed, "validates": planned.source}
+        attrs: dict[str, Any] = {"seed": seed, "validates": planned.source}
+        if planned.key in alone:
+            attrs["alone"] = True
+            alone.discard(planned.key)
         if planned.training:
             attrs["training"] = planned.training
         variant = {k: v for k, v in planned.params.items() if k in OPTIONAL_AXES}

@@ -26,7 +26,7 @@ from harness.evidence.longruns import latest_link, read_validation
 from harness.evidence.validation import NOT_VALIDATED, headline
 from harness.publish import plots
 from harness.search.edges import study_edge_warnings
-from harness.search.readout import StudyView, TrialRow, small_eval_note
+from harness.search.readout import StudyView, TrialRow, packed_note, small_eval_note
 from harness.config.space import OPTIONAL_AXES, describe_optional
 from harness.config.errors import one_line
 from harness.search.study import public_url
@@ -260,6 +260,9 @@ def _header(view: StudyView) -> str:
     note = small_eval_note(view.n_eval)
     if note:
         lines.append(f"- **Warning:** {note}")
+    packed = packed_note(view.rows)
+    if packed:
+        lines.append(f"- **Packed trials:** {packed}")
     return "\n".join(lines)
 
 
@@ -328,12 +331,17 @@ def best_trials_table(view: StudyView) -> str:
         cells = [_trial_cell(row), f"`{row.quantization}`", _fmt(row.params.get("lora_r")),
                  _fmt(row.params.get("lora_alpha")), _fmt(row.params.get("learning_rate"), ".2e"),
                  *([", ".join(describe_optional(row.params)) or "plain"] if variants else []),
-                 _fmt(_value(row, view)), _fmt(row.metric("peak_memory_mb"), ".0f"),
+                 _fmt(_value(row, view)), _fmt(row.metric("peak_memory_mb"), ".0f") + _pack_of(row),
                  _fmt(row.seconds_per_step, ".2f"), _fmt(row.metric("tokens_per_second"), ".0f")]
         lines.append(_md_row(cells + [_fmt(row.metric(m), ".4f") for m in extra]))
     if len(lines) == 2:
         return "No trial has completed yet."
     return "\n".join(lines)
+
+
+def _pack_of(row: TrialRow) -> str:
+    """" (pack of K)" after a figure that is a pack's, not the trial's alone; else nothing."""
+    return f" (pack of {row.pack_size})" if row.pack_size > 1 else ""
 
 
 def edge_section(view: StudyView) -> str | None:

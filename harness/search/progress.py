@@ -47,6 +47,26 @@ class SweepProgress:
                               refresh_per_second=4)
             self._live.start()
 
+    def start_pack(self, members: list[tuple[int, int, dict[str, Any]]]) -> None:
+        """K claimed trials (index, number, params) training as one pack: one line naming them, then the live
+        line of the pack (the lowest member loss)."""
+        numbers = ", ".join(f"#{number}" for _, number, _ in members)
+        self.note(f"pack of {len(members)} trials ({numbers}) on one copy of the base model:")
+        for index, number, params in members:
+            self.note(f"  trial {index}/{self.total} (#{number}) {describe_params(params)}")
+        self._head = f"pack of {len(members)} ({numbers})"
+        if self.console.is_terminal:
+            self._live = Live(Text(self._head + "  loading..."), console=self.console, transient=True,
+                              refresh_per_second=4)
+            self._live.start()
+
+    def name_trial(self, index: int, number: int, params: dict[str, Any]) -> None:
+        """The trial the next `end_trial` line is about (a member of a pack that just ended)."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        self._head = f"trial {index}/{self.total} (#{number}) {describe_params(params)}"
+
     def step(self, step: int, loss: float) -> None:
         if self._live is not None:
             best = f"  best {self.best:.4f}" if self.best is not None else ""

@@ -29,6 +29,43 @@ paired bootstrap; +/- 0.10 at 32 examples): the size of the gaps between good co
 Below 50, rankings and mode comparisons are mostly noise."""
 
 
+PACK_SHARED = ("peak_memory_mb", "train_peak_memory_mb", "eval_peak_memory_mb", "train_seconds", "tokens_per_second")
+"""Result fields that are the pack's, not the config's, for a run trained in a pack (TrialResult.pack_size)."""
+
+ALONE_NOTE = "trains alone once to measure the peak memory and seconds its config needs alone"
+"""The pack_note of a confirmation or validation run that a packed plan trains alone (user attr `alone`)."""
+
+
+def packed_note(rows: Iterable[TrialRow]) -> str | None:
+    """One line when some of these runs trained in packs (`--pack`): their peak memory and seconds are the pack's,
+    so the read-outs take those figures from the runs that trained alone where there are any (None when no run
+    was packed)."""
+    finished = [r for r in rows if r.finished]
+    packed = [r for r in finished if r.pack_size > 1]
+    if not packed:
+        return None
+    sizes = ", ".join(map(str, sorted({r.pack_size for r in packed})))
+    alone = sum(1 for r in finished if r.pack_size == 1)
+    where = (f"memory and time figures come from the {alone} run(s) that trained alone" if alone else
+             "no run trained alone, so memory and time figures are the packs', above what a config needs alone "
+             "(`compare --confirm-seeds N --pack K` trains each confirmed config alone once)")
+    return f"{len(packed)} run(s) trained in packs of {sizes} (--pack): their peak memory and seconds are the pack's; {where}"
+
+
+def alone_rows(rows: Iterable[TrialRow]) -> list[TrialRow]:
+    """The runs whose PACK_SHARED figures are a config's own: those trained alone, when any are; else all of
+    them (packed_note says so)."""
+    rows = list(rows)
+    return [r for r in rows if r.pack_size == 1] or rows
+
+
+def measured_alone(rows: Iterable[TrialRow]) -> bool:
+    """Whether one of these runs (of one config) trained alone or waits to (user attr `alone`), so that the
+    config's own peak memory is or will be known."""
+    return any((r.state in ("COMPLETE", "PRUNED") and r.pack_size == 1) or (not r.finished and r.alone)
+               for r in rows)
+
+
 def small_eval_note(n_eval: int | None) -> str | None:
     """One line when the held-out split is too small to rank configs on (None when it is large enough)."""
     if n_eval is None or n_eval >= SMALL_EVAL:
@@ -96,6 +133,13 @@ class TrialRow:
     """Per-step training loss (from trials.jsonl; empty when that file is not at hand)."""
     per_example: dict[str, list[float]] = field(default_factory=dict)
     """Per held-out example: `loss`, `tokens` and task-metric scores (TrialResult.per_example)."""
+    alone: bool = False
+    """Enqueued to train alone although its plan packs (user attr `alone`: it measures its config's memory)."""
+
+    @property
+    def pack_size(self) -> int:
+        """How many trials trained at once with this one (1: alone, and for trials recorded before packs)."""
+        return int(self.result.get("pack_size") or 1)
 
     @property
     def device_name(self) -> str:
@@ -256,7 +300,8 @@ def view_of(study: Any, storage_url: str, trials_jsonl: Path | None = None) -> S
             confirmation_of=user.get("confirmation_of"), training=dict(user.get("training") or {}),
             intermediate={int(k): float(v) for k, v in trial.intermediate_values.items()},
             history=histories.get(trial.number, []),
-            per_example={**(user.get("per_example") or {}), **(after.get("per_example") or {})}))
+            per_example={**(user.get("per_example") or {}), **(after.get("per_example") or {})},
+            alone=bool(user.get("alone"))))
     if not rows:
         raise SpecError(f"study {study.study_name!r} has no trials yet; run `harness sweep --study "
                         f"{study.study_name}` first")

@@ -108,6 +108,14 @@ def _worker_main(conn: Any) -> None:
 
                 conn.send(("task", {"error": one_line(err)}))
             continue
+        if kind == "pack":
+            from harness.trial.packed import run_pack
+
+            configs = [TrialConfig.from_dict(c) for c in payload]
+            results = run_pack(configs, cache, on_step=lambda step, losses: conn.send(
+                ("step", {"step": step, "losses": {str(k): v for k, v in losses.items()}})))
+            conn.send(("result", {"results": [r.to_dict() for r in results], "process": process_facts()}))
+            continue
         config = TrialConfig.from_dict(payload)
         if kind == "baseline":
             if config.fault == "kill":  # test hook (sweep.FAULTS_ENV `base:kill`): die as the OOM killer would
@@ -206,6 +214,23 @@ class TrialRunner:
                     return TrialResult.from_dict(payload)
         except _WorkerDied as died:
             return TrialResult(status="failed", reason=str(died))
+
+    def run_pack(self, configs: list[TrialConfig], *,
+                 on_step: Callable[[dict[str, Any]], None] | None = None) -> list[TrialResult]:
+        """Train configs as one pack in the worker (harness.trial.packed.run_pack): one result per config, in
+        order; `on_step` hears {step, losses: {member index: loss}}. A worker that dies fails every member."""
+        self.start()
+        try:
+            self._conn.send(("pack", [config.to_dict() for config in configs]))
+            while True:
+                kind, payload = self._receive()
+                if kind == "step" and on_step:
+                    on_step(payload)
+                elif kind == "result":
+                    self.process = payload.pop("process", None)
+                    return [TrialResult.from_dict(r) for r in payload["results"]]
+        except _WorkerDied as died:
+            return [TrialResult(status="failed", reason=str(died), pack_size=len(configs)) for _ in configs]
 
     def baseline(self, config: TrialConfig) -> BaselineReply:
         """The untuned base model scored in the worker (which also warms its cache), in the config's

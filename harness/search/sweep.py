@@ -8,6 +8,7 @@ heartbeat going while the trial runs, and stops when the study holds its target 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -27,7 +28,7 @@ from harness.trial.models import (cache_dir, check_rank_fits, checkpoint_path, i
                                   resolve_model)
 from harness.search.progress import SweepProgress
 from harness.search.pruning import study_schedule
-from harness.search.readout import baseline_of, baseline_scores, small_eval_note
+from harness.search.readout import ALONE_NOTE, baseline_of, baseline_scores, small_eval_note
 from harness.search.records import STATE_OF_STATUS, append_record, build_record
 from harness.runtime.devices import THREADS_ENV
 from harness.search.lr_range import ATTR as LR_RANGE_ATTR, lr_axis, narrow_space, range_test_params, study_record
@@ -304,15 +305,23 @@ class Sweep:
             if self._grid_done():
                 self.progress.note(f"the grid is exhausted after {len(self.study.trials)} trials; stopping")
                 return
-            trial, position = self._claim()
-            if trial is None:
+            claimed = self._claim_pack() if self.spec.pack > 1 else [self._claim()]
+            claimed = [(trial, position) for trial, position in claimed if trial is not None]
+            if not claimed:
                 if self._others_running():
                     time.sleep(WAIT_SECONDS)
                     continue
                 return
-            self._one_trial(trial, position, faults.get(index))
+            if len(claimed) == 1:
+                alone = None
+                if self.spec.pack > 1:
+                    alone = (ALONE_NOTE if claimed[0][0].user_attrs.get("alone") else
+                             "the only trial left to claim (the study's target was near)")
+                self._one_trial(*claimed[0], faults.get(index), pack_note=alone)
+            else:
+                self._packed_trials(claimed, [faults.get(index + i) for i in range(len(claimed))])
             self._score_pending_baselines()
-            index += 1
+            index += len(claimed)
             self._stop_if_broken()
 
     def recover_lost(self) -> None:
@@ -542,22 +551,90 @@ class Sweep:
         truncated = f"; {attrs['truncated']} examples truncated to max_seq_len" if attrs.get("truncated") else ""
         self.progress.note(f"held-out split: {attrs.get('n_eval')} examples ({attrs.get('data_source')}){truncated}")
 
-    def _one_trial(self, trial: Any, position: int, fault: str | None) -> None:
-        """Run a claimed trial with a heartbeat going; Ctrl-C records it as interrupted and stops the sweep."""
+    def _claim_pack(self) -> list[tuple[Any, int]]:
+        """Claim up to `--pack` trials that may share a pack, one after another (fewer when the target is near),
+        and with them every run enqueued to train alone that came first (user attr `alone`: they take no place
+        in the pack)."""
+        claimed: list[tuple[Any, int]] = []
+        while sum(not trial.user_attrs.get("alone") for trial, _ in claimed) < self.spec.pack:
+            trial, position = self._claim()
+            if trial is None:
+                break
+            claimed.append((trial, position))
+        return claimed
+
+    def _configure(self, trial: Any, fault: str | None) -> tuple[dict[str, Any], TrialConfig]:
+        """A claimed trial's sampled params and its config, stored in the trial."""
+        params = suggest(trial, self.space)
+        tmp_adapter = self.out_dir / "adapters" / f".trial-{trial.number}"
+        config = trial_config(self.spec, params, adapter_dir=str(tmp_adapter), fault=fault,
+                              metrics=self.metrics, seed=trial.user_attrs.get("seed"),
+                              training=trial.user_attrs.get("training"),
+                              variant=trial.user_attrs.get("variant"))
+        if self.spec.task_metrics != "all":  # no answers generated now (--task-metrics top-K / none)
+            config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, generate_size=0))
+        trial.set_user_attr("config", config.to_dict())
+        return params, config
+
+    def _packed_trials(self, claimed: list[tuple[Any, int]], faults: list[str | None]) -> None:
+        """Claimed trials trained in packs (harness.trial.pack.plan_packs splits them by mode and targets; a
+        trial that cannot share a pack runs alone, its record saying why). Ctrl-C records every member of the
+        pack in flight as interrupted and stops the sweep."""
+        from harness.trial.pack import plan_packs
+
+        configured = [(trial, position, *self._configure(trial, fault))
+                      for (trial, position), fault in zip(claimed, faults)]
+        with contextlib.ExitStack() as beating:  # every claimed trial beats while it waits for its turn
+            for trial, _ in claimed:
+                beating.enter_context(heartbeat(self.study, trial._trial_id))
+            for trial, position, params, config in [c for c in configured if c[0].user_attrs.get("alone")]:
+                self._one_trial(trial, position, None, prepared=(params, config), pack_note=ALONE_NOTE)
+            configured = [c for c in configured if not c[0].user_attrs.get("alone")]
+            for members, why in plan_packs([config for _, _, _, config in configured]):
+                if len(members) == 1:
+                    trial, position, params, config = configured[members[0]]
+                    self._one_trial(trial, position, None, prepared=(params, config), pack_note=why)
+                else:
+                    self._one_pack([configured[i] for i in members])
+
+    def _one_pack(self, members: list[tuple[Any, int, dict[str, Any], TrialConfig]]) -> None:
+        started = time.perf_counter()
+        self.progress.start_pack([(position, trial.number, params) for trial, position, params, _ in members])
+        try:  # the members' heartbeats beat since their claim (_packed_trials)
+            results = self.runner.run_pack([config for _, _, _, config in members],
+                                           on_step=lambda p: self.progress.step(p["step"], min(p["losses"].values())))
+        except KeyboardInterrupt:
+            self.runner.close(kill=True)
+            for trial, position, params, config in members:
+                self.progress.name_trial(position, trial.number, params)
+                self._finish(trial, params, config, TrialResult(status="failed", reason="interrupted by user (Ctrl-C)",
+                                                                pack_size=len(members)),
+                             time.perf_counter() - started, tracking.TrialRun(None))
+            raise SweepInterrupted(f"interrupted during the pack of trials "
+                                   f"{', '.join(str(t.number) for t, _, _, _ in members)}; they are recorded as failed "
+                                   "and the study can be resumed with the same command") from None
+        if any(needs_fresh_worker(result) for result in results):
+            self.runner.restart()
+        seconds = time.perf_counter() - started
+        for (trial, position, params, config), result in zip(members, results):
+            run = tracking.start_trial_run(study=self.spec.study, number=trial.number, config=config.to_dict(),
+                                           params=params, mode=self.wandb_mode, study_dir=self.out_dir)
+            for entry in result.history:
+                if "loss" in entry:
+                    run.log({"train/loss": entry["loss"], "train/lr": entry["lr"]}, step=int(entry["step"]))
+            self.progress.name_trial(position, trial.number, params)
+            self._finish(trial, params, config, result, seconds, run)
+
+    def _one_trial(self, trial: Any, position: int, fault: str | None, *,
+                   prepared: tuple[dict[str, Any], TrialConfig] | None = None, pack_note: str | None = None) -> None:
+        """Run a claimed trial with a heartbeat going; Ctrl-C records it as interrupted and stops the sweep.
+        `prepared`: its params and config, when the caller configured it already (a pack that could not be)."""
         started = time.perf_counter()
         params: dict[str, Any] = {}
         config: TrialConfig | None = None
         run = tracking.TrialRun(None)
         try:
-            params = suggest(trial, self.space)
-            tmp_adapter = self.out_dir / "adapters" / f".trial-{trial.number}"
-            config = trial_config(self.spec, params, adapter_dir=str(tmp_adapter), fault=fault,
-                                  metrics=self.metrics, seed=trial.user_attrs.get("seed"),
-                                  training=trial.user_attrs.get("training"),
-                                  variant=trial.user_attrs.get("variant"))
-            if self.spec.task_metrics != "all":  # no answers generated now (--task-metrics top-K / none)
-                config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, generate_size=0))
-            trial.set_user_attr("config", config.to_dict())
+            params, config = prepared if prepared is not None else self._configure(trial, fault)
             run = tracking.start_trial_run(study=self.spec.study, number=trial.number, config=config.to_dict(),
                                            params=params, mode=self.wandb_mode, study_dir=self.out_dir)
             self.progress.start_trial(position, trial.number, params)
@@ -573,6 +650,8 @@ class Sweep:
                                    "study can be resumed with the same command") from None
         if needs_fresh_worker(result):
             self.runner.restart()  # a fresh process after running out of memory or any (sticky) CUDA error
+        if pack_note is not None:
+            result = dataclasses.replace(result, pack_note=pack_note)
         self._finish(trial, params, config, result, time.perf_counter() - started, run)
 
     def _on_step(self, run: Any, payload: dict[str, Any], fault: str | None = None) -> None:

@@ -44,6 +44,12 @@ def member_name(index: int) -> str:
     return f"m{index}"
 
 
+def shared(config: TrialConfig) -> dict[str, Any]:
+    """The config's values of SHARED_FIELDS: what every member of its pack must have equal."""
+    return {"model": config.model, "quant": config.quant, "targets": config.lora.targets,
+            "max_steps": config.train.max_steps, "grad_accum": config.train.grad_accum}
+
+
 def refusal(configs: Sequence[TrialConfig]) -> str | None:
     """Why these configs cannot train in one pack (None when they can)."""
     if not configs:
@@ -54,14 +60,33 @@ def refusal(configs: Sequence[TrialConfig]) -> str | None:
             return "DoRA changes the base path per adapter: it trains unpacked"
         if config.lora.init not in ("true", "gaussian"):
             return f"init_lora_weights {config.lora.init} rewrites the base weights per adapter: it trains unpacked"
-        shared = {"model": config.model != first.model, "quant": config.quant != first.quant,
-                  "targets": config.lora.targets != first.lora.targets,
-                  "max_steps": config.train.max_steps != first.train.max_steps,
-                  "grad_accum": config.train.grad_accum != first.train.grad_accum}
-        differing = [name for name in SHARED_FIELDS if shared[name]]
+        mine, theirs = shared(config), shared(first)
+        differing = [name for name in SHARED_FIELDS if mine[name] != theirs[name]]
         if differing:
             return f"members differ in {', '.join(differing)}: they train in separate packs"
     return None
+
+
+def plan_packs(configs: Sequence[TrialConfig]) -> list[tuple[list[int], str | None]]:
+    """Split configs into packs that can train together: (indices, None) for each pack, in the order of its
+    first member; ([i], reason) for a config that trains alone, with the reason (its own refusal, such as
+    DoRA, or no other config sharing its mode, targets and step count)."""
+    plans: list[tuple[list[int], str | None]] = []
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for index, config in enumerate(configs):
+        own = refusal([config])
+        if own is not None:
+            plans.append(([index], own))
+            continue
+        key = tuple(shared(config).values())
+        if key not in groups:
+            groups[key] = []
+            plans.append((groups[key], None))
+        groups[key].append(index)
+    return [(group, why if why is not None or len(group) > 1 else
+             "no other trial claimed with it has the same model, quantization mode, targets, max_steps and "
+             "grad_accum")
+            for group, why in plans]
 
 
 def attach_pack(base: Any, configs: Sequence[TrialConfig]) -> Any:
@@ -206,6 +231,9 @@ class MemberOutcome:
     outcome: TrainOutcome = field(default_factory=TrainOutcome)
     stopped: str | None = None
     """`diverged: <reason>` when its loss went non-finite or exploded (the others trained on)."""
+    history: list[dict[str, float]] = field(default_factory=list)
+    """Per step {step, loss, lr}, as a trial trained alone records it (lr: the rate after the step's scheduler
+    step, as train() reports it)."""
 
 
 def _join(batches: list[Any], pad_id: int) -> tuple[Any, Any, Any, list[int]]:
@@ -227,13 +255,15 @@ def _join(batches: list[Any], pad_id: int) -> tuple[Any, Any, Any, list[int]]:
 
 def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, *,
                loss_hook: Callable[[int, int, float], float] | None = None,
-               grouped_forward: bool = True) -> list[MemberOutcome]:
+               grouped_forward: bool = True,
+               on_step: Callable[[int, dict[int, float]], None] | None = None) -> list[MemberOutcome]:
     """Train every member's adapter for the shared max_steps, each with its own optimizer, schedule and
     clipping, on one forward/backward of the packed batch per micro-batch. The LoRA layers run `grouped` when
     they can (`grouped_forward=False`, or dropout or DoRA: peft's per-member mixed-batch forward, `routed`).
     A member whose gradient norm is not finite leaves the pack before its step (diverged): in the grouped
     forward a non-finite weight would reach the other members' rows as 0 x inf. `loss_hook(member, step,
-    loss)` lets tests inject a bad loss. Returns one MemberOutcome per member, in order."""
+    loss)` lets tests inject a bad loss; `on_step(step, {member: loss})` hears of every finished step (the members
+    still in the pack). Returns one MemberOutcome per member, in order."""
     import torch
 
     names = [member_name(k) for k in range(len(members))]
@@ -295,6 +325,9 @@ def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, 
             outcome.steps, outcome.tokens = step, outcome.tokens + tokens[k]
             outcome.seconds += seconds
             outcome.losses.append(value)
+            outcomes[k].history.append({"step": step, "loss": value, "lr": schedulers[name].get_last_lr()[0]})
+        if on_step is not None and alive:
+            on_step(step, {k: outcomes[k].outcome.losses[-1] for k in alive})
     model.eval()
     return outcomes
 

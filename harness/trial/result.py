@@ -77,6 +77,13 @@ class TrialResult:
     scored tokens), and each task metric's score on the generated examples (the first generate_size)."""
     samples: list[dict[str, str]] = field(default_factory=list)
     """A few generated answers: prompt, prediction, reference."""
+    pack_size: int = 1
+    """How many trials trained at once with this one, on one copy of the base model (harness.trial.pack):
+    when above 1, `peak_memory_mb`, `train_peak_memory_mb` and the seconds are the pack's, not this config's
+    alone, and tokens/s is this member's tokens over the pack's time."""
+    pack_note: str | None = None
+    """Why a trial that was to train in a pack trained alone (a DoRA or PiSSA adapter, a different
+    quantization mode...), or None."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -167,13 +167,19 @@ def _reset_peak_rss() -> None:
 
 def _peak_rss_mb() -> float | None:
     try:
-        with open("/proc/self/status") as handle:
-            match = re.search(r"VmHWM:\s+(\d+) kB", handle.read())
-        return int(match.group(1)) / 1024 if match else None
+        return process_status_mb("VmHWM")
     except OSError:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def process_status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (VmHWM: peak resident, VmRSS: resident now) in MiB; None when the
+    kernel does not report it. Raises OSError where there is no /proc (not Linux)."""
+    with open("/proc/self/status") as handle:
+        match = re.search(rf"{field}:\s+(\d+) kB", handle.read())
+    return int(match.group(1)) / 1024 if match else None
 
 
 def seed_all(seed: int) -> None:
@@ -275,27 +281,37 @@ def run_trial(config: TrialConfig, cache: TrialCache | None = None,
     callbacks = callbacks or TrialCallbacks()
     device = pick_device()
     meter = MemoryMeter(device)
-    measured = Measured(device, device_name(device), str(compute_dtype(device)).replace("torch.", ""),
-                        optimizer_name(device), seed=config.train.seed,
-                        attention=attention_for(device, config.data.max_seq_len))
+    measured = measured_for(config, device)
     try:
-        _prepare(config, cache, device)  # one-time work (tokenizing, quantizing the cache) is not the trial's peak
+        prepare_once(config, cache, device)  # one-time work (tokenizing, quantizing the cache) is not the trial's peak
         meter.reset()
         return _run(config, cache, callbacks, device, meter, measured)
     except StopTraining as stop:
         return _ended("pruned", str(stop), meter, measured)
     except NonFiniteLoss as err:
         return _ended("diverged", str(err), meter, measured)
-    except MemoryError as err:
-        return _ended("oom", f"out of memory: {err}".strip(": "), meter, measured)
     except Exception as err:  # failure is a result: the study goes on
-        status = "oom" if type(err).__name__ == "OutOfMemoryError" else "failed"
-        return _ended(status, one_line(err), meter, measured)
+        return _ended(*failure_of(err), meter, measured)
     finally:
         release_memory(device)
 
 
-def _prepare(config: TrialConfig, cache: TrialCache, device: str) -> None:
+def measured_for(config: TrialConfig, device: str) -> Measured:
+    """A trial's measurements before anything ran: where it runs and with what (Measured.described)."""
+    return Measured(device, device_name(device), str(compute_dtype(device)).replace("torch.", ""),
+                    optimizer_name(device), seed=config.train.seed,
+                    attention=attention_for(device, config.data.max_seq_len))
+
+
+def failure_of(err: Exception) -> tuple[str, str]:
+    """(status, one-line reason) of a trial that raised: `oom` for running out of host or device memory,
+    else `failed`."""
+    if isinstance(err, MemoryError):
+        return "oom", f"out of memory: {err}".strip(": ")
+    return ("oom" if type(err).__name__ == "OutOfMemoryError" else "failed"), one_line(err)
+
+
+def prepare_once(config: TrialConfig, cache: TrialCache, device: str) -> None:
     """What is built once and then reused: the tokenized data and, for a quantized mode, the cached
     quantized checkpoint (building it peaks well above a trial, so it must not count as one)."""
     cache.prepared(config)
@@ -388,10 +404,10 @@ def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, devi
         total_params=measured.total_params,
         metrics={**(generated.metrics if generated else {}), "base_model_mb": weights["total_mb"]},
         history=history, adapter_dir=adapter_dir, samples=generated.samples if generated else [],
-        per_example=_per_example(score, generated), **measured.described())
+        per_example=per_example_scores(score, generated), **measured.described())
 
 
-def _per_example(score: EvalScore, generated: Any) -> dict[str, list[float]]:
+def per_example_scores(score: EvalScore, generated: Any) -> dict[str, list[float]]:
     """Per held-out example: loss and scored tokens, and the task metrics of the generated ones."""
     return {"loss": score.example_losses, "tokens": score.example_tokens,
             **(generated.per_example if generated else {})}
@@ -446,7 +462,7 @@ def score_task(model: Any, data: PreparedData, config: TrialConfig, device: str)
     return score_generations(model, data.tokenizer, data.tokenized.eval_prompts[:size],
                              data.tokenized.eval_references[:size], names,
                              max_new_tokens=config.eval.max_new_tokens or data.max_new_tokens,
-                             batch_size=config.eval.batch_size, device=device, n_samples=config.eval.samples)
+                             batch_size=config.eval.generate_batch_size, device=device, n_samples=config.eval.samples)
 
 
 @dataclass(frozen=True)
@@ -511,7 +527,7 @@ def run_baseline(config: TrialConfig, cache: TrialCache | None = None) -> Baseli
         return BaselineScore(config.quant.mode, score.loss, score.tokens,
                              score.seconds + (generated.seconds if generated else 0.0),
                              generated.metrics if generated else {}, generated.samples if generated else [],
-                             _per_example(score, generated), weight_breakdown(model))
+                             per_example_scores(score, generated), weight_breakdown(model))
     finally:
         del model
         release_memory(device)

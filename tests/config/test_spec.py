@@ -121,6 +121,8 @@ def test_model_data_eval_specs_reject() -> None:
     _refuses(lambda: DataSpec(eval_size=0), "eval_size")
     _refuses(lambda: DataSpec(train_size=-1), "train_size")
     _refuses(lambda: EvalSpec(batch_size=0), "batch_size")
+    _refuses(lambda: EvalSpec(generate_batch_size=0), "generate_batch_size")
+    _refuses(lambda: EvalSpec(generate_batch_size=True), "generate_batch_size")
 
 
 @pytest.mark.parametrize(
@@ -137,6 +139,9 @@ def test_model_data_eval_specs_reject() -> None:
         ({"study": ""}, "study"),
         ({"trials": 0}, "trials"),
         ({"max_steps": 0}, "max_steps"),
+        ({"pack": 0}, "pack"),
+        ({"pack": True}, "pack"),
+        ({"pack": 4, "pruner": "asha"}, "--pruner none"),
     ],
 )
 def test_sweep_spec_rejects(kwargs: dict[str, Any], field: str) -> None:

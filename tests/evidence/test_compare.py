@@ -75,12 +75,12 @@ SWEEP = {"model": "tiny-llama", "data": "stdlib-qa", "space": "tiny", "max_steps
 
 
 def _trial(study: optuna.Study, mode: str, lr: float, loss: float | None, *, memory: float, state: str = "COMPLETE",
-           status: str = "complete", seed: int = 0, of: int | None = None, r: int = 16) -> None:
+           status: str = "complete", seed: int = 0, of: int | None = None, r: int = 16, pack: int = 1) -> None:
     params = {"quantization": mode, "lora_r": r, "lora_alpha": 2.0 * r, "learning_rate": lr, "lora_dropout": 0.0,
               "target_modules": "all-linear"}
     result = {"eval_loss": loss, "peak_memory_mb": memory, "train_seconds": 20.0 if mode == "none" else 30.0,
               "steps": 10, "tokens_per_second": 100.0, "base_model_mb": 500.0 if mode == "none" else 150.0,
-              "rouge_l": None if loss is None else 1.0 / loss, "device": "cpu"}
+              "rouge_l": None if loss is None else 1.0 / loss, "device": "cpu", "pack_size": pack}
     attrs = {"status": status, "reason": None if status == "complete" else f"{status} reason", "result": result,
              "config": {"train": {"max_steps": 10, "batch_size": 4, "grad_accum": 2, "warmup_ratio": 0.1,
                                   "weight_decay": 0.01, "max_grad_norm": 1.0, "scheduler": "cosine", "seed": seed}},
@@ -208,6 +208,49 @@ def test_confirmation_plans_fresh_seeds_once(study_url: str) -> None:
     assert plan_confirmations(open_view("s", study_url), 4) == []  # waiting re-runs are not planned twice
     top2 = plan_confirmations(open_view("s", study_url), 1, top=2)
     assert [(p.source, p.seed) for p in top2] == [(1, 1)]  # 16-bit's second config; nf4-dq has one completed
+
+
+def test_a_packed_confirmation_trains_each_config_alone_once_and_its_memory_is_read_from_that_run(
+        tmp_path: Path) -> None:
+    """Runs trained in packs record the pack's peak memory and seconds; a packed confirmation plans one run of
+    each config alone, and compare and recommend read memory and time from the runs that trained alone."""
+    url = f"sqlite:///{tmp_path}/p.db"
+    study = optuna.create_study(study_name="p", storage=url)
+    study.set_user_attr("sweep", SWEEP)
+    _trial(study, "none", 1e-3, 2.00, memory=4000.0, pack=4)            # 0: the search trials trained in a pack
+    _trial(study, "nf4-dq", 1e-3, 2.10, memory=4000.0, pack=4)          # 1
+    view = open_view("p", url)
+    assert all(not p.alone for p in plan_confirmations(view, 3))  # not packed: every run measures itself
+    plans = plan_confirmations(view, 3, pack=3)
+    assert [(p.source, p.seed, p.alone) for p in plans] == [(0, 1, True), (0, 2, False), (0, 3, False),
+                                                              (1, 1, True), (1, 2, False), (1, 3, False)]
+    enqueue(study, plans)
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [bool(t.user_attrs.get("alone")) for t in waiting] == [True, False, False, True, False, False]
+    more = plan_confirmations(open_view("p", url), 4, pack=3)  # the waiting alone runs count: none planned again
+    assert [(p.source, p.seed, p.alone) for p in more] == [(0, 4, False), (1, 4, False)]
+
+    # The confirmations as a packed run leaves them: seed 1 alone (its own memory), seeds 2 and 3 in a pack.
+    url2 = f"sqlite:///{tmp_path}/q.db"
+    done = optuna.create_study(study_name="q", storage=url2)
+    done.set_user_attr("sweep", SWEEP)
+    _trial(done, "none", 1e-3, 2.00, memory=4000.0, pack=4)
+    _trial(done, "nf4-dq", 1e-3, 2.10, memory=4000.0, pack=4)
+    for source, mode, alone_mb in ((0, "none", 1000.0), (1, "nf4-dq", 400.0)):
+        _trial(done, mode, 1e-3, 2.0, memory=alone_mb, seed=1, of=source)
+        for seed in (2, 3):
+            _trial(done, mode, 1e-3, 2.0, memory=3000.0, seed=seed, of=source, pack=2)
+    view = open_view("q", url2)
+    assert plan_confirmations(view, 4, pack=3)[0].alone is False  # each config has its run alone
+    comparison = build_comparison(view)
+    none, nf4 = comparison.modes
+    assert (none.peak_memory_mb, nf4.peak_memory_mb) == (1000.0, 400.0)
+    assert comparison.differences["nf4-dq"]["peak_memory_ratio"] == pytest.approx(0.4)
+    assert any("come from the 2 run(s) that trained alone" in note for note in comparison.notes)
+    doc = recommend_study(view, max_memory_mb=500)
+    assert doc["evidence"]["metrics"]["peak_memory_mb"] == {"median": 1000.0, "max": 1000.0}
+    assert doc["within_memory"]["evidence"]["source_trial"] == 1  # nf4-dq fits 500 MiB alone, not in its pack
+    assert any("trained in packs of 2" in note for note in doc["evidence"]["notes"])
 
 
 def test_recommendation_rests_on_confirmed_means(study_url: str, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from helpers import run_cli
 
 from harness.publish.plots import pareto_front
 from harness.search.readout import StudyView, open_view
-from harness.publish.report import FIGURES, ReportFiles, markdown_to_html, write_report
+from harness.publish.report import FIGURES, ReportFiles, _header, best_trials_table, markdown_to_html, write_report
 
 COMPARISON = "| mode | eval loss (nats per token) |\n| --- | ---: |\n| 16-bit LoRA | 10.70 |\n| nf4 | 10.69 |"
 # quantization and learning rate vary, so every figure has something to show; tiny evals keep it fast.
@@ -105,6 +105,19 @@ def test_single_completed_trial_skips_importance_with_a_reason(study: tuple[Stud
     assert "`importance.png`: needs at least 2 completed trials" in text and "](importance.png)" not in text
     assert files.html.read_text().count("data:image/png;base64,") == len(files.plots)
     assert f"| {first.number} |" in text
+
+
+@pytest.mark.integration
+def test_a_packed_trials_memory_is_marked_as_its_packs(study: tuple[StudyView, Path]) -> None:
+    view, _ = study
+    best = next(r for r in view.rows if r.state == "COMPLETE")
+    packed = dataclasses.replace(best, result={**best.result, "pack_size": 3})
+    view = dataclasses.replace(view, rows=tuple(packed if r is best else r for r in view.rows))
+    row = next(line for line in best_trials_table(view).splitlines() if line.startswith(f"| {best.number} |"))
+    assert f"{best.metric('peak_memory_mb'):.0f} (pack of 3) |" in row
+    header = _header(view)
+    assert "- **Packed trials:** 1 run(s) trained in packs of 3" in header
+    assert "**Packed trials:**" not in _header(study[0])
 
 
 def test_html_conversion_renders_tables_lists_and_escapes_text() -> None:

@@ -4,13 +4,12 @@ leave the study resumable, a broken config stops the sweep early, a baseline who
 from __future__ import annotations
 
 import signal
-import subprocess
 from pathlib import Path
 
-import optuna
 import pytest
 
-from helpers import TINY, fast_experiment, load_study as load, records, run_cli, start, wait_for, write_space
+from helpers import (TINY, fast_experiment, load_study as load, records, run_cli, start, wait_for_running,
+                     write_space)
 from wandb_reader import offline_runs, read_offline_run
 
 pytestmark = pytest.mark.integration  # every test runs harness in a subprocess
@@ -36,20 +35,6 @@ def test_failing_trials_are_results_and_the_study_goes_on(tmp_path: Path) -> Non
     assert runs["f-trial-0"]["exit_code"] == 1 and runs["f-trial-4"]["exit_code"] == 0
 
 
-def _wait_for_running(out: Path, name: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    """Until the sweep's trial is RUNNING with its config stored: from then on Ctrl-C or SIGKILL hits a trial."""
-    def running() -> bool:
-        if not (out / "study.db").exists():
-            return False
-        try:
-            trials = load(out, name).get_trials(states=(optuna.trial.TrialState.RUNNING,))
-        except Exception:  # the study is still being created
-            return False
-        return bool(trials and trials[0].user_attrs.get("config"))
-
-    wait_for(running, timeout, f"a RUNNING trial with its config in study {name!r}", alive=proc)
-
-
 # The first trial sleeps at every step (a fault hook), so it is surely running when the test interrupts it,
 # with the same settings a resume then uses.
 
@@ -62,7 +47,7 @@ def test_ctrl_c_records_the_trial_and_the_study_resumes(tmp_path: Path) -> None:
     out = tmp_path / "c"
     args = ["sweep", *TINY, "--trials", "3", "--study", "c", "--out", str(out), "--wandb", "disabled"]
     proc = start(args, env=SLOW)
-    _wait_for_running(out, "c", proc)
+    wait_for_running(out, "c", proc)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
@@ -83,7 +68,7 @@ def test_a_killed_sweep_leaves_no_trial_running_forever(tmp_path: Path) -> None:
     fast = ["-e", str(fast_experiment(tmp_path))]  # one mode, no generation: what is tested is the recovery
     args = ["sweep", *fast, "--trials", "2", "--study", "k", "--out", str(out), "--wandb", "disabled"]
     proc = start(args, env=SLOW)
-    _wait_for_running(out, "k", proc)
+    wait_for_running(out, "k", proc)
     proc.kill()  # SIGKILL: no chance to clean up
     proc.communicate(timeout=60)
     again = run_cli("sweep", *fast, "--trials", "1", "--study", "k", "--out", str(out), "--wandb", "disabled")

@@ -163,6 +163,58 @@ def test_configs_that_cannot_share_a_pack_are_refused_with_the_reason() -> None:
     assert "max_steps" in pack.refusal([cfgs[0], longer])
 
 
+def test_plan_packs_groups_by_mode_and_says_why_a_trial_trains_alone() -> None:
+    none, nf4 = _configs("none"), _configs("nf4")
+    dora = dataclasses.replace(none[2], lora=LoraSpec(r=4, use_dora=True))
+    plans = pack.plan_packs([none[0], nf4[0], dora, none[1], nf4[1], nf4[2], none[3]])
+    assert plans[0] == ([0, 3, 6], None) and plans[1] == ([1, 4, 5], None)  # in the order of their first member
+    assert plans[2][0] == [2] and "DoRA" in plans[2][1]
+    alone = pack.plan_packs([none[0], nf4[0]])
+    assert [members for members, _ in alone] == [[0], [1]] and all("quant" in why for _, why in alone)
+
+
+def test_run_pack_gives_each_member_the_result_it_gets_alone(tiny_checkpoint: str, tmp_path: Any) -> None:
+    """harness.trial.packed.run_pack (what `sweep --pack` runs) against harness.trial.run.run_trial, config
+    by config: the same eval loss and training losses, every member's adapter saved and loadable alone, the
+    pack's size recorded. Scoring every member through member 0's adapter (a wrong `only`) fails it."""
+    from peft import PeftModel
+
+    from harness.trial import packed
+    from harness.trial.run import TrialCache, run_trial
+
+    cfgs = [dataclasses.replace(c, adapter_dir=str(tmp_path / f"a{i}"))
+            for i, c in enumerate(_configs("nf4")[:3])]
+    cache = TrialCache()
+    alone = [run_trial(dataclasses.replace(c, adapter_dir=None), cache) for c in cfgs]
+    steps: list[int] = []
+    together = packed.run_pack(cfgs, cache, on_step=lambda step, losses: steps.append(step))
+    assert steps == [1, 2, 3]
+    for one, member in zip(alone, together):
+        assert member.status == "complete" and member.pack_size == 3
+        assert member.eval_loss == pytest.approx(one.eval_loss, rel=RTOL)
+        assert [h["loss"] for h in member.history if "loss" in h] == pytest.approx(
+            [h["loss"] for h in one.history if "loss" in h], rel=RTOL)
+        assert member.trainable_params == one.trainable_params and member.total_params == one.total_params
+    assert len({m.eval_loss for m in together}) == 3
+    base = load_base_model(tiny_checkpoint, "nf4", "cpu")
+    loaded = PeftModel.from_pretrained(base, cfgs[1].adapter_dir)
+    assert eval_loss(loaded, _prepared_eval(cfgs[1], cache), "cpu").loss == pytest.approx(together[1].eval_loss,
+                                                                                           rel=RTOL)
+
+    wrong = pack.only
+    try:
+        pack_only = packed.only
+        packed.only = lambda model, name: wrong(model, pack.member_name(0))  # type: ignore[assignment]
+        mistaken = packed.run_pack([dataclasses.replace(c, adapter_dir=None) for c in cfgs], cache)
+    finally:
+        packed.only = pack_only  # type: ignore[assignment]
+    assert mistaken[1].eval_loss != pytest.approx(alone[1].eval_loss, rel=RTOL)
+
+
+def _prepared_eval(cfg: TrialConfig, cache: Any) -> Any:
+    return cache.prepared(cfg).eval_batches
+
+
 # --- the controls: each mistake the equivalence must catch ---------------------------------------------------
 
 @pytest.mark.parametrize("mistake", ["rows to the wrong member", "one optimizer for all", "joint clipping"])
