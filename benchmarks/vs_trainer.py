@@ -6,6 +6,7 @@ Run from the repository root, with the project's virtualenv active::
     python benchmarks/vs_trainer.py --json benchmarks/results/vs_trainer_smollm2_cpu.json
     python benchmarks/vs_trainer.py --pruner median --json benchmarks/results/vs_trainer_smollm2_cpu_median_pruner.json
     python benchmarks/vs_trainer.py --model tiny-llama --trials 2 --max-steps 3   # a smoke run, 5-6 minutes
+    python benchmarks/vs_trainer.py --pack 4 --harness-trials 8 --json benchmarks/results/vs_trainer_pack4.json
     python benchmarks/vs_trainer.py --markdown benchmarks/results/vs_trainer_smollm2_cpu.json
     python benchmarks/vs_trainer.py --fill-readme benchmarks/README.md
 
@@ -66,7 +67,7 @@ def harness_command(args: argparse.Namespace, seed: int, work: Path) -> list[str
             "--space", str(work / "space.yaml"), "--trials", str(args.harness_trials or args.trials),
             "--max-steps", str(args.max_steps), "--study", "bench", "--out", str(work / f"harness-seed{seed}"),
             "--wandb", "disabled", "--seed", str(seed), "--pruner", args.pruner, "--warm-start", args.warm_start,
-            *(["--lr-range-test"] if args.lr_range_test else [])]
+            *(["--lr-range-test"] if args.lr_range_test else []), "--pack", str(args.pack)]
 
 
 def peer_command(args: argparse.Namespace, seed: int, autocast: str, work: Path, name: str) -> list[str]:
@@ -316,7 +317,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"model": args.model, "model_label": source.label, "source_precision": source.precision,
             "trials": args.trials, "max_steps": args.max_steps, "batch_size": args.batch_size, "seeds": args.seeds,
             "pruner": args.pruner, "variants": args.variants, "harness_trials": args.harness_trials or args.trials,
-            "warm_start": args.warm_start, "lr_range_test": args.lr_range_test, "label": args.label}
+            "warm_start": args.warm_start, "lr_range_test": args.lr_range_test, "pack": args.pack, "label": args.label}
 
 
 def numerics(device: str, runs: list[dict[str, Any]], variants: dict[str, dict[str, str]]) -> dict[str, Any]:
@@ -445,6 +446,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="trials harness may run (default: --trials, the peer's); with a pruner it may run more")
     parser.add_argument("--warm-start", default="none", help="harness's --warm-start (none or defaults)")
     parser.add_argument("--lr-range-test", action="store_true", help="harness runs --lr-range-test")
+    parser.add_argument("--pack", type=int, default=1, help="harness's --pack K: K trials trained at once on one "
+                        "copy of the base (issue 24; on a GPU, where small-batch steps are host-bound)")
     parser.add_argument("--label", default="", help="a name for this harness configuration in the results")
     parser.add_argument("--variants", type=lambda s: parse_list(s, str), default=list(VARIANTS),
                         help=f"peer numerics to compare against, default {','.join(VARIANTS)}: "

@@ -216,9 +216,10 @@ def print_report(results: dict[str, Any]) -> None:
     print(f"== harness vs Trainer.hyperparameter_search: {s['model_label']}, {s['trials']} trials x "
           f"{s['max_steps']} steps, batch {s['batch_size']}, harness pruner {s['pruner']}, seeds "
           f"{','.join(map(str, s['seeds']))}")
-    if s.get("label") or s.get("harness_trials", s["trials"]) != s["trials"]:
+    if s.get("label") or s.get("harness_trials", s["trials"]) != s["trials"] or s.get("pack", 1) > 1:
         print(f"   harness configuration {s.get('label') or '-'}: up to {s.get('harness_trials')} trials, "
-              f"warm start {s.get('warm_start', 'none')}, lr range test {'on' if s.get('lr_range_test') else 'off'}")
+              f"warm start {s.get('warm_start', 'none')}, lr range test {'on' if s.get('lr_range_test') else 'off'}, "
+              f"pack {s.get('pack', 1)}")
     print(f"   source weights: {s.get('source_precision', 'not recorded')}")
     if results.get("peer_reused"):
         reused = results["peer_reused"]

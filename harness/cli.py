@@ -35,7 +35,7 @@ RERUN_PACK_OPTION = typer.Option(1, "--pack", help="Train up to K of the planned
                                 "base model (those of one quantization mode and target set), as `sweep --pack` does.")
 PACK_OPTION = typer.Option(None, "--pack", help="Train up to K trials at once on one copy of the base model (those "
                           "of one quantization mode and target set; DoRA and PiSSA/OLoRA trials train alone), each "
-                          "with its own optimizer, schedule and clipping; needs --pruner none (default 1).")
+                          "with its own optimizer, schedule, clipping and pruning decision (default 1).")
 
 
 @app.command()

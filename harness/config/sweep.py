@@ -88,9 +88,6 @@ class SweepSpec:
               "use --sampler tpe or random, or drop --lr-range-test")
         check(isinstance(self.pack, int) and not isinstance(self.pack, bool) and self.pack >= 1,
               f"pack must be a positive integer (trials trained at once), got {self.pack!r}")
-        check(self.pack == 1 or self.pruner == "none",
-              f"--pack {self.pack} trains every member of a pack to max_steps, so no pruner can stop one early; "
-              f"use --pruner none with --pack, or --pack 1 with --pruner {self.pruner}")
         check(self.pruner in PRUNERS, f"pruner {self.pruner!r} is not one of {', '.join(PRUNERS)}")
         check(self.wandb in WANDB_MODES, f"wandb {self.wandb!r} is not one of {', '.join(WANDB_MODES)}")
         check(len(self.objectives) >= 1, "objectives must name at least one metric, e.g. eval_loss")

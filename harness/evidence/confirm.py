@@ -110,8 +110,6 @@ def run_confirmations(view: StudyView, seeds: int, top: int, out: str | None = N
     say(f"confirmation: {waiting} re-runs (up to {seeds} seeds x the top {top} config(s) of {which})"
         + (f"; {alone} of them train alone, once per config, to measure its memory and seconds alone" if alone else ""))
     flags: dict[str, Any] = {"storage": view.storage, "trials": waiting, "out": str(view.out_dir(out)), "pack": pack}
-    if pack > 1:  # confirmation runs are never pruned anyway (harness.search.sweep); a pack needs it said
-        flags["pruner"] = "none"
     run_sweep(build_sweep_spec(view.sweep, flags, f"study {view.name}"))
 
 

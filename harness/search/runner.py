@@ -111,9 +111,13 @@ def _worker_main(conn: Any) -> None:
         if kind == "pack":
             from harness.trial.packed import run_pack
 
+            def on_member_eval(member: int, step: int, loss: float) -> bool:
+                conn.send(("eval", {"member": member, "step": step, "eval_loss": loss}))
+                return bool(conn.recv())
+
             configs = [TrialConfig.from_dict(c) for c in payload]
             results = run_pack(configs, cache, on_step=lambda step, losses: conn.send(
-                ("step", {"step": step, "losses": {str(k): v for k, v in losses.items()}})))
+                ("step", {"step": step, "losses": {str(k): v for k, v in losses.items()}})), on_eval=on_member_eval)
             conn.send(("result", {"results": [r.to_dict() for r in results], "process": process_facts()}))
             continue
         config = TrialConfig.from_dict(payload)
@@ -216,9 +220,11 @@ class TrialRunner:
             return TrialResult(status="failed", reason=str(died))
 
     def run_pack(self, configs: list[TrialConfig], *,
-                 on_step: Callable[[dict[str, Any]], None] | None = None) -> list[TrialResult]:
+                 on_step: Callable[[dict[str, Any]], None] | None = None,
+                 on_eval: Callable[[dict[str, Any]], bool] | None = None) -> list[TrialResult]:
         """Train configs as one pack in the worker (harness.trial.packed.run_pack): one result per config, in
-        order; `on_step` hears {step, losses: {member index: loss}}. A worker that dies fails every member."""
+        order; `on_step` hears {step, losses: {member index: loss}}, `on_eval` {member, step, eval_loss} and
+        returns True to prune that member. A worker that dies fails every member."""
         self.start()
         try:
             self._conn.send(("pack", [config.to_dict() for config in configs]))
@@ -226,6 +232,8 @@ class TrialRunner:
                 kind, payload = self._receive()
                 if kind == "step" and on_step:
                     on_step(payload)
+                elif kind == "eval":
+                    self._conn.send(bool(on_eval(payload)) if on_eval else False)
                 elif kind == "result":
                     self.process = payload.pop("process", None)
                     return [TrialResult.from_dict(r) for r in payload["results"]]

@@ -226,7 +226,6 @@ class Sweep:
         self.metrics: tuple[str, ...] = ()
         self.target = self.base = 0
         self._own: list[dict[str, Any]] = []  # records of the trials this process ran (fail-fast looks at them)
-        self._confirming = False  # the running trial is a confirmation re-run (never pruned)
         self._waiting = False
         self._baselines_pending = False  # untuned baselines to score after the first trial (prepare_study)
 
@@ -601,8 +600,10 @@ class Sweep:
         started = time.perf_counter()
         self.progress.start_pack([(position, trial.number, params) for trial, position, params, _ in members])
         try:  # the members' heartbeats beat since their claim (_packed_trials)
-            results = self.runner.run_pack([config for _, _, _, config in members],
-                                           on_step=lambda p: self.progress.step(p["step"], min(p["losses"].values())))
+            results = self.runner.run_pack(
+                [config for _, _, _, config in members],
+                on_step=lambda p: self.progress.step(p["step"], min(p["losses"].values())),
+                on_eval=lambda p: self._should_prune(members[p["member"]][0], p))
         except KeyboardInterrupt:
             self.runner.close(kill=True)
             for trial, position, params, config in members:
@@ -622,6 +623,8 @@ class Sweep:
             for entry in result.history:
                 if "loss" in entry:
                     run.log({"train/loss": entry["loss"], "train/lr": entry["lr"]}, step=int(entry["step"]))
+                elif "eval_loss" in entry and int(entry["step"]) < config.train.max_steps:
+                    run.log({"eval/loss": entry["eval_loss"]}, step=int(entry["step"]))
             self.progress.name_trial(position, trial.number, params)
             self._finish(trial, params, config, result, seconds, run)
 
@@ -638,7 +641,6 @@ class Sweep:
             run = tracking.start_trial_run(study=self.spec.study, number=trial.number, config=config.to_dict(),
                                            params=params, mode=self.wandb_mode, study_dir=self.out_dir)
             self.progress.start_trial(position, trial.number, params)
-            self._confirming = trial.user_attrs.get("confirmation_of") is not None
             with heartbeat(self.study, trial._trial_id):
                 result = self.runner.run(config, on_step=lambda p: self._on_step(run, p, fault),
                                          on_eval=lambda p: self._on_eval(trial, run, p))
@@ -662,10 +664,15 @@ class Sweep:
                 step=payload["step"])
 
     def _on_eval(self, trial: Any, run: Any, payload: dict[str, Any]) -> bool:
-        """Log an intermediate eval and ask the pruner; a confirmation run is never pruned (it is evidence
-        for a config already chosen, and a pruned seed would bias its mean)."""
+        """Log an intermediate eval and ask the pruner."""
         run.log({"eval/loss": payload["eval_loss"]}, step=payload["step"])
-        if len(self.spec.objectives) > 1 or not math.isfinite(payload["eval_loss"]) or self._confirming:
+        return self._should_prune(trial, payload)
+
+    def _should_prune(self, trial: Any, payload: dict[str, Any]) -> bool:
+        """Report an intermediate eval ({step, eval_loss}) to the study and ask the pruner; a confirmation run is
+        never pruned (it is evidence for a config already chosen, and a pruned seed would bias its mean)."""
+        confirming = trial.user_attrs.get("confirmation_of") is not None
+        if len(self.spec.objectives) > 1 or not math.isfinite(payload["eval_loss"]) or confirming:
             return False
         trial.report(payload["eval_loss"], payload["step"])
         return self.spec.pruner != "none" and trial.should_prune()

@@ -35,7 +35,7 @@ from harness.trial.head import token_losses
 from harness.trial.train import (NonFiniteLoss, TrainOutcome, batches_forever, check_loss, make_optimizer,
                                  make_scheduler)
 
-SHARED_FIELDS = ("model", "quant", "targets", "max_steps", "grad_accum")
+SHARED_FIELDS = ("model", "quant", "targets", "max_steps", "grad_accum", "eval_schedule")
 """What every member of a pack must have in common."""
 
 
@@ -47,7 +47,8 @@ def member_name(index: int) -> str:
 def shared(config: TrialConfig) -> dict[str, Any]:
     """The config's values of SHARED_FIELDS: what every member of its pack must have equal."""
     return {"model": config.model, "quant": config.quant, "targets": config.lora.targets,
-            "max_steps": config.train.max_steps, "grad_accum": config.train.grad_accum}
+            "max_steps": config.train.max_steps, "grad_accum": config.train.grad_accum,
+            "eval_schedule": (config.train.eval_every, tuple(config.train.eval_at or ()))}
 
 
 def refusal(configs: Sequence[TrialConfig]) -> str | None:
@@ -84,8 +85,8 @@ def plan_packs(configs: Sequence[TrialConfig]) -> list[tuple[list[int], str | No
             plans.append((groups[key], None))
         groups[key].append(index)
     return [(group, why if why is not None or len(group) > 1 else
-             "no other trial claimed with it has the same model, quantization mode, targets, max_steps and "
-             "grad_accum")
+             "no other trial claimed with it has the same model, quantization mode, targets, max_steps, "
+             "grad_accum and evaluation schedule")
             for group, why in plans]
 
 
@@ -231,6 +232,8 @@ class MemberOutcome:
     outcome: TrainOutcome = field(default_factory=TrainOutcome)
     stopped: str | None = None
     """`diverged: <reason>` when its loss went non-finite or exploded (the others trained on)."""
+    pruned: str | None = None
+    """Why the pruner stopped it after an intermediate evaluation (the others trained on), or None."""
     history: list[dict[str, float]] = field(default_factory=list)
     """Per step {step, loss, lr}, as a trial trained alone records it (lr: the rate after the step's scheduler
     step, as train() reports it)."""
@@ -256,14 +259,17 @@ def _join(batches: list[Any], pad_id: int) -> tuple[Any, Any, Any, list[int]]:
 def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, *,
                loss_hook: Callable[[int, int, float], float] | None = None,
                grouped_forward: bool = True,
-               on_step: Callable[[int, dict[int, float]], None] | None = None) -> list[MemberOutcome]:
+               on_step: Callable[[int, dict[int, float]], None] | None = None,
+               on_eval: Callable[[int, int], bool] | None = None) -> list[MemberOutcome]:
     """Train every member's adapter for the shared max_steps, each with its own optimizer, schedule and
     clipping, on one forward/backward of the packed batch per micro-batch. The LoRA layers run `grouped` when
     they can (`grouped_forward=False`, or dropout or DoRA: peft's per-member mixed-batch forward, `routed`).
     A member whose gradient norm is not finite leaves the pack before its step (diverged): in the grouped
     forward a non-finite weight would reach the other members' rows as 0 x inf. `loss_hook(member, step,
     loss)` lets tests inject a bad loss; `on_step(step, {member: loss})` hears of every finished step (the members
-    still in the pack). Returns one MemberOutcome per member, in order."""
+    still in the pack). After each step the shared schedule evaluates at (`TrainSpec.evaluates_at`), `on_eval(member,
+    step)` scores each member still in the pack (in eval mode) and returns True when the pruner stops it: it
+    leaves the pack, the others train on. Returns one MemberOutcome per member, in order."""
     import torch
 
     names = [member_name(k) for k in range(len(members))]
@@ -328,6 +334,13 @@ def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, 
             outcomes[k].history.append({"step": step, "loss": value, "lr": schedulers[name].get_last_lr()[0]})
         if on_step is not None and alive:
             on_step(step, {k: outcomes[k].outcome.losses[-1] for k in alive})
+        if on_eval is not None and alive and spec.evaluates_at(step):
+            model.eval()
+            for k in list(alive):
+                if on_eval(k, step):
+                    outcomes[k].pruned = f"pruned at step {step} by the study's pruner"
+                    alive.remove(k)
+            model.train()
     model.eval()
     return outcomes
 

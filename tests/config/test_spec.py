@@ -141,7 +141,6 @@ def test_model_data_eval_specs_reject() -> None:
         ({"max_steps": 0}, "max_steps"),
         ({"pack": 0}, "pack"),
         ({"pack": True}, "pack"),
-        ({"pack": 4, "pruner": "asha"}, "--pruner none"),
     ],
 )
 def test_sweep_spec_rejects(kwargs: dict[str, Any], field: str) -> None:

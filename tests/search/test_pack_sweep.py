@@ -106,6 +106,36 @@ def _assert_alone_once(study: object, runs: list[dict], source_attr: str, config
         assert [r["result"]["pack_size"] for r in mine if r is not alone[0]] == [2, 2]
 
 
+def test_a_packed_sweep_prunes_members_and_the_rest_of_the_pack_trains_on(tmp_path: Path) -> None:
+    """`--pack 2 --pruner median` on one mode with learning rates over three decades (as
+    tests/search/test_pruning.py, one trial at a time): members are scored at the pruner's steps and those
+    behind the median leave their pack as pruned trials, with the intermediate scores they were judged on;
+    their partners complete."""
+    space = tmp_path / "lr.yaml"
+    space.write_text("axes:\n  lora_r: 4\n  lora_alpha: {ratio: 2}\n"
+                     "  learning_rate: {low: 1.0e-5, high: 1.0e-2, log: true}\n  quantization: none\n")
+    no_generation = tmp_path / "exp.yaml"
+    no_generation.write_text("eval: {metrics: [], generate_size: 0}\n")
+    out = tmp_path / "m"
+    proc = run_cli("sweep", "-e", str(no_generation), "--model", "tiny-llama", "--space", str(space), "--max-steps",
+                   "10", "--pruner", "median", "--sampler", "random", "--trials", "10", "--pack", "2", "--study", "m",
+                   "--out", str(out), "--wandb", "disabled")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = load(out, "m").trials
+    rows = _by_number(out)
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    assert pruned, [t.state.name for t in trials]
+    for trial in trials:
+        assert rows[trial.number]["result"]["pack_size"] == 2
+        assert trial.intermediate_values  # every member was scored at the pruner's steps
+    for trial in pruned:
+        assert trial.user_attrs["reason"].startswith("pruned at step")
+        assert trial.user_attrs["result"]["steps"] < 10 and rows[trial.number]["eval_loss"] is not None
+        assert rows[trial.number]["eval_loss"] == trial.intermediate_values[max(trial.intermediate_values)]
+    partners = {t.number ^ 1 for t in pruned} - {t.number for t in pruned}  # packs are trials (0, 1), (2, 3)...
+    assert partners and all(rows[n]["state"] == "COMPLETE" and rows[n]["result"]["steps"] == 10 for n in partners)
+
+
 def test_members_that_diverge_or_lose_their_worker_are_results(tmp_path: Path) -> None:
     out = tmp_path / "f"
     proc = run_cli("sweep", "-e", str(fast_experiment(tmp_path)), "--trials", "4", "--pack", "2", "--study", "f",

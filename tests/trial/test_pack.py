@@ -211,6 +211,55 @@ def test_run_pack_gives_each_member_the_result_it_gets_alone(tiny_checkpoint: st
     assert mistaken[1].eval_loss != pytest.approx(alone[1].eval_loss, rel=RTOL)
 
 
+def test_a_member_the_pruner_stops_leaves_the_pack_and_the_others_end_as_alone(tiny_checkpoint: str) -> None:
+    """Intermediate evaluations after steps 1 and 2 (eval_every 1): each member's scores are those its trial
+    alone gets (harness.trial.run.run_trial with the same schedule), a member the pruner stops after step 1 is
+    `pruned` with its last intermediate score as run_trial reports it, and the others end as they do alone.
+    Scoring through member 0's adapter (a wrong `only`) makes the intermediate scores differ."""
+    from harness.trial import packed
+    from harness.trial.run import TrialCache, TrialCallbacks, run_trial
+
+    cfgs = [dataclasses.replace(c, train=dataclasses.replace(c.train, eval_every=1)) for c in _configs("nf4")[:3]]
+    cache = TrialCache()
+    prune = {1: 1}  # member 1 is stopped at step 1
+
+    def alone(k: int) -> tuple[Any, list[tuple[int, float]]]:
+        seen: list[tuple[int, float]] = []
+
+        def on_eval(step: int, loss: float) -> bool:
+            seen.append((step, loss))
+            return prune.get(k) == step
+
+        return run_trial(cfgs[k], cache, TrialCallbacks(on_eval=on_eval)), seen
+
+    alones = [alone(k) for k in range(3)]
+    seen: dict[int, list[tuple[int, float]]] = {0: [], 1: [], 2: []}
+
+    def on_eval(member: int, step: int, loss: float) -> bool:
+        seen[member].append((step, loss))
+        return prune.get(member) == step
+
+    together = packed.run_pack(cfgs, cache, on_eval=on_eval)
+    for k, ((one, one_seen), member) in enumerate(zip(alones, together)):
+        assert member.status == one.status == ("pruned" if k in prune else "complete")
+        assert [s for s, _ in seen[k]] == [s for s, _ in one_seen] == ([1] if k in prune else [1, 2])
+        assert [v for _, v in seen[k]] == pytest.approx([v for _, v in one_seen], rel=RTOL)
+        assert member.eval_loss == pytest.approx(one.eval_loss, rel=RTOL)
+        assert member.steps == one.steps and member.eval_examples == one.eval_examples
+        assert [(h["step"], "eval_loss" in h) for h in member.history] == [
+            (h["step"], "eval_loss" in h) for h in one.history]  # the same entries in the same order
+    assert together[1].reason == alones[1][0].reason == "pruned at step 1 by the study's pruner"
+
+    wrong: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    right_only = packed.only
+    try:
+        packed.only = lambda model, name: right_only(model, pack.member_name(0))  # type: ignore[assignment]
+        packed.run_pack(cfgs, cache, on_eval=lambda k, step, loss: bool(wrong[k].append(loss)))
+    finally:
+        packed.only = right_only  # type: ignore[assignment]
+    assert wrong[2] != pytest.approx([v for _, v in seen[2]], rel=RTOL)
+
+
 def _prepared_eval(cfg: TrialConfig, cache: Any) -> Any:
     return cache.prepared(cfg).eval_batches
 
