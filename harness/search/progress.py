@@ -38,7 +38,7 @@ class SweepProgress:
         self.total, self.max_steps = total, max_steps
         self.best: float | None = None
         self._live: Live | None = None
-        self._head = ""
+        self._head = self._pack_head = ""
 
     def start_trial(self, index: int, number: int, params: dict[str, Any]) -> None:
         self._head = f"trial {index}/{self.total} (#{number}) {describe_params(params)}"
@@ -54,10 +54,17 @@ class SweepProgress:
         self.note(f"pack of {len(members)} trials ({numbers}) on one copy of the base model:")
         for index, number, params in members:
             self.note(f"  trial {index}/{self.total} (#{number}) {describe_params(params)}")
-        self._head = f"pack of {len(members)} ({numbers})"
+        self._head = self._pack_head = f"pack of {len(members)} ({numbers})"
         if self.console.is_terminal:
             self._live = Live(Text(self._head + "  loading..."), console=self.console, transient=True,
                               refresh_per_second=4)
+            self._live.start()
+
+    def continue_pack(self) -> None:
+        """The pack's live line again, after a member that left it was reported (`name_trial`, `end_trial`)."""
+        self._head = self._pack_head
+        if self.console.is_terminal and self._live is None:
+            self._live = Live(Text(self._head), console=self.console, transient=True, refresh_per_second=4)
             self._live.start()
 
     def name_trial(self, index: int, number: int, params: dict[str, Any]) -> None:

@@ -115,9 +115,16 @@ def _worker_main(conn: Any) -> None:
                 conn.send(("eval", {"member": member, "step": step, "eval_loss": loss}))
                 return bool(conn.recv())
 
+            def refill() -> TrialConfig | None:
+                conn.send(("refill", {}))
+                reply = conn.recv()
+                return TrialConfig.from_dict(reply) if reply is not None else None
+
             configs = [TrialConfig.from_dict(c) for c in payload]
             results = run_pack(configs, cache, on_step=lambda step, losses: conn.send(
-                ("step", {"step": step, "losses": {str(k): v for k, v in losses.items()}})), on_eval=on_member_eval)
+                ("step", {"step": step, "losses": {str(k): v for k, v in losses.items()}})), on_eval=on_member_eval,
+                on_result=lambda k, result: conn.send(("member", {"member": k, "result": result.to_dict()})),
+                refill=refill)
             conn.send(("result", {"results": [r.to_dict() for r in results], "process": process_facts()}))
             continue
         config = TrialConfig.from_dict(payload)
@@ -221,11 +228,17 @@ class TrialRunner:
 
     def run_pack(self, configs: list[TrialConfig], *,
                  on_step: Callable[[dict[str, Any]], None] | None = None,
-                 on_eval: Callable[[dict[str, Any]], bool] | None = None) -> list[TrialResult]:
-        """Train configs as one pack in the worker (harness.trial.packed.run_pack): one result per config, in
-        order; `on_step` hears {step, losses: {member index: loss}}, `on_eval` {member, step, eval_loss} and
-        returns True to prune that member. A worker that dies fails every member."""
+                 on_eval: Callable[[dict[str, Any]], bool] | None = None,
+                 on_result: Callable[[int, TrialResult], None] | None = None,
+                 refill: Callable[[], TrialConfig | None] | None = None) -> list[TrialResult]:
+        """Train configs as one pack in the worker (harness.trial.packed.run_pack): one result per member, in
+        order of their indices (the configs, then the refills); `on_step` hears {step, losses: {member index:
+        loss}}, `on_eval` {member, step, eval_loss} and returns True to prune that member, `on_result(member,
+        result)` each member's result as it leaves, and `refill()` is asked for a config to take the place of a
+        member that left early (None: none). A worker that dies fails every member it had not finished."""
         self.start()
+        members = len(configs)
+        done: dict[int, TrialResult] = {}
         try:
             self._conn.send(("pack", [config.to_dict() for config in configs]))
             while True:
@@ -234,11 +247,20 @@ class TrialRunner:
                     on_step(payload)
                 elif kind == "eval":
                     self._conn.send(bool(on_eval(payload)) if on_eval else False)
+                elif kind == "member":
+                    done[payload["member"]] = TrialResult.from_dict(payload["result"])
+                    if on_result:
+                        on_result(payload["member"], done[payload["member"]])
+                elif kind == "refill":
+                    config = refill() if refill else None
+                    members += config is not None
+                    self._conn.send(config.to_dict() if config is not None else None)
                 elif kind == "result":
                     self.process = payload.pop("process", None)
                     return [TrialResult.from_dict(r) for r in payload["results"]]
         except _WorkerDied as died:
-            return [TrialResult(status="failed", reason=str(died), pack_size=len(configs)) for _ in configs]
+            return [done.get(k) or TrialResult(status="failed", reason=str(died), pack_size=len(configs))
+                    for k in range(members)]
 
     def baseline(self, config: TrialConfig) -> BaselineReply:
         """The untuned base model scored in the worker (which also warms its cache), in the config's

@@ -26,7 +26,7 @@ from harness.search.exits import Interrupted
 from harness.config.experiment import spec_to_dict
 from harness.trial.models import (cache_dir, check_rank_fits, checkpoint_path, is_converted, load_tokenizer, model_dims,
                                   resolve_model)
-from harness.search.progress import SweepProgress
+from harness.search.progress import SweepProgress, describe_params
 from harness.search.pruning import study_schedule
 from harness.search.readout import ALONE_NOTE, baseline_of, baseline_scores, small_eval_note
 from harness.search.records import STATE_OF_STATUS, append_record, build_record
@@ -227,6 +227,9 @@ class Sweep:
         self.target = self.base = 0
         self._own: list[dict[str, Any]] = []  # records of the trials this process ran (fail-fast looks at them)
         self._waiting = False
+        self._held: list[tuple[Any, int, str | None]] = []  # claimed by a pack's refill, not placed: claimed next
+        self._faults: dict[int, str] = {}
+        self._claims = 0  # trials this process claimed (test faults are keyed by this order)
         self._baselines_pending = False  # untuned baselines to score after the first trial (prepare_study)
 
     def run(self) -> SweepOutcome:
@@ -299,13 +302,13 @@ class Sweep:
 
     def loop(self) -> None:
         """Claim, run and tell trials until the study holds the target, waiting for lost ones to come back."""
-        faults, index = _faults(self.role.worker), 0
+        self._faults, self._claims = _faults(self.role.worker), 0
         while True:
-            if self._grid_done():
+            if self._grid_done() and not self._held:
                 self.progress.note(f"the grid is exhausted after {len(self.study.trials)} trials; stopping")
                 return
-            claimed = self._claim_pack() if self.spec.pack > 1 else [self._claim()]
-            claimed = [(trial, position) for trial, position in claimed if trial is not None]
+            claimed, self._held = self._held, []  # trials a pack's refill claimed but could not place come first
+            claimed += self._claim_pack(claimed) if self.spec.pack > 1 else [c for c in [self._claim_next()] if c]
             if not claimed:
                 if self._others_running():
                     time.sleep(WAIT_SECONDS)
@@ -316,11 +319,10 @@ class Sweep:
                 if self.spec.pack > 1:
                     alone = (ALONE_NOTE if claimed[0][0].user_attrs.get("alone") else
                              "the only trial left to claim (the study's target was near)")
-                self._one_trial(*claimed[0], faults.get(index), pack_note=alone)
+                self._one_trial(*claimed[0], pack_note=alone)
             else:
-                self._packed_trials(claimed, [faults.get(index + i) for i in range(len(claimed))])
+                self._packed_trials(claimed)
             self._score_pending_baselines()
-            index += len(claimed)
             self._stop_if_broken()
 
     def recover_lost(self) -> None:
@@ -550,16 +552,25 @@ class Sweep:
         truncated = f"; {attrs['truncated']} examples truncated to max_seq_len" if attrs.get("truncated") else ""
         self.progress.note(f"held-out split: {attrs.get('n_eval')} examples ({attrs.get('data_source')}){truncated}")
 
-    def _claim_pack(self) -> list[tuple[Any, int]]:
-        """Claim up to `--pack` trials that may share a pack, one after another (fewer when the target is near),
-        and with them every run enqueued to train alone that came first (user attr `alone`: they take no place
+    def _claim_next(self) -> tuple[Any, int, str | None] | None:
+        """Claim one trial (`_claim`) with its test fault (HARNESS_INJECT_FAULTS, by this worker's claim order);
+        None when there is none to claim."""
+        trial, position = self._claim()
+        if trial is None:
+            return None
+        self._claims += 1
+        return trial, position, self._faults.get(self._claims - 1)
+
+    def _claim_pack(self, held: list[tuple[Any, int, str | None]]) -> list[tuple[Any, int, str | None]]:
+        """Claim trials until `--pack` of them (`held` ones included) may share a pack (fewer when the target is
+        near), with every run enqueued to train alone that came first (user attr `alone`: they take no place
         in the pack)."""
-        claimed: list[tuple[Any, int]] = []
-        while sum(not trial.user_attrs.get("alone") for trial, _ in claimed) < self.spec.pack:
-            trial, position = self._claim()
-            if trial is None:
+        claimed: list[tuple[Any, int, str | None]] = []
+        while sum(not c[0].user_attrs.get("alone") for c in [*held, *claimed]) < self.spec.pack:
+            one = self._claim_next()
+            if one is None:
                 break
-            claimed.append((trial, position))
+            claimed.append(one)
         return claimed
 
     def _configure(self, trial: Any, fault: str | None) -> tuple[dict[str, Any], TrialConfig]:
@@ -575,49 +586,65 @@ class Sweep:
         trial.set_user_attr("config", config.to_dict())
         return params, config
 
-    def _packed_trials(self, claimed: list[tuple[Any, int]], faults: list[str | None]) -> None:
+    def _packed_trials(self, claimed: list[tuple[Any, int, str | None]]) -> None:
         """Claimed trials trained in packs (harness.trial.pack.plan_packs splits them by mode and targets; a
         trial that cannot share a pack runs alone, its record saying why). Ctrl-C records every member of the
         pack in flight as interrupted and stops the sweep."""
         from harness.trial.pack import plan_packs
 
-        configured = [(trial, position, *self._configure(trial, fault))
-                      for (trial, position), fault in zip(claimed, faults)]
-        with contextlib.ExitStack() as beating:  # every claimed trial beats while it waits for its turn
-            for trial, _ in claimed:
-                beating.enter_context(heartbeat(self.study, trial._trial_id))
-            for trial, position, params, config in [c for c in configured if c[0].user_attrs.get("alone")]:
-                self._one_trial(trial, position, None, prepared=(params, config), pack_note=ALONE_NOTE)
-            configured = [c for c in configured if not c[0].user_attrs.get("alone")]
-            for members, why in plan_packs([config for _, _, _, config in configured]):
-                if len(members) == 1:
-                    trial, position, params, config = configured[members[0]]
-                    self._one_trial(trial, position, None, prepared=(params, config), pack_note=why)
-                else:
-                    self._one_pack([configured[i] for i in members])
-
-    def _one_pack(self, members: list[tuple[Any, int, dict[str, Any], TrialConfig]]) -> None:
-        started = time.perf_counter()
-        self.progress.start_pack([(position, trial.number, params) for trial, position, params, _ in members])
-        try:  # the members' heartbeats beat since their claim (_packed_trials)
-            results = self.runner.run_pack(
-                [config for _, _, _, config in members],
-                on_step=lambda p: self.progress.step(p["step"], min(p["losses"].values())),
-                on_eval=lambda p: self._should_prune(members[p["member"]][0], p))
-        except KeyboardInterrupt:
+        try:
+            with contextlib.ExitStack() as beating:  # every claimed trial beats while it waits for its turn
+                for trial, _, _ in claimed:
+                    beating.enter_context(heartbeat(self.study, trial._trial_id))
+                configured = [(trial, position, *self._configure(trial, fault)) for trial, position, fault in claimed]
+                for trial, position, params, config in [c for c in configured if c[0].user_attrs.get("alone")]:
+                    self._one_trial(trial, position, prepared=(params, config), pack_note=ALONE_NOTE)
+                configured = [c for c in configured if not c[0].user_attrs.get("alone")]
+                for members, why in plan_packs([config for _, _, _, config in configured]):
+                    if len(members) == 1:
+                        trial, position, params, config = configured[members[0]]
+                        self._one_trial(trial, position, prepared=(params, config), pack_note=why)
+                    else:
+                        self._one_pack([configured[i] for i in members], beating)
+        except (KeyboardInterrupt, SweepInterrupted) as stop:
+            # Claimed trials not yet run (waiting their turn, or held by a refill) are recorded as interrupted
+            # too, so a resumed sweep retries nothing twice; those that ran recorded themselves.
             self.runner.close(kill=True)
-            for trial, position, params, config in members:
-                self.progress.name_trial(position, trial.number, params)
-                self._finish(trial, params, config, TrialResult(status="failed", reason="interrupted by user (Ctrl-C)",
-                                                                pack_size=len(members)),
-                             time.perf_counter() - started, tracking.TrialRun(None))
-            raise SweepInterrupted(f"interrupted during the pack of trials "
-                                   f"{', '.join(str(t.number) for t, _, _, _ in members)}; they are recorded as failed "
-                                   "and the study can be resumed with the same command") from None
-        if any(needs_fresh_worker(result) for result in results):
-            self.runner.restart()
-        seconds = time.perf_counter() - started
-        for (trial, position, params, config), result in zip(members, results):
+            left = self._interrupt_unfinished([trial for trial, _, _ in [*claimed, *self._held]])
+            if isinstance(stop, SweepInterrupted):
+                raise
+            raise SweepInterrupted(f"interrupted before trials {', '.join(f'#{n}' for n in left)} started; they are "
+                                   "recorded as failed and the study can be resumed with the same command") from None
+
+    def _interrupt_unfinished(self, trials: list[Any]) -> list[int]:
+        """Record every one of these claimed trials that is still running as interrupted; their numbers."""
+        import optuna
+
+        left = []
+        for trial in trials:
+            if self.study._storage.get_trial(trial._trial_id).state == optuna.trial.TrialState.RUNNING:
+                self._finish(trial, {}, None, TrialResult(status="failed", reason="interrupted by user (Ctrl-C)"),
+                             0.0, tracking.TrialRun(None))
+                left.append(trial.number)
+        self._held = []
+        return left
+
+    def _one_pack(self, members: list[tuple[Any, int, dict[str, Any], TrialConfig]], beating: Any) -> None:
+        """Train one pack; each member is recorded as it leaves. When a member leaves early (pruned, diverged),
+        the next trial takes its place if it may share the pack; one that may not (another mode, or a run to
+        train alone) is held for the next claim, and no more are claimed for this pack."""
+        from harness.trial.pack import refusal
+
+        started = time.perf_counter()
+        members = list(members)  # refills are appended
+        places, recorded = len(members), set()
+        self.progress.start_pack([(position, trial.number, params) for trial, position, params, _ in members])
+
+        def record(index: int, result: TrialResult) -> None:
+            if index in recorded:
+                return
+            recorded.add(index)
+            trial, position, params, config = members[index]
             run = tracking.start_trial_run(study=self.spec.study, number=trial.number, config=config.to_dict(),
                                            params=params, mode=self.wandb_mode, study_dir=self.out_dir)
             for entry in result.history:
@@ -626,9 +653,50 @@ class Sweep:
                 elif "eval_loss" in entry and int(entry["step"]) < config.train.max_steps:
                     run.log({"eval/loss": entry["eval_loss"]}, step=int(entry["step"]))
             self.progress.name_trial(position, trial.number, params)
-            self._finish(trial, params, config, result, seconds, run)
+            self._finish(trial, params, config, result, time.perf_counter() - started, run)
+            if len(recorded) < len(members):
+                self.progress.continue_pack()
 
-    def _one_trial(self, trial: Any, position: int, fault: str | None, *,
+        def refill() -> TrialConfig | None:
+            if self._held or self._grid_done():
+                return None
+            claimed = self._claim_next()
+            if claimed is None:
+                return None
+            trial, position, fault = claimed
+            beating.enter_context(heartbeat(self.study, trial._trial_id))
+            params, config = self._configure(trial, fault)
+            if trial.user_attrs.get("alone") or refusal([members[0][3], config]) is not None:
+                self._held.append(claimed)
+                return None
+            members.append((trial, position, params, config))
+            self.progress.note(f"  trial {position}/{self.progress.total} (#{trial.number}) {describe_params(params)} "
+                               "takes the place a member left")
+            return config
+
+        try:
+            results = self.runner.run_pack(
+                [config for _, _, _, config in members],
+                on_step=lambda p: self.progress.step(p["step"], min(p["losses"].values())),
+                on_eval=lambda p: self._should_prune(members[p["member"]][0], p),
+                on_result=record, refill=refill)
+        except KeyboardInterrupt:
+            self.runner.close(kill=True)
+            waiting = [m for index, m in enumerate(members) if index not in recorded]
+            for trial, position, params, config in waiting:
+                self.progress.name_trial(position, trial.number, params)
+                self._finish(trial, params, config, TrialResult(status="failed", reason="interrupted by user (Ctrl-C)",
+                                                                pack_size=places),
+                             time.perf_counter() - started, tracking.TrialRun(None))
+            raise SweepInterrupted(f"interrupted during the pack of trials "
+                                   f"{', '.join(str(t.number) for t, _, _, _ in waiting)}; they are recorded as "
+                                   "failed and the study can be resumed with the same command") from None
+        if any(needs_fresh_worker(result) for result in results):
+            self.runner.restart()
+        for index, result in enumerate(results):
+            record(index, result)
+
+    def _one_trial(self, trial: Any, position: int, fault: str | None = None, *,
                    prepared: tuple[dict[str, Any], TrialConfig] | None = None, pack_note: str | None = None) -> None:
         """Run a claimed trial with a heartbeat going; Ctrl-C records it as interrupted and stops the sweep.
         `prepared`: its params and config, when the caller configured it already (a pack that could not be)."""

@@ -8,10 +8,11 @@ member's A/B only on its own rows. Each member's loss is the mean over its own s
 losses are summed and backpropagated once, and because a member's adapter touches only its own rows, its
 gradient is the gradient of its own loss alone. Each member keeps its own AdamW state, learning-rate
 schedule, gradient clipping (by its own gradient norm), loss history and divergence check; a member that
-diverges leaves the pack (its rows leave the batch) and the others go on unchanged.
+diverges, or that the pruner stops, leaves the pack (its rows leave the batch) and the others go on
+unchanged; the next trial may take its place (`train_pack`'s refill) and trains from its own first step.
 
-Members share the base model, quantization mode, target modules, `max_steps` and `grad_accum` (their steps
-advance together); they may differ in rank, alpha, rsLoRA, learning rate, schedule, warm-up, weight decay,
+Members share the base model, quantization mode, target modules, `max_steps`, `grad_accum` and evaluation
+schedule (each counts its own steps); they may differ in rank, alpha, rsLoRA, learning rate, schedule, warm-up, weight decay,
 clipping, batch size, LoRA+ ratio and seed. DoRA and PiSSA/OLoRA initialisation run unpacked (`refusal`
 says why): DoRA changes the base path per adapter and PiSSA/OLoRA rewrite the base weights per member.
 With dropout the members are statistically, not bitwise, the trials they would be alone (the dropout masks
@@ -107,9 +108,7 @@ def attach_pack(base: Any, configs: Sequence[TrialConfig]) -> Any:
             model = get_peft_model(base, lora_config(config), adapter_name=member_name(index))
         else:
             model.add_adapter(member_name(index), lora_config(config))
-    for name, param in model.named_parameters():  # type: ignore[union-attr]
-        if "lora_" in name:
-            param.requires_grad_(True)
+    _all_trainable(model)
     return model
 
 
@@ -256,38 +255,89 @@ def _join(batches: list[Any], pad_id: int) -> tuple[Any, Any, Any, list[int]]:
             torch.cat([pad(b.labels, IGNORE_INDEX) for b in batches]), owners)
 
 
+def add_member(model: Any, index: int, config: TrialConfig) -> None:
+    """A new member's adapter on a pack's model (`member_name(index)`), initialised from its seed as
+    `attach_pack` initialises every member; every member's LoRA weights stay trainable."""
+    from harness.trial.run import lora_config, seed_all
+
+    seed_all(config.train.seed)
+    model.add_adapter(member_name(index), lora_config(config))
+    _all_trainable(model)
+
+
+def drop_member(model: Any, index: int) -> None:
+    """Delete a member's adapter from the pack's model (after it was scored and saved), so that its weights'
+    memory goes back while the others train on. peft then makes another adapter the active one, which also
+    freezes every other adapter (`set_adapter`): the members' weights are made trainable again. The active
+    adapter itself plays no part in a pack (every forward names each row's adapter)."""
+    import warnings
+
+    with warnings.catch_warnings():  # peft announces the new active adapter, which a pack never uses
+        warnings.filterwarnings("ignore", message=r"Adapter m\d+ was active which is now deleted\. Setting active "
+                                r"adapter to m\d+\.", category=UserWarning)
+        model.delete_adapter(member_name(index))
+    _all_trainable(model)
+
+
+def _all_trainable(model: Any) -> None:
+    for name, param in model.named_parameters():
+        if "lora_" in name:
+            param.requires_grad_(True)
+
+
 def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, *,
                loss_hook: Callable[[int, int, float], float] | None = None,
                grouped_forward: bool = True,
                on_step: Callable[[int, dict[int, float]], None] | None = None,
-               on_eval: Callable[[int, int], bool] | None = None) -> list[MemberOutcome]:
-    """Train every member's adapter for the shared max_steps, each with its own optimizer, schedule and
-    clipping, on one forward/backward of the packed batch per micro-batch. The LoRA layers run `grouped` when
+               on_eval: Callable[[int, int], bool] | None = None,
+               on_leave: Callable[[int, MemberOutcome], None] | None = None,
+               refill: Callable[[], Member | None] | None = None) -> list[MemberOutcome]:
+    """Train every member's adapter for max_steps, each with its own optimizer, schedule, clipping and step
+    count, on one forward/backward of the packed batch per micro-batch. The LoRA layers run `grouped` when
     they can (`grouped_forward=False`, or dropout or DoRA: peft's per-member mixed-batch forward, `routed`).
     A member whose gradient norm is not finite leaves the pack before its step (diverged): in the grouped
     forward a non-finite weight would reach the other members' rows as 0 x inf. `loss_hook(member, step,
-    loss)` lets tests inject a bad loss; `on_step(step, {member: loss})` hears of every finished step (the members
-    still in the pack). After each step the shared schedule evaluates at (`TrainSpec.evaluates_at`), `on_eval(member,
-    step)` scores each member still in the pack (in eval mode) and returns True when the pruner stops it: it
-    leaves the pack, the others train on. Returns one MemberOutcome per member, in order."""
+    loss)` lets tests inject a bad loss; `on_step(tick, {member: loss})` hears of every packed step (the members
+    still in the pack). After each member's step at which its schedule evaluates (`TrainSpec.evaluates_at`),
+    `on_eval(member, step)` scores it (in eval mode) and returns True when the pruner stops it.
+
+    `on_leave(member, outcome)` hears of each member as it leaves (finished, diverged or pruned), in eval mode,
+    before anything else trains: it can score and save that member then. When a member leaves early (diverged
+    or pruned), `refill()` may give a new Member to take its place: it gets the next index, its own adapter
+    (`add_member`), optimizer and schedule, and trains from its own step 1 beside the others. Returns one
+    MemberOutcome per member, in order of their indices (refills after the first members)."""
     import torch
 
+    members = list(members)
     names = [member_name(k) for k in range(len(members))]
-    spec = members[0].config.train
-    params = {name: member_params(model, name) for name in names}
-    optimizers, schedulers = {}, {}
-    for name, member in zip(names, members):
+    params: dict[str, list[Any]] = {}
+    optimizers: dict[str, Any] = {}
+    schedulers: dict[str, Any] = {}
+    batches: dict[str, Iterator[Any]] = {}
+    outcomes: list[MemberOutcome] = []
+
+    def join(member: Member) -> int:
+        k = len(outcomes)
+        name = member_name(k)
+        if k >= len(names):  # a refill: its adapter is new
+            add_member(model, k, member.config)
+            names.append(name)
+            members.append(member)
+        params[name] = member_params(model, name)
         with _trainable_only(model, params[name]):  # LoRA+ groups the model's trainable B weights: its own
             optimizers[name] = make_optimizer(model, params[name], member.config.train, device)
         schedulers[name] = make_scheduler(optimizers[name], member.config.train)
-    batches = {name: batches_forever(member.make_epoch) for name, member in zip(names, members)}
-    outcomes = [MemberOutcome() for _ in members]
-    alive = list(range(len(members)))
-    use_grouped = grouped_forward and groupable(model, names)
+        batches[name] = batches_forever(member.make_epoch)
+        outcomes.append(MemberOutcome())
+        return k
+
+    alive = [join(member) for member in list(members)]
+    spec = members[0].config.train
     model.train()
-    for step in range(1, spec.max_steps + 1):
-        if not alive:
-            break
+    tick = 0
+    while alive:
+        tick += 1
+        use_grouped = grouped_forward and groupable(model, [names[k] for k in alive])
         clock = time.perf_counter()
         micro = {k: [next(batches[names[k]]) for _ in range(spec.grad_accum)] for k in alive}
         scored = {k: max(sum(b.scored_tokens for b in micro[k]), 1) for k in alive}
@@ -308,12 +358,14 @@ def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, 
                 totals[k] = totals[k] + mine.detach()
             loss.backward()
         seconds = time.perf_counter() - clock
+        leaving: list[int] = []
         for k in list(alive):
-            name, train_spec = names[k], members[k].config.train
+            name, train_spec, outcome = names[k], members[k].config.train, outcomes[k].outcome
+            step = outcome.steps + 1
             norm = _clip(params[name], train_spec.max_grad_norm)
             if not math.isfinite(norm):
                 outcomes[k].stopped = f"diverged: the gradient norm is {norm} at step {step}"
-                alive.remove(k)
+                leaving.append(k)
                 continue
             optimizers[name].step()
             schedulers[name].step()
@@ -321,26 +373,42 @@ def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, 
             value = float(totals[k])
             if loss_hook is not None:
                 value = loss_hook(k, step, value)
-            outcome = outcomes[k].outcome
             try:
                 check_loss(value, outcome.losses[0] if outcome.losses else None, step)
             except NonFiniteLoss as err:
                 outcomes[k].stopped = f"diverged: {err}"
-                alive.remove(k)
+                leaving.append(k)
                 continue
             outcome.steps, outcome.tokens = step, outcome.tokens + tokens[k]
             outcome.seconds += seconds
             outcome.losses.append(value)
             outcomes[k].history.append({"step": step, "loss": value, "lr": schedulers[name].get_last_lr()[0]})
+        alive = [k for k in alive if k not in leaving]
         if on_step is not None and alive:
-            on_step(step, {k: outcomes[k].outcome.losses[-1] for k in alive})
-        if on_eval is not None and alive and spec.evaluates_at(step):
-            model.eval()
-            for k in list(alive):
-                if on_eval(k, step):
-                    outcomes[k].pruned = f"pruned at step {step} by the study's pruner"
-                    alive.remove(k)
-            model.train()
+            on_step(tick, {k: outcomes[k].outcome.losses[-1] for k in alive})
+        evaluating = [k for k in alive if on_eval is not None
+                      and members[k].config.train.evaluates_at(outcomes[k].outcome.steps)]
+        leaving += [k for k in alive if outcomes[k].outcome.steps >= members[k].config.train.max_steps]
+        if not evaluating and not leaving:
+            continue
+        model.eval()
+        for k in evaluating:
+            if on_eval(k, outcomes[k].outcome.steps):  # type: ignore[misc]
+                outcomes[k].pruned = f"pruned at step {outcomes[k].outcome.steps} by the study's pruner"
+                leaving.append(k)
+        alive = [k for k in alive if k not in leaving]
+        for k in leaving:  # its optimizer state and batches go now, not when the pack ends
+            optimizers.pop(names[k]).zero_grad(set_to_none=True)
+            schedulers.pop(names[k])
+            batches.pop(names[k])
+            if on_leave is not None:
+                on_leave(k, outcomes[k])
+        for k in leaving:
+            early = outcomes[k].stopped is not None or outcomes[k].pruned is not None
+            new = refill() if early and refill is not None else None
+            if new is not None:
+                alive.append(join(new))
+        model.train()
     model.eval()
     return outcomes
 

@@ -24,8 +24,8 @@ from harness.config.errors import one_line
 from harness.config.trial import TrialConfig
 from harness.runtime.devices import pick_device
 from harness.trial.models import load_base_model
-from harness.trial.pack import (Member, MemberOutcome, attach_pack, member_name, member_params, only, save_member,
-                                train_pack)
+from harness.trial.pack import (Member, MemberOutcome, attach_pack, drop_member, member_name, member_params, only,
+                                refusal, save_member, train_pack)
 from harness.trial.result import TrialResult
 from harness.trial.run import (Measured, MemoryMeter, TrialCache, failure_of, fault_hook, measured_for,
                                per_example_scores, prepare_once, release_memory, score_task, training_epochs)
@@ -35,45 +35,57 @@ from harness.trial.weights import weight_breakdown
 
 def run_pack(configs: Sequence[TrialConfig], cache: TrialCache | None = None,
              on_step: Callable[[int, dict[int, float]], None] | None = None,
-             on_eval: Callable[[int, int, float], bool] | None = None) -> list[TrialResult]:
-    """Train `configs` as one pack and score each member as a trial alone is scored; one result per config.
-    The configs must be able to share a pack (`pack.refusal` is None): the caller splits them first.
-    `on_step(step, {member index: loss})` hears of every finished step; `on_eval(member, step, eval loss)` of
-    each intermediate evaluation (on the intermediate subset, as a trial alone), and returns True to prune that
-    member: it is reported `pruned` with its last intermediate score, as a pruned trial alone is."""
+             on_eval: Callable[[int, int, float], bool] | None = None,
+             on_result: Callable[[int, TrialResult], None] | None = None,
+             refill: Callable[[], TrialConfig | None] | None = None) -> list[TrialResult]:
+    """Train `configs` as one pack and score each member as a trial alone is scored; one result per member, in
+    order of their indices. The configs must be able to share a pack (`pack.refusal` is None): the caller
+    splits them first. `on_step(tick, {member index: loss})` hears of every packed step; `on_eval(member, step,
+    eval loss)` of each intermediate evaluation (on the intermediate subset, as a trial alone), and returns True
+    to prune that member: it is reported `pruned` with its last intermediate score, as a pruned trial alone is.
+    `on_result(member, result)` hears of each member's result as soon as it leaves the pack (scored, saved);
+    when a member leaves early (pruned, diverged), `refill()` may give the config of a trial to take its place
+    (index len(configs), then the next...; it must share the pack), trained from its own first step.
+
+    Memory: each result's `train_peak_memory_mb` is the pack's high-water mark up to its leaving, its
+    `eval_peak_memory_mb` that of its own scoring."""
     cache = cache or TrialCache()
     device = pick_device()
     meter = MemoryMeter(device)
+    configs = list(configs)  # refills are appended
+    places = len(configs)
     measured = [measured_for(config, device) for config in configs]
+    results: dict[int, TrialResult] = {}
     try:
         for config in configs:
             prepare_once(config, cache, device)
         meter.reset()
-        return _run(configs, cache, device, meter, measured, on_step, on_eval)
-    except Exception as err:  # the pack itself failed: every member fails with the reason
+        _run(configs, cache, device, meter, measured, results, on_step, on_eval, on_result, refill)
+    except Exception as err:  # the pack itself failed: every member still in it fails with the reason
         status, reason = failure_of(err)
-        return [TrialResult(status=status, reason=reason, peak_memory_mb=meter.peak_mb(), pack_size=len(configs),
-                            **m.described()) for m in measured]
+        for k, m in enumerate(measured):
+            if k not in results:
+                results[k] = TrialResult(status=status, reason=reason, peak_memory_mb=meter.peak_mb(),
+                                         pack_size=places, **m.described())
     finally:
         release_memory(device)
+    return [results[k] for k in range(len(measured))]
 
 
-def _run(configs: Sequence[TrialConfig], cache: TrialCache, device: str, meter: MemoryMeter,
-         measured: list[Measured], on_step: Callable[[int, dict[int, float]], None] | None,
-         on_eval: Callable[[int, int, float], bool] | None) -> list[TrialResult]:
+def _run(configs: list[TrialConfig], cache: TrialCache, device: str, meter: MemoryMeter, measured: list[Measured],
+         results: dict[int, TrialResult], on_step: Callable[[int, dict[int, float]], None] | None,
+         on_eval: Callable[[int, int, float], bool] | None, on_result: Callable[[int, TrialResult], None] | None,
+         refill: Callable[[], TrialConfig | None] | None) -> None:
     first = configs[0]
+    places = len(configs)
     data = cache.prepared(first)
     started = time.perf_counter()
     base = load_base_model(cache.checkpoint(first.model.name), first.quant.mode, device, first.data.max_seq_len)
     weights = weight_breakdown(base)
     model = attach_pack(base, configs)
     load_seconds = time.perf_counter() - started
-    frozen = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
-    for index, m in enumerate(measured):
-        m.weights, m.load_seconds = weights, load_seconds
-        m.trainable_params = sum(p.numel() for p in member_params(model, member_name(index)))
-        m.total_params = frozen + m.trainable_params
     hooks = [fault_hook(config.fault) for config in configs]
+    high: list[float] = []  # the pack's memory high-water mark so far
 
     def loss_hook(member: int, step: int, loss: float) -> float:
         hook = hooks[member]
@@ -89,18 +101,44 @@ def _run(configs: Sequence[TrialConfig], cache: TrialCache, device: str, meter: 
         m.intermediate_seconds += score.seconds
         return bool(on_eval is not None and on_eval(member, step, score.loss))
 
+    def leave(member: int, outcome: MemberOutcome) -> None:
+        """Score, generate and save a member as it leaves, then free its adapter."""
+        m = measured[member]
+        m.weights, m.load_seconds = weights, load_seconds
+        m.trainable_params = sum(p.numel() for p in member_params(model, member_name(member)))
+        m.total_params = frozen + m.trainable_params
+        high.append(meter.peak_mb() or 0.0)
+        train_peak = max(high)
+        meter.reset()
+        result = _score_member(model, member, configs[member], outcome, data, device, m, places)
+        eval_peak = meter.peak_mb()
+        meter.reset()
+        high.append(eval_peak or 0.0)
+        results[member] = dataclasses.replace(result, peak_memory_mb=max(high) or None,
+                                              train_peak_memory_mb=train_peak or None, eval_peak_memory_mb=eval_peak)
+        if len(model.peft_config) > 1:  # peft keeps at least one adapter
+            drop_member(model, member)
+        if on_result is not None:
+            on_result(member, results[member])
+
+    def next_member() -> Member | None:
+        config = refill() if refill is not None else None
+        if config is None:
+            return None
+        why = refusal([first, config])
+        if why is not None:
+            raise ValueError(f"a refill must share the pack: {why}")
+        prepare_once(config, cache, device)
+        configs.append(config)
+        measured.append(measured_for(config, device))
+        hooks.append(fault_hook(config.fault))
+        return Member(config, training_epochs(cache.prepared(config), config))
+
+    frozen = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
     members = [Member(config, training_epochs(cache.prepared(config), config)) for config in configs]
-    outcomes = train_pack(model, members, device, data.tokenizer.pad_token_id,
-                          loss_hook=loss_hook if any(hooks) else None, on_step=on_step,
-                          on_eval=intermediate if on_eval is not None else None)
-    train_peak = meter.peak_mb()
-    meter.reset()
-    results = [_score_member(model, index, config, outcome, data, device, measured[index], len(configs))
-               for index, (config, outcome) in enumerate(zip(configs, outcomes))]
-    eval_peak = meter.peak_mb()
-    peak = max((p for p in (train_peak, eval_peak) if p is not None), default=None)
-    return [dataclasses.replace(r, peak_memory_mb=peak, train_peak_memory_mb=train_peak, eval_peak_memory_mb=eval_peak)
-            for r in results]
+    train_pack(model, members, device, data.tokenizer.pad_token_id, loss_hook=loss_hook, on_step=on_step,
+               on_eval=intermediate if on_eval is not None else None, on_leave=leave,
+               refill=next_member if refill is not None else None)
 
 
 def _score_member(model: Any, index: int, config: TrialConfig, outcome: MemberOutcome, data: Any, device: str,

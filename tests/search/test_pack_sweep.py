@@ -109,8 +109,8 @@ def _assert_alone_once(study: object, runs: list[dict], source_attr: str, config
 def test_a_packed_sweep_prunes_members_and_the_rest_of_the_pack_trains_on(tmp_path: Path) -> None:
     """`--pack 2 --pruner median` on one mode with learning rates over three decades (as
     tests/search/test_pruning.py, one trial at a time): members are scored at the pruner's steps and those
-    behind the median leave their pack as pruned trials, with the intermediate scores they were judged on;
-    their partners complete."""
+    behind the median leave their pack as pruned trials, with the intermediate scores they were judged on,
+    the next trial takes each place they leave, and every other trial completes."""
     space = tmp_path / "lr.yaml"
     space.write_text("axes:\n  lora_r: 4\n  lora_alpha: {ratio: 2}\n"
                      "  learning_rate: {low: 1.0e-5, high: 1.0e-2, log: true}\n  quantization: none\n")
@@ -132,8 +132,11 @@ def test_a_packed_sweep_prunes_members_and_the_rest_of_the_pack_trains_on(tmp_pa
         assert trial.user_attrs["reason"].startswith("pruned at step")
         assert trial.user_attrs["result"]["steps"] < 10 and rows[trial.number]["eval_loss"] is not None
         assert rows[trial.number]["eval_loss"] == trial.intermediate_values[max(trial.intermediate_values)]
-    partners = {t.number ^ 1 for t in pruned} - {t.number for t in pruned}  # packs are trials (0, 1), (2, 3)...
-    assert partners and all(rows[n]["state"] == "COMPLETE" and rows[n]["result"]["steps"] == 10 for n in partners)
+    rest = [t for t in trials if t.state.name != "PRUNED"]
+    assert len(trials) == 10 and all(rows[t.number]["state"] == "COMPLETE" and
+                                     rows[t.number]["result"]["steps"] == 10 for t in rest)
+    # A pruned member's place went to the next trial (the partner trained on).
+    assert "takes the place a member left" in proc.stdout + proc.stderr, proc.stderr[-3000:]
 
 
 def test_members_that_diverge_or_lose_their_worker_are_results(tmp_path: Path) -> None:
@@ -142,10 +145,14 @@ def test_members_that_diverge_or_lose_their_worker_are_results(tmp_path: Path) -
                    "--out", str(out), env={"HARNESS_INJECT_FAULTS": "1:nan,2:kill"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _by_number(out)
-    assert [rows[n]["status"] for n in range(4)] == ["complete", "diverged", "failed", "failed"]
+    # Trial 1 diverges at its first step and leaves the pack; trial 2 takes its place and kills the worker at
+    # its first step: the pack's members in flight (0 and 2) fail, trial 1 was recorded as it left; trial 3,
+    # the last to claim, trains alone.
+    assert [rows[n]["status"] for n in range(4)] == ["failed", "diverged", "failed", "complete"]
     assert "non-finite" in rows[1]["error"]
-    assert all("killed by SIGKILL" in rows[n]["error"] for n in (2, 3))  # the pack's worker died: both members
-    assert [t.state.name for t in load(out, "f").trials] == ["COMPLETE", "PRUNED", "FAIL", "FAIL"]
+    assert all("killed by SIGKILL" in rows[n]["error"] for n in (0, 2))
+    assert [t.state.name for t in load(out, "f").trials] == ["FAIL", "PRUNED", "FAIL", "COMPLETE"]
+    assert "takes the place a member left" in proc.stdout + proc.stderr
 
 
 @pytest.mark.usefixtures("tiny_checkpoint")
@@ -176,6 +183,28 @@ def test_ctrl_c_or_sigkill_in_a_pack_leaves_the_study_resumable(tmp_path: Path) 
     trials = load(out, "k").trials
     assert [t.state.name for t in trials] == ["FAIL", "FAIL", "COMPLETE", "COMPLETE"]
     assert all("orphaned" in t.user_attrs["reason"] for t in trials[:2])
+
+
+@pytest.mark.usefixtures("tiny_checkpoint")
+def test_ctrl_c_records_the_claimed_trials_still_waiting_their_turn(tmp_path: Path) -> None:
+    """Claimed 3 at a time from a grid of two modes, the trials form at least two runs (a pack and a trial
+    alone, or three alone); Ctrl-C during the first records it and every claimed trial still waiting as
+    interrupted, none is left running for a resumed sweep to find orphaned."""
+    space = tmp_path / "grid.yaml"
+    space.write_text(GRID)
+    out = tmp_path / "w"
+    proc = start(["sweep", "-e", str(fast_experiment(tmp_path)), "--space", str(space), "--sampler", "grid",
+                  "--trials", "4", "--pack", "3", "--study", "w", "--out", str(out), "--wandb", "disabled"],
+                 env={"HARNESS_INJECT_FAULTS": "0:slow"})
+    wait_for_running(out, "w", proc, count=3)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "resumed" in stderr and "Traceback" not in stderr
+    trials = load(out, "w").trials
+    assert [t.state.name for t in trials] == ["FAIL"] * 3
+    assert all(t.user_attrs["reason"] == "interrupted by user (Ctrl-C)" for t in trials)
+    assert sorted(r["number"] for r in records(out)) == [0, 1, 2]
 
 
 def test_packed_note_counts_the_runs_whose_peaks_are_a_packs() -> None:

@@ -221,7 +221,7 @@ def test_a_member_the_pruner_stops_leaves_the_pack_and_the_others_end_as_alone(t
 
     cfgs = [dataclasses.replace(c, train=dataclasses.replace(c.train, eval_every=1)) for c in _configs("nf4")[:3]]
     cache = TrialCache()
-    prune = {1: 1}  # member 1 is stopped at step 1
+    prune = {0: 1}  # member 0 is stopped at step 1 (peft's active adapter: its deletion must not freeze the others)
 
     def alone(k: int) -> tuple[Any, list[tuple[int, float]]]:
         seen: list[tuple[int, float]] = []
@@ -248,7 +248,7 @@ def test_a_member_the_pruner_stops_leaves_the_pack_and_the_others_end_as_alone(t
         assert member.steps == one.steps and member.eval_examples == one.eval_examples
         assert [(h["step"], "eval_loss" in h) for h in member.history] == [
             (h["step"], "eval_loss" in h) for h in one.history]  # the same entries in the same order
-    assert together[1].reason == alones[1][0].reason == "pruned at step 1 by the study's pruner"
+    assert together[0].reason == alones[0][0].reason == "pruned at step 1 by the study's pruner"
 
     wrong: dict[int, list[float]] = {0: [], 1: [], 2: []}
     right_only = packed.only
@@ -258,6 +258,39 @@ def test_a_member_the_pruner_stops_leaves_the_pack_and_the_others_end_as_alone(t
     finally:
         packed.only = right_only  # type: ignore[assignment]
     assert wrong[2] != pytest.approx([v for _, v in seen[2]], rel=RTOL)
+
+
+def test_the_next_trial_takes_a_pruned_members_place_and_ends_as_alone(tiny_checkpoint: str, tmp_path: Any) -> None:
+    """run_pack with a refill: member 0 is pruned after step 1 and a fourth config takes its place, training
+    from its own step 1 beside members 1 and 2 (then alone, one step longer). Every member's result is the one
+    its trial gets alone, each result is handed over as its member leaves, the refill's adapter is saved and
+    loads on the plain base, and every record states the pack's 3 places."""
+    from peft import PeftModel
+
+    from harness.trial import packed
+    from harness.trial.run import TrialCache, TrialCallbacks, run_trial
+
+    cfgs = [dataclasses.replace(c, train=dataclasses.replace(c.train, eval_every=1), adapter_dir=str(tmp_path / f"a{i}"))
+            for i, c in enumerate(_configs("nf4"))]
+    cache = TrialCache()
+    pruned_first = {0: 1}
+    alone = [run_trial(dataclasses.replace(c, adapter_dir=None), cache, TrialCallbacks(
+        on_eval=lambda step, loss, k=k: pruned_first.get(k) == step)) for k, c in enumerate(cfgs)]
+    queue = [cfgs[3]]
+    order: list[int] = []
+    together = packed.run_pack(cfgs[:3], cache, on_eval=lambda k, step, loss: pruned_first.get(k) == step,
+                               on_result=lambda k, result: order.append(k),
+                               refill=lambda: queue.pop() if queue else None)
+    assert order == [0, 1, 2, 3] and len(together) == 4 and not queue
+    assert [r.status for r in together] == [a.status for a in alone] == ["pruned", "complete", "complete", "complete"]
+    for one, member in zip(alone, together):
+        assert member.pack_size == 3 and member.steps == one.steps
+        assert member.eval_loss == pytest.approx(one.eval_loss, rel=RTOL)
+        assert [h.get("eval_loss", h.get("loss")) for h in member.history] == pytest.approx(
+            [h.get("eval_loss", h.get("loss")) for h in one.history], rel=RTOL)
+    loaded = PeftModel.from_pretrained(load_base_model(tiny_checkpoint, "nf4", "cpu"), cfgs[3].adapter_dir)
+    assert eval_loss(loaded, _prepared_eval(cfgs[3], cache), "cpu").loss == pytest.approx(together[3].eval_loss,
+                                                                                           rel=RTOL)
 
 
 def _prepared_eval(cfg: TrialConfig, cache: Any) -> Any:
