@@ -1,5 +1,5 @@
 # Entry points, each installs what it needs first (idempotent):
-#   make sweep   - the default sweep on the real SmolLM2-135M (about nine minutes on 2 CPU cores with native bf16)
+#   make sweep   - the default sweep on the real SmolLM2-135M (5-9 minutes on 2 CPU cores with native bf16)
 #   make test    - the whole test suite: unit, integration and the slow real-model tests (what CI runs)
 #   make unit    - the unit tier only, as a bare `pytest` runs it (well under a minute)
 PY ?= python3
