@@ -188,6 +188,18 @@ def write_space(path: Path, quantization: str = "{choices: [none, int8, nf4]}", 
     return path
 
 
+def lr_decades_setup(folder: Path) -> tuple[Path, Path]:
+    """A space of one tiny config with learning rates over three decades (1e-5 to 1e-2, one mode), so that
+    after a few completed trials some fall behind the median, and an experiment file that generates nothing
+    (pruning reads eval losses only): the set-up of the pruner tests."""
+    space = folder / "lr.yaml"
+    space.write_text("axes:\n  lora_r: 4\n  lora_alpha: {ratio: 2}\n"
+                     "  learning_rate: {low: 1.0e-5, high: 1.0e-2, log: true}\n  quantization: none\n")
+    experiment = folder / "exp.yaml"
+    experiment.write_text("eval: {metrics: [], generate_size: 0}\n")
+    return space, experiment
+
+
 def fast_experiment(folder: Path) -> Path:
     """An experiment file for trials of a few seconds: tiny-llama, 2 steps, 64 train and 8 eval examples,
     no generation."""

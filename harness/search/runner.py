@@ -211,20 +211,31 @@ class TrialRunner:
     def run(self, config: TrialConfig, *, on_step: Callable[[dict[str, Any]], None] | None = None,
             on_eval: Callable[[dict[str, Any]], bool] | None = None) -> TrialResult:
         """Run one trial in the worker; progress messages are passed to the callbacks."""
-        self.start()
         try:
-            self._conn.send(("trial", config.to_dict()))
-            while True:
-                kind, payload = self._receive()
-                if kind == "step" and on_step:
-                    on_step(payload)
-                elif kind == "eval":
-                    self._conn.send(bool(on_eval(payload)) if on_eval else False)
-                elif kind == "result":
-                    self.process = payload.pop("process", None)
-                    return TrialResult.from_dict(payload)
+            return TrialResult.from_dict(self._serve(("trial", config.to_dict()), on_step, on_eval))
         except _WorkerDied as died:
             return TrialResult(status="failed", reason=str(died))
+
+    def _serve(self, job: tuple[str, Any], on_step: Callable[[dict[str, Any]], None] | None,
+               on_eval: Callable[[dict[str, Any]], bool] | None,
+               handlers: dict[str, Callable[[Any], None]] | None = None) -> dict[str, Any]:
+        """Send a trial or pack job to the worker and serve its messages until its result, which is returned:
+        `step` goes to on_step, `eval` to on_eval (its answer, prune or not, goes back), any other kind to
+        `handlers[kind]`. Raises _WorkerDied when the worker dies."""
+        self.start()
+        self._conn.send(job)
+        while True:
+            kind, payload = self._receive()
+            if kind == "result":
+                self.process = payload.pop("process", None)
+                return payload
+            if kind == "step":
+                if on_step:
+                    on_step(payload)
+            elif kind == "eval":
+                self._conn.send(bool(on_eval(payload)) if on_eval else False)
+            elif handlers and kind in handlers:
+                handlers[kind](payload)
 
     def run_pack(self, configs: list[TrialConfig], *,
                  on_step: Callable[[dict[str, Any]], None] | None = None,
@@ -236,28 +247,24 @@ class TrialRunner:
         loss}}, `on_eval` {member, step, eval_loss} and returns True to prune that member, `on_result(member,
         result)` each member's result as it leaves, and `refill()` is asked for a config to take the place of a
         member that left early (None: none). A worker that dies fails every member it had not finished."""
-        self.start()
         members = len(configs)
         done: dict[int, TrialResult] = {}
+
+        def member(payload: dict[str, Any]) -> None:
+            done[payload["member"]] = TrialResult.from_dict(payload["result"])
+            if on_result:
+                on_result(payload["member"], done[payload["member"]])
+
+        def ask_refill(_: Any) -> None:
+            nonlocal members
+            config = refill() if refill else None
+            members += config is not None
+            self._conn.send(config.to_dict() if config is not None else None)
+
         try:
-            self._conn.send(("pack", [config.to_dict() for config in configs]))
-            while True:
-                kind, payload = self._receive()
-                if kind == "step" and on_step:
-                    on_step(payload)
-                elif kind == "eval":
-                    self._conn.send(bool(on_eval(payload)) if on_eval else False)
-                elif kind == "member":
-                    done[payload["member"]] = TrialResult.from_dict(payload["result"])
-                    if on_result:
-                        on_result(payload["member"], done[payload["member"]])
-                elif kind == "refill":
-                    config = refill() if refill else None
-                    members += config is not None
-                    self._conn.send(config.to_dict() if config is not None else None)
-                elif kind == "result":
-                    self.process = payload.pop("process", None)
-                    return [TrialResult.from_dict(r) for r in payload["results"]]
+            result = self._serve(("pack", [config.to_dict() for config in configs]), on_step, on_eval,
+                                 {"member": member, "refill": ask_refill})
+            return [TrialResult.from_dict(r) for r in result["results"]]
         except _WorkerDied as died:
             return [done.get(k) or TrialResult(status="failed", reason=str(died), pack_size=len(configs))
                     for k in range(members)]

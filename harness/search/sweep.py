@@ -228,7 +228,7 @@ class Sweep:
         self._own: list[dict[str, Any]] = []  # records of the trials this process ran (fail-fast looks at them)
         self._waiting = False
         self._held: list[tuple[Any, int, str | None]] = []  # claimed by a pack's refill, not placed: claimed next
-        self._faults: dict[int, str] = {}
+        self._faults = _faults(role.worker)  # test faults by this process's claim order
         self._claims = 0  # trials this process claimed (test faults are keyed by this order)
         self._baselines_pending = False  # untuned baselines to score after the first trial (prepare_study)
 
@@ -302,7 +302,6 @@ class Sweep:
 
     def loop(self) -> None:
         """Claim, run and tell trials until the study holds the target, waiting for lost ones to come back."""
-        self._faults, self._claims = _faults(self.role.worker), 0
         while True:
             if self._grid_done() and not self._held:
                 self.progress.note(f"the grid is exhausted after {len(self.study.trials)} trials; stopping")

@@ -28,7 +28,8 @@ from harness.trial.pack import (Member, MemberOutcome, attach_pack, drop_member,
                                 refusal, save_member, train_pack)
 from harness.trial.result import TrialResult
 from harness.trial.run import (Measured, MemoryMeter, TrialCache, failure_of, fault_hook, measured_for,
-                               per_example_scores, prepare_once, release_memory, score_task, training_epochs)
+                               per_example_scores, prepare_once, release_memory, score_intermediate, score_task,
+                               training_epochs)
 from harness.trial.scoring import eval_loss
 from harness.trial.weights import weight_breakdown
 
@@ -85,36 +86,32 @@ def _run(configs: list[TrialConfig], cache: TrialCache, device: str, meter: Memo
     model = attach_pack(base, configs)
     load_seconds = time.perf_counter() - started
     hooks = [fault_hook(config.fault) for config in configs]
-    high: list[float] = []  # the pack's memory high-water mark so far
+    high = 0.0  # the pack's memory high-water mark so far (MiB)
 
     def loss_hook(member: int, step: int, loss: float) -> float:
         hook = hooks[member]
         return hook(step, loss) if hook is not None else loss
 
     def intermediate(member: int, step: int) -> bool:
-        """Score one member on the intermediate subset, as run_trial's on_eval does for a trial alone."""
-        m = measured[member]
+        """Score one member on the intermediate subset, as run_trial does a trial alone."""
         with only(model, member_name(member)):
-            score = eval_loss(model, data.intermediate_batches, device)
-        m.history.append({"step": step, "eval_loss": score.loss, "eval_examples": data.intermediate_examples})
-        m.last_eval, m.last_eval_examples = score, data.intermediate_examples
-        m.intermediate_seconds += score.seconds
+            score = score_intermediate(model, data, device, measured[member], step)
         return bool(on_eval is not None and on_eval(member, step, score.loss))
 
     def leave(member: int, outcome: MemberOutcome) -> None:
         """Score, generate and save a member as it leaves, then free its adapter."""
+        nonlocal high
         m = measured[member]
         m.weights, m.load_seconds = weights, load_seconds
         m.trainable_params = sum(p.numel() for p in member_params(model, member_name(member)))
         m.total_params = frozen + m.trainable_params
-        high.append(meter.peak_mb() or 0.0)
-        train_peak = max(high)
+        train_peak = high = max(high, meter.peak_mb() or 0.0)
         meter.reset()
         result = _score_member(model, member, configs[member], outcome, data, device, m, places)
         eval_peak = meter.peak_mb()
         meter.reset()
-        high.append(eval_peak or 0.0)
-        results[member] = dataclasses.replace(result, peak_memory_mb=max(high) or None,
+        high = max(high, eval_peak or 0.0)
+        results[member] = dataclasses.replace(result, peak_memory_mb=high or None,
                                               train_peak_memory_mb=train_peak or None, eval_peak_memory_mb=eval_peak)
         if len(model.peft_config) > 1:  # peft keeps at least one adapter
             drop_member(model, member)

@@ -296,6 +296,16 @@ def run_trial(config: TrialConfig, cache: TrialCache | None = None,
         release_memory(device)
 
 
+def score_intermediate(model: Any, data: PreparedData, device: str, measured: Measured, step: int) -> EvalScore:
+    """An intermediate evaluation after `step` (the intermediate subset of the held-out split), recorded in
+    `measured`: its history, its last score (what a pruned trial reports) and the seconds it took."""
+    score = eval_loss(model, data.intermediate_batches, device)
+    measured.history.append({"step": step, "eval_loss": score.loss, "eval_examples": data.intermediate_examples})
+    measured.last_eval, measured.last_eval_examples = score, data.intermediate_examples
+    measured.intermediate_seconds += score.seconds
+    return score
+
+
 def measured_for(config: TrialConfig, device: str) -> Measured:
     """A trial's measurements before anything ran: where it runs and with what (Measured.described)."""
     return Measured(device, device_name(device), str(compute_dtype(device)).replace("torch.", ""),
@@ -363,10 +373,7 @@ def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, devi
     make_epoch = training_epochs(data, config)
 
     def on_eval(step: int) -> bool:
-        score = eval_loss(model, data.intermediate_batches, device)
-        history.append({"step": step, "eval_loss": score.loss, "eval_examples": data.intermediate_examples})
-        measured.last_eval, measured.last_eval_examples = score, data.intermediate_examples
-        measured.intermediate_seconds += score.seconds
+        score = score_intermediate(model, data, device, measured, step)
         return bool(callbacks.on_eval and callbacks.on_eval(step, score.loss))
 
     def on_step(info: StepInfo) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import fast_experiment, load_study as load, records, run_cli, start, wait_for_running
+from helpers import fast_experiment, load_study as load, lr_decades_setup, records, run_cli, start, wait_for_running
 
 pytestmark = pytest.mark.integration  # every test runs harness in a subprocess
 
@@ -111,11 +111,7 @@ def test_a_packed_sweep_prunes_members_and_the_rest_of_the_pack_trains_on(tmp_pa
     tests/search/test_pruning.py, one trial at a time): members are scored at the pruner's steps and those
     behind the median leave their pack as pruned trials, with the intermediate scores they were judged on,
     the next trial takes each place they leave, and every other trial completes."""
-    space = tmp_path / "lr.yaml"
-    space.write_text("axes:\n  lora_r: 4\n  lora_alpha: {ratio: 2}\n"
-                     "  learning_rate: {low: 1.0e-5, high: 1.0e-2, log: true}\n  quantization: none\n")
-    no_generation = tmp_path / "exp.yaml"
-    no_generation.write_text("eval: {metrics: [], generate_size: 0}\n")
+    space, no_generation = lr_decades_setup(tmp_path)
     out = tmp_path / "m"
     proc = run_cli("sweep", "-e", str(no_generation), "--model", "tiny-llama", "--space", str(space), "--max-steps",
                    "10", "--pruner", "median", "--sampler", "random", "--trials", "10", "--pack", "2", "--study", "m",

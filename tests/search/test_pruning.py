@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 
-from helpers import load_study as load, records, run_cli
+from helpers import load_study as load, lr_decades_setup, records, run_cli
 from harness.data import intermediate_subset
 from harness.config.training import TrainSpec
 from harness.search.pruning import (PRUNE_FROM_REPORT, PerModePruner, asha_rungs, make_pruner, pruning_interval,
@@ -148,12 +148,8 @@ def test_no_pruner_is_a_nop() -> None:
 def test_a_pruner_prunes_and_records_why(tmp_path: Path) -> None:
     # One mode (the pruner compares a trial with its own mode only) and learning rates over three decades,
     # so that after 3 completed trials some fall behind the median.
-    space = tmp_path / "lr.yaml"
-    space.write_text("axes:\n  lora_r: 4\n  lora_alpha: {ratio: 2}\n"
-                     "  learning_rate: {low: 1.0e-5, high: 1.0e-2, log: true}\n  quantization: none\n")
+    space, no_generation = lr_decades_setup(tmp_path)
     out = tmp_path / "p"
-    no_generation = tmp_path / "exp.yaml"  # pruning reads eval losses; generated answers would only cost time
-    no_generation.write_text("eval: {metrics: [], generate_size: 0}\n")
     args = ("sweep", "-e", str(no_generation), "--model", "tiny-llama", "--space", str(space), "--max-steps", "10",
             "--pruner", "median", "--sampler", "random", "--trials", "8", "--study", "p", "--out", str(out),
             "--wandb", "disabled")
@@ -190,12 +186,8 @@ def test_a_pruner_prunes_and_records_why(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_an_asha_sweep_evaluates_at_the_rungs_and_records_them(tmp_path: Path) -> None:
-    space = tmp_path / "lr.yaml"
-    space.write_text("axes:\n  lora_r: 4\n  lora_alpha: {ratio: 2}\n"
-                     "  learning_rate: {low: 1.0e-5, high: 1.0e-2, log: true}\n  quantization: none\n")
+    space, no_generation = lr_decades_setup(tmp_path)
     out = tmp_path / "a"
-    no_generation = tmp_path / "exp.yaml"
-    no_generation.write_text("eval: {metrics: [], generate_size: 0}\n")
     proc = run_cli("sweep", "-e", str(no_generation), "--model", "tiny-llama", "--space", str(space), "--max-steps",
                    "9", "--pruner", "asha", "--sampler", "random", "--trials", "6", "--study", "a", "--out", str(out),
                    "--wandb", "disabled")
