@@ -64,3 +64,21 @@ def torch_threads() -> int:
     the cores under `--workers N`, which a model load must not undo), else every core."""
     value = os.environ.get(THREADS_ENV)
     return max(1, int(value)) if value else max(1, os.cpu_count() or 1)
+
+
+def loaded_hub_kernels() -> list[str]:
+    """The hub kernels (`repo_id@revision`) the `kernels` package has loaded into this process, without
+    importing it. On a CPU with AVX512-BF16, importing bitsandbytes loads `kernels-community/quantization-
+    bitsandbytes` for its 4-bit matmuls when the hub or its cache has it, and otherwise computes them with its
+    own C kernel (an empty list): two code paths whose numbers are not interchangeable, so each trial and
+    `harness doctor` say which one ran."""
+    import sys
+
+    kernels = sys.modules.get("kernels")
+    if kernels is None or not hasattr(kernels, "get_loaded_kernels"):
+        return []
+    names = []
+    for loaded in kernels.get_loaded_kernels():
+        info = getattr(loaded, "repo_info", None)
+        names.append(f"{info.repo_id}@{info.revision}" if info is not None else str(loaded.metadata.name))
+    return sorted(names)

@@ -154,12 +154,15 @@ def _worker_main(conn: Any) -> None:
         conn.send(("result", {**run_trial(config, cache, callbacks).to_dict(), "process": process_facts()}))
 
 
-def process_facts() -> dict[str, int]:
-    """What the supervisor cannot see from outside the trial process: its pid and the CPU threads torch
-    really uses there (after the trial's model load, which must keep `--workers N`'s split)."""
+def process_facts() -> dict[str, Any]:
+    """What the supervisor cannot see from outside the trial process: its pid, the CPU threads torch
+    really uses there (after the trial's model load, which must keep `--workers N`'s split) and the hub
+    kernels loaded there (bitsandbytes' 4-bit CPU matmul on AVX512-BF16 machines, when the hub has it)."""
     import torch
 
-    return {"pid": os.getpid(), "torch_threads": torch.get_num_threads()}
+    from harness.runtime.devices import loaded_hub_kernels
+
+    return {"pid": os.getpid(), "torch_threads": torch.get_num_threads(), "hub_kernels": loaded_hub_kernels()}
 
 
 _CUDA_ERROR = re.compile(r"cuda|cudnn|cublas|cusparse|cusolver|cufft|curand|nccl|nvml|device-side assert|"

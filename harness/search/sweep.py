@@ -778,10 +778,12 @@ class Sweep:
         self.progress.end_trial(record, self._best_value())
 
     def _worker_info(self) -> dict[str, Any]:
-        """Who ran a trial, for its record: host, pid, worker index, GPU and CPU threads it was given."""
+        """Who ran a trial, for its record: host, pid, worker index, GPU and CPU threads it was given, and the
+        hub kernels its process loaded (`[]`: every kernel came with the installed packages)."""
         return {**owner_attrs(heartbeat_enabled(self.study)), "worker": self.role.worker,
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "threads": os.environ.get(THREADS_ENV),
-                "torch_threads": (self.runner.process or {}).get("torch_threads")}
+                "torch_threads": (self.runner.process or {}).get("torch_threads"),
+                "hub_kernels": (self.runner.process or {}).get("hub_kernels")}
 
     def _record(self, number: int, params: dict[str, Any], config: dict[str, Any], result: TrialResult,
                 seconds: float, **extra: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from harness.runtime.devices import bf16_supported, compute_dtype, pick_device
+from harness.runtime.devices import bf16_supported, compute_dtype, loaded_hub_kernels, pick_device
 from harness.trial.models import INSTALL_HINT as BUILTIN_INSTALL, TINY_LLAMA, smollm2_gguf_path
 from harness.trial.quantization import quantization_config
 from harness.runtime.quiet import quiet
@@ -113,7 +113,9 @@ def bnb_backend() -> str:
     native = vars(cextension.lib).get("_lib")  # vars(): the library object answers any attribute with a stub
     library = Path(native._name).name if native is not None else "no native library (PyTorch fallback)"
     if backend == "CPU":
-        return f"{backend}: {library}, {torch.backends.cpu.get_cpu_capability()}"
+        kernels = loaded_hub_kernels()
+        four_bit = f"hub kernel {', '.join(kernels)}" if kernels else "its own"
+        return f"{backend}: {library}, {torch.backends.cpu.get_cpu_capability()}; 4-bit matmul: {four_bit}"
     return f"{backend}: {library}"
 
 

@@ -58,3 +58,50 @@ def test_a_dropped_gradient_is_an_error_in_the_trial_worker() -> None:
             warnings.warn("autograd kernel was not registered to the Autograd key(s) but we are trying to backprop "
                           "through it. This may lead to silently incorrect behavior.", UserWarning)
     assert GRADIENT_DROP_WARNING.endswith("silently incorrect behavior")
+
+
+def test_only_the_offline_uncached_hub_kernel_lines_are_dropped() -> None:
+    """bitsandbytes' two lines for "no hub kernel offline, using my own" go; any other failure to load stays."""
+    ops, hub = logging.getLogger("bitsandbytes.backends.cpu.ops"), logging.getLogger("kernels._internals.hf_hub")
+    collect = _Collect()
+    ops.addHandler(collect)
+    hub.addHandler(collect)
+    repo = "kernels-community/quantization-bitsandbytes"
+    try:
+        filter_known_warnings()
+        ops.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure you already "
+                    "`pip install kernels` and the kernels >= 0.11.1",
+                    f"Version 1 of '{repo}' is not available in the local cache and Hugging Face Hub is in offline "
+                    "mode. Download the kernel while online first, or pass an explicit `revision=<commit>`.")
+        hub.warning(f"Skipping publisher trust check for '{repo}' because Hugging Face Hub is in offline mode.")
+        ops.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure you already "
+                    "`pip install kernels` and the kernels >= 0.11.1",
+                    f"Kernel repository '{repo}' could not verify publisher trust status. Set trust_remote_code=True "
+                    "or add the repository ID to the trust_remote_code allowlist to allow loading kernels from "
+                    "untrusted sources.")
+        ops.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure you already "
+                    "`pip install kernels` and the kernels >= 0.11.1", "ImportError: undefined symbol")
+        hub.warning("Skipping publisher trust check for 'someone/else' because Hugging Face Hub is in offline mode.")
+    finally:
+        ops.removeHandler(collect)
+        hub.removeHandler(collect)
+    assert [m[:48] for m in collect.messages] == ["Failed to load CPU gemm_4bit_forward from kernel",
+                                                  "Skipping publisher trust check for 'someone/else"]
+    assert "undefined symbol" in collect.messages[0]
+
+
+def test_loaded_hub_kernels_names_what_the_kernels_package_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    from harness.runtime.devices import loaded_hub_kernels
+
+    monkeypatch.delitem(sys.modules, "kernels", raising=False)
+    assert loaded_hub_kernels() == []  # never imported: nothing loaded, and it is not imported to find out
+    assert "kernels" not in sys.modules
+    info = types.SimpleNamespace(repo_id="kernels-community/quantization-bitsandbytes", revision="abc123")
+    fake = types.ModuleType("kernels")
+    fake.get_loaded_kernels = lambda: [types.SimpleNamespace(repo_info=info),  # type: ignore[attr-defined]
+                                       types.SimpleNamespace(repo_info=None, metadata=types.SimpleNamespace(name="local"))]
+    monkeypatch.setitem(sys.modules, "kernels", fake)
+    assert loaded_hub_kernels() == ["kernels-community/quantization-bitsandbytes@abc123", "local"]
