@@ -412,6 +412,14 @@ def test_variants_sweep_compare_by_and_recommend_from_the_command_line(tmp_path:
         assert phrase == "resolved: a real difference" or phrase.startswith("not resolved at ±1e-09"), phrase
         assert d["resolved"] == (d["paired"]["verdict"]["kind"] == "different")
     assert all("resolved" in h for h in doc["headlines"])
+    # A later compare without --confirm-until reads the study at the looks' levels too, not at 95%.
+    plain = run_cli("compare", "--by", "init_lora_weights,use_dora", *common, "--resolution", "1e-9",
+                    "--reports-dir", str(tmp_path / "reports_plain"), cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    doc_plain = json.loads((tmp_path / "reports_plain" / "comparison_by_init_lora_weights+use_dora.json").read_text())
+    assert doc_plain["sequential"]["max_seeds"] == 3
+    for key, d in doc["vs_reference"].items():
+        assert doc_plain["vs_reference"][key]["paired"]["confidence"] == pytest.approx(d["paired"]["confidence"])
 
     # The study rebuilt from its trials.jsonl reads back the same (confirmations named in the records).
     imported = tmp_path / "imported"
@@ -426,6 +434,7 @@ def test_variants_sweep_compare_by_and_recommend_from_the_command_line(tmp_path:
     for key, d in doc["vs_reference"].items():
         assert doc2["vs_reference"][key]["paired"]["diff"] == pytest.approx(d["paired"]["diff"], rel=1e-12)
         assert doc2["vs_reference"][key]["relative_ci95"] == pytest.approx(d["relative_ci95"], rel=1e-9)
+        assert doc2["vs_reference"][key]["paired"]["confidence"] == pytest.approx(d["paired"]["confidence"])
     refused = run_cli("import", str(out / "trials.jsonl"), "--model", "tiny-llama", "--space", str(space),
                       "--study", "v2", "--out", str(imported), cwd=tmp_path)
     assert_one_line_error(refused, "already exists", "v2")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.evidence.grouping import Grouping, grouping
-from harness.evidence.sequential import until_resolved
-from harness.search.readout import StudyView, measured_alone
+from harness.evidence.sequential import DEFAULT_RESOLUTION, until_resolved
+from harness.search.readout import SEQUENTIAL_ATTR, StudyView, measured_alone
 from harness.config.errors import SpecError
 
 
@@ -74,10 +74,13 @@ def plan_confirmations(view: StudyView, seeds: int, top: int = 1, by: Grouping |
     return plans
 
 
-def enqueue(study: Any, plans: list[Confirmation]) -> None:
-    """Add the planned re-runs to the study's queue; the next sweep (or worker) on it runs them first."""
+def enqueue(study: Any, plans: list[Confirmation], sequential: dict[str, Any] | None = None) -> None:
+    """Add the planned re-runs to the study's queue; the next sweep (or worker) on it runs them first.
+    `sequential`: the {max_seeds, resolution} of a sequential confirmation, kept with each re-run."""
     for plan in plans:
         attrs: dict[str, Any] = {"confirmation_of": plan.source, "seed": plan.seed}
+        if sequential:
+            attrs["sequential"] = sequential
         if plan.alone:
             attrs["alone"] = True
         study.enqueue_trial(plan.params, user_attrs=attrs)
@@ -85,7 +88,7 @@ def enqueue(study: Any, plans: list[Confirmation]) -> None:
 
 def run_confirmations(view: StudyView, seeds: int, top: int, out: str | None = None,
                       say: Callable[[str], None] = print, by: Grouping | None = None,
-                      groups: set[str] | None = None, pack: int = 1) -> None:
+                      groups: set[str] | None = None, pack: int = 1, sequential: dict[str, Any] | None = None) -> None:
     """Enqueue the missing re-runs of the `top` configs of each mode (or group of `by`) and run every waiting
     trial with the study's own settings (in its storage, writing to its folder: `out`, else where it was
     created to)."""
@@ -99,7 +102,7 @@ def run_confirmations(view: StudyView, seeds: int, top: int, out: str | None = N
         raise SpecError(f"study {view.name!r} was not created by `harness sweep`; cannot re-run its configs")
     study = load_existing_study(view.name, view.storage)
     plans = plan_confirmations(view, seeds, top, by, groups, pack)
-    enqueue(study, plans)
+    enqueue(study, plans, sequential)
     waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
     if not waiting:
         say(f"confirmation: every config already has its {seeds} seeds")
@@ -135,9 +138,11 @@ def confirm_until_resolved(view: StudyView, max_seeds: int, resolution: str | No
     from harness.evidence.compare import build_comparison
     from harness.search.readout import open_view
 
+    sequential = record_sequential(view, max_seeds, resolution)
+
     def round_(seeds: int, groups: set[str] | None) -> tuple[StudyView, set[str], int]:
         nonlocal view  # each round plans from the study as the previous round left it
-        run_confirmations(view, seeds, top, out, say, by, groups, pack)
+        run_confirmations(view, seeds, top, out, say, by, groups, pack, sequential)
         view = open_view(view.name, view.storage, out)
         comparison = build_comparison(view, by=by, resolution=resolution, max_seeds=max_seeds)
         unresolved = unresolved_groups(comparison)
@@ -146,3 +151,18 @@ def confirm_until_resolved(view: StudyView, max_seeds: int, resolution: str | No
         return view, unresolved, have
 
     return until_resolved(round_, max_seeds, resolution, say, "confirmation", "group")
+
+
+def record_sequential(view: StudyView, max_seeds: int, resolution: str | None) -> dict[str, Any]:
+    """Keep in the study that its confirmations are sequential, so that every later read-out (compare without
+    `--confirm-until`, recommend, report) gives paired intervals at the looks' levels, not at 95%: a 95%
+    interval after several looks would claim more than the runs show. The largest cap any sequential
+    confirmation of the study used is kept (more looks, a stricter level at each: the conservative reading)."""
+    from harness.search.study import load_existing_study
+
+    study = load_existing_study(view.name, view.storage)
+    before = study.user_attrs.get(SEQUENTIAL_ATTR) or {}
+    kept = {"max_seeds": max(int(before.get("max_seeds") or 0), max_seeds),
+            "resolution": resolution or before.get("resolution") or DEFAULT_RESOLUTION}
+    study.set_user_attr(SEQUENTIAL_ATTR, kept)
+    return kept

@@ -220,7 +220,9 @@ def run_validation(view: StudyView, *, steps: int | None = None, epochs: float |
             attrs["variant"] = variant
         linked.enqueue_trial({k: planned.params[k] for k in AXES}, user_attrs=attrs)
     waiting = len(linked.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-    counts = f"{len(dict((p.key, p) for p in plan))} configs x {seeds} seeds at {n} steps"
+    configs = len(dict((p.key, p) for p in plan))
+    counts = (f"{configs} configs x {seeds} seeds at {n} steps" if grow is None else
+              f"{len(grow)} of {configs} configs, in unresolved comparisons, up to {seeds} seeds at {n} steps")
     for source, reason in skipped.items():
         say(f"skipped published default {source}: {reason}")
     if waiting:
@@ -286,7 +288,8 @@ def validate_until_resolved(view: StudyView, max_seeds: int, resolution: str | N
                             **options: Any) -> Validation:
     """Sequential validation (harness.evidence.sequential.until_resolved): every config gets 2 seeds at the
     long budget, then 2 more at a time for the configs of the comparisons still unresolved (the short-budget
-    winner against the best; each published default against the recommended config), until all are resolved
+    winner against the best; the runner-up and each published default against the recommended config), until
+    all are resolved
     at `resolution` (intervals at each look's level) or `max_seeds` are spent. `options`: run_validation's."""
     sequential = {"max_seeds": max_seeds, "resolution": resolution or DEFAULT_RESOLUTION}
 
@@ -319,6 +322,10 @@ def unresolved_keys(doc: dict[str, Any]) -> set[str]:
     if loss.get("value") is not None and loss.get("resolved") is False and best is not None:
         winner = next((c for c in doc["configs"] if c["params"] == doc.get("short_winner")), None)
         keys |= {_key(c, doc) for c in (winner, best) if c is not None}
+    second = doc.get("runner_up") or {}
+    if second.get("diff") is not None and second.get("resolved") is False and best is not None:
+        keys |= {_key(c, doc) for c in doc["configs"] if c["params"] == second["params"]
+                 and c["source"] == second["source"]} | {_key(best, doc)}
     for row in doc["defaults"]:
         if row.get("diff") is not None and row.get("resolved") is False and best is not None:
             keys |= {_key(c, doc) for c in by_source.get(row["name"], [])} | {_key(best, doc)}

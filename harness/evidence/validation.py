@@ -128,6 +128,22 @@ def regret(configs: list[ConfigRuns], direction: str, resolution: str | None = N
             "best_source": best.source, "winner_held": held}
 
 
+def runner_up(configs: list[ConfigRuns], direction: str, resolution: str | None = None,
+              max_seeds: int | None = None) -> dict[str, Any] | None:
+    """The second-best config at the long budget against the best (every validated config, published defaults
+    included): the runner-up's mean minus the best's with its interval (`difference`), and whether that is
+    resolved. It says whether the recommendation is distinguishable from the next choice, which the regret
+    (zero when the short-budget winner is also the best) cannot. None below two configs with long runs."""
+    scored = [c for c in configs if c.long]
+    if len(scored) < 2:
+        return None
+    best, second = ranked(scored, direction, lambda c: _mean(c.long))[:2]
+    d = difference(second, best, resolution, max_seeds)
+    return {"source": second.source, "params": second.params, **{k: d[k] for k in (
+        "diff", "ci95", "analysis", "pairs", "unpaired_ci95", "width_ratio", "resolved", "phrase", "confidence",
+        "distinguishable")}}
+
+
 def versus_defaults(recommended: ConfigRuns, defaults: list[ConfigRuns], direction: str,
                     resolution: str | None = None, max_seeds: int | None = None) -> list[dict[str, Any]]:
     """Each published default against the recommended config at the long budget: the default's mean minus the
@@ -158,7 +174,7 @@ def validation_doc(objective: str, direction: str, short_steps: int, long_steps:
                    max_seeds: int | None = None) -> dict[str, Any]:
     """validation.json: every config's short and long summaries, the rank agreement, the regret of the
     short-budget winner, the config to recommend (the best long-budget mean over every validated config,
-    published defaults included) and each published default against it."""
+    published defaults included), the runner-up against it and each published default against it."""
     agreement = rank_agreement(configs)
     scored = [c for c in configs if c.long]
     searched = [c for c in scored if c.short]
@@ -177,6 +193,7 @@ def validation_doc(objective: str, direction: str, short_steps: int, long_steps:
         "winner_held": loss["winner_held"],
         "short_winner": loss.get("winner"),
         "recommended": None if best is None else {"params": best.params, "source": best.source},
+        "runner_up": runner_up(configs, direction, resolution, max_seeds),
         "defaults": versus_defaults(best, defaults, direction, resolution, max_seeds) if best is not None else [],
         "resolution": resolution or "1%", "sequential": {"max_seeds": max_seeds} if max_seeds else None,
     }
@@ -249,6 +266,10 @@ def verdict_lines(doc: dict[str, Any]) -> list[str]:
     recommended = doc.get("recommended")
     if recommended:
         lines.append(f"best at {long} steps: {recommended['source']} ({_describe(recommended['params'])})")
+    second = doc.get("runner_up")
+    if second and second.get("diff") is not None:
+        lines.append(f"runner-up at {long} steps: {second['source']} ({_describe(second['params'])}) minus the best: "
+                     f"{second['diff']:+.4f} {objective} ({_how(second)}); {second.get('phrase', '')}".rstrip("; "))
     for row in doc["defaults"]:
         if row["diff"] is None:
             lines.append(f"published default {row['name']}: {row['verdict']}")

@@ -23,6 +23,7 @@ from harness.config.errors import SpecError
 from harness.config.experiment import spec_to_dict
 from harness.config.space import SearchSpace
 from harness.config.sweep import SweepSpec
+from harness.search.readout import SEQUENTIAL_ATTR
 from harness.search.records import read_records
 
 
@@ -66,6 +67,10 @@ def import_records(path: Path, spec: SweepSpec, space: SearchSpace,
     source = _model_source(spec)
     if source:
         study.set_user_attr("model_source", source)
+    sequential = [r["sequential"] for r in records if r.get("sequential")]
+    if sequential:  # confirmations added sequentially: read back at the looks' levels, as the original study
+        study.set_user_attr(SEQUENTIAL_ATTR, {"max_seeds": max(int(s["max_seeds"]) for s in sequential),
+                                              "resolution": sequential[-1].get("resolution")})
     distributions = _distributions(records)
     for old in sorted(numbers):
         record = records[numbers[old]]
@@ -157,7 +162,7 @@ def _frozen(record: dict[str, Any], distributions: dict[str, Any], confirmation_
         attrs["seed"] = seed
     if confirmation_of is not None:
         attrs["confirmation_of"] = confirmation_of
-    for key in ("training", "variant"):  # sweep.RECORDED_ATTRS besides confirmation_of
+    for key in ("training", "variant", "sequential"):  # sweep.RECORDED_ATTRS besides confirmation_of
         if record.get(key):
             attrs[key] = record[key]
     values = objective_values(spec, result) if result.status == "complete" else None

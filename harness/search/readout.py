@@ -75,6 +75,13 @@ def small_eval_note(n_eval: int | None) -> str | None:
             "data_options eval_size / eval_fraction, or a validation split in the data")
 
 
+SEQUENTIAL_ATTR = "sequential_confirmation"
+"""The study's user attr that says its confirmations were added sequentially ({max_seeds, resolution}): every
+read-out of it gives paired intervals at the looks' levels (harness.evidence.confirm.record_sequential; a
+confirmation trial carries the same dict as its user attr `sequential`, so `harness import` restores it).
+"""
+
+
 def baseline_entry(attrs: dict[str, Any], mode: str) -> dict[str, Any]:
     """A mode's untuned-baseline record as the study stores it (`baseline_by_mode`: eval_loss, metrics,
     weights, or `missing` with its reason); {} when the mode was not scored."""

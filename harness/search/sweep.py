@@ -818,7 +818,7 @@ def _reason_kind(record: dict[str, Any]) -> str | None:
     return re.sub(r"[-+]?\d[\d.e+-]*", "#", reason)
 
 
-RECORDED_ATTRS = ("confirmation_of", "training", "variant")
+RECORDED_ATTRS = ("confirmation_of", "training", "variant", "sequential")
 """A trial's enqueued user attrs its trials.jsonl record carries too (`harness import` rebuilds them)."""
 
 

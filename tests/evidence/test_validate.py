@@ -386,6 +386,14 @@ def test_a_sequential_validation_states_its_looks_and_adds_seeds_only_where_unre
     assert len(keys) == 2  # the 10-step winner (16-bit, lr 1e-3) and the best at 40 steps (guanaco, r 64)
     assert any('"learning_rate": 0.001' in k and '"quantization": "none"' in k for k in keys)
     assert any('"lora_r": 64' in k and '"max_grad_norm": 0.3' in k for k in keys)
+    # so does an unresolved runner-up: it and the best at the long budget
+    doc["regret"]["resolved"] = True
+    second = doc["runner_up"]
+    assert second is not None and second["params"] != doc["recommended"]["params"]
+    resolved_before, second["resolved"] = second["resolved"], False
+    pair = unresolved_keys(doc)
+    assert len(pair) == 2 and any('"lora_r": 64' in k for k in pair)
+    second["resolved"], doc["regret"]["resolved"] = resolved_before, False
 
     calls: list[tuple[int, object]] = []
 

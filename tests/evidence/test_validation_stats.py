@@ -12,7 +12,8 @@ from scipy import stats
 from harness.config.defaults import load_defaults
 from harness.config.errors import SpecError
 from harness.config.training import TrainSpec
-from harness.evidence.validation import ConfigRuns, rank_agreement, regret, validation_doc, versus_defaults
+from harness.evidence.validation import (ConfigRuns, rank_agreement, regret, runner_up, validation_doc,
+                                        verdict_lines, versus_defaults)
 
 
 def _config(name: str, short: list[float], long: list[float], source: str = "search") -> ConfigRuns:
@@ -57,6 +58,26 @@ def test_regret_is_oriented_for_a_maximized_metric_and_zero_when_the_winner_held
     assert held == {**held, "value": 0.0, "ci95": [0.0, 0.0], "winner_held": True}
     single = regret([_config("w", [0.5], [1.0]), _config("b", [0.8], [0.9])], "minimize")
     assert single["ci95"] is None and single["winner_held"] is None  # one seed a side: cannot say
+
+
+def test_the_runner_up_is_the_second_best_long_mean_against_the_best() -> None:
+    best = _config("b", [0.8, 0.9], [0.9, 0.95])
+    second = _config("s", [0.5, 0.6], [1.0, 1.2], "unsloth-16bit")  # a published default may be the runner-up
+    third = _config("t", [0.6, 0.7], [1.4, 1.5])
+    result = runner_up([third, second, best], "minimize")
+    assert result["source"] == "unsloth-16bit" and result["params"] == {"name": "s"}
+    assert result["diff"] == pytest.approx(1.1 - 0.925)  # the runner-up minus the best
+    va, vb = 0.02 / 2, 0.00125 / 2  # no shared seeds: Welch's interval, as for the regret above
+    df = (va + vb) ** 2 / (va ** 2 + vb ** 2)
+    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    assert result["ci95"] == pytest.approx([0.175 - half, 0.175 + half]) and result["resolved"] is False
+    maximized = runner_up([third, second, best], "maximize")  # the best is t (1.45), the runner-up s (1.1)
+    assert maximized["params"] == {"name": "s"} and maximized["diff"] == pytest.approx(1.1 - 1.45)
+    assert runner_up([best, _config("x", [0.1], [])], "minimize") is None  # one config with long runs
+    doc = validation_doc("eval_loss", "minimize", 40, 120, [third, second, best])
+    assert doc["runner_up"]["params"] == {"name": "s"}
+    assert any(line.startswith("runner-up at 120 steps: unsloth-16bit") and "+0.1750 eval_loss" in line
+               for line in verdict_lines(doc))
 
 
 def test_published_defaults_are_compared_with_welch_intervals() -> None:
