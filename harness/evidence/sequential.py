@@ -192,8 +192,10 @@ def until_resolved(round_: Callable[[int, set[str] | None], tuple[T, set[str], i
     while True:
         result, grow, have = round_(seeds, grow)
         if not grow:
-            say(f"sequential {what}: every comparison is resolved at ±{resolution or DEFAULT_RESOLUTION} after "
-                f"{have} seeds")
+            # not "after N seeds": the members of comparisons resolved at an earlier look (or an earlier run of
+            # the command) kept fewer seeds than the last look's; the read-out gives each comparison's pairs
+            say(f"sequential {what}: every comparison is resolved at ±{resolution or DEFAULT_RESOLUTION} (each "
+                f"comparison's seeds are in the read-out)")
             return result
         if have >= max_seeds:
             say(f"sequential {what}: {max_seeds} seeds spent (--max-seeds); {len(grow)} {unit}(s) still in an "
