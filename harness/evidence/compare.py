@@ -27,8 +27,8 @@ from typing import Any
 from harness.search.edges import study_edge_warnings
 from harness.evidence.grouping import BY_MODE, Grouping, grouping
 from harness.trial.quantization import mode_label
-from harness.search.readout import (SEQUENTIAL_ATTR, StudyView, TrialRow, alone_rows, packed_note,
-                                    small_eval_note)
+from harness.search.readout import (SEQUENTIAL_ATTR, StudyView, TrialRow, alone_rows, merge_sequential,
+                                    packed_note, small_eval_note)
 from harness.config.errors import SpecError
 from harness.config.model import QUANTIZATION_MODES
 from harness.evidence.sequential import METHOD, judge, look, look_level, parse_resolution
@@ -188,9 +188,10 @@ def build_comparison(view: StudyView, device: str | None = None, by: Grouping | 
     were added sequentially is always read at its looks' levels, harness.evidence.confirm.record_sequential).
     Trials of several devices are never mixed: name one with `device` (SpecError otherwise)."""
     by = by or grouping(None, view.sweep)
-    stored = view.attrs.get(SEQUENTIAL_ATTR) or {}  # confirmations added sequentially: read at the looks' levels
-    max_seeds = max(max_seeds or 0, int(stored.get("max_seeds") or 0)) or None
-    resolution = resolution or stored.get("resolution")
+    # confirmations added sequentially: read at the looks' levels (a resolution given here wins)
+    sequential = merge_sequential(view.attrs.get(SEQUENTIAL_ATTR), {"max_seeds": max_seeds, "resolution": resolution})
+    if sequential:
+        max_seeds, resolution = sequential["max_seeds"], resolution or sequential["resolution"]
     parse_resolution(resolution)
     view, device = _one_device(view, device)
     metric = view.task_metric

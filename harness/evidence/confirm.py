@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.evidence.grouping import Grouping, grouping
 from harness.evidence.sequential import DEFAULT_RESOLUTION, until_resolved
-from harness.search.readout import SEQUENTIAL_ATTR, StudyView, measured_alone
+from harness.search.readout import SEQUENTIAL_ATTR, StudyView, measured_alone, merge_sequential
 from harness.config.errors import SpecError
 
 
@@ -161,8 +161,7 @@ def record_sequential(view: StudyView, max_seeds: int, resolution: str | None) -
     from harness.search.study import load_existing_study
 
     study = load_existing_study(view.name, view.storage)
-    before = study.user_attrs.get(SEQUENTIAL_ATTR) or {}
-    kept = {"max_seeds": max(int(before.get("max_seeds") or 0), max_seeds),
-            "resolution": resolution or before.get("resolution") or DEFAULT_RESOLUTION}
+    kept = merge_sequential({"max_seeds": max_seeds, "resolution": DEFAULT_RESOLUTION},
+                            study.user_attrs.get(SEQUENTIAL_ATTR), {"max_seeds": max_seeds, "resolution": resolution})
     study.set_user_attr(SEQUENTIAL_ATTR, kept)
     return kept

@@ -289,8 +289,8 @@ def validate_until_resolved(view: StudyView, max_seeds: int, resolution: str | N
     """Sequential validation (harness.evidence.sequential.until_resolved): every config gets 2 seeds at the
     long budget, then 2 more at a time for the configs of the comparisons still unresolved (the short-budget
     winner against the best; the runner-up and each published default against the recommended config), until
-    all are resolved
-    at `resolution` (intervals at each look's level) or `max_seeds` are spent. `options`: run_validation's."""
+    all are resolved at `resolution` (intervals at each look's level) or `max_seeds` are spent. `options`:
+    run_validation's."""
     sequential = {"max_seeds": max_seeds, "resolution": resolution or DEFAULT_RESOLUTION}
 
     def round_(seeds: int, grow: set[str] | None) -> tuple[Validation, set[str], int]:
@@ -309,14 +309,19 @@ def _key(config: dict[str, Any], doc: dict[str, Any]) -> str:
     return config_key(config["params"], training)
 
 
+def _config_named(doc: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any] | None:
+    """The validation doc's config with `ref`'s params and source (the recommended one, the runner-up)."""
+    return next((c for c in doc["configs"] if c["params"] == ref.get("params") and c["source"] == ref.get("source")),
+                None)
+
+
 def unresolved_keys(doc: dict[str, Any]) -> set[str]:
     """The configs (keys) on either side of an unresolved comparison of a validation doc."""
     by_source: dict[str, list[dict[str, Any]]] = {}
     for config in doc["configs"]:
         by_source.setdefault(config["source"], []).append(config)
     recommended = doc.get("recommended") or {}
-    best = next((c for c in doc["configs"] if c["params"] == recommended.get("params")
-                 and c["source"] == recommended.get("source")), None)
+    best = _config_named(doc, recommended)
     keys: set[str] = set()
     loss = doc["regret"]
     if loss.get("value") is not None and loss.get("resolved") is False and best is not None:
@@ -324,8 +329,7 @@ def unresolved_keys(doc: dict[str, Any]) -> set[str]:
         keys |= {_key(c, doc) for c in (winner, best) if c is not None}
     second = doc.get("runner_up") or {}
     if second.get("diff") is not None and second.get("resolved") is False and best is not None:
-        keys |= {_key(c, doc) for c in doc["configs"] if c["params"] == second["params"]
-                 and c["source"] == second["source"]} | {_key(best, doc)}
+        keys |= {_key(c, doc) for c in (_config_named(doc, second), best) if c is not None}
     for row in doc["defaults"]:
         if row.get("diff") is not None and row.get("resolved") is False and best is not None:
             keys |= {_key(c, doc) for c in by_source.get(row["name"], [])} | {_key(best, doc)}

@@ -128,6 +128,10 @@ def regret(configs: list[ConfigRuns], direction: str, resolution: str | None = N
             "best_source": best.source, "winner_held": held}
 
 
+ROW_KEYS = ("diff", "ci95", "analysis", "pairs", "unpaired_ci95", "width_ratio", "resolved", "phrase", "confidence")
+"""What validation.json keeps of a `difference` for the runner-up and for each published default."""
+
+
 def runner_up(configs: list[ConfigRuns], direction: str, resolution: str | None = None,
               max_seeds: int | None = None) -> dict[str, Any] | None:
     """The second-best config at the long budget against the best (every validated config, published defaults
@@ -139,9 +143,7 @@ def runner_up(configs: list[ConfigRuns], direction: str, resolution: str | None 
         return None
     best, second = ranked(scored, direction, lambda c: _mean(c.long))[:2]
     d = difference(second, best, resolution, max_seeds)
-    return {"source": second.source, "params": second.params, **{k: d[k] for k in (
-        "diff", "ci95", "analysis", "pairs", "unpaired_ci95", "width_ratio", "resolved", "phrase", "confidence",
-        "distinguishable")}}
+    return {"source": second.source, "params": second.params, **{k: d[k] for k in (*ROW_KEYS, "distinguishable")}}
 
 
 def versus_defaults(recommended: ConfigRuns, defaults: list[ConfigRuns], direction: str,
@@ -162,10 +164,7 @@ def versus_defaults(recommended: ConfigRuns, defaults: list[ConfigRuns], directi
         else:
             better = d["diff"] * better_sign(direction) < 0
             verdict = "default better" if better else "recommended better"
-        out.append({"name": default.source, **{k: d[k] for k in (
-            "diff", "ci95", "analysis", "pairs", "unpaired_ci95", "width_ratio", "resolved", "phrase",
-            "confidence")},
-            "verdict": verdict})
+        out.append({"name": default.source, **{k: d[k] for k in ROW_KEYS}, "verdict": verdict})
     return out
 
 

@@ -23,7 +23,7 @@ from harness.config.errors import SpecError
 from harness.config.experiment import spec_to_dict
 from harness.config.space import SearchSpace
 from harness.config.sweep import SweepSpec
-from harness.search.readout import SEQUENTIAL_ATTR
+from harness.search.readout import SEQUENTIAL_ATTR, merge_sequential
 from harness.search.records import read_records
 
 
@@ -67,10 +67,9 @@ def import_records(path: Path, spec: SweepSpec, space: SearchSpace,
     source = _model_source(spec)
     if source:
         study.set_user_attr("model_source", source)
-    sequential = [r["sequential"] for r in records if r.get("sequential")]
+    sequential = merge_sequential(*(r.get("sequential") for r in records))
     if sequential:  # confirmations added sequentially: read back at the looks' levels, as the original study
-        study.set_user_attr(SEQUENTIAL_ATTR, {"max_seeds": max(int(s["max_seeds"]) for s in sequential),
-                                              "resolution": sequential[-1].get("resolution")})
+        study.set_user_attr(SEQUENTIAL_ATTR, sequential)
     distributions = _distributions(records)
     for old in sorted(numbers):
         record = records[numbers[old]]

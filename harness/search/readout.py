@@ -82,6 +82,16 @@ confirmation trial carries the same dict as its user attr `sequential`, so `harn
 """
 
 
+def merge_sequential(*entries: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Several records of sequential confirmation ({max_seeds, resolution}) as one: the largest cap (more looks,
+    a stricter level at each: the conservative reading) and the last resolution given; None when none is."""
+    given = [e for e in entries if e and e.get("max_seeds")]
+    if not given:
+        return None
+    resolution = next((e["resolution"] for e in reversed(given) if e.get("resolution")), None)
+    return {"max_seeds": max(int(e["max_seeds"]) for e in given), "resolution": resolution}
+
+
 def baseline_entry(attrs: dict[str, Any], mode: str) -> dict[str, Any]:
     """A mode's untuned-baseline record as the study stores it (`baseline_by_mode`: eval_loss, metrics,
     weights, or `missing` with its reason); {} when the mode was not scored."""

@@ -17,7 +17,7 @@ import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from harness.runtime.devices import THREADS_ENV
+from harness.runtime.devices import THREADS_ENV, loaded_hub_kernels
 from harness.config.trial import TrialConfig
 from harness.trial.result import TrialResult
 
@@ -159,8 +159,6 @@ def process_facts() -> dict[str, Any]:
     really uses there (after the trial's model load, which must keep `--workers N`'s split) and the hub
     kernels loaded there (bitsandbytes' 4-bit CPU matmul on AVX512-BF16 machines, when the hub has it)."""
     import torch
-
-    from harness.runtime.devices import loaded_hub_kernels
 
     return {"pid": os.getpid(), "torch_threads": torch.get_num_threads(), "hub_kernels": loaded_hub_kernels()}
 

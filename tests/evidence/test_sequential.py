@@ -129,3 +129,13 @@ def test_sequential_false_positive_rate_on_a_null_simulation_stays_at_the_nomina
 def test_bad_sequential_and_import_flags_are_one_line_with_exit_2(args: list[str], needles: list[str],
                                                                    tmp_path: Path) -> None:
     assert_one_line_error(run_cli(*args, "--study", "s", "--out", str(tmp_path), cwd=tmp_path), *needles)
+
+
+def test_records_of_sequential_confirmation_merge_to_the_largest_cap_and_the_last_resolution() -> None:
+    from harness.search.readout import merge_sequential
+
+    assert merge_sequential(None, {}, {"max_seeds": None, "resolution": "2%"}) is None  # no cap: not sequential
+    assert merge_sequential({"max_seeds": 6, "resolution": "1%"}, {"max_seeds": 4, "resolution": None}) == \
+        {"max_seeds": 6, "resolution": "1%"}
+    assert merge_sequential({"max_seeds": 4, "resolution": "1%"}, None, {"max_seeds": 10, "resolution": "0.02"}) == \
+        {"max_seeds": 10, "resolution": "0.02"}
