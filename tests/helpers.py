@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, MutableMapping, TypeVar
 
+import forked_cli
 from harness.runtime.devices import THREADS_ENV  # imports no torch
 
 if TYPE_CHECKING:
@@ -85,18 +86,25 @@ T = TypeVar("T")
 # ---- the command line ---------------------------------------------------------------------------------------
 
 
-def run_cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `python -m harness ARGS` as a user would; returns the finished process."""
+def run_cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: float = 600,
+            fresh: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m harness ARGS` as a user would; returns the finished process. The command runs forked from
+    this test process's fork server (tests/forked_cli.py: the imports paid once) unless `fresh` or `env` sets a
+    variable read when Python or a library starts: then it is a new `python -m harness` process."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if not fresh and forked_cli.may_fork(env):
+        return forked_cli.run(list(args), full_env, str(cwd), timeout)
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 
 
-def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start `python -m harness ARGS` in the background, stdout and stderr piped (text)."""
-    return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=REPO, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+def start(args: list[str], env: dict[str, str] | None = None,
+          fresh: bool = False) -> subprocess.Popen | forked_cli.ForkedCommand:
+    """Start `python -m harness ARGS` in the background, stdout and stderr piped (text); forked as run_cli's."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if not fresh and forked_cli.may_fork(env):
+        return forked_cli.start(list(args), full_env, str(REPO))
+    return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=REPO, text=True, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

@@ -19,8 +19,9 @@ def test_a_short_sweep_on_the_real_model_beats_the_untuned_model(tmp_path: Path)
     experiment = tmp_path / "smol.yaml"
     experiment.write_text("eval: {generate_size: 4}\n")
     out = tmp_path / "smol"
+    # fresh: the whole user's path, a new `python -m harness` process whose trial worker is spawned
     proc = run_cli("sweep", "-e", str(experiment), "--model", "smollm2-135m", "--trials", "2", "--max-steps", "8",
-                   "--study", "smol", "--out", str(out), "--wandb", "offline", "--seed", "0")
+                   "--study", "smol", "--out", str(out), "--wandb", "offline", "--seed", "0", fresh=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = optuna.load_study(study_name="smol", storage=f"sqlite:///{out}/study.db")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]

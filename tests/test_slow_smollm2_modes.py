@@ -21,9 +21,10 @@ def test_every_quantization_mode_trains_the_real_model(tmp_path: Path) -> None:
     experiment = tmp_path / "modes_exp.yaml"
     experiment.write_text("data_options: {eval_size: 16}\neval: {metrics: []}\n")
     out = tmp_path / "modes"
+    # fresh: the whole user's path, a new `python -m harness` process whose trial worker is spawned
     proc = run_cli("sweep", "-e", str(experiment), "--model", "smollm2-135m", "--space", str(space), "--sampler",
                    "grid", "--trials", "6", "--max-steps", "2", "--study", "modes", "--out", str(out), "--wandb",
-                   "disabled")
+                   "disabled", fresh=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r["params"]["quantization"]: r for r in records(out)}
     assert set(rows) == {"none", "int8", "nf4", "nf4-dq", "fp4", "fp4-dq"}

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from harness.trial.run import BaselineScore
 
 POLL_SECONDS = 0.2
+START_METHOD = "spawn"
+"""How the worker process starts: a fresh interpreter (CUDA cannot be used in a forked child of a process that
+initialised it, and a spawned worker shares no state with the sweep)."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -193,7 +196,7 @@ class TrialRunner:
     """Supervises the worker process; `run` returns a TrialResult whatever happens to the child."""
 
     def __init__(self) -> None:
-        self._ctx = mp.get_context("spawn")
+        self._ctx = mp.get_context(START_METHOD)
         self._proc: Any = None
         self._conn: Any = None
         self.process: dict[str, int] | None = None
