@@ -1,10 +1,10 @@
 """`python -m harness ARGS` without paying Python's start-up and harness's imports again for every command a test
 runs: the command runs in a process forked from a server that imported them once per test process.
 
-A fresh `harness` process spends about 1.5-2 s of a core importing typer, optuna, torch and transformers before
-it reads its arguments, and the suite starts about 180 of them. Here each test process (pytest-xdist worker)
-starts one multiprocessing fork server that imports this module (and through it the command line and the
-libraries its commands import in their first process), and every command is a process forked from that server:
+A new `harness` process spends about 1.5-2 s of a core importing typer, optuna, torch and transformers, and its
+trial worker 3-5 s more importing those and peft and bitsandbytes; the suite starts about 180 commands. Here
+each test process (pytest-xdist worker) starts one multiprocessing fork server that imports PRELOAD (the command
+line and the libraries its commands and their workers import), and every command is a process forked from it:
 its own pid, its own stdout and stderr pipes, its own environment and working folder, signals and exit codes as
 a `python -m harness` process has them, nothing shared with the test process or with another command. It is
 not the user's entry point in one respect, which is why a test that needs that one runs the real thing
