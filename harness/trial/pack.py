@@ -139,12 +139,12 @@ def routed(model: Any, names: Callable[[int], list[str]]) -> Iterator[None]:
             handle.remove()
 
 
-def groupable(model: Any, names: Sequence[str]) -> bool:
+def groupable(model: Any, names: Sequence[str], layers: Sequence[Any] | None = None) -> bool:
     """Whether `grouped` can run these members: every LoRA layer a plain low-rank linear update (no DoRA, no
-    dropout) for each of them."""
+    dropout) for each of them. `layers`: the model's LoRA layers when the caller has them (`_lora_layers`)."""
     import torch
 
-    for layer in _lora_layers(model):
+    for layer in _lora_layers(model) if layers is None else layers:
         for name in names:
             if name not in layer.lora_A or not isinstance(layer.lora_A[name], torch.nn.Linear):
                 return False
@@ -154,16 +154,18 @@ def groupable(model: Any, names: Sequence[str]) -> bool:
 
 
 @contextlib.contextmanager
-def grouped(model: Any, names: Sequence[str], owners: Sequence[int]) -> Iterator[None]:
+def grouped(model: Any, names: Sequence[str], owners: Sequence[int],
+            layers: Sequence[Any] | None = None) -> Iterator[None]:
     """Every LoRA layer applies all the members' updates in two matrix products while the context is open: row i
     (of member owners[i]) computes `x A_cat^T`, keeps only its member's rank slice scaled by that member's
     alpha/r (a row mask, zero elsewhere), and multiplies by B_cat: `((x A_cat^T) * mask) B_cat`. The other
     members' slices are exact zeros, so each row gets its own member's update and each member's gradient
     comes from its own rows only; the number of operations per layer does not grow with the pack (peft's
-    mixed-batch forward, `routed`, loops over the members). Needs `groupable`."""
+    mixed-batch forward, `routed`, loops over the members). Needs `groupable`. `layers`: the model's LoRA layers
+    when the caller has them (`_lora_layers` walks every module)."""
     import torch
 
-    layers = _lora_layers(model)
+    layers = _lora_layers(model) if layers is None else layers
     masks: dict[tuple[Any, Any], Any] = {}
 
     def mask_for(layer: Any, like: Any) -> Any:
@@ -296,7 +298,9 @@ def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, 
     count, on one forward/backward of the packed batch per micro-batch. The LoRA layers run `grouped` when
     they can (`grouped_forward=False`, or dropout or DoRA: peft's per-member mixed-batch forward, `routed`).
     A member whose gradient norm is not finite leaves the pack before its step (diverged): in the grouped
-    forward a non-finite weight would reach the other members' rows as 0 x inf. `loss_hook(member, step,
+    forward a non-finite weight would reach the other members' rows as 0 x inf. The host reads every member's
+    gradient norm and loss in one transfer per packed step (not two per member), so a pack of K on a GPU
+    waits for the device once a step, as one trial does. `loss_hook(member, step,
     loss)` lets tests inject a bad loss; `on_step(tick, {member: loss})` hears of every packed step (the members
     still in the pack). After each member's step at which its schedule evaluates (`TrainSpec.evaluates_at`),
     `on_eval(member, step)` scores it (in eval mode) and returns True when the pruner stops it.
@@ -333,44 +337,44 @@ def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, 
 
     alive = [join(member) for member in list(members)]
     spec = members[0].config.train
+    layers = _lora_layers(model)  # the same modules whoever joins or leaves (adapters live inside them)
+    use_grouped = grouped_forward and groupable(model, names, layers)
     model.train()
     tick = 0
     while alive:
         tick += 1
-        use_grouped = grouped_forward and groupable(model, [names[k] for k in alive])
         clock = time.perf_counter()
         micro = {k: [next(batches[names[k]]) for _ in range(spec.grad_accum)] for k in alive}
-        scored = {k: max(sum(b.scored_tokens for b in micro[k]), 1) for k in alive}
-        totals: dict[int, Any] = {k: 0.0 for k in alive}
+        scored = torch.tensor([max(sum(b.scored_tokens for b in micro[k]), 1) for k in alive], dtype=torch.float64)
         tokens = {k: sum(b.real_tokens for b in micro[k]) for k in alive}
+        totals: Any = 0.0  # each alive member's loss so far this step, a tensor in the order of `alive`
         for i in range(spec.grad_accum):
             ids, mask, labels, owners = _join([micro[k][i] for k in alive], pad_id)
             row_names = [names[alive[j]] for j in owners]
-            route = (grouped(model, [names[k] for k in alive], owners) if use_grouped
+            route = (grouped(model, [names[k] for k in alive], owners, layers) if use_grouped
                      else routed(model, lambda rows: row_names))
             with route:
                 scores = token_losses(model, ids.to(device), mask.to(device), labels.to(device))
-            owner = torch.tensor(owners, device=scores.rows.device)[scores.rows]
-            loss: Any = 0.0
-            for j, k in enumerate(alive):
-                mine = scores.losses[owner == j].sum() / scored[k]
-                loss = loss + mine
-                totals[k] = totals[k] + mine.detach()
-            loss.backward()
+            mine = _member_losses(scores, owners, scored)
+            mine.sum().backward()
+            totals = totals + mine.detach()
         seconds = time.perf_counter() - clock
+        norms = [_norm(params[names[k]]) for k in alive]
+        # the one host synchronisation of a packed step: every member's gradient norm and loss at once
+        read = torch.cat([torch.stack(norms).float(), totals.float().to(norms[0].device)]).tolist()
         leaving: list[int] = []
-        for k in list(alive):
+        for j, k in enumerate(alive):
             name, train_spec, outcome = names[k], members[k].config.train, outcomes[k].outcome
             step = outcome.steps + 1
-            norm = _clip(params[name], train_spec.max_grad_norm)
+            norm, value = read[j], read[len(alive) + j]
             if not math.isfinite(norm):
                 outcomes[k].stopped = f"diverged: the gradient norm is {norm} at step {step}"
                 leaving.append(k)
                 continue
+            _clip(params[name], train_spec.max_grad_norm, norms[j])
             optimizers[name].step()
             schedulers[name].step()
             optimizers[name].zero_grad(set_to_none=True)
-            value = float(totals[k])
             if loss_hook is not None:
                 value = loss_hook(k, step, value)
             try:
@@ -408,20 +412,40 @@ def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, 
             new = refill() if early and refill is not None else None
             if new is not None:
                 alive.append(join(new))
+        use_grouped = grouped_forward and groupable(model, [names[k] for k in alive], layers)
         model.train()
     model.eval()
     return outcomes
 
 
-def _clip(params: list[Any], max_norm: float) -> float:
-    """Clip one member's gradients by that member's own norm (not the pack's; 0: no clipping); returns the
-    norm before clipping."""
+def _member_losses(scores: Any, owners: Sequence[int], scored: Any) -> Any:
+    """Each member's loss on one packed micro-batch: the sum of its rows' token losses over its scored tokens
+    in the whole step (`scored`, in the order of the members in the batch), one tensor for all members."""
+    import torch
+
+    losses = scores.losses
+    owner = torch.tensor(owners, device=losses.device)[scores.rows]
+    sums = torch.zeros(len(scored), dtype=losses.dtype, device=losses.device).index_add_(0, owner, losses)
+    return sums / scored.to(device=losses.device, dtype=losses.dtype)
+
+
+def _norm(params: list[Any]) -> Any:
+    """One member's gradient norm (its own, not the pack's), a tensor on the device: nothing waits for it."""
+    import torch
+
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=params[0].device if params else None)
+    return torch.nn.utils.get_total_norm(grads)
+
+
+def _clip(params: list[Any], max_norm: float, norm: Any) -> None:
+    """Clip one member's gradients to max_norm given their norm (`_norm`) as clip_grad_norm_ does (0: no
+    clipping)."""
     import torch
 
     if max_norm > 0:
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    grads = [p.grad for p in params if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
 
 
 @contextlib.contextmanager

@@ -315,8 +315,8 @@ def test_the_equivalence_fails_on_each_mistake(mistake: str, tiny_checkpoint: st
         real, real_grouped = pack.routed, pack.grouped
         monkeypatch.setattr(pack, "routed", lambda model, names: real(
             model, lambda rows: (lambda n: n[1:] + n[:1])(names(rows))))
-        monkeypatch.setattr(pack, "grouped", lambda model, names, owners: real_grouped(
-            model, names, [(k + 1) % len(names) for k in owners]))
+        monkeypatch.setattr(pack, "grouped", lambda model, names, owners, layers=None: real_grouped(
+            model, names, [(k + 1) % len(names) for k in owners], layers))
     elif mistake == "one optimizer for all":  # one AdamW (and schedule) over every member, at the first's rate
         shared: dict[str, Any] = {}
         real_make = pack.make_optimizer
@@ -329,8 +329,8 @@ def test_the_equivalence_fails_on_each_mistake(mistake: str, tiny_checkpoint: st
 
         monkeypatch.setattr(pack, "make_optimizer", one_for_all)
     else:  # every member clipped by the norm of the whole pack's gradient
-        monkeypatch.setattr(pack, "_clip", lambda params, max_norm: torch.nn.utils.clip_grad_norm_(
-            [p for p in everything if p.grad is not None], max_norm))
+        monkeypatch.setattr(pack, "_norm", lambda params: torch.nn.utils.get_total_norm(
+            [p.grad for p in everything if p.grad is not None]))
     cfgs = _configs("none")[:2]  # two members are enough for each mistake to show
     weights, _, _ = _packed(tiny_checkpoint, cfgs, prepared)
     monkeypatch.undo()
