@@ -48,7 +48,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling vs_trainer_*.py modules, however run
 
-from vs_trainer_report import (SCHEMA, compare, print_report, render_markdown, step_seconds,  # noqa: E402
+from vs_trainer_report import (SCHEMA, compare, print_report, render_markdown, step_seconds, train_share,  # noqa: E402
                                summarize, validate_variants)
 from vs_trainer_spec import (QUANT_CHOICES, VARIANTS, experiment_yaml, harness_autocast,  # noqa: E402
                              peer_autocast, short_params, space_yaml)
@@ -122,6 +122,8 @@ def _harness_trial(record: dict[str, Any]) -> dict[str, Any]:
             "eval_loss": record["eval_loss"], "steps": result.get("steps", 0),
             "load_seconds": result.get("load_seconds"), "train_seconds": record.get("train_seconds"),
             "eval_seconds": result.get("eval_seconds"), "wall_seconds": record.get("wall_seconds"),
+            # above 1: train_seconds is the pack's, shared with its partners (`train_share`)
+            "pack_size": result.get("pack_size", 1),
             "finished_epoch": dt.datetime.fromisoformat(record["finished_at"]).timestamp(),
             # pruner runs: evals before the last one (the final eval is eval_seconds)
             "intermediate_evals": max(0, len(evals) - (1 if record["state"] == "COMPLETE" else 0))}
@@ -150,7 +152,7 @@ def harness_run(seed: int, timing: dict[str, float], out: Path) -> dict[str, Any
     trials = run["trials"]
     finish_times(trials, timing["launched_at"], "finished_epoch")
     mean_eval = _mean(trials, "eval_seconds") or 0.0
-    inside = sum((t.get("train_seconds") or 0) + (t.get("eval_seconds") or 0) for t in trials)
+    inside = sum(train_share(t) + (t.get("eval_seconds") or 0) for t in trials)
     run.update(
         inside_fraction=inside / timing["wall_seconds"],
         overhead_per_trial_seconds=(timing["wall_seconds"] - inside) / max(1, len(trials)),

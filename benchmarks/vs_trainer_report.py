@@ -74,12 +74,19 @@ def compare(harness: dict[str, Any], peer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def train_share(trial: dict[str, Any]) -> float:
+    """A trial's share of the training time: its train_seconds, or for a member of a pack of K (whose
+    train_seconds are the pack's, spent on all K at once) a K-th of them, so that a pack's time counts once."""
+    return (trial.get("train_seconds") or 0.0) / max(1, trial.get("pack_size") or 1)
+
+
 def step_seconds(trials: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean seconds per optimizer step by quantization mode (train_seconds / steps over the mode's trials)."""
+    """Mean seconds per optimizer step by quantization mode (training time over steps of the mode's trials; a
+    packed trial's time is its share of its pack's, `train_share`)."""
     out: dict[str, float] = {}
     for mode in sorted({t["params"]["quantization"] for t in trials}):
         steps = sum(t.get("steps") or 0 for t in trials if t["params"]["quantization"] == mode)
-        seconds = sum(t.get("train_seconds") or 0.0 for t in trials if t["params"]["quantization"] == mode)
+        seconds = sum(train_share(t) for t in trials if t["params"]["quantization"] == mode)
         if steps:
             out[mode] = seconds / steps
     return out
@@ -206,7 +213,8 @@ def trial_table(side: str, run: dict[str, Any]) -> list[str]:
                      f"{p['quantization']:7} {t.get('state', 'COMPLETE'):9} {_f(t.get('eval_loss')):>9} "
                      f"{_f(load, '.2f'):>7} {_f(t.get('train_seconds'), '.2f'):>7} "
                      f"{_f(t.get('eval_seconds'), '.2f'):>6} {t.get('steps', 0):>5} "
-                     f"{_f(t.get('finished_seconds'), '.1f'):>7}")
+                     f"{_f(t.get('finished_seconds'), '.1f'):>7}"
+                     + (f" {t['pack_size']:>4}" if t.get("pack_size", 1) > 1 else ""))
     return lines
 
 
@@ -228,7 +236,8 @@ def print_report(results: dict[str, Any]) -> None:
     for run in results["runs"]:
         print(f"\n-- seed {run['seed']} (run order: {', '.join(run['order'])})")
         print(f"{'side':20} {'#':>2} {'r':>3} {'alpha':>5} {'lr':>9} {'quant':7} {'state':9} {'eval_loss':>9} "
-              f"{'load_s':>7} {'train_s':>7} {'eval_s':>6} {'steps':>5} {'done_s':>7}")
+              f"{'load_s':>7} {'train_s':>7} {'eval_s':>6} {'steps':>5} {'done_s':>7}"
+              + (f" {'pack':>4}" if any(t.get("pack_size", 1) > 1 for t in run["harness"]["trials"]) else ""))
         for line in trial_table("harness", run["harness"]):
             print(line)
         for variant, peer in run["peer"].items():
@@ -265,6 +274,8 @@ def diagnostics(results: dict[str, Any]) -> list[str]:
     p = {v: [r["peer"][v] for r in runs] for v in variants}
     share = _cell(spread([x["inside_fraction"] for x in h]), ".1%")
     inside = f"harness wall time inside train + final-eval steps: {share}"
+    if results["settings"].get("pack", 1) > 1:
+        inside += " (a packed trial's train seconds count as its share of its pack's: the pack's seconds / K)"
     if results["settings"]["pruner"] != "none":
         inside += (" (the pruner's intermediate evals, estimated at a final eval's cost each, are outside it: "
                    f"{_cell(spread([x['intermediate_eval_seconds_est'] for x in h]), '.1f')} s)")
