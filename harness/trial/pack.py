@@ -298,7 +298,10 @@ def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, 
     count, on one forward/backward of the packed batch per micro-batch. The LoRA layers run `grouped` when
     they can (`grouped_forward=False`, or dropout or DoRA: peft's per-member mixed-batch forward, `routed`).
     A member whose gradient norm is not finite leaves the pack before its step (diverged): in the grouped
-    forward a non-finite weight would reach the other members' rows as 0 x inf. The host reads every member's
+    forward a non-finite weight would reach the other members' rows as 0 x inf, and a non-finite activation in
+    one member's rows spoils every member's gradient (each member's weight gradient sums over all rows), so a
+    grouped step whose norms or losses are not all finite is taken again through peft's per-member forward,
+    which tells the diverged member from the others exactly. The host reads every member's
     gradient norm and loss in one transfer per packed step (not two per member), so a pack of K on a GPU
     waits for the device once a step, as one trial does. `loss_hook(member, step,
     loss)` lets tests inject a bad loss; `on_step(tick, {member: loss})` hears of every packed step (the members
@@ -347,21 +350,35 @@ def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, 
         micro = {k: [next(batches[names[k]]) for _ in range(spec.grad_accum)] for k in alive}
         scored = torch.tensor([max(sum(b.scored_tokens for b in micro[k]), 1) for k in alive], dtype=torch.float64)
         tokens = {k: sum(b.real_tokens for b in micro[k]) for k in alive}
-        totals: Any = 0.0  # each alive member's loss so far this step, a tensor in the order of `alive`
-        for i in range(spec.grad_accum):
-            ids, mask, labels, owners = _join([micro[k][i] for k in alive], pad_id)
-            row_names = [names[alive[j]] for j in owners]
-            route = (grouped(model, [names[k] for k in alive], owners, layers) if use_grouped
-                     else routed(model, lambda rows: row_names))
-            with route:
-                scores = token_losses(model, ids.to(device), mask.to(device), labels.to(device))
-            mine = _member_losses(scores, owners, scored)
-            mine.sum().backward()
-            totals = totals + mine.detach()
+
+        def forward_backward(grouped_layers: bool) -> tuple[list[Any], list[float]]:
+            """This step's micro-batches forward and backward (grouped LoRA layers or peft's per-member
+            forward); every member's gradient norm (a device tensor) and [norms..., losses...] on the host."""
+            totals: Any = 0.0  # each alive member's loss so far this step, a tensor in the order of `alive`
+            for i in range(spec.grad_accum):
+                ids, mask, labels, owners = _join([micro[k][i] for k in alive], pad_id)
+                row_names = [names[alive[j]] for j in owners]
+                route = (grouped(model, [names[k] for k in alive], owners, layers) if grouped_layers
+                         else routed(model, lambda rows: row_names))
+                with route:
+                    scores = token_losses(model, ids.to(device), mask.to(device), labels.to(device))
+                mine = _member_losses(scores, owners, scored)
+                mine.sum().backward()
+                totals = totals + mine.detach()
+            norms = [_norm(params[names[k]]) for k in alive]
+            # the one host synchronisation of a packed step: every member's gradient norm and loss at once
+            return norms, torch.cat([torch.stack(norms).float(), totals.float().to(norms[0].device)]).tolist()
+
+        norms, read = forward_backward(use_grouped)
+        if use_grouped and not all(math.isfinite(value) for value in read):
+            # A grouped layer sums every row into each member's weight gradient, so one member's NaN or inf
+            # (0 x inf) spoils the others' gradients too: this step again through peft's per-member forward,
+            # where each member's gradient comes from its own rows only, says which member it was.
+            for k in alive:
+                for param in params[names[k]]:
+                    param.grad = None
+            norms, read = forward_backward(False)
         seconds = time.perf_counter() - clock
-        norms = [_norm(params[names[k]]) for k in alive]
-        # the one host synchronisation of a packed step: every member's gradient norm and loss at once
-        read = torch.cat([torch.stack(norms).float(), totals.float().to(norms[0].device)]).tolist()
         leaving: list[int] = []
         for j, k in enumerate(alive):
             name, train_spec, outcome = names[k], members[k].config.train, outcomes[k].outcome

@@ -152,6 +152,32 @@ def test_a_member_that_diverges_leaves_the_others_unchanged(tiny_checkpoint: str
     assert losses[2] == pytest.approx(alone_loss, rel=RTOL)
 
 
+@pytest.mark.parametrize("grouped_forward", [True, False], ids=["grouped", "mixed"])
+def test_a_member_whose_own_computation_goes_non_finite_leaves_the_others_unchanged(
+        grouped_forward: bool, tiny_checkpoint: str, prepared: PreparedData, monkeypatch: pytest.MonkeyPatch) -> None:
+    # not a hook on the reported loss: the member's LoRA weights overflow its rows' activations at step 1, so its
+    # loss and gradients are really NaN; in a grouped layer 0 x NaN would reach every member's weight gradient
+    real_attach, real_train = pack.attach_pack, pack.train_pack
+
+    def attach_overflowing(base: Any, cfgs: Any) -> Any:
+        model = real_attach(base, cfgs)
+        with torch.no_grad():
+            for param in pack.member_params(model, pack.member_name(1)):
+                param.fill_(1e30)
+        return model
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pack, "attach_pack", attach_overflowing)
+        patch.setattr(pack, "train_pack", lambda *a, **k: real_train(*a, grouped_forward=grouped_forward, **k))
+        weights, losses, outcomes = _packed(tiny_checkpoint, _configs("none")[:3], prepared)
+    assert outcomes[1].stopped and "nan" in outcomes[1].stopped and outcomes[1].outcome.steps == 0
+    assert outcomes[0].stopped is None and outcomes[2].stopped is None
+    for k in (0, 2):
+        alone_weights, alone_loss = _alone(tiny_checkpoint, _configs("none")[k], prepared)
+        _same(weights[k], alone_weights)
+        assert losses[k] == pytest.approx(alone_loss, rel=RTOL)
+
+
 def test_configs_that_cannot_share_a_pack_are_refused_with_the_reason() -> None:
     cfgs = _configs("none")
     assert pack.refusal(cfgs) is None
@@ -302,6 +328,19 @@ def _prepared_eval(cfg: TrialConfig, cache: Any) -> Any:
 @pytest.mark.parametrize("mistake", ["rows to the wrong member", "one optimizer for all", "joint clipping"])
 def test_the_equivalence_fails_on_each_mistake(mistake: str, tiny_checkpoint: str, prepared: PreparedData,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    cfgs = _configs("none")[:2]  # two members are enough for each mistake to show
+    with monkeypatch.context() as mistaken:  # undone before the trial alone; the fp32 fixture's patch stays
+        _make(mistake, mistaken)
+        weights, _, _ = _packed(tiny_checkpoint, cfgs, prepared)
+    assert models.compute_dtype("cpu") == torch.float32  # the trial alone in fp32 too, or any control would pass
+    member = 1  # lr 1e-3 and its own clipping: the first member's optimizer or the pack's norm would move it
+    alone_weights, _ = _alone(tiny_checkpoint, cfgs[member], prepared)
+    with pytest.raises(AssertionError):
+        _same(weights[member], alone_weights)
+
+
+def _make(mistake: str, mistaken: pytest.MonkeyPatch) -> None:
+    """Patch the pack to make one mistake (the pack's LoRA weights are collected as it is attached)."""
     everything: list[Any] = []
     real_attach = pack.attach_pack
 
@@ -310,12 +349,12 @@ def test_the_equivalence_fails_on_each_mistake(mistake: str, tiny_checkpoint: st
         everything.extend(p for n, p in model.named_parameters() if "lora_" in n)
         return model
 
-    monkeypatch.setattr(pack, "attach_pack", attach)
+    mistaken.setattr(pack, "attach_pack", attach)
     if mistake == "rows to the wrong member":  # in the grouped forward and in peft's mixed-batch one
         real, real_grouped = pack.routed, pack.grouped
-        monkeypatch.setattr(pack, "routed", lambda model, names: real(
+        mistaken.setattr(pack, "routed", lambda model, names: real(
             model, lambda rows: (lambda n: n[1:] + n[:1])(names(rows))))
-        monkeypatch.setattr(pack, "grouped", lambda model, names, owners, layers=None: real_grouped(
+        mistaken.setattr(pack, "grouped", lambda model, names, owners, layers=None: real_grouped(
             model, names, [(k + 1) % len(names) for k in owners], layers))
     elif mistake == "one optimizer for all":  # one AdamW (and schedule) over every member, at the first's rate
         shared: dict[str, Any] = {}
@@ -327,14 +366,7 @@ def test_the_equivalence_fails_on_each_mistake(mistake: str, tiny_checkpoint: st
                 return shared["opt"]
             return real_make(model, [torch.nn.Parameter(torch.zeros(1))], spec, device)  # steps nothing
 
-        monkeypatch.setattr(pack, "make_optimizer", one_for_all)
+        mistaken.setattr(pack, "make_optimizer", one_for_all)
     else:  # every member clipped by the norm of the whole pack's gradient
-        monkeypatch.setattr(pack, "_norm", lambda params: torch.nn.utils.get_total_norm(
+        mistaken.setattr(pack, "_norm", lambda params: torch.nn.utils.get_total_norm(
             [p.grad for p in everything if p.grad is not None]))
-    cfgs = _configs("none")[:2]  # two members are enough for each mistake to show
-    weights, _, _ = _packed(tiny_checkpoint, cfgs, prepared)
-    monkeypatch.undo()
-    member = 1  # lr 1e-3 and its own clipping: the first member's optimizer or the pack's norm would move it
-    alone_weights, _ = _alone(tiny_checkpoint, cfgs[member], prepared)
-    with pytest.raises(AssertionError):
-        _same(weights[member], alone_weights)
