@@ -34,7 +34,7 @@ from typing import Any
 from harness.config.trial import TrialConfig
 from harness.trial.head import token_losses
 from harness.trial.train import (NonFiniteLoss, TrainOutcome, batches_forever, check_loss, make_optimizer,
-                                 make_scheduler)
+                                 make_scheduler, step_autocast)
 
 SHARED_FIELDS = ("model", "quant", "targets", "max_steps", "grad_accum", "eval_schedule")
 """What every member of a pack must have in common."""
@@ -360,7 +360,7 @@ def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, 
                 row_names = [names[alive[j]] for j in owners]
                 route = (grouped(model, [names[k] for k in alive], owners, layers) if grouped_layers
                          else routed(model, lambda rows: row_names))
-                with route:
+                with route, step_autocast(device):
                     scores = token_losses(model, ids.to(device), mask.to(device), labels.to(device))
                 mine = _member_losses(scores, owners, scored)
                 mine.sum().backward()

@@ -201,6 +201,14 @@ def train(model: Any, make_epoch: Callable[[int], Sequence[Any]], spec: TrainSpe
     return outcome
 
 
+def step_autocast(device: str) -> contextlib.AbstractContextManager[Any]:
+    """The autocast a training step's forward runs under: bf16 on CUDA, none elsewhere (a trial alone and a
+    pack's members train under the same one)."""
+    import torch
+
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
+
+
 def _accumulate(model: Any, micro_batches: list[Any], device: str) -> tuple[Any, int]:
     """Forward/backward over micro-batches; the loss is the mean over all scored tokens of the step.
 
@@ -208,14 +216,12 @@ def _accumulate(model: Any, micro_batches: list[Any], device: str) -> tuple[Any,
     loss and gradients are those of one batch holding every micro-batch (a micro-batch with no scored
     token adds nothing). The head runs only at the labelled positions where the model allows it
     (harness.trial.head)."""
-    import torch
 
     scored = max(sum(b.scored_tokens for b in micro_batches), 1)
     total: Any = 0.0
     tokens = 0
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
     for batch in micro_batches:
-        with autocast:
+        with step_autocast(device):
             scores = token_losses(model, batch.input_ids.to(device), batch.attention_mask.to(device),
                                   batch.labels.to(device))
         weighted = scores.losses.sum() / scored

@@ -178,6 +178,28 @@ def test_a_member_whose_own_computation_goes_non_finite_leaves_the_others_unchan
         assert losses[k] == pytest.approx(alone_loss, rel=RTOL)
 
 
+def test_a_pack_trains_under_the_autocast_a_trial_alone_trains_under(tiny_checkpoint: str, prepared: PreparedData,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # bf16 autocast on CUDA (train.step_autocast): a pack without it would train its members in other numerics
+    # than the same trials alone on a GPU. On the CPU, every forward of a step must at least ask for it.
+    import contextlib
+
+    from harness.trial import train as train_module
+
+    asked: dict[str, list[str]] = {"pack": [], "alone": []}
+
+    def recorder(side: str) -> Any:
+        return lambda device: asked[side].append(device) or contextlib.nullcontext()
+
+    monkeypatch.setattr(pack, "step_autocast", recorder("pack"))
+    monkeypatch.setattr(train_module, "step_autocast", recorder("alone"))
+    cfgs = [dataclasses.replace(c, train=dataclasses.replace(c.train, max_steps=1)) for c in _configs("none")[:2]]
+    _packed(tiny_checkpoint, cfgs, prepared)
+    _alone(tiny_checkpoint, cfgs[0], prepared)
+    assert asked["pack"] == ["cpu"] * cfgs[0].train.grad_accum  # one packed forward per micro-batch
+    assert asked["alone"] == ["cpu"] * cfgs[0].train.grad_accum
+
+
 def test_configs_that_cannot_share_a_pack_are_refused_with_the_reason() -> None:
     cfgs = _configs("none")
     assert pack.refusal(cfgs) is None
