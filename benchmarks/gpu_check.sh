@@ -18,7 +18,8 @@
 #   4. Each LoRA variant (plain, rsLoRA, DoRA, PiSSA, LoRA+) trains on CUDA, 16-bit and NF4-DQ (not PiSSA):
 #      seconds per step side by side (benchmarks/variant_step_time.py).
 #   5. Packed trials: K = 1, 4, 8 packed against one at a time, 16-bit and NF4-DQ, tokens/s and peak
-#      (benchmarks/pack_throughput.py, pack.json), and `harness doctor --pack-fit` on the model.
+#      (benchmarks/pack_throughput.py, pack.json), and `harness doctor --pack-fit` on the model; 5b. a packed
+#      trial against the same trial alone under bf16 autocast (benchmarks/pack_equivalence.py).
 #
 # Outputs (logs, modes.json, workers/, summary.json) go to "${OUT:-benchmarks/results/gpu_check}".
 # Exit 0 when every check passes, 1 when one fails, 3 when torch sees no CUDA GPU.
@@ -317,6 +318,10 @@ step variants-nf4 240 "$PYTHON" benchmarks/variant_step_time.py --model "$MODEL"
 step pack 360 "$PYTHON" benchmarks/pack_throughput.py --model "$MODEL" --modes none nf4-dq --ks 1 4 8 \
     --ways one packed --steps 20 --batch-size 2 --json "$OUT/pack.json"
 step pack-fit 180 "$PYTHON" -m harness doctor --quick --pack-fit "$MODEL" --mode nf4-dq --batch 8 --seq 128
+# 5b. How far a packed trial ends from the same trial alone under bf16 autocast, 16-bit and NF4-DQ: the
+# tolerance that holds on CUDA (tests/trial/test_pack.py states 1e-5 for fp32 on the CPU).
+step pack-equal 300 "$PYTHON" benchmarks/pack_equivalence.py --model "$MODEL" --modes none nf4-dq --steps 10 \
+    --json "$OUT/pack_equivalence.json"
 
 # ---- summary ------------------------------------------------------------------------------------------
 SECONDS_TAKEN=$(( $(date +%s) - START ))
