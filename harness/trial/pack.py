@@ -11,8 +11,9 @@ schedule, gradient clipping (by its own gradient norm), loss history and diverge
 diverges, or that the pruner stops, leaves the pack (its rows leave the batch) and the others go on
 unchanged; the next trial may take its place (`train_pack`'s refill) and trains from its own first step.
 
-Members share the base model, quantization mode, target modules, `max_steps`, `grad_accum` and evaluation
-schedule (each counts its own steps); they may differ in rank, alpha, rsLoRA, learning rate, schedule, warm-up, weight decay,
+Members share the base model, quantization mode, target modules, `max_seq_len` (which picks the attention the
+base loads with), `max_steps`, `grad_accum` and evaluation schedule (each counts its own steps); each is
+scored on its own data and evaluation settings (`harness.trial.packed`); they may differ in rank, alpha, rsLoRA, learning rate, schedule, warm-up, weight decay,
 clipping, batch size, LoRA+ ratio and seed. DoRA and PiSSA/OLoRA initialisation run unpacked (`refusal`
 says why): DoRA changes the base path per adapter and PiSSA/OLoRA rewrite the base weights per member.
 With dropout the members are statistically, not bitwise, the trials they would be alone (the dropout masks
@@ -36,7 +37,7 @@ from harness.trial.head import token_losses
 from harness.trial.train import (NonFiniteLoss, TrainOutcome, batches_forever, check_loss, make_optimizer,
                                  make_scheduler, step_autocast)
 
-SHARED_FIELDS = ("model", "quant", "targets", "max_steps", "grad_accum", "eval_schedule")
+SHARED_FIELDS = ("model", "quant", "targets", "max_seq_len", "max_steps", "grad_accum", "eval_schedule")
 """What every member of a pack must have in common."""
 
 
@@ -48,8 +49,8 @@ def member_name(index: int) -> str:
 def shared(config: TrialConfig) -> dict[str, Any]:
     """The config's values of SHARED_FIELDS: what every member of its pack must have equal."""
     return {"model": config.model, "quant": config.quant, "targets": config.lora.targets,
-            "max_steps": config.train.max_steps, "grad_accum": config.train.grad_accum,
-            "eval_schedule": (config.train.eval_every, tuple(config.train.eval_at or ()))}
+            "max_seq_len": config.data.max_seq_len, "max_steps": config.train.max_steps,
+            "grad_accum": config.train.grad_accum, "eval_schedule": (config.train.eval_every, tuple(config.train.eval_at or ()))}
 
 
 def refusal(configs: Sequence[TrialConfig]) -> str | None:
@@ -86,8 +87,8 @@ def plan_packs(configs: Sequence[TrialConfig]) -> list[tuple[list[int], str | No
             plans.append((groups[key], None))
         groups[key].append(index)
     return [(group, why if why is not None or len(group) > 1 else
-             "no other trial claimed with it has the same model, quantization mode, targets, max_steps, "
-             "grad_accum and evaluation schedule")
+             "no other trial claimed with it has the same model, quantization mode, targets, max_seq_len, "
+             "max_steps, grad_accum and evaluation schedule")
             for group, why in plans]
 
 

@@ -95,7 +95,7 @@ def _run(configs: list[TrialConfig], cache: TrialCache, device: str, meter: Memo
     def intermediate(member: int, step: int) -> bool:
         """Score one member on the intermediate subset, as run_trial does a trial alone."""
         with only(model, member_name(member)):
-            score = score_intermediate(model, data, device, measured[member], step)
+            score = score_intermediate(model, cache.prepared(configs[member]), device, measured[member], step)
         return bool(on_eval is not None and on_eval(member, step, score.loss))
 
     def leave(member: int, outcome: MemberOutcome) -> None:
@@ -107,7 +107,8 @@ def _run(configs: list[TrialConfig], cache: TrialCache, device: str, meter: Memo
         m.total_params = frozen + m.trainable_params
         train_peak = high = max(high, meter.peak_mb() or 0.0)
         meter.reset()
-        result = _score_member(model, member, configs[member], outcome, data, device, m, places)
+        result = _score_member(model, member, configs[member], outcome, cache.prepared(configs[member]), device, m,
+                               places)
         eval_peak = meter.peak_mb()
         meter.reset()
         high = max(high, eval_peak or 0.0)

@@ -209,6 +209,8 @@ def test_configs_that_cannot_share_a_pack_are_refused_with_the_reason() -> None:
     assert "quant" in pack.refusal([cfgs[0], other_mode])
     longer = dataclasses.replace(cfgs[1], train=dataclasses.replace(cfgs[1].train, max_steps=9))
     assert "max_steps" in pack.refusal([cfgs[0], longer])
+    wider = dataclasses.replace(cfgs[1], data=dataclasses.replace(cfgs[1].data, max_seq_len=2048))
+    assert "max_seq_len" in pack.refusal([cfgs[0], wider])
 
 
 def test_plan_packs_groups_by_mode_and_says_why_a_trial_trains_alone() -> None:
@@ -257,6 +259,22 @@ def test_run_pack_gives_each_member_the_result_it_gets_alone(tiny_checkpoint: st
     finally:
         packed.only = pack_only  # type: ignore[assignment]
     assert mistaken[1].eval_loss != pytest.approx(alone[1].eval_loss, rel=RTOL)
+
+
+def test_each_member_is_scored_on_its_own_held_out_set(tiny_checkpoint: str) -> None:
+    """Members whose data settings differ (here the held-out size) share a pack and are each scored on their
+    own held-out examples, as alone: scoring every member on the first member's set fails it."""
+    from harness.trial import packed
+    from harness.trial.run import TrialCache, run_trial
+
+    first, second = _configs("none")[:2]
+    second = dataclasses.replace(second, data=dataclasses.replace(second.data, eval_size=8))
+    cache = TrialCache()
+    alone = [run_trial(c, cache) for c in (first, second)]
+    together = packed.run_pack([first, second], cache)
+    assert [m.eval_examples for m in together] == [12, 8] == [a.eval_examples for a in alone]
+    for one, member in zip(alone, together):
+        assert member.eval_loss == pytest.approx(one.eval_loss, rel=RTOL)
 
 
 def test_a_member_the_pruner_stops_leaves_the_pack_and_the_others_end_as_alone(tiny_checkpoint: str) -> None:
