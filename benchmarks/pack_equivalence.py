@@ -10,7 +10,8 @@ and then each alone (a fresh copy of the base each time), and it prints, per mod
 difference of a member's LoRA weights (norm of the difference over the norm of the weights, per tensor) and of
 its eval loss. Run on the device to measure::
 
-    python benchmarks/pack_equivalence.py --model tiny-llama --steps 10 --json benchmarks/results/pack_equivalence_cpu.json
+    python benchmarks/pack_equivalence.py --model tiny-llama --steps 10 \
+        --json benchmarks/results/pack_equivalence_cpu.json
 
 `benchmarks/gpu_check.sh` runs it on CUDA (step 5b).
 """
@@ -45,7 +46,8 @@ def main() -> None:
 
     filter_known_warnings()  # the warnings harness has judged harmless, by their exact messages
     device = pick_device()
-    numerics = "bf16 autocast" if device == "cuda" else f"compute dtype {str(compute_dtype(device)).removeprefix('torch.')}"
+    dtype = str(compute_dtype(device)).removeprefix("torch.")
+    numerics = "bf16 autocast" if device == "cuda" else f"compute dtype {dtype}"
     print(f"packed against alone: {args.model}, {args.steps} steps, 4 members, {device} ({numerics})", flush=True)
     rows = [_measure(args.model, mode, args.steps, device) for mode in args.modes]
     print(f"\n{'mode':8} {'weights: max rel diff':>22} {'eval loss: max rel diff':>24}")

@@ -48,8 +48,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling vs_trainer_*.py modules, however run
 
-from vs_trainer_report import (SCHEMA, compare, print_report, render_markdown, step_seconds, train_share,  # noqa: E402
-                               summarize, validate_variants)
+from vs_trainer_report import (SCHEMA, compare, print_report, render_markdown, step_seconds,  # noqa: E402
+                               summarize, train_share, validate_variants)
 from vs_trainer_spec import (QUANT_CHOICES, VARIANTS, experiment_yaml, harness_autocast,  # noqa: E402
                              peer_autocast, short_params, space_yaml)
 

@@ -59,6 +59,14 @@ def compute_dtype(device: str) -> Any:
     return torch.float16 if device.startswith("cuda") else torch.float32
 
 
+def autocast_for(device: str) -> contextlib.AbstractContextManager[Any]:
+    """The autocast a trial's forward passes run under, training and evaluation alike (a trial alone and the
+    members of a pack): bf16 on CUDA, none elsewhere."""
+    import torch
+
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
+
+
 def torch_threads() -> int:
     """CPU threads torch should use in this process: `$HARNESS_TORCH_THREADS` when set (a worker's share of
     the cores under `--workers N`, which a model load must not undo), else every core."""

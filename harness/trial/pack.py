@@ -13,9 +13,10 @@ unchanged; the next trial may take its place (`train_pack`'s refill) and trains 
 
 Members share the base model, quantization mode, target modules, `max_seq_len` (which picks the attention the
 base loads with), `max_steps`, `grad_accum` and evaluation schedule (each counts its own steps); each is
-scored on its own data and evaluation settings (`harness.trial.packed`); they may differ in rank, alpha, rsLoRA, learning rate, schedule, warm-up, weight decay,
-clipping, batch size, LoRA+ ratio and seed. DoRA and PiSSA/OLoRA initialisation run unpacked (`refusal`
-says why): DoRA changes the base path per adapter and PiSSA/OLoRA rewrite the base weights per member.
+scored on its own data and evaluation settings (`harness.trial.packed`); they may differ in rank, alpha,
+rsLoRA, learning rate, schedule, warm-up, weight decay, clipping, batch size, LoRA+ ratio and seed. DoRA and
+PiSSA/OLoRA initialisation run unpacked (`refusal` says why): DoRA changes the base path per adapter and
+PiSSA/OLoRA rewrite the base weights per member.
 With dropout the members are statistically, not bitwise, the trials they would be alone (the dropout masks
 draw from one generator in another order); tests/trial/test_pack.py holds the packed members equal to the
 same trials trained alone with dropout 0.
@@ -34,8 +35,9 @@ from typing import Any
 
 from harness.config.trial import TrialConfig
 from harness.trial.head import token_losses
+from harness.runtime.devices import autocast_for
 from harness.trial.train import (NonFiniteLoss, TrainOutcome, batches_forever, check_loss, make_optimizer,
-                                 make_scheduler, step_autocast)
+                                 make_scheduler)
 
 SHARED_FIELDS = ("model", "quant", "targets", "max_seq_len", "max_steps", "grad_accum", "eval_schedule")
 """What every member of a pack must have in common."""
@@ -50,7 +52,8 @@ def shared(config: TrialConfig) -> dict[str, Any]:
     """The config's values of SHARED_FIELDS: what every member of its pack must have equal."""
     return {"model": config.model, "quant": config.quant, "targets": config.lora.targets,
             "max_seq_len": config.data.max_seq_len, "max_steps": config.train.max_steps,
-            "grad_accum": config.train.grad_accum, "eval_schedule": (config.train.eval_every, tuple(config.train.eval_at or ()))}
+            "grad_accum": config.train.grad_accum,
+            "eval_schedule": (config.train.eval_every, tuple(config.train.eval_at or ()))}
 
 
 def refusal(configs: Sequence[TrialConfig]) -> str | None:
@@ -302,12 +305,12 @@ def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, 
     forward a non-finite weight would reach the other members' rows as 0 x inf, and a non-finite activation in
     one member's rows spoils every member's gradient (each member's weight gradient sums over all rows), so a
     grouped step whose norms or losses are not all finite is taken again through peft's per-member forward,
-    which tells the diverged member from the others exactly. The host reads every member's
-    gradient norm and loss in one transfer per packed step (not two per member), so a pack of K on a GPU
-    waits for the device once a step, as one trial does. `loss_hook(member, step,
-    loss)` lets tests inject a bad loss; `on_step(tick, {member: loss})` hears of every packed step (the members
-    still in the pack). After each member's step at which its schedule evaluates (`TrainSpec.evaluates_at`),
-    `on_eval(member, step)` scores it (in eval mode) and returns True when the pruner stops it.
+    which tells the diverged member from the others exactly. The host reads every member's gradient norm and
+    loss in one transfer per packed step (not two per member), so a pack of K on a GPU waits for the device
+    once a step, as one trial does. `loss_hook(member, step, loss)` lets tests inject a bad loss;
+    `on_step(tick, {member: loss})` hears of every packed step (the members still in the pack). After each
+    member's step at which its schedule evaluates (`TrainSpec.evaluates_at`), `on_eval(member, step)` scores it
+    (in eval mode) and returns True when the pruner stops it.
 
     `on_leave(member, outcome)` hears of each member as it leaves (finished, diverged or pruned), in eval mode,
     before anything else trains: it can score and save that member then. When a member leaves early (diverged
@@ -361,7 +364,7 @@ def train_pack(model: Any, members: Sequence[Member], device: str, pad_id: int, 
                 row_names = [names[alive[j]] for j in owners]
                 route = (grouped(model, [names[k] for k in alive], owners, layers) if grouped_layers
                          else routed(model, lambda rows: row_names))
-                with route, step_autocast(device):
+                with route, autocast_for(device):
                     scores = token_losses(model, ids.to(device), mask.to(device), labels.to(device))
                 mine = _member_losses(scores, owners, scored)
                 mine.sum().backward()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from typing import Any, Sequence
 
 from harness.config.objectives import perplexity
 from harness.data.examples import IGNORE_INDEX
+from harness.runtime.devices import autocast_for
 from harness.trial.head import token_losses
 
 
@@ -44,8 +44,7 @@ def eval_loss(model: Any, batches: Sequence[Any], device: str) -> EvalScore:
     counts: dict[int, int] = {}
     was_training = model.training
     model.eval()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast_for(device):
         for number, batch in enumerate(batches):
             row_sums, row_counts = _row_losses(model, batch, device)
             indices = batch.indices or tuple(range(number * 10**6, number * 10**6 + len(row_sums)))

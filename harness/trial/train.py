@@ -6,13 +6,13 @@ whose return value says whether to stop (a pruner's decision, made elsewhere).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 from harness.config.training import TrainSpec
+from harness.runtime.devices import autocast_for
 from harness.trial.head import token_losses
 
 # A loss this many times the first step's loss (and above 20 nats) is treated as divergence.
@@ -201,14 +201,6 @@ def train(model: Any, make_epoch: Callable[[int], Sequence[Any]], spec: TrainSpe
     return outcome
 
 
-def step_autocast(device: str) -> contextlib.AbstractContextManager[Any]:
-    """The autocast a training step's forward runs under: bf16 on CUDA, none elsewhere (a trial alone and a
-    pack's members train under the same one)."""
-    import torch
-
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
-
-
 def _accumulate(model: Any, micro_batches: list[Any], device: str) -> tuple[Any, int]:
     """Forward/backward over micro-batches; the loss is the mean over all scored tokens of the step.
 
@@ -221,7 +213,7 @@ def _accumulate(model: Any, micro_batches: list[Any], device: str) -> tuple[Any,
     total: Any = 0.0
     tokens = 0
     for batch in micro_batches:
-        with step_autocast(device):
+        with autocast_for(device):
             scores = token_losses(model, batch.input_ids.to(device), batch.attention_mask.to(device),
                                   batch.labels.to(device))
         weighted = scores.losses.sum() / scored

@@ -180,7 +180,7 @@ def test_a_member_whose_own_computation_goes_non_finite_leaves_the_others_unchan
 
 def test_a_pack_trains_under_the_autocast_a_trial_alone_trains_under(tiny_checkpoint: str, prepared: PreparedData,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    # bf16 autocast on CUDA (train.step_autocast): a pack without it would train its members in other numerics
+    # bf16 autocast on CUDA (devices.autocast_for): a pack without it would train its members in other numerics
     # than the same trials alone on a GPU. On the CPU, every forward of a step must at least ask for it.
     import contextlib
 
@@ -191,8 +191,8 @@ def test_a_pack_trains_under_the_autocast_a_trial_alone_trains_under(tiny_checkp
     def recorder(side: str) -> Any:
         return lambda device: asked[side].append(device) or contextlib.nullcontext()
 
-    monkeypatch.setattr(pack, "step_autocast", recorder("pack"))
-    monkeypatch.setattr(train_module, "step_autocast", recorder("alone"))
+    monkeypatch.setattr(pack, "autocast_for", recorder("pack"))
+    monkeypatch.setattr(train_module, "autocast_for", recorder("alone"))
     cfgs = [dataclasses.replace(c, train=dataclasses.replace(c.train, max_steps=1)) for c in _configs("none")[:2]]
     _packed(tiny_checkpoint, cfgs, prepared)
     _alone(tiny_checkpoint, cfgs[0], prepared)
