@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling vs_train
 
 from vs_trainer_report import (SCHEMA, compare, print_report, render_markdown, step_seconds,  # noqa: E402
                                summarize, train_share, validate_variants)
-from vs_trainer_spec import (QUANT_CHOICES, VARIANTS, experiment_yaml, harness_autocast,  # noqa: E402
+from vs_trainer_spec import (LR_HIGH, LR_LOW, QUANT_CHOICES, VARIANTS, experiment_yaml, harness_autocast,  # noqa: E402
                              peer_autocast, short_params, space_yaml)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ def peer_command(args: argparse.Namespace, seed: int, autocast: str, work: Path,
     return [sys.executable, str(Path(__file__).resolve()), "--peer-child", str(work / f"{name}.json"),
             "--peer-out", str(work / name), "--model", args.model, "--trials", str(args.trials),
             "--max-steps", str(args.max_steps), "--batch-size", str(args.batch_size), "--seed", str(seed),
-            "--peer-autocast", autocast]
+            "--peer-autocast", autocast, "--lr-low", repr(args.lr_low), "--lr-high", repr(args.lr_high)]
 
 
 def run_timed(cmd: list[str], log: Path) -> dict[str, float]:
@@ -238,9 +238,10 @@ def load_peer_runs(args: argparse.Namespace,
     except (OSError, ValueError) as err:
         raise SystemExit(f"--peer-from {path}: cannot read it as a results file ({err})") from None
     given = earlier.get("settings", {})
-    for key, value in (("model", args.model), ("trials", args.trials), ("max_steps", args.max_steps),
-                       ("batch_size", args.batch_size)):
-        if given.get(key) != value:
+    for key, value, before in (("model", args.model, None), ("trials", args.trials, None),
+                               ("max_steps", args.max_steps, None), ("batch_size", args.batch_size, None),
+                               ("lr_low", args.lr_low, LR_LOW), ("lr_high", args.lr_high, LR_HIGH)):
+        if given.get(key, before) != value:  # `before`: what files written before the option existed ran
             raise SystemExit(f"--peer-from {path}: its {key} is {given.get(key)!r}, this run's is {value!r}; "
                              f"reuse only a file made with the same settings")
     runs = {r["seed"]: r for r in earlier.get("runs", [])}
@@ -290,7 +291,7 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         print(f"variant {name} not run: {reason}", flush=True)
     reused, peer_reused = load_peer_runs(args, variants) if args.peer_from else (None, None)
     one_time = prepare_models(args, device)
-    (work / "space.yaml").write_text(space_yaml())
+    (work / "space.yaml").write_text(space_yaml((args.lr_low, args.lr_high)))
     (work / "train.yaml").write_text(experiment_yaml(args.batch_size))
     one_time["baselines_seconds"] = prepare_baselines(args, work)
     runs, commands = [], {}
@@ -319,7 +320,8 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"model": args.model, "model_label": source.label, "source_precision": source.precision,
             "trials": args.trials, "max_steps": args.max_steps, "batch_size": args.batch_size, "seeds": args.seeds,
             "pruner": args.pruner, "variants": args.variants, "harness_trials": args.harness_trials or args.trials,
-            "warm_start": args.warm_start, "lr_range_test": args.lr_range_test, "pack": args.pack, "label": args.label}
+            "warm_start": args.warm_start, "lr_range_test": args.lr_range_test, "pack": args.pack, "label": args.label,
+            "lr_low": args.lr_low, "lr_high": args.lr_high}
 
 
 def numerics(device: str, runs: list[dict[str, Any]], variants: dict[str, dict[str, str]]) -> dict[str, Any]:
@@ -448,6 +450,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="trials harness may run (default: --trials, the peer's); with a pruner it may run more")
     parser.add_argument("--warm-start", default="none", help="harness's --warm-start (none or defaults)")
     parser.add_argument("--lr-range-test", action="store_true", help="harness runs --lr-range-test")
+    parser.add_argument("--lr-low", type=float, default=LR_LOW, help=f"the learning-rate axis's low end, both sides "
+                        f"(default {LR_LOW:g})")
+    parser.add_argument("--lr-high", type=float, default=LR_HIGH, help=f"its high end (default {LR_HIGH:g}); log-uniform")
     parser.add_argument("--pack", type=int, default=1, help="harness's --pack K: K trials trained at once on one "
                         "copy of the base (issue 24; on a GPU, where small-batch steps are host-bound)")
     parser.add_argument("--label", default="", help="a name for this harness configuration in the results")
@@ -497,6 +502,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.seeds:
         raise SystemExit("--seeds: give at least one seed, e.g. 0,1,2")
+    if not 0 < args.lr_low < args.lr_high:
+        raise SystemExit(f"--lr-low {args.lr_low:g} / --lr-high {args.lr_high:g}: give 0 < low < high, e.g. "
+                         "--lr-low 1e-5 --lr-high 1e-2")
     work = Path(tempfile.mkdtemp(prefix="vs_trainer-"))
     try:
         results = run_benchmark(args, work)

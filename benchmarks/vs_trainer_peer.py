@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vs_trainer_spec import (ALPHA_RATIO, EVAL_BATCH_SIZE, LORA_R_CHOICES, LR_LOW, MAX_GRAD_NORM, SCHEDULER,
+from vs_trainer_spec import (ALPHA_RATIO, EVAL_BATCH_SIZE, LORA_R_CHOICES, MAX_GRAD_NORM, SCHEDULER,
                              TPE_STARTUP_TRIALS, WARMUP_RATIO, WEIGHT_DECAY, sample_params, short_params)
 
 
@@ -87,7 +88,7 @@ def make_collator(pad_id: int) -> Any:
     return collate
 
 
-def make_model_init(checkpoint: str, device: str, log: PeerLog) -> Any:
+def make_model_init(checkpoint: str, device: str, log: PeerLog, lr: tuple[float, float]) -> Any:
     """model_init(trial): load, quantize as sampled, prepare for k-bit training, attach LoRA."""
 
     def model_init(trial: Any) -> Any:
@@ -98,7 +99,7 @@ def make_model_init(checkpoint: str, device: str, log: PeerLog) -> Any:
         from harness.trial.quantization import quantization_config
 
         started = time.perf_counter()
-        params = sample_params(trial) if trial is not None else {"lora_r": LORA_R_CHOICES[0], "quantization": "none"}
+        params = sample_params(trial, lr) if trial is not None else {"lora_r": LORA_R_CHOICES[0], "quantization": "none"}
         dtype = compute_dtype(device)
         qconfig = quantization_config(params["quantization"], dtype)
         model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype, quantization_config=qconfig,
@@ -120,9 +121,10 @@ def make_model_init(checkpoint: str, device: str, log: PeerLog) -> Any:
     return model_init
 
 
-def peer_hp_space(trial: Any) -> dict[str, Any]:
-    """TrainingArguments overrides per trial: its learning rate (r and quantization are applied in model_init)."""
-    return {"learning_rate": sample_params(trial)["learning_rate"]}
+def make_hp_space(lr: tuple[float, float]) -> Callable[[Any], dict[str, Any]]:
+    """hp_space(trial): TrainingArguments overrides per trial, its learning rate drawn over `lr` (r and
+    quantization are applied in model_init)."""
+    return lambda trial: {"learning_rate": sample_params(trial, lr)["learning_rate"]}
 
 
 def make_timer_callback(log: PeerLog) -> Any:
@@ -169,7 +171,7 @@ def make_trainer(checkpoint: str, device: str, data: tuple[Any, Any, list[Any]],
             return {"eval_loss": score.loss}
 
     return HarnessScoredTrainer(
-        model_init=make_model_init(checkpoint, device, log), args=training_args(args, device),
+        model_init=make_model_init(checkpoint, device, log, (args.lr_low, args.lr_high)), args=training_args(args, device),
         train_dataset=make_dataset(tokenized.train), data_collator=make_collator(tokenizer.pad_token_id),
         callbacks=[make_timer_callback(log)])
 
@@ -182,7 +184,7 @@ def training_args(args: argparse.Namespace, device: str) -> Any:
 
     return TrainingArguments(
         output_dir=args.peer_out, max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=1, learning_rate=LR_LOW, warmup_steps=WARMUP_RATIO,  # a float < 1 is a ratio
+        gradient_accumulation_steps=1, learning_rate=args.lr_low, warmup_steps=WARMUP_RATIO,  # a float < 1 is a ratio
         weight_decay=WEIGHT_DECAY, lr_scheduler_type=SCHEDULER, max_grad_norm=MAX_GRAD_NORM,
         optim=optimizer_name(device),  # harness's optimizer for every mode, named as TrainingArguments names it
         train_sampling_strategy="group_by_length",  # like harness.data.make_batches: 50-batch length groups
@@ -216,7 +218,7 @@ def run_peer(args: argparse.Namespace, log: PeerLog) -> PeerLog:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search_started = time.perf_counter()
     best = trainer.hyperparameter_search(
-        backend="optuna", n_trials=args.trials, direction="minimize", hp_space=peer_hp_space,
+        backend="optuna", n_trials=args.trials, direction="minimize", hp_space=make_hp_space((args.lr_low, args.lr_high)),
         compute_objective=lambda metrics: metrics["eval_loss"],
         sampler=optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=TPE_STARTUP_TRIALS))
     log.search_seconds = time.perf_counter() - search_started

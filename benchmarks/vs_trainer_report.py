@@ -74,6 +74,16 @@ def compare(harness: dict[str, Any], peer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def twin_differences(harness: list[dict[str, Any]], peer: list[dict[str, Any]]) -> list[float]:
+    """Harness minus peer final eval loss for every trial both sides completed with the same number and the same
+    parameters (the shared TPE seed's start-up trials, and later ones when the searches agree): what the same
+    config scores when each side trains it, in its own data order and adapter initialisation."""
+    done = {t["number"]: t for t in peer if t.get("state", "COMPLETE") == "COMPLETE" and t.get("eval_loss") is not None}
+    return [t["eval_loss"] - done[t["number"]]["eval_loss"] for t in harness
+            if t.get("state") == "COMPLETE" and t.get("eval_loss") is not None and t["number"] in done
+            and same_params(t, done[t["number"]])]
+
+
 def train_share(trial: dict[str, Any]) -> float:
     """A trial's share of the training time: its train_seconds, or for a member of a pack of K (whose
     train_seconds are the pack's, spent on all K at once) a K-th of them, so that a pack's time counts once."""
@@ -224,6 +234,8 @@ def print_report(results: dict[str, Any]) -> None:
     print(f"== harness vs Trainer.hyperparameter_search: {s['model_label']}, {s['trials']} trials x "
           f"{s['max_steps']} steps, batch {s['batch_size']}, harness pruner {s['pruner']}, seeds "
           f"{','.join(map(str, s['seeds']))}")
+    if "lr_low" in s:
+        print(f"   learning-rate axis, both sides: {s['lr_low']:g} to {s['lr_high']:g}, log-uniform")
     if s.get("label") or s.get("harness_trials", s["trials"]) != s["trials"] or s.get("pack", 1) > 1:
         print(f"   harness configuration {s.get('label') or '-'}: up to {s.get('harness_trials')} trials, "
               f"warm start {s.get('warm_start', 'none')}, lr range test {'on' if s.get('lr_range_test') else 'off'}, "
@@ -288,6 +300,8 @@ def diagnostics(results: dict[str, Any]) -> list[str]:
         parts = [f"harness {_cell(spread([x['step_seconds'].get(mode) for x in h]), '.3f')}"]
         parts += [f"peer[{v}] {_cell(spread([x['step_seconds'].get(mode) for x in p[v]]), '.3f')}" for v in variants]
         lines.append(f"seconds per optimizer step, {mode} trials: " + "; ".join(parts))
+    for v in variants:
+        lines.append(twin_line(v, [twin_differences(r["harness"]["trials"], r["peer"][v]["trials"]) for r in runs]))
     n = results["numerics"]
     lines.append(f"numerics: harness autocast {n['harness']['autocast']}, compute dtype "
                  f"{n['harness']['compute_dtype']}, optimizer {n['harness']['optimizer']}; "
@@ -303,6 +317,19 @@ def diagnostics(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def twin_line(variant: str, by_seed: list[list[float]]) -> str:
+    """One line on the same config trained by both sides: how far apart their eval losses are (by seed)."""
+    every = [d for seed in by_seed for d in seed]
+    if not every:
+        return f"same trial on both sides (peer[{variant}]): none (no trial had the same number and parameters)"
+    sizes = [abs(d) for d in every]
+    means = ", ".join(f"{statistics.mean(seed):+.3f}" if seed else "n/a" for seed in by_seed)
+    return (f"same trial on both sides (peer[{variant}]: same number and parameters, {len(every)} pairs): harness "
+            f"minus peer eval loss |difference| median {statistics.median(sizes):.3f}, max {max(sizes):.3f}; mean "
+            f"by seed {means} (each side trains a config in its own data order and adapter initialisation, one per "
+            "seed for all its trials, so a seed can favour one side throughout)")
+
+
 def print_diagnostics(results: dict[str, Any]) -> None:
     for line in diagnostics(results):
         print(line)
@@ -316,7 +343,11 @@ def render_markdown(results: dict[str, Any]) -> str:
     s, env = results["settings"], results["environment"]
     caption = (f"**{s['model_label']}** (source weights: {s.get('source_precision', 'not recorded')}), "
                f"{s['trials']} trials x {s['max_steps']} steps (batch {s['batch_size']}), "
-               f"harness pruner `{s['pruner']}`, seeds {', '.join(map(str, s['seeds']))}; "
+               + (f"learning rate {s['lr_low']:g} to {s['lr_high']:g} (log), " if "lr_low" in s else "")
+               + f"harness pruner `{s['pruner']}`"
+               + (", harness `--lr-range-test`" if s.get("lr_range_test") else "")
+               + (f", harness `--warm-start {s['warm_start']}`" if s.get("warm_start", "none") != "none" else "")
+               + f", seeds {', '.join(map(str, s['seeds']))}; "
                f"{env['device']} ({env['gpu'] or env['cpu']}, {env['cpu_count']} cores, compute dtype "
                f"{env['compute_dtype']}); {results['finished_at'][:10]}, git {str(results.get('git_revision'))[:12]}"
                f"{' (uncommitted changes)' if results.get('git_dirty') else ''}.")

@@ -11,7 +11,7 @@ from typing import Any
 # with the same seeded TPE sampler both then draw the same values in the random start-up trials.
 LORA_R_CHOICES = [8, 16]
 ALPHA_RATIO = 2  # lora_alpha = 2 * r on both sides
-LR_LOW, LR_HIGH = 1e-4, 1e-3  # log-uniform
+LR_LOW, LR_HIGH = 1e-4, 1e-3  # log-uniform; --lr-low / --lr-high widen it for both sides
 QUANT_CHOICES = ["none", "nf4-dq"]
 TPE_STARTUP_TRIALS = 4  # as harness.search.study.make_sampler
 
@@ -45,14 +45,15 @@ def peer_autocast(variant: str, device: str) -> str:
     raise ValueError(f"unknown variant {variant!r} (expected one of {', '.join(VARIANTS)})")
 
 
-def space_yaml() -> str:
-    """The search space as harness search-space YAML (lora_dropout 0 and all-linear are its defaults)."""
+def space_yaml(lr: tuple[float, float] = (LR_LOW, LR_HIGH)) -> str:
+    """The search space as harness search-space YAML (lora_dropout 0 and all-linear are its defaults), its
+    learning-rate axis log-uniform over `lr`."""
     return "\n".join([
         "description: benchmarks/vs_trainer.py space (harness vs Trainer.hyperparameter_search)",
         "axes:",
         f"  lora_r: {{choices: {json.dumps(LORA_R_CHOICES)}}}",
         f"  lora_alpha: {{ratio: {ALPHA_RATIO}}}",
-        f"  learning_rate: {{low: {LR_LOW!r}, high: {LR_HIGH!r}, log: true}}",
+        f"  learning_rate: {{low: {lr[0]!r}, high: {lr[1]!r}, log: true}}",
         f"  quantization: {{choices: [{', '.join(QUANT_CHOICES)}]}}",
         "  lora_dropout: 0.0",
         "  target_modules: all-linear", ""])
@@ -66,11 +67,12 @@ def experiment_yaml(batch_size: int) -> str:
             "eval: {metrics: []}\n")
 
 
-def sample_params(trial: Any) -> dict[str, Any]:
-    """The peer's draw: same names, distributions and order as harness.config.space.suggest. Optuna returns the
-    same value when a trial suggests the same name twice, so hp_space and model_init may both call this."""
+def sample_params(trial: Any, lr: tuple[float, float] = (LR_LOW, LR_HIGH)) -> dict[str, Any]:
+    """The peer's draw: same names, distributions and order as harness.config.space.suggest (the learning rate
+    log-uniform over `lr`). Optuna returns the same value when a trial suggests the same name twice, so hp_space
+    and model_init may both call this."""
     return {"lora_r": trial.suggest_categorical("lora_r", LORA_R_CHOICES),
-            "learning_rate": trial.suggest_float("learning_rate", LR_LOW, LR_HIGH, log=True),
+            "learning_rate": trial.suggest_float("learning_rate", lr[0], lr[1], log=True),
             "quantization": trial.suggest_categorical("quantization", QUANT_CHOICES)}
 
 
