@@ -178,8 +178,10 @@ FAST_SPACE = """axes:
 """
 
 
-TINY = ["--model", "tiny-llama", "--space", "search_spaces/tiny.yaml", "--max-steps", "5"]
-"""`harness sweep` flags for tiny-llama trials in three modes (none, int8, nf4) of 5 steps."""
+TINY = ["--model", "tiny-llama", "--space", "search_spaces/tiny.yaml", "--max-steps", "5", "--no-lr-range-test"]
+"""`harness sweep` flags for tiny-llama trials in three modes (none, int8, nf4) of 5 steps, sampled over the
+space's whole learning-rate axis (tiny.yaml's spans 100x, which by default a range test would narrow first:
+tests/search/test_lr_narrowing.py tests that)."""
 
 
 def load_study(out: Path, name: str) -> optuna.Study:
@@ -204,7 +206,7 @@ def lr_decades_setup(folder: Path) -> tuple[Path, Path]:
     space.write_text("axes:\n  lora_r: 4\n  lora_alpha: {ratio: 2}\n"
                      "  learning_rate: {low: 1.0e-5, high: 1.0e-2, log: true}\n  quantization: none\n")
     experiment = folder / "exp.yaml"
-    experiment.write_text("eval: {metrics: [], generate_size: 0}\n")
+    experiment.write_text("eval: {metrics: [], generate_size: 0}\nlr_range_test: false  # keep the three decades\n")
     return space, experiment
 
 

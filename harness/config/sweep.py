@@ -58,9 +58,10 @@ class SweepSpec:
     pack: int = 1
     """Trials trained at once on one copy of the base model (harness.trial.pack): this process claims up to
     `pack` trials, and those of one quantization mode and target set train together. 1: one at a time."""
-    lr_range_test: bool = False
+    lr_range_test: bool | None = None
     """Before the search, narrow the learning-rate axis with one range test per quantization mode
-    (harness.search.lr_range)."""
+    (harness.search.lr_range). None (the default): only where it can pay, a new study whose learning rate is a
+    sampled range wider than one decade (harness.search.lr_range.auto_reason)."""
     from_config: str | None = None
     """The Axolotl, LLaMA-Factory or TRL file the sweep started from (`--from-config`), for `recommend --format
     same`."""
@@ -82,8 +83,10 @@ class SweepSpec:
         check(self.sampler in SAMPLERS, f"sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
         check(isinstance(self.warm_start, str) and self.warm_start.strip() != "" and "/" not in self.warm_start,
               f"warm_start must be none, defaults or a study name, got {self.warm_start!r}")
-        check(isinstance(self.lr_range_test, bool), f"lr_range_test must be true or false, got {self.lr_range_test!r}")
-        check(not (self.lr_range_test and self.sampler == "grid"),
+        check(self.lr_range_test is None or isinstance(self.lr_range_test, bool),
+              f"lr_range_test must be true or false (or left out: on for a learning rate wider than a decade), "
+              f"got {self.lr_range_test!r}")
+        check(not (self.lr_range_test is True and self.sampler == "grid"),
               "lr_range_test narrows the learning-rate axis, which a grid covers point by point; "
               "use --sampler tpe or random, or drop --lr-range-test")
         check(isinstance(self.pack, int) and not isinstance(self.pack, bool) and self.pack >= 1,

@@ -31,7 +31,8 @@ from harness.search.pruning import study_schedule
 from harness.search.readout import ALONE_NOTE, baseline_of, baseline_scores, small_eval_note
 from harness.search.records import STATE_OF_STATUS, append_record, build_record
 from harness.runtime.devices import THREADS_ENV
-from harness.search.lr_range import ATTR as LR_RANGE_ATTR, lr_axis, narrow_space, range_test_params, study_record
+from harness.search.lr_range import (ATTR as LR_RANGE_ATTR, auto_reason, lr_axis, narrow_space, range_test_params,
+                                     study_record)
 from harness.search.warmstart import WarmConfig, enqueue_warm_start, warm_configs
 from harness.search.runner import BaselineReply, TrialRunner, needs_fresh_worker
 from harness.trial.source import describe_source
@@ -485,7 +486,13 @@ class Sweep:
         """--lr-range-test: run a range test per quantization mode once per study (or take the study's stored
         one) and search the learning rate in the range it supports from here on (harness.search.lr_range)."""
         stored = self.study.user_attrs.get(LR_RANGE_ATTR)
-        if stored is None and not self.spec.lr_range_test:
+        if stored is None and self.spec.lr_range_test is None:  # the default: on where it can pay, in a new study
+            why = auto_reason(self.space, self.spec.sampler)
+            if why is None or self.study.get_trials(deepcopy=False):
+                return
+            self.progress.note(f"{why}: a learning-rate range test per quantization mode narrows it first "
+                               "(--no-lr-range-test skips it)")
+        elif stored is None and not self.spec.lr_range_test:
             return
         if stored is None:
             if self.study.get_trials(deepcopy=False):

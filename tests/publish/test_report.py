@@ -31,6 +31,7 @@ trials: 5
 max_steps: 6
 pruner: median
 wandb: disabled
+lr_range_test: false  # the report of a range-tested study: tests/search/test_lr_narrowing.py
 train: {{batch_size: 4}}
 data_options: {{eval_size: 8}}
 eval: {{generate_size: 2, max_new_tokens: 4}}

@@ -9,7 +9,8 @@ import pytest
 from helpers import load_study, loss_only_experiment, run_cli
 from harness.config.errors import SpecError
 from harness.config.space import parse_space
-from harness.search.lr_range import lr_axis, narrow_space, range_test_params, study_record, suggest_range
+from harness.search.lr_range import (auto_reason, lr_axis, narrow_space, range_test_params, study_record,
+                                     suggest_range)
 from harness.trial.lr_range import RangeCurve, range_rates, smooth
 
 LOW, HIGH = 1e-5, 1e-2
@@ -74,6 +75,22 @@ def test_a_grid_search_is_not_range_tested() -> None:
     with pytest.raises(SpecError, match="lr_range_test narrows the learning-rate axis, which a grid covers"):
         SweepSpec(lr_range_test=True, sampler="grid")
     assert SweepSpec(lr_range_test=True).lr_range_test
+    assert SweepSpec(sampler="grid").lr_range_test is None  # the default (auto) never tests a grid: auto_reason
+    with pytest.raises(SpecError, match="lr_range_test must be true or false"):
+        SweepSpec(lr_range_test="yes")
+
+
+def test_by_default_a_range_test_runs_only_where_the_axis_is_wider_than_a_decade() -> None:
+    def space(axis: object) -> object:
+        return parse_space({"axes": {"learning_rate": axis}})
+
+    wide = auto_reason(space({"low": 1e-5, "high": 1e-2, "log": True}), "tpe")
+    assert wide == "learning_rate spans 1000x (1e-05 to 0.01), wider than the decade a range test keeps"
+    assert auto_reason(space({"low": 1e-5, "high": 1e-2, "log": True}), "grid") is None  # a grid is not tested
+    assert auto_reason(space({"low": 1e-4, "high": 1e-3, "log": True}), "tpe") is None  # default.yaml's decade
+    assert auto_reason(space({"low": 1e-4, "high": 1.1e-3, "log": True}), "random") is not None
+    assert auto_reason(space({"choices": [1e-5, 1e-3]}), "tpe") is None  # choices: the user picked the points
+    assert auto_reason(space(2e-4), "tpe") is None  # fixed
 
 
 def test_a_fixed_learning_rate_has_nothing_to_narrow() -> None:
@@ -126,9 +143,20 @@ def test_range_tested_sweeps_from_the_command_line(tmp_path: Path) -> None:
     assert all(low <= t.params["learning_rate"] <= high for t in load_study(out, "ranged").trials)
     plain = ("sweep", "-e", str(exp), "--model", "tiny-llama", "--space", str(space), "--max-steps", "2",
              "--out", str(tmp_path / "p"), "--wandb", "disabled", "--study", "plain")
-    assert run_cli(*plain, "--trials", "1").returncode == 0
+    proc = run_cli(*plain, "--trials", "1", "--no-lr-range-test")
+    assert proc.returncode == 0 and "range test" not in proc.stderr
+    proc = run_cli(*plain, "--trials", "1")  # the default on a study with trials: no test, and no refusal
+    assert proc.returncode == 0 and "range test" not in proc.stderr
     proc = run_cli(*plain, "--trials", "1", "--lr-range-test")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "already has trials" in proc.stderr.strip().splitlines()[-1]
     plain_study = load_study(tmp_path / "p", "plain")
-    assert len(plain_study.trials) == 1 and "lr_range_test" not in plain_study.user_attrs
+    assert len(plain_study.trials) == 2 and "lr_range_test" not in plain_study.user_attrs
+    # The default on a new study whose axis spans 5000x: the range test runs, and says why.
+    auto = ("sweep", "-e", str(exp), "--model", "tiny-llama", "--space", str(space), "--max-steps", "2",
+            "--out", str(tmp_path / "a"), "--wandb", "disabled", "--study", "auto", "--trials", "1")
+    proc = run_cli(*auto)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ("learning_rate spans 5000x (1e-05 to 0.05), wider than the decade a range test keeps: a learning-rate "
+            "range test per quantization mode narrows it first (--no-lr-range-test skips it)") in proc.stderr
+    assert set(load_study(tmp_path / "a", "auto").user_attrs["lr_range_test"]["modes"]) == {"none", "nf4"}
