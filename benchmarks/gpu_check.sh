@@ -21,6 +21,9 @@
 #      (benchmarks/pack_throughput.py, pack.json), and `harness doctor --pack-fit` on the model; 5b. a packed
 #      trial against the same trial alone under bf16 autocast (benchmarks/pack_equivalence.py).
 #
+# Then, in a call of its own, benchmarks/gpu_time_to_target.sh (6-9 minutes): issue 22's time-to-target row
+# against Trainer.hyperparameter_search on the GPU, one trial at a time and in packs of 4.
+#
 # Outputs (logs, modes.json, workers/, summary.json) go to "${OUT:-benchmarks/results/gpu_check}".
 # Exit 0 when every check passes, 1 when one fails, 3 when torch sees no CUDA GPU.
 #
