@@ -193,8 +193,12 @@ def run_validation(view: StudyView, *, steps: int | None = None, epochs: float |
     folder = view.out_dir(out) / f"validation@{n}"
     folder.mkdir(parents=True, exist_ok=True)
     stored_plan, space_path = _linked_state(view, name, folder, plan)
+    # The long runs train the planned configs as they are: the source study's warm start (published defaults are
+    # validated only when planned: --defaults) and its learning-rate range test (forced or by default) must not
+    # add trials to, run again on, or narrow the linked study, whose trials are enqueued before it starts.
     flags = {"study": name, "max_steps": n, "storage": storage, "out": str(folder), "pruner": "none",
-             "sampler": "random", "space": str(space_path), "wandb": wandb, "trials": 1, "pack": pack}
+             "sampler": "random", "space": str(space_path), "wandb": wandb, "trials": 1, "pack": pack,
+             "lr_range_test": False, "warm_start": "none"}
     spec = storage_for_workers(build_sweep_spec(view.sweep, flags, f"study {view.name}"), workers)
     space = load_space(space_path)
     linked = open_study(spec, space)

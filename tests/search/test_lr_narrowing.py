@@ -136,6 +136,14 @@ def test_range_tested_sweeps_from_the_command_line(tmp_path: Path) -> None:
     markdown = (reports / "report.md").read_text()
     assert "## Learning-rate range test" in markdown and (reports / "lr_range.png").stat().st_size > 10_000
     assert f"[{low:.3g}, {high:.3g}] (dashed)" in markdown and "| nf4 |" in markdown
+    # Its long-budget validation trains the planned config as it is: no second range test, no refusal.
+    proc = run_cli("validate", "--study", "ranged", "--out", str(out), "--steps", "10", "--top", "1", "--seeds", "1",
+                   "--no-defaults", "--wandb", "disabled", "--reports-dir", str(tmp_path / "validation"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "range test" not in proc.stderr and "validation: 1 long runs to go" in proc.stdout + proc.stderr
+    # ... and the sweep's warm start (--warm-start defaults above) added nothing to it: only the planned run.
+    linked = load_study(out, "ranged@10")
+    assert [t.user_attrs.get("validates") for t in linked.trials] == ["search"] and "warm start" not in proc.stderr
     # A resume reuses the stored test (no second test); a study that already has trials is refused.
     proc = run_cli(*common, "--trials", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
