@@ -68,8 +68,8 @@ def sweep(
                                                       "quantization mode narrows the learning-rate axis to the "
                                                       "decade below where the loss stops falling (recorded in "
                                                       "the study and plotted in the report). Default: on for a "
-                                                      "new study whose learning rate is a range wider than one "
-                                                      "decade, off otherwise."),
+                                                      "new study whose learning rate is a range of two decades "
+                                                      "or more, off otherwise."),
     objectives: Optional[str] = typer.Option(None, "--objectives", "--objective",
                                              help="Comma-separated: eval_loss, perplexity, peak_memory_mb, "
                                                   "train_seconds, tokens_per_second, or a task metric "

@@ -61,7 +61,7 @@ class SweepSpec:
     lr_range_test: bool | None = None
     """Before the search, narrow the learning-rate axis with one range test per quantization mode
     (harness.search.lr_range). None (the default): only where it can pay, a new study whose learning rate is a
-    sampled range wider than one decade (harness.search.lr_range.auto_reason)."""
+    sampled range of two decades or more (harness.search.lr_range.auto_reason)."""
     from_config: str | None = None
     """The Axolotl, LLaMA-Factory or TRL file the sweep started from (`--from-config`), for `recommend --format
     same`."""
@@ -84,7 +84,7 @@ class SweepSpec:
         check(isinstance(self.warm_start, str) and self.warm_start.strip() != "" and "/" not in self.warm_start,
               f"warm_start must be none, defaults or a study name, got {self.warm_start!r}")
         check(self.lr_range_test is None or isinstance(self.lr_range_test, bool),
-              f"lr_range_test must be true or false (or left out: on for a learning rate wider than a decade), "
+              f"lr_range_test must be true or false (or left out: on for a learning-rate range of 100x or more), "
               f"got {self.lr_range_test!r}")
         check(not (self.lr_range_test is True and self.sampler == "grid"),
               "lr_range_test narrows the learning-rate axis, which a grid covers point by point; "

@@ -490,7 +490,7 @@ class Sweep:
             why = auto_reason(self.space, self.spec.sampler)
             if why is None or self.study.get_trials(deepcopy=False):
                 return
-            self.progress.note(f"{why}: a learning-rate range test per quantization mode narrows it first "
+            self.progress.note(f"{why}, so one learning-rate range test per quantization mode narrows it first "
                                "(--no-lr-range-test skips it)")
         elif stored is None and not self.spec.lr_range_test:
             return

@@ -80,15 +80,17 @@ def test_a_grid_search_is_not_range_tested() -> None:
         SweepSpec(lr_range_test="yes")
 
 
-def test_by_default_a_range_test_runs_only_where_the_axis_is_wider_than_a_decade() -> None:
+def test_by_default_a_range_test_runs_only_where_the_axis_spans_two_decades_or_more() -> None:
     def space(axis: object) -> object:
         return parse_space({"axes": {"learning_rate": axis}})
 
     wide = auto_reason(space({"low": 1e-5, "high": 1e-2, "log": True}), "tpe")
-    assert wide == "learning_rate spans 1000x (1e-05 to 0.01), wider than the decade a range test keeps"
+    assert wide == "learning_rate spans 1000x (1e-05 to 0.01): a range test keeps the one decade the model trains best in"
     assert auto_reason(space({"low": 1e-5, "high": 1e-2, "log": True}), "grid") is None  # a grid is not tested
+    assert auto_reason(space({"low": 1e-4, "high": 1e-2, "log": True}), "random") is not None  # tiny.yaml's 100x
     assert auto_reason(space({"low": 1e-4, "high": 1e-3, "log": True}), "tpe") is None  # default.yaml's decade
-    assert auto_reason(space({"low": 1e-4, "high": 1.1e-3, "log": True}), "random") is not None
+    assert auto_reason(space({"low": 5e-5, "high": 8e-4, "log": True}), "tpe") is None  # --from-config's 16x
+    assert auto_reason(space({"low": 1e-4, "high": 9.9e-3, "log": True}), "tpe") is None
     assert auto_reason(space({"choices": [1e-5, 1e-3]}), "tpe") is None  # choices: the user picked the points
     assert auto_reason(space(2e-4), "tpe") is None  # fixed
 
@@ -165,6 +167,7 @@ def test_range_tested_sweeps_from_the_command_line(tmp_path: Path) -> None:
             "--out", str(tmp_path / "a"), "--wandb", "disabled", "--study", "auto", "--trials", "1")
     proc = run_cli(*auto)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert ("learning_rate spans 5000x (1e-05 to 0.05), wider than the decade a range test keeps: a learning-rate "
-            "range test per quantization mode narrows it first (--no-lr-range-test skips it)") in proc.stderr
+    assert ("learning_rate spans 5000x (1e-05 to 0.05): a range test keeps the one decade the model trains best in, "
+            "so one learning-rate range test per quantization mode narrows it first (--no-lr-range-test skips it)"
+            ) in proc.stderr
     assert set(load_study(tmp_path / "a", "auto").user_attrs["lr_range_test"]["modes"]) == {"none", "nf4"}
