@@ -67,7 +67,7 @@ def harness_command(args: argparse.Namespace, seed: int, work: Path) -> list[str
             "--space", str(work / "space.yaml"), "--trials", str(args.harness_trials or args.trials),
             "--max-steps", str(args.max_steps), "--study", "bench", "--out", str(work / f"harness-seed{seed}"),
             "--wandb", "disabled", "--seed", str(seed), "--pruner", args.pruner, "--warm-start", args.warm_start,
-            *(["--lr-range-test"] if args.lr_range_test else []), "--pack", str(args.pack)]
+            "--lr-range-test" if args.lr_range_test else "--no-lr-range-test", "--pack", str(args.pack)]
 
 
 def peer_command(args: argparse.Namespace, seed: int, autocast: str, work: Path, name: str) -> list[str]:
@@ -449,7 +449,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--harness-trials", type=int, default=None,
                         help="trials harness may run (default: --trials, the peer's); with a pruner it may run more")
     parser.add_argument("--warm-start", default="none", help="harness's --warm-start (none or defaults)")
-    parser.add_argument("--lr-range-test", action="store_true", help="harness runs --lr-range-test")
+    parser.add_argument("--lr-range-test", action="store_true",
+                        help="harness runs --lr-range-test (without it: --no-lr-range-test, whatever the axis)")
     parser.add_argument("--lr-low", type=float, default=LR_LOW, help=f"the learning-rate axis's low end, both sides "
                         f"(default {LR_LOW:g})")
     parser.add_argument("--lr-high", type=float, default=LR_HIGH, help=f"its high end (default {LR_HIGH:g}); log-uniform")
