@@ -453,7 +453,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="harness runs --lr-range-test (without it: --no-lr-range-test, whatever the axis)")
     parser.add_argument("--lr-low", type=float, default=LR_LOW, help=f"the learning-rate axis's low end, both sides "
                         f"(default {LR_LOW:g})")
-    parser.add_argument("--lr-high", type=float, default=LR_HIGH, help=f"its high end (default {LR_HIGH:g}); log-uniform")
+    parser.add_argument("--lr-high", type=float, default=LR_HIGH,
+                        help=f"its high end (default {LR_HIGH:g}); log-uniform")
     parser.add_argument("--pack", type=int, default=1, help="harness's --pack K: K trials trained at once on one "
                         "copy of the base (issue 24; on a GPU, where small-batch steps are host-bound)")
     parser.add_argument("--label", default="", help="a name for this harness configuration in the results")

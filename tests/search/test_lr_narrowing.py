@@ -85,7 +85,8 @@ def test_by_default_a_range_test_runs_only_where_the_axis_spans_two_decades_or_m
         return parse_space({"axes": {"learning_rate": axis}})
 
     wide = auto_reason(space({"low": 1e-5, "high": 1e-2, "log": True}), "tpe")
-    assert wide == "learning_rate spans 1000x (1e-05 to 0.01): a range test keeps the one decade the model trains best in"
+    assert wide == ("learning_rate spans 1000x (1e-05 to 0.01): a range test keeps the one decade the model trains "
+                    "best in")
     assert auto_reason(space({"low": 1e-5, "high": 1e-2, "log": True}), "grid") is None  # a grid is not tested
     assert auto_reason(space({"low": 1e-4, "high": 1e-2, "log": True}), "random") is not None  # tiny.yaml's 100x
     assert auto_reason(space({"low": 1e-4, "high": 1e-3, "log": True}), "tpe") is None  # default.yaml's decade
