@@ -486,16 +486,17 @@ class Sweep:
         """--lr-range-test: run a range test per quantization mode once per study (or take the study's stored
         one) and search the learning rate in the range it supports from here on (harness.search.lr_range)."""
         stored = self.study.user_attrs.get(LR_RANGE_ATTR)
-        if stored is None and self.spec.lr_range_test is None:  # the default: on where it can pay, in a new study
-            why = auto_reason(self.space, self.spec.sampler)
-            if why is None or self.study.get_trials(deepcopy=False):
-                return
-            self.progress.note(f"{why}, so one learning-rate range test per quantization mode narrows it first "
-                               "(--no-lr-range-test skips it)")
-        elif stored is None and not self.spec.lr_range_test:
-            return
         if stored is None:
-            if self.study.get_trials(deepcopy=False):
+            wanted = self.spec.lr_range_test
+            if wanted is None:  # the default: on where it can pay, in a new study
+                why = auto_reason(self.space, self.spec.sampler)
+                if why is None or self.study.get_trials(deepcopy=False):
+                    return
+                self.progress.note(f"{why}, so one learning-rate range test per quantization mode narrows it first "
+                                   "(--no-lr-range-test skips it)")
+            elif not wanted:
+                return
+            elif self.study.get_trials(deepcopy=False):
                 raise SpecError(f"--lr-range-test: study {self.spec.study!r} already has trials that searched the "
                                 "whole learning-rate axis; a range test must come before the first trial: use a "
                                 "new --study name")
