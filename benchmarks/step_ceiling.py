@@ -31,6 +31,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # step_overhead, its sibling
+
+from step_overhead import trial_setup  # noqa: E402
 
 PRODUCTS = ("aten::mm", "aten::bmm", "aten::addmm")
 
@@ -58,15 +61,9 @@ def main() -> None:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from harness.config.dataset import DataSpec
-    from harness.config.lora import LoraSpec
-    from harness.config.model import ModelSpec, QuantSpec
-    from harness.config.training import TrainSpec
-    from harness.config.trial import TrialConfig
-    from harness.data import load_examples, make_batches, tokenize_splits
     from harness.runtime.devices import compute_dtype, device_name, pick_device
     from harness.runtime.quiet import filter_known_warnings
-    from harness.trial.models import checkpoint_path, load_base_model, load_tokenizer, resolve_model
+    from harness.trial.models import load_base_model
     from harness.trial.run import attach_adapter
     from harness.trial.source import describe_source
     from harness.trial.train import train
@@ -75,16 +72,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     device = pick_device()
     if device != "cpu":
         raise SystemExit(f"step_ceiling.py profiles the CPU; the device here is {device} (use gpu_check.sh)")
-    resolved = resolve_model(args.model)
-    path = checkpoint_path(resolved)
-    data = DataSpec()
-    tokenizer = load_tokenizer(path)
-    tokenized = tokenize_splits(load_examples(data), tokenizer, data)
-    batches = make_batches(tokenized.train, args.batch_size, tokenizer.pad_token_id, shuffle_seed=0)
-    total = args.warmup + 2 * args.steps + 1
-    spec = TrainSpec(learning_rate=1e-4, max_steps=total, batch_size=args.batch_size)
-    config = TrialConfig(model=ModelSpec(args.model), quant=QuantSpec(args.quantization),
-                         lora=LoraSpec(r=args.r, alpha=2.0 * args.r), train=spec, data=data)
+    resolved, path, batches, config = trial_setup(args.model, args.quantization, args.r, args.batch_size,
+                                                  args.warmup + 2 * args.steps + 1)
+    spec, data = config.train, config.data
     torch.manual_seed(0)
     model = attach_adapter(load_base_model(path, args.quantization, device, data.max_seq_len), config)
     phases = _Phases(args.warmup, args.steps)

@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -56,32 +56,52 @@ def main() -> None:
         print(f"written: {args.json}")
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
+class StepTrial(NamedTuple):
+    """What the step benchmarks (this script, step_ceiling.py) train: `trial_setup`."""
 
+    resolved: Any
+    path: str
+    batches: list[Any]
+    config: Any
+
+
+def trial_setup(model: str, quantization: str, r: int, batch_size: int, max_steps: int) -> StepTrial:
+    """The model resolved and its checkpoint, the default sweep's data (stdlib-qa, sequences of at most 128
+    tokens) in the harness's batches (shuffle seed 0), and a LoRA trial on it: r, alpha 2r on every linear
+    layer, learning rate 1e-4, `max_steps` steps."""
     from harness.config.dataset import DataSpec
     from harness.config.lora import LoraSpec
     from harness.config.model import ModelSpec, QuantSpec
     from harness.config.training import TrainSpec
     from harness.config.trial import TrialConfig
     from harness.data import load_examples, make_batches, tokenize_splits
+    from harness.trial.models import checkpoint_path, load_tokenizer, resolve_model
+
+    resolved = resolve_model(model)
+    path = checkpoint_path(resolved)
+    data = DataSpec()
+    tokenizer = load_tokenizer(path)
+    tokenized = tokenize_splits(load_examples(data), tokenizer, data)
+    batches = make_batches(tokenized.train, batch_size, tokenizer.pad_token_id, shuffle_seed=0)
+    spec = TrainSpec(learning_rate=1e-4, max_steps=max_steps, batch_size=batch_size)
+    config = TrialConfig(model=ModelSpec(model), quant=QuantSpec(quantization), lora=LoraSpec(r=r, alpha=2.0 * r),
+                         train=spec, data=data)
+    return StepTrial(resolved, path, batches, config)
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
     from harness.runtime.devices import device_name, pick_device
     from harness.trial import head
-    from harness.trial.models import checkpoint_path, load_base_model, load_tokenizer, resolve_model
+    from harness.trial.models import load_base_model
     from harness.trial.run import attach_adapter, release_memory
     from harness.trial.source import describe_source
 
     device = pick_device()
-    resolved = resolve_model(args.model)
-    path = checkpoint_path(resolved)
-    data = DataSpec()  # the default sweep's data: stdlib-qa, sequences of at most 128 tokens
-    tokenizer = load_tokenizer(path)
-    tokenized = tokenize_splits(load_examples(data), tokenizer, data)
-    batches = make_batches(tokenized.train, args.batch_size, tokenizer.pad_token_id, shuffle_seed=0)
-    steps_per_loop = args.rounds * args.steps
-    spec = TrainSpec(learning_rate=1e-4, max_steps=steps_per_loop, batch_size=args.batch_size)
-    config = TrialConfig(model=ModelSpec(args.model), quant=QuantSpec(args.quantization),
-                         lora=LoraSpec(r=args.r, alpha=2.0 * args.r), train=spec, data=data)
+    resolved, path, batches, config = trial_setup(args.model, args.quantization, args.r, args.batch_size,
+                                                  args.rounds * args.steps)
+    spec, data = config.train, config.data
     models = {}
     for name in LOOPS:
         torch.manual_seed(0)  # the same initial adapter for every loop
