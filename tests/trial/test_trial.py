@@ -167,27 +167,73 @@ def test_tokens_per_second_counts_real_tokens_only(cache: TrialCache) -> None:
     assert real <= padded
 
 
+def _quantized_state(model: torch.nn.Module) -> dict[str, object]:
+    """Every parameter and buffer of a model as stored, and every field of each bitsandbytes quantization state
+    (4-bit: packed data, absmax, code, offset, blocksize, dtype, shape and the nested absmax/code of double
+    quantization; 8-bit: the int8 data and its per-row scales SCB), flattened to name -> tensor or value."""
+    state: dict[str, object] = {}
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        state[name] = tensor.detach()
+        quant = getattr(tensor, "quant_state", None)
+        if quant is not None:
+            for key, value in quant.as_dict(packed=False).items():
+                state[f"{name}.quant_state.{key}"] = value
+        if getattr(tensor, "SCB", None) is not None:
+            state[f"{name}.SCB"] = tensor.SCB
+    return state
+
+
+def _differences(a: dict[str, object], b: dict[str, object]) -> list[str]:
+    """Names whose entries differ (exactly: same dtype, shape and bits for tensors; == for anything else)."""
+    names = sorted(set(a) | set(b))
+    return [n for n in names if n not in a or n not in b or not (
+        torch.equal(a[n], b[n]) and a[n].dtype == b[n].dtype if isinstance(a[n], torch.Tensor) else a[n] == b[n])]
+
+
+@pytest.mark.parametrize("numerics", ["device", "fp32"])
 @pytest.mark.parametrize("mode", ["int8", "nf4-dq"])
-def test_quantized_checkpoint_is_built_once_and_loads_identical_weights(mode: str, tiny_checkpoint: str) -> None:
-    """Trials load a cached quantized checkpoint instead of requantizing; it must hold the very same weights."""
+def test_quantized_checkpoint_is_built_once_and_loads_identical_weights(mode: str, numerics: str, tiny_checkpoint: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trials load a cached quantized checkpoint instead of requantizing; it must hold the very same weights.
+
+    Compared like with like: the fresh load uses the attention implementation load_base_model uses (eager
+    and sdpa differ by rounding, 2.4e-7 in the logits on AVX2-only CPUs), and the quantized state itself is
+    compared field by field, so the test fails when the cache changes any stored bit and passes on every CPU.
+    `fp32` runs it in the numerics of a CPU without native bf16 (AVX2 only) whatever this CPU has."""
     from transformers import AutoModelForCausalLM
 
+    if numerics == "fp32":
+        monkeypatch.setattr("harness.runtime.devices.bf16_supported", lambda device: False)
+
     from harness.runtime.devices import compute_dtype
-    from harness.trial.models import keep_4bit_training_layout, quantized_checkpoint
+    from harness.trial.models import attention_for, keep_4bit_training_layout, quantized_checkpoint
     from harness.trial.quantization import quantization_config
 
     dtype = compute_dtype("cpu")
+    assert numerics == "device" or dtype == torch.float32
     from peft import prepare_model_for_kbit_training
 
     fresh = prepare_model_for_kbit_training(AutoModelForCausalLM.from_pretrained(
-        tiny_checkpoint, dtype=dtype, device_map={"": "cpu"}, quantization_config=quantization_config(mode, dtype)),
-        use_gradient_checkpointing=False)
+        tiny_checkpoint, dtype=dtype, device_map={"": "cpu"}, quantization_config=quantization_config(mode, dtype),
+        attn_implementation=attention_for("cpu", None)), use_gradient_checkpointing=False)
     keep_4bit_training_layout(fresh)  # as every load does: on AVX512-BF16 CPUs the 4-bit layout otherwise differs
+    for param in fresh.parameters():
+        param.requires_grad_(False)  # as load_base_model leaves them
     cached = load_base_model(tiny_checkpoint, mode, "cpu")
     folder = quantized_checkpoint(tiny_checkpoint, mode, "cpu")
     stamp = (folder / "config.json").stat().st_mtime_ns
     assert quantized_checkpoint(tiny_checkpoint, mode, "cpu") == folder
     assert (folder / "config.json").stat().st_mtime_ns == stamp  # not rebuilt
+    assert fresh.config._attn_implementation == cached.config._attn_implementation
+    fresh_state, cached_state = _quantized_state(fresh), _quantized_state(cached)
+    fields = [n for n in fresh_state if ".quant_state." in n or n.endswith(".SCB")]
+    assert fields, "no quantization state found: the comparison would not cover the quantized weights"
+    assert _differences(fresh_state, cached_state) == []
     ids = torch.randint(0, 1000, (2, 12))
     with torch.no_grad():
         assert torch.equal(fresh(input_ids=ids).logits, cached(input_ids=ids).logits)
+    # The comparison is not vacuous: one changed byte of one quantized weight is found, and only it.
+    name = next(n for n, p in cached.named_parameters() if p.dtype in (torch.uint8, torch.int8))
+    changed = dict(cached_state, **{name: cached_state[name].clone()})
+    changed[name].view(-1)[0] += 1
+    assert _differences(fresh_state, changed) == [name]
