@@ -15,7 +15,6 @@ from typing import Any, Optional
 
 import typer
 
-from harness.search.recovery import Heartbeat
 from harness.config.errors import SpecError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=False,
@@ -88,46 +87,16 @@ def sweep(
                                               help="axolotl, llamafactory or trl (default: detected from the keys)."),
 ) -> None:
     """Run (or resume) a study: each trial fine-tunes a LoRA/QLoRA adapter and scores it."""
-    from harness.config.experiment import build_sweep_spec, load_experiment
-    from harness.search.study import storage_for_workers
+    import harness
 
-    file_values = load_experiment(experiment) if experiment else {}
-    if from_format is not None and from_config is None:
-        raise SpecError("--from-format names the tool of a --from-config file; give --from-config FILE too")
-    tool = None
-    if from_config is not None:
-        from harness.config.tools.reading import read_tool_config, summary_lines, sweep_values
-
-        tool = read_tool_config(from_config, from_format)
-        file_values = sweep_values(tool, file_values)
-        for line in summary_lines(tool):
-            typer.echo(line)
-    flags = dict(model=model, data=data, space=space, trials=trials, study=study, storage=storage,
-                 max_steps=max_steps, seed=seed, out=out, wandb=wandb, sampler=sampler, pruner=pruner,
-                 objectives=objectives, warm_start=warm_start, lr_range_test=lr_range_test,
-                 task_metrics=task_metrics, pack=pack)
-    spec = build_sweep_spec(file_values, flags, str(experiment) if experiment else "flags")
-    if tool is not None and space is None and "space" not in file_values:
-        spec = _space_around(spec, tool)
-    _run_sweep(storage_for_workers(spec, 1 if workers is None else workers), workers=workers or 1,
-               heartbeat=Heartbeat.from_flags(heartbeat_interval, grace_period))
-
-
-def _space_around(spec: Any, tool: Any) -> Any:
-    """The sweep's space when it starts from a tool's file and names none: around the file's LoRA settings,
-    written into the study's folder (and printed)."""
-    import dataclasses
-
-    import yaml
-
-    from harness.config.tools.reading import space_around
-
-    space = space_around(tool)
-    path = Path(spec.out_dir) / "space_from_config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# Written by harness sweep --from-config {tool.path}\n" + yaml.safe_dump(space, sort_keys=False))
-    typer.echo(f"search space: {path} ({space['description']})")
-    return dataclasses.replace(spec, space=str(path))
+    with _sweep_errors():
+        handle = harness.sweep(experiment, model=model, data=data, space=space, trials=trials, study=study,
+                               storage=storage, max_steps=max_steps, seed=seed, out=out, wandb=wandb,
+                               sampler=sampler, pruner=pruner, warm_start=warm_start, task_metrics=task_metrics,
+                               lr_range_test=lr_range_test, objectives=objectives, workers=workers, pack=pack,
+                               heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                               from_config=from_config, from_format=from_format, say=typer.echo)
+    _print_sweep_end(handle)
 
 
 @app.command()
@@ -143,20 +112,18 @@ def worker(
     grace_period: Optional[int] = GRACE_OPTION,
 ) -> None:
     """Join an existing study and run trials of it with the settings it was created with."""
-    import dataclasses
+    import harness
 
-    from harness.search.study import joined_spec
-
-    spec, target = joined_spec(study, storage, out, trials)
-    if pack is not None:
-        spec = dataclasses.replace(spec, pack=pack)
-    _run_sweep(spec, heartbeat=Heartbeat.from_flags(heartbeat_interval, grace_period), target=target, joined=True)
+    with _sweep_errors():
+        handle = harness.worker(study=study, storage=storage, trials=trials, out=out, pack=pack,
+                                heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    _print_sweep_end(handle)
 
 
 @contextlib.contextmanager
 def _sweep_errors() -> Iterator[None]:
-    """Failed parallel workers: one `harness: error:` line, exit 1 (a Ctrl-C, SweepInterrupted, is mapped
-    to 130 by main through harness.search.exits)."""
+    """Failed parallel workers: one `harness: error:` line, exit 1 (a Ctrl-C is mapped to 130 by main through
+    harness.search.exits)."""
     from harness.search.workers import WorkersFailed
 
     try:
@@ -165,14 +132,10 @@ def _sweep_errors() -> Iterator[None]:
         _fail(str(failed), 1)
 
 
-def _run_sweep(spec: Any, *, workers: int = 1, heartbeat: Any = None, target: Optional[int] = None,
-               joined: bool = False) -> None:
-    from harness.search.launch import run_sweep
+def _print_sweep_end(handle: Any) -> None:
     from harness.search.progress import print_sweep_end
 
-    with _sweep_errors():
-        outcome = run_sweep(spec, workers=workers, heartbeat=heartbeat, target=target, joined=joined)
-    print_sweep_end(outcome, spec.objectives)
+    print_sweep_end(handle.outcome, handle.spec.objectives)
 
 
 STUDY_OPTION = typer.Option("default", help="Study name.")
@@ -190,15 +153,6 @@ RESOLUTION_OPTION = typer.Option(None, "--resolution",
                                       "objective's units (0.02).")
 
 
-def _check_sequential(confirm_until: Optional[str], resolution: Optional[str]) -> None:
-    """`--confirm-until` and `--resolution` of compare and validate, checked before anything runs (exit 2)."""
-    from harness.evidence.sequential import parse_resolution
-
-    parse_resolution(resolution)
-    if confirm_until not in (None, "resolved"):
-        _fail(f"--confirm-until {confirm_until!r} is not a rule: the one rule is `resolved`", 2)
-
-
 @app.command("import")
 def import_(
     records: Path = typer.Argument(..., help="The trials.jsonl a sweep wrote."),
@@ -214,45 +168,20 @@ def import_(
 ) -> None:
     """Rebuild a study from its trials.jsonl (when its database is gone): compare, recommend, report and
     further confirmation seeds then work on it."""
-    from harness.config.experiment import build_sweep_spec, load_experiment, resolve_space
-    from harness.config.space import load_space
-    from harness.search.importing import import_records
+    import harness
 
-    file_values = load_experiment(experiment) if experiment else {}
-    flags = dict(model=model, space=space, study=study, storage=storage, max_steps=max_steps, seed=seed, out=out)
-    spec = build_sweep_spec(file_values, flags, str(experiment) if experiment else "flags")
-    import_records(records, spec, load_space(resolve_space(spec.space)), say=typer.echo)
+    harness.import_(records, experiment, study=study, storage=storage, out=out, model=model, space=space,
+                    max_steps=max_steps, seed=seed, say=typer.echo)
 
 
 @app.command()
 def status(study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION) -> None:
     """A table of the study's trials."""
+    import harness
     from harness.search.progress import print_status
-    from harness.config.paths import study_storage_url
 
-    print_status(study, study_storage_url(study, storage, out))
-
-
-def _view(study: str, storage: Optional[str], out: Optional[str], confirm_seeds: int = 0, confirm_top: int = 1) -> Any:
-    """The study read back, after running the confirmation trials asked for (if any, of each quantization mode)."""
-    return _grouped_view(study, storage, out, None, confirm_seeds, confirm_top)[0]
-
-
-def _grouped_view(study: str, storage: Optional[str], out: Optional[str], by: Optional[str], confirm_seeds: int = 0,
-                  confirm_top: int = 1, pack: int = 1) -> tuple[Any, Any]:
-    """The study read back and its grouping for `--by` (harness.evidence.grouping; None: by quantization mode), after
-    running the confirmation trials asked for (if any, of each group)."""
-    from harness.evidence.confirm import run_confirmations
-    from harness.evidence.grouping import grouping
-    from harness.search.readout import open_view
-
-    view = open_view(study, storage, out)
-    groups = grouping(by, view.sweep, view.attrs.get("space"))
-    if not confirm_seeds:
-        return view, groups
-    with _sweep_errors():
-        run_confirmations(view, confirm_seeds, confirm_top, out, say=typer.echo, by=groups, pack=pack)
-    return open_view(study, storage, out), groups
+    handle = harness.status(study, storage=storage, out=out)
+    print_status(handle.study, handle.storage)
 
 
 @app.command()
@@ -276,28 +205,21 @@ def compare(
 ) -> None:
     """LoRA vs QLoRA (or any categorical axis, --by): per group, quality, memory and time; writes
     comparison.md/json (comparison_by_<axes>.md/json with --by)."""
-    from harness.evidence.compare import build_comparison, write_comparison
-    from harness.evidence.confirm import confirm_until_resolved
+    import harness
     from harness.search.progress import comparison_table, print_table
-    from harness.config.paths import study_reports_dir
 
-    _check_sequential(confirm_until, resolution)
-    if confirm_until and confirm_seeds:
-        _fail("--confirm-until and --confirm-seeds both say how many seeds to run: give one", 2)
-    view, groups = _grouped_view(study, storage, out, by, confirm_seeds, confirm_top, pack)
-    sequential = max_seeds if confirm_until else None
-    if confirm_until:
-        with _sweep_errors():
-            view = confirm_until_resolved(view, max_seeds, resolution, confirm_top, out, typer.echo, groups, pack)
-    comparison = build_comparison(view, device, groups, resolution, sequential)
-    md, js = write_comparison(comparison, Path(study_reports_dir(study, reports_dir)))
-    for line in comparison.setup:
+    with _sweep_errors():
+        result = harness.compare(study, storage=storage, out=out, reports_dir=reports_dir,
+                                 confirm_seeds=confirm_seeds, confirm_top=confirm_top, device=device, by=by,
+                                 confirm_until=confirm_until, max_seeds=max_seeds, resolution=resolution,
+                                 pack=pack, say=typer.echo)
+    setup, tail = result.lines()
+    for line in setup:
         typer.echo(line)
-    print_table(comparison_table(comparison))
-    for line in (comparison.headlines + comparison.costs + [f"note: {n}" for n in comparison.notes]
-                 + [f"warning: {w}" for w in comparison.edge_warnings]):
+    print_table(comparison_table(result.comparison))
+    for line in tail:
         typer.echo(line)
-    typer.echo(f"written: {md} and {js}")
+    typer.echo(f"written: {result.markdown} and {result.json}")
 
 
 QUANTIZATION_EXPORT_OPTION = typer.Option(None, "--quantization",
@@ -327,39 +249,35 @@ def recommend(
 ) -> None:
     """The recommended config(s) as YAML that peft.LoraConfig, BitsAndBytesConfig and TrainingArguments load,
     and (--format) as Axolotl, LLaMA-Factory, TRL or Unsloth configs, or your own file tuned."""
-    from harness.evidence.recommend import recommend_many, recommend_study, summary_lines, write_recommended
-    from harness.config.paths import study_reports_dir
-    from harness.publish.exports import parse_formats
+    import harness
 
-    wanted = parse_formats(formats)
     out, path = _recommend_paths(out, sweep_dir)
-    names = list(from_ or [])
-    sweep: dict[str, Any] = {}
-    if names:
-        doc = recommend_many([_view(n, storage, None, confirm_seeds, confirm_top) for n in names])
-        path = path or Path(study_reports_dir("+".join(names), reports_dir)) / "recommended.yaml"
-    else:
-        view = _view(study, storage, out, confirm_seeds, confirm_top)
-        doc, sweep = recommend_study(view, max_memory_mb, allow_diverged), view.sweep
-        path = path or Path(study_reports_dir(study, reports_dir)) / "recommended.yaml"
-    command = "harness " + " ".join(sys.argv[1:])
-    write_recommended(doc, path, command)
-    for line in summary_lines(doc, path):
+    with _exports():
+        _print_recommendation(harness.recommend(
+            study, storage=storage, out=out, reports_dir=reports_dir, from_=from_, max_memory_mb=max_memory_mb,
+            confirm_seeds=confirm_seeds, confirm_top=confirm_top, allow_diverged=allow_diverged, formats=formats,
+            quantization=quantization, file=path, command=_command(), say=typer.echo))
+
+
+def _command() -> str:
+    return "harness " + " ".join(sys.argv[1:])
+
+
+def _print_recommendation(result: Any) -> None:
+    for line in result.summary + result.exports:
         typer.echo(line)
-    _export(doc, path, wanted, command, sweep, quantization)
 
 
-def _export(doc: dict[str, Any], path: Path, formats: tuple[str, ...], command: str, sweep: dict[str, Any],
-            quantization: Optional[str] = None) -> None:
-    """Write the --format files beside recommended.yaml; a refused format is one line each and exit 2, after
-    the others are written."""
-    from harness.publish.exports import write_exports
+@contextlib.contextmanager
+def _exports() -> Iterator[None]:
+    """A refused --format: the files written first, then one line for the refused ones, exit 2."""
+    from harness.api.readouts import ExportRefused
 
-    lines, refused = write_exports(doc, path.parent, formats, command, sweep, quantization)
-    for line in lines:
-        typer.echo(line)
-    if refused:
-        _fail("; ".join(refused), 2)
+    try:
+        yield
+    except ExportRefused as refused:
+        _print_recommendation(refused.result)
+        _fail(str(refused), 2)
 
 
 @app.command()
@@ -369,15 +287,11 @@ def export(
     quantization: Optional[str] = QUANTIZATION_EXPORT_OPTION,
 ) -> None:
     """An existing recommended.yaml as Axolotl, LLaMA-Factory, TRL or Unsloth configs, written beside it."""
-    from harness.config.files import load_mapping
-    from harness.publish.exports import parse_formats
+    import harness
 
-    wanted = parse_formats(formats) or ("axolotl", "llamafactory", "trl", "unsloth")
-    if "same" in wanted:
-        raise SpecError("--format same needs the study (harness recommend --study NAME --format same)")
-    doc = load_mapping(recommended, missing=f"{recommended}: no such file (write one with harness recommend --study NAME)",
-                       not_mapping=f"{recommended}: not a recommended.yaml (expected a mapping)")
-    _export(doc, recommended, wanted, "harness " + " ".join(sys.argv[1:]), {}, quantization)
+    with _exports():
+        _print_recommendation(harness.export(recommended, formats=formats, quantization=quantization,
+                                             command=_command()))
 
 
 def _recommend_paths(out: Optional[str], sweep_dir: Optional[str]) -> tuple[Optional[str], Optional[Path]]:
@@ -421,25 +335,20 @@ def validate(
     pack: int = RERUN_PACK_OPTION,
 ) -> None:
     """Re-train the top configs and the published defaults at the real budget; does the ranking hold?"""
-    from harness.config.paths import study_reports_dir
-    from harness.evidence.validate import run_validation, validate_until_resolved
-    from harness.evidence.validation import verdict_lines
-    from harness.publish.documents import write_validation
+    import harness
 
-    _check_sequential(confirm_until, resolution)
-    options = dict(steps=steps, epochs=epochs, top=top, defaults=defaults, defaults_file=defaults_file, out=out,
-                   workers=workers, wandb=wandb, pack=pack)
     with _sweep_errors():
-        if confirm_until:
-            result = validate_until_resolved(_view(study, storage, out), max_seeds, resolution, say=typer.echo,
-                                             **options)
-        else:
-            result = run_validation(_view(study, storage, out), seeds=seeds, say=typer.echo, **options)
-    files = write_validation(result.doc, Path(study_reports_dir(study, reports_dir)),
-                             "harness " + " ".join(sys.argv[1:]))
-    for line in verdict_lines(result.doc):
+        result = harness.validate(study, storage=storage, out=out, reports_dir=reports_dir, steps=steps,
+                                  epochs=epochs, top=top, seeds=seeds, defaults=defaults, defaults_file=defaults_file,
+                                  workers=workers, wandb=wandb, confirm_until=confirm_until, max_seeds=max_seeds,
+                                  resolution=resolution, pack=pack, command=_command(), say=typer.echo)
+    _print_documents(result)
+
+
+def _print_documents(result: Any) -> None:
+    for line in result.lines:
         typer.echo(line)
-    typer.echo(f"written: {', '.join(map(str, files))}")
+    typer.echo(f"written: {', '.join(map(str, result.files))}")
 
 
 @app.command()
@@ -465,21 +374,13 @@ def advise(
 ) -> None:
     """Should you fine-tune, retrieve, or both? Scores base, rag, finetuned and finetuned+rag (and failed retrieval)
     on the study's held-out questions."""
-    from harness.advise.run import plan_advice, run_advice
-    from harness.search.readout import open_view
-    from harness.config.paths import study_reports_dir
+    import harness
 
-    if max_context_tokens < 1:
-        _fail(f"--max-context-tokens must be >= 1, got {max_context_tokens}", 2)
-    plan = plan_advice(open_view(study, storage, out), corpus=corpus, k=k, retriever=retriever, adapter=adapter,
-                       questions=questions, out=out, passage_words=passage_words, overlap_words=overlap_words,
-                       metric=metric)
-    doc, files = run_advice(plan, reports_dir=Path(study_reports_dir(study, reports_dir)), out=out,
-                            max_context_tokens=max_context_tokens, wandb=wandb,
-                            command="harness " + " ".join(sys.argv[1:]), say=typer.echo)
-    for line in doc["verdict"]:
-        typer.echo(line)
-    typer.echo(f"written: {', '.join(map(str, files))}")
+    _print_documents(harness.advise(study, storage=storage, out=out, reports_dir=reports_dir, corpus=corpus, k=k,
+                                    retriever=retriever, adapter=adapter, questions=questions,
+                                    max_context_tokens=max_context_tokens, passage_words=passage_words,
+                                    overlap_words=overlap_words, metric=metric, wandb=wandb, command=_command(),
+                                    say=typer.echo))
 
 
 @app.command()
@@ -490,20 +391,11 @@ def report(
     by: str = typer.Option("quantization", "--by", help="What the report's comparison groups by (as compare --by)."),
 ) -> None:
     """report.md and a self-contained report.html with plots; a W&B summary run."""
-    from harness.publish.folder import publish
-    from harness.config.paths import study_reports_dir
+    import harness
 
-    view, groups = _grouped_view(study, storage, out, by)
-    published = publish(view, Path(study_reports_dir(study, reports_dir)), wandb,
-                        "harness " + " ".join(sys.argv[1:]), out, groups)
-    files = published.files
-    for name, reason in files.skipped.items():
-        typer.echo(f"skipped {name}: {reason}")
-    typer.echo(f"written: {files.markdown} and {files.html} ({len(files.plots)} plots)")
-    if published.wandb_dir:
-        typer.echo(f"wandb:   summary run in {published.wandb_dir}")
-    for warning in published.warnings:
-        typer.echo(f"warning: {warning}")
+    for line in harness.report(study, storage=storage, out=out, reports_dir=reports_dir, wandb=wandb, by=by,
+                               command=_command()).lines():
+        typer.echo(line)
 
 
 @app.command()
@@ -514,9 +406,9 @@ def dashboard(
 ) -> None:
     """optuna-dashboard on the study's storage: trials with their params, objective values, status and reason,
     plots, and the best adapter and report files to download. Ctrl-C stops it (exit 0)."""
-    from harness.publish.dashboard import open_dashboard
+    import harness
 
-    board = open_dashboard(study, storage, out, host, port)
+    board = harness.dashboard(study, storage=storage, out=out, port=port, host=host)
     typer.echo(f"optuna-dashboard: {board.url} (study {study!r}; Ctrl-C stops it)")
     if board.artifacts is None:
         typer.echo("note: the study's folder has no artifacts yet: the best adapter is stored when a sweep ends, "
@@ -530,14 +422,15 @@ def datasets() -> None:
     """The built-in datasets: what each holds, its size and the task metrics it is scored with."""
     from rich.table import Table
 
-    from harness.data import describe_builtins
+    import harness
     from harness.search.progress import print_table
 
+    frame = harness.datasets()
     table = Table(title="built-in datasets (use with --data NAME)", title_justify="left")
-    for name in ("name", "train", "eval", "metrics", "description"):
+    for name in frame.columns:
         table.add_column(name, justify="right" if name in ("train", "eval") else "left")
-    for name, description, n_train, n_eval, metrics in describe_builtins():
-        table.add_row(name, str(n_train), str(n_eval), ", ".join(metrics), description)
+    for row in frame.itertuples(index=False):
+        table.add_row(*map(str, row))
     print_table(table)
     typer.echo("Local files: JSONL/JSON/CSV/Parquet with messages, prompt/completion, instruction/input/output, "
                "text, or text/label columns.")
@@ -555,24 +448,19 @@ def doctor(
 ) -> None:
     """What this machine can run: device, dtypes, bitsandbytes, which quantization modes work; with --pack-fit,
     how many members of a pack of that model fit its memory."""
-    from harness.trial.pack_fit import check_args, measure_pack_fit
+    import harness
 
-    if pack_fit is not None:
-        check_args(mode, batch=batch, seq=seq, rank=rank)  # before the report, which loads bitsandbytes
-    from harness.trial.doctor import format_report, run_doctor
-
-    typer.echo(format_report(run_doctor(check_modes=not quick)))
-    if pack_fit is not None:
-        typer.echo(f"pack fit        measuring packs of 1 and 2 of {pack_fit} ({mode})...")
-        fit = measure_pack_fit(pack_fit, mode, batch=batch, seq=seq, rank=rank)
-        typer.echo(f"pack fit        {fit.line()}")
+    harness.doctor(quick=quick, pack_fit=pack_fit, mode=mode, batch=batch, seq=seq, rank=rank, say=typer.echo)
 
 
 def main() -> None:
     """Console-script entry: one line on stderr for a failure, the exit code from harness.search.exits."""
+    from harness.runtime.redaction import SECRET_ARGS_NOTE, redact_text, secret_in_args
     from harness.search.exits import FAILED, Interrupted, exit_code, is_usage_error
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if secret_in_args(sys.argv[1:]):
+        typer.echo(f"harness: note: {SECRET_ARGS_NOTE}", err=True)
     try:
         code = app(standalone_mode=False)
     except typer.Exit as done:
@@ -580,16 +468,17 @@ def main() -> None:
     except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - the last line of defence: one line
         code = exit_code(err)
         if isinstance(err, (SpecError, Interrupted)):
-            typer.echo(f"harness: error: {err}", err=True)
+            typer.echo(f"harness: error: {redact_text(str(err))}", err=True)
         elif isinstance(err, KeyboardInterrupt):
             typer.echo("harness: interrupted", err=True)
         elif is_usage_error(err):
             # A usage error (unknown flag, bad value) from click or the click copy typer bundles: one line.
             context = getattr(getattr(err, "ctx", None), "command_path", "harness")
-            typer.echo(f"harness: error: {err.format_message()} (see `{context} --help`)", err=True)
+            typer.echo(f"harness: error: {redact_text(err.format_message())} (see `{context} --help`)", err=True)
         elif code == FAILED:
             if os.environ.get("HARNESS_DEBUG"):
                 raise
-            typer.echo(f"harness: {type(err).__name__}: {err} (set HARNESS_DEBUG=1 for the traceback)", err=True)
+            typer.echo(f"harness: {type(err).__name__}: {redact_text(str(err))} (set HARNESS_DEBUG=1 for the "
+                       "traceback)", err=True)
         sys.exit(code)
     sys.exit(code if isinstance(code, int) else 0)

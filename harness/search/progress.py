@@ -30,6 +30,29 @@ def describe_params(params: dict[str, Any]) -> str:
             + "".join(f" {part}" for part in describe_optional(params)))
 
 
+class NotebookLine:
+    """In a Jupyter kernel, rich's live line: one output line updated in place (IPython's display handle),
+    cleared when it stops, so that a notebook shows one line for the trial in flight, not a line per step."""
+
+    def __init__(self, text: str) -> None:
+        from IPython.display import display
+
+        self._handle = display(text, display_id=True)
+
+    @staticmethod
+    def available() -> bool:
+        """Running in a Jupyter kernel (a notebook, nbclient), not in a terminal IPython or plain Python."""
+        shell = sys.modules.get("IPython") and getattr(sys.modules["IPython"], "get_ipython", lambda: None)()
+        return type(shell).__name__ == "ZMQInteractiveShell"
+
+    def update(self, text: Any) -> None:
+        if self._handle is not None:
+            self._handle.update(str(text))
+
+    def stop(self) -> None:
+        self.update("")
+
+
 class SweepProgress:
     """Trial n of N, step, current loss, best so far: a live line on a terminal, plain lines elsewhere."""
 
@@ -37,15 +60,20 @@ class SweepProgress:
         self.console = console or Console(stderr=True)
         self.total, self.max_steps = total, max_steps
         self.best: float | None = None
-        self._live: Live | None = None
+        self._live: Live | NotebookLine | None = None
         self._head = self._pack_head = ""
+
+    def _start_live(self, text: str) -> None:
+        """The live line: rich's on a terminal, one updating output line in a notebook, none elsewhere."""
+        if self.console.is_terminal:
+            self._live = Live(Text(text), console=self.console, transient=True, refresh_per_second=4)
+            self._live.start()
+        elif NotebookLine.available():
+            self._live = NotebookLine(text)
 
     def start_trial(self, index: int, number: int, params: dict[str, Any]) -> None:
         self._head = f"trial {index}/{self.total} (#{number}) {describe_params(params)}"
-        if self.console.is_terminal:
-            self._live = Live(Text(self._head + "  loading..."), console=self.console, transient=True,
-                              refresh_per_second=4)
-            self._live.start()
+        self._start_live(self._head + "  loading...")
 
     def start_pack(self, members: list[tuple[int, int, dict[str, Any]]]) -> None:
         """K claimed trials (index, number, params) training as one pack: one line naming them, then the live
@@ -55,17 +83,13 @@ class SweepProgress:
         for index, number, params in members:
             self.note(f"  trial {index}/{self.total} (#{number}) {describe_params(params)}")
         self._head = self._pack_head = f"pack of {len(members)} ({numbers})"
-        if self.console.is_terminal:
-            self._live = Live(Text(self._head + "  loading..."), console=self.console, transient=True,
-                              refresh_per_second=4)
-            self._live.start()
+        self._start_live(self._head + "  loading...")
 
     def continue_pack(self) -> None:
         """The pack's live line again, after a member that left it was reported (`name_trial`, `end_trial`)."""
         self._head = self._pack_head
-        if self.console.is_terminal and self._live is None:
-            self._live = Live(Text(self._head), console=self.console, transient=True, refresh_per_second=4)
-            self._live.start()
+        if self._live is None:
+            self._start_live(self._head)
 
     def name_trial(self, index: int, number: int, params: dict[str, Any]) -> None:
         """The trial the next `end_trial` line is about (a member of a pack that just ended)."""
@@ -100,29 +124,44 @@ class SweepProgress:
         self.console.print(text, highlight=False, soft_wrap=True)
 
 
-def trials_table(rows: Iterable[dict[str, Any]], title: str) -> Table:
-    """A table of trial records (from trials.jsonl or the study): params and measured results."""
-    table = Table(title=title, title_justify="left")
+TRIAL_COLUMNS: dict[str, str] = {
+    "#": "", "state": "", "quant": "", "r": "", "alpha": ".3g", "lr": ".2e", "variant": "", "eval_loss": ".4f",
+    "ppl": ".2f", "peak MiB": ".0f", "train s": ".1f", "tok/s": ".0f", "note": ""}
+"""The columns of the status table and how each number is shown (a task metric's column: .3f)."""
+
+
+def trial_cells(rows: Iterable[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """The status table of trial records (from trials.jsonl or the study) as column names and raw values, one
+    list per trial: what `harness status` shows and what the Python API's `trials` DataFrame holds."""
     rows = list(rows)
     task_metrics = sorted({k for row in rows for k in (row.get("metrics") or {}) if k != "base_model_mb"})
     variants = any(describe_optional(row.get("params", {})) for row in rows)  # a space with variant/training axes
-    for name in ("#", "state", "quant", "r", "alpha", "lr", *(["variant"] if variants else []), "eval_loss", "ppl",
-                 *task_metrics, "peak MiB", "train s", "tok/s", "note"):
-        table.add_column(name, justify="right" if name not in ("state", "quant", "variant", "note") else "left",
-                         no_wrap=name == "variant")
+    columns = ["#", "state", "quant", "r", "alpha", "lr", *(["variant"] if variants else []), "eval_loss", "ppl",
+               *task_metrics, "peak MiB", "train s", "tok/s", "note"]
+    cells = []
     for row in rows:
         params = row.get("params", {})
         metrics = row.get("metrics") or {}
         row = {**row.get("result", {}), **{k: v for k, v in row.items() if v is not None}}
-        table.add_row(str(row["number"]), row["state"], str(params.get("quantization", "-")),
-                      _fmt(params.get("lora_r")), _fmt(params.get("lora_alpha"), ".3g"),
-                      _fmt(params.get("learning_rate"), ".2e"),
-                      *([",".join(describe_optional(params)) or "-"] if variants else []),
-                      _fmt(row.get("eval_loss"), ".4f"),
-                      _fmt(row.get("perplexity"), ".2f"), *(_fmt(metrics.get(m), ".3f") for m in task_metrics),
-                      _fmt(row.get("peak_memory_mb"), ".0f"),
-                      _fmt(row.get("train_seconds"), ".1f"), _fmt(row.get("tokens_per_second"), ".0f"),
-                      (row.get("error") or "")[:60])
+        cells.append([row["number"], row["state"], params.get("quantization"), params.get("lora_r"),
+                      params.get("lora_alpha"), params.get("learning_rate"),
+                      *([",".join(describe_optional(params)) or None] if variants else []),
+                      row.get("eval_loss"), row.get("perplexity"), *(metrics.get(m) for m in task_metrics),
+                      row.get("peak_memory_mb"), row.get("train_seconds"), row.get("tokens_per_second"),
+                      (row.get("error") or "")[:60]])
+    return columns, cells
+
+
+def trials_table(rows: Iterable[dict[str, Any]], title: str) -> Table:
+    """A table of trial records (from trials.jsonl or the study): params and measured results."""
+    table = Table(title=title, title_justify="left")
+    columns, cells = trial_cells(rows)
+    for name in columns:
+        table.add_column(name, justify="right" if name not in ("state", "quant", "variant", "note") else "left",
+                         no_wrap=name == "variant")
+    for values in cells:
+        table.add_row(*(_fmt(value, TRIAL_COLUMNS.get(name, ".3f")) if name != "note" else value
+                        for name, value in zip(columns, values)))
     return table
 
 
@@ -160,14 +199,14 @@ def record_value(record: dict[str, Any], name: str) -> float | None:
     return None
 
 
-def print_status(study: str, url: str) -> None:
-    """`harness status`: every trial of a study as the storage holds it, and the untuned baseline."""
+def print_status(loaded: Any, url: str) -> None:
+    """`harness status`: every trial of a study (an Optuna study) as the storage holds it, and the untuned
+    baseline."""
     from harness.search.readout import baseline_of
-    from harness.search.study import load_existing_study, public_url, study_rows
+    from harness.search.study import public_url, study_rows
 
-    loaded = load_existing_study(study, url)
     rows = study_rows(loaded)
-    print_table(trials_table(rows, f"study {study}: {len(rows)} trials ({public_url(url)})"))
+    print_table(trials_table(rows, f"study {loaded.study_name}: {len(rows)} trials ({public_url(url)})"))
     objective = (loaded.user_attrs.get("objectives") or ["eval_loss"])[0]
     base = baseline_of(loaded.user_attrs, "none", objective)
     if base is not None:
