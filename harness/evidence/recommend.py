@@ -34,6 +34,7 @@ from harness.config.training import TrainSpec
 from harness.trial.train import SCHEDULER_NAMES, scheduler_kwargs
 from harness.evidence.stats import Summary, summarize
 from harness.search.study import public_url
+from harness.runtime.redaction import redact_text, redact_values
 from harness.evidence.longruns import config_key, latest_link, read_validation
 from harness.evidence.validation import NOT_VALIDATED, headline
 
@@ -361,8 +362,10 @@ def _validation_lines(doc: dict[str, Any]) -> list[str]:
 
 
 def write_recommended(doc: dict[str, Any], path: Path, command: str) -> Path:
-    """Write the YAML with a header that says how to load it and what produced it."""
+    """Write the YAML with a header that says how to load it and what produced it (`command`, credentials
+    redacted)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    command, doc = redact_text(command), redact_values(doc)
     header = (f"# Recommended LoRA/QLoRA config, written by `{command}` on "
               f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.\n"
               "# Load it without harness:\n"

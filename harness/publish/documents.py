@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.evidence.validation import validation_markdown
+from harness.runtime.redaction import redact_text, redact_values
 from harness.publish.plots import plot_validation
 
 
@@ -21,6 +22,7 @@ def write_doc_files(reports_dir: Path, stem: str, doc: dict[str, Any], command: 
     import json
 
     reports_dir.mkdir(parents=True, exist_ok=True)
+    command, doc = redact_text(command), redact_values(doc)  # a --storage URL's password stays out of the files
     js = reports_dir / f"{stem}.json"
     js.write_text(json.dumps({**doc, "command": command}, indent=2, default=str))
     png = reports_dir / f"{stem}.png"

@@ -15,6 +15,7 @@ from harness.config.errors import SpecError
 from harness.config.tools import axolotl, llamafactory, trl, unsloth
 from harness.config.tools.rewrite import rewrite
 from harness.config.tools.settings import Export, Tuned, from_recommended
+from harness.runtime.redaction import redact_text
 
 TOOLS: dict[str, ModuleType] = {m.NAME: m for m in (axolotl, llamafactory, trl, unsloth)}
 FORMATS = ("peft", *TOOLS, "same")
@@ -56,7 +57,9 @@ def evidence_lines(doc: dict[str, Any]) -> list[str]:
 
 
 def render(export: Export, doc: dict[str, Any], command: str) -> str:
-    """The file: header (what wrote it, the evidence, how to load it, what it cannot express), then YAML."""
+    """The file: header (what wrote it, credentials redacted; the evidence, how to load it, what it cannot
+    express), then YAML."""
+    command = redact_text(command)
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
     header = [f"{export.tool} config of the recommended LoRA/QLoRA settings, written by `{command}` on {when} UTC.",
               *evidence_lines(doc), *export.load]

@@ -21,6 +21,7 @@ from typing import Any
 
 from harness.config.errors import SpecError
 from harness.config.experiment import spec_to_dict
+from harness.runtime.redaction import redact_url, redact_values
 from harness.config.space import SearchSpace
 from harness.config.sweep import SweepSpec
 from harness.search.readout import SEQUENTIAL_ATTR, merge_sequential
@@ -52,13 +53,14 @@ def import_records(path: Path, spec: SweepSpec, space: SearchSpace,
     except SpecError:
         exists = False
     if exists:
-        raise SpecError(f"study {spec.study!r} already exists in {spec.storage_url}; import into a new --study name")
+        raise SpecError(f"study {spec.study!r} already exists in {redact_url(spec.storage_url)}; import into a new "
+                        "--study name")
     numbers = {int(r["number"]): i for i, r in enumerate(records)}
     renumbered = sorted(numbers) != list(range(len(records)))
     new_number = {old: i for i, old in enumerate(sorted(numbers))}
     confirmations, inferred = _confirmations(records, int(spec.seed))
     study = open_study(spec, space, create=True)
-    study.set_user_attr("sweep", spec_to_dict(spec))
+    study.set_user_attr("sweep", redact_values(spec_to_dict(spec)))  # no password kept
     study.set_user_attr("imported_from", {"records": str(path), "trials": len(records)})
     first_losses = next((r["result"].get("per_example", {}).get("loss") for r in records
                          if (r.get("result") or {}).get("per_example")), None)
@@ -78,7 +80,7 @@ def import_records(path: Path, spec: SweepSpec, space: SearchSpace,
     states: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False):
         states[trial.state.name] = states.get(trial.state.name, 0) + 1
-    say(f"imported {len(records)} trials from {path} into study {spec.study!r} ({spec.storage_url}): "
+    say(f"imported {len(records)} trials from {path} into study {spec.study!r} ({redact_url(spec.storage_url)}): "
         + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))
     if inferred:
         say(f"{inferred} of them are confirmation runs inferred from their seed and params (records written before "

@@ -19,6 +19,7 @@ from harness.config.errors import SpecError
 from harness.config.objectives import TASK_METRICS, perplexity, ranked
 from harness.config.paths import study_out_dir, study_storage_url
 from harness.search.study import load_existing_study
+from harness.runtime.redaction import redact_values
 
 
 SMALL_EVAL = 50
@@ -297,7 +298,7 @@ def open_view(study: str, storage: str | None = None, out: str | None = None) ->
 
 
 def view_of(study: Any, storage_url: str, trials_jsonl: Path | None = None) -> StudyView:
-    attrs = dict(study.user_attrs)
+    attrs = redact_values(dict(study.user_attrs))  # a study stored by an older harness may hold a password
     sweep = attrs.get("sweep") or {}
     objectives = tuple(attrs.get("objectives") or sweep.get("objectives") or ("eval_loss",))
     directions = tuple(d.name.lower() for d in study.directions)

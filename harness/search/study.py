@@ -5,7 +5,6 @@ Everything here is an adapter around `run_trial`; nothing here trains.
 
 from __future__ import annotations
 
-import re
 import time
 import warnings
 from pathlib import Path
@@ -18,6 +17,8 @@ from harness.config.space import SearchSpace
 from harness.config.errors import SpecError, one_line
 from harness.config.objectives import TASK_METRICS
 from harness.config.sweep import SweepSpec
+from harness.config.paths import STORAGE_ENV, storage_from_env
+from harness.runtime.redaction import redact_text, redact_url
 
 
 def _quiet_optuna() -> None:
@@ -47,7 +48,7 @@ def make_storage(url: str) -> Any:
                 continue
             hint = (" (PostgreSQL needs a driver: pip install 'harness[postgres]', i.e. psycopg2-binary)"
                     if isinstance(err, ModuleNotFoundError) else "")
-            raise SpecError(f"storage {public_url(url)}: cannot open it ({one_line(err)}){hint}") from None
+            raise SpecError(f"storage {public_url(url)}: cannot open it ({redact_text(one_line(err))}){hint}") from None
     raise AssertionError("unreachable")
 
 
@@ -55,15 +56,9 @@ STORAGE_OPEN_ATTEMPTS = 8
 
 
 def public_url(url: str) -> str:
-    """A storage URL fit to print or commit: its password replaced by *** (a journal file path as it is)."""
-    if "://" not in url:
-        return url
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL sqlalchemy parses: hide everything before the host
-        return re.sub(r"//[^/@]*@", "//***@", url)
+    """A storage URL fit to print or commit: its password and secret query parameters replaced by *** (a journal
+    file path as it is); harness.runtime.redaction decides."""
+    return redact_url(url)
 
 
 def storage_for_workers(spec: SweepSpec, workers: int) -> SweepSpec:
@@ -78,13 +73,14 @@ def storage_for_workers(spec: SweepSpec, workers: int) -> SweepSpec:
         return spec
     alternatives = (f"leave --storage out for a journal file ({spec.out_dir}/study.journal), or give a journal "
                     "file path or a postgresql:// URL")
-    if spec.storage and spec.storage.startswith("sqlite"):
-        raise SpecError(f"--workers {workers} cannot share a SQLite storage ({spec.storage}): {alternatives}")
-    if not spec.storage and Path(spec.out_dir, "study.db").exists():
+    storage = spec.storage or storage_from_env()
+    if storage and storage.startswith("sqlite"):
+        raise SpecError(f"--workers {workers} cannot share a SQLite storage ({public_url(storage)}): {alternatives}")
+    if not storage and Path(spec.out_dir, "study.db").exists():
         raise SpecError(f"study folder {spec.out_dir} already holds a SQLite study.db, which {workers} workers "
                         f"cannot share: resume it with --workers 1, or copy it with optuna.copy_study to a "
                         "journal file or PostgreSQL and pass that as --storage")
-    return dataclasses.replace(spec, storage=spec.storage or f"{spec.out_dir}/study.journal")
+    return dataclasses.replace(spec, storage=storage or f"{spec.out_dir}/study.journal")
 
 
 def _is_schema_race(err: Exception) -> bool:
@@ -274,10 +270,15 @@ def _stored_settings(attrs: dict[str, Any]) -> dict[str, Any]:
     return build_sweep_spec(attrs["sweep"], {}, "the stored sweep").measured_settings()
 
 
-def joined_spec(study: str, storage: str, out: str | None, trials: int | None) -> tuple[SweepSpec, int | None]:
-    """What `harness worker` runs: the settings a study was created with (only its storage and output
-    folder come from the worker), and the study-wide number of trials to stop at (`trials`, else the
-    target of the last `harness sweep` on it)."""
+def joined_spec(study: str, storage: str | None, out: str | None,
+                trials: int | None) -> tuple[SweepSpec, int | None]:
+    """What `harness worker` runs: the settings a study was created with (only its storage, `storage` else
+    HARNESS_STORAGE, and output folder come from the worker), and the study-wide number of trials to stop at
+    (`trials`, else the target of the last `harness sweep` on it)."""
+    storage = storage or storage_from_env()
+    if not storage:
+        raise SpecError(f"harness worker needs the study's storage: --storage URL, or {STORAGE_ENV} in the "
+                        "environment (the same URL the sweep used)")
     if trials is not None and trials < 1:
         raise SpecError(f"--trials must be >= 1 (the study-wide number of trials to reach), got {trials}")
     loaded = load_existing_study(study, storage)

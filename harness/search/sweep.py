@@ -31,6 +31,7 @@ from harness.search.pruning import study_schedule
 from harness.search.readout import ALONE_NOTE, baseline_of, baseline_scores, small_eval_note
 from harness.search.records import STATE_OF_STATUS, append_record, build_record
 from harness.runtime.devices import THREADS_ENV
+from harness.runtime.redaction import redact_values
 from harness.search.lr_range import (ATTR as LR_RANGE_ATTR, auto_reason, lr_axis, narrow_space, range_test_params,
                                      study_record)
 from harness.search.warmstart import WarmConfig, enqueue_warm_start, warm_configs
@@ -273,7 +274,7 @@ class Sweep:
         if note:
             self.progress.note(f"warning: {note}")
         if "sweep" not in self.study.user_attrs:
-            self.study.set_user_attr("sweep", spec_to_dict(self.spec))
+            self.study.set_user_attr("sweep", redact_values(spec_to_dict(self.spec)))  # no password kept
         if self.spec.pruner != "none":
             keep_intermediate_subset(self.study, self.spec, prepared)
             self.study.set_user_attr("pruning_schedule", study_schedule(self.spec))

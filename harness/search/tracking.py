@@ -21,6 +21,7 @@ from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from harness.config.errors import SpecError, one_line
+from harness.runtime.redaction import redact_values
 
 WandbMode = Literal["offline", "online", "disabled"]
 WANDB_MODES: tuple[str, ...] = get_args(WandbMode)
@@ -221,7 +222,7 @@ def _start(*, name: str, group: str, job_type: str, config: dict[str, Any], mode
 
         run = wandb.init(
             project=os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
-            name=name, group=group, job_type=job_type, config=config, mode=mode,
+            name=name, group=group, job_type=job_type, config=redact_values(config), mode=mode,
             dir=str(Path(study_dir).resolve()), reinit="create_new",
             settings=wandb.Settings(**_QUIET_SETTINGS),
         )

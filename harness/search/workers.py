@@ -2,8 +2,9 @@
 
 The parent does everything that can fail on bad input, creates the study, scores the untuned baseline
 and fixes the target (the study's counted trials + `--trials`) once. Then it starts N workers
-(`python -m harness.search.workers JOB`), each pinned to its own GPU (CUDA_VISIBLE_DEVICES round-robin) or,
-on a CPU, to its share of the cores; prefixes their output with `[wN]`; forwards Ctrl-C; and waits.
+(`python -m harness.search.workers`, the job JSON on its stdin: it holds the storage URL, whose password must
+not show in the process list as an argument would), each pinned to its own GPU (CUDA_VISIBLE_DEVICES
+round-robin) or, on a CPU, to its share of the cores; prefixes their output with `[wN]`; forwards Ctrl-C; and waits.
 Workers claim trials under the claim lock (harness.search.recovery), so the study ends with exactly
 `--trials` more counted trials however the work was split, even when a worker dies on the way.
 """
@@ -23,7 +24,9 @@ from harness.search.exits import BAD_INPUT, FAILED, INTERRUPTED, OK, Interrupted
 from harness.search.records import read_records
 from harness.search.recovery import Heartbeat, counted
 from harness.runtime.devices import THREADS_ENV
+from harness.runtime.redaction import redact_text
 from harness.search.runner import describe_exit, die_with_parent
+from harness.search.study import public_url
 from harness.config.space import SearchSpace
 from harness.config.errors import SpecError
 from harness.config.sweep import SweepSpec
@@ -69,7 +72,7 @@ def run_parallel(spec: SweepSpec, space: SearchSpace, workers: int, heartbeat: H
     offset = log.stat().st_size if log.exists() else 0
     job = {"spec": _spec_dict(spec), "target": parent.target, "base": parent.base}
     envs = assignments(workers, visible_gpus(), len(os.sched_getaffinity(0)))
-    parent.progress.note(f"{workers} workers on study {spec.study!r} ({parent.outcome.storage}): "
+    parent.progress.note(f"{workers} workers on study {spec.study!r} ({public_url(parent.outcome.storage)}): "
                          + ", ".join(f"w{i + 1} {_where(env)}" for i, env in enumerate(envs)))
     pool = _Pool([_start({**job, "worker": i + 1}, env) for i, env in enumerate(envs)])
     codes = pool.wait(parent.progress.note)
@@ -99,10 +102,15 @@ def _start(job: dict[str, Any], env: dict[str, str]) -> subprocess.Popen:
     # A session of its own: a Ctrl-C in the terminal reaches the parent only, which forwards it once.
     # If the parent itself is killed, the kernel kills the workers too (their output has nowhere to go);
     # their trials are then recovered as lost by the next run and retried.
-    return subprocess.Popen([sys.executable, "-m", "harness.search.workers", json.dumps(job)],
-                            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True,
-                            preexec_fn=die_with_parent)
+    # The job goes through a pipe, never the arguments: /proc/PID/cmdline is readable by every user.
+    proc = subprocess.Popen([sys.executable, "-m", "harness.search.workers"],
+                            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            start_new_session=True, preexec_fn=die_with_parent)
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(job))
+    proc.stdin.close()
+    return proc
 
 
 class _Pool:
@@ -183,14 +191,14 @@ def child(job: dict[str, Any]) -> int:
     except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - one line, like cli.main
         code = exit_code(err)
         if isinstance(err, SpecError):
-            print(f"harness: error: {err}", file=sys.stderr)
+            print(f"harness: error: {redact_text(str(err))}", file=sys.stderr)
         elif isinstance(err, Interrupted):
             print(f"harness: {err}", file=sys.stderr)
         elif code == FAILED:
-            print(f"harness: {type(err).__name__}: {err}", file=sys.stderr)
+            print(f"harness: {type(err).__name__}: {redact_text(str(err))}", file=sys.stderr)
         return code
     return OK
 
 
 if __name__ == "__main__":
-    sys.exit(child(json.loads(sys.argv[1])))
+    sys.exit(child(json.loads(sys.stdin.read())))
