@@ -17,7 +17,8 @@ class ModelSpec:
     """Which base model to fine-tune."""
 
     name: str = "smollm2-135m"
-    """A built-in name (`smollm2-135m`, `tiny-llama`), a hub id, a model folder or a `.gguf` file."""
+    """A built-in name (`smollm2-135m`, `gemma3-270m`, `qwen2.5-coder-1.5b`: `harness models`; `tiny-llama`,
+    `tiny-gemma3`, `tiny-qwen2`), a hub id, a model folder or a `.gguf` file."""
 
     def __post_init__(self) -> None:
         check(isinstance(self.name, str) and self.name.strip() != "",

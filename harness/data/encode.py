@@ -158,6 +158,18 @@ def prompt_ids(tokenizer: Any, examples: list[Example]) -> list[list[int]]:
     return [next(with_template) if t else next(plain) for t in templated]
 
 
+PLAIN_TEMPLATE = "Question: {prompt}\\nAnswer: {completion}<eos>"
+"""The prompt template of a tokenizer without a chat template (a base model such as Gemma-3-270M), as trial
+records name it: one user turn only; a system message or several turns are refused (DataError)."""
+
+
+def prompt_template(tokenizer: Any) -> str:
+    """Which template formats prompts for `tokenizer`: `chat template (the tokenizer's own)` or `plain:
+    PLAIN_TEMPLATE` (plain text data gets neither: the text + eos)."""
+    return "chat template (the tokenizer's own)" if getattr(tokenizer, "chat_template", None) \
+        else f"plain: {PLAIN_TEMPLATE}"
+
+
 def _plain_prompt(messages: list[dict[str, str]]) -> str:
     """``Question: ...\\nAnswer: `` for one user turn without a chat template; empty for plain text."""
     return f"Question: {messages[0]['content']}\nAnswer: " if messages else ""

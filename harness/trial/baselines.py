@@ -37,7 +37,7 @@ def baseline_key(config: TrialConfig, cache: TrialCache) -> str:
     stamp = quantized_stamp(cache.checkpoint(config.model.name), config.quant.mode,
                             str(compute_dtype(device)).replace("torch.", ""), device)
     versions = [(name, metadata.version(name)) for name in BASELINE_PACKAGES]
-    attention = attention_for(device, config.data.max_seq_len)
+    attention = attention_for(device, config.data.max_seq_len, cache.checkpoint(config.model.name))
     return stable_hash([stamp, versions, data.split_hash, dataclasses.asdict(config.data),
                         dataclasses.asdict(config.eval), attention])
 

@@ -8,9 +8,11 @@ Measured on SmolLM2-135M (fp32, 2 CPU cores, batch 8 x 64, LoRA r 16, 40% of pos
 about +16% training tokens/s; `benchmarks/step_overhead.py` times it.
 
 The shortcut is taken only for architectures whose causal-LM forward is exactly decoder -> lm_head (no
-logit soft-capping or scaling in between, `SELECTED_HEAD_TYPES`); any other model gets the full logits
-and the same per-token losses from them. tests/trial/test_head.py holds both paths equal to the model's
-own loss and gradients in every quantization mode.
+logit soft-capping or scaling in between, `SELECTED_HEAD_TYPES`: the families of harness.trial.families
+whose row says so, Gemma 3 among them when its final-logit soft-capping is off, as Gemma-3-270M's is); any
+other model gets the full logits and the same per-token losses from them. tests/trial/test_head.py holds both
+paths equal to the model's own loss and gradients in every quantization mode, on every family's tiny model.
+Gemma 3's 262,144-token head makes this matter most there.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from harness.data.examples import IGNORE_INDEX
+from harness.trial.families import FAMILIES
 
-SELECTED_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3"})
+SELECTED_HEAD_TYPES = frozenset({"mistral", "qwen3", "phi3", "smollm3"}.union(
+    *(f.model_types for f in FAMILIES.values() if f.selected_head)))
 """`config.model_type`s whose causal-LM forward is `lm_head(decoder(...).last_hidden_state)` and nothing
-else: running the head on selected hidden states gives their logits exactly. Gemma 2's soft-capping,
-Cohere's logit scale or Granite's logit scaling would not; such models take the full-logits path."""
+else when `config.final_logit_softcapping` is unset: running the head on selected hidden states gives their
+logits exactly. Gemma 2's soft-capping, Cohere's logit scale or Granite's logit scaling would not; such
+models take the full-logits path."""
 
 
 class TokenLosses(NamedTuple):
@@ -47,7 +52,9 @@ def labelled_positions(labels: Any) -> tuple[Any, Any, Any]:
 def selects_head(model: Any) -> bool:
     """Whether `token_losses` can run the head on the labelled positions alone for this model."""
     inner = _causal_lm(model)
-    return (getattr(getattr(inner, "config", None), "model_type", None) in SELECTED_HEAD_TYPES
+    config = getattr(inner, "config", None)
+    return (getattr(config, "model_type", None) in SELECTED_HEAD_TYPES
+            and getattr(config, "final_logit_softcapping", None) is None
             and inner.get_output_embeddings() is not None)
 
 

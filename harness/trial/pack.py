@@ -109,9 +109,9 @@ def attach_pack(base: Any, configs: Sequence[TrialConfig]) -> Any:
     for index, config in enumerate(configs):
         seed_all(config.train.seed)
         if model is None:
-            model = get_peft_model(base, lora_config(config), adapter_name=member_name(index))
+            model = get_peft_model(base, lora_config(config, base), adapter_name=member_name(index))
         else:
-            model.add_adapter(member_name(index), lora_config(config))
+            model.add_adapter(member_name(index), lora_config(config, model))
     _all_trainable(model)
     return model
 
@@ -267,7 +267,7 @@ def add_member(model: Any, index: int, config: TrialConfig) -> None:
     from harness.trial.run import lora_config, seed_all
 
     seed_all(config.train.seed)
-    model.add_adapter(member_name(index), lora_config(config))
+    model.add_adapter(member_name(index), lora_config(config, model))
     _all_trainable(model)
 
 

@@ -27,6 +27,7 @@ from harness.trial.models import load_base_model
 from harness.trial.pack import (Member, MemberOutcome, attach_pack, drop_member, member_name, member_params, only,
                                 refusal, save_member, train_pack)
 from harness.trial.result import TrialResult
+from harness.data.encode import prompt_template
 from harness.trial.run import (Measured, MemoryMeter, TrialCache, failure_of, fault_hook, measured_for,
                                per_example_scores, prepare_once, release_memory, score_intermediate, score_task,
                                training_epochs)
@@ -82,6 +83,8 @@ def _run(configs: list[TrialConfig], cache: TrialCache, device: str, meter: Memo
     data = cache.prepared(first)
     started = time.perf_counter()
     base = load_base_model(cache.checkpoint(first.model.name), first.quant.mode, device, first.data.max_seq_len)
+    for one in measured:  # the family may override attention_for's rule (Gemma 3: eager)
+        one.attention, one.prompt_template = base.config._attn_implementation, prompt_template(data.tokenizer)
     weights = weight_breakdown(base)
     model = attach_pack(base, configs)
     load_seconds = time.perf_counter() - started

@@ -63,7 +63,11 @@ class TrialResult:
     optimizer: str | None = None
     """The optimizer the adapter trained with, as a TrainingArguments `optim` value (`adamw_torch`...)."""
     attention: str | None = None
-    """transformers' attention implementation (`eager` on a CPU at short sequences, else `sdpa`)."""
+    """transformers' attention implementation (`eager` on a CPU at short sequences, else `sdpa`; Gemma 3
+    always `eager`, see trial.families)."""
+    prompt_template: str | None = None
+    """How prompts were formatted: the tokenizer's chat template, or the plain template of a base model
+    without one (harness.data.encode.prompt_template)."""
     weights: dict[str, Any] = field(default_factory=dict)
     """The base model's weight memory by kind (MiB): see weights.weight_breakdown."""
     data_seed: int | None = None

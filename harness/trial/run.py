@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from harness.runtime.devices import compute_dtype, device_name, pick_device
+from harness.data.encode import prompt_template
+from harness.trial.families import family_of_type
 from harness.trial.models import (attention_for, checkpoint_path, load_base_model, load_tokenizer, quantized_checkpoint,
                                   resolve_model, target_modules)
 from harness.trial.scoring import EvalScore, eval_loss
@@ -126,11 +128,14 @@ class Measured:
     """The trial's training seed: it seeds the data order and the adapter initialisation alike."""
     attention: str | None = None
     """transformers' attention implementation the trial ran with (models.attention_for)."""
+    prompt_template: str | None = None
+    """How the trial's prompts were formatted (harness.data.encode.prompt_template)."""
 
     def described(self) -> dict[str, Any]:
         """The fields every result carries, whatever its status: where it ran and with what."""
         return {"device": self.device, "device_name": self.device_name, "compute_dtype": self.compute_dtype,
                 "optimizer": self.optimizer, "attention": self.attention, "weights": self.weights or {},
+                "prompt_template": self.prompt_template,
                 "data_seed": self.seed, "init_seed": self.seed}
 
 
@@ -194,13 +199,14 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def lora_config(config: TrialConfig) -> Any:
-    """The trial's adapter as a peft LoraConfig."""
+def lora_config(config: TrialConfig, model: Any = None) -> Any:
+    """The trial's adapter as a peft LoraConfig (presets named in `model`'s family, see trial.families)."""
     from peft import LoraConfig
 
     lora = config.lora
+    family = family_of_type(getattr(getattr(model, "config", None), "model_type", None))
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
-                      target_modules=target_modules(lora.targets), task_type="CAUSAL_LM",
+                      target_modules=target_modules(lora.targets, family), task_type="CAUSAL_LM",
                       use_rslora=lora.use_rslora, use_dora=lora.use_dora, init_lora_weights=lora.peft_init)
 
 
@@ -208,7 +214,7 @@ def attach_adapter(base: Any, config: TrialConfig) -> Any:
     """A fresh LoRA adapter on the frozen base model (seeded)."""
     from peft import get_peft_model
 
-    peft_config = lora_config(config)
+    peft_config = lora_config(config, base)
     seed_all(config.train.seed)
     return get_peft_model(base, peft_config)
 
@@ -360,9 +366,11 @@ def training_epochs(data: PreparedData, config: TrialConfig) -> Callable[[int], 
 def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, device: str,
          meter: MemoryMeter, measured: Measured) -> TrialResult:
     data = cache.prepared(config)
+    measured.prompt_template = prompt_template(data.tokenizer)
     path = cache.checkpoint(config.model.name)
     started = time.perf_counter()
     base = load_base_model(path, config.quant.mode, device, config.data.max_seq_len)
+    measured.attention = base.config._attn_implementation  # the family may override attention_for's rule
     measured.weights = weights = weight_breakdown(base)  # frozen weights as stored, before the adapter
     model = attach_adapter(base, config)
     initial = keep_initial(model, config.adapter_dir, config.lora)

@@ -15,9 +15,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.trial.models import TINY_LLAMA, ResolvedModel
+from harness.trial.builtins import BUILTINS
+from harness.trial.families import TINY_DIMS, TINY_MODELS
+from harness.trial.models import ResolvedModel
 
-SMOLLM2_NAME = "SmolLM2-135M-Instruct"
+SMOLLM2_NAME = BUILTINS["smollm2-135m"].display
 
 
 @dataclass(frozen=True)
@@ -37,14 +39,16 @@ class SourceInfo:
 
 def describe_source(model: ResolvedModel) -> SourceInfo:
     """The label and source precision of a resolved model (reads file headers only)."""
-    if model.name == "tiny-llama":
-        dims = f"{TINY_LLAMA['num_hidden_layers']} layers, {TINY_LLAMA['hidden_size']} dims"
-        return SourceInfo(f"tiny-llama (random weights, {dims})", "float32 (random initialisation)", False)
-    if model.source in ("builtin", "gguf"):
+    if model.name in TINY_MODELS and model.source == "builtin":
+        dims = f"{TINY_DIMS['num_hidden_layers']} layers, {TINY_DIMS['hidden_size']} dims"
+        return SourceInfo(f"{model.name} (random weights, {dims})", "float32 (random initialisation)", False)
+    if model.source == "builtin":  # the row's facts (checked against each file by the slow tests): no read
+        row = BUILTINS[model.name]
+        return SourceInfo(f"{row.display} ({row.quant} GGUF, dequantized to bf16)", row.precision, True)
+    if model.source == "gguf":
         kinds = gguf_types(model.location)
         linear = _top(kinds.get("linear", Counter()))
-        name = SMOLLM2_NAME if model.source == "builtin" else Path(model.location).name
-        return SourceInfo(f"{name} ({linear} GGUF, dequantized to bf16)", _precision(kinds),
+        return SourceInfo(f"{Path(model.location).name} ({linear} GGUF, dequantized to bf16)", precision_of(kinds),
                           linear.upper().startswith(("Q4", "IQ4", "Q3", "Q2", "IQ3", "IQ2", "IQ1")))
     dtypes = _checkpoint_dtypes(model.location)
     precision = ", ".join(f"{k} ({v} tensors)" for k, v in dtypes.most_common()) or "unknown (no local weights read)"
@@ -63,9 +67,10 @@ def gguf_types(path: str) -> dict[str, Counter]:
     return kinds
 
 
-def _precision(kinds: dict[str, Counter]) -> str:
+def precision_of(kinds: dict[str, Counter]) -> str:
+    """gguf_types as one line: "Q4_1 linear weights (210), Q8_0 embedding (1), F32 norms/biases (61)"."""
     parts = []
-    for kind, word in (("linear", "linear weights"), ("embedding", "embedding"), ("other", "norms")):
+    for kind, word in (("linear", "linear weights"), ("embedding", "embedding"), ("other", "norms/biases")):
         for dtype, count in kinds.get(kind, Counter()).most_common():
             parts.append(f"{dtype} {word} ({count})")
     return ", ".join(parts)

@@ -2,12 +2,15 @@
 
 Every quantization mode, right padding, two micro-batches of different widths (grad accumulation), a row
 with no completion token and a micro-batch with none at all. The reference is transformers' own loss on
-one batch that holds both micro-batches; the off-by-one control shows the comparison can fail.
+one batch that holds both micro-batches; the off-by-one control shows the comparison can fail. Every family's
+tiny model (harness.trial.families) takes the selected head: tiny-llama in every mode, tiny-gemma3 (sliding-window
+layers, scaled embedding, no chat template) and tiny-qwen2 (attention biases) in 16-bit and NF4-DQ.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import pytest
 import torch
@@ -48,8 +51,14 @@ def _fp32(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(models, "compute_dtype", lambda device: torch.float32)
 
 
-def _config(mode: str) -> TrialConfig:
-    return TrialConfig(model=ModelSpec("tiny-llama"), quant=QuantSpec(mode), lora=LoraSpec(r=4, alpha=8.0),
+FAMILY_MODES = ([("tiny-llama", mode) for mode in QUANTIZATION_MODES]
+                + [(tiny, mode) for tiny in ("tiny-gemma3", "tiny-qwen2") for mode in ("none", "nf4-dq")])
+"""(tiny model, mode) pairs of the equivalence tests: every mode on one family, two on the others (each pair
+costs seconds; the head does not depend on the mode, the weights' layout does)."""
+
+
+def _config(mode: str, tiny: str = "tiny-llama") -> TrialConfig:
+    return TrialConfig(model=ModelSpec(tiny), quant=QuantSpec(mode), lora=LoraSpec(r=4, alpha=8.0),
                        train=TrainSpec(max_steps=1, batch_size=4), data=DataSpec(eval_size=8, train_size=48),
                        eval=EvalSpec(metrics=()))
 
@@ -72,10 +81,16 @@ def _joined(batches: list[Batch], pad_id: int) -> dict[str, torch.Tensor]:
             "labels": torch.cat([pad(b.labels, IGNORE_INDEX) for b in batches])}
 
 
-@pytest.fixture(scope="module")
-def data(tiny_checkpoint: str):
-    cfg = _config("none")
-    tokenizer = load_tokenizer(tiny_checkpoint)
+@functools.lru_cache(maxsize=None)
+def _checkpoint(tiny: str) -> str:
+    return models.checkpoint_path(models.resolve_model(tiny))
+
+
+@functools.lru_cache(maxsize=None)
+def _family_data(tiny: str):
+    """(pad id, two training micro-batches, eval batches) of the tiny model's tokenizer."""
+    cfg = _config("none", tiny)
+    tokenizer = load_tokenizer(_checkpoint(tiny))
     tokenized = tokenize_splits(load_examples(cfg.data), tokenizer, cfg.data)
     train = make_batches(tokenized.train, 4, tokenizer.pad_token_id, shuffle_seed=0)
     first = train[0]
@@ -86,8 +101,13 @@ def data(tiny_checkpoint: str):
     return tokenizer.pad_token_id, [_unscored_row(first, 0), second], eval_batches
 
 
-def _adapted(checkpoint: str, mode: str) -> torch.nn.Module:
-    model = attach_adapter(load_base_model(checkpoint, mode, "cpu"), _config(mode))
+@pytest.fixture(scope="module")
+def data(tiny_checkpoint: str):
+    return _family_data("tiny-llama")
+
+
+def _adapted(checkpoint: str, mode: str, tiny: str = "tiny-llama") -> torch.nn.Module:
+    model = attach_adapter(load_base_model(checkpoint, mode, "cpu"), _config(mode, tiny))
     torch.manual_seed(1)
     for name, param in model.named_parameters():
         if "lora_B" in name:  # B starts at zero, which would make every A gradient zero
@@ -125,11 +145,11 @@ def _assert_same_step(got: tuple[float, dict], want: tuple[float, dict], what: s
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("mode", QUANTIZATION_MODES)
-def test_selected_head_step_equals_the_models_own_loss(mode: str, tiny_checkpoint: str, data) -> None:
-    pad_id, micro, _ = data
-    model = _adapted(tiny_checkpoint, mode)
-    assert head.selects_head(model), "tiny-llama is a llama: the selected head should be taken"
+@pytest.mark.parametrize(("tiny", "mode"), FAMILY_MODES)
+def test_selected_head_step_equals_the_models_own_loss(tiny: str, mode: str) -> None:
+    pad_id, micro, _ = _family_data(tiny)
+    model = _adapted(_checkpoint(tiny), mode, tiny)
+    assert head.selects_head(model), f"{tiny}: its family's row says the selected head should be taken"
     want = _reference_step(model, micro, pad_id)
     _assert_same_step(_harness_step(model, micro), want, f"{mode}, selected head")
     # A micro-batch with no scored token at all adds nothing (the model's own mean over it is NaN).
@@ -151,6 +171,19 @@ def test_full_logits_path_gives_the_same_step(mode: str, tiny_checkpoint: str, d
     _assert_same_step(_harness_step(model, micro), want, f"{mode}, full logits")
 
 
+@pytest.mark.integration
+def test_gemma3_with_logit_soft_capping_takes_the_full_logits_and_gives_the_same_step(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gemma 3's head is selected only while its final-logit soft-capping is off (Gemma-3-270M's is): with it
+    on, the selected head would skip the tanh, so the full-logits path is taken and still equals the model."""
+    pad_id, micro, _ = _family_data("tiny-gemma3")
+    model = _adapted(_checkpoint("tiny-gemma3"), "none", "tiny-gemma3")
+    monkeypatch.setattr(model.get_base_model().config, "final_logit_softcapping", 0.5)  # bites at these logits
+    want = _reference_step(model, micro, pad_id)
+    assert not head.selects_head(model)
+    _assert_same_step(_harness_step(model, micro), want, "gemma3 soft-capped, full logits")
+
+
 def _reference_row_losses(model: torch.nn.Module, batches: list[Batch]) -> dict[int, tuple[float, int]]:
     """Each eval row's summed loss from the full logits, as eval_loss computed it before."""
     out = {}
@@ -167,10 +200,10 @@ def _reference_row_losses(model: torch.nn.Module, batches: list[Batch]) -> dict[
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("mode", QUANTIZATION_MODES)
-def test_eval_loss_per_example_equals_the_full_logits(mode: str, tiny_checkpoint: str, data) -> None:
-    _, _, eval_batches = data
-    model = _adapted(tiny_checkpoint, mode).eval()  # int8 layers compute differently in train mode
+@pytest.mark.parametrize(("tiny", "mode"), FAMILY_MODES)
+def test_eval_loss_per_example_equals_the_full_logits(tiny: str, mode: str) -> None:
+    _, _, eval_batches = _family_data(tiny)
+    model = _adapted(_checkpoint(tiny), mode, tiny).eval()  # int8 layers compute differently in train mode
     want = _reference_row_losses(model, eval_batches)
     score = eval_loss(model, eval_batches, "cpu")
     order = sorted(want)
