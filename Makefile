@@ -1,5 +1,6 @@
 # Entry points, each installs what it needs first (idempotent):
-#   make sweep   - the default sweep on the real SmolLM2-135M (5-9 minutes on 2 CPU cores with native bf16)
+#   make sweep   - the default sweep on the real SmolLM2-135M (5-9 minutes on 2 CPU cores with native bf16);
+#                  MODEL=gemma3-270m or MODEL=qwen2.5-coder-1.5b: on that built-in model (installed first)
 #   make test    - the whole test suite: unit, integration and the slow real-model tests (what CI runs)
 #   make unit    - the unit tier only, as a bare `pytest` runs it (well under a minute)
 PY ?= python3
@@ -37,8 +38,12 @@ $(TOOLS_STAMP): Makefile $(STAMP)
 
 install: $(STAMP)
 
+# MODEL=gemma3-270m or MODEL=qwen2.5-coder-1.5b: the same default sweep on another built-in model, installed first
+# when it is not (`harness models install`); any other MODEL (a path, a hub id) is passed to --model as it is.
+REAL_MODELS := gemma3-270m qwen2.5-coder-1.5b
 sweep: $(STAMP)
-	$(BIN)/harness sweep
+	$(if $(filter $(REAL_MODELS),$(MODEL)),$(BIN)/harness models install $(MODEL))
+	$(BIN)/harness sweep $(if $(MODEL),--model $(MODEL))
 
 # pyproject.toml's addopts deselect `integration` and `slow`; a later -m replaces that one: -m "" selects all.
 # One test process per core (pytest-xdist), each test file in one process (its module fixtures built once), the

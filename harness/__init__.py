@@ -25,7 +25,8 @@ _WHERE = {
     "sweep": "sweeping", "worker": "sweeping", "import_": "sweeping", "status": "sweeping",
     "compare": "readouts", "recommend": "readouts", "validate": "readouts", "advise": "readouts",
     "report": "readouts", "export": "readouts", "ExportRefused": "readouts",
-    "doctor": "machine", "datasets": "machine", "dashboard": "machine",
+    "doctor": "machine", "datasets": "machine", "models": "machine", "install_model": "machine",
+    "dashboard": "machine",
     "StudyHandle": "results", "Best": "results", "ComparisonResult": "results", "Recommendation": "results",
     "Report": "results", "Documents": "results",
 }
@@ -34,7 +35,7 @@ _WHERE = {
 __all__ = ["SpecError", "__version__", *_WHERE]
 
 if TYPE_CHECKING:
-    from harness.api.machine import dashboard, datasets, doctor
+    from harness.api.machine import dashboard, datasets, doctor, install_model, models
     from harness.api.readouts import ExportRefused, advise, compare, export, recommend, report, validate
     from harness.api.results import Best, ComparisonResult, Documents, Recommendation, Report, StudyHandle
     from harness.api.sweeping import import_, status, sweep, worker

@@ -454,7 +454,7 @@ def models(
     if action is not None:
         if action != "install" or not name:
             raise SpecError(f"models: {action!r}: the only action is `harness models install NAME`")
-        harness.install_model(name, say=typer.echo)
+        typer.echo(harness.install_model(name, say=typer.echo))
         return
     frame = harness.models()
     table = Table(title="built-in real models (use with --model NAME; every one has 4-bit source weights)",

@@ -4,6 +4,6 @@ DataFrames) and raising instead of exiting: bad input is `harness.SpecError`, Ct
 study stays resumable). `harness.cli` parses flags, calls these and prints what they return.
 
 Modules: sweeping (sweep, worker, import_, status), readouts (compare, recommend, validate, advise, report,
-export), machine (doctor, datasets, dashboard), results (the typed results). May import: every layer below
+export), machine (doctor, datasets, models, install_model, dashboard), results (the typed results). May import: every layer below
 (config, runtime, data, metrics, trial, search, evidence, publish, advise); the command line imports it.
 """

@@ -1,4 +1,4 @@
-"""The machine and the built-ins, from Python: `doctor`, `datasets` and `dashboard`."""
+"""The machine and the built-ins, from Python: `doctor`, `datasets`, `models`, `install_model` and `dashboard`."""
 
 from __future__ import annotations
 
@@ -40,6 +40,33 @@ def datasets() -> pd.DataFrame:
     rows = [(name, n_train, n_eval, ", ".join(metrics), description)
             for name, description, n_train, n_eval, metrics in describe_builtins()]
     return pd.DataFrame(rows, columns=["name", "train", "eval", "metrics", "description"])
+
+
+def models() -> pd.DataFrame:
+    """The built-in real models (`harness models`): name, upstream model, family, parameters, source (every
+    one has 4-bit source weights), precision per tensor kind, download size in MB, license, whether it is
+    installed, and the command that installs it."""
+    from harness.trial.builtins import describe_builtins
+
+    return pd.DataFrame(describe_builtins())
+
+
+def install_model(name: str, *, say: Say | None = None) -> Text:
+    """Install built-in model `name` with pip into this Python's environment (`harness models install NAME`;
+    nothing to do when it is installed); raises SpecError for a name that is not a built-in, RuntimeError when pip fails."""
+    import subprocess
+    import sys
+
+    from harness.trial.builtins import BUILTINS, install_argv, is_installed
+
+    argv = install_argv(name, sys.executable)
+    if is_installed(BUILTINS[name]):
+        return Text(f"{name} is installed")
+    (say or (lambda line: None))(" ".join(["pip", *argv[3:]]))
+    done = subprocess.run(argv, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"pip failed (exit {done.returncode}) installing {name}")
+    return Text(f"installed {name}")
 
 
 def dashboard(study: str = "default", *, storage: str | None = None, out: str | None = None, port: int = 8080,
