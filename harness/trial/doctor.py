@@ -146,6 +146,15 @@ def builtin_model_status() -> str:
     return f"{BUILTIN_MODEL}: installed: {label} ({gguf}, {gguf.stat().st_size / 2**20:.0f} MiB)"
 
 
+def other_models_status() -> str:
+    """Which of the other built-in real models are installed (`harness models` says how to install each)."""
+    from harness.trial.builtins import BUILTINS, is_installed
+
+    states = [f"{name} {'installed' if is_installed(row) else 'not installed'}"
+              for name, row in BUILTINS.items() if name != BUILTIN_MODEL]
+    return ", ".join(states) + " (harness models)"
+
+
 def run_doctor(check_modes: bool = True) -> DoctorReport:
     """Inspect this machine; with ``check_modes``, train one step in every quantization mode."""
     start = time.perf_counter()
@@ -258,6 +267,7 @@ def format_report(report: DoctorReport) -> str:
         f"compute dtype   {report.compute_dtype} (native bf16: {yes_no})",
         f"bitsandbytes    {report.bnb_backend}",
         f"built-in model  {report.builtin_model}",
+        f"other models    {other_models_status()}",
         f"versions        {versions}",
     ]
     if not report.modes:

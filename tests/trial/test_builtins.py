@@ -134,3 +134,22 @@ def test_the_presets_name_linear_layers_of_each_family(name: str, tmp_path: Path
     for preset in ("all-linear", "attention", "mlp"):
         models.check_targets_exist(preset, dims, name, "test")
     assert models.attention_for("cuda", 4096, str(folder)) == (family.training_attention or "sdpa")
+
+
+@pytest.mark.integration
+def test_chat_data_with_a_system_message_on_a_model_without_chat_template_is_one_line(tmp_path: Path) -> None:
+    """tiny-gemma3 has no chat template, as the Gemma-3-270M base model it stands for: a system message cannot be
+    formatted, so the sweep refuses before training (single-turn data uses the plain template instead)."""
+    import json
+
+    from helpers import assert_one_line_error, run_cli
+
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "system", "content": "Be brief."},
+                                                     {"role": "user", "content": f"What is {i} + 1?"},
+                                                     {"role": "assistant", "content": str(i + 1)}]}) + "\n"
+                            for i in range(40)))
+    proc = run_cli("sweep", "--model", "tiny-gemma3", "--data", str(data), "--trials", "1", "--out",
+                   str(tmp_path / "s"), "--wandb", "disabled")
+    assert_one_line_error(proc, "system message", "no chat template")
+    assert not (tmp_path / "s" / "trials.jsonl").exists()
