@@ -263,7 +263,10 @@ def recommend(
 
 
 def _command() -> str:
-    return "harness " + " ".join(sys.argv[1:])
+    """This command line as the documents it writes record it, credentials redacted."""
+    from harness.runtime.redaction import redact_command
+
+    return redact_command(sys.argv[1:])
 
 
 def _print_recommendation(result: Any) -> None:
