@@ -123,6 +123,15 @@ class StudyHandle:
                       "best_adapter": self.out / "best_adapter", "wandb": self.out / "wandb"}
         return {name: path for name, path in candidates.items() if path.exists()}
 
+    def base_model_path(self) -> str:
+        """The unquantized base model the study's adapters were trained on, as a folder or hub id that
+        `AutoModelForCausalLM.from_pretrained` and `AutoTokenizer.from_pretrained` load (a built-in or GGUF
+        model: the safetensors checkpoint the harness converted it into, once). A QLoRA adapter loads on it too."""
+        from harness.trial.models import checkpoint_path, resolve_model
+
+        model = self.spec.model if self.spec is not None else (self.study.user_attrs.get("sweep") or {}).get("model")
+        return checkpoint_path(resolve_model(str(model)))
+
     def baseline(self, metric: str | None = None, mode: str = "none") -> float | None:
         """The untuned base model's value of `metric` (default: the first objective) in a quantization mode."""
         from harness.search.readout import baseline_of
