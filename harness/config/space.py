@@ -17,7 +17,7 @@ Every axis is parsed and checked before any model loads. The six core axes (rank
 rate, quantization, dropout, target modules) are recorded as Optuna params of every trial, at their
 default when the file leaves them out. The other axes (LoRA variants: use_rslora, use_dora,
 init_lora_weights, pissa_niter; LoRA+: loraplus_lr_ratio; training: batch_size, grad_accum,
-warmup_ratio, weight_decay, scheduler, max_grad_norm) are params only when the file names them (so
+warmup_ratio, weight_decay, scheduler, max_grad_norm, gradient_checkpointing) are params only when the file names them (so
 a space without them keeps its hash); left out, a variant axis is at its LoraSpec default and a
 training axis at the experiment's `train:` value. An axis with `when: {axis: value or [values]}` is
 sampled only in trials where that axis was sampled with one of those values; otherwise it is no param
@@ -60,6 +60,7 @@ _AXES: dict[str, tuple[type, type, str]] = {
     "weight_decay": (float, TrainSpec, "weight_decay"),
     "scheduler": (str, TrainSpec, "scheduler"),
     "max_grad_norm": (float, TrainSpec, "max_grad_norm"),
+    "gradient_checkpointing": (bool, TrainSpec, "gradient_checkpointing"),
 }
 CORE_AXES = ("quantization", "lora_r", "lora_alpha", "learning_rate", "lora_dropout", "target_modules")
 """Recorded as a param of every trial (at its default when the file leaves it out); never conditional."""
@@ -449,7 +450,7 @@ def _parse_range(where: str, name: str, raw: dict[str, Any], kind: type) -> Axis
 
 _SHORT = {"use_rslora": "rslora", "use_dora": "dora", "pissa_niter": "niter", "loraplus_lr_ratio": "lora+",
           "batch_size": "bs", "grad_accum": "accum", "warmup_ratio": "warmup", "weight_decay": "wd",
-          "max_grad_norm": "clip"}
+          "max_grad_norm": "clip", "gradient_checkpointing": "ckpt"}
 
 
 def describe_optional(params: dict[str, Any]) -> list[str]:

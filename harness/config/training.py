@@ -41,6 +41,9 @@ class TrainSpec:
     loraplus_lr_ratio: float = 1.0
     """LoRA+: the B matrices learn at learning_rate x this ratio (peft's create_loraplus_optimizer); 1 is plain
     LoRA (one learning rate for A and B)."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them (transformers'
+    non-reentrant checkpointing): a lower training peak for a longer step, the same loss and gradients."""
     seed: int = 0
     """Seeds adapter initialisation, dropout and batch order."""
     eval_every: int = 0
@@ -56,6 +59,8 @@ class TrainSpec:
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                    f"{name} must be a positive integer, got {value!r}")
+        check(isinstance(self.gradient_checkpointing, bool),
+              f"gradient_checkpointing must be true or false, got {self.gradient_checkpointing!r}")
         check(0.0 <= self.warmup_ratio < 1.0, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         check(self.weight_decay >= 0.0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
         check(self.max_grad_norm >= 0.0, f"max_grad_norm must be >= 0, got {self.max_grad_norm!r}")

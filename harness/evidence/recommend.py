@@ -132,7 +132,10 @@ def config_sections(candidate: Candidate, view: StudyView) -> dict[str, Any]:
         "warmup_steps": float(train.warmup_ratio),  # < 1: a fraction of max_steps in transformers 5
         "weight_decay": float(train.weight_decay), "max_grad_norm": float(train.max_grad_norm),
         "lr_scheduler_type": _scheduler_name(train),
-        "optim": str(result.get("optimizer") or "adamw_torch"), "seed": 0}
+        "optim": str(result.get("optimizer") or "adamw_torch"), "seed": 0,
+        "gradient_checkpointing": train.gradient_checkpointing}
+    if train.gradient_checkpointing:
+        training["gradient_checkpointing_kwargs"] = {"use_reentrant": False}  # as the trials ran it
     if scheduler_kwargs(train):
         training["lr_scheduler_kwargs"] = scheduler_kwargs(train)
     if str(result.get("device", "")).startswith("cuda") and dtype == "bfloat16":

@@ -453,6 +453,13 @@ def load_base_model(path: str, mode: str, device: str, max_seq_len: int | None =
     return model
 
 
+def enable_checkpointing(model: Any) -> None:
+    """Gradient checkpointing on the base model's decoder layers, through transformers' own support, non-reentrant
+    (torch.utils.checkpoint with use_reentrant=False: needs no input that requires grad, keeps the RNG state for
+    dropout, so the loss and gradients equal those without it). Active while the model is in train mode."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def keep_4bit_training_layout(model: Any) -> int:
     """Turn off bitsandbytes' CPU inference repack on every 4-bit layer; returns how many layers.
 

@@ -15,8 +15,9 @@ Members share the base model, quantization mode, target modules, `max_seq_len` (
 base loads with), `max_steps`, `grad_accum` and evaluation schedule (each counts its own steps); each is
 scored on its own data and evaluation settings (`harness.trial.packed`); they may differ in rank, alpha,
 rsLoRA, learning rate, schedule, warm-up, weight decay, clipping, batch size, LoRA+ ratio and seed. DoRA and
-PiSSA/OLoRA initialisation run unpacked (`refusal` says why): DoRA changes the base path per adapter and
-PiSSA/OLoRA rewrite the base weights per member.
+PiSSA/OLoRA initialisation and gradient checkpointing run unpacked (`refusal` says why): DoRA changes the base
+path per adapter, PiSSA/OLoRA rewrite the base weights per member, and checkpointing's recomputation runs in the
+backward pass, outside the rows' routing.
 With dropout the members are statistically, not bitwise, the trials they would be alone (the dropout masks
 draw from one generator in another order); tests/trial/test_pack.py holds the packed members equal to the
 same trials trained alone with dropout 0.
@@ -64,6 +65,9 @@ def refusal(configs: Sequence[TrialConfig]) -> str | None:
     for config in configs:
         if config.lora.use_dora:
             return "DoRA changes the base path per adapter: it trains unpacked"
+        if config.train.gradient_checkpointing:
+            return ("gradient checkpointing recomputes the base path in the backward pass, outside the routing of "
+                    "rows to members: it trains unpacked")
         if config.lora.init not in ("true", "gaussian"):
             return f"init_lora_weights {config.lora.init} rewrites the base weights per adapter: it trains unpacked"
         mine, theirs = shared(config), shared(first)

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from harness.runtime.devices import compute_dtype, device_name, pick_device
 from harness.data.encode import prompt_template
 from harness.trial.families import family_of_type
-from harness.trial.models import (attention_for, checkpoint_path, load_base_model, load_tokenizer, quantized_checkpoint,
-                                  resolve_model, target_modules)
+from harness.trial.models import (attention_for, checkpoint_path, enable_checkpointing, load_base_model, load_tokenizer,
+                                  quantized_checkpoint, resolve_model, target_modules)
 from harness.trial.scoring import EvalScore, eval_loss
 from harness.config.errors import one_line
 from harness.config.hashing import stable_hash
@@ -211,9 +211,11 @@ def lora_config(config: TrialConfig, model: Any = None) -> Any:
 
 
 def attach_adapter(base: Any, config: TrialConfig) -> Any:
-    """A fresh LoRA adapter on the frozen base model (seeded)."""
+    """A fresh LoRA adapter on the frozen base model (seeded), with gradient checkpointing when the config asks."""
     from peft import get_peft_model
 
+    if config.train.gradient_checkpointing:
+        enable_checkpointing(base)
     peft_config = lora_config(config, base)
     seed_all(config.train.seed)
     return get_peft_model(base, peft_config)

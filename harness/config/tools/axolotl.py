@@ -5,7 +5,7 @@ QLoRA is `adapter: qlora` with `load_in_4bit`, which Axolotl loads as NF4 with d
 
 from __future__ import annotations
 
-from harness.config.tools.settings import Export, Tuned, data_note, peft_init_note, whole
+from harness.config.tools.settings import Export, Tuned, checkpointing_arguments, data_note, peft_init_note, whole
 
 NAME = "axolotl"
 CONTEXT = frozenset({"base_model", "datasets", "output_dir", "sequence_len", "chat_template", "val_set_size", "seed",
@@ -39,6 +39,7 @@ def export(t: Tuned) -> Export:
              "seed": t.seed}
     if t.scheduler_kwargs:
         keys["lr_scheduler_kwargs"] = dict(t.scheduler_kwargs)
+    keys |= checkpointing_arguments(t)  # Axolotl's own keys are TrainingArguments' names
     removes = {"warmup_steps", "lora_target_modules" if t.targets == "all-linear" else "lora_target_linear"}
     if t.bits != 4:
         removes.add("bnb_config_kwargs")

@@ -34,6 +34,10 @@ def export(t: Tuned) -> Export:
     if t.bits == 4:
         keys |= {"quantization_type": t.quant_type, "double_quantization": t.double_quant}
     keys |= training_arguments(t)
+    # LLaMA-Factory turns checkpointing on unless told otherwise, and reentrant unless use_reentrant_gc is false
+    keys["disable_gradient_checkpointing"] = not t.gradient_checkpointing
+    if t.gradient_checkpointing:
+        keys["use_reentrant_gc"] = False
     removes = {"warmup_ratio"}
     if t.bits is None:
         removes |= {"quantization_bit", "quantization_method", "quantization_type", "double_quantization"}

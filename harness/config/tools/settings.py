@@ -41,6 +41,8 @@ class Tuned:
     init: str = "true"
     """peft init_lora_weights as text: true, gaussian, pissa, pissa_niter_N, olora."""
     loraplus_lr_ratio: float = 1.0
+    gradient_checkpointing: bool = False
+    """Whether the study's trials recomputed activations (memory and time only: the same result)."""
     scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
     model: str | None = None
     """What the study's `--model` was (a built-in name, hub id, folder or GGUF file)."""
@@ -118,6 +120,7 @@ def from_recommended(doc: dict[str, Any], *, section: dict[str, Any] | None = No
         seed=int(training.get("seed", 0)), use_rslora=bool(lora.get("use_rslora", False)),
         use_dora=bool(lora.get("use_dora", False)), init=str(init).lower() if isinstance(init, bool) else str(init),
         loraplus_lr_ratio=float(optimizer.get("loraplus_lr_ratio", 1.0)),
+        gradient_checkpointing=bool(training.get("gradient_checkpointing", False)),
         scheduler_kwargs=dict(training.get("lr_scheduler_kwargs") or {}),
         model=evidence.get("model"), data=evidence.get("data"),
         max_seq_len=evidence.get("max_seq_len"))
@@ -181,6 +184,16 @@ def training_arguments(t: Tuned) -> dict[str, Any]:
             "max_steps": t.max_steps, "optim": t.optim, "seed": t.seed}
     if t.scheduler_kwargs:
         keys["lr_scheduler_kwargs"] = dict(t.scheduler_kwargs)
+    keys |= checkpointing_arguments(t)
+    return keys
+
+
+def checkpointing_arguments(t: Tuned) -> dict[str, Any]:
+    """Gradient checkpointing in TrainingArguments' keys, always written (TRL's SFTConfig turns it on by default),
+    non-reentrant as the study's trials ran it."""
+    keys: dict[str, Any] = {"gradient_checkpointing": t.gradient_checkpointing}
+    if t.gradient_checkpointing:
+        keys["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     return keys
 
 

@@ -26,7 +26,8 @@ def export(t: Tuned) -> Export:
             "load_in_4bit": t.bits == 4, "load_in_8bit": t.bits == 8}
     peft = {"r": t.r, "lora_alpha": t.alpha, "lora_dropout": t.dropout, "bias": "none",
             "target_modules": _targets(t.targets), "use_rslora": t.use_rslora, "random_state": t.seed,
-            "init_lora_weights": True if t.init == "true" else t.init}
+            "init_lora_weights": True if t.init == "true" else t.init,
+            "use_gradient_checkpointing": t.gradient_checkpointing}  # Unsloth's own key (its default: on)
     training = {**training_arguments(t), "output_dir": "outputs/harness-tuned"}
     steps = ("Use: cfg = yaml.safe_load(open(THIS_FILE))",
              "model, tokenizer = FastLanguageModel.from_pretrained(**cfg['from_pretrained'])",
