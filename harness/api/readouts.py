@@ -84,6 +84,9 @@ def recommend(study: str = "default", *, storage: str | None = None, out: str | 
     from harness.evidence.recommend import recommend_many, recommend_study, summary_lines, write_recommended
     from harness.publish.exports import parse_formats
 
+    from harness.config.budget import memory_budget
+
+    max_memory_mb = memory_budget(max_memory_mb)  # before any study is read: a bad budget is one line
     wanted = parse_formats(_as_list(formats))
     names = list(from_ or [])
     command = command or call_text("recommend", study=study, from_=names or None, formats=formats)
