@@ -124,14 +124,21 @@ def worker(
 
 @contextlib.contextmanager
 def _sweep_errors() -> Iterator[None]:
-    """Failed parallel workers: one `harness: error:` line, exit 1 (a Ctrl-C is mapped to 130 by main through
-    harness.search.exits)."""
+    """Around a command that runs trials. Failed parallel workers: one `harness: error:` line, exit 1. Ctrl-C:
+    the API raises KeyboardInterrupt from the sweep's Interrupted (what was in flight recorded), which is raised
+    again here, so that main prints its message and exits 130 (a KeyboardInterrupt out of a command would
+    reach main as click's Abort, without the message)."""
+    from harness.search.exits import Interrupted
     from harness.search.workers import WorkersFailed
 
     try:
         yield
     except WorkersFailed as failed:
         _fail(str(failed), 1)
+    except KeyboardInterrupt as stop:
+        if isinstance(stop.__cause__, Interrupted):
+            raise stop.__cause__ from None
+        raise
 
 
 def _print_sweep_end(handle: Any) -> None:
@@ -255,7 +262,7 @@ def recommend(
     import harness
 
     out, path = _recommend_paths(out, sweep_dir)
-    with _exports():
+    with _exports(), _sweep_errors():
         _print_recommendation(harness.recommend(
             study, storage=storage, out=out, reports_dir=reports_dir, from_=from_, max_memory_mb=max_memory_mb,
             confirm_seeds=confirm_seeds, confirm_top=confirm_top, allow_diverged=allow_diverged, formats=formats,

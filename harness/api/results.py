@@ -205,8 +205,11 @@ class Recommendation:
 
     @property
     def config(self) -> dict[str, Any]:
-        """The recommended config (the document's `recommended` entry, or the whole document)."""
-        return self.doc.get("recommended", self.doc)
+        """The recommended config: the document's keyword arguments for peft.LoraConfig, BitsAndBytesConfig,
+        TrainingArguments and the optimizer (`lora`, `quantization`, `training`, `optimizer`), without the
+        evidence; a document without them (several studies aggregated) whole."""
+        parts = {key: self.doc[key] for key in ("lora", "quantization", "training", "optimizer") if key in self.doc}
+        return parts or self.doc
 
     def _repr_html_(self) -> str:
         import yaml
