@@ -22,7 +22,7 @@ from harness.config.errors import SpecError
 __version__ = "0.1.0"
 
 _WHERE = {
-    "sweep": "sweeping", "worker": "sweeping", "import_": "sweeping", "status": "sweeping",
+    "sweep": "sweeping", "plan": "sweeping", "worker": "sweeping", "import_": "sweeping", "status": "sweeping",
     "compare": "readouts", "recommend": "readouts", "validate": "readouts", "advise": "readouts",
     "report": "readouts", "export": "readouts", "ExportRefused": "readouts",
     "doctor": "machine", "datasets": "machine", "models": "machine", "install_model": "machine",
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from harness.api.machine import dashboard, datasets, doctor, install_model, models
     from harness.api.readouts import ExportRefused, advise, compare, export, recommend, report, validate
     from harness.api.results import Best, ComparisonResult, Documents, Recommendation, Report, StudyHandle
-    from harness.api.sweeping import import_, status, sweep, worker
+    from harness.api.sweeping import import_, plan, status, sweep, worker
 
 
 def __getattr__(name: str) -> Any:

@@ -86,10 +86,19 @@ def sweep(
                                                     "`recommend --format same` writes it back tuned."),
     from_format: Optional[str] = typer.Option(None, "--from-format",
                                               help="axolotl, llamafactory or trl (default: detected from the keys)."),
+    plan: bool = typer.Option(False, "--plan", help="Print the predicted peak memory and step time per config "
+                                                    "shape, what fits --max-memory-mb and the estimated wall "
+                                                    "time, then stop: no storage, no study."),
+    json_out: bool = typer.Option(False, "--json", help="With --plan: one JSON object on stdout."),
+    max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb",
+                                                  help="With --plan: the memory budget (MiB) configs are fitted to."),
 ) -> None:
     """Run (or resume) a study: each trial fine-tunes a LoRA/QLoRA adapter and scores it."""
     import harness
 
+    if plan or json_out or max_memory_mb is not None:
+        _plan(experiment, model, data, space, trials, max_steps, seed, plan, json_out, max_memory_mb)
+        return
     with _sweep_errors():
         handle = harness.sweep(experiment, model=model, data=data, space=space, trials=trials, study=study,
                                storage=storage, max_steps=max_steps, seed=seed, out=out, wandb=wandb,
@@ -98,6 +107,23 @@ def sweep(
                                heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                                from_config=from_config, from_format=from_format, say=typer.echo)
     _print_sweep_end(handle)
+
+
+def _plan(experiment: Optional[Path], model: Optional[str], data: Optional[str], space: Optional[str],
+          trials: Optional[int], max_steps: Optional[int], seed: Optional[int], plan: bool, json_out: bool,
+          max_memory_mb: Optional[float]) -> None:
+    import json
+
+    import harness
+    from harness.search.planning import plan_lines
+
+    if not plan:
+        raise SpecError("--json and --max-memory-mb go with --plan here (a budget for running trials is not "
+                        "implemented yet)")
+    with _sweep_errors():
+        answer = harness.plan(experiment, model=model, data=data, space=space, trials=trials, max_steps=max_steps,
+                              seed=seed, max_memory_mb=max_memory_mb)
+    typer.echo(json.dumps(answer) if json_out else "\n".join(plan_lines(answer)))
 
 
 @app.command()

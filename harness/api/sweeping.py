@@ -56,6 +56,27 @@ def sweep(experiment: str | Path | None = None, *, model: str | None = None, dat
     return StudyHandle(spec.study, spec.storage_url, Path(spec.out_dir), outcome=outcome, spec=spec)
 
 
+def plan(experiment: str | Path | None = None, *, model: str | None = None, data: str | None = None,
+         space: str | None = None, trials: int | None = None, max_steps: int | None = None,
+         seed: int | None = None, max_memory_mb: float | None = None) -> dict[str, Any]:
+    """`harness sweep --plan`: for each quantization mode, checkpointing setting and batch shape the space can
+    sample, the predicted peak memory and step time, whether it fits `max_memory_mb` (fitted or infeasible), and
+    the sweep's estimated wall time, as one dict (`configs`, `budget_mb`, `estimated_total_seconds`, ...).
+    Runs short probes where this machine has none cached (`planning_seconds` says how long it took); creates
+    no storage, no study and no output folder."""
+    from harness.config.budget import memory_budget
+    from harness.config.experiment import build_sweep_spec, load_experiment, resolve_space
+    from harness.config.space import load_space
+    from harness.search.planning import plan_sweep
+    from harness.trial.memory_plan import make_predictor
+
+    budget = memory_budget(max_memory_mb)
+    file_values = load_experiment(Path(experiment)) if experiment else {}
+    flags = dict(model=model, data=data, space=space, trials=trials, max_steps=max_steps, seed=seed)
+    spec = build_sweep_spec(file_values, flags, str(experiment) if experiment else "flags")
+    return plan_sweep(spec, load_space(resolve_space(spec.space)), budget, make_predictor())
+
+
 def _space_around(spec: Any, tool: Any, say: Say) -> Any:
     """The sweep's space when it starts from a tool's file and names none: around the file's LoRA settings,
     written into the study's folder (and said)."""

@@ -14,6 +14,8 @@ import math
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
+
 from harness.config.dataset import DataSpec
 from harness.config.errors import SpecError
 from harness.config.lora import LoraSpec
@@ -111,18 +113,26 @@ def measure_pack_fit(model: str, mode: str, *, batch: int = 8, seq: int = 128, r
                    time.perf_counter() - started)
 
 
-def _train(path: str, config: TrialConfig, members: int, device: str) -> None:
+def full_batch(path: str, batch: int, seq: int) -> Any:
+    """The widest batch of a shape: batch x seq random tokens, every position real and scored (seeded)."""
     import torch
 
     from harness.data.batching import Batch
+    from harness.trial.models import load_tokenizer
+
+    tokenizer = load_tokenizer(path)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, len(tokenizer), (batch, seq), generator=generator)
+    return Batch(ids, torch.ones_like(ids), ids.clone(), real_tokens=batch * seq, scored_tokens=batch * (seq - 1))
+
+
+def _train(path: str, config: TrialConfig, members: int, device: str) -> None:
     from harness.trial.models import load_base_model, load_tokenizer
     from harness.trial.pack import Member, attach_pack, train_pack
 
     tokenizer = load_tokenizer(path)
-    batch, seq = config.train.batch_size, config.data.max_seq_len
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, len(tokenizer), (batch, seq), generator=generator)
-    full = Batch(ids, torch.ones_like(ids), ids.clone(), real_tokens=batch * seq, scored_tokens=batch * (seq - 1))
+    seq = config.data.max_seq_len
+    full = full_batch(path, config.train.batch_size, seq)
     base = load_base_model(path, config.quant.mode, device, seq)
     model = attach_pack(base, [config] * members)
     train_pack(model, [Member(config, lambda epoch: [full]) for _ in range(members)], device,

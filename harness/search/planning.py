@@ -1,0 +1,151 @@
+"""The planning decision: what fits a memory budget, what is fitted, what is infeasible, and how long a sweep
+takes (`harness sweep --plan`).
+
+The predictions come from harness.trial.memory_plan (probes and the memory model); this module only decides.
+A config predicted over the budget is fitted where it can be without changing what it trains: micro-batch
+halved and gradient accumulation doubled while the micro-batch is even (the effective batch, and so the
+result, stays the same), then gradient checkpointing (the same loss and gradients, a longer step). Whatever
+still does not fit is infeasible: it ends before any model loads, with a one-line reason naming the prediction
+and the budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from harness.config.trial import TrialConfig
+
+Predictor = Callable[[TrialConfig], Any]
+"""config -> a harness.trial.memory_plan.Prediction (peak_memory_mb, step_seconds)."""
+
+TRIAL_OVERHEAD_SECONDS = 15.0
+"""Per trial, beyond its training steps: loading the base model, the final evaluation and start-up. A stated
+assumption (CPU, SmolLM2-sized models), replaced by measured times once trials finish (the progress line)."""
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One trial config after the planning decision."""
+
+    config: TrialConfig
+    """What will train: the config as sampled, or as fitted."""
+    peak_memory_mb: float
+    step_seconds: float
+    fit: dict[str, Any] | None = None
+    """What fitting changed: {setting: [from, to], ..., "why": ...}; None when nothing changed."""
+    infeasible: str | None = None
+    """The one-line reason when no fitted config fits; then nothing loads."""
+
+    @property
+    def fits(self) -> bool:
+        return self.infeasible is None
+
+
+def fit_to_budget(config: TrialConfig, budget_mb: float | None, predict: Predictor) -> Planned:
+    """`config` as it will run under `budget_mb` (None: no budget, nothing changes)."""
+    first = predict(config)
+    if budget_mb is None or first.peak_memory_mb <= budget_mb:
+        return Planned(config, first.peak_memory_mb, first.step_seconds)
+    current, prediction = config, first
+    while prediction.peak_memory_mb > budget_mb and current.train.batch_size % 2 == 0:
+        current = _with_train(current, batch_size=current.train.batch_size // 2,
+                              grad_accum=current.train.grad_accum * 2)
+        prediction = predict(current)
+    if prediction.peak_memory_mb > budget_mb and not current.train.gradient_checkpointing:
+        current = _with_train(current, gradient_checkpointing=True)
+        prediction = predict(current)
+    why = f"predicted {first.peak_memory_mb:,.0f} MiB > budget {budget_mb:,.0f} MiB"
+    if prediction.peak_memory_mb > budget_mb:
+        return Planned(config, prediction.peak_memory_mb, prediction.step_seconds, None,
+                       f"infeasible: predicted peak {prediction.peak_memory_mb:,.0f} MiB even at micro-batch "
+                       f"{current.train.batch_size} x {current.train.grad_accum} with gradient checkpointing "
+                       f"{'on' if current.train.gradient_checkpointing else 'off'}, over the budget of "
+                       f"{budget_mb:,.0f} MiB")
+    return Planned(current, prediction.peak_memory_mb, prediction.step_seconds, _changes(config, current, why))
+
+
+def _with_train(config: TrialConfig, **changes: Any) -> TrialConfig:
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
+
+
+def _changes(before: TrialConfig, after: TrialConfig, why: str) -> dict[str, Any]:
+    fit: dict[str, Any] = {}
+    for name in ("batch_size", "grad_accum", "gradient_checkpointing"):
+        old, new = getattr(before.train, name), getattr(after.train, name)
+        if old != new:
+            fit[name] = [old, new]
+    fit["why"] = why
+    return fit
+
+
+def shape_configs(spec: Any, space: Any) -> list[TrialConfig]:
+    """One config per quantization mode, checkpointing setting and batch shape the space can sample (the other
+    axes at their defaults or the space's first choice: they do not change the shape, rank aside, which is
+    taken at its largest)."""
+    from harness.search.sweep import trial_config
+
+    def choices(name: str, default: Any) -> list[Any]:
+        axis = space.axes.get(name)
+        if axis is None:
+            return [default]
+        if axis.kind == "choices":
+            return list(axis.choices)
+        return sorted({axis.low, axis.high}) if not axis.integer else sorted({int(axis.low), int(axis.high)})
+
+    base = {"learning_rate": spec.train.learning_rate, "lora_r": space.max_rank(),
+            "lora_dropout": 0.0, "target_modules": choices("target_modules", "all-linear")[0]}
+    configs = []
+    for mode, ckpt, batch, accum in itertools.product(
+            choices("quantization", "none"), choices("gradient_checkpointing", spec.train.gradient_checkpointing),
+            choices("batch_size", spec.train.batch_size), choices("grad_accum", spec.train.grad_accum)):
+        params = {**base, "quantization": mode, "lora_alpha": 2.0 * base["lora_r"],
+                  "gradient_checkpointing": ckpt, "batch_size": int(batch), "grad_accum": int(accum)}
+        configs.append(trial_config(spec, params))
+    return configs
+
+
+def plan_sweep(spec: Any, space: Any, budget_mb: float | None, predict: Predictor) -> dict[str, Any]:
+    """`harness sweep --plan`'s answer: each config shape's prediction and decision, the budget and the sweep's
+    estimated wall time (trials x (steps x mean step seconds over the feasible shapes + TRIAL_OVERHEAD_SECONDS)).
+    Creates no storage and no study."""
+    started = time.perf_counter()
+    rows = []
+    for config in shape_configs(spec, space):
+        planned = fit_to_budget(config, budget_mb, predict)
+        rows.append({"quantization": config.quant.mode, "gradient_checkpointing": config.train.gradient_checkpointing,
+                     "batch_size": config.train.batch_size, "grad_accum": config.train.grad_accum,
+                     "max_seq_len": config.data.max_seq_len, "lora_r": config.lora.r,
+                     "predicted_peak_memory_mb": round(planned.peak_memory_mb, 1),
+                     "predicted_step_seconds": round(planned.step_seconds, 4),
+                     "fits": planned.fits, "fitted": planned.fit, "reason": planned.infeasible})
+    feasible = [r["predicted_step_seconds"] for r in rows if r["fits"]]
+    per_trial = (spec.max_steps * sum(feasible) / len(feasible) if feasible else 0.0) + TRIAL_OVERHEAD_SECONDS
+    return {"model": spec.model, "space": spec.space, "trials": spec.trials, "max_steps": spec.max_steps,
+            "configs": rows, "budget_mb": budget_mb,
+            "estimated_total_seconds": round(spec.trials * per_trial, 1),
+            "trial_overhead_seconds": TRIAL_OVERHEAD_SECONDS,
+            "planning_seconds": round(time.perf_counter() - started, 1)}
+
+
+def plan_lines(plan: dict[str, Any]) -> list[str]:
+    """The plan as text, one line per config shape."""
+    budget = f"{plan['budget_mb']:,.0f} MiB" if plan["budget_mb"] is not None else "none"
+    lines = [f"plan: {plan['model']}, space {plan['space']}, {plan['trials']} trials x {plan['max_steps']} steps; "
+             f"memory budget {budget}"]
+    for row in plan["configs"]:
+        shape = (f"  {row['quantization']:<7} ckpt {'on ' if row['gradient_checkpointing'] else 'off'} "
+                 f"batch {row['batch_size']} x {row['grad_accum']} x {row['max_seq_len']} tokens, r {row['lora_r']}: "
+                 f"{row['predicted_peak_memory_mb']:,.0f} MiB, {row['predicted_step_seconds']:.2f} s/step")
+        if row["reason"]:
+            shape += f" - {row['reason']}"
+        elif row["fitted"]:
+            shape += " - fitted: " + ", ".join(f"{k} {v[0]} -> {v[1]}" for k, v in row["fitted"].items() if k != "why")
+        lines.append(shape)
+    lines.append(f"estimated wall time: {plan['estimated_total_seconds'] / 60:.1f} min "
+                 f"(steps x predicted step time + {plan['trial_overhead_seconds']:.0f} s per trial for loading and "
+                 f"evaluation); planning (probes included) took {plan['planning_seconds']:.0f} s")
+    return lines

@@ -1,0 +1,270 @@
+"""What a trial will cost before it runs: predicted peak memory and seconds per optimizer step.
+
+    peak = overhead + weights(mode) + adapter state(r, targets) + activations per token x micro-batch tokens
+
+- **weights**: from the checkpoint's tensor shapes (safetensors headers, nothing loaded) x the mode's bytes per
+  parameter: linear layers of the decoder at 1 byte (int8, plus an fp32 scale per row) or 0.5 byte (4-bit, plus
+  an fp32 absmax per 64 weights; with double quantization an 8-bit absmax per 64 and an fp32 one per 256 of
+  those); every other tensor at the compute dtype's size (fp32 in a quantized mode: peft's
+  prepare_model_for_kbit_training casts them up).
+- **adapter state**: LoRA parameters r x (in + out) per targeted layer, each with its gradient and AdamW's two
+  moments: 16 bytes per parameter (all fp32).
+- **activations** and **overhead**: from a probe, two short training runs at two batch shapes of one model,
+  mode and checkpointing setting (every position a real, scored token, as `doctor --pack-fit` measures: its
+  meter, memory release and full batch), on the trial's own code path (`attach_adapter` + `train`). The two
+  peaks give the memory per token (slope) and the rest (intercept), less the probe's analytic weights and
+  adapter, is the runtime's fixed overhead. Step seconds are the same line through the two step times.
+
+Probes are kept on this machine (`cache_dir()/memory_probes/`), keyed like the untuned baselines by everything
+they depend on: the checkpoint and its quantization stamp (mode, compute dtype, device, torch/transformers/
+bitsandbytes versions), peft's and harness's versions, the checkpointing setting, the sequence length, the
+probe's shapes and the attention implementation. Knows nothing of Optuna (the fit/infeasible decision is
+harness.search.planning's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.config.hashing import stable_hash
+from harness.config.trial import TrialConfig
+
+ADAPTER_BYTES_PER_PARAM = 16  # fp32 weight + fp32 gradient + AdamW exp_avg + exp_avg_sq
+PROBE_BATCHES = (1, 4)
+"""The two micro-batch sizes a probe trains at (x the trial's max_seq_len tokens each)."""
+PROBE_STEPS = 2
+PROBE_RANK = 8
+PROBE_VERSION = 1
+"""Bumped when what a probe measures changes: older cached probes are then not reused."""
+
+
+def bytes_per_linear_param(mode: str, dtype_bytes: int) -> float:
+    """Bytes a frozen linear weight parameter takes in a quantization mode (its scales included)."""
+    if mode == "none":
+        return float(dtype_bytes)
+    if mode == "int8":
+        return 1.0  # + one fp32 scale per output row, added by weights_mb
+    absmax = 4 / 64 if not mode.endswith("-dq") else 1 / 64 + 4 / (64 * 256)
+    return 0.5 + absmax
+
+
+def tensor_shapes(path: str) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape in the checkpoint's safetensors files, read from their headers (nothing loaded)."""
+    from safetensors import safe_open
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in sorted(Path(path).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():
+                shapes[name] = tuple(handle.get_slice(name).get_shape())
+    return shapes
+
+
+def _is_linear(name: str, shape: tuple[int, ...]) -> bool:
+    """A decoder layer's linear weight (what bitsandbytes quantizes): 2-D, inside `layers.`."""
+    return len(shape) == 2 and ".layers." in name and name.endswith(".weight")
+
+
+def weights_mb(shapes: dict[str, tuple[int, ...]], mode: str, dtype_bytes: int) -> float:
+    """The frozen base model's memory in a mode, from its tensor shapes."""
+    total = 0.0
+    other = dtype_bytes if mode == "none" else 4
+    for name, shape in shapes.items():
+        count = _numel(shape)
+        if _is_linear(name, shape):
+            total += count * bytes_per_linear_param(mode, dtype_bytes) + (4 * shape[0] if mode == "int8" else 0)
+        else:
+            total += count * other
+    return total / 2**20
+
+
+def adapter_mb(shapes: dict[str, tuple[int, ...]], rank: int, targets: list[str] | str) -> float:
+    """LoRA parameters, gradients and AdamW states for rank `rank` on the targeted layers ('all-linear' or short
+    layer names)."""
+    params = 0
+    for name, shape in shapes.items():
+        short = name.rsplit(".", 2)[-2] if name.count(".") >= 2 else name
+        if _is_linear(name, shape) and (targets == "all-linear" or short in targets):
+            params += rank * (shape[0] + shape[1])
+    return params * ADAPTER_BYTES_PER_PARAM / 2**20
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Two short training runs of one model, mode and checkpointing setting at two micro-batch shapes."""
+
+    key: str
+    tokens: tuple[int, int]
+    """Tokens per micro-batch of the two runs (batch x seq)."""
+    peaks_mb: tuple[float, float]
+    step_seconds: tuple[float, float]
+    """Seconds per optimizer step (one micro-batch), after the first step (warm-up)."""
+    weights_mb: float
+    adapter_mb: float
+    """The probe's own adapter state (rank PROBE_RANK, all linear layers)."""
+    seconds: float
+    """How long the probe took to run."""
+
+    @property
+    def mb_per_token(self) -> float:
+        return max(0.0, (self.peaks_mb[1] - self.peaks_mb[0]) / (self.tokens[1] - self.tokens[0]))
+
+    @property
+    def overhead_mb(self) -> float:
+        """The runtime's fixed share: the line's intercept less the weights and the probe's adapter."""
+        return self.peaks_mb[0] - self.mb_per_token * self.tokens[0] - self.weights_mb - self.adapter_mb
+
+    def seconds_at(self, tokens: int) -> float:
+        slope = (self.step_seconds[1] - self.step_seconds[0]) / (self.tokens[1] - self.tokens[0])
+        return max(1e-6, self.step_seconds[0] + max(0.0, slope) * (tokens - self.tokens[0]))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A trial config's predicted peak memory (MiB, the meter trials use) and seconds per optimizer step."""
+
+    peak_memory_mb: float
+    step_seconds: float
+    weights_mb: float
+    adapter_mb: float
+    activations_mb: float
+    overhead_mb: float
+
+
+def predict(config: TrialConfig, probe: Probe, shapes: dict[str, tuple[int, ...]]) -> Prediction:
+    """The config's peak and step time from a probe of its model, mode and checkpointing setting. Memory counts
+    one micro-batch of batch_size x max_seq_len tokens (the widest batch: an upper bound); time is
+    grad_accum micro-batches of that width. The adapter's rank changes memory, not the predicted time (the
+    frozen base's matmuls dominate a step)."""
+    from harness.trial.models import target_modules
+
+    tokens = config.train.batch_size * config.data.max_seq_len
+    adapter = adapter_mb(shapes, config.lora.r, target_modules(config.lora.targets))
+    activations = probe.mb_per_token * tokens
+    peak = probe.overhead_mb + probe.weights_mb + adapter + activations
+    return Prediction(peak, config.train.grad_accum * probe.seconds_at(tokens), probe.weights_mb, adapter,
+                      activations, probe.overhead_mb)
+
+
+def probe_key(path: str, mode: str, checkpointing: bool, seq: int, device: str, dtype: str) -> str:
+    """The hash of everything a probe depends on (see the module docstring)."""
+    from importlib import metadata
+
+    from harness.trial.models import attention_for, quantized_stamp
+
+    versions = [(name, metadata.version(name)) for name in ("peft", "harness")]
+    return stable_hash([quantized_stamp(path, mode, dtype, device), versions, bool(checkpointing), seq,
+                        PROBE_BATCHES, PROBE_STEPS, PROBE_RANK, PROBE_VERSION, attention_for(device, seq, path)])
+
+
+def probe_path(key: str) -> Path:
+    from harness.trial.models import cache_dir
+
+    return cache_dir() / "memory_probes" / f"{key}.json"
+
+
+def cached_probe(config: TrialConfig, cache: Any = None) -> tuple[Probe, bool]:
+    """The probe for `config`'s model, mode, checkpointing setting and sequence length, and whether it came
+    from this machine's cache (measured and kept when it did not)."""
+    from harness.runtime.devices import compute_dtype, pick_device
+    from harness.trial.baselines import _write
+    from harness.trial.run import TrialCache
+
+    cache = cache or TrialCache()
+    device = pick_device()
+    path = cache.checkpoint(config.model.name)
+    dtype = str(compute_dtype(device)).replace("torch.", "")
+    key = probe_key(path, config.quant.mode, config.train.gradient_checkpointing, config.data.max_seq_len,
+                    device, dtype)
+    try:
+        raw = json.loads(probe_path(key).read_text())
+        return Probe(**{**raw, "tokens": tuple(raw["tokens"]), "peaks_mb": tuple(raw["peaks_mb"]),
+                        "step_seconds": tuple(raw["step_seconds"])}), True
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    probe = run_probe(config, path, key, device, dtype)
+    _write(probe_path(key), dataclasses.asdict(probe))
+    return probe, False
+
+
+def run_probe(config: TrialConfig, path: str, key: str, device: str, dtype: str) -> Probe:
+    """Train PROBE_STEPS steps at each of PROBE_BATCHES x max_seq_len, measuring each run's peak and step time
+    with `doctor --pack-fit`'s meter, memory release and full batch."""
+    from harness.trial.models import quantized_checkpoint
+    from harness.trial.pack_fit import full_batch
+    from harness.trial.run import MemoryMeter, release_memory
+
+    started = time.perf_counter()
+    seq = config.data.max_seq_len
+    if config.quant.mode != "none":
+        quantized_checkpoint(path, config.quant.mode, device)  # built once, before any peak is measured
+    shapes = tensor_shapes(path)
+    meter = MemoryMeter(device)
+    peaks, seconds = [], []
+    for batch in PROBE_BATCHES:
+        release_memory(device)
+        meter.reset()
+        seconds.append(_train_probe(path, config, full_batch(path, batch, seq), device))
+        peaks.append(meter.peak_mb() or 0.0)
+    release_memory(device)
+    dtype_bytes = 2 if dtype in ("bfloat16", "float16") else 4
+    return Probe(key, (PROBE_BATCHES[0] * seq, PROBE_BATCHES[1] * seq), (peaks[0], peaks[1]),
+                 (seconds[0], seconds[1]), weights_mb(shapes, config.quant.mode, dtype_bytes),
+                 adapter_mb(shapes, PROBE_RANK, "all-linear"), time.perf_counter() - started)
+
+
+def _train_probe(path: str, config: TrialConfig, batch: Any, device: str) -> float:
+    """Seconds per step of a few steps on one full batch, on the trial's own path; the first step is warm-up."""
+    from harness.config.lora import LoraSpec
+    from harness.trial.models import load_base_model
+    from harness.trial.run import attach_adapter
+    from harness.trial.train import train
+
+    probe = dataclasses.replace(config, lora=LoraSpec(r=PROBE_RANK, alpha=2.0 * PROBE_RANK),
+                                train=dataclasses.replace(config.train, max_steps=PROBE_STEPS + 1, grad_accum=1,
+                                                          batch_size=batch.input_ids.shape[0], eval_every=0,
+                                                          eval_at=()))
+    base = load_base_model(path, config.quant.mode, device, config.data.max_seq_len)
+    model = attach_adapter(base, probe)
+    times: list[float] = []
+    clock = [time.perf_counter()]
+
+    def on_step(_: Any) -> None:
+        now = time.perf_counter()
+        times.append(now - clock[0])
+        clock[0] = now
+
+    train(model, lambda epoch: [batch], probe.train, device, on_step=on_step)
+    del model, base
+    steady = times[1:] or times
+    return sum(steady) / len(steady)
+
+
+def make_predictor(cache: Any = None) -> Any:
+    """config -> Prediction, probing each model, mode, checkpointing setting and sequence length once (the
+    machine's cache first) and reading each checkpoint's tensor shapes once."""
+    from harness.trial.run import TrialCache
+
+    cache = cache or TrialCache()
+    shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+
+    def predict_config(config: TrialConfig) -> Prediction:
+        probe, _ = cached_probe(config, cache)
+        path = cache.checkpoint(config.model.name)
+        if path not in shapes:
+            shapes[path] = tensor_shapes(path)
+        return predict(config, probe, shapes[path])
+
+    return predict_config

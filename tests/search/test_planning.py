@@ -1,0 +1,110 @@
+"""The planner's decisions (fitting keeps the effective batch; infeasible is one line before anything loads),
+its probe cache keys, its analytic weights, and `--plan` creating nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.config.dataset import DataSpec
+from harness.config.lora import LoraSpec
+from harness.config.model import ModelSpec, QuantSpec
+from harness.config.training import TrainSpec
+from harness.config.trial import TrialConfig
+from harness.search.planning import fit_to_budget
+from harness.trial import memory_plan
+from harness.trial.memory_plan import Prediction
+
+
+def _config(batch: int = 8, accum: int = 1, ckpt: bool = False) -> TrialConfig:
+    return TrialConfig(model=ModelSpec("tiny-llama"), quant=QuantSpec("nf4"), lora=LoraSpec(r=8, alpha=16.0),
+                       train=TrainSpec(batch_size=batch, grad_accum=accum, gradient_checkpointing=ckpt),
+                       data=DataSpec(max_seq_len=128))
+
+
+def _fake(per_token_mb: float, ckpt_factor: float = 0.25, base_mb: float = 100.0):
+    """A predictor whose peak is base + activations (x ckpt_factor with checkpointing) per micro-batch token."""
+    def predict(config: TrialConfig) -> Prediction:
+        act = per_token_mb * config.train.batch_size * config.data.max_seq_len
+        act *= ckpt_factor if config.train.gradient_checkpointing else 1.0
+        return Prediction(base_mb + act, 0.01 * config.train.grad_accum, base_mb, 0.0, act, 0.0)
+    return predict
+
+
+def test_a_config_that_fits_is_untouched() -> None:
+    planned = fit_to_budget(_config(), 10_000, _fake(1.0))
+    assert planned.fits and planned.fit is None and planned.config == _config()
+
+
+def test_fitting_halves_the_micro_batch_and_keeps_the_effective_batch() -> None:
+    planned = fit_to_budget(_config(batch=8, accum=2), 400, _fake(1.0))  # 8 x 128 tokens: 1124 MiB
+    train = planned.config.train
+    assert planned.fits and planned.peak_memory_mb <= 400
+    assert train.batch_size * train.grad_accum == 16, "fitting changed the effective batch"
+    assert (train.batch_size, train.grad_accum, train.gradient_checkpointing) == (2, 8, False)
+    assert planned.fit == {"batch_size": [8, 2], "grad_accum": [2, 8],
+                           "why": "predicted 1,124 MiB > budget 400 MiB"}
+
+
+def test_then_gradient_checkpointing_then_infeasible() -> None:
+    planned = fit_to_budget(_config(batch=2), 200, _fake(1.0))  # batch 1 alone: 228 MiB; checkpointed: 132
+    assert planned.fits and planned.config.train.gradient_checkpointing
+    assert planned.config.train.batch_size * planned.config.train.grad_accum == 2
+    assert planned.fit["gradient_checkpointing"] == [False, True]
+    hopeless = fit_to_budget(_config(batch=3), 150, _fake(1.0))  # odd micro-batch: never halved
+    assert not hopeless.fits and hopeless.config == _config(batch=3)
+    assert "\n" not in hopeless.infeasible and "budget of 150 MiB" in hopeless.infeasible
+
+
+def test_no_budget_changes_nothing() -> None:
+    assert fit_to_budget(_config(), None, _fake(100.0)).config == _config()
+
+
+def test_a_probe_is_not_reused_for_another_model_mode_dtype_version_or_checkpointing(
+        tiny_checkpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    other = tmp_path / "another-model"
+    shutil.copytree(tiny_checkpoint, other)
+    key = lambda **kw: memory_plan.probe_key(**{"path": tiny_checkpoint, "mode": "nf4", "checkpointing": False,  # noqa: E731
+                                                "seq": 128, "device": "cpu", "dtype": "float32", **kw})
+    first = key()
+    assert key() == first  # the same probe is found again
+    others = [key(mode="nf4-dq"), key(dtype="bfloat16"), key(checkpointing=True), key(seq=256),
+              key(path=str(other))]
+    assert first not in others and len(set(others)) == len(others)
+    from importlib import metadata
+
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "9.9" if name == "transformers" else real(name))
+    assert key() != first, "a new transformers version must probe again"
+
+
+def test_weights_from_shapes_match_the_loaded_16bit_model(tiny_checkpoint: str) -> None:
+    from harness.trial.models import load_base_model
+
+    shapes = memory_plan.tensor_shapes(tiny_checkpoint)
+    model = load_base_model(tiny_checkpoint, "none", "cpu")
+    size = next(model.parameters()).element_size()
+    loaded = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    tied = getattr(model.config, "tie_word_embeddings", False) and "lm_head.weight" not in shapes
+    assert memory_plan.weights_mb(shapes, "none", size) == pytest.approx(loaded, rel=1e-6 if not tied else 0.5)
+    # quantized modes keep non-linear tensors in fp32 (peft casts them), so only their order is checked here
+    modes = [memory_plan.weights_mb(shapes, mode, size) for mode in ("nf4-dq", "nf4", "int8")]
+    assert modes == sorted(modes) and len(set(modes)) == 3
+
+
+def test_plan_creates_no_storage_study_or_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(memory_plan, "make_predictor", lambda cache=None: _fake(1.0))
+    answer = harness.plan(model="tiny-llama", space="tiny", trials=3, max_steps=10, max_memory_mb=500)
+    assert list(tmp_path.iterdir()) == [], "--plan wrote something"
+    assert {"configs", "budget_mb", "estimated_total_seconds"} <= answer.keys() and answer["budget_mb"] == 500
+    for row in answer["configs"]:
+        assert {"predicted_peak_memory_mb", "predicted_step_seconds", "fits", "fitted"} <= row.keys()
+    assert any(row["fitted"] for row in answer["configs"])  # 8 x 128 tokens predicted at 1124 MiB
+    with pytest.raises(harness.SpecError, match="--max-memory-mb must be a positive number"):
+        harness.plan(model="tiny-llama", space="tiny", max_memory_mb=-1)
