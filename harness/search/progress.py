@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Iterable
+import time
+from typing import Any, Callable, Iterable
 
 from rich.console import Console
 from rich.live import Live
@@ -56,12 +57,30 @@ class NotebookLine:
 class SweepProgress:
     """Trial n of N, step, current loss, best so far: a live line on a terminal, plain lines elsewhere."""
 
-    def __init__(self, total: int, max_steps: int, console: Console | None = None) -> None:
+    def __init__(self, total: int, max_steps: int, console: Console | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.console = console or Console(stderr=True)
         self.total, self.max_steps = total, max_steps
         self.best: float | None = None
         self._live: Live | NotebookLine | None = None
         self._head = self._pack_head = ""
+        self._clock = clock
+        self._first_start: float | None = None
+        self._ended = 0
+
+    def _started(self) -> None:
+        if self._first_start is None:
+            self._first_start = self._clock()
+
+    def eta_text(self) -> str:
+        """`~N min left`: the trials still to run x the measured wall time per finished trial so far (since the
+        first trial started, so packs and the time between trials count); empty before the first trial ends."""
+        left = self.total - self._ended
+        if self._first_start is None or self._ended == 0 or left <= 0:
+            return ""
+        per_trial = (self._clock() - self._first_start) / self._ended
+        seconds = per_trial * left
+        return f"  ~{seconds / 60:.1f} min left" if seconds >= 60 else f"  ~{seconds:.0f} s left"
 
     def _start_live(self, text: str) -> None:
         """The live line: rich's on a terminal, one updating output line in a notebook, none elsewhere."""
@@ -72,12 +91,14 @@ class SweepProgress:
             self._live = NotebookLine(text)
 
     def start_trial(self, index: int, number: int, params: dict[str, Any]) -> None:
+        self._started()
         self._head = f"trial {index}/{self.total} (#{number}) {describe_params(params)}"
         self._start_live(self._head + "  loading...")
 
     def start_pack(self, members: list[tuple[int, int, dict[str, Any]]]) -> None:
         """K claimed trials (index, number, params) training as one pack: one line naming them, then the live
         line of the pack (the lowest member loss)."""
+        self._started()
         numbers = ", ".join(f"#{number}" for _, number, _ in members)
         self.note(f"pack of {len(members)} trials ({numbers}) on one copy of the base model:")
         for index, number, params in members:
@@ -108,12 +129,14 @@ class SweepProgress:
             self._live.stop()
             self._live = None
         self.best = best
+        self._ended += 1
         state = "DIVERGED" if record.get("status") == "diverged" else record["state"]
         detail = (f"eval_loss {_fmt(record['eval_loss'], '.4f')}  peak {_fmt(record['peak_memory_mb'], '.0f')} MiB  "
                   f"{_fmt(record['tokens_per_second'], '.0f')} tok/s  {record['wall_seconds']:.0f} s")
         why = f"  ({record['error']})" if record.get("error") else ""
         best_text = f"  best {best:.4f}" if best is not None else ""
-        self.console.print(f"{self._head}  {state}  {detail}{best_text}{why}", highlight=False, soft_wrap=True)
+        self.console.print(f"{self._head}  {state}  {detail}{best_text}{why}{self.eta_text()}", highlight=False,
+                           soft_wrap=True)
 
     def stop(self) -> None:
         if self._live is not None:
