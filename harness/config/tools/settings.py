@@ -10,7 +10,8 @@ from harness.config.dataset import DataSpec
 from harness.config.errors import SpecError
 from harness.config.model import QUANTIZATION_MODES
 
-HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct", "gemma3-270m": "google/gemma-3-270m",
+           "qwen2.5-coder-1.5b": "Qwen/Qwen2.5-Coder-1.5B-Instruct"}
 """Built-in model names -> the hub checkpoint a tool loads (the study itself may have run a GGUF of it)."""
 
 
