@@ -91,12 +91,14 @@ def sweep(
                                                     "time, then stop: no storage, no study."),
     json_out: bool = typer.Option(False, "--json", help="With --plan: one JSON object on stdout."),
     max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb",
-                                                  help="With --plan: the memory budget (MiB) configs are fitted to."),
+                                                  help="Peak memory (MiB) a trial may use: a config predicted over "
+                                                       "it is fitted (micro-batch halved, accumulation doubled, then "
+                                                       "gradient checkpointing) or ends infeasible before loading."),
 ) -> None:
     """Run (or resume) a study: each trial fine-tunes a LoRA/QLoRA adapter and scores it."""
     import harness
 
-    if plan or json_out or max_memory_mb is not None:
+    if plan or json_out:
         _plan(experiment, model, data, space, trials, max_steps, seed, plan, json_out, max_memory_mb)
         return
     with _sweep_errors():
@@ -105,7 +107,8 @@ def sweep(
                                sampler=sampler, pruner=pruner, warm_start=warm_start, task_metrics=task_metrics,
                                lr_range_test=lr_range_test, objectives=objectives, workers=workers, pack=pack,
                                heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                               from_config=from_config, from_format=from_format, say=typer.echo)
+                               from_config=from_config, from_format=from_format, max_memory_mb=max_memory_mb,
+                               say=typer.echo)
     _print_sweep_end(handle)
 
 
@@ -118,8 +121,7 @@ def _plan(experiment: Optional[Path], model: Optional[str], data: Optional[str],
     from harness.search.planning import plan_lines
 
     if not plan:
-        raise SpecError("--json and --max-memory-mb go with --plan here (a budget for running trials is not "
-                        "implemented yet)")
+        raise SpecError("--json goes with --plan (the plan as one JSON object)")
     with _sweep_errors():
         answer = harness.plan(experiment, model=model, data=data, space=space, trials=trials, max_steps=max_steps,
                               seed=seed, max_memory_mb=max_memory_mb)

@@ -19,7 +19,8 @@ def sweep(experiment: str | Path | None = None, *, model: str | None = None, dat
           warm_start: str | None = None, task_metrics: str | None = None, lr_range_test: bool | None = None,
           objectives: str | None = None, workers: int | None = None, pack: int | None = None,
           heartbeat_interval: int | None = None, grace_period: int | None = None,
-          from_config: str | Path | None = None, from_format: str | None = None, say: Say = print) -> StudyHandle:
+          from_config: str | Path | None = None, from_format: str | None = None, max_memory_mb: float | None = None,
+          say: Say = print) -> StudyHandle:
     """Run (or resume) a study: each trial fine-tunes a LoRA/QLoRA adapter and scores it.
 
     The keyword arguments are `harness sweep`'s flags (`--max-steps` is `max_steps`), with the same defaults
@@ -48,6 +49,11 @@ def sweep(experiment: str | Path | None = None, *, model: str | None = None, dat
                  objectives=objectives, warm_start=warm_start, lr_range_test=lr_range_test,
                  task_metrics=task_metrics, pack=pack)
     spec = build_sweep_spec(file_values, flags, str(experiment) if experiment else "flags")
+    if max_memory_mb is not None:  # the trials' memory budget: pinned in the study like the other train settings
+        from harness.config.budget import memory_budget
+
+        budget = memory_budget(max_memory_mb)
+        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, max_memory_mb=budget))
     if tool is not None and space is None and "space" not in file_values:
         spec = _space_around(spec, tool, say)
     spec = storage_for_workers(spec, 1 if workers is None else workers)

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from harness.config.budget import memory_budget
 from harness.config.errors import check, positive
 
 Scheduler = Literal["cosine", "linear", "constant", "warmup_stable_decay"]
@@ -44,6 +45,10 @@ class TrainSpec:
     gradient_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward pass instead of keeping them (transformers'
     non-reentrant checkpointing): a lower training peak for a longer step, the same loss and gradients."""
+    max_memory_mb: float | None = None
+    """The peak memory (MiB, the meter trials use) a trial may reach (`--max-memory-mb`): a config predicted over
+    it is fitted (micro-batch halved and accumulation doubled, then gradient checkpointing) or ends `infeasible`
+    before its model loads (harness.search.planning). None: no budget. Pinned in a study like every setting here."""
     seed: int = 0
     """Seeds adapter initialisation, dropout and batch order."""
     eval_every: int = 0
@@ -61,6 +66,7 @@ class TrainSpec:
                    f"{name} must be a positive integer, got {value!r}")
         check(isinstance(self.gradient_checkpointing, bool),
               f"gradient_checkpointing must be true or false, got {self.gradient_checkpointing!r}")
+        memory_budget(self.max_memory_mb, "max_memory_mb")
         check(0.0 <= self.warmup_ratio < 1.0, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         check(self.weight_decay >= 0.0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
         check(self.max_grad_norm >= 0.0, f"max_grad_norm must be >= 0, got {self.max_grad_norm!r}")

@@ -20,7 +20,8 @@ from harness.runtime.locking import file_lock
 from harness.trial.result import TrialResult
 
 # Optuna state name for each harness status (the contract's `state` key).
-STATE_OF_STATUS = {"complete": "COMPLETE", "pruned": "PRUNED", "diverged": "PRUNED", "oom": "FAIL", "failed": "FAIL"}
+STATE_OF_STATUS = {"complete": "COMPLETE", "pruned": "PRUNED", "diverged": "PRUNED", "oom": "FAIL", "failed": "FAIL",
+                   "infeasible": "PRUNED"}  # infeasible: PRUNED, so the sampler learns the region
 
 
 @functools.lru_cache(maxsize=1)

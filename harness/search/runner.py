@@ -199,6 +199,7 @@ class TrialRunner:
         self._ctx = mp.get_context(START_METHOD)
         self._proc: Any = None
         self._conn: Any = None
+        self._predict: Callable[[TrialConfig], Any] | None = None
         self.process: dict[str, int] | None = None
         """`process_facts()` of the worker that ran the last trial to return a result (pid, torch_threads)."""
 
@@ -214,11 +215,34 @@ class TrialRunner:
 
     def run(self, config: TrialConfig, *, on_step: Callable[[dict[str, Any]], None] | None = None,
             on_eval: Callable[[dict[str, Any]], bool] | None = None) -> TrialResult:
-        """Run one trial in the worker; progress messages are passed to the callbacks."""
+        """Run one trial in the worker; progress messages are passed to the callbacks. Under a memory budget
+        (`config.train.max_memory_mb`) the config is first fitted or found infeasible (harness.search.planning),
+        here, before the worker loads anything: an infeasible trial never reaches the worker."""
+        planned = None
+        if config.train.max_memory_mb is not None:
+            from harness.search.planning import fit_to_budget
+
+            planned = fit_to_budget(config, config.train.max_memory_mb, self.predictor())
+            predicted = {"predicted_peak_memory_mb": planned.peak_memory_mb,
+                         "predicted_step_seconds": planned.step_seconds}
+            if planned.infeasible:
+                return TrialResult(status="infeasible", reason=planned.infeasible, **predicted)
+            config = planned.config
         try:
-            return TrialResult.from_dict(self._serve(("trial", config.to_dict()), on_step, on_eval))
+            result = TrialResult.from_dict(self._serve(("trial", config.to_dict()), on_step, on_eval))
         except _WorkerDied as died:
-            return TrialResult(status="failed", reason=str(died))
+            result = TrialResult(status="failed", reason=str(died))
+        if planned is None:
+            return result
+        return dataclasses.replace(result, fit=planned.fit, **predicted)
+
+    def predictor(self) -> Callable[[TrialConfig], Any]:
+        """The memory/time predictor (probes cached on the machine), made once per runner."""
+        if self._predict is None:
+            from harness.trial.memory_plan import make_predictor
+
+            self._predict = make_predictor()
+        return self._predict
 
     def _serve(self, job: tuple[str, Any], on_step: Callable[[dict[str, Any]], None] | None,
                on_eval: Callable[[dict[str, Any]], bool] | None,

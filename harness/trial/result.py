@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-TrialStatus = Literal["complete", "pruned", "diverged", "oom", "failed"]
+TrialStatus = Literal["complete", "pruned", "diverged", "oom", "failed", "infeasible"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,14 @@ class TrialResult:
     """How many trials trained at once with this one, on one copy of the base model (harness.trial.pack):
     when above 1, `peak_memory_mb`, `train_peak_memory_mb` and the seconds are the pack's, not this config's
     alone, and tokens/s is this member's tokens over the pack's time."""
+    predicted_peak_memory_mb: float | None = None
+    """The planner's prediction of `peak_memory_mb` before the trial ran (harness.trial.memory_plan), when the
+    study has a memory budget; None otherwise."""
+    predicted_step_seconds: float | None = None
+    """The planner's predicted seconds per optimizer step, beside the measured `train_seconds` / `steps`."""
+    fit: dict[str, Any] | None = None
+    """What fitting to the memory budget changed, {setting: [from, to], why}; None when nothing did. An
+    `infeasible` trial loaded nothing: its reason names the prediction and the budget."""
     pack_note: str | None = None
     """Why a trial that was to train in a pack trained alone (a DoRA or PiSSA adapter, a different
     quantization mode...), or None."""

@@ -3,6 +3,7 @@ its probe cache keys, its analytic weights, and `--plan` creating nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,59 @@ def test_plan_creates_no_storage_study_or_folder(tmp_path: Path, monkeypatch: py
     assert any(row["fitted"] for row in answer["configs"])  # 8 x 128 tokens predicted at 1124 MiB
     with pytest.raises(harness.SpecError, match="--max-memory-mb must be a positive number"):
         harness.plan(model="tiny-llama", space="tiny", max_memory_mb=-1)
+
+
+def _budgeted(batch: int, budget: float) -> TrialConfig:
+    config = _config(batch=batch, accum=2)
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, max_memory_mb=budget))
+
+
+def test_an_infeasible_trial_never_reaches_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.search.records import STATE_OF_STATUS
+    from harness.search.runner import TrialRunner
+
+    runner = TrialRunner()
+    runner._predict = _fake(1.0)
+
+    def loads(*_: object, **__: object) -> dict:
+        raise AssertionError("an over-budget config reached the worker (which loads the model)")
+
+    monkeypatch.setattr(runner, "_serve", loads)
+    result = runner.run(_budgeted(3, 150))  # odd micro-batch, checkpointed 196 MiB: cannot fit 150
+    assert result.status == "infeasible" and STATE_OF_STATUS["infeasible"] == "PRUNED"
+    assert "budget of 150 MiB" in result.reason and "\n" not in result.reason
+    assert result.predicted_peak_memory_mb > 150 and result.predicted_step_seconds is not None
+
+
+def test_a_fitted_trial_runs_the_fitted_config_with_the_same_effective_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.search.runner import TrialRunner
+
+    runner = TrialRunner()
+    runner._predict = _fake(1.0)
+    sent: list[dict] = []
+
+    def serve(job: tuple, *_: object, **__: object) -> dict:
+        sent.append(job[1])
+        return {"status": "complete", "eval_loss": 1.0, "peak_memory_mb": 300.0}
+
+    monkeypatch.setattr(runner, "_serve", serve)
+    result = runner.run(_budgeted(8, 400))
+    train = sent[0]["train"]
+    assert (train["batch_size"], train["grad_accum"]) == (2, 8) and train["batch_size"] * train["grad_accum"] == 16
+    assert result.fit["batch_size"] == [8, 2] and result.predicted_peak_memory_mb <= 400
+
+
+def test_a_resume_cannot_change_the_budget() -> None:
+    from harness.config.errors import SpecError
+    from harness.config.sweep import SweepSpec
+    from harness.search.study import _check_resume
+
+    def spec(budget: float | None) -> SweepSpec:
+        return SweepSpec(study="s", model="tiny-llama", train=TrainSpec(max_memory_mb=budget))
+
+    class Stored:
+        user_attrs = {"settings": spec(1000).measured_settings()}
+
+    _check_resume(Stored(), {}, None, spec(1000))  # the same budget resumes
+    with pytest.raises(SpecError, match="train.max_memory_mb"):
+        _check_resume(Stored(), {}, None, spec(2000))
