@@ -144,6 +144,7 @@ def test_chat_data_with_a_system_message_on_a_model_without_chat_template_is_one
 
     from helpers import assert_one_line_error, run_cli
 
+    models.checkpoint_path(models.resolve_model("tiny-gemma3"))  # built before: its "converting" note is a line
     data = tmp_path / "chat.jsonl"
     data.write_text("".join(json.dumps({"messages": [{"role": "system", "content": "Be brief."},
                                                      {"role": "user", "content": f"What is {i} + 1?"},
