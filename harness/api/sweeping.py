@@ -74,13 +74,17 @@ def plan(experiment: str | Path | None = None, *, model: str | None = None, data
     from harness.config.experiment import build_sweep_spec, load_experiment, resolve_space
     from harness.config.space import load_space
     from harness.search.planning import plan_sweep
-    from harness.trial.memory_plan import make_predictor
+    from harness.search.runner import TrialRunner
 
     budget = memory_budget(max_memory_mb)
     file_values = load_experiment(Path(experiment)) if experiment else {}
     flags = dict(model=model, data=data, space=space, trials=trials, max_steps=max_steps, seed=seed)
     spec = build_sweep_spec(file_values, flags, str(experiment) if experiment else "flags")
-    return plan_sweep(spec, load_space(resolve_space(spec.space)), budget, make_predictor())
+    runner = TrialRunner()  # probes run in a trial worker, as they will in the sweep
+    try:
+        return plan_sweep(spec, load_space(resolve_space(spec.space)), budget, runner.predictor())
+    finally:
+        runner.close()
 
 
 def _space_around(spec: Any, tool: Any, say: Say) -> Any:

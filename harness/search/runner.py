@@ -100,6 +100,17 @@ def _worker_main(conn: Any) -> None:
             curve = run_range_test(config, payload["low"], payload["high"], payload["steps"], cache)
             conn.send(("range", curve.to_dict()))
             continue
+        if kind == "probe":  # the planner's probe runs where trials run: the same process, the same meter
+            from harness.trial.memory_plan import cached_probe
+
+            try:
+                probe, _ = cached_probe(TrialConfig.from_dict(payload), cache)
+                conn.send(("probe", dataclasses.asdict(probe)))
+            except Exception as err:  # reported, not raised: the supervisor decides
+                from harness.config.errors import one_line
+
+                conn.send(("probe", {"error": one_line(err)}))
+            continue
         if kind == "task":
             from harness.trial.run import score_saved_adapter
 
@@ -237,12 +248,29 @@ class TrialRunner:
         return dataclasses.replace(result, fit=planned.fit, **predicted)
 
     def predictor(self) -> Callable[[TrialConfig], Any]:
-        """The memory/time predictor (probes cached on the machine), made once per runner."""
+        """The memory/time predictor, made once per runner; its probes run in the worker, the process and meter
+        of the trials they predict (and are cached on the machine)."""
         if self._predict is None:
             from harness.trial.memory_plan import make_predictor
 
-            self._predict = make_predictor()
+            self._predict = make_predictor(probe_of=self.probe)
         return self._predict
+
+    def probe(self, config: TrialConfig) -> Any:
+        """`config`'s memory/time probe (harness.trial.memory_plan.cached_probe), run in the worker. Raises
+        SpecError with the worker's one-line reason when it fails."""
+        from harness.config.errors import SpecError
+        from harness.trial.memory_plan import Probe
+
+        self.start()
+        try:
+            self._conn.send(("probe", config.to_dict()))
+            reply = self._receive()[1]
+        except _WorkerDied as died:
+            raise SpecError(f"the memory probe of {config.model.name} {config.quant.mode} failed: {died}") from None
+        if "error" in reply:
+            raise SpecError(f"the memory probe of {config.model.name} {config.quant.mode} failed: {reply['error']}")
+        return Probe.from_dict(reply)
 
     def _serve(self, job: tuple[str, Any], on_step: Callable[[dict[str, Any]], None] | None,
                on_eval: Callable[[dict[str, Any]], bool] | None,

@@ -117,6 +117,11 @@ class Probe:
     seconds: float
     """How long the probe took to run."""
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Probe":
+        return cls(**{**raw, "tokens": tuple(raw["tokens"]), "peaks_mb": tuple(raw["peaks_mb"]),
+                      "step_seconds": tuple(raw["step_seconds"])})
+
     @property
     def mb_per_token(self) -> float:
         return max(0.0, (self.peaks_mb[1] - self.peaks_mb[0]) / (self.tokens[1] - self.tokens[0]))
@@ -189,9 +194,7 @@ def cached_probe(config: TrialConfig, cache: Any = None) -> tuple[Probe, bool]:
     key = probe_key(path, config.quant.mode, config.train.gradient_checkpointing, config.data.max_seq_len,
                     device, dtype)
     try:
-        raw = json.loads(probe_path(key).read_text())
-        return Probe(**{**raw, "tokens": tuple(raw["tokens"]), "peaks_mb": tuple(raw["peaks_mb"]),
-                        "step_seconds": tuple(raw["step_seconds"])}), True
+        return Probe.from_dict(json.loads(probe_path(key).read_text())), True
     except (OSError, ValueError, TypeError, KeyError):
         pass
     probe = run_probe(config, path, key, device, dtype)
@@ -252,16 +255,17 @@ def _train_probe(path: str, config: TrialConfig, batch: Any, device: str) -> flo
     return sum(steady) / len(steady)
 
 
-def make_predictor(cache: Any = None) -> Any:
+def make_predictor(cache: Any = None, probe_of: Any = None) -> Any:
     """config -> Prediction, probing each model, mode, checkpointing setting and sequence length once (the
-    machine's cache first) and reading each checkpoint's tensor shapes once."""
+    machine's cache first) and reading each checkpoint's tensor shapes once. `probe_of(config) -> Probe` runs
+    the probe elsewhere (the sweep's trial worker, whose process the trials run in); default: this process."""
     from harness.trial.run import TrialCache
 
     cache = cache or TrialCache()
     shapes: dict[str, dict[str, tuple[int, ...]]] = {}
 
     def predict_config(config: TrialConfig) -> Prediction:
-        probe, _ = cached_probe(config, cache)
+        probe = probe_of(config) if probe_of is not None else cached_probe(config, cache)[0]
         path = cache.checkpoint(config.model.name)
         if path not in shapes:
             shapes[path] = tensor_shapes(path)

@@ -96,11 +96,31 @@ def test_weights_from_shapes_match_the_loaded_16bit_model(tiny_checkpoint: str) 
     assert modes == sorted(modes) and len(set(modes)) == 3
 
 
+@pytest.mark.integration
+def test_a_sweeps_probe_runs_in_the_trial_worker(tiny_checkpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep's predictions come from probes run where its trials run (the worker process), not in the
+    sweep's own process, whose resident memory is not a trial's."""
+    from harness.search.runner import TrialRunner
+
+    def not_here(*_: object, **__: object) -> None:
+        raise AssertionError("probed in the sweep's process")
+
+    monkeypatch.setattr(memory_plan, "cached_probe", not_here)  # the forked worker keeps the real one
+    runner = TrialRunner()
+    try:
+        prediction = runner.predictor()(_config(batch=2))
+    finally:
+        runner.close()
+    assert prediction.peak_memory_mb > prediction.weights_mb > 0 and prediction.step_seconds > 0
+
+
 def test_plan_creates_no_storage_study_or_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import harness
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(memory_plan, "make_predictor", lambda cache=None: _fake(1.0))
+    from harness.search.runner import TrialRunner
+
+    monkeypatch.setattr(TrialRunner, "predictor", lambda self: _fake(1.0))
     answer = harness.plan(model="tiny-llama", space="tiny", trials=3, max_steps=10, max_memory_mb=500)
     assert list(tmp_path.iterdir()) == [], "--plan wrote something"
     assert {"configs", "budget_mb", "estimated_total_seconds"} <= answer.keys() and answer["budget_mb"] == 500
