@@ -154,3 +154,16 @@ def test_chat_data_with_a_system_message_on_a_model_without_chat_template_is_one
                    str(tmp_path / "s"), "--wandb", "disabled")
     assert_one_line_error(proc, "system message", "no chat template")
     assert not (tmp_path / "s" / "trials.jsonl").exists()
+
+
+@pytest.mark.integration
+def test_harness_models_lists_every_built_in_and_install_refuses_other_names() -> None:
+    from helpers import assert_one_line_error, run_cli
+
+    proc = run_cli("models")
+    assert proc.returncode == 0, proc.stderr
+    for row in builtins.BUILTINS.values():
+        assert row.name in proc.stdout and f"install: {row.install_command}" in proc.stdout
+    assert "4-bit source weights" in proc.stdout
+    assert_one_line_error(run_cli("models", "install", "tiny-llama"), "not a built-in real model")
+    assert_one_line_error(run_cli("models", "uninstall", "gemma3-270m"), "the only action is")
