@@ -39,7 +39,7 @@ PROBE_BATCHES = (1, 4)
 """The two micro-batch sizes a probe trains at (x the trial's max_seq_len tokens each)."""
 PROBE_STEPS = 2
 PROBE_RANK = 8
-PROBE_VERSION = 1
+PROBE_VERSION = 2
 """Bumped when what a probe measures changes: older cached probes are then not reused."""
 
 
