@@ -47,12 +47,25 @@ def describe_source(model: ResolvedModel) -> SourceInfo:
         return SourceInfo(f"{row.display} ({row.quant} GGUF, dequantized to bf16)", row.precision, True)
     if model.source == "gguf":
         kinds = gguf_types(model.location)
-        linear = _top(kinds.get("linear", Counter()))
-        return SourceInfo(f"{Path(model.location).name} ({linear} GGUF, dequantized to bf16)", precision_of(kinds),
-                          linear.upper().startswith(("Q4", "IQ4", "Q3", "Q2", "IQ3", "IQ2", "IQ1")))
+        # The file's own name for its quantization (a K-quant mix is "Q4_K_M", not its most common tensor type),
+        # else the most common type of its linear weights.
+        kind = gguf_file_type(model.location) or _top(kinds.get("linear", Counter()))
+        return SourceInfo(f"{Path(model.location).name} ({kind} GGUF, dequantized to bf16)", precision_of(kinds),
+                          kind.upper().startswith(("Q4", "IQ4", "Q3", "Q2", "IQ3", "IQ2", "IQ1")))
     dtypes = _checkpoint_dtypes(model.location)
     precision = ", ".join(f"{k} ({v} tensors)" for k, v in dtypes.most_common()) or "unknown (no local weights read)"
     return SourceInfo(f"{model.name} ({_top(dtypes) or 'dtype unknown'} weights)", precision, False)
+
+
+def gguf_file_type(path: str) -> str | None:
+    """The quantization the file's `general.file_type` names (`Q4_K_M`, `Q4_1`, ...), or None when absent."""
+    from gguf import GGUFReader, LlamaFileType
+
+    field = GGUFReader(path).fields.get("general.file_type")
+    try:
+        return LlamaFileType(int(field.contents())).name.removeprefix("MOSTLY_") if field is not None else None
+    except (ValueError, TypeError):
+        return None
 
 
 def gguf_types(path: str) -> dict[str, Counter]:

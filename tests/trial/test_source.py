@@ -23,3 +23,19 @@ def test_tiny_llama_and_a_checkpoint_folder_say_their_dtype(tiny_checkpoint: str
     folder = describe_source(ResolvedModel(tiny_checkpoint, "local", tiny_checkpoint))
     assert folder.label.endswith("(f32 weights)") and folder.precision.startswith("f32 (")
     assert folder.four_bit_source is False
+
+
+@pytest.mark.slow
+def test_a_gguf_file_given_as_a_path_is_named_by_its_own_quantization_mix() -> None:
+    """Gemma-3-270M's file is a Q4_K_M mix whose most common tensor type is Q5_0: the label says Q4_K_M."""
+    from harness.trial import builtins
+
+    row = builtins.BUILTINS["gemma3-270m"]
+    if not builtins.is_installed(row):
+        pytest.skip(f"gemma3-270m is not installed ({row.install_command})")
+    from harness.trial.models import cache_dir
+
+    path = builtins.join_parts(row, builtins.part_paths(row), builtins.joined_path(row, cache_dir()))
+    info = describe_source(resolve_model(str(path)))
+    assert "(Q4_K_M GGUF, dequantized to bf16)" in info.label and info.four_bit_source
+    assert info.precision == row.precision
