@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 $(TOOLS_STAMP): Makefile $(STAMP)
 	rm -rf $(TOOLS)
 	$(BIN)/python -m pip install -q --no-compile --no-deps --target $(TOOLS)/axolotl axolotl==0.19.0 \
-		axolotl-contribs-lgpl==0.0.7 axolotl-contribs-mit==0.0.6 addict==2.4.0
+		axolotl-contribs-lgpl==0.0.7 axolotl-contribs-mit==0.0.6 addict==2.4.0 colorama==0.4.6
 	$(BIN)/python -m pip install -q --no-compile --no-deps --target $(TOOLS)/llamafactory llamafactory==0.9.5 omegaconf==2.4.0
 	$(BIN)/python -m pip install -q --no-compile --no-deps --target $(TOOLS)/unsloth unsloth==2026.10.9
 	touch $@

@@ -22,7 +22,8 @@ def recommended(mode: str = "nf4-dq", **overrides: object) -> dict:
                 "lr_scheduler_type": "cosine", "optim": "adamw_torch", "seed": 0}
     quant = BNB[mode] and {**BNB[mode], **({"bnb_4bit_compute_dtype": "float32"} if "4" in mode else {})}
     doc = {"validated": False, "lora": lora, "quantization": quant, "training": training, "optimizer": None,
-           "evidence": {"model": "smollm2-135m", "data": "train.jsonl", "max_seq_len": 96, "study": "s"}}
+           "evidence": {"model": "smollm2-135m", "data": "train.jsonl", "max_seq_len": 96, "study": "s",
+                        "data_format": "messages"}}
     for key, value in overrides.items():
         section, _, name = key.partition("__")
         if section == "optimizer":

@@ -180,6 +180,8 @@ def evidence(candidate: Candidate, view: StudyView) -> dict[str, Any]:
             "device": result.get("device_name") or result.get("device"), "compute_dtype": result.get("compute_dtype"),
             "optimizer": result.get("optimizer"), "held_out_examples": view.n_eval,
             "data": view.sweep.get("data"), "max_seq_len": (view.sweep.get("data_options") or {}).get("max_seq_len"),
+            "data_format": (view.sweep.get("data_options") or {}).get("format"),
+            "completion_only_loss": (view.sweep.get("data_options") or {}).get("completion_only_loss", True),
             "space": view.sweep.get("space"), "quantization": candidate.mode,
             "trials_finished": len(finished), "trials_completed": len(view.completed()),
             "source_trial": candidate.source.number, "confirmed": candidate.confirmed,

@@ -15,6 +15,7 @@ from harness.config.errors import SpecError
 from harness.config.tools import axolotl, llamafactory, trl, unsloth
 from harness.config.tools.rewrite import rewrite
 from harness.config.tools.settings import Export, Tuned, from_recommended
+from harness.publish.export_data import with_data
 from harness.runtime.redaction import redact_text
 
 TOOLS: dict[str, ModuleType] = {m.NAME: m for m in (axolotl, llamafactory, trl, unsloth)}
@@ -89,7 +90,7 @@ def write_exports(doc: dict[str, Any], folder: Path, formats: tuple[str, ...], c
     if quantization is not None:
         doc = mode_doc(doc, quantization)
     suffix = f".{quantization}" if quantization else ""
-    tuned = from_recommended(doc) if any(f != "peft" for f in formats) else None
+    tuned = with_data(from_recommended(doc)) if any(f != "peft" for f in formats) else None
     for name in formats:
         try:
             if name == "peft":
@@ -100,6 +101,11 @@ def write_exports(doc: dict[str, Any], folder: Path, formats: tuple[str, ...], c
             else:
                 export = TOOLS[name].export(tuned)
                 path = folder / f"recommended.{name}{suffix}.yaml"
+                if export.files:  # LLaMA-Factory's dataset_info.json: its dataset_dir is this folder
+                    export.keys["dataset_dir"] = str(folder.resolve())
+                    for file, text in export.files.items():
+                        (folder / file).write_text(text)
+                        lines.append(f"{name}: {folder / file}")
                 path.write_text(render(export, doc, command))
                 lines.append(f"{name}: {path}")
                 lines += [f"{name}: not expressed: {note}" for note in export.notes]

@@ -56,7 +56,7 @@ def test_what_a_tool_cannot_express_is_said_or_refused() -> None:
     with pytest.raises(SpecError, match="DoRA"):
         unsloth.export(from_recommended(recommended("none", lora__use_dora=True)))
     assert any("double-quantizes" in note for note in unsloth.export(from_recommended(recommended("nf4"))).notes)
-    assert not unsloth.export(from_recommended(recommended("nf4-dq"))).notes
+    assert not unsloth.export(from_recommended(recommended("nf4-dq", evidence__data_format="text"))).notes
 
 
 def test_all_linear_and_a_built_in_dataset() -> None:

@@ -52,10 +52,12 @@ def parse_with(tool: str, files: list[Path]) -> dict[str, dict[str, Any]]:
 def parse_trl(path: Path) -> tuple[Any, Any, Any, Any, Any]:
     """TRL's own parser: (script args, SFTConfig, ModelConfig, LoraConfig, BitsAndBytesConfig). use_cpu is the
     machine's setting (SFTConfig otherwise defaults to bf16, which a CPU refuses), not the file's."""
-    from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser, get_peft_config, get_quantization_config
+    from trl import (DatasetMixtureConfig, ModelConfig, ScriptArguments, SFTConfig, TrlParser, get_peft_config,
+                     get_quantization_config)
 
-    script, sft, model = TrlParser((ScriptArguments, SFTConfig, ModelConfig)).parse_dict(
+    script, sft, model, data = TrlParser((ScriptArguments, SFTConfig, ModelConfig, DatasetMixtureConfig)).parse_dict(
         {**yaml.safe_load(path.read_text()), "use_cpu": True})
+    script.datasets = data.datasets  # `trl sft` reads a local file from here (DatasetMixtureConfig)
     return script, sft, model, get_peft_config(model), get_quantization_config(model)
 
 
@@ -130,7 +132,7 @@ def test_every_export_loads_with_its_tools_parser_and_a_misspelt_key_does_not(tm
             tuned.learning_rate, tuned.max_steps, tuned.batch_size, tuned.grad_accum, tuned.warmup_ratio,
             tuned.weight_decay, tuned.max_grad_norm, tuned.seq_len, tuned.optim)
         assert str(sft.lr_scheduler_type).split(".")[-1].lower() == tuned.scheduler
-        assert (sft.lr_scheduler_kwargs or {}) == tuned.scheduler_kwargs and script.dataset_name == "train.jsonl"
+        assert (sft.lr_scheduler_kwargs or {}) == tuned.scheduler_kwargs and script.datasets[0].data_files == "train.jsonl"
 
     parsed = parse_with("axolotl", [*files["axolotl"].values(), wrong["axolotl"]])
     assert parsed["wrong.axolotl.yaml"]["unknown"] == ["lora_rank"]

@@ -5,10 +5,11 @@ QLoRA is `adapter: qlora` with `load_in_4bit`, which Axolotl loads as NF4 with d
 
 from __future__ import annotations
 
+from harness.config.tools import datasets
 from harness.config.tools.settings import Export, Tuned, checkpointing_arguments, data_note, peft_init_note, whole
 
 NAME = "axolotl"
-CONTEXT = frozenset({"base_model", "datasets", "output_dir", "sequence_len", "chat_template", "val_set_size", "seed",
+CONTEXT = frozenset({"base_model", "datasets", "train_on_inputs", "output_dir", "sequence_len", "chat_template", "val_set_size", "seed",
                      "optimizer"})
 DEFAULTS = {"load_in_8bit": False, "load_in_4bit": False, "peft_use_rslora": False, "peft_use_dora": False,
             "bnb_config_kwargs": {"bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True}, "weight_decay": 0.0,
@@ -17,9 +18,8 @@ DEFAULTS = {"load_in_8bit": False, "load_in_4bit": False, "peft_use_rslora": Fal
 
 
 def export(t: Tuned) -> Export:
-    keys = {"base_model": t.hub_model,
-            "datasets": [{"path": t.data_file, "type": "chat_template"}],
-            "chat_template": "tokenizer_default", "sequence_len": t.seq_len,
+    data, data_notes = datasets.axolotl(t)
+    keys = {"base_model": t.hub_model, **data, "sequence_len": t.seq_len,
             "output_dir": "outputs/harness-tuned",
             "adapter": "qlora" if t.bits == 4 else "lora",
             "load_in_8bit": t.bits == 8, "load_in_4bit": t.bits == 4}
@@ -45,5 +45,6 @@ def export(t: Tuned) -> Export:
         removes.add("bnb_config_kwargs")
     if t.loraplus_lr_ratio == 1.0:
         removes.add("loraplus_lr_ratio")
-    load = ("Use: axolotl train THIS_FILE", *data_note(t))
-    return Export(NAME, keys, tuple(peft_init_note(t, "Axolotl")), load, CONTEXT, DEFAULTS, frozenset(removes))
+    load = ("Use: axolotl train THIS_FILE", *data_note(t),
+            *([datasets.MULTI_TURN] if keys["datasets"][0].get("type") == "chat_template" else []))
+    return Export(NAME, keys, tuple(data_notes + peft_init_note(t, "Axolotl")), load, CONTEXT, DEFAULTS, frozenset(removes))

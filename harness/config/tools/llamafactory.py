@@ -3,24 +3,29 @@ into its model, data, training and fine-tuning argument dataclasses."""
 
 from __future__ import annotations
 
+from harness.config.tools import datasets
 from harness.config.tools.settings import (TRAINING_DEFAULTS, Export, Tuned, data_note, peft_init_note,
                                             training_arguments, whole)
 
 NAME = "llamafactory"
 CONTEXT = frozenset({"model_name_or_path", "dataset", "dataset_dir", "template", "cutoff_len", "output_dir",
-                     "stage", "do_train", "finetuning_type", "seed", "optim"})
+                     "stage", "do_train", "finetuning_type", "seed", "optim",
+                     "mask_history", "train_on_prompt"})
 DEFAULTS = {**TRAINING_DEFAULTS, "use_rslora": False, "use_dora": False, "lora_dropout": 0.0,
             "quantization_type": "nf4", "double_quantization": True, "quantization_method": "bnb"}
 
 
 def export(t: Tuned) -> Export:
     keys = {"model_name_or_path": t.hub_model, "stage": "sft", "do_train": True, "finetuning_type": "lora",
-            "dataset": t.data_file if t.data_file == t.data else "YOUR_DATASET", "template": "default", "cutoff_len": t.seq_len,
+            "cutoff_len": t.seq_len,
             "output_dir": "outputs/harness-tuned",
             "lora_rank": t.r, "lora_alpha": whole(t.alpha), "lora_dropout": t.dropout,
             "lora_target": "all" if t.targets == "all-linear" else ",".join(t.targets),
             "use_rslora": t.use_rslora, "use_dora": t.use_dora}
-    notes = []
+    data, files, notes = datasets.llamafactory(t)
+    keys |= data
+    if t.frame is not None and t.frame[0] == datasets.PLAIN:
+        keys["template"] = "default"
     if t.init in ("pissa",) or t.init.startswith("pissa_niter_"):
         keys["pissa_init"] = True
         if t.init.startswith("pissa_niter_"):
@@ -44,6 +49,6 @@ def export(t: Tuned) -> Export:
     if t.loraplus_lr_ratio == 1.0:
         removes.add("loraplus_lr_ratio")
     load = ("Use: llamafactory-cli train THIS_FILE   (warmup_steps below 1 is a fraction of max_steps)",
-            "dataset names an entry of your dataset_dir/dataset_info.json, and template should be your model "
-            "family's (`default` is LLaMA-Factory's plain one)", *data_note(t))
-    return Export(NAME, keys, tuple(notes), load, CONTEXT, DEFAULTS, frozenset(removes))
+            f"dataset {datasets.DATASET} is the entry of dataset_info.json beside this file (dataset_dir); no "
+            "template: LLaMA-Factory reads the tokenizer's chat template, as the trials did", *data_note(t))
+    return Export(NAME, keys, tuple(notes), load, CONTEXT, DEFAULTS, frozenset(removes), files)

@@ -49,6 +49,15 @@ class Tuned:
     """What the study's `--model` was (a built-in name, hub id, folder or GGUF file)."""
     data: str | None = None
     max_seq_len: int | None = None
+    data_format: str | None = None
+    """The data's record shape (harness.config.dataset.DATA_FORMATS) when known, else None."""
+    completion_only: bool = True
+    """The trials scored only the completion (DataSpec.completion_only_loss)."""
+    frame: tuple[str, str, str] | None = None
+    """How the trials wrote one user turn (harness.data.encode.prompt_frame): the prompt with `{prompt}` for the
+    user's text, and the text before and after the completion; None when the tokenizer was not at hand."""
+    data_path: str | None = None
+    """The data file as an absolute path, when it was found at export time."""
 
     @property
     def bits(self) -> int | None:
@@ -124,7 +133,8 @@ def from_recommended(doc: dict[str, Any], *, section: dict[str, Any] | None = No
         gradient_checkpointing=bool(training.get("gradient_checkpointing", False)),
         scheduler_kwargs=dict(training.get("lr_scheduler_kwargs") or {}),
         model=evidence.get("model"), data=evidence.get("data"),
-        max_seq_len=evidence.get("max_seq_len"))
+        max_seq_len=evidence.get("max_seq_len"), data_format=evidence.get("data_format"),
+        completion_only=bool(evidence.get("completion_only_loss", True)))
 
 
 @dataclass(frozen=True)
@@ -147,13 +157,16 @@ class Export:
     removes: frozenset[str] = frozenset()
     """Keys that would contradict this export in a user's file (`lora_target_modules` beside
     `lora_target_linear: true`): `--format same` comments them out."""
+    files: dict[str, str] = field(default_factory=dict)
+    """Further files the export needs beside it (LLaMA-Factory's dataset_info.json), name -> text."""
 
 
 def data_note(t: Tuned) -> list[str]:
     """The note for a study that trained on a harness built-in task: the file names a placeholder."""
     if t.data_file == t.data:
         return []
-    return [f"Data: the study trained on harness's built-in `{t.data}`; replace the placeholder with your data"]
+    return [f"Data: the study trained on harness's built-in `{t.data}`; replace the placeholder with your data "
+            "(the data section reads chat `messages` rows; a study on your own file writes it for its columns)"]
 
 
 def peft_init_note(t: Tuned, tool: str) -> list[str]:

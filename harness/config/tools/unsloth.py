@@ -4,6 +4,7 @@ of trl.SFTConfig for its SFTTrainer, one YAML section each (Unsloth is driven fr
 from __future__ import annotations
 
 from harness.config.errors import SpecError
+from harness.config.tools import datasets
 from harness.config.tools.settings import Export, Tuned, loraplus_note, training_arguments
 
 NAME = "unsloth"
@@ -22,17 +23,21 @@ def export(t: Tuned) -> Export:
         notes.append("nf4 without double quantization: Unsloth always double-quantizes 4-bit weights (nf4-dq); "
                      "the quality difference is small, the memory a little lower")
     notes += loraplus_note(t, "Unsloth's get_peft_model")
+    script, sft, data_notes = datasets.trl(t, "Unsloth's SFTTrainer (TRL's)")
+    notes += data_notes
+    data = script["datasets"][0]
     load = {"model_name": t.hub_model, "max_seq_length": t.seq_len,
             "load_in_4bit": t.bits == 4, "load_in_8bit": t.bits == 8}
     peft = {"r": t.r, "lora_alpha": t.alpha, "lora_dropout": t.dropout, "bias": "none",
             "target_modules": _targets(t.targets), "use_rslora": t.use_rslora, "random_state": t.seed,
             "init_lora_weights": True if t.init == "true" else t.init,
             "use_gradient_checkpointing": t.gradient_checkpointing}  # Unsloth's own key (its default: on)
-    training = {**training_arguments(t), "output_dir": "outputs/harness-tuned"}
+    training = {**training_arguments(t), **sft, "output_dir": "outputs/harness-tuned"}
     steps = ("Use: cfg = yaml.safe_load(open(THIS_FILE))",
              "model, tokenizer = FastLanguageModel.from_pretrained(**cfg['from_pretrained'])",
              "model = FastLanguageModel.get_peft_model(model, **cfg['get_peft_model'])",
-             "trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=YOUR_DATA, "
+             f"data = datasets.load_dataset({data['path']!r}, data_files={data['data_files']!r}, split='train')",
+             "trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=data, "
              "args=SFTConfig(**cfg['training']))")
     return Export(NAME, {"from_pretrained": load, "get_peft_model": peft, "training": training},
                   tuple(notes), steps, CONTEXT, {})
