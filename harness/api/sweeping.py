@@ -75,6 +75,7 @@ def plan(experiment: str | Path | None = None, *, model: str | None = None, data
     from harness.config.space import load_space
     from harness.search.planning import plan_sweep
     from harness.search.runner import TrialRunner
+    from harness.search.sweep import trial_config
 
     budget = memory_budget(max_memory_mb)
     file_values = load_experiment(Path(experiment)) if experiment else {}
@@ -82,7 +83,7 @@ def plan(experiment: str | Path | None = None, *, model: str | None = None, data
     spec = build_sweep_spec(file_values, flags, str(experiment) if experiment else "flags")
     runner = TrialRunner()  # probes run in a trial worker, as they will in the sweep
     try:
-        return plan_sweep(spec, load_space(resolve_space(spec.space)), budget, runner.predictor())
+        return plan_sweep(spec, load_space(resolve_space(spec.space)), budget, runner.predictor(), trial_config)
     finally:
         runner.close()
 

@@ -82,11 +82,11 @@ def _changes(before: TrialConfig, after: TrialConfig, why: str) -> dict[str, Any
     return fit
 
 
-def shape_configs(spec: Any, space: Any) -> list[TrialConfig]:
+def shape_configs(spec: Any, space: Any,
+                  trial_config: Callable[[Any, dict[str, Any]], TrialConfig]) -> list[TrialConfig]:
     """One config per quantization mode, checkpointing setting and batch shape the space can sample (the other
     axes at their defaults or the space's first choice: they do not change the shape, rank aside, which is
-    taken at its largest)."""
-    from harness.search.sweep import trial_config
+    taken at its largest); `trial_config(spec, params)` builds a trial's config (harness.search.sweep's)."""
 
     def choices(name: str, default: Any) -> list[Any]:
         axis = space.axes.get(name)
@@ -108,13 +108,14 @@ def shape_configs(spec: Any, space: Any) -> list[TrialConfig]:
     return configs
 
 
-def plan_sweep(spec: Any, space: Any, budget_mb: float | None, predict: Predictor) -> dict[str, Any]:
+def plan_sweep(spec: Any, space: Any, budget_mb: float | None, predict: Predictor,
+               trial_config: Callable[[Any, dict[str, Any]], TrialConfig]) -> dict[str, Any]:
     """`harness sweep --plan`'s answer: each config shape's prediction and decision, the budget and the sweep's
     estimated wall time (trials x (steps x mean step seconds over the feasible shapes + TRIAL_OVERHEAD_SECONDS)).
     Creates no storage and no study."""
     started = time.perf_counter()
     rows = []
-    for config in shape_configs(spec, space):
+    for config in shape_configs(spec, space, trial_config):
         planned = fit_to_budget(config, budget_mb, predict)
         rows.append({"quantization": config.quant.mode, "gradient_checkpointing": config.train.gradient_checkpointing,
                      "batch_size": config.train.batch_size, "grad_accum": config.train.grad_accum,
