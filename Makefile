@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The config parsers of Axolotl, LLaMA-Factory and Unsloth, for tests/publish/test_exports.py. Each pins
-# transformers/peft/datasets versions that clash with the harness's (see README, "Your training tool"), so
+# transformers/peft/datasets versions that clash with the harness's (see docs/exports.md), so
 # each is installed without its dependencies into a folder of its own and run on the harness's packages.
 TOOLS := .tools
 TOOLS_STAMP := $(TOOLS)/.installed
