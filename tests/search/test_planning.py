@@ -82,6 +82,7 @@ def test_a_probe_is_not_reused_for_another_model_mode_dtype_version_or_checkpoin
     assert key() != first, "a new transformers version must probe again"
 
 
+@pytest.mark.integration
 def test_weights_from_shapes_match_the_loaded_16bit_model(tiny_checkpoint: str) -> None:
     from harness.trial.models import load_base_model
 

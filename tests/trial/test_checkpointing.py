@@ -76,6 +76,7 @@ def _is_checkpointing(model: torch.nn.Module) -> bool:
     return any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("mode", QUANTIZATION_MODES)
 def test_checkpointing_keeps_loss_and_lora_gradients(tiny_checkpoint: str, mode: str) -> None:
     plain_loss, plain_grads, plain = _step(tiny_checkpoint, mode, False)
@@ -84,6 +85,7 @@ def test_checkpointing_keeps_loss_and_lora_gradients(tiny_checkpoint: str, mode:
     _assert_same((ckpt_loss, ckpt_grads), (plain_loss, plain_grads), f"{mode} with checkpointing")
 
 
+@pytest.mark.integration
 def test_control_recomputing_without_the_rng_state_is_caught(tiny_checkpoint: str,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The deliberate mistake: recompute with fresh dropout masks (preserve_rng_state=False)."""
