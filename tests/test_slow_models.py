@@ -106,7 +106,7 @@ def test_a_short_sweep_trains_the_real_model_from_its_name(name: str, label: str
     out = tmp_path / "s"
     proc = run_cli("sweep", "-e", str(tmp_path / "exp.yaml"), "--model", name, "--space", str(tmp_path / "space.yaml"),
                    "--trials", "1", "--max-steps", "2", "--no-lr-range-test", "--study", "s", "--out", str(out),
-                   "--wandb", "disabled", timeout=1500)
+                   "--wandb", "disabled", timeout=1500, fresh=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row,) = records(out)
     assert row["state"] == "COMPLETE", row["error"]
