@@ -528,15 +528,18 @@ def doctor(
 
 def main() -> None:
     """Console-script entry: one line on stderr for a failure, the exit code from harness.search.exits."""
+    from harness.runtime.interrupts import exit_within_deadline_on_ctrl_c, fast_exit_collection
     from harness.runtime.redaction import SECRET_ARGS_NOTE, redact_text, secret_in_args
     from harness.search.exits import FAILED, Interrupted, exit_code, is_usage_error
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    exit_within_deadline_on_ctrl_c()  # Ctrl-C: KeyboardInterrupt, and the command exits within seconds after it
     if secret_in_args(sys.argv[1:]):
         typer.echo(f"harness: note: {SECRET_ARGS_NOTE}", err=True)
     try:
         code = app(standalone_mode=False)
     except typer.Exit as done:
+        fast_exit_collection()
         sys.exit(done.exit_code)
     except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - the last line of defence: one line
         code = exit_code(err)
@@ -553,5 +556,7 @@ def main() -> None:
                 raise
             typer.echo(f"harness: {type(err).__name__}: {redact_text(str(err))} (set HARNESS_DEBUG=1 for the "
                        "traceback)", err=True)
+        fast_exit_collection()
         sys.exit(code)
+    fast_exit_collection()
     sys.exit(code if isinstance(code, int) else 0)

@@ -47,3 +47,11 @@ def tiny_checkpoint() -> str:
     from harness.trial.models import checkpoint_path, resolve_model
 
     return checkpoint_path(resolve_model("tiny-llama"))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Nothing left running when this test process ends: a command a failed or timed-out test left alive, and the
+    fork server of tests/forked_cli.py (its atexit does the same, for a process that ends another way)."""
+    import forked_cli
+
+    forked_cli.stop_everything()

@@ -21,6 +21,8 @@ tests/trial/test_reuse.py) start it as production does, and so do the real-model
 from __future__ import annotations
 
 import atexit
+import contextlib
+import ctypes
 import importlib.util
 import io
 import locale
@@ -91,6 +93,8 @@ def _command(args: list[str], env: dict[str, str], cwd: str, stdout: int, stderr
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
+    # It dies with its parent, the fork server (which stop_everything kills), as a trial worker dies with its sweep.
+    ctypes.CDLL(None, use_errno=True).prctl(runner._PR_SET_PDEATHSIG, signal.SIGKILL)
     sys.argv = [ENTRY, *args]
     # The main module as `python -m harness` has it: click names the program from it ("see `python -m harness
     # sweep --help`"), and multiprocessing's spawn (the trial worker) reads its spec.
@@ -158,6 +162,7 @@ class ForkedCommand:
             os.close(out_w)
             os.close(err_w)
         self.pid = self._process.pid
+        _STARTED.append(self)
         self.stdout = open(out_r, encoding=locale.getpreferredencoding(False))  # as Popen(text=True) reads
         self.stderr = open(err_r, encoding=locale.getpreferredencoding(False))
         self._read: dict[str, list[str]] | None = None
@@ -203,6 +208,43 @@ class ForkedCommand:
         self.stdout.close()
         self.stderr.close()
         return "".join(self._read["stdout"]), "".join(self._read["stderr"])
+
+
+_STARTED: list[ForkedCommand] = []
+"""Every command this test process started, for stop_everything."""
+
+
+def stop_everything() -> list[int]:
+    """End every command this test process started that is still running (with the processes it started) and
+    this process's fork server; returns the pids that had to be killed. Called when the test process ends
+    (atexit, and tests/conftest.py's pytest_unconfigure), so that a suite leaves nothing running, also after a
+    test that failed or timed out with its command still alive."""
+    import psutil
+    from multiprocessing import forkserver
+
+    killed = []
+    for command in _STARTED:
+        if command.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                for process in [*psutil.Process(command.pid).children(recursive=True), psutil.Process(command.pid)]:
+                    with contextlib.suppress(psutil.Error):
+                        process.kill()
+                        killed.append(process.pid)
+            command._process.join(10)
+    _STARTED.clear()
+    server = forkserver._forkserver
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid is not None:
+        # Closing its "alive" pipe asks it to stop, but a copy of that pipe in a forked child would keep it
+        # waiting: kill it, then let multiprocessing reap it and forget it (a later command starts a new one).
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        server._stop()
+    return killed
+
+
+atexit.register(stop_everything)
 
 
 def start(args: list[str], env: dict[str, str], cwd: str) -> ForkedCommand:
