@@ -258,12 +258,27 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+CPU_KINDS = {
+    True: "native bf16 (AVX512-BF16 or AMX): bf16 compute; `make sweep` took 5-9 min on 2 cores",
+    False: "no native bf16 (AVX2 only): fp32 compute, a SmolLM2-135M trial about 4x slower than with native bf16; "
+           "`make sweep` took 21 min on 2 cores (AMD EPYC Zen 3, 2026-12-07), `make test` about 15 min",
+}
+"""What each kind of CPU means for a user's time, as measured on this project's 2-core machines (docs/setup.md)."""
+
+
+def cpu_kind(bf16: bool) -> str:
+    """The kind of CPU, by whether bf16 is native, and what to expect of it."""
+    return CPU_KINDS[bf16]
+
+
 def format_report(report: DoctorReport) -> str:
-    """The report as aligned plain text for the terminal."""
+    """The report as aligned plain text for the terminal; on a CPU its second line says which kind of CPU this
+    is and what to expect of it."""
     yes_no = "yes" if report.bf16_supported else "no"
     versions = ", ".join(f"{name} {version}" for name, version in report.versions.items())
     lines = [
         f"device          {report.device}",
+        *([f"cpu kind        {cpu_kind(report.bf16_supported)}"] if report.device.startswith("cpu") else []),
         f"compute dtype   {report.compute_dtype} (native bf16: {yes_no})",
         f"bitsandbytes    {report.bnb_backend}",
         f"built-in model  {report.builtin_model}",

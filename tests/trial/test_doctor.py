@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -112,3 +113,14 @@ def test_the_installed_builtin_model_is_named_with_its_4bit_source() -> None:
     from harness.trial.doctor import builtin_model_status
 
     assert "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to bf16)" in builtin_model_status()
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_the_second_line_on_a_cpu_names_its_kind_and_what_to_expect(bf16: bool) -> None:
+    report = doctor.DoctorReport(device="cpu: AMD EPYC (2 cores)", compute_dtype="bfloat16" if bf16 else "float32",
+                                 bf16_supported=bf16, versions={}, bnb_backend="cpu")
+    second = doctor.format_report(report).splitlines()[1]
+    assert second.startswith("cpu kind") and ("native bf16 (" if bf16 else "AVX2 only") in second
+    assert "make sweep" in second
+    gpu = dataclasses.replace(report, device="cuda: NVIDIA H100 (79 GiB)")
+    assert "cpu kind" not in doctor.format_report(gpu)
