@@ -14,6 +14,8 @@ resumable. Importing `harness` is cheap: the functions load torch and the rest o
 
 from __future__ import annotations
 
+import sys
+import types
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -51,3 +53,17 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """`harness` itself: importing a subpackage that shares a command's name (`harness/advise/`, the layer of
+    `harness.advise`'s read-out) must not replace the command. Python's import sets the subpackage as an
+    attribute of its parent; for those names it stays reachable only through sys.modules and `import`."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _WHERE and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -41,41 +41,29 @@ def test_a_forked_command_is_a_process_of_its_own_with_the_environment_it_was_gi
     assert new.communicate(timeout=120)[0] and new.returncode == 0
 
 
-LEAVER = """
-import sys, time
-sys.path.insert(0, {tests!r})
-import forked_cli
-from multiprocessing import forkserver
-command = forked_cli.start(["sweep", "-e", {exp!r}, "--study", "left", "--out", {out!r}, "--trials", "50"],
-                           {env!r}, {cwd!r})
-time.sleep(2)
-assert command.poll() is None, "the command ended early"
-print(command.pid, forkserver._forkserver._forkserver_pid, flush=True)
-raise SystemExit(1)  # as a test process that ends with a test failed and its command still running
-"""
-
 
 @pytest.mark.integration
-def test_a_test_process_that_ends_leaves_no_command_or_fork_server_running(tmp_path: Path) -> None:
-    """stop_everything at exit: a command still running when its test process ends (a failed or timed-out test)
-    and the fork server are ended with it, not left behind holding hundreds of MB each."""
-    import os
-    import subprocess
-    import sys
+def test_what_a_test_process_leaves_running_is_ended_with_it(tmp_path: Path) -> None:
+    """forked_cli.stop_everything, which runs when a test process ends (atexit, pytest_unconfigure): a command still
+    running (a failed or timed-out test's), the processes it started and the fork server are ended, not left
+    behind holding hundreds of MB each. The fork server is started again by the next command that needs it."""
     import time
 
     import psutil
+    from multiprocessing import forkserver
 
-    from helpers import REPO, fast_experiment
+    from helpers import fast_experiment
 
-    env = {**os.environ, "HARNESS_INJECT_FAULTS": "0:slow"}
-    script = LEAVER.format(tests=str(REPO / "tests"), exp=str(fast_experiment(tmp_path)), out=str(tmp_path / "o"),
-                           env=env, cwd=str(REPO))
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert done.returncode == 1, done.stderr[-2000:]
-    pids = [int(pid) for pid in done.stdout.split()]
-    assert len(pids) == 2
+    command = start(["sweep", "-e", str(fast_experiment(tmp_path)), "--study", "left", "--out", str(tmp_path / "o"),
+                     "--trials", "50"], env={"HARNESS_INJECT_FAULTS": "0:slow"})
+    assert isinstance(command, forked_cli.ForkedCommand)
+    time.sleep(3)
+    assert command.poll() is None, "the command ended early"
+    server = forkserver._forkserver._forkserver_pid
+    pids = [command.pid, server, *(p.pid for p in psutil.Process(command.pid).children(recursive=True))]
+    assert server is not None and set(pids) <= set(forked_cli.stop_everything())
     deadline = time.monotonic() + 10
     while any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids):
-        assert time.monotonic() < deadline, f"still running after their test process ended: {pids}"
+        assert time.monotonic() < deadline, f"still running after stop_everything: {pids}"
         time.sleep(0.2)
+    assert run_cli("--help").returncode == 0  # a new fork server for the next command

@@ -85,3 +85,14 @@ def test_the_api_and_the_command_line_make_the_same_study(tmp_path: Path) -> Non
     assert list(handle.trials.columns) == table_columns
     assert handle.trials["#"].tolist() == [0, 1] and len(handle.trials) == 2
     assert "<table" in handle._repr_html_() and "best trial #" in handle._repr_html_()
+
+
+def test_a_command_named_as_a_subpackage_stays_the_command_after_that_subpackage_is_imported() -> None:
+    """`harness.advise` (the command) and `harness/advise/` (its layer): importing the latter, as calling the
+    former does, must not replace the command (a second call in a notebook failed: 'module' is not callable)."""
+    import importlib
+
+    import harness
+
+    importlib.import_module("harness.advise.run")
+    assert callable(harness.advise) and harness.advise.__module__ == "harness.api.readouts"

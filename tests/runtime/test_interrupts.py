@@ -14,8 +14,8 @@ import sys, time
 from harness.runtime.interrupts import exit_within_deadline_on_ctrl_c
 if sys.argv[1] == "deadline":
     exit_within_deadline_on_ctrl_c(1.5)
-print("ready", flush=True)
 try:
+    print("ready", flush=True)  # inside the try: a Ctrl-C that lands just after it is caught too
     time.sleep(60)
 except KeyboardInterrupt:
     if sys.argv[2] == "hang":
