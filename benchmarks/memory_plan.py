@@ -36,7 +36,7 @@ def measure_cell(model: str, mode: str, batch: int, ckpt: bool, seq: int) -> dic
     """In this (fresh) process: the measured peak and step time of one config shape."""
     from harness.runtime.devices import pick_device
     from harness.trial.memory_plan import _train_probe
-    from harness.trial.models import quantized_checkpoint
+    from harness.trial.models import load_tokenizer, quantized_checkpoint
     from harness.trial.pack_fit import full_batch
     from harness.trial.run import MemoryMeter, TrialCache, release_memory
 
@@ -45,7 +45,7 @@ def measure_cell(model: str, mode: str, batch: int, ckpt: bool, seq: int) -> dic
     path = TrialCache().checkpoint(model)
     if mode != "none":
         quantized_checkpoint(path, mode, device)
-    batch_data = full_batch(path, batch, seq)
+    batch_data = full_batch(load_tokenizer(path), batch, seq)
     release_memory(device)
     meter = MemoryMeter(device)
     meter.reset()

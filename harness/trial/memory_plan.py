@@ -205,7 +205,7 @@ def cached_probe(config: TrialConfig, cache: Any = None) -> tuple[Probe, bool]:
 def run_probe(config: TrialConfig, path: str, key: str, device: str, dtype: str) -> Probe:
     """Train PROBE_STEPS steps at each of PROBE_BATCHES x max_seq_len, measuring each run's peak and step time
     with `doctor --pack-fit`'s meter, memory release and full batch."""
-    from harness.trial.models import quantized_checkpoint
+    from harness.trial.models import load_tokenizer, quantized_checkpoint
     from harness.trial.pack_fit import full_batch
     from harness.trial.run import MemoryMeter, release_memory
 
@@ -214,12 +214,13 @@ def run_probe(config: TrialConfig, path: str, key: str, device: str, dtype: str)
     if config.quant.mode != "none":
         quantized_checkpoint(path, config.quant.mode, device)  # built once, before any peak is measured
     shapes = tensor_shapes(path)
+    tokenizer = load_tokenizer(path)
     meter = MemoryMeter(device)
     peaks, seconds = [], []
     for batch in PROBE_BATCHES:
         release_memory(device)
         meter.reset()
-        seconds.append(_train_probe(path, config, full_batch(path, batch, seq), device))
+        seconds.append(_train_probe(path, config, full_batch(tokenizer, batch, seq), device))
         peaks.append(meter.peak_mb() or 0.0)
     release_memory(device)
     dtype_bytes = 2 if dtype in ("bfloat16", "float16") else 4

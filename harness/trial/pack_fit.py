@@ -113,14 +113,13 @@ def measure_pack_fit(model: str, mode: str, *, batch: int = 8, seq: int = 128, r
                    time.perf_counter() - started)
 
 
-def full_batch(path: str, batch: int, seq: int) -> Any:
-    """The widest batch of a shape: batch x seq random tokens, every position real and scored (seeded)."""
+def full_batch(tokenizer: Any, batch: int, seq: int) -> Any:
+    """The widest batch of a shape: batch x seq random tokens of `tokenizer`'s vocabulary, every position real and
+    scored (seeded)."""
     import torch
 
     from harness.data.batching import Batch
-    from harness.trial.models import load_tokenizer
 
-    tokenizer = load_tokenizer(path)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, len(tokenizer), (batch, seq), generator=generator)
     return Batch(ids, torch.ones_like(ids), ids.clone(), real_tokens=batch * seq, scored_tokens=batch * (seq - 1))
@@ -132,7 +131,7 @@ def _train(path: str, config: TrialConfig, members: int, device: str) -> None:
 
     tokenizer = load_tokenizer(path)
     seq = config.data.max_seq_len
-    full = full_batch(path, config.train.batch_size, seq)
+    full = full_batch(tokenizer, config.train.batch_size, seq)
     base = load_base_model(path, config.quant.mode, device, seq)
     model = attach_pack(base, [config] * members)
     train_pack(model, [Member(config, lambda epoch: [full]) for _ in range(members)], device,
