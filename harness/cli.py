@@ -530,10 +530,10 @@ def main() -> None:
     """Console-script entry: one line on stderr for a failure, the exit code from harness.search.exits."""
     from harness.runtime.interrupts import exit_within_deadline_on_ctrl_c, fast_exit_collection
     from harness.runtime.redaction import SECRET_ARGS_NOTE, redact_text, secret_in_args
-    from harness.search.exits import FAILED, Interrupted, exit_code, is_usage_error
+    from harness.search.exits import FAILED, INTERRUPTED, Interrupted, exit_code, is_usage_error
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    exit_within_deadline_on_ctrl_c()  # Ctrl-C: KeyboardInterrupt, and the command exits within seconds after it
+    exit_within_deadline_on_ctrl_c(INTERRUPTED)  # Ctrl-C: KeyboardInterrupt, and the command exits within seconds after it
     if secret_in_args(sys.argv[1:]):
         typer.echo(f"harness: note: {SECRET_ARGS_NOTE}", err=True)
     try:

@@ -22,7 +22,6 @@ from typing import Any
 EXIT_DEADLINE_SECONDS = 15.0
 """Seconds from the first Ctrl-C to a forced exit (130) when the clean-up has not ended by then."""
 
-INTERRUPTED_CODE = 130
 DEADLINE_NOTE = ("harness: interrupted: clean-up did not finish within {seconds:g} s of Ctrl-C; exiting now (the study "
                  "is resumable: a trial left running is recovered as lost by the next command on it)")
 
@@ -35,23 +34,24 @@ def _flush() -> None:
             pass
 
 
-def _exit_after(seconds: float) -> None:
-    """In a daemon thread: exit the process `seconds` from now unless it has exited by then."""
+def _exit_after(seconds: float, code: int) -> None:
+    """In a daemon thread: exit the process with `code` `seconds` from now unless it has exited by then."""
     def deadline() -> None:
         _flush()
         try:
             os.write(2, (DEADLINE_NOTE.format(seconds=seconds) + "\n").encode())
         finally:
-            os._exit(INTERRUPTED_CODE)
+            os._exit(code)
 
     timer = threading.Timer(seconds, deadline)
     timer.daemon = True
     timer.start()
 
 
-def exit_within_deadline_on_ctrl_c(seconds: float = EXIT_DEADLINE_SECONDS) -> Any:
+def exit_within_deadline_on_ctrl_c(code: int, seconds: float = EXIT_DEADLINE_SECONDS) -> Any:
     """Install the command line's Ctrl-C handler in the main thread: KeyboardInterrupt as usual, plus a deadline
-    for the exit that follows (see the module docstring). Returns the previous handler (None off the main thread,
+    for the exit that follows, which exits with `code` (harness.search.exits.INTERRUPTED; see the module
+    docstring). Returns the previous handler (None off the main thread,
     where signals cannot be handled)."""
     if threading.current_thread() is not threading.main_thread():
         return None
@@ -60,7 +60,7 @@ def exit_within_deadline_on_ctrl_c(seconds: float = EXIT_DEADLINE_SECONDS) -> An
     def on_ctrl_c(signum: int, frame: Any) -> None:
         if not started.is_set():
             started.set()
-            _exit_after(seconds)
+            _exit_after(seconds, code)
         raise KeyboardInterrupt
 
     return signal.signal(signal.SIGINT, on_ctrl_c)

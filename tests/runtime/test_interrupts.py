@@ -7,13 +7,15 @@ import subprocess
 import sys
 import time
 
-from harness.runtime.interrupts import DEADLINE_NOTE, INTERRUPTED_CODE
+from harness.runtime.interrupts import DEADLINE_NOTE
+from harness.search.exits import INTERRUPTED
 
 HUNG = """
 import sys, time
 from harness.runtime.interrupts import exit_within_deadline_on_ctrl_c
+from harness.search.exits import INTERRUPTED
 if sys.argv[1] == "deadline":
-    exit_within_deadline_on_ctrl_c(1.5)
+    exit_within_deadline_on_ctrl_c(INTERRUPTED, 1.5)
 try:
     print("ready", flush=True)  # inside the try: a Ctrl-C that lands just after it is caught too
     time.sleep(60)
@@ -44,7 +46,7 @@ def _interrupt(*args: str, timeout: float = 20) -> tuple[subprocess.CompletedPro
 
 def test_a_clean_up_that_hangs_after_ctrl_c_is_cut_short_at_the_deadline() -> None:
     done, seconds = _interrupt("deadline", "hang")
-    assert done.returncode == INTERRUPTED_CODE
+    assert done.returncode == INTERRUPTED
     assert DEADLINE_NOTE.format(seconds=1.5) in done.stderr and "Traceback" not in done.stderr
     assert 1.4 <= seconds < 15
 
