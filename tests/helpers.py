@@ -23,6 +23,7 @@ from harness.runtime.devices import THREADS_ENV  # imports no torch
 
 if TYPE_CHECKING:
     import optuna
+    import torch
 
 
 def use_run_cache(environ: MutableMapping[str, str]) -> str | None:
@@ -295,3 +296,16 @@ def load_without_harness(path: Path, tmp_path: Path) -> str:
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
+
+
+def with_nonzero_lora_b(model: "torch.nn.Module", seed: int = 1) -> "torch.nn.Module":
+    """`model` (an adapter just attached) with every LoRA B drawn from N(0, 0.05) (seeded) instead of zero, which
+    would make every A gradient zero, and in training mode: for tests that compare gradients of two paths."""
+    import torch
+
+    torch.manual_seed(seed)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.05)
+    model.train()
+    return model

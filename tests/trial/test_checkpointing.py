@@ -23,6 +23,7 @@ from harness.trial.models import load_base_model, load_tokenizer
 from harness.trial.pack import refusal
 from harness.trial.run import attach_adapter
 from harness.trial.train import _accumulate
+from helpers import with_nonzero_lora_b
 
 RTOL = 1e-6  # fp32: the issue's bound, on the loss and on each gradient (relative to its largest element)
 
@@ -49,12 +50,7 @@ def _batches(checkpoint: str) -> list:
 
 def _step(checkpoint: str, mode: str, checkpointing: bool) -> tuple[float, dict[str, torch.Tensor], torch.nn.Module]:
     """One accumulated step (two micro-batches) from the same adapter and the same dropout seed."""
-    model = attach_adapter(load_base_model(checkpoint, mode, "cpu"), _config(mode, checkpointing))
-    torch.manual_seed(1)
-    for name, param in model.named_parameters():
-        if "lora_B" in name:  # B starts at zero, which would make every A gradient zero
-            torch.nn.init.normal_(param, std=0.05)
-    model.train()
+    model = with_nonzero_lora_b(attach_adapter(load_base_model(checkpoint, mode, "cpu"), _config(mode, checkpointing)))
     torch.manual_seed(2)  # the dropout masks
     loss, _ = _accumulate(model, _batches(checkpoint), "cpu")
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}

@@ -29,6 +29,7 @@ from harness.trial.models import load_base_model, load_tokenizer
 from harness.trial.run import attach_adapter
 from harness.trial.scoring import eval_loss
 from harness.trial.train import _accumulate
+from helpers import with_nonzero_lora_b
 
 LOSS_RTOL = 1e-6  # fp32, the bound on the loss
 GRAD_RTOL, GRAD_ATOL = 1e-5, 1e-7  # per element: a different summation order moves the last bits
@@ -107,13 +108,7 @@ def data(tiny_checkpoint: str):
 
 
 def _adapted(checkpoint: str, mode: str, tiny: str = "tiny-llama") -> torch.nn.Module:
-    model = attach_adapter(load_base_model(checkpoint, mode, "cpu"), _config(mode, tiny))
-    torch.manual_seed(1)
-    for name, param in model.named_parameters():
-        if "lora_B" in name:  # B starts at zero, which would make every A gradient zero
-            torch.nn.init.normal_(param, std=0.05)
-    model.train()
-    return model
+    return with_nonzero_lora_b(attach_adapter(load_base_model(checkpoint, mode, "cpu"), _config(mode, tiny)))
 
 
 def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
