@@ -456,8 +456,10 @@ def load_base_model(path: str, mode: str, device: str, max_seq_len: int | None =
 def enable_checkpointing(model: Any) -> None:
     """Gradient checkpointing on the base model's decoder layers, through transformers' own support, non-reentrant
     (torch.utils.checkpoint with use_reentrant=False: needs no input that requires grad, keeps the RNG state for
-    dropout, so the loss and gradients equal those without it). Active while the model is in train mode."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    dropout, so the loss and gradients equal those without it). Active while the model is in train mode.
+    transformers 5 names it activation_checkpointing_enable (gradient_checkpointing_enable is its deprecated
+    alias, which warns on every call)."""
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 
 def keep_4bit_training_layout(model: Any) -> int:

@@ -88,8 +88,8 @@ def test_control_recomputing_without_the_rng_state_is_caught(tiny_checkpoint: st
     plain = _step(tiny_checkpoint, "none", False)
 
     def careless(model: torch.nn.Module) -> None:
-        model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False, "preserve_rng_state": False})
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False, "preserve_rng_state": False})
 
     monkeypatch.setattr("harness.trial.run.enable_checkpointing", careless)
     wrong = _step(tiny_checkpoint, "none", True)
