@@ -17,7 +17,8 @@ Every axis is parsed and checked before any model loads. The six core axes (rank
 rate, quantization, dropout, target modules) are recorded as Optuna params of every trial, at their
 default when the file leaves them out. The other axes (LoRA variants: use_rslora, use_dora,
 init_lora_weights, pissa_niter; LoRA+: loraplus_lr_ratio; training: batch_size, grad_accum,
-warmup_ratio, weight_decay, scheduler, max_grad_norm, gradient_checkpointing) are params only when the file names them (so
+warmup_ratio, weight_decay, scheduler, max_grad_norm, gradient_checkpointing; quantization: keep_16bit, keep_16bit_rule,
+keep_16bit_seed) are params only when the file names them (so
 a space without them keeps its hash); left out, a variant axis is at its LoraSpec default and a
 training axis at the experiment's `train:` value. An axis with `when: {axis: value or [values]}` is
 sampled only in trials where that axis was sampled with one of those values; otherwise it is no param
@@ -61,6 +62,9 @@ _AXES: dict[str, tuple[type, type, str]] = {
     "scheduler": (str, TrainSpec, "scheduler"),
     "max_grad_norm": (float, TrainSpec, "max_grad_norm"),
     "gradient_checkpointing": (bool, TrainSpec, "gradient_checkpointing"),
+    "keep_16bit": (float, QuantSpec, "keep_16bit"),
+    "keep_16bit_rule": (str, QuantSpec, "keep_16bit_rule"),
+    "keep_16bit_seed": (int, QuantSpec, "keep_16bit_seed"),
 }
 CORE_AXES = ("quantization", "lora_r", "lora_alpha", "learning_rate", "lora_dropout", "target_modules")
 """Recorded as a param of every trial (at its default when the file leaves it out); never conditional."""
@@ -68,7 +72,9 @@ LORA_AXES = {name: f for name, (_, config, f) in _AXES.items() if config is Lora
 """Optional axes that set a LoraSpec field (axis name -> field)."""
 TRAIN_AXES = {name: f for name, (_, config, f) in _AXES.items() if config is TrainSpec and name != "learning_rate"}
 """Optional axes that set a TrainSpec field (axis name -> field); left out, the experiment's `train:` value holds."""
-OPTIONAL_AXES = tuple(LORA_AXES) + tuple(TRAIN_AXES)
+QUANT_AXES = {name: f for name, (_, config, f) in _AXES.items() if config is QuantSpec and name not in CORE_AXES}
+"""Optional axes that set a QuantSpec field (keep_16bit, keep_16bit_rule, keep_16bit_seed)."""
+OPTIONAL_AXES = tuple(LORA_AXES) + tuple(TRAIN_AXES) + tuple(QUANT_AXES)
 """Every axis that is a param only when a space names it."""
 
 
@@ -80,6 +86,12 @@ def lora_fields(params: dict[str, Any]) -> dict[str, Any]:
 def train_fields(params: dict[str, Any]) -> dict[str, Any]:
     """The TrainSpec fields a trial's optional params set (batch_size, scheduler, loraplus_lr_ratio, ...)."""
     return {field: params[axis] for axis, field in TRAIN_AXES.items() if axis in params}
+
+
+def quant_fields(params: dict[str, Any]) -> dict[str, Any]:
+    """The QuantSpec fields a trial's optional params set (keep_16bit, keep_16bit_rule, keep_16bit_seed)."""
+    return {field: params[axis] for axis, field in QUANT_AXES.items() if axis in params}
+
 AXIS_NAMES: tuple[str, ...] = tuple(_AXES)
 _TOP_KEYS = {"description", "axes"}
 _RANGE_KEYS = {"low", "high", "step", "log"}
@@ -450,7 +462,8 @@ def _parse_range(where: str, name: str, raw: dict[str, Any], kind: type) -> Axis
 
 _SHORT = {"use_rslora": "rslora", "use_dora": "dora", "pissa_niter": "niter", "loraplus_lr_ratio": "lora+",
           "batch_size": "bs", "grad_accum": "accum", "warmup_ratio": "warmup", "weight_decay": "wd",
-          "max_grad_norm": "clip", "gradient_checkpointing": "ckpt"}
+          "max_grad_norm": "clip", "gradient_checkpointing": "ckpt", "keep_16bit": "keep",
+          "keep_16bit_seed": "seed"}
 
 
 def describe_optional(params: dict[str, Any]) -> list[str]:
@@ -467,6 +480,10 @@ def describe_optional(params: dict[str, Any]) -> list[str]:
             out += [f"lora+{value:g}"] if float(value) != 1.0 else []
         elif name in ("init_lora_weights", "scheduler"):
             out += [] if value == "true" else [str(value)]  # pissa, olora, linear, warmup_stable_decay
+        elif name == "keep_16bit_rule":
+            out += [str(value)] if params.get("keep_16bit") else []  # `keep0.1 random`
+        elif name == "keep_16bit_seed":
+            out += [f"seed{value}"] if params.get("keep_16bit_rule") == "random" else []
         else:  # the numeric axes
             out.append(f"{_SHORT[name]}{value:g}")
     return out

@@ -11,7 +11,7 @@ from harness.config.dataset import DataSpec
 from harness.config.errors import check
 from harness.config.evaluation import EvalSpec
 from harness.config.lora import LoraSpec, combination_error
-from harness.config.model import ModelSpec, QuantSpec
+from harness.config.model import ModelSpec, QuantSpec, keep_16bit_error
 from harness.config.training import TrainSpec
 
 
@@ -31,7 +31,8 @@ class TrialConfig:
     """Test hook: `raise`, `nan`, `oom`, `kill` or `slow` makes the trial fail or crawl in that way (never set by users)."""
 
     def __post_init__(self) -> None:
-        problem = combination_error(self.quant.mode, self.lora.init, self.lora.use_dora)
+        problem = (combination_error(self.quant.mode, self.lora.init, self.lora.use_dora)
+                   or keep_16bit_error(self.quant.mode, self.quant.keep_16bit))
         check(problem is None, problem or "")
 
     def to_dict(self) -> dict[str, Any]:
