@@ -29,6 +29,7 @@ from harness.config.errors import SpecError
 from harness.config.lora import explicit_modules
 from harness.config.space import SearchSpace
 from harness.trial.builtins import BUILTINS, ModelError, join_parts, joined_path, part_paths  # noqa: F401 (ModelError: re-exported)
+from harness.trial.kept_layers import keep_16bit_layout, skip_list
 from harness.trial.families import (TINY_DIMS, TINY_MODELS, Family, family_of_checkpoint, preset_modules,
                                     tiny_config, tiny_model)
 
@@ -424,11 +425,13 @@ def attention_for(device: str, max_seq_len: int | None, checkpoint: str | None =
     return "sdpa"
 
 
-def load_base_model(path: str, mode: str, device: str, max_seq_len: int | None = None) -> Any:
+def load_base_model(path: str, mode: str, device: str, max_seq_len: int | None = None,
+                    kept: tuple[str, ...] = ()) -> Any:
     """Load the frozen base model in a quantization mode, prepared for k-bit training when quantized, with
-    the attention implementation of `attention_for(device, max_seq_len)`.
+    the attention implementation of `attention_for(device, max_seq_len)`; `kept`: full names of linear layers
+    left in 16-bit in a quantized mode (keep_16bit; harness.trial.kept_layers), empty for the plain mode.
 
-    A quantized mode is quantized once per (checkpoint, mode, dtype, device) into a cached quantized
+    A quantized mode is quantized once per (checkpoint, mode, dtype, device, kept layers) into a cached quantized
     checkpoint; later trials load that (SmolLM2-135M NF4-DQ on CPU: 0.25 s instead of 3.8 s) and get
     bit-identical weights, because quantization is deterministic."""
     import torch
@@ -437,7 +440,7 @@ def load_base_model(path: str, mode: str, device: str, max_seq_len: int | None =
 
     dtype = compute_dtype(device)
     qconfig = quantization_config(mode, dtype)
-    source = path if qconfig is None else str(quantized_checkpoint(path, mode, device))
+    source = path if qconfig is None else str(quantized_checkpoint(path, mode, device, kept))
     with quiet():
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=_device_map(device),
                                                      attn_implementation=attention_for(device, max_seq_len, path))
@@ -446,6 +449,7 @@ def load_base_model(path: str, mode: str, device: str, max_seq_len: int | None =
     if qconfig is not None:
         # Casts layer norms to fp32 and makes inputs require grad so adapters get gradients.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        keep_16bit_layout(model, kept, dtype)  # after it: it upcasts the kept layers to fp32 with the rest
     for param in model.parameters():
         param.requires_grad_(False)
     if device == "cpu":
@@ -485,24 +489,28 @@ def _device_map(device: str) -> dict[str, Any]:
     return {"": 0} if device == "cuda" else {"": "cpu"}
 
 
-def quantized_checkpoint(path: str, mode: str, device: str) -> Path:
-    """The cached bitsandbytes checkpoint of `path` in `mode` (built once, under a lock)."""
+def quantized_checkpoint(path: str, mode: str, device: str, kept: tuple[str, ...] = ()) -> Path:
+    """The cached bitsandbytes checkpoint of `path` in `mode` (built once, under a lock), with the `kept` linear
+    layers left in 16-bit: a checkpoint of its own per list (its names are part of the key; an empty list is
+    the plain mode's checkpoint, key unchanged)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     dtype = compute_dtype(device)
-    key = hashlib.sha256(repr(quantized_stamp(path, mode, str(dtype), device)).encode()).hexdigest()[:16]
+    stamp = quantized_stamp(path, mode, str(dtype), device) + ([sorted(kept)] if kept else [])
+    key = hashlib.sha256(repr(stamp).encode()).hexdigest()[:16]
 
     def build(out: Path) -> None:
+        skip = skip_list(path, kept) if kept else ()
         with quiet():
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=_device_map(device),
-                                                         quantization_config=quantization_config(mode, dtype))
+                                                         quantization_config=quantization_config(mode, dtype, skip))
             model.save_pretrained(out)
         del model
         if device == "cuda":
             torch.cuda.empty_cache()
 
-    return _cached(f"quantized-{mode}-{key}", build)
+    return _cached(f"quantized-{mode}-{key}" if not kept else f"quantized-{mode}-keep{len(kept)}-{key}", build)
 
 
 QUANTIZED_STAMP_PACKAGES = ("torch", "transformers", "bitsandbytes")

@@ -28,7 +28,7 @@ from harness.trial.pack import (Member, MemberOutcome, attach_pack, drop_member,
                                 refusal, save_member, train_pack)
 from harness.trial.result import TrialResult
 from harness.data.encode import prompt_template
-from harness.trial.run import (Measured, MemoryMeter, TrialCache, failure_of, fault_hook, measured_for,
+from harness.trial.run import (Measured, MemoryMeter, TrialCache, failure_of, fault_hook, kept_memory, measured_for,
                                per_example_scores, prepare_once, release_memory, score_intermediate, score_task,
                                training_epochs)
 from harness.trial.scoring import eval_loss
@@ -82,9 +82,13 @@ def _run(configs: list[TrialConfig], cache: TrialCache, device: str, meter: Memo
     places = len(configs)
     data = cache.prepared(first)
     started = time.perf_counter()
-    base = load_base_model(cache.checkpoint(first.model.name), first.quant.mode, device, first.data.max_seq_len)
+    kept = cache.kept_layers(first, device)  # members share the quantization spec (pack.shared), so the kept layers
+    base = load_base_model(cache.checkpoint(first.model.name), first.quant.mode, device, first.data.max_seq_len,
+                           kept.modules)
+    kept_mb = kept_memory(base, kept, first.quant.mode)
     for one in measured:  # the family may override attention_for's rule (Gemma 3: eager)
         one.attention, one.prompt_template = base.config._attn_implementation, prompt_template(data.tokenizer)
+        one.kept, one.kept_mb = kept, kept_mb
     weights = weight_breakdown(base)
     model = attach_pack(base, configs)
     load_seconds = time.perf_counter() - started

@@ -53,16 +53,20 @@ def mode_settings(mode: str) -> ModeSettings:
     return settings
 
 
-def quantization_kwargs(mode: str, dtype_name: str = "bfloat16") -> dict[str, Any] | None:
+def quantization_kwargs(mode: str, dtype_name: str = "bfloat16",
+                        skip: tuple[str, ...] | list[str] = ()) -> dict[str, Any] | None:
     """The keyword arguments of `BitsAndBytesConfig` for `mode` as plain values (for recommended.yaml), the
-    4-bit compute dtype given by name; None for `none`."""
-    return _kwargs(mode, dtype_name)
+    4-bit compute dtype given by name; None for `none`. `skip`: modules left unquantized (see
+    quantization_config)."""
+    return _kwargs(mode, dtype_name, skip)
 
 
-def quantization_config(mode: str, dtype: Any) -> Any:
+def quantization_config(mode: str, dtype: Any, skip: tuple[str, ...] | list[str] = ()) -> Any:
     """The `BitsAndBytesConfig` for a quantization mode (4-bit compute in the torch `dtype`), or None for
-    16-bit LoRA (`none`)."""
-    kwargs = _kwargs(mode, dtype)
+    16-bit LoRA (`none`). `skip`: full module names left unquantized (`llm_int8_skip_modules`, which 4-bit
+    loading honours too); transformers 5 then skips only these, not its defaults (the output head), so a
+    caller gives the whole list (harness.trial.kept_layers.skip_list). Empty: the plain mode, no skip key."""
+    kwargs = _kwargs(mode, dtype, skip)
     if kwargs is None:
         return None
     from transformers import BitsAndBytesConfig
@@ -70,13 +74,14 @@ def quantization_config(mode: str, dtype: Any) -> Any:
     return BitsAndBytesConfig(**kwargs)
 
 
-def _kwargs(mode: str, compute_dtype: Any) -> dict[str, Any] | None:
+def _kwargs(mode: str, compute_dtype: Any, skip: tuple[str, ...] | list[str] = ()) -> dict[str, Any] | None:
     bnb = mode_settings(mode).bnb
     if bnb is None:
         return None
-    if bnb.get("load_in_4bit"):
-        return {**bnb, "bnb_4bit_compute_dtype": compute_dtype}
-    return dict(bnb)
+    out = {**bnb, "bnb_4bit_compute_dtype": compute_dtype} if bnb.get("load_in_4bit") else dict(bnb)
+    if skip:
+        out["llm_int8_skip_modules"] = list(skip)
+    return out
 
 
 def mode_label(mode: str, compute_dtype: str | None = None, *, legend: bool = False) -> str:

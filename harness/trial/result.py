@@ -93,6 +93,13 @@ class TrialResult:
     fit: dict[str, Any] | None = None
     """What fitting to the memory budget changed, {setting: [from, to], why}; None when nothing did. An
     `infeasible` trial loaded nothing: its reason names the prediction and the budget."""
+    kept_16bit_modules: list[str] = field(default_factory=list)
+    """Full names of the base's linear layers kept in 16-bit in a quantized mode (keep_16bit), in the order they
+    were chosen; empty at keep_16bit 0 and in mode none."""
+    kept_16bit_fraction: float = 0.0
+    """Their share of the base's quantizable linear-layer parameters (at most the asked keep_16bit)."""
+    kept_16bit_added_mb: float = 0.0
+    """Weight memory keeping them adds (MiB): their 16-bit size less their size quantized in the trial's mode."""
     pack_note: str | None = None
     """Why a trial that was to train in a pack trained alone (a DoRA or PiSSA adapter, a different
     quantization mode...), or None."""

@@ -28,6 +28,7 @@ from harness.trial.scoring import EvalScore, eval_loss
 from harness.config.errors import one_line
 from harness.config.hashing import stable_hash
 from harness.config.trial import TrialConfig
+from harness.trial.kept_layers import KeptChoice
 from harness.trial.result import TrialResult
 from harness.trial.train import NonFiniteLoss, StepInfo, StopTraining, optimizer_name, train
 from harness.trial.weights import weight_breakdown
@@ -60,6 +61,23 @@ class TrialCache:
 
     checkpoints: dict[str, str] = field(default_factory=dict)
     data: dict[str, PreparedData] = field(default_factory=dict)
+    kept: dict[str, KeptChoice] = field(default_factory=dict)
+    """The layers kept in 16-bit per (checkpoint, quantization spec, calibration data), see kept_layers."""
+
+    def kept_layers(self, config: TrialConfig, device: str) -> KeptChoice:
+        """The layers `config` keeps in 16-bit (keep_16bit; none at 0), chosen once per quantization spec and data
+        (the sensitivity scores behind them are cached on disk, harness.trial.sensitivity)."""
+        from harness.trial.sensitivity import kept_for
+
+        quant = config.quant
+        if quant.mode == "none" or (not quant.keep_16bit and not quant.kept_modules):
+            return KeptChoice()
+        path = self.checkpoint(config.model.name)
+        key = stable_hash([path, device, quant.__dict__, config.data.__dict__])
+        if key not in self.kept:
+            data = self.prepared(config)
+            self.kept[key] = kept_for(quant, path, device, data.tokenized.train, data.tokenizer.pad_token_id)
+        return self.kept[key]
 
     def checkpoint(self, model_name: str) -> str:
         if model_name not in self.checkpoints:
@@ -130,13 +148,18 @@ class Measured:
     """transformers' attention implementation the trial ran with (models.attention_for)."""
     prompt_template: str | None = None
     """How the trial's prompts were formatted (harness.data.encode.prompt_template)."""
+    kept: KeptChoice = field(default_factory=KeptChoice)
+    """The linear layers kept in 16-bit (keep_16bit), and their weight memory (`kept_mb`)."""
+    kept_mb: dict[str, float] = field(default_factory=dict)
 
     def described(self) -> dict[str, Any]:
         """The fields every result carries, whatever its status: where it ran and with what."""
         return {"device": self.device, "device_name": self.device_name, "compute_dtype": self.compute_dtype,
                 "optimizer": self.optimizer, "attention": self.attention, "weights": self.weights or {},
                 "prompt_template": self.prompt_template,
-                "data_seed": self.seed, "init_seed": self.seed}
+                "data_seed": self.seed, "init_seed": self.seed,
+                "kept_16bit_modules": list(self.kept.modules), "kept_16bit_fraction": self.kept.fraction,
+                "kept_16bit_added_mb": self.kept_mb.get("added_mb", 0.0)}
 
 
 class MemoryMeter:
@@ -334,7 +357,8 @@ def prepare_once(config: TrialConfig, cache: TrialCache, device: str) -> None:
     quantized checkpoint (building it peaks well above a trial, so it must not count as one)."""
     cache.prepared(config)
     if config.quant.mode != "none":
-        quantized_checkpoint(cache.checkpoint(config.model.name), config.quant.mode, device)
+        kept = cache.kept_layers(config, device).modules  # measuring sensitivity once is not the trial's either
+        quantized_checkpoint(cache.checkpoint(config.model.name), config.quant.mode, device, kept)
 
 
 def release_memory(device: str) -> None:
@@ -371,9 +395,11 @@ def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, devi
     measured.prompt_template = prompt_template(data.tokenizer)
     path = cache.checkpoint(config.model.name)
     started = time.perf_counter()
-    base = load_base_model(path, config.quant.mode, device, config.data.max_seq_len)
+    kept = cache.kept_layers(config, device)
+    base = load_base_model(path, config.quant.mode, device, config.data.max_seq_len, kept.modules)
     measured.attention = base.config._attn_implementation  # the family may override attention_for's rule
     measured.weights = weights = weight_breakdown(base)  # frozen weights as stored, before the adapter
+    measured.kept, measured.kept_mb = kept, kept_memory(base, kept, config.quant.mode)
     model = attach_adapter(base, config)
     initial = keep_initial(model, config.adapter_dir, config.lora)
     measured.load_seconds = load_seconds = time.perf_counter() - started
@@ -422,6 +448,18 @@ def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, devi
         metrics={**(generated.metrics if generated else {}), "base_model_mb": weights["total_mb"]},
         history=history, adapter_dir=adapter_dir, samples=generated.samples if generated else [],
         per_example=per_example_scores(score, generated), **measured.described())
+
+
+def kept_memory(base: Any, kept: KeptChoice, mode: str) -> dict[str, float]:
+    """The kept layers' weight memory in the loaded base (kept_layers.kept_weight_mb: as stored, as they would be
+    quantized, and what keeping them adds), MiB; empty when none are kept."""
+    from harness.trial.kept_layers import kept_weight_mb
+
+    if not kept.modules:
+        return {}
+    modules = dict(base.named_modules())
+    sizes = {name: modules[name].weight.numel() for name in kept.modules}
+    return kept_weight_mb(sizes, kept.modules, mode, modules[kept.modules[0]].weight.element_size())
 
 
 def per_example_scores(score: EvalScore, generated: Any) -> dict[str, list[float]]:
@@ -502,7 +540,7 @@ def score_saved_adapter(config: TrialConfig, adapter_dir: str, cache: TrialCache
     device = pick_device()
     data = cache.prepared(config)
     base = load_base_model(cache.checkpoint(config.model.name), config.quant.mode, device,
-                            config.data.max_seq_len)
+                            config.data.max_seq_len, cache.kept_layers(config, device).modules)
     model = PeftModel.from_pretrained(base, adapter_dir)
     model.eval()
     try:
