@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 _WHERE = {
     "sweep": "sweeping", "plan": "sweeping", "worker": "sweeping", "import_": "sweeping", "status": "sweeping",
     "compare": "readouts", "recommend": "readouts", "validate": "readouts", "advise": "readouts",
-    "report": "readouts", "export": "readouts", "ExportRefused": "readouts",
+    "report": "readouts", "export": "readouts", "ExportRefused": "readouts", "defaults": "readouts",
     "doctor": "machine", "datasets": "machine", "models": "machine", "install_model": "machine",
     "dashboard": "machine",
     "StudyHandle": "results", "Best": "results", "ComparisonResult": "results", "Recommendation": "results",
@@ -38,7 +38,8 @@ __all__ = ["SpecError", "__version__", *_WHERE]
 
 if TYPE_CHECKING:
     from harness.api.machine import dashboard, datasets, doctor, install_model, models
-    from harness.api.readouts import ExportRefused, advise, compare, export, recommend, report, validate
+    from harness.api.readouts import (ExportRefused, advise, compare, defaults, export, recommend, report,
+                                      validate)
     from harness.api.results import Best, ComparisonResult, Documents, Recommendation, Report, StudyHandle
     from harness.api.sweeping import import_, plan, status, sweep, worker
 

@@ -393,6 +393,39 @@ def _print_documents(result: Any) -> None:
 
 
 @app.command()
+def defaults(
+    study: list[str] = typer.Option(..., "--study", help="A study whose model and data are a cell and whose top "
+                                                        "configs are candidates (repeat: at least two)."),
+    storage: Optional[str] = typer.Option(None, help="Storage URL of every study (default $HARNESS_STORAGE, else "
+                                                     "each study's sqlite:///experiments/<study>/study.db)."),
+    reports_dir: Optional[str] = typer.Option(None, "--reports-dir", help="Where defaults.md/json/png/yaml go "
+                                                                          "(default reports/defaults)."),
+    top: int = typer.Option(1, "--top", help="Candidates per study and quantization mode: its K best configs."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Shared seeds per candidate in every cell (default 2)."),
+    confirm_until: Optional[str] = typer.Option(None, "--confirm-until",
+                                                help="resolved: 2 seeds, then 2 more at a time for the candidates "
+                                                     "of unresolved regrets (instead of --seeds)."),
+    max_seeds: int = MAX_SEEDS_OPTION,
+    resolution: Optional[str] = RESOLUTION_OPTION,
+    workers: int = typer.Option(1, "--workers", help="Worker processes (more than 1 needs journal or PostgreSQL storage)."),
+    pack: int = RERUN_PACK_OPTION,
+    max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb", help="Peak memory (MiB) a run may use "
+                                                                                "(fitted or infeasible, as sweep's)."),
+    wandb: Optional[str] = typer.Option(None, help="auto, offline, online or disabled (default: each study's)."),
+    formats: Optional[list[str]] = FORMAT_OPTION,
+) -> None:
+    """Default configs that transfer: each study's top configs trained on every study's model and data, and per
+    quantization mode the one with the smallest worst-cell regret."""
+    import harness
+
+    with _exports(), _sweep_errors():
+        _print_documents(harness.defaults(study, storage=storage, top=top, seeds=seeds, confirm_until=confirm_until,
+                                          max_seeds=max_seeds, resolution=resolution, reports_dir=reports_dir,
+                                          workers=workers, pack=pack, max_memory_mb=max_memory_mb, wandb=wandb,
+                                          formats=formats, command=_command(), say=typer.echo))
+
+
+@app.command()
 def advise(
     study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION,
     reports_dir: Optional[str] = REPORTS_OPTION,

@@ -1,5 +1,5 @@
-"""What a study shows, from Python: `compare`, `recommend`, `validate`, `advise`, `report` and `export`, each
-writing the documents its command writes and returning their data and paths."""
+"""What a study shows, from Python: `compare`, `recommend`, `validate`, `advise`, `report`, `export` and (across
+studies) `defaults`, each writing the documents its command writes and returning their data and paths."""
 
 from __future__ import annotations
 
@@ -204,3 +204,48 @@ def report(study: str = "default", *, storage: str | None = None, out: str | Non
     files = published.files
     return Report(files.markdown, files.html, dict(files.plots), dict(files.skipped), published.wandb_dir,
                   tuple(published.warnings))
+
+
+def defaults(studies: Iterable[str], *, storage: str | None = None, top: int = 1, seeds: int | None = None,
+             confirm_until: str | None = None, max_seeds: int = 10, resolution: str | None = None,
+             reports_dir: str | None = None, workers: int = 1, pack: int = 1, max_memory_mb: float | None = None,
+             wandb: str | None = None, formats: Iterable[str] | str | None = None, command: str | None = None,
+             say: Say = print) -> Documents:
+    """Default configs that transfer (`harness defaults`): every study's top configs per quantization mode
+    trained in every study's cell (its model, data, budget and evaluation settings) on the cell's shared seeds,
+    and per mode the candidate with the smallest worst-cell regret. Writes defaults.md/json/png and
+    defaults.yaml (recommended.yaml's format; `formats` as recommend's) under reports_dir (default
+    reports/defaults); returns the document, the printed lines and the files."""
+    from harness.config.budget import memory_budget
+    from harness.evidence.crosseval import cross_evaluate
+    from harness.evidence.defaults_file import defaults_mapping
+    from harness.evidence.recommend import write_recommended
+    from harness.evidence.transfer import summary_lines
+    from harness.publish.documents import write_defaults
+    from harness.publish.exports import parse_formats
+
+    check_sequential(confirm_until, resolution)
+    if confirm_until and seeds is not None:
+        raise SpecError("--confirm-until and --seeds both say how many seeds to run: give one")
+    seeds = 2 if seeds is None else seeds
+    if seeds < 1:
+        raise SpecError(f"--seeds must be >= 1, got {seeds}")
+    names = list(studies or [])
+    wanted = parse_formats(_as_list(formats))
+    budget = memory_budget(max_memory_mb)
+    folder = Path(reports_dir or "reports/defaults")
+    command = command or call_text("defaults", studies=names, top=top, seeds=seeds, confirm_until=confirm_until)
+    sequential = {"max_seeds": max_seeds, "resolution": resolution or "1%"} if confirm_until else None
+    with interruptible():
+        result = cross_evaluate(names, storage=storage, top=top, seeds=seeds, sequential=sequential,
+                                workers=workers, pack=pack, wandb=wandb, max_memory_mb=budget, say=say)
+    files = write_defaults(result.doc, folder, command)
+    lines = summary_lines(result.doc)
+    try:
+        mapping = defaults_mapping(result)
+    except SpecError as err:
+        return Documents(result.doc, lines + [f"no defaults.yaml: {err}"], files)
+    path = write_recommended(mapping, folder / "defaults.yaml", command)
+    recommendation = Recommendation(mapping, path, [])
+    _export(recommendation, wanted, command, {}, None)
+    return Documents(result.doc, lines + recommendation.exports, [*files, path])

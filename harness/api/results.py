@@ -251,8 +251,8 @@ class Report:
 
 @dataclass
 class Documents:
-    """What `harness.validate`, `harness.advise` and `harness.export` return: the document's data (None for
-    export), its verdict or summary lines, and the files written."""
+    """What `harness.validate`, `harness.advise`, `harness.defaults` and `harness.export` return: the document's
+    data (None for export), its verdict or summary lines, and the files written."""
 
     doc: dict[str, Any] | None
     lines: list[str]

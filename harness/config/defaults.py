@@ -77,3 +77,40 @@ def load_defaults(path: Path = PUBLISHED) -> list[PublishedDefault]:
         out.append(PublishedDefault(str(row["name"]), " ".join(str(row["source"]).split()),
                                     {k: params[k] for k in AXES}, dict(training)))
     return out
+
+
+SHIPPED = Path(__file__).resolve().parent / "defaults.yaml"
+"""harness's own defaults (`harness defaults`' defaults.yaml, measured across models and tasks), when shipped."""
+
+
+def is_harness_defaults(path: Path) -> bool:
+    """Whether `path` is a defaults.yaml written by `harness defaults` (a mapping whose evidence says so), not a
+    list in published_defaults.yaml's format."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(doc, dict) and bool((doc.get("evidence") or {}).get("defaults"))
+
+
+def load_harness_defaults(path: Path = SHIPPED) -> list[PublishedDefault]:
+    """The configs of a defaults.yaml written by `harness defaults`, one per quantization mode, as defaults named
+    `harness-<mode>` (each mode's evidence.params: the candidate's params, trained with the study's own
+    training settings); errors name the file and the mode."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise SpecError(f"{path}: cannot read the defaults file ({type(err).__name__})") from None
+    modes = (doc or {}).get("per_quantization") if isinstance(doc, dict) else None
+    if not isinstance(modes, dict) or not modes:
+        raise SpecError(f"{path}: not a defaults.yaml written by `harness defaults` (no per_quantization)")
+    out = []
+    for mode, section in modes.items():
+        evidence = (section or {}).get("evidence") or {}
+        params = evidence.get("params") or {}
+        if not set(AXES) <= set(params):
+            raise SpecError(f"{path}: per_quantization.{mode}.evidence.params must give {', '.join(AXES)}")
+        parse_space({"axes": {k: params[k] for k in AXES}}, f"{path}: {mode}")
+        source = f"harness defaults ({path.name}): candidate {evidence.get('candidate')}, {evidence.get('note', '')}"
+        out.append(PublishedDefault(f"harness-{mode}", source.rstrip(", "), {k: params[k] for k in AXES}))
+    return out

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from harness.evidence.confirm import confirmation_seeds
-from harness.config.defaults import AXES, load_defaults
+from harness.config.defaults import AXES, is_harness_defaults, load_defaults, load_harness_defaults
 from harness.search.readout import StudyView, TrialRow, measured_alone, open_view, view_of
 from harness.config.space import OPTIONAL_AXES
 from harness.config.errors import SpecError
@@ -106,10 +106,15 @@ def top_configs(view: StudyView, top: int) -> list[Planned]:
 
 def published(view: StudyView, dims: Any, path: Path | None = None) -> tuple[list[Planned], dict[str, str]]:
     """The published defaults (the shipped file, or `path` in the same format) that can run on the study's
-    model, and why each of the others cannot."""
+    model, and why each of the others cannot. A `path` that is a defaults.yaml of `harness defaults` adds its
+    configs (one per mode, `harness-<mode>`) to the shipped published defaults instead of replacing them."""
     model = str(view.sweep.get("model"))
     runnable, skipped = [], {}
-    for default in (load_defaults(path) if path is not None else load_defaults()):
+    if path is not None and is_harness_defaults(path):
+        entries = load_defaults() + load_harness_defaults(path)
+    else:
+        entries = load_defaults(path) if path is not None else load_defaults()
+    for default in entries:
         reason = default.skip_reason(dims, model)
         if reason:
             skipped[default.name] = reason

@@ -1,6 +1,6 @@
-"""The documents of `harness validate` and `harness advise`: a doc (plain JSON-able dict) as `<stem>.json` with
-the command that made it, `<stem>.png` (its plot) and `<stem>.md` (linking the plot), in the study's reports
-folder.
+"""The documents of `harness validate`, `harness advise` and `harness defaults`: a doc (plain JSON-able dict) as
+`<stem>.json` with the command that made it, `<stem>.png` (its plot) and `<stem>.md` (linking the plot), in the
+study's reports folder.
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness.evidence.transfer import defaults_markdown
 from harness.evidence.validation import validation_markdown
 from harness.runtime.redaction import redact_text, redact_values
-from harness.publish.plots import plot_validation
+from harness.publish.plots import plot_regret, plot_validation
 
 
 def write_doc_files(reports_dir: Path, stem: str, doc: dict[str, Any], command: str,
@@ -35,3 +36,8 @@ def write_doc_files(reports_dir: Path, stem: str, doc: dict[str, Any], command: 
 def write_validation(doc: dict[str, Any], reports_dir: Path, command: str) -> list[Path]:
     """validation.json, validation.md and validation.png in the study's reports folder."""
     return write_doc_files(reports_dir, "validation", doc, command, plot_validation, validation_markdown)
+
+
+def write_defaults(doc: dict[str, Any], reports_dir: Path, command: str) -> list[Path]:
+    """defaults.json, defaults.md and defaults.png (the regret heatmap) in the cross-evaluation's reports folder."""
+    return write_doc_files(reports_dir, "defaults", doc, command, plot_regret, defaults_markdown)

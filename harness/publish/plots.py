@@ -462,3 +462,41 @@ def plot_lr_range(view: StudyView, path: Path) -> str | None:
     _legend(ax)
     _save(fig, path, view)
     return None
+
+
+def plot_regret(doc: dict[str, Any], path: Path) -> str | None:
+    """`harness defaults` (harness.evidence.transfer's doc): per quantization mode, a heatmap of regret (percent
+    of the cell's best candidate, positive worse) by candidate (rows, the minimax order, the choice first) and
+    cell (columns); a cell a candidate has no completed run in is grey."""
+    import numpy as np
+
+    modes = [(mode, m) for mode, m in doc["modes"].items() if m["order"]]
+    if not modes:
+        return "no candidate has a completed run"
+    plt = _pyplot()
+    rows = sum(len(m["order"]) for _, m in modes)
+    width = max(6.0, 2.0 + 1.4 * max(len(m["cells"]) for _, m in modes))
+    fig, axes = plt.subplots(len(modes), 1, figsize=(width, 1.6 + 0.45 * rows + 0.8 * len(modes)), squeeze=False)
+    for ax, (mode, m) in zip(axes[:, 0], modes):
+        grid = np.array([[np.nan if m["regret"][n][c]["value"] is None else 100 * m["regret"][n][c]["value"]
+                          for c in m["cells"]] for n in m["order"]])
+        cmap = plt.get_cmap("Reds").copy()
+        cmap.set_bad("#cccccc")
+        top = float(np.nanmax(grid)) if np.isfinite(grid).any() else 1.0
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=max(top, 1e-9), aspect="auto")
+        for i, name in enumerate(m["order"]):
+            for j, cell in enumerate(m["cells"]):
+                value = grid[i, j]
+                ax.text(j, i, "not run" if math.isnan(value) else f"{value:+.2f}%", ha="center", va="center",
+                        fontsize=8, color="black" if math.isnan(value) or value < 0.6 * top else "white")
+        ax.set_xticks(range(len(m["cells"])), m["cells"], fontsize=8)
+        ax.set_yticks(range(len(m["order"])), [f"{n} (chosen)" if n == m["choice"] else n for n in m["order"]],
+                      fontsize=8)
+        ax.set_title(f"{mode}: regret against each cell's best {mode} candidate", fontsize=10)
+        fig.colorbar(image, ax=ax, label="regret, % of the cell's best")
+    seeds = sorted({s for c in doc["cells"] for s in c.get("seeds") or []})
+    caption_text = (f"{doc['objective']} at {doc['steps']} steps; models "
+                    f"{', '.join(sorted({str(c.get('model')) for c in doc['cells']}))}; seeds "
+                    f"{', '.join(map(str, seeds)) or '?'}; rows ordered by the rule: smallest worst cell first")
+    _save_with_caption(fig, path, caption_text)
+    return None

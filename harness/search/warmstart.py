@@ -1,6 +1,7 @@
 """Warm start: a sweep's first trials are known-good configs instead of random guesses.
 
 `--warm-start defaults` enqueues the field's published defaults (harness/config/published_defaults.yaml)
+and harness's own shipped defaults (harness/config/defaults.yaml, from `harness defaults`, once shipped)
 that the study's space can express; `--warm-start STUDY` enqueues the best completed configs of another
 study in the same storage. Each is an ordinary search trial of this study (its params, this study's
 training settings), claimed before anything is sampled, with its origin in the trial's user attrs
@@ -12,9 +13,10 @@ trial of this study would not apply. Enqueuing is idempotent: a config already i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
-from harness.config.defaults import load_defaults
+from harness.config.defaults import SHIPPED, load_defaults, load_harness_defaults
 from harness.config.errors import SpecError
 from harness.config.objectives import ranked
 from harness.config.space import Axis, SearchSpace, axis_default
@@ -57,10 +59,21 @@ def _shown(axis: Axis) -> str:
     return f"range [{axis.low:g}, {axis.high:g}]"
 
 
-def published_configs(space: SearchSpace) -> tuple[list[WarmConfig], dict[str, str]]:
-    """The published defaults this space expresses, and why each other one is skipped."""
+NO_SHIPPED = ("none ship with this version yet (harness/config/defaults.yaml is written from the measured "
+              "cross-evaluation of issue 42, `harness defaults`); the published defaults only")
+"""Why `--warm-start defaults` has no harness defaults to add (said once, as a skipped warm-start config)."""
+
+
+def published_configs(space: SearchSpace, shipped: Path = SHIPPED) -> tuple[list[WarmConfig], dict[str, str]]:
+    """The published defaults and harness's shipped defaults (`shipped`, when it exists) this space expresses,
+    and why each other one is skipped."""
     out, skipped = [], {}
-    for default in load_defaults():
+    entries = [("published default", d) for d in load_defaults()]
+    if shipped.exists():
+        entries += [("shipped default", d) for d in load_harness_defaults(shipped)]
+    else:
+        skipped["harness defaults"] = NO_SHIPPED
+    for kind, default in entries:
         if default.training:
             changes = ", ".join(f"{k} {v}" for k, v in default.training.items())
             skipped[default.name] = f"its training settings ({changes}) are not this study's"
@@ -69,7 +82,7 @@ def published_configs(space: SearchSpace) -> tuple[list[WarmConfig], dict[str, s
         if isinstance(params, str):
             skipped[default.name] = params
             continue
-        out.append(WarmConfig(f"published default {default.name}", default.source, params))
+        out.append(WarmConfig(f"{kind} {default.name}", default.source, params))
     return out, skipped
 
 

@@ -1,0 +1,321 @@
+"""`harness defaults`: cross-evaluate several studies' top configs on every study's model and data.
+
+Each study is a cell: its model, data, held-out split, budget and evaluation settings. Every study's top K
+configs per quantization mode are the candidates; each is trained in every cell as an ordinary trial of the
+cell's linked study `<study>@defaults-<digest>` (digest: the set of studies), in the cell's storage, with the
+cell's settings (nothing of the candidate's own study but its params) and the cell's shared seeds (the
+cell's seed + 1, + 2, ...: harness.evidence.validate.plan_runs), so that within a cell every comparison is
+paired by seed. Planning is idempotent: a run already finished or waiting is not added again, so a stopped
+cross-evaluation resumes and a larger `--seeds` adds only the missing seeds. The statistics and the choice
+are harness.evidence.transfer's; this module plans, runs and reads back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.config.defaults import AXES
+from harness.config.errors import SpecError
+from harness.config.space import OPTIONAL_AXES
+from harness.config.training import TrainSpec
+from harness.evidence.compare import example_scores
+from harness.evidence.longruns import config_key
+from harness.evidence.validate import COPIED_ATTRS, Planned, plan_runs
+from harness.evidence.transfer import Runs
+from harness.search.readout import StudyView, open_view
+
+LINK_ATTR = "defaults_of"
+"""The linked study's record of what it cross-evaluates: {cell, studies}."""
+
+
+def digest(studies: list[str]) -> str:
+    """Six hex digits naming a set of studies (order and repeats do not matter)."""
+    return hashlib.sha256("\n".join(sorted(set(studies))).encode()).hexdigest()[:6]
+
+
+def cell_study(study: str, studies: list[str]) -> str:
+    """The linked study that holds cell `study`'s runs of a cross-evaluation of `studies`."""
+    return f"{study}@defaults-{digest(studies)}"
+
+
+def budget_of(view: StudyView) -> tuple[int, int]:
+    """A study's budget per trial: optimizer steps and sequences per optimizer step (batch x accumulation)."""
+    train = view.sweep.get("train") or {}
+    per_step = int(train.get("batch_size", TrainSpec.batch_size)) * int(train.get("grad_accum", TrainSpec.grad_accum))
+    return int(view.sweep.get("max_steps") or 0), per_step
+
+
+def check_studies(views: list[StudyView]) -> None:
+    """At least two distinct studies, each made by `harness sweep`, with one objective and one budget: a
+    candidate is trained at each cell's budget, and a regret across budgets would measure the budget."""
+    names = [v.name for v in views]
+    if len(set(names)) < 2:
+        raise SpecError("harness defaults needs at least two different studies (--study S1 --study S2 ...)")
+    if len(set(names)) != len(names):
+        raise SpecError(f"--study: a study is named twice ({', '.join(names)})")
+    for view in views:
+        if not view.sweep:
+            raise SpecError(f"study {view.name!r} was not created by `harness sweep`; cannot re-train its configs")
+    budgets = {v.name: budget_of(v) for v in views}
+    if len(set(budgets.values())) > 1:
+        shown = ", ".join(f"{name} {steps} steps x {seqs} sequences" for name, (steps, seqs) in budgets.items())
+        raise SpecError(f"the studies' budgets differ ({shown}); a cross-evaluation trains every candidate at each "
+                        "cell's budget, so give studies that share one")
+    objectives = {v.name: v.objective for v in views}
+    if len(set(objectives.values())) > 1:
+        raise SpecError(f"the studies rank by different objectives ({objectives}); give studies with one objective")
+
+
+@dataclass(frozen=True)
+class CrossCandidate:
+    """One candidate: a config of one study, named `<study>#<trial>`."""
+
+    study: str
+    trial: int
+    params: dict[str, Any]
+    note: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.study}#{self.trial}"
+
+    @property
+    def mode(self) -> str:
+        return str(self.params.get("quantization", "none"))
+
+    @property
+    def key(self) -> str:
+        return config_key(self.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "study": self.study, "trial": self.trial, "mode": self.mode,
+                "params": self.params, "note": self.note}
+
+
+def study_candidates(view: StudyView, top: int) -> list[CrossCandidate]:
+    """A study's top `top` distinct configs of each quantization mode: confirmed ones by their confirmed mean
+    first (when the study has confirmations), then search trials by their value (as `harness validate` picks)."""
+    from harness.evidence.recommend import candidates
+
+    if top < 1:
+        raise SpecError(f"--top must be >= 1, got {top}")
+    search = view.ranked(r for r in view.search_rows() if r.state == "COMPLETE" and r.values)
+    if not search:
+        raise SpecError(f"study {view.name!r} has no completed trials to take candidates from")
+    confirmed = [(c.source, f"confirmed over {c.objective.n} seeds") for c in candidates(view) if c.confirmed]
+    out: list[CrossCandidate] = []
+    for mode in dict.fromkeys(r.quantization for r in search):
+        picked: dict[str, CrossCandidate] = {}
+        for row, how in confirmed + [(r, "single trial") for r in search]:
+            if row.quantization != mode:
+                continue
+            params = {k: v for k, v in row.params.items() if k in AXES or k in OPTIONAL_AXES}
+            candidate = CrossCandidate(view.name, row.number, params, f"trial #{row.number} of {view.name}, {how}")
+            if candidate.key not in picked and len(picked) < top:
+                picked[candidate.key] = candidate
+        out += picked.values()
+    return out
+
+
+def cell_space(views: list[StudyView], candidates: list[CrossCandidate]) -> dict[str, Any]:
+    """A linked study's space file: each axis a categorical of every value the studies' completed configs and
+    the candidates use, so that another --top later fits the same space."""
+    values: dict[str, set[Any]] = {name: set() for name in AXES}
+    for view in views:
+        for row in view.completed():
+            for name in AXES:
+                if name in row.params:
+                    values[name].add(row.params[name])
+    for c in candidates:
+        for name in AXES:
+            values[name].add(c.params[name])
+    axes = {name: {"choices": sorted(v, key=lambda x: (str(type(x)), x))} for name, v in values.items()}
+    return {"description": "cross-evaluation cell: the values of the studies' configs (written by harness "
+                           "defaults)", "axes": axes}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a cross-evaluation: its study, its linked study and the linked study's folder."""
+
+    view: StudyView
+    linked: str
+    folder: Path
+
+
+def cells_of(views: list[StudyView]) -> list[Cell]:
+    names = [v.name for v in views]
+    return [Cell(v, cell_study(v.name, names), v.out_dir() / f"defaults-{digest(names)}") for v in views]
+
+
+def run_cell(cell: Cell, views: list[StudyView], candidates: list[CrossCandidate], seeds: int, *,
+             grow: set[str] | None = None, workers: int = 1, pack: int = 1, wandb: str | None = None,
+             max_memory_mb: float | None = None, say: Callable[[str], None] = print) -> int:
+    """Enqueue the cell's missing runs (every candidate, or those whose keys are in `grow`, up to `seeds`
+    seeds each, the cell's shared seeds) and run every waiting trial with the cell's settings; returns how many
+    ran."""
+    import optuna
+
+    from harness.config.experiment import build_sweep_spec
+    from harness.config.space import load_space
+    from harness.search.launch import run_sweep
+    from harness.search.study import open_study, public_url, resolve_url, storage_for_workers
+
+    view = cell.view
+    storage = resolve_url(view.storage)
+    if workers > 1 and storage.startswith("sqlite"):
+        raise SpecError(f"--workers {workers}: study {view.name!r} is in SQLite ({public_url(storage)}), which several "
+                        "workers cannot share, and its cell lives in the same storage; use --workers 1, or copy "
+                        "the studies to a journal file or PostgreSQL with optuna.copy_study and pass --storage")
+    cell.folder.mkdir(parents=True, exist_ok=True)
+    space_path = _space_file(cell, views, candidates)
+    # the cell's settings, all of them (model, data, split, budget, training, evaluation), with the candidates'
+    # params as the only thing from elsewhere; no warm start or range test may add trials to the cell
+    flags = {"study": cell.linked, "storage": storage, "out": str(cell.folder), "pruner": "none",
+             "sampler": "random", "space": str(space_path), "wandb": wandb, "trials": 1, "pack": pack,
+             "lr_range_test": False, "warm_start": "none"}
+    spec = storage_for_workers(build_sweep_spec(view.sweep, flags, f"study {view.name}"), workers)
+    if max_memory_mb is not None:
+        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, max_memory_mb=max_memory_mb))
+    linked = open_study(spec, load_space(space_path))
+    for key, value in view.attrs.items():  # the untuned model is not scored again; the split is the cell's
+        if (key.startswith("baseline") or key in COPIED_ATTRS) and key not in linked.user_attrs:
+            linked.set_user_attr(key, value)
+    linked.set_user_attr(LINK_ATTR, {"cell": view.name, "studies": [v.name for v in views]})
+    rows = list(open_view(cell.linked, view.storage, str(cell.folder)).rows) \
+        if linked.get_trials(deepcopy=False) else []
+    plan = [Planned(c.name, c.params, note=c.note) for c in candidates]
+    for planned, seed in plan_runs(plan, rows, seeds, int(view.sweep.get("seed", 0)), grow):
+        attrs: dict[str, Any] = {"seed": seed, "defaults_candidate": planned.source}
+        variant = {k: v for k, v in planned.params.items() if k in OPTIONAL_AXES}
+        if variant:
+            attrs["variant"] = variant
+        linked.enqueue_trial({k: planned.params[k] for k in AXES}, user_attrs=attrs)
+    waiting = len(linked.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    if waiting:
+        say(f"defaults: cell {view.name}: {waiting} runs to go in study {cell.linked}")
+        run_sweep(dataclasses.replace(spec, trials=waiting), workers=workers)
+    else:
+        say(f"defaults: cell {view.name}: every run is done ({cell.linked})")
+    return waiting
+
+
+def _space_file(cell: Cell, views: list[StudyView], candidates: list[CrossCandidate]) -> Path:
+    """The cell's space file, written once; a candidate outside an existing one is refused with the reason."""
+    path = cell.folder / "space.yaml"
+    if not path.exists():
+        path.write_text(yaml.safe_dump(cell_space(views, candidates), sort_keys=False))
+        return path
+    axes = (yaml.safe_load(path.read_text()) or {}).get("axes") or {}
+    for c in candidates:
+        for axis in AXES:
+            if c.params[axis] not in (axes.get(axis) or {}).get("choices", []):
+                raise SpecError(f"study {cell.linked!r} was created before candidate {c.name} ({axis} "
+                                f"{c.params[axis]}) existed; delete that linked study and {path} to start the cell again")
+    return path
+
+
+def read_cell(cell: Cell, candidates: list[CrossCandidate]) -> tuple[dict[str, Runs], dict[str, Any]]:
+    """The cell's completed runs per candidate (by seed, with per-example scores) and what the cell is."""
+    from harness.search.study import load_existing_study
+
+    try:
+        load_existing_study(cell.linked, cell.view.storage)
+    except SpecError:
+        return {}, _describe(cell, None)
+    linked = open_view(cell.linked, cell.view.storage, str(cell.folder))
+    runs: dict[str, Runs] = {}
+    for c in candidates:
+        mine = [r for r in linked.completed() if config_key(r.params, r.training) == c.key and r.seed is not None]
+        examples = {r.seed: found for r in mine if (found := example_scores(r.per_example, linked.objective))}
+        runs[c.name] = Runs({r.seed: r.values[0] for r in mine}, examples)  # type: ignore[index,misc]
+    return runs, _describe(cell, linked)
+
+
+def _describe(cell: Cell, linked: StudyView | None) -> dict[str, Any]:
+    """What a cell was measured on (STYLE: every number says what it is)."""
+    view = cell.view
+    done = linked.completed() if linked is not None else []
+    failed = [f"trial #{r.number} ({r.status or r.state.lower()}): {r.reason}"
+              for r in (linked.rows if linked is not None else ()) if r.finished and r.state != "COMPLETE"]
+    steps, per_step = budget_of(view)
+    return {"name": view.name, "linked_study": cell.linked, "out": str(cell.folder),
+            "model": view.source.get("label"), "source_precision": view.source.get("precision"),
+            "data": view.sweep.get("data"), "held_out_examples": view.n_eval, "max_steps": steps,
+            "sequences_per_step": per_step, "seeds": sorted({r.seed for r in done if r.seed is not None}),
+            "devices": sorted({r.device_name for r in done}), "failed_runs": failed}
+
+
+def open_views(studies: list[str], storage: str | None) -> list[StudyView]:
+    """The studies read back (each from `storage`, else its own folder's SQLite file); an unknown name is a
+    SpecError naming it."""
+    return [open_view(name, storage) for name in studies]
+
+
+@dataclass
+class CrossEvaluation:
+    """A cross-evaluation read back: the doc (harness.evidence.transfer.defaults_doc), its cells and candidates,
+    and how many runs this call ran."""
+
+    doc: dict[str, Any]
+    cells: list[Cell]
+    candidates: list[CrossCandidate]
+    ran: int = 0
+
+
+def read_cross(cells: list[Cell], candidates: list[CrossCandidate], resolution: str | None = None,
+               max_seeds: int | None = None) -> CrossEvaluation:
+    """Every cell read back and the regret matrices computed (transfer.defaults_doc)."""
+    from harness.evidence.transfer import defaults_doc
+
+    runs, described = {}, []
+    for cell in cells:
+        runs[cell.view.name], about = read_cell(cell, candidates)
+        described.append(about)
+    first = cells[0].view
+    doc = defaults_doc(first.objective, first.directions[0], budget_of(first)[0], described,
+                       [c.to_dict() for c in candidates], runs, resolution, max_seeds)
+    return CrossEvaluation(doc, cells, candidates)
+
+
+def cross_evaluate(studies: list[str], *, storage: str | None = None, top: int = 1, seeds: int = 2,
+                   sequential: dict[str, Any] | None = None, workers: int = 1, pack: int = 1,
+                   wandb: str | None = None, max_memory_mb: float | None = None,
+                   say: Callable[[str], None] = print) -> CrossEvaluation:
+    """Plan, run and read back a cross-evaluation of `studies` (see the module's docstring). `sequential`:
+    {max_seeds, resolution}: 2 seeds for every candidate in every cell, then 2 more at a time for the candidates
+    of unresolved regrets (harness.evidence.sequential.until_resolved), intervals at each look's level."""
+    from harness.evidence.sequential import until_resolved
+    from harness.evidence.transfer import unresolved
+
+    views = open_views(studies, storage)
+    check_studies(views)
+    candidates = [c for v in views for c in study_candidates(v, top)]
+    cells = cells_of(views)
+    options = dict(workers=workers, pack=pack, wandb=wandb, max_memory_mb=max_memory_mb, say=say)
+    if not sequential:
+        ran = sum(run_cell(cell, views, candidates, seeds, **options) for cell in cells)  # type: ignore[arg-type]
+        result = read_cross(cells, candidates)
+        result.ran = ran
+        return result
+    keys = {c.name: c.key for c in candidates}
+
+    def round_(n: int, grow: set[str] | None) -> tuple[CrossEvaluation, set[str], int]:
+        for cell in cells:
+            run_cell(cell, views, candidates, n, grow=grow, **options)  # type: ignore[arg-type]
+        result = read_cross(cells, candidates, sequential["resolution"], sequential["max_seeds"])
+        names = set().union(*(unresolved(m) for m in result.doc["modes"].values()))
+        have = min((e["pairs"] for m in result.doc["modes"].values() for name in names if name in m["regret"]
+                    for e in m["regret"][name].values() if e["value"] is not None and not e["resolved"]),
+                   default=n)
+        return result, {keys[name] for name in names}, have
+
+    return until_resolved(round_, sequential["max_seeds"], sequential["resolution"], say, "cross-evaluation",
+                          "candidate")

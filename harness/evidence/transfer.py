@@ -1,0 +1,213 @@
+"""Which config transfers: the regret matrix of a cross-evaluation (`harness defaults`) and the minimax choice.
+
+Pure functions on numbers. A cell is one study's model, data, budget and evaluation settings; every candidate
+config (the top configs of every study, per quantization mode) ran in every cell on the same seeds, so within
+a cell any two candidates are compared seed by seed (paired). A candidate's regret in a cell is its paired
+relative difference from the cell's best candidate of the same mode, oriented so that a positive regret is a
+loss: (candidate - best) / |best| for a loss, the other way round for a score. The choice per mode is the
+candidate whose worst cell costs least (RULE).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.config.objectives import better_sign, ranked
+from harness.evidence.sequential import DEFAULT_RESOLUTION, look
+from harness.evidence.stats import Examples, examples_half, mean_examples
+
+RULE = ("per quantization mode, the candidate with the smallest worst-cell regret (minimax), ties to the smaller "
+        "mean regret over the cells; regret in a cell = the candidate's paired relative difference in the "
+        "objective from that cell's best candidate of the same mode (positive: worse), over the seeds both ran; "
+        "a candidate without a completed run in a cell counts as infinitely bad there")
+
+
+@dataclass(frozen=True)
+class Runs:
+    """One candidate's completed runs in one cell."""
+
+    by_seed: dict[int, float]
+    """The objective by training seed."""
+    examples: dict[int, Examples] = field(default_factory=dict)
+    """Per seed, the per-example scores and weights on the cell's held-out split (the held-out bootstrap)."""
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.by_seed.values()) if self.by_seed else None
+
+
+def minimax_order(matrix: Mapping[str, Mapping[str, float | None]]) -> list[str]:
+    """Candidates best first under RULE: the smallest worst-cell regret, ties to the smaller mean regret; a
+    missing regret (None: no completed run in that cell) is +inf. `matrix[candidate][cell]`."""
+    def key(name: str) -> tuple[float, float, str]:
+        values = [math.inf if v is None else float(v) for v in matrix[name].values()]
+        if not values:
+            return math.inf, math.inf, name
+        return max(values), statistics.fmean(values), name
+
+    return sorted(matrix, key=key)
+
+
+def choose(matrix: Mapping[str, Mapping[str, float | None]]) -> str | None:
+    """The minimax candidate (minimax_order's first), or None when no candidate has a finite worst cell."""
+    order = minimax_order(matrix)
+    if not order or math.isinf(worst(matrix[order[0]])):
+        return None
+    return order[0]
+
+
+def worst(row: Mapping[str, float | None]) -> float:
+    """A candidate's worst-cell regret (+inf when a cell is missing)."""
+    return max((math.inf if v is None else float(v) for v in row.values()), default=math.inf)
+
+
+def mean_regret(row: Mapping[str, float | None]) -> float:
+    values = [math.inf if v is None else float(v) for v in row.values()]
+    return statistics.fmean(values) if values else math.inf
+
+
+def regret_entry(mine: Runs, best: Runs, direction: str, resolution: str | None = None,
+                 max_seeds: int | None = None) -> dict[str, Any]:
+    """The relative regret of `mine` against the cell's best, paired over the seeds both ran, with its interval
+    (paired t over seeds and the held-out bootstrap, in quadrature; at the look's level in a sequential run)
+    and whether it is resolved (harness.evidence.sequential.judge: the interval excludes zero, or is narrower
+    than the resolution)."""
+    shared = sorted(set(mine.by_seed) & set(best.by_seed))
+    if not shared:
+        return {"value": None, "ci95": None, "pairs": 0, "resolved": False, "phrase": "no seed in common"}
+    a, b = ({s: r.by_seed[s] for s in shared} for r in (mine, best))
+    half = None
+    if all(s in mine.examples and s in best.examples for s in shared):
+        half = examples_half(mean_examples([mine.examples[s] for s in shared]),
+                             mean_examples([best.examples[s] for s in shared]))
+    diff, verdict = look(a, b, half, resolution, max_seeds)
+    sign = better_sign(direction)
+    rel, low, high = diff.relative()
+    ci = None if low is None or high is None else sorted([sign * low, sign * high])
+    return {"value": sign * rel, "ci95": ci, "pairs": len(shared), "resolved": verdict.resolved,
+            "phrase": verdict.phrase(), "diff": sign * diff.diff}
+
+
+def mode_matrix(cells: Mapping[str, Mapping[str, Runs]], names: list[str], direction: str,
+                resolution: str | None = None, max_seeds: int | None = None) -> dict[str, Any]:
+    """One mode's regret matrix: for each cell its best candidate (best mean over its seeds) and every
+    candidate's regret against it; each candidate's worst and mean regret; the order and choice under RULE."""
+    regret: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in names}
+    bests: dict[str, str | None] = {}
+    for cell, runs in cells.items():
+        present = [n for n in names if n in runs and runs[n].by_seed]
+        best = ranked(present, direction, lambda n: runs[n].mean)[0] if present else None
+        bests[cell] = best
+        for name in names:
+            if best is None or name not in present:
+                regret[name][cell] = {"value": None, "ci95": None, "pairs": 0, "resolved": False,
+                                      "phrase": "no completed run", "mean": None}
+            elif name == best:
+                regret[name][cell] = {"value": 0.0, "ci95": [0.0, 0.0], "pairs": len(runs[name].by_seed),
+                                      "resolved": True, "phrase": "the cell's best", "mean": runs[name].mean}
+            else:
+                regret[name][cell] = {**regret_entry(runs[name], runs[best], direction, resolution, max_seeds),
+                                      "mean": runs[name].mean}
+    values = {n: {c: e["value"] for c, e in row.items()} for n, row in regret.items()}
+    order = minimax_order(values)
+    return {"candidates": names, "cells": list(cells), "best": bests, "regret": regret,
+            "worst": {n: _finite(worst(values[n])) for n in names},
+            "mean": {n: _finite(mean_regret(values[n])) for n in names},
+            "order": order, "choice": choose(values)}
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isinf(value) or math.isnan(value) else value
+
+
+def unresolved(matrix: dict[str, Any]) -> set[str]:
+    """The candidates on either side of an unresolved regret of a mode's matrix (where a sequential run adds
+    seeds): a candidate and its cell's best."""
+    out: set[str] = set()
+    for name, row in matrix["regret"].items():
+        for cell, entry in row.items():
+            if entry["value"] is not None and not entry["resolved"]:
+                out |= {name, matrix["best"][cell]}
+    return out
+
+
+def defaults_doc(objective: str, direction: str, steps: int, cells: list[dict[str, Any]],
+                 candidates: list[dict[str, Any]], runs: Mapping[str, Mapping[str, Runs]],
+                 resolution: str | None = None, max_seeds: int | None = None) -> dict[str, Any]:
+    """defaults.json: the cells, the candidates, per mode the regret matrix with intervals and the choice, and
+    the rule. `runs[cell][candidate]`; `candidates` each with at least `name` and `mode`."""
+    modes: dict[str, Any] = {}
+    for mode in dict.fromkeys(c["mode"] for c in candidates):
+        names = [c["name"] for c in candidates if c["mode"] == mode]
+        modes[mode] = mode_matrix({cell: {n: r for n, r in cell_runs.items() if n in names}
+                                   for cell, cell_runs in runs.items()}, names, direction, resolution, max_seeds)
+    return {"objective": objective, "direction": direction, "steps": steps, "rule": RULE,
+            "resolution": resolution or DEFAULT_RESOLUTION,
+            "sequential": {"max_seeds": max_seeds} if max_seeds else None,
+            "cells": cells, "candidates": candidates, "modes": modes,
+            "choice": {mode: m["choice"] for mode, m in modes.items()}}
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:+.2f}%"
+
+
+def _cell_text(entry: dict[str, Any]) -> str:
+    if entry["value"] is None:
+        return "not run"
+    ci = entry.get("ci95")
+    text = _pct(entry["value"])
+    if ci and entry["value"] != 0.0:
+        text += f" [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]"
+    return text + ("" if entry["resolved"] else " (unresolved)")
+
+
+def summary_lines(doc: dict[str, Any]) -> list[str]:
+    """What `harness defaults` prints: the rule, then per mode the choice with its worst and mean regret."""
+    lines = [f"rule: {doc['rule']}"]
+    by_name = {c["name"]: c for c in doc["candidates"]}
+    for mode, m in doc["modes"].items():
+        choice = m["choice"]
+        if choice is None:
+            lines.append(f"{mode}: no candidate completed in every cell; no default chosen")
+            continue
+        p = by_name[choice]["params"]
+        lines.append(f"{mode}: {choice} (r {p.get('lora_r')}, alpha {float(p.get('lora_alpha', 0)):g}, lr "
+                     f"{float(p.get('learning_rate', 0)):.3g}): worst-cell regret {_pct(m['worst'][choice])}, "
+                     f"mean {_pct(m['mean'][choice])} over {len(m['cells'])} cells")
+    return lines
+
+
+def defaults_markdown(doc: dict[str, Any], command: str, plot: str | None) -> str:
+    """defaults.md: what was measured, the rule, and per mode the full regret matrix with the choice."""
+    out = ["# Default configs that transfer", "",
+           f"Written by `{command}`. Every candidate (each study's top configs per quantization mode) was trained "
+           f"in every cell (each study's model, data, {doc['steps']}-step budget and evaluation settings) on the "
+           "cell's shared seeds, so comparisons within a cell are paired by seed.", "",
+           f"**Rule:** {doc['rule']}.", "",
+           f"Intervals: paired t over the shared seeds and the held-out bootstrap, as a share of the cell's best "
+           f"(95% unless sequential); resolved at ±{doc['resolution']}.", "", "## Cells", "",
+           "| cell | model | data | seeds | held-out examples | linked study |", "|---|---|---|---|---:|---|"]
+    for c in doc["cells"]:
+        out.append(f"| {c['name']} | {c.get('model')} | {c.get('data')} | {', '.join(map(str, c.get('seeds') or []))} "
+                   f"| {c.get('held_out_examples')} | {c.get('linked_study')} |")
+    by_name = {c["name"]: c for c in doc["candidates"]}
+    for mode, m in doc["modes"].items():
+        out += ["", f"## {mode}: regret against each cell's best", "",
+                "| candidate | config | " + " | ".join(m["cells"]) + " | worst | mean |",
+                "|---|---|" + "---|" * len(m["cells"]) + "---:|---:|"]
+        for name in m["order"]:
+            p = by_name[name]["params"]
+            mark = " **(chosen)**" if name == m["choice"] else ""
+            config = (f"r {p.get('lora_r')}, alpha {float(p.get('lora_alpha', 0)):g}, lr "
+                      f"{float(p.get('learning_rate', 0)):.3g}, {p.get('target_modules')}")
+            out.append(f"| {name}{mark} | {config} | " + " | ".join(_cell_text(m["regret"][name][c]) for c in m["cells"])
+                       + f" | {_pct(m['worst'][name])} | {_pct(m['mean'][name])} |")
+        out += ["", f"Each cell's best: " + ", ".join(f"{c}: {b}" for c, b in m["best"].items())]
+    if plot:
+        out += ["", f"![regret by candidate and cell]({plot})"]
+    return "\n".join(out) + "\n"
