@@ -27,6 +27,8 @@ class KeptChoice:
     """Their weight parameters."""
     scores: dict[str, float] = field(default_factory=dict)
     """Sensitivity of each kept layer (relative output error when it alone is quantized); empty for random."""
+    skip: tuple[str, ...] = ()
+    """The whole `llm_int8_skip_modules` the kept checkpoint is quantized with (skip_list): what a tool needs."""
 
 
 def linear_sizes(model: Any) -> dict[str, int]:

@@ -100,6 +100,9 @@ class TrialResult:
     """Their share of the base's quantizable linear-layer parameters (at most the asked keep_16bit)."""
     kept_16bit_added_mb: float = 0.0
     """Weight memory keeping them adds (MiB): their 16-bit size less their size quantized in the trial's mode."""
+    kept_16bit_skip_modules: list[str] = field(default_factory=list)
+    """The `llm_int8_skip_modules` the base was quantized with when layers were kept (transformers' default skips,
+    the output head, plus the kept layers): what recommended.yaml's quantization section carries; else empty."""
     pack_note: str | None = None
     """Why a trial that was to train in a pack trained alone (a DoRA or PiSSA adapter, a different
     quantization mode...), or None."""

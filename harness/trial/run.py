@@ -67,6 +67,7 @@ class TrialCache:
     def kept_layers(self, config: TrialConfig, device: str) -> KeptChoice:
         """The layers `config` keeps in 16-bit (keep_16bit; none at 0), chosen once per quantization spec and data
         (the sensitivity scores behind them are cached on disk, harness.trial.sensitivity)."""
+        from harness.trial.kept_layers import skip_list
         from harness.trial.sensitivity import kept_for
 
         quant = config.quant
@@ -76,7 +77,9 @@ class TrialCache:
         key = stable_hash([path, device, quant.__dict__, config.data.__dict__])
         if key not in self.kept:
             data = self.prepared(config)
-            self.kept[key] = kept_for(quant, path, device, data.tokenized.train, data.tokenizer.pad_token_id)
+            choice = kept_for(quant, path, device, data.tokenized.train, data.tokenizer.pad_token_id)
+            skip = tuple(skip_list(path, choice.modules)) if choice.modules else ()
+            self.kept[key] = dataclasses.replace(choice, skip=skip)
         return self.kept[key]
 
     def checkpoint(self, model_name: str) -> str:
@@ -159,7 +162,8 @@ class Measured:
                 "prompt_template": self.prompt_template,
                 "data_seed": self.seed, "init_seed": self.seed,
                 "kept_16bit_modules": list(self.kept.modules), "kept_16bit_fraction": self.kept.fraction,
-                "kept_16bit_added_mb": self.kept_mb.get("added_mb", 0.0)}
+                "kept_16bit_added_mb": self.kept_mb.get("added_mb", 0.0),
+                "kept_16bit_skip_modules": list(self.kept.skip)}
 
 
 class MemoryMeter:
