@@ -26,10 +26,10 @@ from harness.search.edges import study_edge_warnings
 from harness.trial.models import target_modules
 from harness.trial.quantization import mode_label, quantization_kwargs
 from harness.search.readout import PACK_SHARED, StudyView, TrialRow, alone_rows, packed_note, small_eval_note
-from harness.config.space import lora_fields, train_fields
+from harness.config.space import lora_fields, quant_fields, train_fields
 from harness.config.errors import SpecError
 from harness.config.lora import LoraSpec
-from harness.config.model import QUANTIZATION_MODES
+from harness.config.model import QUANTIZATION_MODES, QuantSpec
 from harness.config.training import TrainSpec
 from harness.trial.train import SCHEDULER_NAMES, scheduler_kwargs
 from harness.evidence.stats import Summary, summarize
@@ -144,7 +144,8 @@ def config_sections(candidate: Candidate, view: StudyView) -> dict[str, Any]:
     if train.loraplus_lr_ratio != 1.0:
         optimizer = {"lr": float(p["learning_rate"]), "loraplus_lr_ratio": float(train.loraplus_lr_ratio),
                      "weight_decay": float(train.weight_decay)}
-    return {"lora": lora, "quantization": quantization_kwargs(candidate.mode, dtype), "training": training,
+    skip = result.get("kept_16bit_skip_modules") or ()  # keep_16bit: its layers stay 16-bit where the tool can say so
+    return {"lora": lora, "quantization": quantization_kwargs(candidate.mode, dtype, skip), "training": training,
             "optimizer": optimizer}
 
 
@@ -189,7 +190,20 @@ def evidence(candidate: Candidate, view: StudyView) -> dict[str, Any]:
             "trials": [r.number for r in candidate.runs], "objective": view.objective,
             "direction": view.directions[0], "baseline": view.baseline("none"),
             "baseline_in_mode": view.baseline(candidate.mode), "metrics": metrics, "notes": notes,
+            **kept_evidence(candidate.source.params, result),
             "edge_warnings": study_edge_warnings(view, candidate.source.params)}
+
+
+def kept_evidence(params: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """The layers a config kept in 16-bit (keep_16bit), how they were chosen, their parameter share and the weight
+    memory they add; nothing for a config that kept none."""
+    if not result.get("kept_16bit_modules"):
+        return {}
+    quant = QuantSpec(str(params.get("quantization")), **quant_fields(params))
+    return {"keep_16bit": quant.keep_16bit, "keep_16bit_rule": quant.keep_16bit_rule,
+            "kept_16bit_modules": list(result["kept_16bit_modules"]),
+            "kept_16bit_fraction": result.get("kept_16bit_fraction"),
+            "kept_16bit_added_mb": result.get("kept_16bit_added_mb")}
 
 
 def validated_candidates(view: StudyView, allow_diverged: bool = False) -> tuple[list[Candidate], Any] | None:
