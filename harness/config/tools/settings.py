@@ -42,6 +42,9 @@ class Tuned:
     init: str = "true"
     """peft init_lora_weights as text: true, gaussian, pissa, pissa_niter_N, olora."""
     loraplus_lr_ratio: float = 1.0
+    skip_modules: tuple[str, ...] = ()
+    """`llm_int8_skip_modules` of a config that kept linear layers in 16-bit (keep_16bit): transformers' default
+    skips plus the kept layers; empty when none were kept."""
     gradient_checkpointing: bool = False
     """Whether the study's trials recomputed activations (memory and time only: the same result)."""
     scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -130,6 +133,7 @@ def from_recommended(doc: dict[str, Any], *, section: dict[str, Any] | None = No
         seed=int(training.get("seed", 0)), use_rslora=bool(lora.get("use_rslora", False)),
         use_dora=bool(lora.get("use_dora", False)), init=str(init).lower() if isinstance(init, bool) else str(init),
         loraplus_lr_ratio=float(optimizer.get("loraplus_lr_ratio", 1.0)),
+        skip_modules=tuple((part.get("quantization") or {}).get("llm_int8_skip_modules") or ()),
         gradient_checkpointing=bool(training.get("gradient_checkpointing", False)),
         scheduler_kwargs=dict(training.get("lr_scheduler_kwargs") or {}),
         model=evidence.get("model"), data=evidence.get("data"),
@@ -182,6 +186,15 @@ def loraplus_note(t: Tuned, tool: str) -> list[str]:
         return []
     return [f"LoRA+ (B learns {t.loraplus_lr_ratio:g}x faster): {tool} has no key for it; this file trains "
             "plain LoRA (peft.optimizers.create_loraplus_optimizer in code gives the study's optimizer)"]
+
+
+def kept_note(t: Tuned, tool: str) -> list[str]:
+    """The note for layers kept in 16-bit (keep_16bit) that a tool's file cannot leave unquantized."""
+    if not t.skip_modules:
+        return []
+    return [f"keep_16bit: {tool} has no key for modules left unquantized, so this file quantizes every linear layer; "
+            f"the study kept some in 16-bit (BitsAndBytesConfig(llm_int8_skip_modules={list(t.skip_modules)}) in code "
+            "trains as it did)"]
 
 
 def whole(value: float) -> float | int:
