@@ -6,7 +6,8 @@ QLoRA is `adapter: qlora` with `load_in_4bit`, which Axolotl loads as NF4 with d
 from __future__ import annotations
 
 from harness.config.tools import datasets
-from harness.config.tools.settings import Export, Tuned, checkpointing_arguments, data_note, peft_init_note, whole
+from harness.config.tools.settings import (Export, Tuned, checkpointing_arguments, data_note, kept_note, peft_init_note,
+                                            whole)
 
 NAME = "axolotl"
 CONTEXT = frozenset({"base_model", "datasets", "train_on_inputs", "output_dir", "sequence_len", "chat_template", "val_set_size", "seed",
@@ -25,6 +26,8 @@ def export(t: Tuned) -> Export:
             "load_in_8bit": t.bits == 8, "load_in_4bit": t.bits == 4}
     if t.bits == 4:
         keys["bnb_config_kwargs"] = {"bnb_4bit_quant_type": t.quant_type, "bnb_4bit_use_double_quant": t.double_quant}
+        if t.skip_modules:  # keep_16bit: bnb_config_kwargs reaches BitsAndBytesConfig as is (4-bit only)
+            keys["bnb_config_kwargs"]["llm_int8_skip_modules"] = list(t.skip_modules)
     keys |= {"lora_r": t.r, "lora_alpha": whole(t.alpha), "lora_dropout": t.dropout}
     if t.targets == "all-linear":
         keys["lora_target_linear"] = True
@@ -47,4 +50,5 @@ def export(t: Tuned) -> Export:
         removes.add("loraplus_lr_ratio")
     load = ("Use: axolotl train THIS_FILE", *data_note(t),
             *([datasets.MULTI_TURN] if keys["datasets"][0].get("type") == "chat_template" else []))
-    return Export(NAME, keys, tuple(data_notes + peft_init_note(t, "Axolotl")), load, CONTEXT, DEFAULTS, frozenset(removes))
+    notes = data_notes + peft_init_note(t, "Axolotl") + (kept_note(t, "Axolotl's 8-bit loading") if t.bits == 8 else [])
+    return Export(NAME, keys, tuple(notes), load, CONTEXT, DEFAULTS, frozenset(removes))

@@ -4,7 +4,7 @@ into its model, data, training and fine-tuning argument dataclasses."""
 from __future__ import annotations
 
 from harness.config.tools import datasets
-from harness.config.tools.settings import (TRAINING_DEFAULTS, Export, Tuned, data_note, peft_init_note,
+from harness.config.tools.settings import (TRAINING_DEFAULTS, Export, Tuned, data_note, kept_note, peft_init_note,
                                             training_arguments, whole)
 
 NAME = "llamafactory"
@@ -32,6 +32,7 @@ def export(t: Tuned) -> Export:
             keys["pissa_iter"] = int(t.init.rsplit("_", 1)[1])
     else:
         notes += peft_init_note(t, "LLaMA-Factory")
+    notes += kept_note(t, "LLaMA-Factory")
     if t.loraplus_lr_ratio != 1.0:
         keys["loraplus_lr_ratio"] = t.loraplus_lr_ratio
     if t.bits is not None:

@@ -4,7 +4,7 @@ ModelConfig; SFTConfig is transformers.TrainingArguments plus the SFT fields).""
 from __future__ import annotations
 
 from harness.config.tools import datasets
-from harness.config.tools.settings import (TRAINING_DEFAULTS, Export, Tuned, data_note, loraplus_note, peft_init_note,
+from harness.config.tools.settings import (TRAINING_DEFAULTS, Export, Tuned, data_note, kept_note, loraplus_note, peft_init_note,
                                             training_arguments, whole)
 
 NAME = "trl"
@@ -26,7 +26,8 @@ def export(t: Tuned) -> Export:
     if t.bits == 4:
         keys |= {"bnb_4bit_quant_type": t.quant_type, "use_bnb_nested_quant": t.double_quant}
     keys |= training_arguments(t)
-    notes = data_notes + peft_init_note(t, "TRL's ModelConfig") + loraplus_note(t, "TRL")
+    notes = (data_notes + peft_init_note(t, "TRL's ModelConfig") + loraplus_note(t, "TRL")
+             + kept_note(t, "TRL's ModelConfig"))
     load = ("Use: trl sft --config THIS_FILE   (or: TrlParser((ScriptArguments, SFTConfig, ModelConfig, DatasetMixtureConfig)).parse_args_and_config())",
             "warmup_steps below 1 is a fraction of max_steps (transformers 5)", *data_note(t))
     return Export(NAME, keys, tuple(notes), load, CONTEXT, DEFAULTS, frozenset({"warmup_ratio"}))

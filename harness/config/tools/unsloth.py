@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from harness.config.errors import SpecError
 from harness.config.tools import datasets
-from harness.config.tools.settings import Export, Tuned, loraplus_note, training_arguments
+from harness.config.tools.settings import Export, Tuned, kept_note, loraplus_note, training_arguments
 
 NAME = "unsloth"
 CONTEXT = frozenset()  # no `--format same`: Unsloth has no config file of its own
@@ -23,6 +23,7 @@ def export(t: Tuned) -> Export:
         notes.append("nf4 without double quantization: Unsloth always double-quantizes 4-bit weights (nf4-dq); "
                      "the quality difference is small, the memory a little lower")
     notes += loraplus_note(t, "Unsloth's get_peft_model")
+    notes += kept_note(t, "Unsloth's from_pretrained")  # its own dynamic quants are prequantized checkpoints
     script, sft, data_notes = datasets.trl(t, "Unsloth's SFTTrainer (TRL's)")
     notes += data_notes
     data = script["datasets"][0]
