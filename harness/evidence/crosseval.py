@@ -189,10 +189,7 @@ def run_cell(cell: Cell, views: list[StudyView], candidates: list[CrossCandidate
         if (key.startswith("baseline") or key in COPIED_ATTRS) and key not in linked.user_attrs:
             linked.set_user_attr(key, value)
     linked.set_user_attr(LINK_ATTR, {"cell": view.name, "studies": [v.name for v in views]})
-    rows = list(open_view(cell.linked, view.storage, str(cell.folder)).rows) \
-        if linked.get_trials(deepcopy=False) else []
-    plan = [Planned(c.name, c.params, note=c.note) for c in candidates]
-    for planned, seed in plan_runs(plan, rows, seeds, int(view.sweep.get("seed", 0)), grow):
+    for planned, seed in missing_runs(cell, candidates, seeds, grow):
         attrs: dict[str, Any] = {"seed": seed, "defaults_candidate": planned.source}
         variant = {k: v for k, v in planned.params.items() if k in OPTIONAL_AXES}
         if variant:
@@ -205,6 +202,23 @@ def run_cell(cell: Cell, views: list[StudyView], candidates: list[CrossCandidate
     else:
         say(f"defaults: cell {view.name}: every run is done ({cell.linked})")
     return waiting
+
+
+def missing_runs(cell: Cell, candidates: list[CrossCandidate], seeds: int,
+                 grow: set[str] | None = None) -> list[tuple[Planned, int]]:
+    """The cell's runs still missing: every candidate (those whose keys are in `grow`, when given) up to `seeds`
+    runs on the cell's shared seeds (the cell's seed + 1, + 2, ...); finished and waiting runs count, failed
+    ones are planned again (harness.evidence.validate.plan_runs)."""
+    from harness.search.study import load_existing_study
+
+    try:
+        linked = load_existing_study(cell.linked, cell.view.storage)
+    except SpecError:
+        linked = None
+    rows = list(open_view(cell.linked, cell.view.storage, str(cell.folder)).rows) \
+        if linked is not None and linked.get_trials(deepcopy=False) else []
+    plan = [Planned(c.name, c.params, note=c.note) for c in candidates]
+    return plan_runs(plan, rows, seeds, int(cell.view.sweep.get("seed", 0)), grow)
 
 
 def _space_file(cell: Cell, views: list[StudyView], candidates: list[CrossCandidate]) -> Path:

@@ -1,0 +1,243 @@
+"""`harness defaults` (issue 42): the minimax choice on hand-made regret matrices, the paired relative regret,
+the refusals (budgets that differ, a study that does not exist), and on tiny models a cross-evaluation whose
+records show every candidate trained with its cell's model, data and budget on the cell's shared seeds, and a
+second run that repeats nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from optuna.distributions import CategoricalDistribution
+
+from helpers import assert_one_line_error, load_without_harness, run_cli
+from harness.config.errors import SpecError
+from harness.evidence.crosseval import cells_of, check_studies, digest, missing_runs, study_candidates
+from harness.evidence.transfer import Runs, choose, defaults_doc, minimax_order, mode_matrix
+from harness.search.readout import open_view
+
+# ---- the choice: minimax regret, pure functions --------------------------------------------------------------
+
+
+def test_the_choice_is_the_smallest_worst_cell_not_the_best_mean() -> None:
+    # spiky: the best mean (5/3 %) but 5% in cell z; steady: 2% everywhere (worst 2%)
+    matrix = {"spiky": {"x": 0.0, "y": 0.0, "z": 0.05}, "steady": {"x": 0.02, "y": 0.02, "z": 0.02},
+              "bad": {"x": 0.03, "y": 0.04, "z": 0.06}}
+    assert choose(matrix) == "steady"
+    assert minimax_order(matrix) == ["steady", "spiky", "bad"]
+
+
+def test_ties_go_to_the_smaller_mean_and_a_missing_cell_is_the_worst() -> None:
+    matrix = {"a": {"x": 0.02, "y": 0.02}, "b": {"x": 0.02, "y": 0.0}, "never": {"x": 0.0, "y": None}}
+    assert minimax_order(matrix) == ["b", "a", "never"]  # same worst 2%: b's mean 1% beats a's 2%
+    assert choose({"never": {"x": 0.0, "y": None}}) is None
+
+
+def test_the_regret_is_paired_relative_to_the_cells_best_of_its_mode() -> None:
+    cells = {"x": {"a": Runs({1: 2.00, 2: 2.20}), "b": Runs({1: 2.10, 2: 2.30}), "q": Runs({1: 1.00, 2: 1.10})},
+             "y": {"a": Runs({1: 3.30, 2: 3.10}), "b": Runs({1: 3.00, 2: 3.00}), "q": Runs({1: 1.20, 2: 1.00})}}
+    candidates = [{"name": "a", "mode": "none", "params": {}}, {"name": "b", "mode": "none", "params": {}},
+                  {"name": "q", "mode": "nf4-dq", "params": {}}]
+    doc = defaults_doc("eval_loss", "minimize", 40, [{"name": "x"}, {"name": "y"}], candidates, cells)
+    none = doc["modes"]["none"]
+    assert none["best"] == {"x": "a", "y": "b"}  # q is another mode: never a 16-bit cell's best
+    # x: b - a is 0.10 on both seeds, relative to a's mean 2.10; paired, the seed effect cancels (no width)
+    entry = none["regret"]["b"]["x"]
+    assert entry["value"] == pytest.approx(0.10 / 2.10) and entry["ci95"] == pytest.approx([0.10 / 2.10] * 2)
+    assert entry["pairs"] == 2 and entry["resolved"]
+    # y: a - b is 0.30 and 0.10, mean 0.20 over b's 3.00; t(1) 12.706 x sd 0.1414 / sqrt 2 = 1.2706
+    entry = none["regret"]["a"]["y"]
+    assert entry["value"] == pytest.approx(0.2 / 3.0)
+    assert entry["ci95"] == pytest.approx([(0.2 - 1.2706) / 3.0, (0.2 + 1.2706) / 3.0], abs=1e-4)
+    assert none["worst"] == pytest.approx({"a": 0.2 / 3.0, "b": 0.10 / 2.10}) and none["choice"] == "b"
+    assert doc["modes"]["nf4-dq"]["choice"] == "q" and doc["choice"] == {"none": "b", "nf4-dq": "q"}
+    # a maximized objective: a higher score is better, so the regret is (best - mine) / best
+    up = mode_matrix({"x": {"a": Runs({1: 0.5}), "b": Runs({1: 0.4})}}, ["a", "b"], "maximize")
+    assert up["best"] == {"x": "a"} and up["regret"]["b"]["x"]["value"] == pytest.approx(0.2)
+
+
+# ---- hand-built studies (nothing trains) ----------------------------------------------------------------------
+
+PARAMS = {"quantization": "none", "lora_r": 4, "lora_alpha": 8.0, "lora_dropout": 0.0, "target_modules": "all-linear"}
+LRS = [5e-3, 2e-3, 1e-3]
+
+
+def _source(url: str, name: str, model: str, data: str, out: Path, lrs: list[float], *, max_steps: int = 2,
+            train: dict[str, Any] | None = None, eval_size: int = 8) -> None:
+    """A study as `harness sweep` leaves it: its settings and completed trials (the first the best)."""
+    study = optuna.create_study(study_name=name, storage=url)
+    study.set_user_attr("sweep", {"model": model, "data": data, "max_steps": max_steps, "seed": 0,
+                                  "objectives": ["eval_loss"], "wandb": "disabled", "out": str(out),
+                                  "train": train or {"batch_size": 8, "grad_accum": 1},
+                                  "data_options": {"eval_size": eval_size, "train_size": 32},
+                                  "eval": {"metrics": [], "generate_size": 0}})
+    study.set_user_attr("objectives", ["eval_loss"])
+    study.set_user_attr("baseline_by_mode", {"none": {"eval_loss": 11.0}})  # the cells score no baseline
+    dists = {k: CategoricalDistribution(LRS if k == "learning_rate" else [v]) for k, v in {**PARAMS, "learning_rate": 0}.items()}
+    for i, lr in enumerate(lrs):
+        study.add_trial(optuna.trial.create_trial(
+            params={**PARAMS, "learning_rate": lr}, distributions=dists, value=10.0 + i,
+            user_attrs={"status": "complete", "seed": 0, "result": {"eval_loss": 10.0 + i}}))
+
+
+def test_studies_whose_budgets_differ_are_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    _source(url, "a", "tiny-llama", "stdlib-qa", tmp_path / "a", [5e-3])
+    _source(url, "b", "tiny-llama", "stdlib-qa", tmp_path / "b", [5e-3], train={"batch_size": 4, "grad_accum": 2})
+    _source(url, "long", "tiny-llama", "stdlib-qa", tmp_path / "c", [5e-3], max_steps=4)
+    check_studies([open_view("a", url), open_view("b", url)])  # 8 x 1 and 4 x 2: the same sequences per step
+    with pytest.raises(SpecError, match="budgets differ .*long 4 steps x 8 sequences"):
+        check_studies([open_view("a", url), open_view("long", url)])
+    with pytest.raises(SpecError, match="at least two different studies"):
+        check_studies([open_view("a", url)])
+    assert [c.name for c in study_candidates(open_view("a", url), 1)] == ["a#0"]
+
+
+@pytest.mark.integration  # starts `harness defaults`
+def test_the_command_refuses_budgets_that_differ_and_a_study_that_does_not_exist(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    _source(url, "a", "tiny-llama", "stdlib-qa", tmp_path / "a", [5e-3])
+    _source(url, "long", "tiny-llama", "stdlib-qa", tmp_path / "c", [5e-3], max_steps=4)
+    base = ["defaults", "--storage", url, "--reports-dir", str(tmp_path / "r")]
+    assert_one_line_error(run_cli(*base, "--study", "a", "--study", "long"), "budgets differ")
+    assert_one_line_error(run_cli(*base, "--study", "a", "--study", "nope"), "'nope'")
+    assert not (tmp_path / "r").exists()
+
+
+# ---- on tiny models: two cells, one candidate each, two shared seeds --------------------------------------------
+
+CELLS = {"a": ("tiny-llama", "stdlib-qa", {"batch_size": 8, "grad_accum": 1}, 8),
+         "b": ("tiny-qwen2", "headline-sentiment", {"batch_size": 4, "grad_accum": 2}, 6)}
+"""Cell -> model, data, training settings (the same 8 sequences per step, split differently) and held-out size."""
+
+
+@pytest.fixture(scope="module")
+def crossed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two hand-built studies cross-evaluated by `harness defaults` (2 cells x 2 candidates x 2 seeds, packed),
+    then the same command again."""
+    root = tmp_path_factory.mktemp("defaults")
+    url = f"sqlite:///{root}/studies.db"
+    for (name, (model, data, train, eval_size)), lrs in zip(CELLS.items(), ([5e-3, 1e-3], [2e-3, 1e-3])):
+        _source(url, name, model, data, root / name, lrs, train=train, eval_size=eval_size)
+    args = ["defaults", "--study", "a", "--study", "b", "--storage", url, "--seeds", "2", "--pack", "2",
+            "--reports-dir", str(root / "reports"), "--format", "axolotl"]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    counts = {name: len(optuna.load_study(study_name=f"{name}@defaults-{digest(['a', 'b'])}", storage=url).trials)
+              for name in CELLS}
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    return {"root": root, "url": url, "first": first, "again": again, "counts": counts}
+
+
+def _records(crossed: dict[str, Any], cell: str) -> list[dict[str, Any]]:
+    path = crossed["root"] / cell / f"defaults-{digest(['a', 'b'])}" / "trials.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.integration
+def test_every_candidate_trains_with_its_cells_model_data_and_budget(crossed: dict[str, Any]) -> None:
+    candidates = {"a#0": 5e-3, "b#0": 2e-3}
+    for cell, (model, data, train, eval_size) in CELLS.items():
+        records = _records(crossed, cell)
+        assert len(records) == 4 and {r["state"] for r in records} == {"COMPLETE"}, records
+        for record in records:
+            config = record["config"]
+            assert config["model"]["name"] == model and config["data"]["name"] == data
+            assert (config["data"]["eval_size"], config["data"]["train_size"]) == (eval_size, 32)
+            assert config["train"]["max_steps"] == 2
+            assert (config["train"]["batch_size"], config["train"]["grad_accum"]) == (train["batch_size"],
+                                                                                      train["grad_accum"])
+        assert sorted(r["params"]["learning_rate"] for r in records) == sorted([*candidates.values()] * 2)
+
+
+@pytest.mark.integration
+def test_the_seeds_are_shared_within_a_cell(crossed: dict[str, Any]) -> None:
+    for cell in CELLS:
+        seeds: dict[float, list[int]] = {}
+        for record in _records(crossed, cell):
+            seeds.setdefault(record["params"]["learning_rate"], []).append(record["config"]["train"]["seed"])
+        assert len(seeds) == 2 and all(sorted(s) == [1, 2] for s in seeds.values()), seeds  # the cell's seed + 1, + 2
+
+
+@pytest.mark.integration
+def test_a_second_run_repeats_nothing_and_plans_only_missing_seeds(crossed: dict[str, Any]) -> None:
+    url = crossed["url"]
+    assert "every run is done" in crossed["again"].stdout
+    for name, count in crossed["counts"].items():
+        assert count == 4
+        assert len(optuna.load_study(study_name=f"{name}@defaults-{digest(['a', 'b'])}", storage=url).trials) == 4
+    views = [open_view(n, url) for n in CELLS]
+    candidates = [c for v in views for c in study_candidates(v, 1)]
+    for cell in cells_of(views):
+        assert missing_runs(cell, candidates, 2) == []
+        assert sorted((p.source, seed) for p, seed in missing_runs(cell, candidates, 3)) == [("a#0", 3), ("b#0", 3)]
+
+
+@pytest.mark.integration
+def test_the_documents_hold_the_matrix_the_rule_and_a_loadable_defaults_yaml(crossed: dict[str, Any],
+                                                                               tmp_path: Path) -> None:
+    reports = crossed["root"] / "reports"
+    doc = json.loads((reports / "defaults.json").read_text())
+    assert [c["name"] for c in doc["cells"]] == ["a", "b"] and [c["name"] for c in doc["candidates"]] == ["a#0", "b#0"]
+    matrix = doc["modes"]["none"]
+    assert set(matrix["regret"]) == {"a#0", "b#0"} and all(len(row) == 2 for row in matrix["regret"].values())
+    assert all(e["pairs"] == 2 for row in matrix["regret"].values() for e in row.values())
+    assert doc["choice"]["none"] == matrix["order"][0] and "smallest worst-cell regret" in doc["rule"]
+    assert "rule: " in crossed["first"].stdout and "worst-cell regret" in crossed["first"].stdout
+    assert "## none: regret against each cell's best" in (reports / "defaults.md").read_text()
+    assert (reports / "defaults.png").stat().st_size > 5_000
+    assert (reports / "recommended.axolotl.yaml").exists()
+    defaults = yaml.safe_load((reports / "defaults.yaml").read_text())
+    chosen = defaults["per_quantization"]["none"]["evidence"]
+    assert chosen["candidate"] == doc["choice"]["none"] and defaults["training"]["max_steps"] == 2
+    assert "loaded" in load_without_harness(reports / "defaults.yaml", tmp_path)
+    # harness validate and --warm-start read the chosen config back as a default named harness-none
+    from harness.config.defaults import is_harness_defaults, load_harness_defaults
+
+    assert is_harness_defaults(reports / "defaults.yaml")
+    [entry] = load_harness_defaults(reports / "defaults.yaml")
+    assert entry.name == "harness-none" and entry.params["learning_rate"] == chosen["params"]["learning_rate"]
+
+
+# ---- a defaults.yaml read back: harness validate --defaults-file, sweep --warm-start defaults --------------------
+
+HAND_DEFAULTS = {"validated": False, "evidence": {"defaults": True, "studies": ["a", "b"]},
+                 "per_quantization": {
+                     "none": {"evidence": {"candidate": "a#3", "params": {**PARAMS, "learning_rate": 2e-4}}},
+                     "nf4-dq": {"evidence": {"candidate": "b#1",
+                                             "params": {**PARAMS, "quantization": "nf4-dq", "learning_rate": 3e-4}}}}}
+
+
+def test_a_defaults_file_adds_its_configs_beside_the_published_defaults(tmp_path: Path) -> None:
+    from harness.config.defaults import load_defaults
+    from harness.config.space import parse_space
+    from harness.evidence.validate import published
+    from harness.search.warmstart import published_configs
+
+    path = tmp_path / "defaults.yaml"
+    path.write_text(yaml.safe_dump(HAND_DEFAULTS))
+
+    class Dims:
+        def smallest(self, targets: str) -> tuple[int, str]:
+            return 64, "q_proj"
+
+    view = type("View", (), {"sweep": {"model": "tiny-llama"}})()
+    runnable, skipped = published(view, Dims(), path)  # type: ignore[arg-type]
+    names = [p.source for p in runnable] + list(skipped)
+    assert {"harness-none", "harness-nf4-dq"} <= set(names)
+    assert {d.name for d in load_defaults()} <= set(names)  # the published defaults stay
+    mine = next(p for p in runnable if p.source == "harness-nf4-dq")
+    assert mine.params["quantization"] == "nf4-dq" and mine.training == {} and "b#1" in mine.note
+
+    space = parse_space({"axes": {"lora_r": {"choices": [4, 16]}, "lora_alpha": {"ratio": 2},
+                                  "learning_rate": {"low": 1e-4, "high": 1e-3, "log": True},
+                                  "quantization": {"choices": ["none", "nf4-dq"]}}})
+    configs, skipped = published_configs(space, shipped=path)
+    assert "shipped default harness-none" in [c.label for c in configs]
+    _, skipped = published_configs(space, shipped=tmp_path / "none-shipped.yaml")
+    assert "none ship with this version yet" in skipped["harness defaults"]
