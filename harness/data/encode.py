@@ -170,14 +170,15 @@ def prompt_template(tokenizer: Any) -> str:
         else f"plain: {PLAIN_TEMPLATE}"
 
 
-def prompt_frame(tokenizer: Any, slot: str = "{prompt}") -> tuple[str, str, str]:
+def prompt_frame(tokenizer: Any, slot: str = "{prompt}", system: str | None = None) -> tuple[str, str, str]:
     """(prompt, answer before, answer after) as the trials format one user turn with `tokenizer`: the prompt text
     with `slot` where the user's text goes, and the text the answer's completion is wrapped in (for the tools'
-    exports, which must write the same format)."""
-    message = [{"role": "user", "content": slot}]
+    exports, which must write the same format). `system`: the study's system_prompt, first in the prompt."""
+    message = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": slot}]
     before, after = _answer_wrapper(tokenizer, message)
     chat = bool(getattr(tokenizer, "chat_template", None))
-    return (_render(tokenizer, message, add_generation_prompt=True) if chat else _plain_prompt(message)), before, after
+    prompt = _render(tokenizer, message, add_generation_prompt=True) if chat else _plain_prompt(message[-1:])
+    return prompt, before, after
 
 
 def _plain_prompt(messages: list[dict[str, str]]) -> str:

@@ -183,6 +183,9 @@ def evidence(candidate: Candidate, view: StudyView) -> dict[str, Any]:
             "data": view.sweep.get("data"), "max_seq_len": (view.sweep.get("data_options") or {}).get("max_seq_len"),
             "data_format": (view.sweep.get("data_options") or {}).get("format"),
             "completion_only_loss": (view.sweep.get("data_options") or {}).get("completion_only_loss", True),
+            # how the trials read the user's file, for the tools' exports: renamed columns, an added system message
+            "column_map": dict((view.sweep.get("data_options") or {}).get("column_map") or ()),
+            "system_prompt": (view.sweep.get("data_options") or {}).get("system_prompt"),
             "space": view.sweep.get("space"), "quantization": candidate.mode,
             "trials_finished": len(finished), "trials_completed": len(view.completed()),
             "source_trial": candidate.source.number, "confirmed": candidate.confirmed,

@@ -10,7 +10,7 @@ from pathlib import Path
 from harness.config.tools.settings import Tuned
 from harness.data.examples import DataError
 from harness.data.files import SUFFIXES, read_records
-from harness.data.formats import detect_format
+from harness.data.formats import detect_format, map_columns
 
 
 def with_data(tuned: Tuned) -> Tuned:
@@ -20,16 +20,18 @@ def with_data(tuned: Tuned) -> Tuned:
     fmt = tuned.data_format if tuned.data_format not in (None, "auto") else None
     if fmt is None and found:
         try:
-            fmt = detect_format(read_records(path, str(path))[:1], "auto", str(path))
+            first = map_columns(read_records(path, str(path))[:1], tuned.column_map, str(path))
+            fmt = detect_format(first, "auto", str(path))
         except DataError:
             fmt = None
     return dataclasses.replace(tuned, data_format=fmt, data_path=str(path.resolve()) if found else None,
-                               frame=study_frame(tuned.model))
+                               frame=study_frame(tuned.model, tuned.system_prompt))
 
 
-def study_frame(model: str | None) -> tuple[str, str, str] | None:
-    """harness.data.encode.prompt_frame of the study's tokenizer, when it is at hand (a built-in already
-    converted, a local folder, a cached hub model); None otherwise (nothing is converted for an export)."""
+def study_frame(model: str | None, system: str | None = None) -> tuple[str, str, str] | None:
+    """harness.data.encode.prompt_frame of the study's tokenizer (with the study's system prompt), when it is at
+    hand (a built-in already converted, a local folder, a cached hub model); None otherwise (nothing is
+    converted for an export)."""
     if not model:
         return None
     try:
@@ -39,6 +41,6 @@ def study_frame(model: str | None) -> tuple[str, str, str] | None:
         resolved = resolve_model(model)
         if not is_converted(resolved):
             return None
-        return prompt_frame(load_tokenizer(checkpoint_path(resolved)))
+        return prompt_frame(load_tokenizer(checkpoint_path(resolved)), system=system)
     except Exception:  # an export never fails for want of a tokenizer: it says the format is unknown
         return None

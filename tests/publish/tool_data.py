@@ -53,8 +53,34 @@ def axolotl(cfg: dict[str, Any], tokenizer_dir: str) -> Rows:
     return [{"input_ids": list(r["input_ids"]), "labels": list(r["labels"])} for r in rows]
 
 
+def stub_torchaudio() -> None:
+    """Put a stand-in `torchaudio` module in sys.modules where the real one is missing (PyPI has no torchaudio
+    for torch 2.13). llamafactory.data imports it at the top of its multimodal plugin (mm_plugin.py), which
+    uses it only to read and resample audio inputs (MMPluginMixin._regularize_audios): not on the path of text
+    rows. Any attribute of the stand-in raises, so a row that did reach audio code fails the test instead of
+    passing. transformers, peft and datasets are imported first, so their own checks (find_spec, cached)
+    still see torchaudio missing and never take the stand-in for the package."""
+    import importlib.util
+    import types
+
+    if "torchaudio" in sys.modules or importlib.util.find_spec("torchaudio") is not None:
+        return
+    import datasets  # noqa: F401  (datasets.config records TORCHAUDIO_AVAILABLE = False at import)
+    import peft  # noqa: F401
+    from transformers.utils.import_utils import is_torchaudio_available
+
+    assert not is_torchaudio_available()  # cached: transformers never looks again
+
+    class Missing(types.ModuleType):
+        def __getattr__(self, name: str) -> Any:
+            raise ImportError(f"torchaudio.{name}: torchaudio is not installed (a stand-in for the test)")
+
+    sys.modules["torchaudio"] = Missing("torchaudio")
+
+
 def llamafactory(cfg: dict[str, Any], tokenizer_dir: str) -> Rows:
     """get_train_args, the template it picks (get_template_and_fix_tokenizer) and llamafactory.data.get_dataset."""
+    stub_torchaudio()
     from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
     from llamafactory.hparams import get_train_args
     from transformers import AutoTokenizer
@@ -65,7 +91,8 @@ def llamafactory(cfg: dict[str, Any], tokenizer_dir: str) -> Rows:
     template = get_template_and_fix_tokenizer(tokenizer, data_args)
     module = get_dataset(template, model_args, data_args, training_args, cfg.get("stage", "sft"), tokenizer)
     rows = module["train_dataset"]
-    return [{"input_ids": list(r["input_ids"]), "labels": list(r["labels"])} for r in rows]
+    # stage pt rows carry no labels: its collator (DataCollatorForLanguageModeling, mlm=False) scores every token
+    return [{"input_ids": list(r["input_ids"]), "labels": list(r.get("labels", r["input_ids"]))} for r in rows]
 
 
 def main() -> None:

@@ -51,5 +51,6 @@ def export(t: Tuned) -> Export:
         removes.add("loraplus_lr_ratio")
     load = ("Use: llamafactory-cli train THIS_FILE   (warmup_steps below 1 is a fraction of max_steps)",
             f"dataset {datasets.DATASET} is the entry of dataset_info.json beside this file (dataset_dir); no "
-            "template: LLaMA-Factory reads the tokenizer's chat template, as the trials did", *data_note(t))
+            "template: LLaMA-Factory reads the tokenizer's chat template, as the trials did", *data_note(t),
+            *([datasets.SCORED_NEWLINE.format(tool="LLaMA-Factory")] if keys.get("stage") == "sft" else []))
     return Export(NAME, keys, tuple(notes), load, CONTEXT, DEFAULTS, frozenset(removes), files)

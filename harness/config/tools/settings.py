@@ -61,6 +61,14 @@ class Tuned:
     user's text, and the text before and after the completion; None when the tokenizer was not at hand."""
     data_path: str | None = None
     """The data file as an absolute path, when it was found at export time."""
+    column_map: tuple[tuple[str, str], ...] = ()
+    """(our column name, the user's column name) pairs the trials read the file with (DataSpec.column_map)."""
+    system_prompt: str | None = None
+    """The system message the trials put first in every prompt without one (DataSpec.system_prompt)."""
+
+    def column(self, ours: str) -> str:
+        """The user's name of one of our columns (`prompt` -> `question` under column_map)."""
+        return dict(self.column_map).get(ours, ours)
 
     @property
     def bits(self) -> int | None:
@@ -138,7 +146,9 @@ def from_recommended(doc: dict[str, Any], *, section: dict[str, Any] | None = No
         scheduler_kwargs=dict(training.get("lr_scheduler_kwargs") or {}),
         model=evidence.get("model"), data=evidence.get("data"),
         max_seq_len=evidence.get("max_seq_len"), data_format=evidence.get("data_format"),
-        completion_only=bool(evidence.get("completion_only_loss", True)))
+        completion_only=bool(evidence.get("completion_only_loss", True)),
+        column_map=DataSpec(column_map=evidence.get("column_map") or ()).column_map,  # pairs or a mapping
+        system_prompt=evidence.get("system_prompt"))
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,8 @@ def export(t: Tuned) -> Export:
                      "the quality difference is small, the memory a little lower")
     notes += loraplus_note(t, "Unsloth's get_peft_model")
     notes += kept_note(t, "Unsloth's from_pretrained")  # its own dynamic quants are prequantized checkpoints
-    script, sft, data_notes = datasets.trl(t, "Unsloth's SFTTrainer (TRL's)")
+    sft, data_lines, data_said, data_notes = datasets.unsloth(t)
     notes += data_notes
-    data = script["datasets"][0]
     load = {"model_name": t.hub_model, "max_seq_length": t.seq_len,
             "load_in_4bit": t.bits == 4, "load_in_8bit": t.bits == 8}
     peft = {"r": t.r, "lora_alpha": t.alpha, "lora_dropout": t.dropout, "bias": "none",
@@ -37,9 +36,9 @@ def export(t: Tuned) -> Export:
     steps = ("Use: cfg = yaml.safe_load(open(THIS_FILE))",
              "model, tokenizer = FastLanguageModel.from_pretrained(**cfg['from_pretrained'])",
              "model = FastLanguageModel.get_peft_model(model, **cfg['get_peft_model'])",
-             f"data = datasets.load_dataset({data['path']!r}, data_files={data['data_files']!r}, split='train')",
+             *data_lines,
              "trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=data, "
-             "args=SFTConfig(**cfg['training']))")
+             "args=SFTConfig(**cfg['training']))", *data_said)
     return Export(NAME, {"from_pretrained": load, "get_peft_model": peft, "training": training},
                   tuple(notes), steps, CONTEXT, {})
 
