@@ -70,6 +70,19 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def reply_or_report(conn: Any, kind: str, job: Callable[[], Any],
+                    failed: Callable[[str], Any] = lambda reason: {"error": reason}) -> None:
+    """Send the supervisor `(kind, job())`; an exception in the job is reported, not raised: `(kind,
+    failed(its one-line reason))` goes back instead (by default {"error": reason}), the worker lives on for the
+    next job, and the supervisor decides what the failure means."""
+    from harness.config.errors import one_line
+
+    try:
+        conn.send((kind, job()))
+    except Exception as err:  # reported, not raised: the supervisor decides
+        conn.send((kind, failed(one_line(err))))
+
+
 def _worker_main(conn: Any) -> None:
     """The child's loop: receive a job, run it, send back progress and the result."""
     # Ctrl-C goes to the whole process group; the supervisor decides what to do about it.
@@ -103,24 +116,14 @@ def _worker_main(conn: Any) -> None:
         if kind == "probe":  # the planner's probe runs where trials run: the same process, the same meter
             from harness.trial.memory_plan import cached_probe
 
-            try:
-                probe, _ = cached_probe(TrialConfig.from_dict(payload), cache)
-                conn.send(("probe", dataclasses.asdict(probe)))
-            except Exception as err:  # reported, not raised: the supervisor decides
-                from harness.config.errors import one_line
-
-                conn.send(("probe", {"error": one_line(err)}))
+            reply_or_report(conn, "probe", lambda: dataclasses.asdict(
+                cached_probe(TrialConfig.from_dict(payload), cache)[0]))
             continue
-        if kind == "task":
+        if kind == "task":  # a failure leaves the trial its other results
             from harness.trial.run import score_saved_adapter
 
-            try:
-                scored = score_saved_adapter(TrialConfig.from_dict(payload["config"]), payload["adapter_dir"], cache)
-                conn.send(("task", dataclasses.asdict(scored)))
-            except Exception as err:  # reported, not raised: the trial keeps its other results
-                from harness.config.errors import one_line
-
-                conn.send(("task", {"error": one_line(err)}))
+            reply_or_report(conn, "task", lambda: dataclasses.asdict(
+                score_saved_adapter(TrialConfig.from_dict(payload["config"]), payload["adapter_dir"], cache)))
             continue
         if kind == "pack":
             from harness.trial.packed import run_pack
@@ -143,18 +146,17 @@ def _worker_main(conn: Any) -> None:
             continue
         config = TrialConfig.from_dict(payload)
         if kind == "baseline":
-            if config.fault == "kill":  # test hook (sweep.FAULTS_ENV `base:kill`): die as the OOM killer would
+            if config.fault == "kill":  # test hook (preparing.FAULTS_ENV `base:kill`): die as the OOM killer would
                 os.kill(os.getpid(), signal.SIGKILL)
-            try:
+
+            def baseline() -> BaselineReply:
                 score, cached = cached_baseline(config, cache)
                 data = cache.prepared(config)
                 held_out = HeldOut(data.split_hash, data.source, len(data.tokenized.train),
                                    len(data.tokenized.eval), data.tokenized.truncated)
-                conn.send(("baseline", BaselineReply(score, held_out, cached=cached)))
-            except Exception as err:  # reported, not raised: the supervisor decides
-                from harness.config.errors import one_line
+                return BaselineReply(score, held_out, cached=cached)
 
-                conn.send(("baseline", BaselineReply(error=one_line(err))))
+            reply_or_report(conn, "baseline", baseline, failed=lambda reason: BaselineReply(error=reason))
             continue
 
         def on_eval(step: int, loss: float) -> bool:
@@ -258,18 +260,19 @@ class TrialRunner:
 
     def probe(self, config: TrialConfig) -> Any:
         """`config`'s memory/time probe (harness.trial.memory_plan.cached_probe), run in the worker. Raises
-        SpecError with the worker's one-line reason when it fails."""
-        from harness.config.errors import SpecError
+        ProbeFailed (a fault, exit 1: the input was checked before) with the worker's one-line reason when the
+        probe fails or its process dies."""
         from harness.trial.memory_plan import Probe
 
         self.start()
+        what = f"the memory probe of {config.model.name} in {config.quant.mode} (batch {config.train.batch_size})"
         try:
             self._conn.send(("probe", config.to_dict()))
             reply = self._receive()[1]
         except _WorkerDied as died:
-            raise SpecError(f"the memory probe of {config.model.name} {config.quant.mode} failed: {died}") from None
+            raise ProbeFailed(f"{what} failed: {died}") from None
         if "error" in reply:
-            raise SpecError(f"the memory probe of {config.model.name} {config.quant.mode} failed: {reply['error']}")
+            raise ProbeFailed(f"{what} failed: {reply['error']}")
         return Probe.from_dict(reply)
 
     def _serve(self, job: tuple[str, Any], on_step: Callable[[dict[str, Any]], None] | None,
@@ -390,6 +393,10 @@ class TrialRunner:
             self._proc.join(timeout=10)
         self._conn.close()
         self._proc = None
+
+
+class ProbeFailed(RuntimeError):
+    """The planner's memory/time probe failed in the trial worker: a fault, not bad input (exit 1)."""
 
 
 class _WorkerDied(RuntimeError):
