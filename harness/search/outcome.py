@@ -74,6 +74,7 @@ def result_summary(result: TrialResult) -> dict[str, Any]:
     data = result.to_dict()
     data.pop("history", None)
     metrics = data.pop("metrics", {}) or {}
+    kept = {k: data[k] for k in ("kept_16bit_modules", "kept_16bit_skip_modules") if data.get(k)}  # keep_16bit
     return {**{k: v for k, v in data.items() if not isinstance(v, (dict, list))}, **metrics,
-            "weights": result.weights}
+            "weights": result.weights, **kept}
 

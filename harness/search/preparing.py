@@ -12,7 +12,7 @@ from typing import Any
 from harness.config.errors import SpecError
 from harness.config.lora import LoraSpec
 from harness.config.model import ModelSpec, QuantSpec
-from harness.config.space import SearchSpace, check_points, lora_fields, train_fields
+from harness.config.space import SearchSpace, check_points, lora_fields, quant_fields, train_fields
 from harness.config.sweep import SweepSpec
 from harness.config.trial import TrialConfig
 from harness.search.lr_range import lr_axis
@@ -47,7 +47,7 @@ def trial_config(spec: SweepSpec, params: dict[str, Any], *, adapter_dir: str | 
     if schedule is not None:  # intermediate evaluations exactly where the pruner reads them
         train = dataclasses.replace(train, eval_at=tuple(schedule["eval_steps"]))
     return TrialConfig(
-        model=ModelSpec(spec.model), quant=QuantSpec(params["quantization"]),
+        model=ModelSpec(spec.model), quant=QuantSpec(params["quantization"], **quant_fields(params)),
         lora=LoraSpec(r=int(params["lora_r"]), alpha=float(params["lora_alpha"]),
                       dropout=float(params["lora_dropout"]), targets=params["target_modules"],
                       **lora_fields(params)),

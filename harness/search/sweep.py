@@ -29,6 +29,7 @@ from harness.runtime.devices import THREADS_ENV
 from harness.runtime.redaction import redact_values
 from harness.search import packing, side_runs, tracking
 from harness.search.adapters import drop_partial, keep_adapter
+from harness.search.kept_pins import pinned, record_pin
 from harness.search.artifacts import store_kept_adapters
 from harness.search.outcome import (RECORDED_ATTRS, SweepInterrupted, SweepOutcome, objective_values, reason_kind,
                                     result_summary, status_attrs)
@@ -306,6 +307,7 @@ class Sweep:
                               metrics=self.metrics, seed=trial.user_attrs.get("seed"),
                               training=trial.user_attrs.get("training"),
                               variant=trial.user_attrs.get("variant"))
+        config = pinned(config, self.study.user_attrs)  # keep_16bit: the layers an earlier trial of the spec kept
         if self.spec.task_metrics != "all":  # no answers generated now (--task-metrics top-K / none)
             config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, generate_size=0))
         trial.set_user_attr("config", config.to_dict())
@@ -387,6 +389,7 @@ class Sweep:
         record = self._record(trial.number, params, config.to_dict() if config else {}, result, seconds,
                               worker=self._worker_info(), **{k: trial.user_attrs.get(k) for k in RECORDED_ATTRS})
         self._own.append(record)
+        record_pin(self.study, config, result)
         keep_adapter(self.study, self.out_dir, trial.number, result.status == "complete",
                      len(self.spec.objectives) == 1, top=self.spec.task_metrics_top or 1)
         run.log_table("samples", result.samples)
