@@ -241,3 +241,35 @@ def test_a_defaults_file_adds_its_configs_beside_the_published_defaults(tmp_path
     assert "shipped default harness-none" in [c.label for c in configs]
     _, skipped = published_configs(space, shipped=tmp_path / "none-shipped.yaml")
     assert "none ship with this version yet" in skipped["harness defaults"]
+
+
+def test_a_sequential_cross_evaluation_adds_seeds_only_for_unresolved_regrets(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--confirm-until resolved`: 2 seeds everywhere, then 2 more only for the candidates of an unresolved regret
+    (the candidate and its cell's best), until none is left; nothing trains here (run_cell and read_cross are
+    stand-ins)."""
+    from harness.evidence import crosseval
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    _source(url, "a", "tiny-llama", "stdlib-qa", tmp_path / "a", [5e-3])
+    _source(url, "b", "tiny-llama", "headline-sentiment", tmp_path / "b", [2e-3])
+    calls: list[tuple[str, int, set[str] | None]] = []
+
+    def run_cell(cell: Any, views: Any, candidates: Any, seeds: int, *, grow: Any = None, **_: Any) -> int:
+        calls.append((cell.view.name, seeds, grow))
+        return 0
+
+    def read_cross(cells: Any, candidates: Any, resolution: Any = None, max_seeds: Any = None) -> Any:
+        looks = len(calls) // len(cells)  # the first look leaves b#0's regret in cell a unresolved
+        entry = {"value": 0.02, "resolved": looks > 1, "pairs": 2 * looks}
+        matrix = {"regret": {"a#0": {"a": {"value": 0.0, "resolved": True, "pairs": 2 * looks}},
+                             "b#0": {"a": entry}}, "best": {"a": "a#0"}}
+        return crosseval.CrossEvaluation({"modes": {"none": matrix}}, cells, candidates)
+
+    monkeypatch.setattr(crosseval, "run_cell", run_cell)
+    monkeypatch.setattr(crosseval, "read_cross", read_cross)
+    crosseval.cross_evaluate(["a", "b"], storage=url, sequential={"max_seeds": 6, "resolution": "1%"},
+                             say=lambda line: None)
+    keys = {c.name: c.key for v in (open_view("a", url), open_view("b", url)) for c in study_candidates(v, 1)}
+    assert calls == [("a", 2, None), ("b", 2, None), ("a", 4, {keys["a#0"], keys["b#0"]}),
+                     ("b", 4, {keys["a#0"], keys["b#0"]})]
