@@ -32,6 +32,12 @@ GRACE_OPTION = typer.Option(None, "--grace-period", envvar="HARNESS_GRACE_PERIOD
                             help="Seconds without a heartbeat before a trial's worker counts as lost (default 60).")
 RERUN_PACK_OPTION = typer.Option(1, "--pack", help="Train up to K of the planned re-runs at once on one copy of the "
                                 "base model (those of one quantization mode and target set), as `sweep --pack` does.")
+TIME_BUDGET_OPTION = typer.Option(None, "--time-budget", metavar="DURATION",
+                                  help="Wall time for this run (90s, 20m, 2h, 1h30m): no trial starts that is "
+                                       "predicted to end past it (the measured mean trial time once a trial has "
+                                       "finished, the planner's prediction before). Per invocation: counted from "
+                                       "this command's start, not stored in the study; a resume or a joining "
+                                       "worker runs under its own --time-budget, or none.")
 PACK_OPTION = typer.Option(None, "--pack", help="Train up to K trials at once on one copy of the base model (those "
                           "of one quantization mode and target set; DoRA and PiSSA/OLoRA trials train alone), each "
                           "with its own optimizer, schedule, clipping and pruning decision (default 1).")
@@ -94,11 +100,15 @@ def sweep(
                                                   help="Peak memory (MiB) a trial may use: a config predicted over "
                                                        "it is fitted (micro-batch halved, accumulation doubled, then "
                                                        "gradient checkpointing) or ends infeasible before loading."),
+    time_budget: Optional[str] = TIME_BUDGET_OPTION,
 ) -> None:
     """Run (or resume) a study: each trial fine-tunes a LoRA/QLoRA adapter and scores it."""
     import harness
 
     if plan or json_out:
+        if time_budget is not None:
+            raise SpecError("--time-budget is for running a sweep; --plan prints the estimated wall time to set "
+                            "one by")
         _plan(experiment, model, data, space, trials, max_steps, seed, plan, json_out, max_memory_mb)
         return
     with _sweep_errors():
@@ -108,7 +118,7 @@ def sweep(
                                lr_range_test=lr_range_test, objectives=objectives, workers=workers, pack=pack,
                                heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                                from_config=from_config, from_format=from_format, max_memory_mb=max_memory_mb,
-                               say=typer.echo)
+                               time_budget=time_budget, say=typer.echo)
     _print_sweep_end(handle)
 
 
@@ -140,13 +150,15 @@ def worker(
     pack: Optional[int] = PACK_OPTION,
     heartbeat_interval: Optional[int] = HEARTBEAT_OPTION,
     grace_period: Optional[int] = GRACE_OPTION,
+    time_budget: Optional[str] = TIME_BUDGET_OPTION,
 ) -> None:
     """Join an existing study and run trials of it with the settings it was created with."""
     import harness
 
     with _sweep_errors():
         handle = harness.worker(study=study, storage=storage, trials=trials, out=out, pack=pack,
-                                heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+                                heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                                time_budget=time_budget)
     _print_sweep_end(handle)
 
 

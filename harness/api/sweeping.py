@@ -20,19 +20,23 @@ def sweep(experiment: str | Path | None = None, *, model: str | None = None, dat
           objectives: str | None = None, workers: int | None = None, pack: int | None = None,
           heartbeat_interval: int | None = None, grace_period: int | None = None,
           from_config: str | Path | None = None, from_format: str | None = None, max_memory_mb: float | None = None,
-          say: Say = print) -> StudyHandle:
+          time_budget: str | float | None = None, say: Say = print) -> StudyHandle:
     """Run (or resume) a study: each trial fine-tunes a LoRA/QLoRA adapter and scores it.
 
     The keyword arguments are `harness sweep`'s flags (`--max-steps` is `max_steps`), with the same defaults
     and checks; `experiment` is an experiment YAML whose values the arguments override. Returns the study's
     handle (`.best`, `.trials`, `.study`, `.paths`). Raises SpecError for bad input, KeyboardInterrupt on
     Ctrl-C (the trial in flight is recorded and the study resumes where it stopped), and WorkersFailed when
-    `workers` > 1 processes failed. `say` receives the lines printed before the sweep (a --from-config summary)."""
+    `workers` > 1 processes failed. `say` receives the lines printed before the sweep (a --from-config summary).
+    `time_budget` (`20m`, `2h`, `90s` or seconds): no trial starts that is predicted to end past it, counted from
+    this call (harness.search.time_budget); it is this call's alone, not stored in the study."""
+    from harness.config.budget import duration_seconds
     from harness.config.experiment import build_sweep_spec, load_experiment
     from harness.search.launch import run_sweep
     from harness.search.recovery import Heartbeat
     from harness.search.study import storage_for_workers
 
+    seconds = duration_seconds(time_budget)  # bad input fails before anything is read
     file_values = load_experiment(Path(experiment)) if experiment else {}
     if from_format is not None and from_config is None:
         raise SpecError("--from-format names the tool of a --from-config file; give --from-config FILE too")
@@ -58,7 +62,8 @@ def sweep(experiment: str | Path | None = None, *, model: str | None = None, dat
         spec = _space_around(spec, tool, say)
     spec = storage_for_workers(spec, 1 if workers is None else workers)
     with interruptible():
-        outcome = run_sweep(spec, workers=workers or 1, heartbeat=Heartbeat.from_flags(heartbeat_interval, grace_period))
+        outcome = run_sweep(spec, workers=workers or 1,
+                            heartbeat=Heartbeat.from_flags(heartbeat_interval, grace_period), time_budget=seconds)
     return StudyHandle(spec.study, spec.storage_url, Path(spec.out_dir), outcome=outcome, spec=spec)
 
 
@@ -104,19 +109,23 @@ def _space_around(spec: Any, tool: Any, say: Say) -> Any:
 
 
 def worker(*, study: str, storage: str | None = None, trials: int | None = None, out: str | None = None, pack: int | None = None,
-           heartbeat_interval: int | None = None, grace_period: int | None = None) -> StudyHandle:
+           heartbeat_interval: int | None = None, grace_period: int | None = None,
+           time_budget: str | float | None = None) -> StudyHandle:
     """Join an existing study and run trials of it with the settings it was created with (`harness worker`);
-    `storage` is the study's storage URL (default: HARNESS_STORAGE)."""
+    `storage` is the study's storage URL (default: HARNESS_STORAGE). `time_budget`: this worker's own, as for
+    `sweep` (the sweep's budget, if it had one, is not inherited)."""
+    from harness.config.budget import duration_seconds
     from harness.search.launch import run_sweep
     from harness.search.recovery import Heartbeat
     from harness.search.study import joined_spec
 
+    seconds = duration_seconds(time_budget)
     spec, target = joined_spec(study, storage, out, trials)
     if pack is not None:
         spec = dataclasses.replace(spec, pack=pack)
     with interruptible():
         outcome = run_sweep(spec, heartbeat=Heartbeat.from_flags(heartbeat_interval, grace_period), target=target,
-                            joined=True)
+                            joined=True, time_budget=seconds)
     return StudyHandle(spec.study, spec.storage_url, Path(spec.out_dir), outcome=outcome, spec=spec)
 
 

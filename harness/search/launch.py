@@ -12,17 +12,18 @@ from harness.search.sweep import Role, Sweep, SweepOutcome
 
 
 def run_sweep(spec: SweepSpec, *, workers: int = 1, heartbeat: Heartbeat | None = None, target: int | None = None,
-              joined: bool = False) -> SweepOutcome:
+              joined: bool = False, time_budget: float | None = None) -> SweepOutcome:
     """Run the sweep to its end and return what it did. Raises SweepInterrupted (Ctrl-C; the study stays
-    resumable) and, with several workers, WorkersFailed."""
+    resumable) and, with several workers, WorkersFailed. `time_budget`: seconds this invocation may take
+    (harness.search.time_budget; None: no budget)."""
     from harness.config.experiment import resolve_space
     from harness.search.workers import run_parallel
 
     space = load_space(resolve_space(spec.space))
     if workers > 1:
-        return run_parallel(spec, space, workers, heartbeat)
+        return run_parallel(spec, space, workers, heartbeat, time_budget)
     role = Role(target=target, heartbeat=heartbeat, seed_offset=joined_seed_offset() if joined else 0,
-                parallel=joined)
+                parallel=joined, time_budget=time_budget)
     return Sweep(spec, space, role=role).run()
 
 

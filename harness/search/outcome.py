@@ -32,6 +32,9 @@ class SweepOutcome:
     best: dict[str, Any] | None = None
     pareto: list[dict[str, Any]] = field(default_factory=list)
     """With several objectives: the Pareto-optimal trials (number, values, params)."""
+    time_budget: dict[str, Any] | None = None
+    """Under --time-budget: the budget, the trials this run ran, how long it took and whether the budget stopped
+    it (harness.search.time_budget.TimeBudget.summary); None without a budget."""
 
     def baseline(self, metric: str, mode: str = "none") -> float | None:
         """The untuned base model's `metric` in a mode (readout.baseline_of), None when not scored."""

@@ -42,6 +42,7 @@ class Sweep(Protocol):
                      seconds: float, run: Any) -> None: ...
     def should_prune(self, trial: Any, payload: dict[str, Any]) -> bool: ...
     def grid_done(self) -> bool: ...
+    def has_time_for(self, trials: int) -> bool: ...
 
 
 def claim_pack(sweep: Sweep, held: list[Claimed]) -> list[Claimed]:
@@ -131,7 +132,7 @@ def _one_pack(sweep: Sweep, members: list[tuple[Any, int, dict[str, Any], TrialC
             sweep.progress.continue_pack()
 
     def refill() -> TrialConfig | None:
-        if sweep.held or sweep.grid_done():
+        if sweep.held or sweep.grid_done() or not sweep.has_time_for(1):  # --time-budget: a member trains max_steps
             return None
         claimed = sweep.claim_next()
         if claimed is None:

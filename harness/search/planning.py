@@ -111,7 +111,8 @@ def shape_configs(spec: Any, space: Any,
 def plan_sweep(spec: Any, space: Any, budget_mb: float | None, predict: Predictor,
                trial_config: Callable[[Any, dict[str, Any]], TrialConfig]) -> dict[str, Any]:
     """`harness sweep --plan`'s answer: each config shape's prediction and decision, the budget and the sweep's
-    estimated wall time (trials x (steps x mean step seconds over the feasible shapes + TRIAL_OVERHEAD_SECONDS)).
+    estimated wall time (trials x (steps x mean step seconds over the feasible shapes + TRIAL_OVERHEAD_SECONDS)),
+    and one trial's (`estimated_trial_seconds`: what --time-budget goes by before a trial has finished).
     Creates no storage and no study."""
     started = time.perf_counter()
     rows = []
@@ -128,6 +129,7 @@ def plan_sweep(spec: Any, space: Any, budget_mb: float | None, predict: Predicto
     return {"model": spec.model, "space": spec.space, "trials": spec.trials, "max_steps": spec.max_steps,
             "configs": rows, "budget_mb": budget_mb,
             "estimated_total_seconds": round(spec.trials * per_trial, 1),
+            "estimated_trial_seconds": round(per_trial, 1),
             "trial_overhead_seconds": TRIAL_OVERHEAD_SECONDS,
             "planning_seconds": round(time.perf_counter() - started, 1)}
 

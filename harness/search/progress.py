@@ -256,6 +256,10 @@ def print_sweep_end(outcome: Any, objectives: tuple[str, ...]) -> None:
         say(line)
         for warning in edge_warnings(outcome.study_attrs.get("space"), outcome.best["params"]):
             say(f"warning: {warning}")
+    if outcome.time_budget is not None:
+        from harness.search.time_budget import end_line
+
+        say(end_line(outcome.time_budget))
     out = outcome.out_dir
     say(f"study:   {public_url(outcome.storage)} (study name {outcome.study!r})")
     say(f"trials:  {out / 'trials.jsonl'}")

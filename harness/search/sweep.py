@@ -40,9 +40,10 @@ from harness.search.pruning import study_schedule
 from harness.search.readout import ALONE_NOTE, small_eval_note
 from harness.search.records import STATE_OF_STATUS, append_record, build_record
 from harness.search.recovery import (Heartbeat, claim_lock, counted, heartbeat, heartbeat_enabled, owner_attrs,
-                                     recover, watchable)
+                                     recover, retry, watchable)
 from harness.search.runner import TrialRunner, needs_fresh_worker
 from harness.search.study import check_split, open_study, resolve_url
+from harness.search.time_budget import NOT_STARTED, TimeBudget, planned_trial_seconds, stop_note
 from harness.search.warmstart import enqueue_warm_start
 from harness.trial.result import TrialResult
 
@@ -74,6 +75,8 @@ class Role:
     parallel: bool = False
     """One of several processes running the study's trials at once (`--workers N`, `harness worker`): TPE
     then takes the trials the others are running for badly scored ones (constant liar), not piling onto them."""
+    time_budget: float | None = None
+    """--time-budget in seconds, for this invocation only (harness.search.time_budget); None: no budget."""
 
 
 class Sweep:
@@ -96,6 +99,8 @@ class Sweep:
         self._faults = injected_faults(role.worker)  # test faults by this process's claim order
         self._claims = 0  # trials this process claimed (test faults are keyed by this order)
         self._baselines_pending = False  # untuned baselines to score after the first trial (prepare_study)
+        self.budget = TimeBudget(role.time_budget) if role.time_budget is not None else None  # counts from here
+        self._budget_stopped = self._planned = False
 
     def run(self) -> SweepOutcome:
         previous = _interrupt_on_sigterm()
@@ -171,6 +176,8 @@ class Sweep:
             if self.grid_done() and not self.held:
                 self.progress.note(f"the grid is exhausted after {len(self.study.trials)} trials; stopping")
                 return
+            if not self._time_for_next():
+                return
             claimed, self.held = self.held, []  # trials a pack's refill claimed but could not place come first
             if self.spec.pack > 1:
                 claimed += packing.claim_pack(self, claimed)
@@ -181,6 +188,7 @@ class Sweep:
                     time.sleep(WAIT_SECONDS)
                     continue
                 return
+            started, ran = (self.budget.elapsed() if self.budget else 0.0), len(self._own)
             if len(claimed) == 1:
                 alone = None
                 if self.spec.pack > 1:
@@ -189,8 +197,42 @@ class Sweep:
                 self.one_trial(*claimed[0], pack_note=alone)
             else:
                 packing.packed_trials(self, claimed)
+            if self.budget is not None:  # measured: what the next trial is predicted to take from now on
+                self.budget.ran(self.budget.elapsed() - started, len(self._own) - ran)
             self._score_pending_baselines()
             self._stop_if_broken()
+
+    def has_time_for(self, trials: int) -> bool:
+        """--time-budget: whether `trials` trials started now are predicted to end within it (True: no budget).
+        Before this process has finished a trial the prediction is the planner's, asked once."""
+        if self.budget is None:
+            return True
+        if not self.budget.measured and self.budget.predicted_trial_seconds is None and not self._planned:
+            self._planned = True
+            self.budget.predicted_trial_seconds = planned_trial_seconds(self.spec, self.space, self.runner,
+                                                                        trial_config, self.progress.note)
+        return self.budget.allows(trials)
+
+    def _time_for_next(self) -> bool:
+        """Whether the next claim (a trial, or a pack of --pack trials) may start under --time-budget; when not,
+        say so, and release the trials a pack's refill claimed but could not place (failed as not started, each
+        retried by the next run). Nothing to claim any more is not the budget's stop."""
+        if self.budget is None:
+            return True
+        left = self.target - counted(self.study)
+        if not self.held and left <= 0:
+            return True
+        trials = len(self.held) if self.held else min(self.spec.pack, left)
+        if self.has_time_for(trials):
+            return True
+        self._budget_stopped = True
+        self.progress.note(stop_note(self.budget, trials, len(self._own)))
+        for trial, _, _ in self.held:
+            self.finish_trial(trial, {}, None, TrialResult(status="failed", reason=NOT_STARTED), 0.0,
+                              tracking.TrialRun(None))
+            retry(self.study, self.study._storage.get_trial(trial._trial_id))
+        self.held = []
+        return False
 
     def recover_lost(self) -> None:
         """Under the claim lock, fail and record every trial whose worker was lost, enqueueing its retry."""
@@ -203,6 +245,8 @@ class Sweep:
 
     def finish(self) -> SweepOutcome:
         self.outcome.best = self._best()
+        if self.budget is not None and self.outcome.time_budget is None:
+            self.outcome.time_budget = self.budget.summary(len(self._own), self._budget_stopped)
         if len(self.spec.objectives) > 1:
             self._store_pareto()
         if self.role.worker == 0:  # the sweep's own process (or the parent of its workers): once, at the end

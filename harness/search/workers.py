@@ -61,22 +61,28 @@ def assignments(workers: int, gpus: list[str], cores: int) -> list[dict[str, str
     return [{**env, **({"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} if gpus else {})} for i in range(workers)]
 
 
-def run_parallel(spec: SweepSpec, space: SearchSpace, workers: int, heartbeat: Heartbeat | None) -> SweepOutcome:
-    """Set the study up here, run its trials in `workers` processes, and gather what they did."""
-    parent = Sweep(spec, space, role=Role(heartbeat=heartbeat))
+def run_parallel(spec: SweepSpec, space: SearchSpace, workers: int, heartbeat: Heartbeat | None,
+                 time_budget: float | None = None) -> SweepOutcome:
+    """Set the study up here, run its trials in `workers` processes, and gather what they did. Under
+    `time_budget` (seconds) each worker gets what is left of it when it starts."""
+    parent = Sweep(spec, space, role=Role(heartbeat=heartbeat, time_budget=time_budget))
     try:
         parent.prepare_study(start_runner=False)
     finally:
         parent.close()
     log = parent.out_dir / "trials.jsonl"
     offset = log.stat().st_size if log.exists() else 0
-    job = {"spec": _spec_dict(spec), "target": parent.target, "base": parent.base}
+    left = None if parent.budget is None else max(1e-3, parent.budget.seconds - parent.budget.elapsed())
+    job = {"spec": _spec_dict(spec), "target": parent.target, "base": parent.base, "time_budget": left}
     envs = assignments(workers, visible_gpus(), len(os.sched_getaffinity(0)))
     parent.progress.note(f"{workers} workers on study {spec.study!r} ({public_url(parent.outcome.storage)}): "
                          + ", ".join(f"w{i + 1} {_where(env)}" for i, env in enumerate(envs)))
     pool = _Pool([_start({**job, "worker": i + 1}, env) for i, env in enumerate(envs)])
     codes = pool.wait(parent.progress.note)
     parent.outcome.records += read_records(log, offset)
+    if parent.budget is not None:  # the workers said why each stopped; here, the run as a whole
+        parent.outcome.time_budget = parent.budget.summary(len(parent.outcome.records),
+                                                           stopped=counted(parent.study) < parent.target)
     parent.recover_lost()  # a worker that died after the others had stopped
     try:
         parent.score_top_trials()  # --task-metrics top-K, once, here: not in every worker
@@ -186,7 +192,7 @@ def child(job: dict[str, Any]) -> int:
         spec = build_sweep_spec(job["spec"], {}, f"worker {job['worker']}")
         space = load_space(resolve_space(spec.space))
         role = Role(worker=job["worker"], target=job["target"], base=job["base"],
-                    seed_offset=SEED_STRIDE * job["worker"], parallel=True)
+                    seed_offset=SEED_STRIDE * job["worker"], parallel=True, time_budget=job.get("time_budget"))
         Sweep(spec, space, role=role).run()
     except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - one line, like cli.main
         code = exit_code(err)
