@@ -183,9 +183,12 @@ def test_trial_config_round_trips_through_json() -> None:
         adapter_dir="out/adapter",
     )
     data = json.loads(json.dumps(config.to_dict()))
-    assert data["quant"] == {"mode": "nf4-dq"}
+    assert data["quant"] == {"mode": "nf4-dq", "keep_16bit": 0.0, "keep_16bit_rule": "sensitivity",
+                             "keep_16bit_seed": 0, "kept_modules": None}
     assert data["lora"]["r"] == 8
     assert TrialConfig.from_dict(data) == config
+    kept = dataclasses.replace(config, quant=QuantSpec("nf4-dq", keep_16bit=0.1, kept_modules=("model.layers.0.mlp.up_proj",)))
+    assert TrialConfig.from_dict(json.loads(json.dumps(kept.to_dict()))) == kept  # the pinned list: a JSON list back
 
 
 def test_trial_config_from_partial_dict_uses_defaults() -> None:
