@@ -38,6 +38,10 @@ TIME_BUDGET_OPTION = typer.Option(None, "--time-budget", metavar="DURATION",
                                        "finished, the planner's prediction before). Per invocation: counted from "
                                        "this command's start, not stored in the study; a resume or a joining "
                                        "worker runs under its own --time-budget, or none.")
+STUDY_MEMORY_OPTION = typer.Option(None, "--max-memory-mb",
+                                   help="The study's memory budget in MiB, which its trials run under (pinned when "
+                                        "the sweep created it): a positive number; another than the study's is "
+                                        "refused.")
 PACK_OPTION = typer.Option(None, "--pack", help="Train up to K trials at once on one copy of the base model (those "
                           "of one quantization mode and target set; DoRA and PiSSA/OLoRA trials train alone), each "
                           "with its own optimizer, schedule, clipping and pruning decision (default 1).")
@@ -151,6 +155,7 @@ def worker(
     heartbeat_interval: Optional[int] = HEARTBEAT_OPTION,
     grace_period: Optional[int] = GRACE_OPTION,
     time_budget: Optional[str] = TIME_BUDGET_OPTION,
+    max_memory_mb: Optional[float] = STUDY_MEMORY_OPTION,
 ) -> None:
     """Join an existing study and run trials of it with the settings it was created with."""
     import harness
@@ -158,7 +163,7 @@ def worker(
     with _sweep_errors():
         handle = harness.worker(study=study, storage=storage, trials=trials, out=out, pack=pack,
                                 heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                                time_budget=time_budget)
+                                time_budget=time_budget, max_memory_mb=max_memory_mb)
     _print_sweep_end(handle)
 
 
@@ -252,6 +257,7 @@ def compare(
     max_seeds: int = MAX_SEEDS_OPTION,
     resolution: Optional[str] = RESOLUTION_OPTION,
     pack: int = RERUN_PACK_OPTION,
+    max_memory_mb: Optional[float] = STUDY_MEMORY_OPTION,
 ) -> None:
     """LoRA vs QLoRA (or any categorical axis, --by): per group, quality, memory and time; writes
     comparison.md/json (comparison_by_<axes>.md/json with --by)."""
@@ -262,7 +268,7 @@ def compare(
         result = harness.compare(study, storage=storage, out=out, reports_dir=reports_dir,
                                  confirm_seeds=confirm_seeds, confirm_top=confirm_top, device=device, by=by,
                                  confirm_until=confirm_until, max_seeds=max_seeds, resolution=resolution,
-                                 pack=pack, say=typer.echo)
+                                 pack=pack, max_memory_mb=max_memory_mb, say=typer.echo)
     setup, tail = result.lines()
     for line in setup:
         typer.echo(line)
@@ -386,6 +392,10 @@ def validate(
     max_seeds: int = MAX_SEEDS_OPTION,
     resolution: Optional[str] = RESOLUTION_OPTION,
     pack: int = RERUN_PACK_OPTION,
+    max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb",
+                                                  help="Peak memory (MiB) a long run may use (fitted or infeasible, "
+                                                       "as sweep's); pinned in the linked study; default the "
+                                                       "study's own."),
 ) -> None:
     """Re-train the top configs and the published defaults at the real budget; does the ranking hold?"""
     import harness
@@ -394,7 +404,8 @@ def validate(
         result = harness.validate(study, storage=storage, out=out, reports_dir=reports_dir, steps=steps,
                                   epochs=epochs, top=top, seeds=seeds, defaults=defaults, defaults_file=defaults_file,
                                   workers=workers, wandb=wandb, confirm_until=confirm_until, max_seeds=max_seeds,
-                                  resolution=resolution, pack=pack, command=_command(), say=typer.echo)
+                                  resolution=resolution, pack=pack, max_memory_mb=max_memory_mb, command=_command(),
+                                  say=typer.echo)
     _print_documents(result)
 
 

@@ -31,14 +31,21 @@ def check_sequential(confirm_until: str | None, resolution: str | None) -> None:
 
 
 def grouped_view(study: str, storage: str | None, out: str | None, by: str | None, confirm_seeds: int = 0,
-                 confirm_top: int = 1, pack: int = 1, say: Say = print) -> tuple[Any, Any]:
+                 confirm_top: int = 1, pack: int = 1, say: Say = print,
+                 max_memory_mb: float | None = None) -> tuple[Any, Any]:
     """The study read back and its grouping for `by` (harness.evidence.grouping; None: by quantization mode),
-    after running the confirmation trials asked for (if any, of each group)."""
+    after running the confirmation trials asked for (if any, of each group). `max_memory_mb`: refused unless it is
+    the study's own budget (harness.config.budget.study_budget), which its re-runs keep."""
+    from harness.config.budget import study_budget
+    from harness.config.experiment import build_sweep_spec
     from harness.evidence.confirm import run_confirmations
     from harness.evidence.grouping import grouping
     from harness.search.readout import open_view
 
     view = open_view(study, storage, out)
+    if max_memory_mb is not None:
+        pinned = build_sweep_spec(view.sweep, {}, f"study {study}").train.max_memory_mb if view.sweep else None
+        study_budget(max_memory_mb, pinned, study)
     groups = grouping(by, view.sweep, view.attrs.get("space"))
     if not confirm_seeds:
         return view, groups
@@ -50,18 +57,22 @@ def grouped_view(study: str, storage: str | None, out: str | None, by: str | Non
 def compare(study: str = "default", *, storage: str | None = None, out: str | None = None,
             reports_dir: str | None = None, confirm_seeds: int = 0, confirm_top: int = 1, device: str | None = None,
             by: str = "quantization", confirm_until: str | None = None, max_seeds: int = 10,
-            resolution: str | None = None, pack: int = 1, say: Say = print) -> ComparisonResult:
+            resolution: str | None = None, pack: int = 1, max_memory_mb: float | None = None,
+            say: Say = print) -> ComparisonResult:
     """LoRA vs QLoRA (or any categorical axis, `by`): per group, quality, memory and time (`harness compare`).
     Writes comparison.md/json (comparison_by_<axes>.* with `by`) under reports_dir (default reports/<study>);
-    `say` receives the confirmation runs' lines."""
+    `say` receives the confirmation runs' lines. `max_memory_mb`: the study's memory budget, which its re-runs
+    keep; a positive number, and another than the study's is refused."""
+    from harness.config.budget import memory_budget
     from harness.config.paths import study_reports_dir
     from harness.evidence.compare import build_comparison, write_comparison
     from harness.evidence.confirm import confirm_until_resolved
 
     check_sequential(confirm_until, resolution)
+    memory_budget(max_memory_mb)  # before any study is read: a bad budget is one line
     if confirm_until and confirm_seeds:
         raise SpecError("--confirm-until and --confirm-seeds both say how many seeds to run: give one")
-    view, groups = grouped_view(study, storage, out, by, confirm_seeds, confirm_top, pack, say)
+    view, groups = grouped_view(study, storage, out, by, confirm_seeds, confirm_top, pack, say, max_memory_mb)
     if confirm_until:
         with interruptible():
             view = confirm_until_resolved(view, max_seeds, resolution, confirm_top, out, say, groups, pack)
@@ -144,10 +155,13 @@ def validate(study: str = "default", *, storage: str | None = None, out: str | N
              reports_dir: str | None = None, steps: int | None = None, epochs: float | None = None, top: int = 3,
              seeds: int = 2, defaults: bool = True, defaults_file: str | Path | None = None, workers: int = 1,
              wandb: str | None = None, confirm_until: str | None = None, max_seeds: int = 10,
-             resolution: str | None = None, pack: int = 1, command: str | None = None,
-             say: Say = print) -> Documents:
+             resolution: str | None = None, pack: int = 1, max_memory_mb: float | None = None,
+             command: str | None = None, say: Say = print) -> Documents:
     """Re-train the top configs and the published defaults at the real budget (`harness validate`): does the
-    ranking hold? Writes validation.md/json/png; returns the document, its verdict lines and the files."""
+    ranking hold? Writes validation.md/json/png; returns the document, its verdict lines and the files.
+    `max_memory_mb`: the long runs' memory budget (fitted or infeasible, as `sweep`'s), pinned in the linked
+    study; default the study's own."""
+    from harness.config.budget import memory_budget
     from harness.config.paths import study_reports_dir
     from harness.evidence.validate import run_validation, validate_until_resolved
     from harness.evidence.validation import verdict_lines
@@ -156,7 +170,7 @@ def validate(study: str = "default", *, storage: str | None = None, out: str | N
     check_sequential(confirm_until, resolution)
     options = dict(steps=steps, epochs=epochs, top=top, defaults=defaults,
                    defaults_file=Path(defaults_file) if defaults_file else None, out=out, workers=workers,
-                   wandb=wandb, pack=pack)
+                   wandb=wandb, pack=pack, max_memory_mb=memory_budget(max_memory_mb))
     view = grouped_view(study, storage, out, None)[0]
     with interruptible():
         if confirm_until:

@@ -110,17 +110,20 @@ def _space_around(spec: Any, tool: Any, say: Say) -> Any:
 
 def worker(*, study: str, storage: str | None = None, trials: int | None = None, out: str | None = None, pack: int | None = None,
            heartbeat_interval: int | None = None, grace_period: int | None = None,
-           time_budget: str | float | None = None) -> StudyHandle:
+           time_budget: str | float | None = None, max_memory_mb: float | None = None) -> StudyHandle:
     """Join an existing study and run trials of it with the settings it was created with (`harness worker`);
     `storage` is the study's storage URL (default: HARNESS_STORAGE). `time_budget`: this worker's own, as for
-    `sweep` (the sweep's budget, if it had one, is not inherited)."""
-    from harness.config.budget import duration_seconds
+    `sweep` (the sweep's budget, if it had one, is not inherited). `max_memory_mb`: the study's memory budget,
+    which its trials run under anyway; a positive number, and another than the study's is refused."""
+    from harness.config.budget import duration_seconds, memory_budget, study_budget
     from harness.search.launch import run_sweep
     from harness.search.recovery import Heartbeat
     from harness.search.study import joined_spec
 
     seconds = duration_seconds(time_budget)
+    memory_budget(max_memory_mb)  # bad input fails before the study is read
     spec, target = joined_spec(study, storage, out, trials)
+    study_budget(max_memory_mb, spec.train.max_memory_mb, study)
     if pack is not None:
         spec = dataclasses.replace(spec, pack=pack)
     with interruptible():

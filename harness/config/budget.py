@@ -23,6 +23,19 @@ def memory_budget(value: object, flag: str = "--max-memory-mb") -> float | None:
     return float(value)
 
 
+def study_budget(value: object, pinned: float | None, study: str, flag: str = "--max-memory-mb") -> float | None:
+    """The memory budget of a command that runs more trials in an existing study (`worker`, `compare`'s
+    confirmations): the study's own, pinned when it was created so that its trials are measured alike. `value`
+    is checked as `memory_budget` checks it; one that differs from the study's is a SpecError naming both."""
+    budget = memory_budget(value, flag)
+    if budget is not None and budget != pinned:
+        theirs = f"{pinned:g} MiB" if pinned is not None else "none"
+        fix = f"give {flag} {pinned:g} or leave it out" if pinned is not None else f"leave {flag} out"
+        raise SpecError(f"{flag} {budget:g}: study {study!r} runs its trials under the memory budget it was created "
+                        f"with ({theirs}), so that they are measured alike; {fix}")
+    return pinned
+
+
 def duration_seconds(text: object, flag: str = "--time-budget") -> float | None:
     """A wall-time budget in seconds from `90`, `90s`, `20m`, `2h` or `1h30m`; None passes through; zero,
     negative or unreadable values are a SpecError naming the flag."""

@@ -166,12 +166,14 @@ def run_validation(view: StudyView, *, steps: int | None = None, epochs: float |
                    seeds: int = 2, defaults: bool = True, defaults_file: Path | None = None,
                    out: str | None = None, workers: int = 1, wandb: str | None = None,
                    say: Callable[[str], None] = print, grow: set[str] | None = None,
-                   sequential: dict[str, Any] | None = None, pack: int = 1) -> Validation:
+                   sequential: dict[str, Any] | None = None, pack: int = 1,
+                   max_memory_mb: float | None = None) -> Validation:
     """Plan, enqueue and run the missing long runs in the linked study, and read the validation back (its files
     are written by harness.publish.documents.write_validation). Idempotent: runs already done (or waiting) are
     not added again; Ctrl-C leaves it resumable. `grow`: add seeds only to these configs (their keys);
     `sequential`: {max_seeds, resolution} of a sequential validation, kept in the linked study so that every
-    read-out states its intervals at the looks' levels."""
+    read-out states its intervals at the looks' levels. `max_memory_mb`: the long runs' memory budget, pinned in
+    the linked study (None: the study's own)."""
     import optuna
 
     from harness.config.experiment import build_sweep_spec
@@ -205,6 +207,8 @@ def run_validation(view: StudyView, *, steps: int | None = None, epochs: float |
              "sampler": "random", "space": str(space_path), "wandb": wandb, "trials": 1, "pack": pack,
              "lr_range_test": False, "warm_start": "none"}
     spec = storage_for_workers(build_sweep_spec(view.sweep, flags, f"study {view.name}"), workers)
+    if max_memory_mb is not None:  # as crosseval does for its cells: the long runs' own budget
+        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, max_memory_mb=max_memory_mb))
     space = load_space(space_path)
     linked = open_study(spec, space)
     _share_attrs(view, linked, stored_plan, skipped)

@@ -40,3 +40,27 @@ def test_recommend_refuses_a_negative_budget_in_one_line(tmp_path) -> None:
     lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and "--max-memory-mb must be a positive number" in lines[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_study_budget_is_the_studys_own() -> None:
+    from harness.config.budget import study_budget
+
+    assert study_budget(None, 500.0, "s") == 500.0 and study_budget(500, 500.0, "s") == 500.0
+    assert study_budget(None, None, "s") is None
+    with pytest.raises(SpecError, match=r"--max-memory-mb 600: study 's' .* \(500 MiB\).*give --max-memory-mb 500"):
+        study_budget(600, 500.0, "s")
+    with pytest.raises(SpecError, match=r"\(none\).*leave --max-memory-mb out"):
+        study_budget(600, None, "s")
+    with pytest.raises(SpecError, match="must be a positive number"):
+        study_budget(-1, -1.0, "s")
+
+
+@pytest.mark.parametrize("command", [["worker", "--study", "w"], ["compare", "--study", "w"],
+                                     ["validate", "--study", "w", "--steps", "40"]])
+@pytest.mark.parametrize("value", ["-1", "0", "nan"])
+def test_worker_compare_and_validate_refuse_a_bad_budget_in_one_line(tmp_path, command: list, value: str) -> None:
+    done = run_cli(*command, "--out", str(tmp_path / "x"), "--max-memory-mb", value)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "--max-memory-mb must be a positive number" in lines[0] and "Traceback" not in done.stderr
+    assert not (tmp_path / "x").exists(), "the budget is checked before any study is read"
