@@ -31,11 +31,12 @@ class TimeBudget:
     seconds: float
     """The budget: wall time this invocation may take, in seconds."""
     clock: Callable[[], float] = field(default_factory=lambda: CLOCK)
-    started: float = -1.0
-    """The clock when the invocation started (set when the budget is made)."""
     predicted_trial_seconds: float | None = None
     """The planner's prediction of one trial's wall time (None: not asked yet, or no prediction)."""
-    _measured: list[tuple[float, int]] = field(default_factory=list)
+    started: float = field(init=False, default=0.0)
+    """The clock when the invocation started: when the budget was made."""
+    _measured: list[tuple[float, int]] = field(init=False, default_factory=list, repr=False)
+    """(seconds, trials) of each trial or pack this process ran."""
 
     def __post_init__(self) -> None:
         self.started = self.clock()
