@@ -189,3 +189,17 @@ def test_a_pinned_list_is_kept_as_given() -> None:
     assert choice.modules == pinned and 0 < choice.fraction < 0.3
     with pytest.raises(ValueError, match="not a quantizable linear layer"):
         TrialCache().kept_layers(_config(QuantSpec("nf4", keep_16bit=0.3, kept_modules=("lm_head",))), "cpu")
+
+
+def test_the_shipped_space_has_five_arms_each_at_three_learning_rates() -> None:
+    from harness.config.space import describe_optional, load_space, quant_fields
+
+    points = load_space(Path(__file__).parents[2] / "search_spaces" / "dynamic_4bit.yaml").points()
+    arms = {(p["quantization"], p.get("keep_16bit"), p.get("keep_16bit_rule")) for p in points}
+    assert arms == {("none", None, None), ("nf4-dq", 0.0, None), ("nf4-dq", 0.05, None),
+                    ("nf4-dq", 0.1, "sensitivity"), ("nf4-dq", 0.1, "random")}
+    assert len(points) == 15
+    random = next(p for p in points if p.get("keep_16bit_rule") == "random")
+    assert quant_fields(random) == {"keep_16bit": 0.1, "keep_16bit_rule": "random"}
+    assert describe_optional(random) == ["keep0.1", "random"]
+    assert describe_optional({"keep_16bit": 0.0, "keep_16bit_rule": "random"}) == ["keep0"]
