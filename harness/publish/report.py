@@ -25,6 +25,7 @@ from markdown_it.utils import EnvType, OptionsDict
 from harness.evidence.longruns import latest_link, read_validation
 from harness.evidence.validation import NOT_VALIDATED, headline
 from harness.publish import plots
+from harness.publish.plan_plot import plot_prediction, prediction_section
 from harness.search.edges import study_edge_warnings
 from harness.search.readout import StudyView, TrialRow, packed_note, small_eval_note
 from harness.config.space import OPTIONAL_AXES, describe_optional
@@ -70,6 +71,11 @@ def write_report(view: StudyView, out_dir: str | Path, comparison_markdown: str 
     if plots.plot_lr_range(view, ranged) is None:  # only a range-tested study has the section
         drawn["lr_range"] = ranged
         markdown = markdown.replace("\n\n## Best trials\n", f"\n\n{lr_range_section(view)}\n\n## Best trials\n", 1)
+    predicted = out / "prediction.png"
+    predicted.unlink(missing_ok=True)
+    if plot_prediction(view, predicted) is None:  # only trials run under a memory budget carry predictions
+        drawn["prediction"] = predicted
+        markdown = markdown.replace("\n\n## Best trials\n", f"\n\n{prediction_section(view)}\n\n## Best trials\n", 1)
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text(markdown, encoding="utf-8")
     images = {path.name: path.read_bytes() for path in drawn.values()}

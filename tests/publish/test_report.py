@@ -156,3 +156,43 @@ def test_pareto_front_keeps_points_nothing_beats() -> None:
     points = [(100.0, 2.0), (120.0, 1.5), (130.0, 1.8), (90.0, 2.5), (150.0, 1.2)]
     assert pareto_front(points, minimize=True) == [(90.0, 2.5), (100.0, 2.0), (120.0, 1.5), (150.0, 1.2)]
     assert pareto_front(points, minimize=False) == [(90.0, 2.5)]
+
+
+def _with_predictions(view: StudyView, peak_error: float, step_error: float) -> StudyView:
+    """The study's completed trials given planner predictions off their measurements by the given relative errors."""
+    from harness.publish.plan_plot import measured_train_peak
+
+    rows = []
+    for row in view.rows:
+        if row.state == "COMPLETE":
+            predicted = {"predicted_peak_memory_mb": measured_train_peak(row) * (1 + peak_error),
+                         "predicted_step_seconds": row.seconds_per_step * (1 + step_error)}
+            row = dataclasses.replace(row, result={**row.result, **predicted})
+        rows.append(row)
+    return dataclasses.replace(view, rows=tuple(rows))
+
+
+@pytest.mark.integration
+def test_trials_with_planner_predictions_get_the_predicted_against_measured_figure(
+        study: tuple[StudyView, Path], tmp_path: Path) -> None:
+    from harness.publish.plan_plot import prediction_checks
+
+    view = _with_predictions(study[0], peak_error=0.10, step_error=-0.30)
+    memory, steps = prediction_checks(view)
+    done = len(view.completed())
+    assert [len(memory.points), len(steps.points)] == [done, done]
+    assert memory.errors == pytest.approx([0.10] * done) and memory.within_goal == done
+    assert steps.errors == pytest.approx([-0.30] * done) and steps.within_goal == 0
+    files = write_report(view, tmp_path / "planned")
+    assert (tmp_path / "planned" / "prediction.png").read_bytes().startswith(b"\x89PNG")
+    text = files.markdown.read_text()
+    assert "## Planner: predicted against measured" in text and "](prediction.png)" in text
+    assert f"peak memory: {done} of {done} trials within ±15%; median error +10.0%" in text
+    assert f"s/step: 0 of {done} trials within ±20%; median error -30.0%" in text
+    assert text.index("## Planner") < text.index("## Best trials")
+
+
+@pytest.mark.integration
+def test_trials_without_predictions_draw_no_planner_figure(report: ReportFiles) -> None:
+    assert "prediction" not in report.plots and not (report.markdown.parent / "prediction.png").exists()
+    assert "## Planner" not in report.markdown.read_text()
