@@ -236,7 +236,7 @@ def _one_device(view: StudyView, device: str | None) -> tuple[StudyView, str | N
                             f"{', '.join(repr(d) for d in devices) or 'none'})")
         return view.on_device(device), device
     if len(devices) > 1:
-        counts = ", ".join(f"{d!r}: {sum(r.device_name == d for r in view.rows if r.finished)} trials" for d in devices)
+        counts = ", ".join(f"{d!r}: {sum(r.device_name == d for r in view.rows if r.ran)} trials" for d in devices)
         raise SpecError(f"trials of study {view.name!r} ran on {len(devices)} devices ({counts}); memory and time "
                         "are not comparable across them: pass --device with one of these names")
     return view, devices[0] if devices else None

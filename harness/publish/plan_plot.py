@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.publish.plots import _legend, _pyplot, _save, mode_color, mode_label, modes_in
+from harness.publish.plots import legend_outside, mode_color, mode_label, modes_in, pyplot, save_figure
 from harness.search.readout import StudyView, TrialRow
 
 MEMORY_GOAL = 0.15
@@ -48,10 +48,6 @@ class PredictionCheck:
                 f"{statistics.median(errors):+.1%}, worst {worst:+.1%}")
 
 
-def measured_step_seconds(row: TrialRow) -> float | None:
-    return row.seconds_per_step
-
-
 def measured_train_peak(row: TrialRow) -> float | None:
     return row.metric("train_peak_memory_mb") or row.metric("peak_memory_mb")
 
@@ -63,7 +59,7 @@ def prediction_checks(view: StudyView) -> list[PredictionCheck]:
     checks = []
     for name, predicted_key, measure, goal in (
             ("peak memory", "predicted_peak_memory_mb", measured_train_peak, MEMORY_GOAL),
-            ("s/step", "predicted_step_seconds", measured_step_seconds, STEP_GOAL)):
+            ("s/step", "predicted_step_seconds", lambda row: row.seconds_per_step, STEP_GOAL)):
         points = []
         for row in rows:
             predicted, measured = row.metric(predicted_key), measure(row)
@@ -80,7 +76,7 @@ def plot_prediction(view: StudyView, path: Path) -> str | None:
     checks = prediction_checks(view)
     if not checks:
         return "no completed trial recorded a planner prediction (trials record one under --max-memory-mb)"
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(checks), figsize=(6.5 * len(checks), 5), squeeze=False)
     for ax, check in zip(axes[0], checks):
         for mode in modes_in([row for row, _, _ in check.points]):
@@ -97,8 +93,8 @@ def plot_prediction(view: StudyView, path: Path) -> str | None:
                ylabel=f"measured {check.name} ({unit})", title=check.summary())
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
-    _legend(axes[0][-1])
-    _save(fig, path, view)
+    legend_outside(axes[0][-1])
+    save_figure(fig, path, view)
     return None
 
 

@@ -98,7 +98,7 @@ def varying_params(rows: Sequence[TrialRow], names: Sequence[str]) -> list[str]:
     return [n for n in names if len({repr(r.params.get(n)) for r in rows if n in r.params}) > 1]
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")  # no display; set here, not at import, so importing harness never touches it
@@ -107,14 +107,14 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path, view: StudyView) -> None:
+def save_figure(fig: Any, path: Path, view: StudyView) -> None:
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.text(0.01, 0.01, caption(view), fontsize=7, color="#444444", ha="left", va="bottom")
     fig.savefig(path, dpi=DPI)
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
-def _legend(ax: Any) -> None:
+def legend_outside(ax: Any) -> None:
     """The legend to the right of the axes, where it can hide no data point."""
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
@@ -141,7 +141,7 @@ def plot_history(view: StudyView, path: Path) -> str | None:
     points = [(r, row_value(r, view.objective)) for r in view.rows if r.finished]
     if not any(v is not None for _, v in points):
         return "no finished trial has an objective value yet"
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 5))
     done = [(r, v) for r, v in points if r.state == "COMPLETE" and v is not None]
     for mode in modes_in([r for r, _ in done]):
@@ -154,8 +154,8 @@ def plot_history(view: StudyView, path: Path) -> str | None:
            ylabel=axis_label(view.objective, view.minimize))
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
-    _legend(ax)
-    _save(fig, path, view)
+    legend_outside(ax)
+    save_figure(fig, path, view)
     return None
 
 
@@ -184,7 +184,7 @@ def _best_so_far(ax: Any, done: list[tuple[TrialRow, float]], view: StudyView) -
 
 def plot_importance(importances: dict[str, float], view: StudyView, path: Path) -> None:
     """Horizontal bars of fANOVA importances (they sum to 1), the most important on top."""
-    plt = _pyplot()
+    plt = pyplot()
     names = sorted(importances, key=importances.get)
     fig, ax = plt.subplots(figsize=(8, 0.6 * len(names) + 1.6))
     bars = ax.barh([_NAMES.get(n, n) for n in names], [importances[n] for n in names], color="#4c72b0")
@@ -194,7 +194,7 @@ def plot_importance(importances: dict[str, float], view: StudyView, path: Path) 
     ax.set(title=f"Parameter importance for {_NAMES.get(objective, objective)} (fANOVA, seed 0)",
            xlabel="share of the objective's variance explained (importances sum to 1)")
     ax.grid(axis="x", alpha=0.3)
-    _save(fig, path, view)
+    save_figure(fig, path, view)
 
 
 def plot_params(view: StudyView, path: Path) -> str | None:
@@ -204,7 +204,7 @@ def plot_params(view: StudyView, path: Path) -> str | None:
     names = varying_params(rows, SLICE_PARAMS)
     if not names:
         return f"none of {', '.join(SLICE_PARAMS)} varies across the completed trials"
-    plt = _pyplot()
+    plt = pyplot()
     cols = len(names) if len(names) <= 3 else 2  # four panels as 2 x 2, not one very wide row
     nrows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(3.8 * cols + 2.6, 3.6 * nrows + 0.6), sharey=True,
@@ -220,9 +220,9 @@ def plot_params(view: StudyView, path: Path) -> str | None:
         ax.grid(alpha=0.3)
     for row_axes in axes:
         row_axes[0].set_ylabel(axis_label(view.objective, view.minimize))
-    _legend(axes[0][-1])
+    legend_outside(axes[0][-1])
     fig.suptitle("Effect of each varying parameter on the objective (completed trials)")
-    _save(fig, path, view)
+    save_figure(fig, path, view)
     return None
 
 
@@ -238,7 +238,7 @@ def plot_memory_quality(view: StudyView, path: Path) -> str | None:
     panels = [(name, pts) for name, pts in panels if pts]
     if not panels:
         return "no completed trial recorded both peak memory and " + _NAMES.get(metric, metric)
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), squeeze=False)
     for ax, (name, points) in zip(axes[0], panels):
         for mode in modes_in([r for r, _, _ in points]):
@@ -250,8 +250,8 @@ def plot_memory_quality(view: StudyView, path: Path) -> str | None:
         what = "peak memory of the trial" if name == "peak_memory_mb" else "base-model weight memory"
         ax.set(title=f"Quality against {what}", xlabel=axis_label(name), ylabel=axis_label(metric, minimize))
         ax.grid(alpha=0.3)
-    _legend(axes[0][-1])
-    _save(fig, path, view)
+    legend_outside(axes[0][-1])
+    save_figure(fig, path, view)
     return None
 
 
@@ -282,7 +282,7 @@ def plot_curves(view: StudyView, path: Path) -> str | None:
         metric, what = "train_loss", "Training loss per step (exponential moving average, weight 0.3 on the new step)"
     if not curves:
         return "no trial recorded intermediate eval losses or per-step training losses"
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 5))
     many = len(curves) > 12  # then thin lines per trial and a thick mean per mode, or nothing reads
     for row, curve in curves:
@@ -297,8 +297,8 @@ def plot_curves(view: StudyView, path: Path) -> str | None:
     ax.set(title=what, xlabel="optimizer step", ylabel=axis_label(metric, True))
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
-    _legend(ax)
-    _save(fig, path, view)
+    legend_outside(ax)
+    save_figure(fig, path, view)
     return None
 
 
@@ -355,7 +355,7 @@ def _save_with_caption(fig: Any, path: Path, text: str) -> None:
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.text(0.01, 0.01, textwrap.fill(text, 180), fontsize=7, color="#444444", ha="left", va="bottom")
     fig.savefig(path, dpi=DPI)
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def plot_validation(doc: dict[str, Any], path: Path) -> str | None:
@@ -366,7 +366,7 @@ def plot_validation(doc: dict[str, Any], path: Path) -> str | None:
     configs = [c for c in doc["configs"] if c["long"] or c["short"]]
     if not configs:
         return "no config has a completed run"
-    plt = _pyplot()
+    plt = pyplot()
     colors = plt.get_cmap("tab10").colors
     fig, ax = plt.subplots(figsize=(10, 5.5))
     for i, c in enumerate(configs):
@@ -387,7 +387,7 @@ def plot_validation(doc: dict[str, Any], path: Path) -> str | None:
     ax.set_xlim(-0.4, 1.4)
     ax.set_ylabel(axis_label(doc["objective"], doc["direction"] == "minimize"))
     ax.set_title("Does the short-budget ranking hold at the long budget? (95% intervals over seeds)")
-    _legend(ax)
+    legend_outside(ax)
     caption_text = (f"{doc.get('model')} (source weights: {doc.get('source_precision')}); "
                     f"{', '.join(doc.get('devices') or []) or 'device not recorded'}; seeds "
                     f"{', '.join(map(str, doc.get('seeds') or [])) or '?'} at {doc['long_steps']} steps; "
@@ -404,7 +404,7 @@ def plot_advice(doc: dict[str, Any], path: Path) -> str | None:
     if not arms:
         return "no arm was scored"
     shown = [metric] + [m for m in ("contains_answer",) if m in doc["metrics"] and m != metric]
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 5.5))
     names = list(arms)
     colors = {"base": "#7f7f7f", "finetuned": "#1f77b4"}
@@ -443,7 +443,7 @@ def plot_lr_range(view: StudyView, path: Path) -> str | None:
     record = view.attrs.get("lr_range_test")
     if not record or not any(entry.get("losses") for entry in record["modes"].values()):
         return "the study ran no learning-rate range test (harness sweep --lr-range-test)"
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 5))
     for mode, entry in record["modes"].items():
         if not entry.get("losses"):
@@ -459,8 +459,8 @@ def plot_lr_range(view: StudyView, path: Path) -> str | None:
            title=f"Learning-rate range test, {record['steps']} steps per mode: searched [{low:.3g}, {high:.3g}] "
                  f"of [{record['axis'][0]:.3g}, {record['axis'][1]:.3g}]")
     ax.grid(alpha=0.3)
-    _legend(ax)
-    _save(fig, path, view)
+    legend_outside(ax)
+    save_figure(fig, path, view)
     return None
 
 
@@ -473,7 +473,7 @@ def plot_regret(doc: dict[str, Any], path: Path) -> str | None:
     modes = [(mode, m) for mode, m in doc["modes"].items() if m["order"]]
     if not modes:
         return "no candidate has a completed run"
-    plt = _pyplot()
+    plt = pyplot()
     rows = sum(len(m["order"]) for _, m in modes)
     width = max(6.0, 2.0 + 1.4 * max(len(m["cells"]) for _, m in modes))
     fig, axes = plt.subplots(len(modes), 1, figsize=(width, 1.6 + 0.45 * rows + 0.8 * len(modes)), squeeze=False)

@@ -67,6 +67,9 @@ class SweepProgress:
         self._clock = clock
         self._first_start: float | None = None
         self._ended = 0
+        self._first_step: tuple[int, float] | None = None
+        """(step, time) of the trial's first reported step: its step rate leaves out loading."""
+        self._last_line = 0.0
 
     def _started(self) -> None:
         if self._first_start is None:
@@ -79,8 +82,7 @@ class SweepProgress:
         if self._first_start is None or self._ended == 0 or left <= 0:
             return ""
         per_trial = (self._clock() - self._first_start) / self._ended
-        seconds = per_trial * left
-        return f"  ~{seconds / 60:.1f} min left" if seconds >= 60 else f"  ~{seconds:.0f} s left"
+        return f"  ~{_duration(per_trial * left)} left"
 
     def _start_live(self, text: str) -> None:
         """The live line: rich's on a terminal, one updating output line in a notebook, none elsewhere."""
@@ -90,8 +92,13 @@ class SweepProgress:
         elif NotebookLine.available():
             self._live = NotebookLine(text)
 
+    def _trial_started(self) -> None:
+        self._first_step = None
+        self._last_line = self._clock()
+
     def start_trial(self, index: int, number: int, params: dict[str, Any]) -> None:
         self._started()
+        self._trial_started()
         self._head = f"trial {index}/{self.total} (#{number}) {describe_params(params)}"
         self._start_live(self._head + "  loading...")
 
@@ -99,6 +106,7 @@ class SweepProgress:
         """K claimed trials (index, number, params) training as one pack: one line naming them, then the live
         line of the pack (the lowest member loss)."""
         self._started()
+        self._trial_started()
         numbers = ", ".join(f"#{number}" for _, number, _ in members)
         self.note(f"pack of {len(members)} trials ({numbers}) on one copy of the base model:")
         for index, number, params in members:
@@ -120,9 +128,27 @@ class SweepProgress:
         self._head = f"trial {index}/{self.total} (#{number}) {describe_params(params)}"
 
     def step(self, step: int, loss: float) -> None:
+        """The trial's step: a bar on the live line (a terminal, a notebook); elsewhere (a log file) a plain line
+        at most every LOG_STEP_SECONDS, so a long trial shows it is alive and a short one adds no lines."""
+        now = self._clock()
+        if self._first_step is None or step <= self._first_step[0]:
+            self._first_step = (step, now)
+        left = self._trial_seconds_left(step, now)
+        left_text = f"  ~{_duration(left)} left in this trial" if left is not None else ""
         if self._live is not None:
             best = f"  best {self.best:.4f}" if self.best is not None else ""
-            self._live.update(Text(f"{self._head}  step {step}/{self.max_steps}  loss {loss:.4f}{best}"))
+            self._live.update(Text(f"{self._head}  {step_bar(step, self.max_steps)}  loss {loss:.4f}{best}"
+                                   f"{left_text}"))
+        elif now - self._last_line >= LOG_STEP_SECONDS:
+            self._last_line = now
+            self.note(f"{self._head}  step {step}/{self.max_steps}  loss {loss:.4f}{left_text}")
+
+    def _trial_seconds_left(self, step: int, now: float) -> float | None:
+        """The steps still to run x the seconds per step since the trial's first reported step."""
+        if self._first_step is None or not self.max_steps or step <= self._first_step[0]:
+            return None
+        per_step = (now - self._first_step[1]) / (step - self._first_step[0])
+        return max(0.0, self.max_steps - step) * per_step
 
     def end_trial(self, record: dict[str, Any], best: float | None) -> None:
         if self._live is not None:
@@ -151,6 +177,23 @@ TRIAL_COLUMNS: dict[str, str] = {
     "#": "", "state": "", "quant": "", "r": "", "alpha": ".3g", "lr": ".2e", "variant": "", "eval_loss": ".4f",
     "ppl": ".2f", "peak MiB": ".0f", "train s": ".1f", "tok/s": ".0f", "note": ""}
 """The columns of the status table and how each number is shown (a task metric's column: .3f)."""
+
+
+LOG_STEP_SECONDS = 60.0
+"""Off a terminal, the least time between two step lines of one trial."""
+BAR_WIDTH = 20
+
+
+def step_bar(step: int, max_steps: int) -> str:
+    """`step 12/40 [######--------------]`; just `step 12` when the step count is not known."""
+    if not max_steps:
+        return f"step {step}"
+    filled = min(BAR_WIDTH, round(BAR_WIDTH * step / max_steps))
+    return f"step {step}/{max_steps} [{'#' * filled}{'-' * (BAR_WIDTH - filled)}]"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def trial_cells(rows: Iterable[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:

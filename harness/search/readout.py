@@ -178,6 +178,12 @@ class TrialRow:
     def finished(self) -> bool:
         return self.state in ("COMPLETE", "PRUNED", "FAIL")
 
+    @property
+    def ran(self) -> bool:
+        """Finished on a device: a failed or pruned trial that recorded none (interrupted before its model
+        loaded) did not run anywhere."""
+        return self.finished and (self.state == "COMPLETE" or bool(self.result.get("device_name")))
+
     def metric(self, name: str) -> float | None:
         """A result field or task metric by name (eval_loss, peak_memory_mb, exact_match, ...)."""
         value = self.result.get(name)
@@ -248,10 +254,11 @@ class StudyView:
         return Path(study_out_dir(self.name, out or self.sweep.get("out")))
 
     def devices(self) -> list[str]:
-        """Devices the finished trials ran on, most trials first."""
+        """Devices the finished trials ran on, most trials first. A failed or pruned trial that recorded no device
+        (interrupted before its model loaded) ran on none: it does not make an `unknown` device."""
         from collections import Counter
 
-        return [d for d, _ in Counter(r.device_name for r in self.rows if r.finished).most_common()]
+        return [d for d, _ in Counter(r.device_name for r in self.rows if r.ran).most_common()]
 
     def on_device(self, device: str) -> "StudyView":
         """The same study restricted to the trials that ran on one device (for per-device tables)."""

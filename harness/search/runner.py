@@ -119,6 +119,15 @@ def _worker_main(conn: Any) -> None:
             reply_or_report(conn, "probe", lambda: dataclasses.asdict(
                 cached_probe(TrialConfig.from_dict(payload), cache)[0]))
             continue
+        if kind == "cached_probe":  # the probe only if this machine has it: {} otherwise, nothing measured
+            from harness.trial.memory_plan import cached_probe
+
+            def cached() -> dict[str, Any]:
+                probe = cached_probe(TrialConfig.from_dict(payload), cache, measure=False)[0]
+                return dataclasses.asdict(probe) if probe is not None else {}
+
+            reply_or_report(conn, "cached_probe", cached)
+            continue
         if kind == "task":  # a failure leaves the trial its other results
             from harness.trial.run import score_saved_adapter
 
@@ -213,6 +222,7 @@ class TrialRunner:
         self._proc: Any = None
         self._conn: Any = None
         self._predict: Callable[[TrialConfig], Any] | None = None
+        self._known: Callable[[TrialConfig], Any] | None = None
         self.process: dict[str, int] | None = None
         """`process_facts()` of the worker that ran the last trial to return a result (pid, torch_threads)."""
 
@@ -231,8 +241,13 @@ class TrialRunner:
         """Run one trial in the worker; progress messages are passed to the callbacks. Under a memory budget
         (`config.train.max_memory_mb`) the config is first fitted or found infeasible (harness.search.planning),
         here, before the worker loads anything: an infeasible trial never reaches the worker."""
-        planned = None
-        if config.train.max_memory_mb is not None:
+        planned, predicted = None, {}
+        if config.train.max_memory_mb is None:
+            known = self.known_prediction(config)
+            if known is not None:
+                predicted = {"predicted_peak_memory_mb": known.peak_memory_mb,
+                             "predicted_step_seconds": known.step_seconds}
+        else:
             from harness.search.planning import fit_to_budget
 
             planned = fit_to_budget(config, config.train.max_memory_mb, self.predictor())
@@ -246,7 +261,7 @@ class TrialRunner:
         except _WorkerDied as died:
             result = TrialResult(status="failed", reason=str(died))
         if planned is None:
-            return result
+            return dataclasses.replace(result, **predicted)
         return dataclasses.replace(result, fit=planned.fit, **predicted)
 
     def predictor(self) -> Callable[[TrialConfig], Any]:
@@ -257,6 +272,32 @@ class TrialRunner:
 
             self._predict = make_predictor(probe_of=self.probe)
         return self._predict
+
+    def known_prediction(self, config: TrialConfig) -> Any:
+        """`config`'s predicted peak and step time when this machine has its probe (an earlier budgeted sweep,
+        `--plan`), else None: without a budget no probe is measured for it. A failure to look is None too:
+        a prediction is never worth a trial."""
+        if self._known is None:
+            from harness.trial.memory_plan import make_predictor
+
+            self._known = make_predictor(probe_of=self._cached_probe)
+        try:
+            return self._known(config)
+        except (ProbeFailed, OSError, ValueError, KeyError):
+            return None
+
+    def _cached_probe(self, config: TrialConfig) -> Any:
+        from harness.trial.memory_plan import Probe
+
+        self.start()
+        try:
+            self._conn.send(("cached_probe", config.to_dict()))
+            reply = self._receive()[1]
+        except _WorkerDied as died:
+            raise ProbeFailed(str(died)) from None
+        if "error" in reply:
+            raise ProbeFailed(reply["error"])
+        return Probe.from_dict(reply) if reply else None
 
     def probe(self, config: TrialConfig) -> Any:
         """`config`'s memory/time probe (harness.trial.memory_plan.cached_probe), run in the worker. Raises

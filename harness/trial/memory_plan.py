@@ -180,9 +180,9 @@ def probe_path(key: str) -> Path:
     return cache_dir() / "memory_probes" / f"{key}.json"
 
 
-def cached_probe(config: TrialConfig, cache: Any = None) -> tuple[Probe, bool]:
+def cached_probe(config: TrialConfig, cache: Any = None, *, measure: bool = True) -> tuple[Probe | None, bool]:
     """The probe for `config`'s model, mode, checkpointing setting and sequence length, and whether it came
-    from this machine's cache (measured and kept when it did not)."""
+    from this machine's cache (measured and kept when it did not; with `measure=False`, (None, False) then)."""
     from harness.runtime.devices import compute_dtype, pick_device
     from harness.trial.baselines import _write
     from harness.trial.run import TrialCache
@@ -197,6 +197,8 @@ def cached_probe(config: TrialConfig, cache: Any = None) -> tuple[Probe, bool]:
         return Probe.from_dict(json.loads(probe_path(key).read_text())), True
     except (OSError, ValueError, TypeError, KeyError):
         pass
+    if not measure:
+        return None, False
     probe = run_probe(config, path, key, device, dtype)
     _write(probe_path(key), dataclasses.asdict(probe))
     return probe, False
@@ -259,14 +261,17 @@ def _train_probe(path: str, config: TrialConfig, batch: Any, device: str) -> flo
 def make_predictor(cache: Any = None, probe_of: Any = None) -> Any:
     """config -> Prediction, probing each model, mode, checkpointing setting and sequence length once (the
     machine's cache first) and reading each checkpoint's tensor shapes once. `probe_of(config) -> Probe` runs
-    the probe elsewhere (the sweep's trial worker, whose process the trials run in); default: this process."""
+    the probe elsewhere (the sweep's trial worker, whose process the trials run in); default: this process.
+    Where `probe_of` returns None (it only looks in the cache) the prediction is None."""
     from harness.trial.run import TrialCache
 
     cache = cache or TrialCache()
     shapes: dict[str, dict[str, tuple[int, ...]]] = {}
 
-    def predict_config(config: TrialConfig) -> Prediction:
+    def predict_config(config: TrialConfig) -> Prediction | None:
         probe = probe_of(config) if probe_of is not None else cached_probe(config, cache)[0]
+        if probe is None:  # probe_of may only look in the cache
+            return None
         path = cache.checkpoint(config.model.name)
         if path not in shapes:
             shapes[path] = tensor_shapes(path)

@@ -125,6 +125,20 @@ def test_compare_refuses_to_mix_devices_and_can_split_them(tmp_path: Path) -> No
         build_comparison(view, "TPU")
 
 
+def test_a_trial_interrupted_before_it_loaded_is_not_a_device(tmp_path: Path) -> None:
+    """A Ctrl-C'd trial records no device: it must not make the study look split across two (an `unknown` one),
+    which refused `harness compare` on a real study; a completed trial without one (an old record) still counts."""
+    study, url = _study(tmp_path)
+    _trial(study, "none", 2.0, device="cpu A (2 cores)")
+    _trial(study, "nf4", 2.1, device="cpu A (2 cores)")
+    _trial(study, "none", None, status="failed", device=None)
+    comparison = build_comparison(open_view("e", url))
+    assert comparison.device == "cpu A (2 cores)"
+    _trial(study, "nf4", 2.2, device=None)  # completed, device not recorded: that is a second device
+    with pytest.raises(SpecError, match="2 devices .*'unknown': 1 trials"):
+        build_comparison(open_view("e", url))
+
+
 # --- the held-out set's sampling noise is part of every interval ------------------------------------
 
 def test_paired_bootstrap_matches_the_normal_approximation() -> None:

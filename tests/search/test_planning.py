@@ -186,3 +186,29 @@ def test_a_resume_cannot_change_the_budget() -> None:
     _check_resume(Stored(), {}, None, spec(1000))  # the same budget resumes
     with pytest.raises(SpecError, match="train.max_memory_mb"):
         _check_resume(Stored(), {}, None, spec(2000))
+
+
+@pytest.mark.integration
+def test_every_trial_records_the_prediction_once_the_machine_has_its_probe(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a budget no probe is measured for a trial (a 10-20% cost on a real sweep); once the machine has
+    the probe (an earlier budgeted sweep, `--plan`), the trial's record carries the planner's prediction, the
+    same one a budgeted run would make."""
+    from harness.search.runner import TrialRunner
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))  # no probe yet; the spawned worker reads it too
+    config = dataclasses.replace(_config(batch=2), train=TrainSpec(batch_size=2, max_steps=2, eval_every=0))
+    runner = TrialRunner()
+    try:
+        before = runner.run(config)
+        assert before.status == "complete", before.reason
+        assert before.predicted_peak_memory_mb is None and before.predicted_step_seconds is None
+        assert not (tmp_path / "memory_probes").exists(), "a trial without a budget measured a probe"
+        expected = runner.predictor()(config)  # measures the probe (as a budgeted sweep or --plan would)
+        after = runner.run(config)
+    finally:
+        runner.close()
+    assert after.status == "complete", after.reason
+    assert after.predicted_peak_memory_mb == pytest.approx(expected.peak_memory_mb)
+    assert after.predicted_step_seconds == pytest.approx(expected.step_seconds)
+    assert after.fit is None
