@@ -292,7 +292,7 @@ def _confirmed(view: StudyView, search: list[TrialRow], rows: list[TrialRow], me
     """The best confirmed config of a mode: the search trial with re-runs whose mean is best."""
     candidates = []
     for source in search:
-        runs = [r for r in rows if r.confirmation_of == source.number]
+        runs = [r for r in rows if r.confirmation_of == source.number and not r.interrupted]
         if not runs:
             continue
         done = [r for r in runs if r.state == "COMPLETE" and r.values]

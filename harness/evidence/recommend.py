@@ -102,7 +102,7 @@ def candidates(view: StudyView, allow_diverged: bool = False) -> list[Candidate]
     search = [r for r in view.search_rows() if r.state == "COMPLETE" and r.values]
     confirmed = []
     for source in search:
-        finished = [r for r in view.rows if r.confirmation_of == source.number and r.finished]
+        finished = [r for r in view.rows if r.confirmation_of == source.number and r.finished and not r.interrupted]
         runs = [r for r in finished if r.state == "COMPLETE" and r.values]
         bad = tuple(r for r in finished if not (r.state == "COMPLETE" and r.values))
         if runs and (allow_diverged or not bad):

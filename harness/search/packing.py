@@ -14,7 +14,7 @@ from harness.config.trial import TrialConfig
 from harness.search import tracking
 from harness.search.outcome import SweepInterrupted
 from harness.search.progress import SweepProgress, describe_params
-from harness.search.readout import ALONE_NOTE
+from harness.search.readout import ALONE_NOTE, INTERRUPTED
 from harness.search.recovery import heartbeat
 from harness.search.runner import TrialRunner, needs_fresh_worker
 from harness.trial.result import TrialResult
@@ -72,12 +72,15 @@ def packed_trials(sweep: Sweep, claimed: list[Claimed]) -> None:
             for trial, position, params, config in [c for c in configured if c[0].user_attrs.get("alone")]:
                 sweep.one_trial(trial, position, prepared=(params, config), pack_note=ALONE_NOTE)
             configured = [c for c in configured if not c[0].user_attrs.get("alone")]
-            for members, why in plan_packs([config for _, _, _, config in configured]):
-                if len(members) == 1:
-                    trial, position, params, config = configured[members[0]]
-                    sweep.one_trial(trial, position, prepared=(params, config), pack_note=why)
-                else:
-                    _one_pack(sweep, [configured[i] for i in members], beating)
+            for planned, why in plan_packs([config for _, _, _, config in configured]):
+                for members in _within_budget(sweep, [configured[i][3] for i in planned]):
+                    if len(members) == 1:
+                        trial, position, params, config = configured[planned[members[0]]]
+                        note = why if len(planned) == 1 else (f"trains alone: a pack of {len(planned)} is "
+                                                              "predicted over the memory budget")
+                        sweep.one_trial(trial, position, prepared=(params, config), pack_note=note)
+                    else:
+                        _one_pack(sweep, [configured[planned[i]] for i in members], beating)
     except (KeyboardInterrupt, SweepInterrupted) as stop:
         # Claimed trials not yet run (waiting their turn, or held by a refill) are recorded as interrupted
         # too, so a resumed sweep retries nothing twice; those that ran recorded themselves.
@@ -89,6 +92,27 @@ def packed_trials(sweep: Sweep, claimed: list[Claimed]) -> None:
                                "recorded as failed and the study can be resumed with the same command") from None
 
 
+def _budget(sweep: Sweep, config: TrialConfig) -> float | None:
+    """The memory budget of one pack on this device: the study's, shared by the workers on the device."""
+    from harness.search.planning import share_of
+
+    return share_of(config.train.max_memory_mb, sweep.runner.sharing)
+
+
+def _within_budget(sweep: Sweep, configs: list[TrialConfig]) -> list[list[int]]:
+    """A planned pack split into parts whose predicted pack peak fits the memory budget (one part without
+    one; harness.search.planning.packs_within)."""
+    from harness.search.planning import packs_within
+
+    budget = _budget(sweep, configs[0])
+    return packs_within(configs, budget, sweep.runner.predictor() if budget is not None else None)
+
+
+def _member_share(sweep: Sweep, config: TrialConfig) -> float:
+    prediction = sweep.runner.predictor()(config)
+    return prediction.adapter_mb + prediction.activations_mb
+
+
 def _interrupt_unfinished(sweep: Sweep, trials: list[Any]) -> list[int]:
     """Record every one of these claimed trials that is still running as interrupted; their numbers."""
     import optuna
@@ -96,7 +120,7 @@ def _interrupt_unfinished(sweep: Sweep, trials: list[Any]) -> list[int]:
     left = []
     for trial in trials:
         if sweep.study._storage.get_trial(trial._trial_id).state == optuna.trial.TrialState.RUNNING:
-            sweep.finish_trial(trial, {}, None, TrialResult(status="failed", reason="interrupted by user (Ctrl-C)"),
+            sweep.finish_trial(trial, {}, None, TrialResult(status="failed", reason=INTERRUPTED),
                                0.0, tracking.TrialRun(None))
             left.append(trial.number)
     sweep.held = []
@@ -112,6 +136,10 @@ def _one_pack(sweep: Sweep, members: list[tuple[Any, int, dict[str, Any], TrialC
     started = time.perf_counter()
     members = list(members)  # refills are appended
     places, recorded = len(members), set()
+    budget = _budget(sweep, members[0][3])
+    # Under a budget the pack was sized for this many MiB per member place (planning.pack_peak): a refill larger
+    # than that would take the pack over it.
+    place_mb = max(_member_share(sweep, m[3]) for m in members) if budget is not None else None
     sweep.progress.start_pack([(position, trial.number, params) for trial, position, params, _ in members])
 
     def record(index: int, result: TrialResult) -> None:
@@ -140,7 +168,8 @@ def _one_pack(sweep: Sweep, members: list[tuple[Any, int, dict[str, Any], TrialC
         trial, position, fault = claimed
         beating.enter_context(heartbeat(sweep.study, trial._trial_id))
         params, config = sweep.configure(trial, fault)
-        if trial.user_attrs.get("alone") or refusal([members[0][3], config]) is not None:
+        if (trial.user_attrs.get("alone") or refusal([members[0][3], config]) is not None
+                or (place_mb is not None and _member_share(sweep, config) > place_mb)):
             sweep.held.append(claimed)
             return None
         members.append((trial, position, params, config))
@@ -160,7 +189,7 @@ def _one_pack(sweep: Sweep, members: list[tuple[Any, int, dict[str, Any], TrialC
         for trial, position, params, config in waiting:
             sweep.progress.name_trial(position, trial.number, params)
             sweep.finish_trial(trial, params, config,
-                               TrialResult(status="failed", reason="interrupted by user (Ctrl-C)", pack_size=places),
+                               TrialResult(status="failed", reason=INTERRUPTED, pack_size=places),
                                time.perf_counter() - started, tracking.TrialRun(None))
         raise SweepInterrupted(f"interrupted during the pack of trials "
                                f"{', '.join(str(t.number) for t, _, _, _ in waiting)}; they are recorded as "

@@ -45,8 +45,9 @@ class Planned:
         return self.infeasible is None
 
 
-def fit_to_budget(config: TrialConfig, budget_mb: float | None, predict: Predictor) -> Planned:
-    """`config` as it will run under `budget_mb` (None: no budget, nothing changes)."""
+def fit_to_budget(config: TrialConfig, budget_mb: float | None, predict: Predictor, note: str = "") -> Planned:
+    """`config` as it will run under `budget_mb` (None: no budget, nothing changes); `note` follows the
+    budget in the reasons (where the budget came from, when it is a share of one)."""
     first = predict(config)
     if budget_mb is None or first.peak_memory_mb <= budget_mb:
         return Planned(config, first.peak_memory_mb, first.step_seconds)
@@ -58,14 +59,46 @@ def fit_to_budget(config: TrialConfig, budget_mb: float | None, predict: Predict
     if prediction.peak_memory_mb > budget_mb and not current.train.gradient_checkpointing:
         current = _with_train(current, gradient_checkpointing=True)
         prediction = predict(current)
-    why = f"predicted {first.peak_memory_mb:,.0f} MiB > budget {budget_mb:,.0f} MiB"
+    why = f"predicted {first.peak_memory_mb:,.0f} MiB > budget {budget_mb:,.0f} MiB{note}"
     if prediction.peak_memory_mb > budget_mb:
         return Planned(config, prediction.peak_memory_mb, prediction.step_seconds, None,
                        f"infeasible: predicted peak {prediction.peak_memory_mb:,.0f} MiB even at micro-batch "
                        f"{current.train.batch_size} x {current.train.grad_accum} with gradient checkpointing "
                        f"{'on' if current.train.gradient_checkpointing else 'off'}, over the budget of "
-                       f"{budget_mb:,.0f} MiB")
+                       f"{budget_mb:,.0f} MiB{note}")
     return Planned(current, prediction.peak_memory_mb, prediction.step_seconds, _changes(config, current, why))
+
+
+def share_of(budget_mb: float | None, sharing: int) -> float | None:
+    """A trial's part of the budget when `sharing` trials run on one device at once (`--workers N` on one
+    device): the budget counts them all, so each gets an equal share."""
+    return None if budget_mb is None else budget_mb / max(1, sharing)
+
+
+def pack_peak(predictions: list[Any]) -> float:
+    """A pack's predicted peak: the runtime and the base weights once (members share the base), and for every
+    member place the largest member's adapter state and activations, so that any member that takes a free
+    place (a refill no larger than the largest) keeps it within the same figure."""
+    largest = max(p.adapter_mb + p.activations_mb for p in predictions)
+    first = predictions[0]
+    return first.overhead_mb + first.weights_mb + len(predictions) * largest
+
+
+def packs_within(members: list[TrialConfig], budget_mb: float | None,
+                 predict: Predictor | None) -> list[list[int]]:
+    """The members of one planned pack, split so that each part's predicted pack peak fits `budget_mb`: in
+    order, a part takes members while it fits. A member that does not fit even alone is a part of its own (it
+    trains alone, where it is fitted or found infeasible). No budget: one part, unchanged."""
+    if budget_mb is None or predict is None or len(members) < 2:
+        return [list(range(len(members)))]
+    predictions = [predict(config) for config in members]
+    parts: list[list[int]] = []
+    for index in range(len(members)):
+        if parts and pack_peak([predictions[i] for i in [*parts[-1], index]]) <= budget_mb:
+            parts[-1].append(index)
+        else:
+            parts.append([index])
+    return parts
 
 
 def _with_train(config: TrialConfig, **changes: Any) -> TrialConfig:

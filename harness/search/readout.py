@@ -124,6 +124,10 @@ def baseline_of(attrs: dict[str, Any], mode: str, metric: str) -> float | None:
     return scores.get(metric)
 
 
+INTERRUPTED = "interrupted by user (Ctrl-C)"
+"""The reason recorded for a trial the user interrupted."""
+
+
 @dataclass(frozen=True)
 class TrialRow:
     """One trial as the read-out side sees it."""
@@ -177,6 +181,12 @@ class TrialRow:
     @property
     def finished(self) -> bool:
         return self.state in ("COMPLETE", "PRUNED", "FAIL")
+
+    @property
+    def interrupted(self) -> bool:
+        """Stopped by the user (Ctrl-C), not by anything in its config: no evidence for or against it (a
+        confirmation plans its seed again)."""
+        return self.state == "FAIL" and self.reason == INTERRUPTED
 
     @property
     def ran(self) -> bool:

@@ -223,6 +223,9 @@ class TrialRunner:
         self._conn: Any = None
         self._predict: Callable[[TrialConfig], Any] | None = None
         self._known: Callable[[TrialConfig], Any] | None = None
+        self.sharing = 1
+        """How many trials run on this device at once (`--workers N` on one device): each gets that share of a
+        memory budget."""
         self.process: dict[str, int] | None = None
         """`process_facts()` of the worker that ran the last trial to return a result (pid, torch_threads)."""
 
@@ -239,8 +242,9 @@ class TrialRunner:
     def run(self, config: TrialConfig, *, on_step: Callable[[dict[str, Any]], None] | None = None,
             on_eval: Callable[[dict[str, Any]], bool] | None = None) -> TrialResult:
         """Run one trial in the worker; progress messages are passed to the callbacks. Under a memory budget
-        (`config.train.max_memory_mb`) the config is first fitted or found infeasible (harness.search.planning),
-        here, before the worker loads anything: an infeasible trial never reaches the worker."""
+        (`config.train.max_memory_mb`, of which it gets a 1/`sharing` share) the config is first fitted or
+        found infeasible (harness.search.planning), here, before the worker loads anything: an infeasible trial
+        never reaches the worker."""
         planned, predicted = None, {}
         if config.train.max_memory_mb is None:
             known = self.known_prediction(config)
@@ -248,9 +252,12 @@ class TrialRunner:
                 predicted = {"predicted_peak_memory_mb": known.peak_memory_mb,
                              "predicted_step_seconds": known.step_seconds}
         else:
-            from harness.search.planning import fit_to_budget
+            from harness.search.planning import fit_to_budget, share_of
 
-            planned = fit_to_budget(config, config.train.max_memory_mb, self.predictor())
+            budget = config.train.max_memory_mb
+            note = (f" (a 1/{self.sharing} share of {budget:,.0f} MiB: {self.sharing} workers share this device)"
+                    if self.sharing > 1 else "")
+            planned = fit_to_budget(config, share_of(budget, self.sharing), self.predictor(), note)
             predicted = {"predicted_peak_memory_mb": planned.peak_memory_mb,
                          "predicted_step_seconds": planned.step_seconds}
             if planned.infeasible:

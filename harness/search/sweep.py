@@ -37,7 +37,7 @@ from harness.search.preparing import (FAULTS_ENV, Prepared, injected_faults, kee
                                       trial_config)
 from harness.search.progress import SweepProgress
 from harness.search.pruning import study_schedule
-from harness.search.readout import ALONE_NOTE, small_eval_note
+from harness.search.readout import ALONE_NOTE, INTERRUPTED, small_eval_note
 from harness.search.records import STATE_OF_STATUS, append_record, build_record
 from harness.search.recovery import (Heartbeat, claim_lock, counted, heartbeat, heartbeat_enabled, owner_attrs,
                                      recover, retry, watchable)
@@ -77,6 +77,9 @@ class Role:
     then takes the trials the others are running for badly scored ones (constant liar), not piling onto them."""
     time_budget: float | None = None
     """--time-budget in seconds, for this invocation only (harness.search.time_budget); None: no budget."""
+    sharing: int = 1
+    """How many of this sweep's workers run trials on this process's device at once: a memory budget counts
+    them all (each trial gets a 1/sharing share). A `harness worker` joining from elsewhere: 1."""
 
 
 class Sweep:
@@ -88,6 +91,7 @@ class Sweep:
         self.out_dir = Path(spec.out_dir)
         self.progress = progress or SweepProgress(spec.trials, spec.max_steps)
         self.runner = TrialRunner()
+        self.runner.sharing = role.sharing
         self.study: Any = None
         self.outcome = SweepOutcome(spec.study, self.out_dir, spec.storage_url)
         self.wandb_mode = tracking.resolve_mode(spec.wandb)
@@ -375,7 +379,7 @@ class Sweep:
                                          on_eval=lambda p: self._on_eval(trial, run, p))
         except KeyboardInterrupt:  # a second Ctrl-C while this is recorded exits at once (cli.main)
             self.runner.close(kill=True)
-            result = TrialResult(status="failed", reason="interrupted by user (Ctrl-C)")
+            result = TrialResult(status="failed", reason=INTERRUPTED)
             self.finish_trial(trial, params, config, result, time.perf_counter() - started, run)
             raise SweepInterrupted(f"interrupted during trial {trial.number}; it is recorded as failed and the "
                                    "study can be resumed with the same command") from None

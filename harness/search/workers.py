@@ -61,6 +61,12 @@ def assignments(workers: int, gpus: list[str], cores: int) -> list[dict[str, str
     return [{**env, **({"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} if gpus else {})} for i in range(workers)]
 
 
+def sharing(envs: list[dict[str, str]], index: int) -> int:
+    """How many workers run on worker `index`'s device: those given the same GPU, or all of them on a CPU."""
+    device = envs[index].get("CUDA_VISIBLE_DEVICES")
+    return sum(env.get("CUDA_VISIBLE_DEVICES") == device for env in envs)
+
+
 def run_parallel(spec: SweepSpec, space: SearchSpace, workers: int, heartbeat: Heartbeat | None,
                  time_budget: float | None = None) -> SweepOutcome:
     """Set the study up here, run its trials in `workers` processes, and gather what they did. Under
@@ -77,7 +83,7 @@ def run_parallel(spec: SweepSpec, space: SearchSpace, workers: int, heartbeat: H
     envs = assignments(workers, visible_gpus(), len(os.sched_getaffinity(0)))
     parent.progress.note(f"{workers} workers on study {spec.study!r} ({public_url(parent.outcome.storage)}): "
                          + ", ".join(f"w{i + 1} {_where(env)}" for i, env in enumerate(envs)))
-    pool = _Pool([_start({**job, "worker": i + 1}, env) for i, env in enumerate(envs)])
+    pool = _Pool([_start({**job, "worker": i + 1, "sharing": sharing(envs, i)}, env) for i, env in enumerate(envs)])
     codes = pool.wait(parent.progress.note)
     parent.outcome.records += read_records(log, offset)
     if parent.budget is not None:  # the workers said why each stopped; here, the run as a whole
@@ -192,7 +198,8 @@ def child(job: dict[str, Any]) -> int:
         spec = build_sweep_spec(job["spec"], {}, f"worker {job['worker']}")
         space = load_space(resolve_space(spec.space))
         role = Role(worker=job["worker"], target=job["target"], base=job["base"],
-                    seed_offset=SEED_STRIDE * job["worker"], parallel=True, time_budget=job.get("time_budget"))
+                    seed_offset=SEED_STRIDE * job["worker"], parallel=True, time_budget=job.get("time_budget"),
+                    sharing=int(job.get("sharing", 1)))
         Sweep(spec, space, role=role).run()
     except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - one line, like cli.main
         code = exit_code(err)

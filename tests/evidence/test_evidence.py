@@ -39,13 +39,14 @@ def _examples(mean: float, seed: int, spread: float = 1.0, noise: float = 0.05) 
 
 def _trial(study: optuna.Study, mode: str, loss: float | None, *, status: str = "complete", seed: int = 0,
            of: int | None = None, lr: float = 1e-3, memory: float = 1000.0, device: str = "cpu X (2 cores)",
-           examples: bool = True, noise: float = 0.05) -> None:
+           examples: bool = True, noise: float = 0.05, reason: str | None = None) -> None:
     params = {"quantization": mode, "lora_r": 16, "lora_alpha": 32.0, "learning_rate": lr, "lora_dropout": 0.0,
               "target_modules": "all-linear"}
     state = {"complete": "COMPLETE", "diverged": "PRUNED", "pruned": "PRUNED"}.get(status, "FAIL")
     result = {"eval_loss": loss, "peak_memory_mb": memory, "train_seconds": 20.0, "steps": 10,
               "device": "cpu", "device_name": device, "compute_dtype": "float32", "optimizer": "adamw_torch"}
-    attrs = {"status": status, "reason": None if status == "complete" else f"{status}: loss nan", "result": result,
+    reason = reason or (None if status == "complete" else f"{status}: loss nan")
+    attrs = {"status": status, "reason": reason, "result": result,
              "seed": seed, "config": {"train": {"max_steps": 10, "batch_size": 4, "seed": seed}}}
     if examples and loss is not None:
         attrs["per_example"] = _examples(loss, seed + 100 * len(study.trials), noise=noise)
@@ -93,6 +94,30 @@ def test_a_diverged_seed_is_counted_and_its_config_is_not_recommended(tmp_path: 
     assert any("trial #1" in line and "1 of 3 seeds diverged" in line for line in doc["evidence"]["left_out"])
     allowed = recommend_study(view, allow_diverged=True)
     assert allowed["evidence"]["quantization"] == "nf4" and "left_out" not in allowed["evidence"]
+
+
+def test_an_interrupted_seed_is_no_evidence_against_its_config(tmp_path: Path) -> None:
+    """A confirmation run the user Ctrl-C'd says nothing of its config: it is planned again, not counted as a
+    failed seed (it left 16-bit LoRA out of a real study's recommendation); a seed that failed is."""
+    from harness.search.readout import INTERRUPTED
+
+    study, url = _study(tmp_path)
+    _trial(study, "none", 1.90)                                   # 0: the best search trial
+    _trial(study, "nf4", 2.00)                                    # 1
+    _trial(study, "none", None, seed=1, of=0, status="failed", reason=INTERRUPTED, device=None)  # 2
+    for seed, loss in ((1, 1.92), (2, 1.93)):                     # 3-4: 16-bit confirmed
+        _trial(study, "none", loss, seed=seed, of=0)
+    for seed, loss in ((1, 2.02), (2, 2.03)):                     # 5-6: nf4 confirmed
+        _trial(study, "nf4", loss, seed=seed, of=1)
+    view = open_view("e", url)
+    none = next(m for m in build_comparison(view).modes if m.mode == "none")
+    assert none.confirmed.statuses == ("complete", "complete") and none.confirmed.against() is None
+    doc = recommend_study(view)
+    assert doc["evidence"]["quantization"] == "none" and "left_out" not in doc["evidence"]
+    _trial(study, "none", None, seed=3, of=0, status="failed", reason="failed: RuntimeError: boom")  # 7
+    doc = recommend_study(open_view("e", url))
+    assert doc["evidence"]["quantization"] == "nf4", "a config with a failed seed is recommended"
+    assert any("trial #0" in line and "1 of 3 seeds failed" in line for line in doc["evidence"]["left_out"])
 
 
 # --- confirmation seeds are never a seed already run for that config ------------------------------

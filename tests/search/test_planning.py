@@ -212,3 +212,40 @@ def test_every_trial_records_the_prediction_once_the_machine_has_its_probe(
     assert after.predicted_peak_memory_mb == pytest.approx(expected.peak_memory_mb)
     assert after.predicted_step_seconds == pytest.approx(expected.step_seconds)
     assert after.fit is None
+
+
+def test_a_pack_is_split_where_its_members_together_would_pass_the_budget() -> None:
+    """Members share the base weights and runtime once; each place takes the largest member's adapter and
+    activations. 100 MiB base + 4 x 128 tokens x 1 MiB = 612 for a pack of two batch-4 members, 1124 for four."""
+    from harness.search.planning import pack_peak, packs_within
+
+    predict = _fake(1.0)
+    four = [_config(batch=4) for _ in range(4)]
+    assert pack_peak([predict(c) for c in four[:2]]) == pytest.approx(100 + 2 * 512)
+    assert packs_within(four, None, predict) == [[0, 1, 2, 3]]  # no budget: the pack as planned
+    assert packs_within(four, 5000, predict) == [[0, 1, 2, 3]]
+    assert packs_within(four, 1200, predict) == [[0, 1], [2, 3]]
+    assert packs_within(four, 600, predict) == [[0], [1], [2], [3]]  # each alone (fitted there)
+    mixed = [_config(batch=2), _config(batch=8), _config(batch=2)]  # the wide one sets every place's size
+    assert packs_within(mixed, 1200, predict) == [[0], [1], [2]]
+    assert packs_within(mixed, 2200, predict) == [[0, 1], [2]]
+
+
+def test_workers_on_one_device_share_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With N workers on one device each trial is fitted to a 1/N share of the budget, and says so."""
+    from harness.search.runner import TrialRunner
+    from harness.search.workers import assignments, sharing
+
+    runner = TrialRunner()
+    runner._predict = _fake(1.0)
+    runner.sharing = 2
+    sent: list[dict] = []
+    monkeypatch.setattr(runner, "_serve", lambda job, *_, **__: sent.append(job[1]) or {"status": "complete"})
+    result = runner.run(_budgeted(8, 800))  # alone it would fit 800 at batch 4 (612); a 400 share needs batch 2
+    assert (sent[0]["train"]["batch_size"], sent[0]["train"]["grad_accum"]) == (2, 8)
+    assert result.fit["why"] == ("predicted 1,124 MiB > budget 400 MiB (a 1/2 share of 800 MiB: 2 workers share "
+                                 "this device)")
+    cpu = assignments(3, [], 2)
+    assert [sharing(cpu, i) for i in range(3)] == [3, 3, 3]
+    gpus = assignments(3, ["0", "1"], 16)  # round-robin: 0, 1, 0
+    assert [sharing(gpus, i) for i in range(3)] == [2, 1, 2]
