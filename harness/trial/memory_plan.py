@@ -39,7 +39,7 @@ PROBE_BATCHES = (1, 4)
 """The two micro-batch sizes a probe trains at (x the trial's max_seq_len tokens each)."""
 PROBE_STEPS = 2
 PROBE_RANK = 8
-PROBE_VERSION = 2
+PROBE_VERSION = 3
 """Bumped when what a probe measures changes: older cached probes are then not reused."""
 
 
@@ -83,6 +83,16 @@ def weights_mb(shapes: dict[str, tuple[int, ...]], mode: str, dtype_bytes: int) 
     return total / 2**20
 
 
+def kept_extra_mb(shapes: dict[str, tuple[int, ...]], mode: str, dtype_bytes: int, keep: float) -> float:
+    """What keeping a `keep` fraction of the linear-layer parameters unquantized (`keep_16bit`, in the compute
+    dtype) adds to the mode's weights: that share at dtype_bytes instead of the mode's bytes per parameter. The
+    kept layers are whole layers, so the kept share is close to `keep`, not exactly it (SmolLM2 at 0.1: 9.9%)."""
+    if mode == "none" or keep <= 0:
+        return 0.0
+    linear = sum(_numel(shape) for name, shape in shapes.items() if _is_linear(name, shape))
+    return keep * linear * (dtype_bytes - bytes_per_linear_param(mode, dtype_bytes)) / 2**20
+
+
 def adapter_mb(shapes: dict[str, tuple[int, ...]], rank: int, targets: list[str] | str) -> float:
     """LoRA parameters, gradients and AdamW states for rank `rank` on the targeted layers ('all-linear' or short
     layer names)."""
@@ -116,6 +126,8 @@ class Probe:
     """The probe's own adapter state (rank PROBE_RANK, all linear layers)."""
     seconds: float
     """How long the probe took to run."""
+    dtype_bytes: int
+    """Bytes per parameter of the compute dtype the probe ran in (what a kept 16-bit layer takes)."""
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Probe":
@@ -149,7 +161,8 @@ class Prediction:
 
 
 def predict(config: TrialConfig, probe: Probe, shapes: dict[str, tuple[int, ...]]) -> Prediction:
-    """The config's peak and step time from a probe of its model, mode and checkpointing setting. Memory counts
+    """The config's peak and step time from a probe of its model, mode and checkpointing setting (a probe of the
+    plain mode serves `keep_16bit` too: the kept layers add only weights, kept_extra_mb). Memory counts
     one micro-batch of batch_size x max_seq_len tokens (the widest batch: an upper bound); time is
     grad_accum micro-batches of that width. The adapter's rank changes memory, not the predicted time (the
     frozen base's matmuls dominate a step)."""
@@ -158,8 +171,10 @@ def predict(config: TrialConfig, probe: Probe, shapes: dict[str, tuple[int, ...]
     tokens = config.train.batch_size * config.data.max_seq_len
     adapter = adapter_mb(shapes, config.lora.r, target_modules(config.lora.targets))
     activations = probe.mb_per_token * tokens
-    peak = probe.overhead_mb + probe.weights_mb + adapter + activations
-    return Prediction(peak, config.train.grad_accum * probe.seconds_at(tokens), probe.weights_mb, adapter,
+    weights = probe.weights_mb + kept_extra_mb(shapes, config.quant.mode, probe.dtype_bytes,
+                                               config.quant.keep_16bit)
+    peak = probe.overhead_mb + weights + adapter + activations
+    return Prediction(peak, config.train.grad_accum * probe.seconds_at(tokens), weights, adapter,
                       activations, probe.overhead_mb)
 
 
@@ -228,7 +243,7 @@ def run_probe(config: TrialConfig, path: str, key: str, device: str, dtype: str)
     dtype_bytes = 2 if dtype in ("bfloat16", "float16") else 4
     return Probe(key, (PROBE_BATCHES[0] * seq, PROBE_BATCHES[1] * seq), (peaks[0], peaks[1]),
                  (seconds[0], seconds[1]), weights_mb(shapes, config.quant.mode, dtype_bytes),
-                 adapter_mb(shapes, PROBE_RANK, "all-linear"), time.perf_counter() - started)
+                 adapter_mb(shapes, PROBE_RANK, "all-linear"), time.perf_counter() - started, dtype_bytes)
 
 
 def _train_probe(path: str, config: TrialConfig, batch: Any, device: str) -> float:

@@ -249,3 +249,28 @@ def test_workers_on_one_device_share_its_budget(monkeypatch: pytest.MonkeyPatch)
     assert [sharing(cpu, i) for i in range(3)] == [3, 3, 3]
     gpus = assignments(3, ["0", "1"], 16)  # round-robin: 0, 1, 0
     assert [sharing(gpus, i) for i in range(3)] == [2, 1, 2]
+
+
+@pytest.mark.parametrize("mode", ["int8", "nf4", "nf4-dq"])
+def test_kept_16bit_layers_add_their_weights_to_the_prediction(mode: str) -> None:
+    """keep_16bit leaves whole layers in the compute dtype: the planner adds what kept_layers says keeping them
+    adds (ten equal layers, so 10% is exactly one), and nothing else changes."""
+    from harness.config.model import QuantSpec
+    from harness.trial.kept_layers import choose_kept, kept_weight_mb
+
+    shapes = {f"model.layers.{i}.mlp.down_proj.weight": (256, 512) for i in range(10)}
+    shapes["model.embed_tokens.weight"] = (1000, 256)
+    sizes = {name: 256 * 512 for name in shapes if ".layers." in name}
+    kept = choose_kept(sizes, sorted(sizes), 0.1)
+    assert len(kept) == 1
+    added = kept_weight_mb(sizes, kept, mode, 2)["added_mb"]
+    assert memory_plan.kept_extra_mb(shapes, mode, 2, 0.1) == pytest.approx(added, rel=1e-6)
+    assert memory_plan.kept_extra_mb(shapes, mode, 2, 0.0) == 0.0
+    probe = memory_plan.Probe("k", (128, 512), (500.0, 600.0), (0.1, 0.3), memory_plan.weights_mb(shapes, mode, 2),
+                              1.0, 0.0, 2)
+    plain = dataclasses.replace(_config(batch=2), quant=QuantSpec(mode))
+    keeping = dataclasses.replace(plain, quant=QuantSpec(mode, keep_16bit=0.1))
+    before, after = memory_plan.predict(plain, probe, shapes), memory_plan.predict(keeping, probe, shapes)
+    assert after.peak_memory_mb - before.peak_memory_mb == pytest.approx(added, rel=1e-6)
+    assert after.weights_mb - before.weights_mb == pytest.approx(added, rel=1e-6)
+    assert after.step_seconds == before.step_seconds
