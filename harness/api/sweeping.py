@@ -71,8 +71,9 @@ def plan(experiment: str | Path | None = None, *, model: str | None = None, data
          space: str | None = None, trials: int | None = None, max_steps: int | None = None,
          seed: int | None = None, max_memory_mb: float | None = None) -> dict[str, Any]:
     """`harness sweep --plan`: for each quantization mode, checkpointing setting and batch shape the space can
-    sample, the predicted peak memory and step time, whether it fits `max_memory_mb` (fitted or infeasible), and
-    the sweep's estimated wall time, as one dict (`configs`, `budget_mb`, `estimated_total_seconds`, ...).
+    sample, the predicted peak memory and step time, whether it fits `max_memory_mb` (fitted or infeasible;
+    default: this device's available memory less 10%, named in `budget_source`), and the sweep's estimated wall
+    time, as one dict (`configs`, `budget_mb`, `budget_source`, `estimated_total_seconds`, ...).
     Runs short probes where this machine has none cached (`planning_seconds` says how long it took); creates
     no storage, no study and no output folder."""
     from harness.config.budget import memory_budget
@@ -86,9 +87,17 @@ def plan(experiment: str | Path | None = None, *, model: str | None = None, data
     file_values = load_experiment(Path(experiment)) if experiment else {}
     flags = dict(model=model, data=data, space=space, trials=trials, max_steps=max_steps, seed=seed)
     spec = build_sweep_spec(file_values, flags, str(experiment) if experiment else "flags")
+    source = "--max-memory-mb"
+    if budget is None:  # what fits this machine: its available memory, less a margin, said in the plan
+        from harness.runtime.devices import pick_device
+        from harness.search.planning import available_budget
+        from harness.trial.pack_fit import available_mb
+
+        budget, source = available_budget(available_mb(pick_device()))
     runner = TrialRunner()  # probes run in a trial worker, as they will in the sweep
     try:
-        return plan_sweep(spec, load_space(resolve_space(spec.space)), budget, runner.predictor(), trial_config)
+        return plan_sweep(spec, load_space(resolve_space(spec.space)), budget, runner.predictor(), trial_config,
+                          source)
     finally:
         runner.close()
 

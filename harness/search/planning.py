@@ -69,6 +69,18 @@ def fit_to_budget(config: TrialConfig, budget_mb: float | None, predict: Predict
     return Planned(current, prediction.peak_memory_mb, prediction.step_seconds, _changes(config, current, why))
 
 
+AVAILABLE_MARGIN = 0.10
+"""Without --max-memory-mb, `--plan` plans against the device's available memory less this share (headroom for
+the sweep's own process, the OS and other programs)."""
+
+
+def available_budget(available_mb: float) -> tuple[float, str]:
+    """The budget `--plan` uses when none is given, and where it came from (said in the plan)."""
+    budget = available_mb * (1 - AVAILABLE_MARGIN)
+    return budget, (f"this device's available memory, {available_mb:,.0f} MiB, less a {AVAILABLE_MARGIN:.0%} margin "
+                    "(pass --max-memory-mb M to plan and run under a budget)")
+
+
 def share_of(budget_mb: float | None, sharing: int) -> float | None:
     """A trial's part of the budget when `sharing` trials run on one device at once (`--workers N` on one
     device): the budget counts them all, so each gets an equal share."""
@@ -142,7 +154,8 @@ def shape_configs(spec: Any, space: Any,
 
 
 def plan_sweep(spec: Any, space: Any, budget_mb: float | None, predict: Predictor,
-               trial_config: Callable[[Any, dict[str, Any]], TrialConfig]) -> dict[str, Any]:
+               trial_config: Callable[[Any, dict[str, Any]], TrialConfig],
+               budget_source: str = "--max-memory-mb") -> dict[str, Any]:
     """`harness sweep --plan`'s answer: each config shape's prediction and decision, the budget and the sweep's
     estimated wall time (trials x (steps x mean step seconds over the feasible shapes + TRIAL_OVERHEAD_SECONDS)),
     and one trial's (`estimated_trial_seconds`: what --time-budget goes by before a trial has finished).
@@ -160,7 +173,7 @@ def plan_sweep(spec: Any, space: Any, budget_mb: float | None, predict: Predicto
     feasible = [r["predicted_step_seconds"] for r in rows if r["fits"]]
     per_trial = (spec.max_steps * sum(feasible) / len(feasible) if feasible else 0.0) + TRIAL_OVERHEAD_SECONDS
     return {"model": spec.model, "space": spec.space, "trials": spec.trials, "max_steps": spec.max_steps,
-            "configs": rows, "budget_mb": budget_mb,
+            "configs": rows, "budget_mb": budget_mb, "budget_source": budget_source if budget_mb is not None else None,
             "estimated_total_seconds": round(spec.trials * per_trial, 1),
             "estimated_trial_seconds": round(per_trial, 1),
             "trial_overhead_seconds": TRIAL_OVERHEAD_SECONDS,
@@ -170,6 +183,9 @@ def plan_sweep(spec: Any, space: Any, budget_mb: float | None, predict: Predicto
 def plan_lines(plan: dict[str, Any]) -> list[str]:
     """The plan as text, one line per config shape."""
     budget = f"{plan['budget_mb']:,.0f} MiB" if plan["budget_mb"] is not None else "none"
+    source = plan.get("budget_source")
+    if source and source != "--max-memory-mb":
+        budget += f": {source}"
     lines = [f"plan: {plan['model']}, space {plan['space']}, {plan['trials']} trials x {plan['max_steps']} steps; "
              f"memory budget {budget}"]
     for row in plan["configs"]:

@@ -109,7 +109,7 @@ def measure_pack_fit(model: str, mode: str, *, batch: int = 8, seq: int = 128, r
         _train(path, config, members, device)
         peaks.append(meter.peak_mb() or 0.0)
     release_memory(device)
-    return PackFit(model, mode, batch, seq, rank, device, peaks[0], peaks[1], _available_mb(device),
+    return PackFit(model, mode, batch, seq, rank, device, peaks[0], peaks[1], available_mb(device),
                    time.perf_counter() - started)
 
 
@@ -139,7 +139,9 @@ def _train(path: str, config: TrialConfig, members: int, device: str) -> None:
     del model, base
 
 
-def _available_mb(device: str) -> float:
+def available_mb(device: str) -> float:
+    """Memory a new trial on `device` could use now: CUDA free memory, or on a CPU the kernel's MemAvailable plus
+    this process's own resident memory."""
     if device.startswith("cuda"):
         import torch
 

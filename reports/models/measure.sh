@@ -4,6 +4,7 @@
 # (8 x 1, r 16, alpha 2r, lr 2e-4, all linear layers; stdlib-qa, 64 held-out examples, nothing generated).
 # The untuned eval loss per mode is the study's baseline_by_mode; tokens/s and peak memory are each trial's.
 #   reports/models/measure.sh MODEL [STEPS] [CACHE]     e.g. reports/models/measure.sh gemma3-270m 8 /tmp/cache
+# EVAL=N (default 64) sets the held-out examples; BATCH=N (default 8) the sequences per step.
 set -e
 cd "$(dirname "$0")/../.."
 export HF_HUB_OFFLINE=1 WANDB_MODE=disabled HARNESS_CACHE=${3:-/tmp/harness-models-cache}
@@ -25,6 +26,7 @@ axes:
   learning_rate: 2.0e-4
   quantization: {choices: [none, int8, nf4, nf4-dq, fp4, fp4-dq]}
 Y
-printf 'data_options: {eval_size: 64}\neval: {metrics: [], generate_size: 0}\n' > "$WORK/modes_exp.yaml"
+printf 'data_options: {eval_size: %s}\neval: {metrics: [], generate_size: 0}\ntrain: {batch_size: %s}\n' \
+  "${EVAL:-64}" "${BATCH:-8}" > "$WORK/modes_exp.yaml"
 .venv/bin/harness sweep -e "$WORK/modes_exp.yaml" --model "$M" --space "$WORK/modes_space.yaml" --sampler grid \
   --trials 6 --max-steps "$STEPS" --no-lr-range-test --study "modes-$M" --out "$WORK/modes-$M" --wandb disabled --seed 0

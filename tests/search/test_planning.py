@@ -274,3 +274,23 @@ def test_kept_16bit_layers_add_their_weights_to_the_prediction(mode: str) -> Non
     assert after.peak_memory_mb - before.peak_memory_mb == pytest.approx(added, rel=1e-6)
     assert after.weights_mb - before.weights_mb == pytest.approx(added, rel=1e-6)
     assert after.step_seconds == before.step_seconds
+
+
+def test_without_a_budget_plan_uses_the_devices_available_memory_less_a_margin(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness
+    from harness.search.planning import plan_lines
+    from harness.search.runner import TrialRunner
+    from harness.trial import pack_fit
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(TrialRunner, "predictor", lambda self: _fake(1.0))
+    monkeypatch.setattr(pack_fit, "available_mb", lambda device: 1000.0)
+    answer = harness.plan(model="tiny-llama", space="tiny", trials=3, max_steps=10)
+    assert answer["budget_mb"] == pytest.approx(900.0)
+    assert "available memory, 1,000 MiB, less a 10% margin" in answer["budget_source"]
+    assert "memory budget 900 MiB: this device's available memory" in plan_lines(answer)[0]
+    assert any(row["fitted"] for row in answer["configs"])  # 8 x 128 tokens predicted at 1124 MiB
+    given = harness.plan(model="tiny-llama", space="tiny", trials=3, max_steps=10, max_memory_mb=5000)
+    assert given["budget_mb"] == 5000 and not any(row["fitted"] for row in given["configs"])
+    assert "available" not in plan_lines(given)[0]
