@@ -113,20 +113,15 @@ def _worker_main(conn: Any) -> None:
             curve = run_range_test(config, payload["low"], payload["high"], payload["steps"], cache)
             conn.send(("range", curve.to_dict()))
             continue
-        if kind == "probe":  # the planner's probe runs where trials run: the same process, the same meter
+        if kind in ("probe", "cached_probe"):  # the planner's probe runs where trials run: the same process and
+            # meter; "cached_probe" only reads this machine's cache ({} when it has none: nothing is measured)
             from harness.trial.memory_plan import cached_probe
 
-            reply_or_report(conn, "probe", lambda: dataclasses.asdict(
-                cached_probe(TrialConfig.from_dict(payload), cache)[0]))
-            continue
-        if kind == "cached_probe":  # the probe only if this machine has it: {} otherwise, nothing measured
-            from harness.trial.memory_plan import cached_probe
-
-            def cached() -> dict[str, Any]:
-                probe = cached_probe(TrialConfig.from_dict(payload), cache, measure=False)[0]
+            def probe_reply() -> dict[str, Any]:
+                probe = cached_probe(TrialConfig.from_dict(payload), cache, measure=kind == "probe")[0]
                 return dataclasses.asdict(probe) if probe is not None else {}
 
-            reply_or_report(conn, "cached_probe", cached)
+            reply_or_report(conn, kind, probe_reply)
             continue
         if kind == "task":  # a failure leaves the trial its other results
             from harness.trial.run import score_saved_adapter
@@ -214,16 +209,23 @@ def _died(code: int | None) -> str:
     return f"trial process died: {describe_exit(code)}{hint}"
 
 
+def _predicted(prediction: Any) -> dict[str, float]:
+    """A planner's prediction (a Prediction or a Planned; None: none) as the trial record's fields."""
+    if prediction is None:
+        return {}
+    return {"predicted_peak_memory_mb": prediction.peak_memory_mb, "predicted_step_seconds": prediction.step_seconds}
+
+
 class TrialRunner:
     """Supervises the worker process; `run` returns a TrialResult whatever happens to the child."""
 
-    def __init__(self) -> None:
+    def __init__(self, sharing: int = 1) -> None:
         self._ctx = mp.get_context(START_METHOD)
         self._proc: Any = None
         self._conn: Any = None
         self._predict: Callable[[TrialConfig], Any] | None = None
         self._known: Callable[[TrialConfig], Any] | None = None
-        self.sharing = 1
+        self.sharing = sharing
         """How many trials run on this device at once (`--workers N` on one device): each gets that share of a
         memory budget."""
         self.process: dict[str, int] | None = None
@@ -247,10 +249,7 @@ class TrialRunner:
         never reaches the worker."""
         planned, predicted = None, {}
         if config.train.max_memory_mb is None:
-            known = self.known_prediction(config)
-            if known is not None:
-                predicted = {"predicted_peak_memory_mb": known.peak_memory_mb,
-                             "predicted_step_seconds": known.step_seconds}
+            predicted = _predicted(self.known_prediction(config))
         else:
             from harness.search.planning import fit_to_budget, share_of
 
@@ -258,8 +257,7 @@ class TrialRunner:
             note = (f" (a 1/{self.sharing} share of {budget:,.0f} MiB: {self.sharing} workers share this device)"
                     if self.sharing > 1 else "")
             planned = fit_to_budget(config, share_of(budget, self.sharing), self.predictor(), note)
-            predicted = {"predicted_peak_memory_mb": planned.peak_memory_mb,
-                         "predicted_step_seconds": planned.step_seconds}
+            predicted = _predicted(planned)
             if planned.infeasible:
                 return TrialResult(status="infeasible", reason=planned.infeasible, **predicted)
             config = planned.config
@@ -294,34 +292,29 @@ class TrialRunner:
             return None
 
     def _cached_probe(self, config: TrialConfig) -> Any:
-        from harness.trial.memory_plan import Probe
-
-        self.start()
-        try:
-            self._conn.send(("cached_probe", config.to_dict()))
-            reply = self._receive()[1]
-        except _WorkerDied as died:
-            raise ProbeFailed(str(died)) from None
-        if "error" in reply:
-            raise ProbeFailed(reply["error"])
-        return Probe.from_dict(reply) if reply else None
+        """`config`'s probe if this machine has it cached, else None (nothing measured)."""
+        return self._ask_probe("cached_probe", config)
 
     def probe(self, config: TrialConfig) -> Any:
         """`config`'s memory/time probe (harness.trial.memory_plan.cached_probe), run in the worker. Raises
         ProbeFailed (a fault, exit 1: the input was checked before) with the worker's one-line reason when the
         probe fails or its process dies."""
+        return self._ask_probe("probe", config)
+
+    def _ask_probe(self, kind: str, config: TrialConfig) -> Any:
+        """The worker's answer to a `probe` or `cached_probe` job: a Probe, or None for an empty cache."""
         from harness.trial.memory_plan import Probe
 
         self.start()
         what = f"the memory probe of {config.model.name} in {config.quant.mode} (batch {config.train.batch_size})"
         try:
-            self._conn.send(("probe", config.to_dict()))
+            self._conn.send((kind, config.to_dict()))
             reply = self._receive()[1]
         except _WorkerDied as died:
             raise ProbeFailed(f"{what} failed: {died}") from None
         if "error" in reply:
             raise ProbeFailed(f"{what} failed: {reply['error']}")
-        return Probe.from_dict(reply)
+        return Probe.from_dict(reply) if reply else None
 
     def _serve(self, job: tuple[str, Any], on_step: Callable[[dict[str, Any]], None] | None,
                on_eval: Callable[[dict[str, Any]], bool] | None,

@@ -90,8 +90,7 @@ class Sweep:
         self.spec, self.space, self.role = spec, space, role
         self.out_dir = Path(spec.out_dir)
         self.progress = progress or SweepProgress(spec.trials, spec.max_steps)
-        self.runner = TrialRunner()
-        self.runner.sharing = role.sharing
+        self.runner = TrialRunner(sharing=role.sharing)
         self.study: Any = None
         self.outcome = SweepOutcome(spec.study, self.out_dir, spec.storage_url)
         self.wandb_mode = tracking.resolve_mode(spec.wandb)
