@@ -79,7 +79,7 @@ def plan(experiment: str | Path | None = None, *, model: str | None = None, data
     from harness.config.budget import memory_budget
     from harness.config.experiment import build_sweep_spec, load_experiment, resolve_space
     from harness.config.space import load_space
-    from harness.search.planning import plan_sweep
+    from harness.search.planning import GIVEN_BUDGET, plan_sweep
     from harness.search.runner import TrialRunner
     from harness.search.sweep import trial_config
 
@@ -87,13 +87,13 @@ def plan(experiment: str | Path | None = None, *, model: str | None = None, data
     file_values = load_experiment(Path(experiment)) if experiment else {}
     flags = dict(model=model, data=data, space=space, trials=trials, max_steps=max_steps, seed=seed)
     spec = build_sweep_spec(file_values, flags, str(experiment) if experiment else "flags")
-    source = "--max-memory-mb"
+    source = GIVEN_BUDGET
     if budget is None:  # what fits this machine: its available memory, less a margin, said in the plan
         from harness.runtime.devices import pick_device
         from harness.search.planning import available_budget
         from harness.trial.pack_fit import available_mb
 
-        budget, source = available_budget(available_mb(pick_device()))
+        budget, source = available_budget(available_mb(pick_device(), own=False))
     runner = TrialRunner()  # probes run in a trial worker, as they will in the sweep
     try:
         return plan_sweep(spec, load_space(resolve_space(spec.space)), budget, runner.predictor(), trial_config,

@@ -13,7 +13,7 @@ generated answers; ``tokens.eval_prompts`` / ``tokens.eval_references`` are what
 from and compare against. ``describe_builtins()`` lists the built-in tasks.
 """
 
-from harness.data.batching import Batch, make_batches, padding_efficiency
+from harness.data.batching import Batch, make_batches, make_step_batches, padding_efficiency
 from harness.data.builtins import Task, builtin_names, builtin_task, describe_builtins
 from harness.data.classify import DEFAULT_TEMPLATE
 from harness.data.encode import TokenizedSplits, tokenize_splits
@@ -36,6 +36,7 @@ __all__ = [
     "intermediate_subset",
     "load_examples",
     "make_batches",
+    "make_step_batches",
     "padding_efficiency",
     "tokenize_splits",
 ]

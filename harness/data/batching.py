@@ -48,22 +48,52 @@ def make_batches(seqs: Sequence[tuple[list[int], list[int]]], batch_size: int, p
     (for eval): all sequences sorted longest first, so the largest batch, the one most likely
     to run out of memory, comes first.
     """
+    return [_pad([seqs[i] for i in group], pad_id, tuple(group))
+            for group in _groups(len(seqs), [len(ids) for ids, _ in seqs], batch_size, shuffle_seed)]
+
+
+def make_step_batches(seqs: Sequence[tuple[list[int], list[int]]], batch_size: int, micro_batches: int,
+                      pad_id: int, *, shuffle_seed: int) -> list[Batch]:
+    """Training micro-batches, `micro_batches` per optimizer step: the steps hold exactly the sequences of
+    ``make_batches(seqs, batch_size * micro_batches, ...)``'s batches, in the same order, each cut in order into
+    micro-batches of at most `batch_size` (each padded to its own longest row). So a config fitted to a memory
+    budget (micro-batch halved, accumulation doubled) trains every step on the same sequences as the config it
+    was fitted from. A step with fewer sequences than micro-batches (an epoch's last) is completed with
+    unscored filler micro-batches (one sequence, no label, no real token), which add nothing to its loss or
+    gradients: every step takes exactly `micro_batches` of the list."""
+    if micro_batches < 1:
+        raise ValueError(f"micro_batches must be >= 1, got {micro_batches}")
+    out: list[Batch] = []
+    for group in _groups(len(seqs), [len(ids) for ids, _ in seqs], batch_size * micro_batches, shuffle_seed):
+        parts = [_pad([seqs[i] for i in part], pad_id, tuple(part)) for part in _cut(group, batch_size)]
+        out.extend(parts + [_filler(seqs[group[0]], pad_id)] * (micro_batches - len(parts)))
+    return out
+
+
+def _groups(count: int, lengths: list[int], batch_size: int, shuffle_seed: int | None) -> list[list[int]]:
+    """The index groups of make_batches (see there)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = list(range(len(seqs)))
+    order = list(range(count))
     if shuffle_seed is None:
-        order.sort(key=lambda i: -len(seqs[i][0]))  # stable: ties keep input order
-        groups = _cut(order, batch_size)
-    else:
-        rng = random.Random(shuffle_seed)
-        rng.shuffle(order)
-        chunk = CHUNK_BATCHES * batch_size
-        groups = []
-        for start in range(0, len(order), chunk):
-            part = sorted(order[start:start + chunk], key=lambda i: len(seqs[i][0]))
-            groups.extend(_cut(part, batch_size))
-        rng.shuffle(groups)
-    return [_pad([seqs[i] for i in group], pad_id, tuple(group)) for group in groups]
+        order.sort(key=lambda i: -lengths[i])  # stable: ties keep input order
+        return _cut(order, batch_size)
+    rng = random.Random(shuffle_seed)
+    rng.shuffle(order)
+    chunk = CHUNK_BATCHES * batch_size
+    groups = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])
+        groups.extend(_cut(part, batch_size))
+    rng.shuffle(groups)
+    return groups
+
+
+def _filler(seq: tuple[list[int], list[int]], pad_id: int) -> Batch:
+    """A one-row micro-batch that scores nothing and counts no token (completes a short step)."""
+    batch = _pad([seq], pad_id)
+    batch.labels.fill_(IGNORE_INDEX)
+    return Batch(batch.input_ids, batch.attention_mask, batch.labels, real_tokens=0, scored_tokens=0)
 
 
 def padding_efficiency(batches: Sequence[Batch]) -> float:

@@ -2,8 +2,9 @@
 
 A trial that ran under a memory budget (`--max-memory-mb`) carries the planner's prediction
 (`predicted_peak_memory_mb`, `predicted_step_seconds`, harness.search.planning) beside what it measured. The
-prediction is of the training peak, so it is set against `train_peak_memory_mb` (the whole trial's peak where a
-trial recorded no training peak of its own). Errors are relative: (predicted - measured) / measured.
+prediction of the training peak is set against `train_peak_memory_mb` (the whole trial's peak where a trial
+recorded no training peak of its own), that of the final evaluation (`predicted_eval_peak_memory_mb`) against
+`eval_peak_memory_mb`. Errors are relative: (predicted - measured) / measured.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class PredictionCheck:
     """One quantity's predictions against measurements over a study's completed trials."""
 
     name: str
-    """`peak memory` or `s/step`."""
+    """`peak memory`, `evaluation peak` or `s/step`."""
     points: tuple[tuple[TrialRow, float, float], ...]
     """(trial, predicted, measured), measured > 0."""
     goal: float
@@ -59,6 +60,8 @@ def prediction_checks(view: StudyView) -> list[PredictionCheck]:
     checks = []
     for name, predicted_key, measure, goal in (
             ("peak memory", "predicted_peak_memory_mb", measured_train_peak, MEMORY_GOAL),
+            ("evaluation peak", "predicted_eval_peak_memory_mb", lambda row: row.metric("eval_peak_memory_mb"),
+             MEMORY_GOAL),
             ("s/step", "predicted_step_seconds", lambda row: row.seconds_per_step, STEP_GOAL)):
         points = []
         for row in rows:

@@ -34,23 +34,32 @@ class Planned:
     config: TrialConfig
     """What will train: the config as sampled, or as fitted."""
     peak_memory_mb: float
+    """The predicted training peak."""
     step_seconds: float
     fit: dict[str, Any] | None = None
     """What fitting changed: {setting: [from, to], ..., "why": ...}; None when nothing changed."""
     infeasible: str | None = None
     """The one-line reason when no fitted config fits; then nothing loads."""
+    eval_peak_mb: float | None = None
+    """The predicted peak of the final evaluation (None: the probe did not measure it)."""
 
     @property
     def fits(self) -> bool:
         return self.infeasible is None
 
 
+def _over(prediction: Any, budget_mb: float) -> bool:
+    return prediction.trial_peak_mb > budget_mb
+
+
 def fit_to_budget(config: TrialConfig, budget_mb: float | None, predict: Predictor, note: str = "") -> Planned:
     """`config` as it will run under `budget_mb` (None: no budget, nothing changes); `note` follows the
-    budget in the reasons (where the budget came from, when it is a share of one)."""
+    budget in the reasons (where the budget came from, when it is a share of one). Training is fitted first
+    (micro-batch, then checkpointing), then the final evaluation (its scoring and generation batches halved:
+    the held-out loss is token-weighted per example, so it does not depend on them)."""
     first = predict(config)
-    if budget_mb is None or first.peak_memory_mb <= budget_mb:
-        return Planned(config, first.peak_memory_mb, first.step_seconds)
+    if budget_mb is None or not _over(first, budget_mb):
+        return Planned(config, first.peak_memory_mb, first.step_seconds, eval_peak_mb=first.eval_peak_mb)
     current, prediction = config, first
     while prediction.peak_memory_mb > budget_mb and current.train.batch_size % 2 == 0:
         current = _with_train(current, batch_size=current.train.batch_size // 2,
@@ -59,16 +68,27 @@ def fit_to_budget(config: TrialConfig, budget_mb: float | None, predict: Predict
     if prediction.peak_memory_mb > budget_mb and not current.train.gradient_checkpointing:
         current = _with_train(current, gradient_checkpointing=True)
         prediction = predict(current)
-    why = f"predicted {first.peak_memory_mb:,.0f} MiB > budget {budget_mb:,.0f} MiB{note}"
-    if prediction.peak_memory_mb > budget_mb:
+    while ((prediction.eval_peak_mb or 0.0) > budget_mb
+           and max(current.eval.batch_size, current.eval.generate_batch_size) > 1):
+        current = _with_eval(current, batch_size=max(1, current.eval.batch_size // 2),
+                             generate_batch_size=max(1, current.eval.generate_batch_size // 2))
+        prediction = predict(current)
+    phase = "training" if first.peak_memory_mb > budget_mb else "evaluation"
+    why = f"predicted {phase} peak {first.trial_peak_mb:,.0f} MiB > budget {budget_mb:,.0f} MiB{note}"
+    if _over(prediction, budget_mb):
+        phase = "training" if prediction.peak_memory_mb > budget_mb else "evaluation"
         return Planned(config, prediction.peak_memory_mb, prediction.step_seconds, None,
-                       f"infeasible: predicted peak {prediction.peak_memory_mb:,.0f} MiB even at micro-batch "
+                       f"infeasible: predicted {phase} peak {prediction.trial_peak_mb:,.0f} MiB even at micro-batch "
                        f"{current.train.batch_size} x {current.train.grad_accum} with gradient checkpointing "
-                       f"{'on' if current.train.gradient_checkpointing else 'off'}, over the budget of "
-                       f"{budget_mb:,.0f} MiB{note}")
-    return Planned(current, prediction.peak_memory_mb, prediction.step_seconds, _changes(config, current, why))
+                       f"{'on' if current.train.gradient_checkpointing else 'off'} and eval batch "
+                       f"{current.eval.batch_size}, over the budget of {budget_mb:,.0f} MiB{note}",
+                       prediction.eval_peak_mb)
+    return Planned(current, prediction.peak_memory_mb, prediction.step_seconds, _changes(config, current, why),
+                   eval_peak_mb=prediction.eval_peak_mb)
 
 
+GIVEN_BUDGET = "--max-memory-mb"
+"""The budget source of a plan whose budget the user gave (nothing more to say about it)."""
 AVAILABLE_MARGIN = 0.10
 """Without --max-memory-mb, `--plan` plans against the device's available memory less this share (headroom for
 the sweep's own process, the OS and other programs)."""
@@ -117,12 +137,22 @@ def _with_train(config: TrialConfig, **changes: Any) -> TrialConfig:
     return dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
 
 
+def _with_eval(config: TrialConfig, **changes: Any) -> TrialConfig:
+    return dataclasses.replace(config, eval=dataclasses.replace(config.eval, **changes))
+
+
+FITTED_SETTINGS = (("train", "batch_size", "batch_size"), ("train", "grad_accum", "grad_accum"),
+                   ("train", "gradient_checkpointing", "gradient_checkpointing"),
+                   ("eval", "batch_size", "eval_batch_size"), ("eval", "generate_batch_size", "generate_batch_size"))
+"""What fitting may change: (config section, field, its name in a trial's `fit` record)."""
+
+
 def _changes(before: TrialConfig, after: TrialConfig, why: str) -> dict[str, Any]:
     fit: dict[str, Any] = {}
-    for name in ("batch_size", "grad_accum", "gradient_checkpointing"):
-        old, new = getattr(before.train, name), getattr(after.train, name)
+    for section, name, recorded in FITTED_SETTINGS:
+        old, new = getattr(getattr(before, section), name), getattr(getattr(after, section), name)
         if old != new:
-            fit[name] = [old, new]
+            fit[recorded] = [old, new]
     fit["why"] = why
     return fit
 
@@ -155,7 +185,7 @@ def shape_configs(spec: Any, space: Any,
 
 def plan_sweep(spec: Any, space: Any, budget_mb: float | None, predict: Predictor,
                trial_config: Callable[[Any, dict[str, Any]], TrialConfig],
-               budget_source: str = "--max-memory-mb") -> dict[str, Any]:
+               budget_source: str = GIVEN_BUDGET) -> dict[str, Any]:
     """`harness sweep --plan`'s answer: each config shape's prediction and decision, the budget and the sweep's
     estimated wall time (trials x (steps x mean step seconds over the feasible shapes + TRIAL_OVERHEAD_SECONDS)),
     and one trial's (`estimated_trial_seconds`: what --time-budget goes by before a trial has finished).
@@ -168,6 +198,8 @@ def plan_sweep(spec: Any, space: Any, budget_mb: float | None, predict: Predicto
                      "batch_size": config.train.batch_size, "grad_accum": config.train.grad_accum,
                      "max_seq_len": config.data.max_seq_len, "lora_r": config.lora.r,
                      "predicted_peak_memory_mb": round(planned.peak_memory_mb, 1),
+                     "predicted_eval_peak_memory_mb": (round(planned.eval_peak_mb, 1)
+                                                       if planned.eval_peak_mb is not None else None),
                      "predicted_step_seconds": round(planned.step_seconds, 4),
                      "fits": planned.fits, "fitted": planned.fit, "reason": planned.infeasible})
     feasible = [r["predicted_step_seconds"] for r in rows if r["fits"]]
@@ -184,14 +216,17 @@ def plan_lines(plan: dict[str, Any]) -> list[str]:
     """The plan as text, one line per config shape."""
     budget = f"{plan['budget_mb']:,.0f} MiB" if plan["budget_mb"] is not None else "none"
     source = plan.get("budget_source")
-    if source and source != "--max-memory-mb":
+    if source and source != GIVEN_BUDGET:
         budget += f": {source}"
     lines = [f"plan: {plan['model']}, space {plan['space']}, {plan['trials']} trials x {plan['max_steps']} steps; "
              f"memory budget {budget}"]
     for row in plan["configs"]:
         shape = (f"  {row['quantization']:<7} ckpt {'on ' if row['gradient_checkpointing'] else 'off'} "
                  f"batch {row['batch_size']} x {row['grad_accum']} x {row['max_seq_len']} tokens, r {row['lora_r']}: "
-                 f"{row['predicted_peak_memory_mb']:,.0f} MiB, {row['predicted_step_seconds']:.2f} s/step")
+                 f"{row['predicted_peak_memory_mb']:,.0f} MiB"
+                 + (f" (evaluation {row['predicted_eval_peak_memory_mb']:,.0f} MiB)"
+                    if row.get("predicted_eval_peak_memory_mb") is not None else "")
+                 + f", {row['predicted_step_seconds']:.2f} s/step")
         if row["reason"]:
             shape += f" - {row['reason']}"
         elif row["fitted"]:

@@ -213,7 +213,8 @@ def _predicted(prediction: Any) -> dict[str, float]:
     """A planner's prediction (a Prediction or a Planned; None: none) as the trial record's fields."""
     if prediction is None:
         return {}
-    return {"predicted_peak_memory_mb": prediction.peak_memory_mb, "predicted_step_seconds": prediction.step_seconds}
+    return {"predicted_peak_memory_mb": prediction.peak_memory_mb, "predicted_step_seconds": prediction.step_seconds,
+            "predicted_eval_peak_memory_mb": prediction.eval_peak_mb}
 
 
 class TrialRunner:

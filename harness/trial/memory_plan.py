@@ -15,6 +15,14 @@
   peaks give the memory per token (slope) and the rest (intercept), less the probe's analytic weights and
   adapter, is the runtime's fixed overhead. Step seconds are the same line through the two step times.
 
+The final evaluation (held-out loss, then generated answers) has a peak of its own, which on a CPU in 16-bit mode
+passes the training peak (generation's allocations stay in the resident high-water mark; SmolLM2-135M: 3.1 GB
+against 2.3 GB at batch 8), and which halving the training micro-batch does not lower. The probe measures it
+after each training run, from memory released as a trial releases it: scoring a full batch of that many
+sequences and generating PROBE_NEW_TOKENS tokens after as many prompts of max_seq_len tokens; the line
+through the two gives the memory per evaluated sequence, and a trial's evaluation is predicted at its widest
+eval batch (scoring or generation).
+
 Probes are kept on this machine (`cache_dir()/memory_probes/`), keyed like the untuned baselines by everything
 they depend on: the checkpoint and its quantization stamp (mode, compute dtype, device, torch/transformers/
 bitsandbytes versions), peft's and harness's versions, the checkpointing setting, the sequence length, the
@@ -29,7 +37,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from harness.config.hashing import stable_hash
 from harness.config.trial import TrialConfig
@@ -39,7 +47,9 @@ PROBE_BATCHES = (1, 4)
 """The two micro-batch sizes a probe trains at (x the trial's max_seq_len tokens each)."""
 PROBE_STEPS = 2
 PROBE_RANK = 8
-PROBE_VERSION = 3
+PROBE_NEW_TOKENS = 16
+"""Tokens the probe's evaluation generates after each prompt (greedy, no stop token)."""
+PROBE_VERSION = 4
 """Bumped when what a probe measures changes: older cached probes are then not reused."""
 
 
@@ -128,11 +138,16 @@ class Probe:
     """How long the probe took to run."""
     dtype_bytes: int
     """Bytes per parameter of the compute dtype the probe ran in (what a kept 16-bit layer takes)."""
+    eval_peaks_mb: tuple[float, float] | None = None
+    """The evaluation's peaks after the two runs, at PROBE_BATCHES sequences (scored, then generated from);
+    None where evaluation was not probed (then no evaluation peak is predicted)."""
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Probe":
+        eval_peaks = raw.get("eval_peaks_mb")
         return cls(**{**raw, "tokens": tuple(raw["tokens"]), "peaks_mb": tuple(raw["peaks_mb"]),
-                      "step_seconds": tuple(raw["step_seconds"])})
+                      "step_seconds": tuple(raw["step_seconds"]),
+                      "eval_peaks_mb": tuple(eval_peaks) if eval_peaks is not None else None})
 
     @property
     def mb_per_token(self) -> float:
@@ -142,6 +157,14 @@ class Probe:
     def overhead_mb(self) -> float:
         """The runtime's fixed share: the line's intercept less the weights and the probe's adapter."""
         return self.peaks_mb[0] - self.mb_per_token * self.tokens[0] - self.weights_mb - self.adapter_mb
+
+    def eval_peak_at(self, sequences: int) -> float | None:
+        """The evaluation's peak at `sequences` per batch, on the line through the probe's two (None: not probed)."""
+        if self.eval_peaks_mb is None:
+            return None
+        low, high = self.eval_peaks_mb
+        slope = max(0.0, (high - low) / (PROBE_BATCHES[1] - PROBE_BATCHES[0]))
+        return low + slope * (sequences - PROBE_BATCHES[0])
 
     def seconds_at(self, tokens: int) -> float:
         slope = (self.step_seconds[1] - self.step_seconds[0]) / (self.tokens[1] - self.tokens[0])
@@ -158,6 +181,21 @@ class Prediction:
     adapter_mb: float
     activations_mb: float
     overhead_mb: float
+    eval_peak_mb: float | None = None
+    """The final evaluation's peak (scoring and generation at the config's eval batch widths); None where the
+    probe did not measure evaluation."""
+
+    @property
+    def trial_peak_mb(self) -> float:
+        """The whole trial's predicted peak: training's or evaluation's, whichever is higher."""
+        return max(self.peak_memory_mb, self.eval_peak_mb or 0.0)
+
+
+def eval_sequences(config: TrialConfig) -> int:
+    """Sequences in the widest batch of a trial's final evaluation: the eval batch, or the generation batch where
+    the trial may generate (task metrics not turned off)."""
+    generates = config.eval.metrics != () and config.eval.generate_size > 0
+    return max(config.eval.batch_size, config.eval.generate_batch_size if generates else 0)
 
 
 def predict(config: TrialConfig, probe: Probe, shapes: dict[str, tuple[int, ...]]) -> Prediction:
@@ -174,8 +212,11 @@ def predict(config: TrialConfig, probe: Probe, shapes: dict[str, tuple[int, ...]
     weights = probe.weights_mb + kept_extra_mb(shapes, config.quant.mode, probe.dtype_bytes,
                                                config.quant.keep_16bit)
     peak = probe.overhead_mb + weights + adapter + activations
+    evaluation = probe.eval_peak_at(eval_sequences(config))
+    if evaluation is not None:  # the weights and the adapter's own parameters (no gradient, no AdamW state then)
+        evaluation += weights - probe.weights_mb + (adapter - probe.adapter_mb) * 4 / ADAPTER_BYTES_PER_PARAM
     return Prediction(peak, config.train.grad_accum * probe.seconds_at(tokens), weights, adapter,
-                      activations, probe.overhead_mb)
+                      activations, probe.overhead_mb, evaluation)
 
 
 def probe_key(path: str, mode: str, checkpointing: bool, seq: int, device: str, dtype: str) -> str:
@@ -233,21 +274,44 @@ def run_probe(config: TrialConfig, path: str, key: str, device: str, dtype: str)
     shapes = tensor_shapes(path)
     tokenizer = load_tokenizer(path)
     meter = MemoryMeter(device)
-    peaks, seconds = [], []
+    peaks, eval_peaks, seconds = [], [], []
     for batch in PROBE_BATCHES:
         release_memory(device)
         meter.reset()
-        seconds.append(_train_probe(path, config, full_batch(tokenizer, batch, seq), device))
-        peaks.append(meter.peak_mb() or 0.0)
+
+        def evaluate(model: Any, batch: int = batch) -> None:
+            peaks.append(meter.peak_mb() or 0.0)  # training's, before evaluation's is measured
+            release_memory(device)  # as a trial does between training and its final evaluation
+            meter.reset()
+            eval_probe(model, tokenizer, batch, seq, device)
+            eval_peaks.append(meter.peak_mb() or 0.0)
+
+        seconds.append(_train_probe(path, config, full_batch(tokenizer, batch, seq), device, evaluate))
     release_memory(device)
     dtype_bytes = 2 if dtype in ("bfloat16", "float16") else 4
     return Probe(key, (PROBE_BATCHES[0] * seq, PROBE_BATCHES[1] * seq), (peaks[0], peaks[1]),
                  (seconds[0], seconds[1]), weights_mb(shapes, config.quant.mode, dtype_bytes),
-                 adapter_mb(shapes, PROBE_RANK, "all-linear"), time.perf_counter() - started, dtype_bytes)
+                 adapter_mb(shapes, PROBE_RANK, "all-linear"), time.perf_counter() - started, dtype_bytes,
+                 (eval_peaks[0], eval_peaks[1]))
 
 
-def _train_probe(path: str, config: TrialConfig, batch: Any, device: str) -> float:
-    """Seconds per step of a few steps on one full batch, on the trial's own path; the first step is warm-up."""
+def eval_probe(model: Any, tokenizer: Any, sequences: int, seq: int, device: str) -> None:
+    """A trial's final evaluation at `sequences` per batch, widest case: the held-out loss of a full batch of
+    sequences x seq tokens, then PROBE_NEW_TOKENS greedy tokens after as many prompts of seq tokens."""
+    from harness.trial.generation import generate_ids
+    from harness.trial.pack_fit import full_batch
+    from harness.trial.scoring import eval_loss
+
+    batch = full_batch(tokenizer, sequences, seq)
+    eval_loss(model, [batch], device)
+    generate_ids(model, tokenizer, batch.input_ids.tolist(), max_new_tokens=PROBE_NEW_TOKENS,
+                 batch_size=sequences, device=device, stop_ids=[])
+
+
+def _train_probe(path: str, config: TrialConfig, batch: Any, device: str,
+                 after: Callable[[Any], None] | None = None) -> float:
+    """Seconds per step of a few steps on one full batch, on the trial's own path; the first step is warm-up.
+    `after(model)` runs once training has ended, before the model is freed (the probe's evaluation)."""
     from harness.config.lora import LoraSpec
     from harness.trial.models import load_base_model
     from harness.trial.run import attach_adapter
@@ -268,6 +332,8 @@ def _train_probe(path: str, config: TrialConfig, batch: Any, device: str) -> flo
         clock[0] = now
 
     train(model, lambda epoch: [batch], probe.train, device, on_step=on_step)
+    if after is not None:
+        after(model)
     del model, base
     steady = times[1:] or times
     return sum(steady) / len(steady)

@@ -139,15 +139,16 @@ def _train(path: str, config: TrialConfig, members: int, device: str) -> None:
     del model, base
 
 
-def available_mb(device: str) -> float:
+def available_mb(device: str, *, own: bool = True) -> float:
     """Memory a new trial on `device` could use now: CUDA free memory, or on a CPU the kernel's MemAvailable plus
-    this process's own resident memory."""
+    (`own`: the trial will run in this process, as a pack-fit probe's does) this process's own resident memory.
+    A sweep's trials run in a worker beside the sweep's process, so a plan for them passes own=False."""
     if device.startswith("cuda"):
         import torch
 
         free, _ = torch.cuda.mem_get_info()
         return free / 2**20
-    return _meminfo_mb("MemAvailable") + _own_rss_mb()
+    return _meminfo_mb("MemAvailable") + (_own_rss_mb() if own else 0.0)
 
 
 def _meminfo_mb(key: str) -> float:

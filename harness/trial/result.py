@@ -86,8 +86,11 @@ class TrialResult:
     when above 1, `peak_memory_mb`, `train_peak_memory_mb` and the seconds are the pack's, not this config's
     alone, and tokens/s is this member's tokens over the pack's time."""
     predicted_peak_memory_mb: float | None = None
-    """The planner's prediction of `peak_memory_mb` before the trial ran (harness.trial.memory_plan), when the
-    study has a memory budget; None otherwise."""
+    """The planner's prediction of the training peak (`train_peak_memory_mb`) before the trial ran
+    (harness.trial.memory_plan), when the study has a memory budget or the machine has the probe; None otherwise."""
+    predicted_eval_peak_memory_mb: float | None = None
+    """The planner's prediction of the final evaluation's peak (`eval_peak_memory_mb`), where its probe measured
+    evaluation."""
     predicted_step_seconds: float | None = None
     """The planner's predicted seconds per optimizer step, beside the measured `train_seconds` / `steps`."""
     fit: dict[str, Any] | None = None

@@ -383,12 +383,14 @@ def release_memory(device: str) -> None:
 
 
 def training_epochs(data: PreparedData, config: TrialConfig) -> Callable[[int], list[Any]]:
-    """`make_epoch(e)`: the training batches of epoch e for `config`, reshuffled per epoch, seeded by its seed."""
-    from harness.data import make_batches
+    """`make_epoch(e)`: the training micro-batches of epoch e for `config`, reshuffled per epoch, seeded by its
+    seed; grad_accum of them per optimizer step, each step the same sequences whatever the split
+    (harness.data.make_step_batches: a config fitted to a memory budget trains as the one it was fitted from)."""
+    from harness.data import make_step_batches
 
     def make_epoch(epoch: int) -> list[Any]:
-        return make_batches(data.tokenized.train, config.train.batch_size, data.tokenizer.pad_token_id,
-                            shuffle_seed=config.train.seed * 100_003 + epoch)
+        return make_step_batches(data.tokenized.train, config.train.batch_size, config.train.grad_accum,
+                                 data.tokenizer.pad_token_id, shuffle_seed=config.train.seed * 100_003 + epoch)
 
     return make_epoch
 
@@ -426,6 +428,7 @@ def _run(config: TrialConfig, cache: TrialCache, callbacks: TrialCallbacks, devi
     outcome = train(model, make_epoch, config.train, device, on_step=on_step, on_eval=on_eval,
                     loss_hook=fault_hook(config.fault))
     measured.train_peak = train_peak = meter.peak_mb()
+    release_memory(device)  # training's freed memory goes back first, as the planner's probe measures it
     meter.reset()  # the final eval and generation get a peak of their own
     score = eval_loss(model, data.eval_batches, device)
     examples = len(data.tokenized.eval)

@@ -19,6 +19,7 @@ from harness.data import (
     builtin_names,
     load_examples,
     make_batches,
+    make_step_batches,
     padding_efficiency,
     tokenize_splits,
 )
@@ -355,6 +356,33 @@ def test_batch_order_depends_only_on_the_seed():
     assert order(1) == order(1)
     assert order(1) != order(2)
     assert order(None) == order(None)
+
+
+@pytest.mark.parametrize(("batch", "accum"), [(8, 1), (4, 2), (2, 4), (1, 8), (3, 3)])
+def test_every_step_holds_the_same_sequences_however_it_is_split(batch: int, accum: int) -> None:
+    """A config fitted to a memory budget (micro-batch halved, accumulation doubled) trains each optimizer step on
+    the sequences of the config it was fitted from: make_batches' batches of batch x accum, in order."""
+    seqs = [([i] * (1 + i % 11), [i] * (1 + i % 11)) for i in range(101)]  # 101 = 12 x 8 + 5
+    steps = make_batches(seqs, batch * accum, pad_id=0, shuffle_seed=7)
+    micro = make_step_batches(seqs, batch, accum, pad_id=0, shuffle_seed=7)
+    assert len(micro) == len(steps) * accum, "every step must take exactly `accum` micro-batches"
+    for step, whole in enumerate(steps):
+        parts = micro[step * accum:(step + 1) * accum]
+        assert all(b.input_ids.shape[0] <= batch for b in parts)
+        assert [i for b in parts for i in b.indices] == list(whole.indices)
+        assert sum(b.scored_tokens for b in parts) == whole.scored_tokens
+        assert sum(b.real_tokens for b in parts) == whole.real_tokens
+
+
+def test_a_short_last_step_is_completed_with_fillers_that_score_nothing() -> None:
+    seqs = [([i + 1] * 5, [i + 1] * 5) for i in range(10)]  # 10 = 8 + 2: the last step has 2 sequences
+    micro = make_step_batches(seqs, 1, 8, pad_id=0, shuffle_seed=0)
+    assert len(micro) == 16
+    full, short = sorted([micro[:8], micro[8:]], key=lambda step: -sum(len(b.indices) for b in step))
+    assert all(len(b.indices) == 1 for b in full)
+    fillers = [b for b in short if not b.indices]
+    assert len(fillers) == 6 and sum(len(b.indices) for b in short) == 2
+    assert all(b.scored_tokens == 0 and b.real_tokens == 0 and (b.labels == IGNORE_INDEX).all() for b in fillers)
 
 
 def test_grouping_by_length_reduces_padding():

@@ -158,7 +158,8 @@ def test_pareto_front_keeps_points_nothing_beats() -> None:
     assert pareto_front(points, minimize=False) == [(90.0, 2.5)]
 
 
-def _with_predictions(view: StudyView, peak_error: float, step_error: float) -> StudyView:
+def _with_predictions(view: StudyView, peak_error: float, step_error: float,
+                      eval_error: float | None = None) -> StudyView:
     """The study's completed trials given planner predictions off their measurements by the given relative errors."""
     from harness.publish.plan_plot import measured_train_peak
 
@@ -167,6 +168,8 @@ def _with_predictions(view: StudyView, peak_error: float, step_error: float) -> 
         if row.state == "COMPLETE":
             predicted = {"predicted_peak_memory_mb": measured_train_peak(row) * (1 + peak_error),
                          "predicted_step_seconds": row.seconds_per_step * (1 + step_error)}
+            if eval_error is not None:
+                predicted["predicted_eval_peak_memory_mb"] = row.metric("eval_peak_memory_mb") * (1 + eval_error)
             row = dataclasses.replace(row, result={**row.result, **predicted})
         rows.append(row)
     return dataclasses.replace(view, rows=tuple(rows))
@@ -177,18 +180,20 @@ def test_trials_with_planner_predictions_get_the_predicted_against_measured_figu
         study: tuple[StudyView, Path], tmp_path: Path) -> None:
     from harness.publish.plan_plot import prediction_checks
 
-    view = _with_predictions(study[0], peak_error=0.10, step_error=-0.30)
-    memory, steps = prediction_checks(view)
+    view = _with_predictions(study[0], peak_error=0.10, step_error=-0.30, eval_error=-0.20)
+    memory, evaluation, steps = prediction_checks(view)
     done = len(view.completed())
     assert [len(memory.points), len(steps.points)] == [done, done]
     assert memory.errors == pytest.approx([0.10] * done) and memory.within_goal == done
     assert steps.errors == pytest.approx([-0.30] * done) and steps.within_goal == 0
+    assert evaluation.name == "evaluation peak" and evaluation.errors == pytest.approx([-0.20] * done)
     files = write_report(view, tmp_path / "planned")
     assert (tmp_path / "planned" / "prediction.png").read_bytes().startswith(b"\x89PNG")
     text = files.markdown.read_text()
     assert "## Planner: predicted against measured" in text and "](prediction.png)" in text
     assert f"peak memory: {done} of {done} trials within ±15%; median error +10.0%" in text
     assert f"s/step: 0 of {done} trials within ±20%; median error -30.0%" in text
+    assert f"evaluation peak: 0 of {done} trials within ±15%; median error -20.0%" in text
     assert text.index("## Planner") < text.index("## Best trials")
 
 

@@ -33,6 +33,16 @@ def _fake(per_token_mb: float, ckpt_factor: float = 0.25, base_mb: float = 100.0
     return predict
 
 
+def _with_eval(per_sequence_mb: float, base_mb: float = 100.0, per_token_mb: float = 0.1):
+    """_fake's training peak (small) and an evaluation peak of base + per_sequence_mb per widest eval batch row."""
+    train = _fake(per_token_mb, base_mb=base_mb)
+
+    def predict(config: TrialConfig) -> Prediction:
+        sequences = max(config.eval.batch_size, config.eval.generate_batch_size)
+        return dataclasses.replace(train(config), eval_peak_mb=base_mb + per_sequence_mb * sequences)
+    return predict
+
+
 def test_a_config_that_fits_is_untouched() -> None:
     planned = fit_to_budget(_config(), 10_000, _fake(1.0))
     assert planned.fits and planned.fit is None and planned.config == _config()
@@ -45,7 +55,7 @@ def test_fitting_halves_the_micro_batch_and_keeps_the_effective_batch() -> None:
     assert train.batch_size * train.grad_accum == 16, "fitting changed the effective batch"
     assert (train.batch_size, train.grad_accum, train.gradient_checkpointing) == (2, 8, False)
     assert planned.fit == {"batch_size": [8, 2], "grad_accum": [2, 8],
-                           "why": "predicted 1,124 MiB > budget 400 MiB"}
+                           "why": "predicted training peak 1,124 MiB > budget 400 MiB"}
 
 
 def test_then_gradient_checkpointing_then_infeasible() -> None:
@@ -113,6 +123,7 @@ def test_a_sweeps_probe_runs_in_the_trial_worker(tiny_checkpoint: str, monkeypat
     finally:
         runner.close()
     assert prediction.peak_memory_mb > prediction.weights_mb > 0 and prediction.step_seconds > 0
+    assert prediction.eval_peak_mb is not None and prediction.eval_peak_mb > prediction.weights_mb
 
 
 def test_plan_creates_no_storage_study_or_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -211,6 +222,7 @@ def test_every_trial_records_the_prediction_once_the_machine_has_its_probe(
     assert after.status == "complete", after.reason
     assert after.predicted_peak_memory_mb == pytest.approx(expected.peak_memory_mb)
     assert after.predicted_step_seconds == pytest.approx(expected.step_seconds)
+    assert after.predicted_eval_peak_memory_mb == pytest.approx(expected.eval_peak_mb)
     assert after.fit is None
 
 
@@ -243,8 +255,8 @@ def test_workers_on_one_device_share_its_budget(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(runner, "_serve", lambda job, *_, **__: sent.append(job[1]) or {"status": "complete"})
     result = runner.run(_budgeted(8, 800))  # alone it would fit 800 at batch 4 (612); a 400 share needs batch 2
     assert (sent[0]["train"]["batch_size"], sent[0]["train"]["grad_accum"]) == (2, 8)
-    assert result.fit["why"] == ("predicted 1,124 MiB > budget 400 MiB (a 1/2 share of 800 MiB: 2 workers share "
-                                 "this device)")
+    assert result.fit["why"] == ("predicted training peak 1,124 MiB > budget 400 MiB (a 1/2 share of 800 MiB: "
+                                 "2 workers share this device)")
     cpu = assignments(3, [], 2)
     assert [sharing(cpu, i) for i in range(3)] == [3, 3, 3]
     gpus = assignments(3, ["0", "1"], 16)  # round-robin: 0, 1, 0
@@ -285,7 +297,8 @@ def test_without_a_budget_plan_uses_the_devices_available_memory_less_a_margin(
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(TrialRunner, "predictor", lambda self: _fake(1.0))
-    monkeypatch.setattr(pack_fit, "available_mb", lambda device: 1000.0)
+    asked: list[bool] = []
+    monkeypatch.setattr(pack_fit, "available_mb", lambda device, own=True: asked.append(own) or 1000.0)
     answer = harness.plan(model="tiny-llama", space="tiny", trials=3, max_steps=10)
     assert answer["budget_mb"] == pytest.approx(900.0)
     assert "available memory, 1,000 MiB, less a 10% margin" in answer["budget_source"]
@@ -294,3 +307,45 @@ def test_without_a_budget_plan_uses_the_devices_available_memory_less_a_margin(
     given = harness.plan(model="tiny-llama", space="tiny", trials=3, max_steps=10, max_memory_mb=5000)
     assert given["budget_mb"] == 5000 and not any(row["fitted"] for row in given["configs"])
     assert "available" not in plan_lines(given)[0]
+    assert asked == [False]  # the sweep's own process stays beside its trials: its memory is not theirs
+
+
+def test_available_memory_counts_this_process_only_when_the_trial_runs_in_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.trial import pack_fit
+
+    monkeypatch.setattr(pack_fit, "_meminfo_mb", lambda key: 1000.0)
+    monkeypatch.setattr(pack_fit, "_own_rss_mb", lambda: 250.0)
+    assert pack_fit.available_mb("cpu") == 1250.0
+    assert pack_fit.available_mb("cpu", own=False) == 1000.0
+
+
+def test_an_evaluation_over_the_budget_halves_its_batches_and_leaves_training_alone() -> None:
+    """Training fits (8 x 128 tokens: 202 MiB) but the final evaluation at 16 sequences does not (420 MiB):
+    halving the micro-batch would not help; the eval batches are halved instead, recorded in `fit`."""
+    planned = fit_to_budget(_config(), 300, _with_eval(20.0))
+    assert planned.fits and planned.config.train == _config().train, "training was changed for evaluation's sake"
+    assert (planned.config.eval.batch_size, planned.config.eval.generate_batch_size) == (8, 8)
+    assert planned.eval_peak_mb == pytest.approx(260.0) and planned.eval_peak_mb <= 300
+    assert planned.fit == {"eval_batch_size": [16, 8], "generate_batch_size": [16, 8],
+                           "why": "predicted evaluation peak 420 MiB > budget 300 MiB"}
+    hopeless = fit_to_budget(_config(), 110, _with_eval(20.0))  # one sequence: 120 MiB
+    assert not hopeless.fits and "predicted evaluation peak 120 MiB" in hopeless.infeasible
+    assert "eval batch 1" in hopeless.infeasible
+
+
+def test_the_evaluation_peak_scales_with_the_widest_eval_batch() -> None:
+    from harness.config.evaluation import EvalSpec
+
+    probe = memory_plan.Probe("k", (128, 512), (300.0, 600.0), (0.1, 0.3), 100.0, 10.0, 1.0, 2,
+                              eval_peaks_mb=(250.0, 400.0))  # 50 MiB per evaluated sequence
+    shapes = {"model.layers.0.mlp.up_proj.weight": (64, 32)}
+    at = lambda **changes: memory_plan.predict(  # noqa: E731
+        dataclasses.replace(_config(), eval=EvalSpec(**changes)), probe, shapes)
+    adapter_params = (probe.adapter_mb - at().adapter_mb) / 4  # the adapter's fp32 weights only, not its state
+    assert at(batch_size=16, generate_batch_size=4).eval_peak_mb == pytest.approx(250 + 50 * 15 - adapter_params)
+    assert at(batch_size=2, generate_batch_size=8).eval_peak_mb == pytest.approx(250 + 50 * 7 - adapter_params)
+    assert at(batch_size=2, generate_batch_size=8, metrics=()).eval_peak_mb == pytest.approx(
+        250 + 50 - adapter_params), "no generation: only the scoring batch counts"
+    unprobed = dataclasses.replace(probe, eval_peaks_mb=None)
+    assert memory_plan.predict(_config(), unprobed, shapes).eval_peak_mb is None

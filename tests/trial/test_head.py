@@ -230,3 +230,21 @@ def test_control_an_off_by_one_selection_is_caught(tiny_checkpoint: str, data,
     monkeypatch.setattr(head, "labelled_positions", off_by_one)
     with pytest.raises(AssertionError, match="loss"):
         _assert_same_step(_harness_step(model, micro), want, "off by one")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["none", "nf4-dq"])
+def test_eval_loss_does_not_depend_on_the_eval_batch_size(mode: str) -> None:
+    """The planner fits an evaluation over the memory budget by halving its batch (harness.search.planning):
+    the token-weighted held-out loss and each example's loss are the same at any eval batch size (fp32)."""
+    pad_id, _, _ = _family_data("tiny-llama")
+    cfg = _config(mode)
+    tokenized = tokenize_splits(load_examples(cfg.data), load_tokenizer(_checkpoint("tiny-llama")), cfg.data)
+    model = _adapted(_checkpoint("tiny-llama"), mode).eval()
+    wide = eval_loss(model, make_batches(tokenized.eval, 8, pad_id, shuffle_seed=None), "cpu")
+    for size in (3, 1):
+        narrow = eval_loss(model, make_batches(tokenized.eval, size, pad_id, shuffle_seed=None), "cpu")
+        assert abs(narrow.loss - wide.loss) <= LOSS_RTOL * wide.loss, f"eval batch {size} moved the loss"
+        assert narrow.example_tokens == wide.example_tokens
+        for a, b in zip(narrow.example_losses, wide.example_losses):
+            assert abs(a - b) <= LOSS_RTOL * b

@@ -237,3 +237,23 @@ def test_quantized_checkpoint_is_built_once_and_loads_identical_weights(mode: st
     changed = dict(cached_state, **{name: cached_state[name].clone()})
     changed[name].view(-1)[0] += 1
     assert _differences(fresh_state, changed) == [name]
+
+
+@pytest.mark.parametrize("mode", ["none", "nf4"])
+def test_a_fitted_config_trains_as_the_config_it_was_fitted_from(mode: str, cache: TrialCache,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fitting to a memory budget halves the micro-batch and doubles the accumulation (harness.search.planning):
+    the same sequences in every optimizer step, the loss token-weighted over the step, so the training losses and
+    the held-out loss equal the unfitted config's (fp32; the split moves only the summation order)."""
+    from harness.trial import models
+
+    monkeypatch.setattr(models, "compute_dtype", lambda device: torch.float32)
+    plain = run_trial(config(mode, batch_size=8, max_steps=4, learning_rate=3e-3), cache)
+    assert plain.status == "complete", plain.reason
+    for batch, accum in ((4, 2), (2, 4)):
+        fitted = run_trial(config(mode, batch_size=batch, grad_accum=accum, max_steps=4, learning_rate=3e-3), cache)
+        assert fitted.status == "complete", fitted.reason
+        losses = lambda result: [h["loss"] for h in result.history if "loss" in h]  # noqa: E731
+        assert losses(fitted) == pytest.approx(losses(plain), rel=1e-5), f"{batch} x {accum}: another training"
+        assert fitted.eval_loss == pytest.approx(plain.eval_loss, rel=1e-5)
+        assert fitted.train_tokens == plain.train_tokens
