@@ -22,7 +22,6 @@ import json
 import math
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -128,17 +127,6 @@ def relative(a: float, b: float) -> float:
     return (a - b) / b
 
 
-def interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and a 95% t-interval."""
-    from scipy import stats
-
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, math.nan, math.nan
-    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return mean, mean - half, mean + half
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/budget_demo"))
@@ -169,10 +157,10 @@ def main() -> None:
               f"{row['predicted_peak_memory_mb']:,.0f} MiB, fits {row['fits']}, fitted {row['fitted']}")
     print("\n| # | config | fit | measured peak MiB | under budget | eval loss fitted | unfitted | difference |")
     print("|---|---|---|---|---|---|---|---|")
+    from harness.search.progress import describe_params
+
     by_number = {p["number"]: p for p in reruns["pairs"]}
     for r in completed:
-        from harness.search.progress import describe_params
-
         fit = r["result"].get("fit") or {}
         change = ", ".join(f"{k} {v[0]}->{v[1]}" for k, v in fit.items() if k != "why") or "-"
         pair = by_number.get(r["number"])
@@ -182,13 +170,16 @@ def main() -> None:
     diffs = [relative(p["fitted"], p["unfitted"]) for p in reruns["pairs"]]
     seeds = [abs(relative(p["seed_b"], p["seed_a"])) for p in reruns["seed_pairs"]]
     if diffs:
-        mean, low, high = interval(diffs)
+        from harness.evidence.stats import summarize
+
+        spread = summarize(diffs)  # the mean and its 95% t-interval
+        mean, low, high = spread.mean, spread.ci_low, spread.ci_high
         print(f"\nfitted - unfitted eval loss (relative, paired, same seed): mean {mean:+.2%}, 95% CI {low:+.2%} to "
               f"{high:+.2%}, largest |difference| {max(abs(d) for d in diffs):.2%} over {len(diffs)} configs")
     if seeds:
         print(f"seed to seed (unfitted, seeds s and s+1): |difference| {', '.join(f'{s:.2%}' for s in seeds)}")
     if eta:
-        print(f"\ntime: --plan estimated {unbudgeted and budgeted['estimated_total_seconds']:.0f} s for the sweep; "
+        print(f"\ntime: --plan estimated {budgeted['estimated_total_seconds']:.0f} s for the sweep; "
               f"after the first trial ({eta['first_trial_end_s']:.0f} s in) the progress line said "
               f"{eta['eta_s']:.0f} s left, the rest took {eta['actual_rest_s']:.0f} s ({eta['eta_error']:+.1%}); "
               f"estimated total {eta['estimated_total_s']:.0f} s against {eta['actual_total_s']:.0f} s "

@@ -39,7 +39,7 @@ def measure_cell(model: str, mode: str, batch: int, ckpt: bool, seq: int, evalua
     """In this (fresh) process: the measured peak and step time of one config shape, and with `evaluate` the
     peak of the final evaluation at the config's eval batch after it."""
     from harness.runtime.devices import pick_device
-    from harness.trial.memory_plan import eval_probe, eval_sequences
+    from harness.trial.memory_plan import eval_sequences, peaks_after_training
     from harness.trial.models import load_tokenizer, quantized_checkpoint
     from harness.trial.pack_fit import full_batch
     from harness.trial.run import MemoryMeter, TrialCache, release_memory
@@ -55,15 +55,7 @@ def measure_cell(model: str, mode: str, batch: int, ckpt: bool, seq: int, evalua
     meter = MemoryMeter(device)
     meter.reset()
     measured: dict = {}
-
-    def after(trained) -> None:
-        measured["peak_mb"] = meter.peak_mb()
-        if evaluate:
-            release_memory(device)
-            meter.reset()
-            eval_probe(trained, tokenizer, eval_sequences(config), seq, device)
-            measured["eval_peak_mb"] = meter.peak_mb()
-
+    after = peaks_after_training(meter, device, tokenizer, seq, eval_sequences(config) if evaluate else 0, measured)
     measured["step_seconds"] = _train_probe_at_rank(path, config, batch_data, device, after)
     return measured
 

@@ -49,7 +49,7 @@ def make_batches(seqs: Sequence[tuple[list[int], list[int]]], batch_size: int, p
     to run out of memory, comes first.
     """
     return [_pad([seqs[i] for i in group], pad_id, tuple(group))
-            for group in _groups(len(seqs), [len(ids) for ids, _ in seqs], batch_size, shuffle_seed)]
+            for group in _groups([len(ids) for ids, _ in seqs], batch_size, shuffle_seed)]
 
 
 def make_step_batches(seqs: Sequence[tuple[list[int], list[int]]], batch_size: int, micro_batches: int,
@@ -64,17 +64,17 @@ def make_step_batches(seqs: Sequence[tuple[list[int], list[int]]], batch_size: i
     if micro_batches < 1:
         raise ValueError(f"micro_batches must be >= 1, got {micro_batches}")
     out: list[Batch] = []
-    for group in _groups(len(seqs), [len(ids) for ids, _ in seqs], batch_size * micro_batches, shuffle_seed):
+    for group in _groups([len(ids) for ids, _ in seqs], batch_size * micro_batches, shuffle_seed):
         parts = [_pad([seqs[i] for i in part], pad_id, tuple(part)) for part in _cut(group, batch_size)]
         out.extend(parts + [_filler(seqs[group[0]], pad_id)] * (micro_batches - len(parts)))
     return out
 
 
-def _groups(count: int, lengths: list[int], batch_size: int, shuffle_seed: int | None) -> list[list[int]]:
-    """The index groups of make_batches (see there)."""
+def _groups(lengths: list[int], batch_size: int, shuffle_seed: int | None) -> list[list[int]]:
+    """The index groups of make_batches (see there), from the sequences' lengths."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = list(range(count))
+    order = list(range(len(lengths)))
     if shuffle_seed is None:
         order.sort(key=lambda i: -lengths[i])  # stable: ties keep input order
         return _cut(order, batch_size)

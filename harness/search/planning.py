@@ -48,8 +48,11 @@ class Planned:
         return self.infeasible is None
 
 
-def _over(prediction: Any, budget_mb: float) -> bool:
-    return prediction.trial_peak_mb > budget_mb
+def _phase_over(prediction: Any, budget_mb: float) -> str | None:
+    """`training` or `evaluation`, whichever predicted peak passes the budget (training first); None: both fit."""
+    if prediction.peak_memory_mb > budget_mb:
+        return "training"
+    return "evaluation" if (prediction.eval_peak_mb or 0.0) > budget_mb else None
 
 
 def fit_to_budget(config: TrialConfig, budget_mb: float | None, predict: Predictor, note: str = "") -> Planned:
@@ -58,7 +61,7 @@ def fit_to_budget(config: TrialConfig, budget_mb: float | None, predict: Predict
     (micro-batch, then checkpointing), then the final evaluation (its scoring and generation batches halved:
     the held-out loss is token-weighted per example, so it does not depend on them)."""
     first = predict(config)
-    if budget_mb is None or not _over(first, budget_mb):
+    if budget_mb is None or _phase_over(first, budget_mb) is None:
         return Planned(config, first.peak_memory_mb, first.step_seconds, eval_peak_mb=first.eval_peak_mb)
     current, prediction = config, first
     while prediction.peak_memory_mb > budget_mb and current.train.batch_size % 2 == 0:
@@ -73,10 +76,10 @@ def fit_to_budget(config: TrialConfig, budget_mb: float | None, predict: Predict
         current = _with_eval(current, batch_size=max(1, current.eval.batch_size // 2),
                              generate_batch_size=max(1, current.eval.generate_batch_size // 2))
         prediction = predict(current)
-    phase = "training" if first.peak_memory_mb > budget_mb else "evaluation"
-    why = f"predicted {phase} peak {first.trial_peak_mb:,.0f} MiB > budget {budget_mb:,.0f} MiB{note}"
-    if _over(prediction, budget_mb):
-        phase = "training" if prediction.peak_memory_mb > budget_mb else "evaluation"
+    why = (f"predicted {_phase_over(first, budget_mb)} peak {first.trial_peak_mb:,.0f} MiB > budget "
+           f"{budget_mb:,.0f} MiB{note}")
+    phase = _phase_over(prediction, budget_mb)
+    if phase is not None:
         return Planned(config, prediction.peak_memory_mb, prediction.step_seconds, None,
                        f"infeasible: predicted {phase} peak {prediction.trial_peak_mb:,.0f} MiB even at micro-batch "
                        f"{current.train.batch_size} x {current.train.grad_accum} with gradient checkpointing "

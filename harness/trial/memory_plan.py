@@ -274,25 +274,39 @@ def run_probe(config: TrialConfig, path: str, key: str, device: str, dtype: str)
     shapes = tensor_shapes(path)
     tokenizer = load_tokenizer(path)
     meter = MemoryMeter(device)
-    peaks, eval_peaks, seconds = [], [], []
+    runs, seconds = [], []
     for batch in PROBE_BATCHES:
         release_memory(device)
         meter.reset()
-
-        def evaluate(model: Any, batch: int = batch) -> None:
-            peaks.append(meter.peak_mb() or 0.0)  # training's, before evaluation's is measured
-            release_memory(device)  # as a trial does between training and its final evaluation
-            meter.reset()
-            eval_probe(model, tokenizer, batch, seq, device)
-            eval_peaks.append(meter.peak_mb() or 0.0)
-
-        seconds.append(_train_probe(path, config, full_batch(tokenizer, batch, seq), device, evaluate))
+        runs.append({})
+        seconds.append(_train_probe(path, config, full_batch(tokenizer, batch, seq), device,
+                                    peaks_after_training(meter, device, tokenizer, seq, batch, runs[-1])))
     release_memory(device)
+    peaks = [run["peak_mb"] for run in runs]
+    eval_peaks = [run["eval_peak_mb"] for run in runs]
     dtype_bytes = 2 if dtype in ("bfloat16", "float16") else 4
     return Probe(key, (PROBE_BATCHES[0] * seq, PROBE_BATCHES[1] * seq), (peaks[0], peaks[1]),
                  (seconds[0], seconds[1]), weights_mb(shapes, config.quant.mode, dtype_bytes),
                  adapter_mb(shapes, PROBE_RANK, "all-linear"), time.perf_counter() - started, dtype_bytes,
                  (eval_peaks[0], eval_peaks[1]))
+
+
+def peaks_after_training(meter: Any, device: str, tokenizer: Any, seq: int, sequences: int,
+                         into: dict[str, float]) -> Callable[[Any], None]:
+    """`_train_probe`'s `after`: record training's peak (`peak_mb`), then, with `sequences` > 0, release memory
+    as a trial does between training and its final evaluation and record the evaluation's (`eval_peak_mb`,
+    `eval_probe` at that many sequences)."""
+    from harness.trial.run import release_memory
+
+    def after(model: Any) -> None:
+        into["peak_mb"] = meter.peak_mb() or 0.0
+        if sequences:
+            release_memory(device)
+            meter.reset()
+            eval_probe(model, tokenizer, sequences, seq, device)
+            into["eval_peak_mb"] = meter.peak_mb() or 0.0
+
+    return after
 
 
 def eval_probe(model: Any, tokenizer: Any, sequences: int, seq: int, device: str) -> None:
