@@ -45,9 +45,11 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[StudyView, Path]:
     (root / "exp.yaml").write_text(EXPERIMENT.format(space=root / "space.yaml"))
     out = root / "out"
     # Trial 2 diverges (an injected NaN loss), so the figures have a PRUNED-state trial to draw; the
-    # pruner itself compares trials within a mode only after 3 of that mode completed.
+    # pruner itself compares trials within a mode only after 3 of that mode completed. A cache of its own: a
+    # memory probe another test left in the run's cache (tiny-llama, nf4, 128 tokens) would give these trials
+    # planner predictions, and the figures of a study without them are what these tests check.
     proc = run_cli("sweep", "-e", str(root / "exp.yaml"), "--study", "r", "--out", str(out),
-                   env={"HARNESS_INJECT_FAULTS": "2:nan"})
+                   env={"HARNESS_INJECT_FAULTS": "2:nan", "HARNESS_CACHE": str(root / "cache")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return open_view("r", out=str(out)), out
 
