@@ -430,6 +430,13 @@ def defaults(
                                                      "of unresolved regrets (instead of --seeds)."),
     max_seeds: int = MAX_SEEDS_OPTION,
     resolution: Optional[str] = RESOLUTION_OPTION,
+    published: bool = typer.Option(True, "--published/--no-published",
+                                   help="Also train the published defaults in every cell, on the same seeds, and "
+                                        "compare each with its mode's choice."),
+    defaults_file: Optional[Path] = typer.Option(None, "--defaults-file",
+                                                 help="Other defaults to compare against, in the format of "
+                                                      "harness/config/published_defaults.yaml (instead of the "
+                                                      "shipped ones)."),
     workers: int = typer.Option(1, "--workers", help="Worker processes (more than 1 needs journal or PostgreSQL storage)."),
     pack: int = RERUN_PACK_OPTION,
     max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb", help="Peak memory (MiB) a run may use "
@@ -443,7 +450,8 @@ def defaults(
 
     with _exports(), _sweep_errors():
         _print_documents(harness.defaults(study, storage=storage, top=top, seeds=seeds, confirm_until=confirm_until,
-                                          max_seeds=max_seeds, resolution=resolution, reports_dir=reports_dir,
+                                          max_seeds=max_seeds, resolution=resolution, published=published,
+                                          defaults_file=defaults_file, reports_dir=reports_dir,
                                           workers=workers, pack=pack, max_memory_mb=max_memory_mb, wandb=wandb,
                                           formats=formats, command=_command(), say=typer.echo))
 

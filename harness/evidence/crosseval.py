@@ -6,8 +6,13 @@ cell's linked study `<study>@defaults-<digest>` (digest: the set of studies), in
 cell's settings (nothing of the candidate's own study but its params) and the cell's shared seeds (the
 cell's seed + 1, + 2, ...: harness.evidence.validate.plan_runs), so that within a cell every comparison is
 paired by seed. Planning is idempotent: a run already finished or waiting is not added again, so a stopped
-cross-evaluation resumes and a larger `--seeds` adds only the missing seeds. The statistics and the choice
-are harness.evidence.transfer's; this module plans, runs and reads back.
+cross-evaluation resumes and a larger `--seeds` adds only the missing seeds.
+
+The published defaults (harness/config/published_defaults.yaml, those whose ranks fit the cell's model) are
+trained in every cell too, on the same seeds, with their own training overrides: they are references, never
+candidates. Each is compared with its mode's chosen default, paired by seed, so that "the default beats every
+published default in every cell" is measured, not assumed. The statistics and the choice are
+harness.evidence.transfer's; this module plans, runs and reads back.
 """
 
 from __future__ import annotations
@@ -27,12 +32,15 @@ from harness.config.space import OPTIONAL_AXES
 from harness.config.training import TrainSpec
 from harness.evidence.compare import example_scores
 from harness.evidence.longruns import config_key
-from harness.evidence.validate import COPIED_ATTRS, Planned, plan_runs
+from harness.evidence.validate import COPIED_ATTRS, Planned, model_dims_of, plan_runs, published
 from harness.evidence.transfer import Runs
 from harness.search.readout import StudyView, open_view
 
 LINK_ATTR = "defaults_of"
 """The linked study's record of what it cross-evaluates: {cell, studies}."""
+REFERENCE_ATTR = "defaults_reference"
+"""A run's user attr naming the published default it trains (a reference); candidates' runs carry
+`defaults_candidate`."""
 
 
 def digest(studies: list[str]) -> str:
@@ -98,6 +106,9 @@ class CrossCandidate:
         return {"name": self.name, "study": self.study, "trial": self.trial, "mode": self.mode,
                 "params": self.params, "note": self.note}
 
+    def planned(self) -> Planned:
+        return Planned(self.name, self.params, note=self.note)
+
 
 def study_candidates(view: StudyView, top: int) -> list[CrossCandidate]:
     """A study's top `top` distinct configs of each quantization mode: confirmed ones by their confirmed mean
@@ -124,18 +135,18 @@ def study_candidates(view: StudyView, top: int) -> list[CrossCandidate]:
     return out
 
 
-def cell_space(views: list[StudyView], candidates: list[CrossCandidate]) -> dict[str, Any]:
-    """A linked study's space file: each axis a categorical of every value the studies' completed configs and
-    the candidates use, so that another --top later fits the same space."""
+def cell_space(views: list[StudyView], planned: list[Planned]) -> dict[str, Any]:
+    """A linked study's space file: each axis a categorical of every value the studies' completed configs, the
+    candidates and the references use, so that another --top later fits the same space."""
     values: dict[str, set[Any]] = {name: set() for name in AXES}
     for view in views:
         for row in view.completed():
             for name in AXES:
                 if name in row.params:
                     values[name].add(row.params[name])
-    for c in candidates:
+    for p in planned:
         for name in AXES:
-            values[name].add(c.params[name])
+            values[name].add(p.params[name])
     axes = {name: {"choices": sorted(v, key=lambda x: (str(type(x)), x))} for name, v in values.items()}
     return {"description": "cross-evaluation cell: the values of the studies' configs (written by harness "
                            "defaults)", "axes": axes}
@@ -143,24 +154,38 @@ def cell_space(views: list[StudyView], candidates: list[CrossCandidate]) -> dict
 
 @dataclass(frozen=True)
 class Cell:
-    """One cell of a cross-evaluation: its study, its linked study and the linked study's folder."""
+    """One cell of a cross-evaluation: its study, its linked study, the linked study's folder, the published
+    defaults trained there as references and those that cannot run on the cell's model (name -> why)."""
 
     view: StudyView
     linked: str
     folder: Path
+    references: tuple[Planned, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    def plan(self, candidates: list[CrossCandidate]) -> list[Planned]:
+        """Everything the cell trains: the candidates, then the references."""
+        return [c.planned() for c in candidates] + list(self.references)
 
 
-def cells_of(views: list[StudyView]) -> list[Cell]:
+def cells_of(views: list[StudyView], *, references: bool = False, defaults_file: Path | None = None) -> list[Cell]:
+    """The cells of a cross-evaluation of `views`; `references`: with the published defaults that fit each
+    cell's model (harness.evidence.validate.published: the shipped ones, or `defaults_file`'s)."""
     names = [v.name for v in views]
-    return [Cell(v, cell_study(v.name, names), v.out_dir() / f"defaults-{digest(names)}") for v in views]
+    cells = []
+    for v in views:
+        runnable, skipped = published(v, model_dims_of(v), defaults_file) if references else ([], {})
+        cells.append(Cell(v, cell_study(v.name, names), v.out_dir() / f"defaults-{digest(names)}",
+                          tuple(runnable), tuple(skipped.items())))
+    return cells
 
 
 def run_cell(cell: Cell, views: list[StudyView], candidates: list[CrossCandidate], seeds: int, *,
              grow: set[str] | None = None, workers: int = 1, pack: int = 1, wandb: str | None = None,
              max_memory_mb: float | None = None, say: Callable[[str], None] = print) -> int:
-    """Enqueue the cell's missing runs (every candidate, or those whose keys are in `grow`, up to `seeds`
-    seeds each, the cell's shared seeds) and run every waiting trial with the cell's settings; returns how many
-    ran."""
+    """Enqueue the cell's missing runs (every candidate and reference, or those whose keys are in `grow`, up to
+    `seeds` seeds each, the cell's shared seeds) and run every waiting trial with the cell's settings; returns
+    how many ran."""
     import optuna
 
     from harness.config.experiment import build_sweep_spec
@@ -175,7 +200,7 @@ def run_cell(cell: Cell, views: list[StudyView], candidates: list[CrossCandidate
                         "workers cannot share, and its cell lives in the same storage; use --workers 1, or copy "
                         "the studies to a journal file or PostgreSQL with optuna.copy_study and pass --storage")
     cell.folder.mkdir(parents=True, exist_ok=True)
-    space_path = _space_file(cell, views, candidates)
+    space_path = _space_file(cell, views, cell.plan(candidates))
     # the cell's settings, all of them (model, data, split, budget, training, evaluation), with the candidates'
     # params as the only thing from elsewhere; no warm start or range test may add trials to the cell
     flags = {"study": cell.linked, "storage": storage, "out": str(cell.folder), "pruner": "none",
@@ -189,8 +214,12 @@ def run_cell(cell: Cell, views: list[StudyView], candidates: list[CrossCandidate
         if (key.startswith("baseline") or key in COPIED_ATTRS) and key not in linked.user_attrs:
             linked.set_user_attr(key, value)
     linked.set_user_attr(LINK_ATTR, {"cell": view.name, "studies": [v.name for v in views]})
+    references = {r.source for r in cell.references}
     for planned, seed in missing_runs(cell, candidates, seeds, grow):
-        attrs: dict[str, Any] = {"seed": seed, "defaults_candidate": planned.source}
+        attrs: dict[str, Any] = {"seed": seed}
+        attrs[REFERENCE_ATTR if planned.source in references else "defaults_candidate"] = planned.source
+        if planned.training:  # a published default's schedule, warm-up, clipping (the trial reads them here)
+            attrs["training"] = planned.training
         variant = {k: v for k, v in planned.params.items() if k in OPTIONAL_AXES}
         if variant:
             attrs["variant"] = variant
@@ -206,9 +235,9 @@ def run_cell(cell: Cell, views: list[StudyView], candidates: list[CrossCandidate
 
 def missing_runs(cell: Cell, candidates: list[CrossCandidate], seeds: int,
                  grow: set[str] | None = None) -> list[tuple[Planned, int]]:
-    """The cell's runs still missing: every candidate (those whose keys are in `grow`, when given) up to `seeds`
-    runs on the cell's shared seeds (the cell's seed + 1, + 2, ...); finished and waiting runs count, failed
-    ones are planned again (harness.evidence.validate.plan_runs)."""
+    """The cell's runs still missing: every candidate and reference (those whose keys are in `grow`, when
+    given) up to `seeds` runs on the cell's shared seeds (the cell's seed + 1, + 2, ...); finished and waiting
+    runs count, failed ones are planned again (harness.evidence.validate.plan_runs)."""
     from harness.search.study import load_existing_study
 
     try:
@@ -217,27 +246,27 @@ def missing_runs(cell: Cell, candidates: list[CrossCandidate], seeds: int,
         linked = None
     rows = list(open_view(cell.linked, cell.view.storage, str(cell.folder)).rows) \
         if linked is not None and linked.get_trials(deepcopy=False) else []
-    plan = [Planned(c.name, c.params, note=c.note) for c in candidates]
-    return plan_runs(plan, rows, seeds, int(cell.view.sweep.get("seed", 0)), grow)
+    return plan_runs(cell.plan(candidates), rows, seeds, int(cell.view.sweep.get("seed", 0)), grow)
 
 
-def _space_file(cell: Cell, views: list[StudyView], candidates: list[CrossCandidate]) -> Path:
-    """The cell's space file, written once; a candidate outside an existing one is refused with the reason."""
+def _space_file(cell: Cell, views: list[StudyView], planned: list[Planned]) -> Path:
+    """The cell's space file, written once; a config outside an existing one is refused with the reason."""
     path = cell.folder / "space.yaml"
     if not path.exists():
-        path.write_text(yaml.safe_dump(cell_space(views, candidates), sort_keys=False))
+        path.write_text(yaml.safe_dump(cell_space(views, planned), sort_keys=False))
         return path
     axes = (yaml.safe_load(path.read_text()) or {}).get("axes") or {}
-    for c in candidates:
+    for p in planned:
         for axis in AXES:
-            if c.params[axis] not in (axes.get(axis) or {}).get("choices", []):
-                raise SpecError(f"study {cell.linked!r} was created before candidate {c.name} ({axis} "
-                                f"{c.params[axis]}) existed; delete that linked study and {path} to start the cell again")
+            if p.params[axis] not in (axes.get(axis) or {}).get("choices", []):
+                raise SpecError(f"study {cell.linked!r} was created before {p.source} ({axis} {p.params[axis]}) "
+                                f"was a config of it; delete that linked study and {path} to start the cell again")
     return path
 
 
 def read_cell(cell: Cell, candidates: list[CrossCandidate]) -> tuple[dict[str, Runs], dict[str, Any]]:
-    """The cell's completed runs per candidate (by seed, with per-example scores) and what the cell is."""
+    """The cell's completed runs per candidate and reference (by seed, with per-example scores) and what the
+    cell is."""
     from harness.search.study import load_existing_study
 
     try:
@@ -246,10 +275,10 @@ def read_cell(cell: Cell, candidates: list[CrossCandidate]) -> tuple[dict[str, R
         return {}, _describe(cell, None)
     linked = open_view(cell.linked, cell.view.storage, str(cell.folder))
     runs: dict[str, Runs] = {}
-    for c in candidates:
-        mine = [r for r in linked.completed() if config_key(r.params, r.training) == c.key and r.seed is not None]
+    for p in cell.plan(candidates):
+        mine = [r for r in linked.completed() if config_key(r.params, r.training) == p.key and r.seed is not None]
         examples = {r.seed: found for r in mine if (found := example_scores(r.per_example, linked.objective))}
-        runs[c.name] = Runs({r.seed: r.values[0] for r in mine}, examples)  # type: ignore[index,misc]
+        runs[p.source] = Runs({r.seed: r.values[0] for r in mine}, examples)  # type: ignore[index,misc]
     return runs, _describe(cell, linked)
 
 
@@ -264,7 +293,8 @@ def _describe(cell: Cell, linked: StudyView | None) -> dict[str, Any]:
             "model": view.source.get("label"), "source_precision": view.source.get("precision"),
             "data": view.sweep.get("data"), "held_out_examples": view.n_eval, "max_steps": steps,
             "sequences_per_step": per_step, "seeds": sorted({r.seed for r in done if r.seed is not None}),
-            "devices": sorted({r.device_name for r in done}), "failed_runs": failed}
+            "devices": sorted({r.device_name for r in done}), "failed_runs": failed,
+            "references": [r.source for r in cell.references], "references_skipped": dict(cell.skipped)}
 
 
 def open_views(studies: list[str], storage: str | None) -> list[StudyView]:
@@ -294,42 +324,48 @@ def read_cross(cells: list[Cell], candidates: list[CrossCandidate], resolution: 
         runs[cell.view.name], about = read_cell(cell, candidates)
         described.append(about)
     first = cells[0].view
+    references = {r.source: {"name": r.source, "mode": str(r.params.get("quantization", "none")), "params": r.params,
+                             "training": r.training, "source": r.note} for cell in cells for r in cell.references}
     doc = defaults_doc(first.objective, first.directions[0], budget_of(first)[0], described,
-                       [c.to_dict() for c in candidates], runs, resolution, max_seeds)
+                       [c.to_dict() for c in candidates], runs, resolution, max_seeds, list(references.values()))
     return CrossEvaluation(doc, cells, candidates)
 
 
 def cross_evaluate(studies: list[str], *, storage: str | None = None, top: int = 1, seeds: int = 2,
-                   sequential: dict[str, Any] | None = None, workers: int = 1, pack: int = 1,
-                   wandb: str | None = None, max_memory_mb: float | None = None,
+                   sequential: dict[str, Any] | None = None, references: bool = True,
+                   defaults_file: Path | None = None, workers: int = 1, pack: int = 1, wandb: str | None = None, max_memory_mb: float | None = None,
                    say: Callable[[str], None] = print) -> CrossEvaluation:
-    """Plan, run and read back a cross-evaluation of `studies` (see the module's docstring). `sequential`:
-    {max_seeds, resolution}: 2 seeds for every candidate in every cell, then 2 more at a time for the candidates
-    of unresolved regrets (harness.evidence.sequential.until_resolved), intervals at each look's level."""
+    """Plan, run and read back a cross-evaluation of `studies` (see the module's docstring). `references`: train
+    the published defaults in every cell too (the shipped ones, or `defaults_file`'s). `sequential`: {max_seeds, resolution}: 2 seeds for every candidate
+    and reference in every cell, then 2 more at a time for the configs of unresolved comparisons (a regret, or a
+    reference against its mode's choice: harness.evidence.sequential.until_resolved), intervals at each look's
+    level."""
     from harness.evidence.sequential import until_resolved
-    from harness.evidence.transfer import unresolved
+    from harness.evidence.transfer import fewest_pairs, unresolved
 
     views = open_views(studies, storage)
     check_studies(views)
     candidates = [c for v in views for c in study_candidates(v, top)]
-    cells = cells_of(views)
+    cells = cells_of(views, references=references, defaults_file=defaults_file)
+    for cell in cells:
+        for name, why in cell.skipped:
+            say(f"defaults: cell {cell.view.name}: published default {name} is not trained there: {why}")
     options = dict(workers=workers, pack=pack, wandb=wandb, max_memory_mb=max_memory_mb, say=say)
     if not sequential:
         ran = sum(run_cell(cell, views, candidates, seeds, **options) for cell in cells)  # type: ignore[arg-type]
         result = read_cross(cells, candidates)
         result.ran = ran
         return result
-    keys = {c.name: c.key for c in candidates}
+    keys = {p.source: p.key for cell in cells for p in cell.plan(candidates)}
 
     def round_(n: int, grow: set[str] | None) -> tuple[CrossEvaluation, set[str], int]:
         for cell in cells:
             run_cell(cell, views, candidates, n, grow=grow, **options)  # type: ignore[arg-type]
         result = read_cross(cells, candidates, sequential["resolution"], sequential["max_seeds"])
-        names = set().union(*(unresolved(m) for m in result.doc["modes"].values()))
-        have = min((e["pairs"] for m in result.doc["modes"].values() for name in names if name in m["regret"]
-                    for e in m["regret"][name].values() if e["value"] is not None and not e["resolved"]),
-                   default=n)
+        modes = result.doc["modes"].values()
+        names = set().union(*(unresolved(m) for m in modes))
+        have = min((fewest_pairs(m, n) for m in modes), default=n)
         return result, {keys[name] for name in names}, have
 
     return until_resolved(round_, sequential["max_seeds"], sequential["resolution"], say, "cross-evaluation",
-                          "candidate")
+                          "config")

@@ -49,5 +49,9 @@ def _section(result: CrossEvaluation, mode: str, name: str) -> dict[str, Any]:
             "evidence": {"candidate": name, "params": candidate.params, "study": candidate.study,
                          "source_trial": candidate.trial, "note": candidate.note, "quantization": mode,
                          "worst_regret": matrix["worst"][name], "mean_regret": matrix["mean"][name],
+                         "median_regret": matrix.get("median", {}).get(name),
                          "regret": {cell: entry["value"] for cell, entry in matrix["regret"][name].items()},
+                         "versus_published": {ref: {cell: {"difference": e["value"], "ci95": e["ci95"],
+                                                           "verdict": e["verdict"]} for cell, e in row.items()}
+                                              for ref, row in (matrix.get("versus_choice") or {}).items()},
                          "rule": RULE}}

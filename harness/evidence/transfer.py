@@ -6,6 +6,10 @@ a cell any two candidates are compared seed by seed (paired). A candidate's regr
 relative difference from the cell's best candidate of the same mode, oriented so that a positive regret is a
 loss: (candidate - best) / |best| for a loss, the other way round for a score. The choice per mode is the
 candidate whose worst cell costs least (RULE).
+
+The published defaults ran in every cell too, on the same seeds, as references: never a cell's best and never
+chosen, each has its regret against the cell's best of its mode and its paired difference from its mode's
+choice (`versus_choice`, positive: the reference is worse), whose verdict says whether the choice beats it.
 """
 
 from __future__ import annotations
@@ -93,9 +97,12 @@ def regret_entry(mine: Runs, best: Runs, direction: str, resolution: str | None 
 
 
 def mode_matrix(cells: Mapping[str, Mapping[str, Runs]], names: list[str], direction: str,
-                resolution: str | None = None, max_seeds: int | None = None) -> dict[str, Any]:
+                resolution: str | None = None, max_seeds: int | None = None,
+                references: list[str] | None = None) -> dict[str, Any]:
     """One mode's regret matrix: for each cell its best candidate (best mean over its seeds) and every
-    candidate's regret against it; each candidate's worst and mean regret; the order and choice under RULE."""
+    candidate's regret against it; each candidate's worst and mean regret; the order and choice under RULE;
+    for each of `references` (runs in `cells` too, never candidates) its regret against each cell's best and
+    its paired difference from the choice, with a verdict per cell."""
     regret: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in names}
     bests: dict[str, str | None] = {}
     for cell, runs in cells.items():
@@ -114,41 +121,103 @@ def mode_matrix(cells: Mapping[str, Mapping[str, Runs]], names: list[str], direc
                                       "mean": runs[name].mean}
     values = {n: {c: e["value"] for c, e in row.items()} for n, row in regret.items()}
     order = minimax_order(values)
+    choice = choose(values)
+    refs = list(references or [])
+    against_best = {r: {cell: _against(runs.get(r), runs.get(bests[cell]) if bests[cell] else None, direction,
+                                       resolution, max_seeds) for cell, runs in cells.items()} for r in refs}
+    versus = {r: {cell: _against(runs.get(r), runs.get(choice) if choice else None, direction, resolution,
+                                 max_seeds) for cell, runs in cells.items()} for r in refs}
     return {"candidates": names, "cells": list(cells), "best": bests, "regret": regret,
             "worst": {n: _finite(worst(values[n])) for n in names},
             "mean": {n: _finite(mean_regret(values[n])) for n in names},
-            "order": order, "choice": choose(values)}
+            "median": {n: _finite(median_regret(values[n])) for n in names},
+            "order": order, "choice": choice, "references": refs, "reference_regret": against_best,
+            "versus_choice": versus}
+
+
+BEATS, LOSES, EVEN, OPEN = "default better", "published better", "no difference beyond the resolution", "unresolved"
+"""The verdicts of a published default against its mode's choice in one cell (from the reference's side)."""
+
+
+def _against(mine: Runs | None, other: Runs | None, direction: str, resolution: str | None,
+             max_seeds: int | None) -> dict[str, Any]:
+    """regret_entry of `mine` against `other` with the verdict of the comparison, or a 'not run' entry."""
+    if mine is None or not mine.by_seed or other is None or not other.by_seed:
+        return {"value": None, "ci95": None, "pairs": 0, "resolved": False, "phrase": "no completed run",
+                "mean": mine.mean if mine else None, "verdict": "not run"}
+    entry = {**regret_entry(mine, other, direction, resolution, max_seeds), "mean": mine.mean}
+    return {**entry, "verdict": verdict_of(entry)}
+
+
+def verdict_of(entry: Mapping[str, Any]) -> str:
+    """A reference's paired difference from the choice (positive: the reference is worse) in words: BEATS when its
+    interval lies above zero, LOSES below, EVEN when resolved across zero, OPEN otherwise."""
+    ci = entry.get("ci95")
+    if entry.get("value") is None or not ci:
+        return "not run"
+    if ci[0] > 0:
+        return BEATS
+    if ci[1] < 0:
+        return LOSES
+    return EVEN if entry.get("resolved") else OPEN
+
+
+def median_regret(row: Mapping[str, float | None]) -> float:
+    """The median over the cells (the issue's "within 2% of each cell's tuned best" is a median); +inf when a
+    cell is missing."""
+    values = [math.inf if v is None else float(v) for v in row.values()]
+    return math.inf if not values or math.inf in values else statistics.median(values)
 
 
 def _finite(value: float) -> float | None:
     return None if math.isinf(value) or math.isnan(value) else value
 
 
-def unresolved(matrix: dict[str, Any]) -> set[str]:
-    """The candidates on either side of an unresolved regret of a mode's matrix (where a sequential run adds
-    seeds): a candidate and its cell's best."""
-    out: set[str] = set()
+def _open_comparisons(matrix: dict[str, Any]) -> list[tuple[set[str], dict[str, Any]]]:
+    """A mode matrix's unresolved comparisons, each with the configs on its two sides: a candidate and its cell's
+    best; a reference and the mode's choice."""
+    out = []
     for name, row in matrix["regret"].items():
         for cell, entry in row.items():
             if entry["value"] is not None and not entry["resolved"]:
-                out |= {name, matrix["best"][cell]}
+                out.append(({name, matrix["best"][cell]}, entry))
+    for name, row in (matrix.get("versus_choice") or {}).items():
+        for entry in row.values():
+            if entry["value"] is not None and not entry["resolved"]:
+                out.append(({name, matrix["choice"]}, entry))
     return out
+
+
+def unresolved(matrix: dict[str, Any]) -> set[str]:
+    """The configs on either side of an unresolved comparison of a mode's matrix (where a sequential run adds
+    seeds): a candidate and its cell's best, a reference and the mode's choice."""
+    return set().union(*(names for names, _ in _open_comparisons(matrix)))
+
+
+def fewest_pairs(matrix: dict[str, Any], default: int) -> int:
+    """The fewest seeds any unresolved comparison of a mode's matrix has (`default` when none is open)."""
+    return min((entry["pairs"] for _, entry in _open_comparisons(matrix)), default=default)
 
 
 def defaults_doc(objective: str, direction: str, steps: int, cells: list[dict[str, Any]],
                  candidates: list[dict[str, Any]], runs: Mapping[str, Mapping[str, Runs]],
-                 resolution: str | None = None, max_seeds: int | None = None) -> dict[str, Any]:
-    """defaults.json: the cells, the candidates, per mode the regret matrix with intervals and the choice, and
-    the rule. `runs[cell][candidate]`; `candidates` each with at least `name` and `mode`."""
+                 resolution: str | None = None, max_seeds: int | None = None,
+                 references: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """defaults.json: the cells, the candidates, the references (published defaults), per mode the regret matrix
+    with intervals, the choice and each reference against it, and the rule. `runs[cell][name]`; `candidates` and
+    `references` each with at least `name` and `mode`."""
+    references = list(references or [])
     modes: dict[str, Any] = {}
     for mode in dict.fromkeys(c["mode"] for c in candidates):
         names = [c["name"] for c in candidates if c["mode"] == mode]
-        modes[mode] = mode_matrix({cell: {n: r for n, r in cell_runs.items() if n in names}
-                                   for cell, cell_runs in runs.items()}, names, direction, resolution, max_seeds)
+        refs = [r["name"] for r in references if r["mode"] == mode and r["name"] not in names]
+        modes[mode] = mode_matrix({cell: {n: r for n, r in cell_runs.items() if n in names or n in refs}
+                                   for cell, cell_runs in runs.items()}, names, direction, resolution, max_seeds,
+                                  refs)
     return {"objective": objective, "direction": direction, "steps": steps, "rule": RULE,
             "resolution": resolution or DEFAULT_RESOLUTION,
             "sequential": {"max_seeds": max_seeds} if max_seeds else None,
-            "cells": cells, "candidates": candidates, "modes": modes,
+            "cells": cells, "candidates": candidates, "references": references, "modes": modes,
             "choice": {mode: m["choice"] for mode, m in modes.items()}}
 
 
@@ -178,8 +247,41 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         p = by_name[choice]["params"]
         lines.append(f"{mode}: {choice} (r {p.get('lora_r')}, alpha {float(p.get('lora_alpha', 0)):g}, lr "
                      f"{float(p.get('learning_rate', 0)):.3g}): worst-cell regret {_pct(m['worst'][choice])}, "
-                     f"mean {_pct(m['mean'][choice])} over {len(m['cells'])} cells")
+                     f"median {_pct(m['median'][choice])}, mean {_pct(m['mean'][choice])} over {len(m['cells'])} "
+                     "cells")
+        for ref in m.get("references") or []:
+            verdicts = [e["verdict"] for e in m["versus_choice"][ref].values()]
+            lines.append(f"  vs published {ref}: {choice} better in {verdicts.count(BEATS)} of {len(verdicts)} "
+                         f"cells (resolved), published better in {verdicts.count(LOSES)}, "
+                         f"{len(verdicts) - verdicts.count(BEATS) - verdicts.count(LOSES)} neither")
     return lines
+
+
+def _references_markdown(doc: dict[str, Any], mode: str, m: dict[str, Any]) -> list[str]:
+    """A mode's published defaults in every cell: regret against the cell's best, and against the choice with the
+    verdict."""
+    refs = m.get("references") or []
+    if not refs:
+        return []
+    by_name = {r["name"]: r for r in doc.get("references") or []}
+    out = ["", f"### The published {mode} defaults in the same cells, on the same seeds", "",
+           f"Each cell: regret against the cell's best {mode} candidate; then its paired difference from the "
+           f"choice ({m['choice'] or 'none chosen'}; positive: the published default is worse) and the verdict.", "",
+           "| published default | config | " + " | ".join(m["cells"]) + " |", "|---|---|" + "---|" * len(m["cells"])]
+    for name in refs:
+        p = by_name.get(name, {}).get("params", {})
+        training = by_name.get(name, {}).get("training") or {}
+        config = (f"r {p.get('lora_r')}, alpha {float(p.get('lora_alpha', 0)):g}, lr "
+                  f"{float(p.get('learning_rate', 0)):.3g}, {p.get('target_modules')}"
+                  + (f", dropout {p.get('lora_dropout')}" if p.get("lora_dropout") else "")
+                  + "".join(f", {k} {v}" for k, v in training.items()))
+        texts = []
+        for cell in m["cells"]:
+            best, vs = m["reference_regret"][name][cell], m["versus_choice"][name][cell]
+            texts.append("not run" if best["value"] is None else
+                         f"{_cell_text(best)}; vs choice {_cell_text(vs)}: {vs['verdict']}")
+        out.append(f"| {name} | {config} | " + " | ".join(texts) + " |")
+    return out
 
 
 def defaults_markdown(doc: dict[str, Any], command: str, plot: str | None) -> str:
@@ -198,16 +300,18 @@ def defaults_markdown(doc: dict[str, Any], command: str, plot: str | None) -> st
     by_name = {c["name"]: c for c in doc["candidates"]}
     for mode, m in doc["modes"].items():
         out += ["", f"## {mode}: regret against each cell's best", "",
-                "| candidate | config | " + " | ".join(m["cells"]) + " | worst | mean |",
-                "|---|---|" + "---|" * len(m["cells"]) + "---:|---:|"]
+                "| candidate | config | " + " | ".join(m["cells"]) + " | worst | median | mean |",
+                "|---|---|" + "---|" * len(m["cells"]) + "---:|---:|---:|"]
         for name in m["order"]:
             p = by_name[name]["params"]
             mark = " **(chosen)**" if name == m["choice"] else ""
             config = (f"r {p.get('lora_r')}, alpha {float(p.get('lora_alpha', 0)):g}, lr "
                       f"{float(p.get('learning_rate', 0)):.3g}, {p.get('target_modules')}")
-            out.append(f"| {name}{mark} | {config} | " + " | ".join(_cell_text(m["regret"][name][c]) for c in m["cells"])
-                       + f" | {_pct(m['worst'][name])} | {_pct(m['mean'][name])} |")
+            cells = " | ".join(_cell_text(m["regret"][name][c]) for c in m["cells"])
+            out.append(f"| {name}{mark} | {config} | {cells}"
+                       + f" | {_pct(m['worst'][name])} | {_pct(m['median'][name])} | {_pct(m['mean'][name])} |")
         out += ["", f"Each cell's best: " + ", ".join(f"{c}: {b}" for c, b in m["best"].items())]
+        out += _references_markdown(doc, mode, m)
     if plot:
         out += ["", f"![regret by candidate and cell]({plot})"]
     return "\n".join(out) + "\n"

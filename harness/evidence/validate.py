@@ -123,7 +123,8 @@ def published(view: StudyView, dims: Any, path: Path | None = None) -> tuple[lis
     return runnable, skipped
 
 
-def _model_dims(view: StudyView) -> Any:
+def model_dims_of(view: StudyView) -> Any:
+    """The study's model's layer dimensions (which published defaults' ranks fit it)."""
     from harness.trial.models import checkpoint_path, model_dims, resolve_model
 
     return model_dims(checkpoint_path(resolve_model(str(view.sweep.get("model")))))
@@ -194,7 +195,7 @@ def run_validation(view: StudyView, *, steps: int | None = None, epochs: float |
     plan = top_configs(view, top)
     skipped: dict[str, str] = {}
     if defaults:
-        runnable, skipped = published(view, _model_dims(view), defaults_file)
+        runnable, skipped = published(view, model_dims_of(view), defaults_file)
         plan += runnable
     name = linked_name(view.name, n)
     folder = view.out_dir(out) / f"validation@{n}"

@@ -466,37 +466,47 @@ def plot_lr_range(view: StudyView, path: Path) -> str | None:
 
 def plot_regret(doc: dict[str, Any], path: Path) -> str | None:
     """`harness defaults` (harness.evidence.transfer's doc): per quantization mode, a heatmap of regret (percent
-    of the cell's best candidate, positive worse) by candidate (rows, the minimax order, the choice first) and
-    cell (columns); a cell a candidate has no completed run in is grey."""
+    of the cell's best candidate, positive worse) by candidate (rows, the minimax order, the choice first), then
+    the mode's published defaults (trained in the same cells, marked), and cell (columns); a cell a config has no
+    completed run in is grey."""
     import numpy as np
 
     modes = [(mode, m) for mode, m in doc["modes"].items() if m["order"]]
     if not modes:
         return "no candidate has a completed run"
     plt = pyplot()
-    rows = sum(len(m["order"]) for _, m in modes)
+
+    def rows_of(m: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        refs = m.get("references") or []
+        return ([(f"{n} (chosen)" if n == m["choice"] else n, m["regret"][n]) for n in m["order"]]
+                + [(f"{n} (published)", m["reference_regret"][n]) for n in refs])
+
+    rows = sum(len(rows_of(m)) for _, m in modes)
     width = max(6.0, 2.0 + 1.4 * max(len(m["cells"]) for _, m in modes))
     fig, axes = plt.subplots(len(modes), 1, figsize=(width, 1.6 + 0.45 * rows + 0.8 * len(modes)), squeeze=False)
     for ax, (mode, m) in zip(axes[:, 0], modes):
-        grid = np.array([[np.nan if m["regret"][n][c]["value"] is None else 100 * m["regret"][n][c]["value"]
-                          for c in m["cells"]] for n in m["order"]])
+        labelled = rows_of(m)
+        grid = np.array([[np.nan if row[c]["value"] is None else 100 * row[c]["value"] for c in m["cells"]]
+                         for _, row in labelled])
         cmap = plt.get_cmap("Reds").copy()
         cmap.set_bad("#cccccc")
         top = float(np.nanmax(grid)) if np.isfinite(grid).any() else 1.0
         image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=max(top, 1e-9), aspect="auto")
-        for i, name in enumerate(m["order"]):
-            for j, cell in enumerate(m["cells"]):
+        for i in range(len(labelled)):
+            for j in range(len(m["cells"])):
                 value = grid[i, j]
                 ax.text(j, i, "not run" if math.isnan(value) else f"{value:+.2f}%", ha="center", va="center",
                         fontsize=8, color="black" if math.isnan(value) or value < 0.6 * top else "white")
+        if len(labelled) > len(m["order"]):
+            ax.axhline(len(m["order"]) - 0.5, color="black", linewidth=1.5)
         ax.set_xticks(range(len(m["cells"])), m["cells"], fontsize=8)
-        ax.set_yticks(range(len(m["order"])), [f"{n} (chosen)" if n == m["choice"] else n for n in m["order"]],
-                      fontsize=8)
+        ax.set_yticks(range(len(labelled)), [label for label, _ in labelled], fontsize=8)
         ax.set_title(f"{mode}: regret against each cell's best {mode} candidate", fontsize=10)
         fig.colorbar(image, ax=ax, label="regret, % of the cell's best")
     seeds = sorted({s for c in doc["cells"] for s in c.get("seeds") or []})
     caption_text = (f"{doc['objective']} at {doc['steps']} steps; models "
                     f"{', '.join(sorted({str(c.get('model')) for c in doc['cells']}))}; seeds "
-                    f"{', '.join(map(str, seeds)) or '?'}; rows ordered by the rule: smallest worst cell first")
+                    f"{', '.join(map(str, seeds)) or '?'}; rows ordered by the rule: smallest worst cell first; "
+                    "published defaults below the line (references, never chosen)")
     _save_with_caption(fig, path, caption_text)
     return None

@@ -1,7 +1,8 @@
 """`harness defaults` (issue 42): the minimax choice on hand-made regret matrices, the paired relative regret,
-the refusals (budgets that differ, a study that does not exist), and on tiny models a cross-evaluation whose
-records show every candidate trained with its cell's model, data and budget on the cell's shared seeds, and a
-second run that repeats nothing."""
+the published defaults as references (never a cell's best, never chosen, compared with the choice), the refusals
+(budgets that differ, a study that does not exist), and on tiny models a cross-evaluation whose records show
+every candidate and reference trained with its cell's model, data and budget (a reference with its own schedule)
+on the cell's shared seeds, and a second run that repeats nothing."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from optuna.distributions import CategoricalDistribution
 from helpers import assert_one_line_error, load_without_harness, run_cli
 from harness.config.errors import SpecError
 from harness.evidence.crosseval import cells_of, check_studies, digest, missing_runs, study_candidates
-from harness.evidence.transfer import Runs, choose, defaults_doc, minimax_order, mode_matrix
+from harness.evidence.transfer import (BEATS, EVEN, LOSES, OPEN, Runs, choose, defaults_doc, fewest_pairs,
+                                       minimax_order, mode_matrix, unresolved, verdict_of)
 from harness.search.readout import open_view
 
 # ---- the choice: minimax regret, pure functions --------------------------------------------------------------
@@ -58,6 +60,43 @@ def test_the_regret_is_paired_relative_to_the_cells_best_of_its_mode() -> None:
     # a maximized objective: a higher score is better, so the regret is (best - mine) / best
     up = mode_matrix({"x": {"a": Runs({1: 0.5}), "b": Runs({1: 0.4})}}, ["a", "b"], "maximize")
     assert up["best"] == {"x": "a"} and up["regret"]["b"]["x"]["value"] == pytest.approx(0.2)
+
+
+def test_a_published_default_is_a_reference_never_a_cells_best_nor_the_choice() -> None:
+    # pub has the lowest loss in cell x: were it a candidate, it would be x's best and the choice (worst 0)
+    cells = {"x": {"a": Runs({1: 2.00, 2: 2.20}), "b": Runs({1: 2.10, 2: 2.30}), "pub": Runs({1: 1.90, 2: 2.10})},
+             "y": {"a": Runs({1: 3.30, 2: 3.10}), "b": Runs({1: 3.00, 2: 3.00}), "pub": Runs({1: 3.40, 2: 3.60})}}
+    m = mode_matrix(cells, ["a", "b"], "minimize", references=["pub"])
+    assert m["best"] == {"x": "a", "y": "b"} and m["choice"] == "b" and "pub" not in m["regret"]
+    assert m["order"] == ["b", "a"] and m["references"] == ["pub"]
+    # against the cell's best: x: pub - a = -0.10 on both seeds (better than the tuned best: negative)
+    assert m["reference_regret"]["pub"]["x"]["value"] == pytest.approx(-0.10 / 2.10)
+    # against the choice b: x: pub - b = -0.20 both seeds: the published default is better there, resolved
+    x, y = m["versus_choice"]["pub"]["x"], m["versus_choice"]["pub"]["y"]
+    assert x["value"] == pytest.approx(-0.20 / 2.20) and x["verdict"] == LOSES
+    # y: pub - b = 0.40 and 0.60 over b's 3.00; t(1) 12.706 x 0.1414 / sqrt 2 = 1.2706: the interval crosses zero
+    assert y["value"] == pytest.approx(0.5 / 3.0) and y["verdict"] == OPEN and not y["resolved"]
+    # a sequential run adds seeds to both sides of the open comparison: the reference and the choice
+    assert {"pub", "b"} <= unresolved(m) and fewest_pairs(m, 99) == 2
+    assert verdict_of({"value": 0.01, "ci95": [0.005, 0.02]}) == BEATS
+    assert verdict_of({"value": 0.001, "ci95": [-0.002, 0.004], "resolved": True}) == EVEN
+    # a reference without a run in a cell is "not run" there, never a verdict
+    cells["y"].pop("pub")
+    assert mode_matrix(cells, ["a", "b"], "minimize", references=["pub"])["versus_choice"]["pub"]["y"]["verdict"] \
+        == "not run"
+
+
+def test_the_references_of_a_mode_are_its_published_defaults_and_the_median_is_reported() -> None:
+    cells = {c: {"a": Runs({1: 2.0}), "q": Runs({1: 1.0}), "p16": Runs({1: 2.2}), "p4": Runs({1: 1.1})}
+             for c in ("x", "y", "z")}
+    cells["z"]["a"] = Runs({1: 2.0})
+    candidates = [{"name": "a", "mode": "none"}, {"name": "q", "mode": "nf4-dq"}]
+    refs = [{"name": "p16", "mode": "none"}, {"name": "p4", "mode": "nf4-dq"}]
+    doc = defaults_doc("eval_loss", "minimize", 40, [{"name": c} for c in cells], candidates, cells,
+                       references=refs)
+    assert doc["modes"]["none"]["references"] == ["p16"] and doc["modes"]["nf4-dq"]["references"] == ["p4"]
+    assert doc["modes"]["none"]["versus_choice"]["p16"]["x"]["value"] == pytest.approx(0.1)
+    assert doc["modes"]["none"]["median"]["a"] == 0.0 and doc["references"] == refs
 
 
 # ---- hand-built studies (nothing trains) ----------------------------------------------------------------------
@@ -110,6 +149,12 @@ def test_the_command_refuses_budgets_that_differ_and_a_study_that_does_not_exist
 
 # ---- on tiny models: two cells, one candidate each, two shared seeds --------------------------------------------
 
+REFERENCES = [{"name": "ref-constant", "source": "a hand-made published default with its own schedule",
+               "params": {**PARAMS, "lora_r": 4, "lora_alpha": 4.0, "learning_rate": 1e-3},
+               "training": {"scheduler": "constant", "warmup_ratio": 0.0}},
+              {"name": "ref-huge", "source": "a rank no tiny model's layer holds",
+               "params": {**PARAMS, "lora_r": 4096, "lora_alpha": 4096.0, "learning_rate": 1e-3}}]
+"""The cross-evaluation's published defaults (--defaults-file): one trains in every cell, one fits no cell."""
 CELLS = {"a": ("tiny-llama", "stdlib-qa", {"batch_size": 8, "grad_accum": 1}, 8),
          "b": ("tiny-qwen2", "headline-sentiment", {"batch_size": 4, "grad_accum": 2}, 6)}
 """Cell -> model, data, training settings (the same 8 sequences per step, split differently) and held-out size."""
@@ -117,14 +162,16 @@ CELLS = {"a": ("tiny-llama", "stdlib-qa", {"batch_size": 8, "grad_accum": 1}, 8)
 
 @pytest.fixture(scope="module")
 def crossed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Two hand-built studies cross-evaluated by `harness defaults` (2 cells x 2 candidates x 2 seeds, packed),
-    then the same command again."""
+    """Two hand-built studies cross-evaluated by `harness defaults` (2 cells x (2 candidates + 1 reference) x 2
+    seeds, packed), then the same command again."""
     root = tmp_path_factory.mktemp("defaults")
     url = f"sqlite:///{root}/studies.db"
     for (name, (model, data, train, eval_size)), lrs in zip(CELLS.items(), ([5e-3, 1e-3], [2e-3, 1e-3])):
         _source(url, name, model, data, root / name, lrs, train=train, eval_size=eval_size)
+    (root / "published.yaml").write_text(yaml.safe_dump(REFERENCES))
     args = ["defaults", "--study", "a", "--study", "b", "--storage", url, "--seeds", "2", "--pack", "2",
-            "--reports-dir", str(root / "reports"), "--format", "axolotl"]
+            "--defaults-file", str(root / "published.yaml"), "--reports-dir", str(root / "reports"),
+            "--format", "axolotl"]
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     counts = {name: len(optuna.load_study(study_name=f"{name}@defaults-{digest(['a', 'b'])}", storage=url).trials)
@@ -141,10 +188,10 @@ def _records(crossed: dict[str, Any], cell: str) -> list[dict[str, Any]]:
 
 @pytest.mark.integration
 def test_every_candidate_trains_with_its_cells_model_data_and_budget(crossed: dict[str, Any]) -> None:
-    candidates = {"a#0": 5e-3, "b#0": 2e-3}
+    candidates = {"a#0": 5e-3, "b#0": 2e-3, "ref-constant": 1e-3}
     for cell, (model, data, train, eval_size) in CELLS.items():
         records = _records(crossed, cell)
-        assert len(records) == 4 and {r["state"] for r in records} == {"COMPLETE"}, records
+        assert len(records) == 6 and {r["state"] for r in records} == {"COMPLETE"}, records
         for record in records:
             config = record["config"]
             assert config["model"]["name"] == model and config["data"]["name"] == data
@@ -153,6 +200,10 @@ def test_every_candidate_trains_with_its_cells_model_data_and_budget(crossed: di
             assert (config["train"]["batch_size"], config["train"]["grad_accum"]) == (train["batch_size"],
                                                                                       train["grad_accum"])
         assert sorted(r["params"]["learning_rate"] for r in records) == sorted([*candidates.values()] * 2)
+        # the reference trains with its own schedule and the cell's everything else; the candidates with the cell's
+        schedules = {(r["params"]["learning_rate"], r["config"]["train"]["scheduler"]) for r in records}
+        assert schedules == {(5e-3, "cosine"), (2e-3, "cosine"), (1e-3, "constant")}
+        assert {r["params"]["lora_r"] for r in records} == {4}  # ref-huge fits no tiny model: never trained
 
 
 @pytest.mark.integration
@@ -161,7 +212,7 @@ def test_the_seeds_are_shared_within_a_cell(crossed: dict[str, Any]) -> None:
         seeds: dict[float, list[int]] = {}
         for record in _records(crossed, cell):
             seeds.setdefault(record["params"]["learning_rate"], []).append(record["config"]["train"]["seed"])
-        assert len(seeds) == 2 and all(sorted(s) == [1, 2] for s in seeds.values()), seeds  # the cell's seed + 1, + 2
+        assert len(seeds) == 3 and all(sorted(s) == [1, 2] for s in seeds.values()), seeds  # the cell's seed + 1, + 2
 
 
 @pytest.mark.integration
@@ -169,13 +220,15 @@ def test_a_second_run_repeats_nothing_and_plans_only_missing_seeds(crossed: dict
     url = crossed["url"]
     assert "every run is done" in crossed["again"].stdout
     for name, count in crossed["counts"].items():
-        assert count == 4
-        assert len(optuna.load_study(study_name=f"{name}@defaults-{digest(['a', 'b'])}", storage=url).trials) == 4
+        assert count == 6
+        assert len(optuna.load_study(study_name=f"{name}@defaults-{digest(['a', 'b'])}", storage=url).trials) == 6
     views = [open_view(n, url) for n in CELLS]
     candidates = [c for v in views for c in study_candidates(v, 1)]
-    for cell in cells_of(views):
+    for cell in cells_of(views, references=True, defaults_file=crossed["root"] / "published.yaml"):
+        assert [r.source for r in cell.references] == ["ref-constant"] and dict(cell.skipped).keys() == {"ref-huge"}
         assert missing_runs(cell, candidates, 2) == []
-        assert sorted((p.source, seed) for p, seed in missing_runs(cell, candidates, 3)) == [("a#0", 3), ("b#0", 3)]
+        assert sorted((p.source, seed) for p, seed in missing_runs(cell, candidates, 3)) == [
+            ("a#0", 3), ("b#0", 3), ("ref-constant", 3)]
 
 
 @pytest.mark.integration
@@ -189,12 +242,21 @@ def test_the_documents_hold_the_matrix_the_rule_and_a_loadable_defaults_yaml(cro
     assert all(e["pairs"] == 2 for row in matrix["regret"].values() for e in row.values())
     assert doc["choice"]["none"] == matrix["order"][0] and "smallest worst-cell regret" in doc["rule"]
     assert "rule: " in crossed["first"].stdout and "worst-cell regret" in crossed["first"].stdout
-    assert "## none: regret against each cell's best" in (reports / "defaults.md").read_text()
+    markdown = (reports / "defaults.md").read_text()
+    assert "## none: regret against each cell's best" in markdown
+    # the reference: never a candidate, compared with the choice in both cells on both seeds
+    assert [r["name"] for r in doc["references"]] == ["ref-constant"] and matrix["references"] == ["ref-constant"]
+    versus = matrix["versus_choice"]["ref-constant"]
+    assert set(versus) == {"a", "b"} and all(e["pairs"] == 2 and e["verdict"] != "not run" for e in versus.values())
+    assert "### The published none defaults in the same cells" in markdown and "| ref-constant |" in markdown
+    assert "vs published ref-constant" in crossed["first"].stdout
+    assert all("larger than" in c["references_skipped"]["ref-huge"] for c in doc["cells"])
     assert (reports / "defaults.png").stat().st_size > 5_000
     assert (reports / "recommended.axolotl.yaml").exists()
     defaults = yaml.safe_load((reports / "defaults.yaml").read_text())
     chosen = defaults["per_quantization"]["none"]["evidence"]
     assert chosen["candidate"] == doc["choice"]["none"] and defaults["training"]["max_steps"] == 2
+    assert set(chosen["versus_published"]["ref-constant"]) == {"a", "b"}
     assert "loaded" in load_without_harness(reports / "defaults.yaml", tmp_path)
     # harness validate and --warm-start read the chosen config back as a default named harness-none
     from harness.config.defaults import is_harness_defaults, load_harness_defaults
