@@ -294,7 +294,9 @@ def _describe(cell: Cell, linked: StudyView | None) -> dict[str, Any]:
             "data": view.sweep.get("data"), "held_out_examples": view.n_eval, "max_steps": steps,
             "sequences_per_step": per_step, "seeds": sorted({r.seed for r in done if r.seed is not None}),
             "devices": sorted({r.device_name for r in done}), "failed_runs": failed,
-            "references": [r.source for r in cell.references], "references_skipped": dict(cell.skipped)}
+            "references": [r.source for r in cell.references], "references_skipped": dict(cell.skipped),
+            "untuned": {mode: scores.get(view.objective) for mode, scores in
+                        (view.attrs.get("baseline_by_mode") or {}).items() if isinstance(scores, dict)}}
 
 
 def open_views(studies: list[str], storage: str | None) -> list[StudyView]:
@@ -333,13 +335,14 @@ def read_cross(cells: list[Cell], candidates: list[CrossCandidate], resolution: 
 
 def cross_evaluate(studies: list[str], *, storage: str | None = None, top: int = 1, seeds: int = 2,
                    sequential: dict[str, Any] | None = None, references: bool = True,
-                   defaults_file: Path | None = None, workers: int = 1, pack: int = 1, wandb: str | None = None, max_memory_mb: float | None = None,
+                   defaults_file: Path | None = None, workers: int = 1, pack: int = 1,
+                   wandb: str | None = None, max_memory_mb: float | None = None,
                    say: Callable[[str], None] = print) -> CrossEvaluation:
     """Plan, run and read back a cross-evaluation of `studies` (see the module's docstring). `references`: train
-    the published defaults in every cell too (the shipped ones, or `defaults_file`'s). `sequential`: {max_seeds, resolution}: 2 seeds for every candidate
-    and reference in every cell, then 2 more at a time for the configs of unresolved comparisons (a regret, or a
-    reference against its mode's choice: harness.evidence.sequential.until_resolved), intervals at each look's
-    level."""
+    the published defaults in every cell too (the shipped ones, or `defaults_file`'s). `sequential`:
+    {max_seeds, resolution}: 2 seeds for every candidate and reference in every cell, then 2 more at a time for
+    the configs of unresolved comparisons (a regret, or a reference against its mode's choice:
+    harness.evidence.sequential.until_resolved), intervals at each look's level."""
     from harness.evidence.sequential import until_resolved
     from harness.evidence.transfer import fewest_pairs, unresolved
 

@@ -7,6 +7,12 @@ relative difference from the cell's best candidate of the same mode, oriented so
 loss: (candidate - best) / |best| for a loss, the other way round for a score. The choice per mode is the
 candidate whose worst cell costs least (RULE).
 
+A relative difference is ill-conditioned where tuning drives the loss near zero (a classification cell whose
+best eval loss is 0.006 nats makes 0.005 nats a regret of +80%), so every entry also gives the absolute
+difference (`diff`) and the share of the cell's tuning gain it gives up (`gain_lost`: the difference over the
+distance from the untuned model's value in that mode to the cell's best), a scale that means the same in every
+cell. The rule stays on the relative regret.
+
 The published defaults ran in every cell too, on the same seeds, as references: never a cell's best and never
 chosen, each has its regret against the cell's best of its mode and its paired difference from its mode's
 choice (`versus_choice`, positive: the reference is worse), whose verdict says whether the choice beats it.
@@ -98,11 +104,12 @@ def regret_entry(mine: Runs, best: Runs, direction: str, resolution: str | None 
 
 def mode_matrix(cells: Mapping[str, Mapping[str, Runs]], names: list[str], direction: str,
                 resolution: str | None = None, max_seeds: int | None = None,
-                references: list[str] | None = None) -> dict[str, Any]:
+                references: list[str] | None = None, baselines: Mapping[str, float] | None = None) -> dict[str, Any]:
     """One mode's regret matrix: for each cell its best candidate (best mean over its seeds) and every
     candidate's regret against it; each candidate's worst and mean regret; the order and choice under RULE;
     for each of `references` (runs in `cells` too, never candidates) its regret against each cell's best and
-    its paired difference from the choice, with a verdict per cell."""
+    its paired difference from the choice, with a verdict per cell. `baselines`: the untuned model's value per
+    cell in this mode, for each entry's `gain_lost`."""
     regret: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in names}
     bests: dict[str, str | None] = {}
     for cell, runs in cells.items():
@@ -119,6 +126,10 @@ def mode_matrix(cells: Mapping[str, Mapping[str, Runs]], names: list[str], direc
             else:
                 regret[name][cell] = {**regret_entry(runs[name], runs[best], direction, resolution, max_seeds),
                                       "mean": runs[name].mean}
+    for cell, best in bests.items():
+        gap = _gap(cells[cell][best].mean if best else None, (baselines or {}).get(cell))
+        for name, row in regret.items():
+            row[cell]["gain_lost"] = 0.0 if name == best and gap is not None else _share(row[cell].get("diff"), gap)
     values = {n: {c: e["value"] for c, e in row.items()} for n, row in regret.items()}
     order = minimax_order(values)
     choice = choose(values)
@@ -127,12 +138,30 @@ def mode_matrix(cells: Mapping[str, Mapping[str, Runs]], names: list[str], direc
                                        resolution, max_seeds) for cell, runs in cells.items()} for r in refs}
     versus = {r: {cell: _against(runs.get(r), runs.get(choice) if choice else None, direction, resolution,
                                  max_seeds) for cell, runs in cells.items()} for r in refs}
+    for cell, best in bests.items():
+        gap = _gap(cells[cell][best].mean if best else None, (baselines or {}).get(cell))
+        for table in (against_best, versus):
+            for row in table.values():
+                row[cell]["gain_lost"] = _share(row[cell].get("diff"), gap)
+    gains = {n: [row[c]["gain_lost"] for c in row] for n, row in regret.items()}
     return {"candidates": names, "cells": list(cells), "best": bests, "regret": regret,
             "worst": {n: _finite(worst(values[n])) for n in names},
             "mean": {n: _finite(mean_regret(values[n])) for n in names},
             "median": {n: _finite(median_regret(values[n])) for n in names},
+            "worst_gain_lost": {n: None if None in g or not g else max(g) for n, g in gains.items()},
             "order": order, "choice": choice, "references": refs, "reference_regret": against_best,
             "versus_choice": versus}
+
+
+def _gap(best: float | None, baseline: float | None) -> float | None:
+    """The cell's tuning gain in this mode: the distance from the untuned model's value to the cell's best."""
+    if best is None or baseline is None or not math.isfinite(baseline) or baseline == best:
+        return None
+    return abs(baseline - best)
+
+
+def _share(diff: float | None, gap: float | None) -> float | None:
+    return None if diff is None or gap is None else diff / gap
 
 
 BEATS, LOSES, EVEN, OPEN = "default better", "published better", "no difference beyond the resolution", "unresolved"
@@ -205,20 +234,26 @@ def defaults_doc(objective: str, direction: str, steps: int, cells: list[dict[st
                  references: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """defaults.json: the cells, the candidates, the references (published defaults), per mode the regret matrix
     with intervals, the choice and each reference against it, and the rule. `runs[cell][name]`; `candidates` and
-    `references` each with at least `name` and `mode`."""
+    `references` each with at least `name` and `mode`; a cell's `untuned` ({mode: the untuned model's value})
+    gives the entries' `gain_lost`."""
     references = list(references or [])
     modes: dict[str, Any] = {}
     for mode in dict.fromkeys(c["mode"] for c in candidates):
         names = [c["name"] for c in candidates if c["mode"] == mode]
         refs = [r["name"] for r in references if r["mode"] == mode and r["name"] not in names]
+        untuned = {c["name"]: (c.get("untuned") or {}).get(mode) for c in cells}
         modes[mode] = mode_matrix({cell: {n: r for n, r in cell_runs.items() if n in names or n in refs}
                                    for cell, cell_runs in runs.items()}, names, direction, resolution, max_seeds,
-                                  refs)
+                                  refs, untuned)
     return {"objective": objective, "direction": direction, "steps": steps, "rule": RULE,
             "resolution": resolution or DEFAULT_RESOLUTION,
             "sequential": {"max_seeds": max_seeds} if max_seeds else None,
             "cells": cells, "candidates": candidates, "references": references, "modes": modes,
             "choice": {mode: m["choice"] for mode, m in modes.items()}}
+
+
+def _share_text(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 def _pct(value: float | None) -> str:
@@ -232,7 +267,11 @@ def _cell_text(entry: dict[str, Any]) -> str:
     text = _pct(entry["value"])
     if ci and entry["value"] != 0.0:
         text += f" [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]"
-    return text + ("" if entry["resolved"] else " (unresolved)")
+    text += "" if entry["resolved"] else " (unresolved)"
+    if entry.get("diff") is not None:  # the absolute difference and its share of the cell's tuning gain
+        gain = entry.get("gain_lost")
+        text += f"; {entry['diff']:+.4f}" + ("" if gain is None else f", {100 * gain:.1f}% of the gain")
+    return text
 
 
 def summary_lines(doc: dict[str, Any]) -> list[str]:
@@ -248,7 +287,7 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         lines.append(f"{mode}: {choice} (r {p.get('lora_r')}, alpha {float(p.get('lora_alpha', 0)):g}, lr "
                      f"{float(p.get('learning_rate', 0)):.3g}): worst-cell regret {_pct(m['worst'][choice])}, "
                      f"median {_pct(m['median'][choice])}, mean {_pct(m['mean'][choice])} over {len(m['cells'])} "
-                     "cells")
+                     f"cells; at most {_share_text(m.get('worst_gain_lost', {}).get(choice))} of a cell's tuning gain")
         for ref in m.get("references") or []:
             verdicts = [e["verdict"] for e in m["versus_choice"][ref].values()]
             lines.append(f"  vs published {ref}: {choice} better in {verdicts.count(BEATS)} of {len(verdicts)} "
@@ -292,16 +331,22 @@ def defaults_markdown(doc: dict[str, Any], command: str, plot: str | None) -> st
            "cell's shared seeds, so comparisons within a cell are paired by seed.", "",
            f"**Rule:** {doc['rule']}.", "",
            f"Intervals: paired t over the shared seeds and the held-out bootstrap, as a share of the cell's best "
-           f"(95% unless sequential); resolved at ±{doc['resolution']}.", "", "## Cells", "",
-           "| cell | model | data | seeds | held-out examples | linked study |", "|---|---|---|---|---:|---|"]
+           f"(95% unless sequential); resolved at ±{doc['resolution']}. After each: the absolute difference in "
+           f"{doc['objective']} and its share of the cell's tuning gain (the distance from the untuned model to the "
+           "cell's best in that mode): where tuning drives the loss near zero a tiny difference is a large relative "
+           "one, and the share reads the same in every cell.", "", "## Cells", "",
+           "| cell | model | data | seeds | held-out examples | untuned model | linked study |",
+           "|---|---|---|---|---:|---|---|"]
     for c in doc["cells"]:
+        untuned = ", ".join(f"{mode} {value:.4f}" for mode, value in (c.get("untuned") or {}).items()
+                            if value is not None) or "-"
         out.append(f"| {c['name']} | {c.get('model')} | {c.get('data')} | {', '.join(map(str, c.get('seeds') or []))} "
-                   f"| {c.get('held_out_examples')} | {c.get('linked_study')} |")
+                   f"| {c.get('held_out_examples')} | {untuned} | {c.get('linked_study')} |")
     by_name = {c["name"]: c for c in doc["candidates"]}
     for mode, m in doc["modes"].items():
         out += ["", f"## {mode}: regret against each cell's best", "",
-                "| candidate | config | " + " | ".join(m["cells"]) + " | worst | median | mean |",
-                "|---|---|" + "---|" * len(m["cells"]) + "---:|---:|---:|"]
+                "| candidate | config | " + " | ".join(m["cells"]) + " | worst | median | mean | worst share of "
+                "the gain |", "|---|---|" + "---|" * len(m["cells"]) + "---:|---:|---:|---:|"]
         for name in m["order"]:
             p = by_name[name]["params"]
             mark = " **(chosen)**" if name == m["choice"] else ""
@@ -309,7 +354,8 @@ def defaults_markdown(doc: dict[str, Any], command: str, plot: str | None) -> st
                       f"{float(p.get('learning_rate', 0)):.3g}, {p.get('target_modules')}")
             cells = " | ".join(_cell_text(m["regret"][name][c]) for c in m["cells"])
             out.append(f"| {name}{mark} | {config} | {cells}"
-                       + f" | {_pct(m['worst'][name])} | {_pct(m['median'][name])} | {_pct(m['mean'][name])} |")
+                       + f" | {_pct(m['worst'][name])} | {_pct(m['median'][name])} | {_pct(m['mean'][name])} | "
+                       + f"{_share_text(m.get('worst_gain_lost', {}).get(name))} |")
         out += ["", f"Each cell's best: " + ", ".join(f"{c}: {b}" for c, b in m["best"].items())]
         out += _references_markdown(doc, mode, m)
     if plot:

@@ -99,6 +99,29 @@ def test_the_references_of_a_mode_are_its_published_defaults_and_the_median_is_r
     assert doc["modes"]["none"]["median"]["a"] == 0.0 and doc["references"] == refs
 
 
+def test_each_entry_gives_the_absolute_difference_and_its_share_of_the_tuning_gain() -> None:
+    # a saturated cell: 0.005 nats is +83% relative to a best of 0.006, and 0.17% of the 2.994-nat tuning gain
+    cells = {"sat": {"a": Runs({1: 0.005, 2: 0.007}), "b": Runs({1: 0.010, 2: 0.012}), "pub": Runs({1: 0.5, 2: 0.5})},
+             "qa": {"a": Runs({1: 2.50, 2: 2.60}), "b": Runs({1: 2.45, 2: 2.55}), "pub": Runs({1: 2.9, 2: 2.9})}}
+    doc = defaults_doc("eval_loss", "minimize", 40, [{"name": "sat", "untuned": {"none": 3.0}},
+                                                     {"name": "qa", "untuned": {"none": 4.0}}],
+                       [{"name": "a", "mode": "none"}, {"name": "b", "mode": "none"}], cells,
+                       references=[{"name": "pub", "mode": "none"}])
+    m = doc["modes"]["none"]
+    entry = m["regret"]["b"]["sat"]
+    assert entry["value"] == pytest.approx(0.005 / 0.006) and entry["diff"] == pytest.approx(0.005)
+    assert entry["gain_lost"] == pytest.approx(0.005 / (3.0 - 0.006))
+    assert m["regret"]["a"]["sat"]["gain_lost"] == 0.0  # the cell's best gives up nothing
+    assert m["regret"]["a"]["qa"]["gain_lost"] == pytest.approx(0.05 / (4.0 - 2.5))
+    assert m["worst_gain_lost"]["b"] == pytest.approx(0.005 / 2.994)
+    assert m["reference_regret"]["pub"]["qa"]["gain_lost"] == pytest.approx(0.4 / 1.5)
+    # without the untuned model's value there is no share, only the relative and absolute differences
+    bare = defaults_doc("eval_loss", "minimize", 40, [{"name": "sat"}, {"name": "qa"}],
+                        [{"name": "a", "mode": "none"}, {"name": "b", "mode": "none"}], cells)
+    assert bare["modes"]["none"]["regret"]["b"]["sat"]["gain_lost"] is None
+    assert bare["modes"]["none"]["worst_gain_lost"]["b"] is None
+
+
 # ---- hand-built studies (nothing trains) ----------------------------------------------------------------------
 
 PARAMS = {"quantization": "none", "lora_r": 4, "lora_alpha": 8.0, "lora_dropout": 0.0, "target_modules": "all-linear"}
