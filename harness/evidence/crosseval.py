@@ -6,7 +6,10 @@ cell's linked study `<study>@defaults-<digest>` (digest: the set of studies), in
 cell's settings (nothing of the candidate's own study but its params) and the cell's shared seeds (the
 cell's seed + 1, + 2, ...: harness.evidence.validate.plan_runs), so that within a cell every comparison is
 paired by seed. Planning is idempotent: a run already finished or waiting is not added again, so a stopped
-cross-evaluation resumes and a larger `--seeds` adds only the missing seeds.
+cross-evaluation resumes and a larger `--seeds` adds only the missing seeds. A cell's runs in another
+cross-evaluation's linked study (`<study>@defaults-<other digest>`: the same cell with another set of studies,
+such as the set before a study was added) are the same measurement (same cell, config and seed) and count too:
+adding a study to a cross-evaluation trains only the new candidates in the old cells.
 
 The published defaults (harness/config/published_defaults.yaml, those whose ranks fit the cell's model) are
 trained in every cell too, on the same seeds, with their own training overrides: they are references, never
@@ -238,15 +241,30 @@ def missing_runs(cell: Cell, candidates: list[CrossCandidate], seeds: int,
     """The cell's runs still missing: every candidate and reference (those whose keys are in `grow`, when
     given) up to `seeds` runs on the cell's shared seeds (the cell's seed + 1, + 2, ...); finished and waiting
     runs count, failed ones are planned again (harness.evidence.validate.plan_runs)."""
-    from harness.search.study import load_existing_study
-
-    try:
-        linked = load_existing_study(cell.linked, cell.view.storage)
-    except SpecError:
-        linked = None
-    rows = list(open_view(cell.linked, cell.view.storage, str(cell.folder)).rows) \
-        if linked is not None and linked.get_trials(deepcopy=False) else []
+    rows = [r for view in cell_views(cell) for r in view.rows]
     return plan_runs(cell.plan(candidates), rows, seeds, int(cell.view.sweep.get("seed", 0)), grow)
+
+
+def cell_views(cell: Cell) -> list[StudyView]:
+    """Every linked study holding the cell's runs: this cross-evaluation's (when it exists and has trials), then
+    other cross-evaluations' of the same cell (`<study>@defaults-<digest>`, any other set of studies)."""
+    import optuna
+
+    from harness.search.study import resolve_url
+
+    prefix = f"{cell.view.name}@defaults-"
+    names = sorted(n for n in optuna.get_all_study_names(storage=resolve_url(cell.view.storage))
+                   if n.startswith(prefix))
+    views = []
+    for name in sorted(names, key=lambda n: n != cell.linked):  # this cross-evaluation's first
+        folder = cell.folder.parent / f"defaults-{name[len(prefix):]}"
+        try:
+            view = open_view(name, cell.view.storage, str(folder))
+        except SpecError:  # created, nothing enqueued yet
+            continue
+        if view.rows and (view.attrs.get(LINK_ATTR) or {}).get("cell") == cell.view.name:
+            views.append(view)
+    return views
 
 
 def _space_file(cell: Cell, views: list[StudyView], planned: list[Planned]) -> Path:
@@ -267,29 +285,26 @@ def _space_file(cell: Cell, views: list[StudyView], planned: list[Planned]) -> P
 def read_cell(cell: Cell, candidates: list[CrossCandidate]) -> tuple[dict[str, Runs], dict[str, Any]]:
     """The cell's completed runs per candidate and reference (by seed, with per-example scores) and what the
     cell is."""
-    from harness.search.study import load_existing_study
-
-    try:
-        load_existing_study(cell.linked, cell.view.storage)
-    except SpecError:
-        return {}, _describe(cell, None)
-    linked = open_view(cell.linked, cell.view.storage, str(cell.folder))
+    views = cell_views(cell)
+    done = [r for v in views for r in v.completed()]
     runs: dict[str, Runs] = {}
+    objective = cell.view.objective
     for p in cell.plan(candidates):
-        mine = [r for r in linked.completed() if config_key(r.params, r.training) == p.key and r.seed is not None]
-        examples = {r.seed: found for r in mine if (found := example_scores(r.per_example, linked.objective))}
+        mine = [r for r in done if config_key(r.params, r.training) == p.key and r.seed is not None]
+        examples = {r.seed: found for r in mine if (found := example_scores(r.per_example, objective))}
         runs[p.source] = Runs({r.seed: r.values[0] for r in mine}, examples)  # type: ignore[index,misc]
-    return runs, _describe(cell, linked)
+    return runs, _describe(cell, views)
 
 
-def _describe(cell: Cell, linked: StudyView | None) -> dict[str, Any]:
+def _describe(cell: Cell, views: list[StudyView]) -> dict[str, Any]:
     """What a cell was measured on (STYLE: every number says what it is)."""
     view = cell.view
-    done = linked.completed() if linked is not None else []
-    failed = [f"trial #{r.number} ({r.status or r.state.lower()}): {r.reason}"
-              for r in (linked.rows if linked is not None else ()) if r.finished and r.state != "COMPLETE"]
+    done = [r for v in views for r in v.completed()]
+    failed = [f"{v.name} trial #{r.number} ({r.status or r.state.lower()}): {r.reason}"
+              for v in views for r in v.rows if r.finished and r.state != "COMPLETE"]
     steps, per_step = budget_of(view)
     return {"name": view.name, "linked_study": cell.linked, "out": str(cell.folder),
+            "runs_from": [v.name for v in views if v.name != cell.linked],
             "model": view.source.get("label"), "source_precision": view.source.get("precision"),
             "data": view.sweep.get("data"), "held_out_examples": view.n_eval, "max_steps": steps,
             "sequences_per_step": per_step, "seeds": sorted({r.seed for r in done if r.seed is not None}),

@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from harness.config.errors import SpecError
-from harness.evidence.crosseval import CrossEvaluation
+from harness.evidence.crosseval import CrossEvaluation, cell_views
 from harness.evidence.longruns import config_key
 from harness.evidence.recommend import Candidate, config_sections
 from harness.evidence.stats import summarize
 from harness.evidence.transfer import RULE
-from harness.search.readout import open_view
 
 
 def defaults_mapping(result: CrossEvaluation) -> dict[str, Any]:
@@ -38,10 +37,11 @@ def _section(result: CrossEvaluation, mode: str, name: str) -> dict[str, Any]:
     """One mode's choice in recommended.yaml's shape, from its runs in its own study's cell."""
     candidate = next(c for c in result.candidates if c.name == name)
     cell = next(c for c in result.cells if c.view.name == candidate.study)
-    home = open_view(cell.linked, cell.view.storage, str(cell.folder))
-    runs = [r for r in home.completed() if config_key(r.params, r.training) == candidate.key]
-    if not runs:
+    views = cell_views(cell)  # this cross-evaluation's linked study first, then other sets' of the same cell
+    found = [(v, r) for v in views for r in v.completed() if config_key(r.params, r.training) == candidate.key]
+    if not found:
         raise SpecError(f"candidate {name} has no completed run in its own study's cell {cell.linked}")
+    home, runs = found[0][0], [r for _, r in found]
     sections = config_sections(Candidate(runs[0], summarize([r.values[0] for r in runs]), True,  # type: ignore[index]
                                          tuple(runs)), home)
     matrix = result.doc["modes"][mode]

@@ -358,3 +358,23 @@ def test_a_sequential_cross_evaluation_adds_seeds_only_for_unresolved_regrets(tm
     keys = {c.name: c.key for v in (open_view("a", url), open_view("b", url)) for c in study_candidates(v, 1)}
     assert calls == [("a", 2, None), ("b", 2, None), ("a", 4, {keys["a#0"], keys["b#0"]}),
                      ("b", 4, {keys["a#0"], keys["b#0"]})]
+
+
+@pytest.mark.integration
+def test_adding_a_study_trains_only_its_candidates_in_the_old_cells(crossed: dict[str, Any]) -> None:
+    """A cross-evaluation of {a, b, c} after {a, b}: cells a and b already hold a#0's, b#0's and the reference's
+    runs (in the {a, b} linked studies); only c's candidate is trained there. Cell c trains everything."""
+    url, root = crossed["url"], crossed["root"]
+    _source(url, "c", "tiny-llama", "fictional-company", root / "c", [1e-3], train={"batch_size": 8, "grad_accum": 1})
+    result = run_cli("defaults", "--study", "a", "--study", "b", "--study", "c", "--storage", url, "--seeds", "2",
+                     "--defaults-file", str(root / "published.yaml"), "--reports-dir", str(root / "reports_abc"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = {name: sorted(t.params["learning_rate"] for t in optuna.load_study(
+        study_name=f"{name}@defaults-{digest(['a', 'b', 'c'])}", storage=url).trials) for name in ("a", "b", "c")}
+    assert trained["a"] == trained["b"] == [1e-3, 1e-3]  # c#0 on the cell's two seeds; nothing else again
+    assert trained["c"] == sorted([5e-3, 2e-3, 1e-3, 1e-3] * 2)  # a#0, b#0, c#0 and ref-constant (lr 1e-3 too)
+    doc = json.loads((root / "reports_abc" / "defaults.json").read_text())
+    matrix = doc["modes"]["none"]
+    assert all(e["pairs"] == 2 for row in matrix["regret"].values() for e in row.values())  # old runs read back
+    assert {c["name"]: c["runs_from"] for c in doc["cells"]} == {
+        "a": [f"a@defaults-{digest(['a', 'b'])}"], "b": [f"b@defaults-{digest(['a', 'b'])}"], "c": []}
