@@ -437,6 +437,8 @@ def defaults(
                                                  help="Other defaults to compare against, in the format of "
                                                       "harness/config/published_defaults.yaml (instead of the "
                                                       "shipped ones)."),
+    report_only: bool = typer.Option(False, "--report-only", help="Train nothing: write the read-out of the runs "
+                                                                  "done so far (a cross-evaluation stopped part-way)."),
     workers: int = typer.Option(1, "--workers", help="Worker processes (more than 1 needs journal or PostgreSQL storage)."),
     pack: int = RERUN_PACK_OPTION,
     max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb", help="Peak memory (MiB) a run may use "
@@ -451,7 +453,8 @@ def defaults(
     with _exports(), _sweep_errors():
         _print_documents(harness.defaults(study, storage=storage, top=top, seeds=seeds, confirm_until=confirm_until,
                                           max_seeds=max_seeds, resolution=resolution, published=published,
-                                          defaults_file=defaults_file, reports_dir=reports_dir,
+                                          defaults_file=defaults_file, report_only=report_only,
+                                          reports_dir=reports_dir,
                                           workers=workers, pack=pack, max_memory_mb=max_memory_mb, wandb=wandb,
                                           formats=formats, command=_command(), say=typer.echo))
 

@@ -222,14 +222,16 @@ def report(study: str = "default", *, storage: str | None = None, out: str | Non
 
 def defaults(studies: Iterable[str], *, storage: str | None = None, top: int = 1, seeds: int | None = None,
              confirm_until: str | None = None, max_seeds: int = 10, resolution: str | None = None,
-             published: bool = True, defaults_file: str | Path | None = None, reports_dir: str | None = None, workers: int = 1, pack: int = 1, max_memory_mb: float | None = None,
+             published: bool = True, defaults_file: str | Path | None = None, report_only: bool = False,
+             reports_dir: str | None = None, workers: int = 1, pack: int = 1, max_memory_mb: float | None = None,
              wandb: str | None = None, formats: Iterable[str] | str | None = None, command: str | None = None,
              say: Say = print) -> Documents:
     """Default configs that transfer (`harness defaults`): every study's top configs per quantization mode
     trained in every study's cell (its model, data, budget and evaluation settings) on the cell's shared seeds,
     and per mode the candidate with the smallest worst-cell regret; `published`: the published defaults are
     trained in every cell too, on the same seeds, and each is compared with its mode's choice (`defaults_file`:
-    other references, in harness/config/published_defaults.yaml's format). Writes defaults.md/json/png and
+    other references, in harness/config/published_defaults.yaml's format; `report_only`: train nothing, write
+    the read-out of the runs done so far). Writes defaults.md/json/png and
     defaults.yaml (recommended.yaml's format; `formats` as recommend's) under reports_dir (default
     reports/defaults); returns the document, the printed lines and the files."""
     from harness.config.budget import memory_budget
@@ -255,7 +257,7 @@ def defaults(studies: Iterable[str], *, storage: str | None = None, top: int = 1
     with interruptible():
         result = cross_evaluate(names, storage=storage, top=top, seeds=seeds, sequential=sequential,
                                 references=published, workers=workers,
-                                defaults_file=Path(defaults_file) if defaults_file else None, pack=pack, wandb=wandb, max_memory_mb=budget, say=say)
+                                defaults_file=Path(defaults_file) if defaults_file else None, train=not report_only, pack=pack, wandb=wandb, max_memory_mb=budget, say=say)
     files = write_defaults(result.doc, folder, command)
     lines = summary_lines(result.doc)
     try:

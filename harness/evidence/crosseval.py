@@ -351,13 +351,14 @@ def read_cross(cells: list[Cell], candidates: list[CrossCandidate], resolution: 
 def cross_evaluate(studies: list[str], *, storage: str | None = None, top: int = 1, seeds: int = 2,
                    sequential: dict[str, Any] | None = None, references: bool = True,
                    defaults_file: Path | None = None, workers: int = 1, pack: int = 1,
-                   wandb: str | None = None, max_memory_mb: float | None = None,
+                   wandb: str | None = None, max_memory_mb: float | None = None, train: bool = True,
                    say: Callable[[str], None] = print) -> CrossEvaluation:
     """Plan, run and read back a cross-evaluation of `studies` (see the module's docstring). `references`: train
     the published defaults in every cell too (the shipped ones, or `defaults_file`'s). `sequential`:
     {max_seeds, resolution}: 2 seeds for every candidate and reference in every cell, then 2 more at a time for
     the configs of unresolved comparisons (a regret, or a reference against its mode's choice:
-    harness.evidence.sequential.until_resolved), intervals at each look's level."""
+    harness.evidence.sequential.until_resolved), intervals at each look's level. `train=False`: nothing is
+    trained; the read-out of the runs done so far (a cross-evaluation stopped part-way)."""
     from harness.evidence.sequential import until_resolved
     from harness.evidence.transfer import fewest_pairs, unresolved
 
@@ -369,6 +370,12 @@ def cross_evaluate(studies: list[str], *, storage: str | None = None, top: int =
         for name, why in cell.skipped:
             say(f"defaults: cell {cell.view.name}: published default {name} is not trained there: {why}")
     options = dict(workers=workers, pack=pack, wandb=wandb, max_memory_mb=max_memory_mb, say=say)
+    if not train:
+        result = read_cross(cells, candidates, *((sequential["resolution"], sequential["max_seeds"])
+                                                 if sequential else ()))
+        missing = sum(len(missing_runs(cell, candidates, seeds)) for cell in cells)
+        say(f"defaults: nothing trained (--report-only); {missing} runs of the first {seeds} seeds still missing")
+        return result
     if not sequential:
         ran = sum(run_cell(cell, views, candidates, seeds, **options) for cell in cells)  # type: ignore[arg-type]
         result = read_cross(cells, candidates)

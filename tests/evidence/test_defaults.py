@@ -378,3 +378,20 @@ def test_adding_a_study_trains_only_its_candidates_in_the_old_cells(crossed: dic
     assert all(e["pairs"] == 2 for row in matrix["regret"].values() for e in row.values())  # old runs read back
     assert {c["name"]: c["runs_from"] for c in doc["cells"]} == {
         "a": [f"a@defaults-{digest(['a', 'b'])}"], "b": [f"b@defaults-{digest(['a', 'b'])}"], "c": []}
+
+
+@pytest.mark.integration
+def test_report_only_trains_nothing_and_writes_what_is_done(crossed: dict[str, Any]) -> None:
+    url, root = crossed["url"], crossed["root"]
+    before = {n: len(optuna.load_study(study_name=f"{n}@defaults-{digest(['a', 'b'])}", storage=url).trials)
+              for n in CELLS}
+    result = run_cli("defaults", "--study", "a", "--study", "b", "--storage", url, "--seeds", "3", "--report-only",
+                     "--defaults-file", str(root / "published.yaml"), "--reports-dir", str(root / "reports_only"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "nothing trained (--report-only); 6 runs of the first 3 seeds still missing" in result.stdout
+    after = {n: len(optuna.load_study(study_name=f"{n}@defaults-{digest(['a', 'b'])}", storage=url).trials)
+             for n in CELLS}
+    assert after == before
+    doc = json.loads((root / "reports_only" / "defaults.json").read_text())
+    assert all(e["pairs"] == 2 for row in doc["modes"]["none"]["regret"].values() for e in row.values()
+               if e["value"] not in (None, 0.0))
