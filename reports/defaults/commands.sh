@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The defaults run of issue 42: what `reports/defaults/` and the shipped harness/config/defaults.yaml will come
-# from. NOT RUN YET: nothing under reports/defaults/ but this script is a measurement, and harness ships no
-# defaults.yaml until it has run (`harness sweep --warm-start defaults` says so).
+# from. PARTLY RUN: the three SmolLM2-135M studies and an interim cross-evaluation of them (run_smollm2.sh,
+# reports/defaults/README.md); harness ships no defaults.yaml until the whole run is done (`harness sweep
+# --warm-start defaults` says so). Every step resumes: a second run of this script adds only what is missing
+# (a cross-evaluation reads the runs an earlier set of studies left in the same cells).
 #
 # Six studies, {SmolLM2-135M, Gemma-3-270M} x {stdlib-qa, headline-sentiment, fictional-company}, one space
 # (search_spaces/defaults.yaml: r, alpha/r, learning rate 5e-5..5e-3, none and nf4-dq), 40-step trials of 8
@@ -9,15 +11,30 @@
 # every cell on the cell's shared seeds, seeds added until the regrets are resolved); then both defaults validated
 # at 120 steps on two cells against the cell's own best and the published defaults.
 #
-# Cost on 2 CPU cores (estimates from the committed SmolLM2 studies and reports/models/: a 40-step SmolLM2 trial
-# about 30-60 s, a Gemma-3-270M one several minutes): the six sweeps about 20 trials each, 2 + 6-8 hours; the
-# cross-evaluation 12 candidates x 6 cells x 2-4 seeds, 144-288 runs, half of them on Gemma; the validations
-# about an hour each. Run it on a GPU if you have one (same commands; `harness doctor` first). Record the machine
+# Cost on 2 CPU cores with native bf16 (measured 2026-12-07: a 40-step SmolLM2-135M trial 60-75 s, a SmolLM2
+# study of 20 trials 22-25 min on a quiet machine; a 40-step Gemma-3-270M trial about 80-90 s, so a Gemma study
+# about 30 min): the cross-evaluation trains 12 candidates and the 4 published defaults in 6 cells on 2-4 seeds,
+# 192-384 runs, about 4-8 hours (the SmolLM2 cells' runs of the interim cross-evaluation count); the
+# validations at 120 steps about an hour each. Run it on a GPU if you have one (same commands; `harness doctor` first). Record the machine
 # (`harness doctor --quick`), the commit and each command's wall time in reports/defaults/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 harness models install gemma3-270m   # SmolLM2-135M comes with `make`
+
+# `harness sweep --trials N` runs N more trials, so a second run of this script would add 20 to every study:
+# sweep_to runs a study until it has 20 finished trials and skips it when it has them.
+sweep_to() {
+  local study=$1; shift
+  local done=0
+  if [ -f "experiments/$study/trials.jsonl" ]; then
+    done=$(grep -c '"state": "COMPLETE"' "experiments/$study/trials.jsonl" || true)
+  fi
+  if [ "$done" -lt 20 ]; then
+    /usr/bin/time -f "$study sweep: %e s" \
+      harness sweep -e experiments/defaults.yaml --study "$study" --trials $((20 - done)) "$@"
+  fi
+}
 
 declare -A MODELS=([smollm2]=smollm2-135m [gemma3]=gemma3-270m)
 declare -A TASKS=([stdlib_qa]=stdlib-qa [headlines]=headline-sentiment [company]=fictional-company)
@@ -26,8 +43,7 @@ for m in smollm2 gemma3; do            # SmolLM2 first: if Gemma-3 has to wait, 
   for t in stdlib_qa headlines company; do
     study="defaults_${m}_${t}"
     STUDIES+=("$study")
-    /usr/bin/time -f "$study sweep: %e s" \
-      harness sweep -e experiments/defaults.yaml --model "${MODELS[$m]}" --data "${TASKS[$t]}" --study "$study"
+    sweep_to "$study" --model "${MODELS[$m]}" --data "${TASKS[$t]}"
   done
 done
 

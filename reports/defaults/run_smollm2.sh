@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The SmolLM2-135M half of commands.sh (issue 42 allows SmolLM2 x 3 tasks first, Gemma-3-270M added later): the
+# three studies, the cross-evaluation of their best config per mode with the published defaults beside them, and
+# both defaults validated at 120 steps on two SmolLM2 cells. Every step resumes where it stopped.
+#
+# Run so far (2026-12-07, reports/defaults/README.md): the three studies, then the interim cross-evaluation
+#   harness defaults --study defaults_smollm2_stdlib_qa --study defaults_smollm2_headlines \
+#     --study defaults_smollm2_company --top 1 --seeds 2 --no-published --reports-dir reports/defaults/interim
+# (candidates only, 2 seeds: what one session's time allowed). The commands below add the published defaults'
+# runs and the seeds of unresolved comparisons to the same cells, then validate.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="$PWD/.venv/bin:$PATH"
+
+sweep_to() {  # until the study has 20 finished trials (`--trials N` runs N more: a rerun must not add 20)
+  local study=$1; shift
+  local done=0
+  if [ -f "experiments/$study/trials.jsonl" ]; then
+    done=$(grep -c '"state": "COMPLETE"' "experiments/$study/trials.jsonl" || true)
+  fi
+  if [ "$done" -lt 20 ]; then
+    /usr/bin/time -f "$study sweep: %e s" \
+      harness sweep -e experiments/defaults.yaml --study "$study" --trials $((20 - done)) "$@"
+  fi
+}
+
+STUDIES=()
+for pair in stdlib_qa:stdlib-qa headlines:headline-sentiment company:fictional-company; do
+  t="${pair%%:*}"; data="${pair#*:}"
+  study="defaults_smollm2_${t}"
+  STUDIES+=("$study")
+  sweep_to "$study" --model smollm2-135m --data "$data"
+done
+args=(); for s in "${STUDIES[@]}"; do args+=(--study "$s"); done
+/usr/bin/time -f "defaults: %e s" \
+  harness defaults "${args[@]}" --top 1 --confirm-until resolved --max-seeds 4 \
+    --reports-dir reports/defaults/smollm2 --format axolotl,llamafactory,trl,unsloth
+for study in defaults_smollm2_stdlib_qa defaults_smollm2_headlines; do
+  /usr/bin/time -f "$study validate: %e s" \
+    harness validate --study "$study" --steps 120 --top 1 --defaults-file reports/defaults/smollm2/defaults.yaml \
+      --confirm-until resolved --max-seeds 4 --reports-dir "reports/defaults/smollm2/validation_${study}"
+done
