@@ -353,7 +353,8 @@ def _save_with_caption(fig: Any, path: Path, text: str) -> None:
     import textwrap
 
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.text(0.01, 0.01, textwrap.fill(text, 180), fontsize=7, color="#444444", ha="left", va="bottom")
+    width = max(60, int(fig.get_figwidth() * 19))  # about the characters of 7-point text across the figure
+    fig.text(0.01, 0.01, textwrap.fill(text, width), fontsize=7, color="#444444", ha="left", va="bottom")
     fig.savefig(path, dpi=DPI)
     pyplot().close(fig)
 
@@ -482,8 +483,8 @@ def plot_regret(doc: dict[str, Any], path: Path) -> str | None:
                 + [(f"{n} (published)", m["reference_regret"][n]) for n in refs])
 
     rows = sum(len(rows_of(m)) for _, m in modes)
-    width = max(6.0, 2.0 + 1.4 * max(len(m["cells"]) for _, m in modes))
-    fig, axes = plt.subplots(len(modes), 1, figsize=(width, 1.6 + 0.45 * rows + 0.8 * len(modes)), squeeze=False)
+    width = max(7.0, 3.5 + 1.8 * max(len(m["cells"]) for _, m in modes))
+    fig, axes = plt.subplots(len(modes), 1, figsize=(width, 2.2 + 0.45 * rows + 1.2 * len(modes)), squeeze=False)
     for ax, (mode, m) in zip(axes[:, 0], modes):
         labelled = rows_of(m)
         grid = np.array([[np.nan if row[c]["value"] is None else 100 * row[c]["value"] for c in m["cells"]]
@@ -499,7 +500,7 @@ def plot_regret(doc: dict[str, Any], path: Path) -> str | None:
                         fontsize=8, color="black" if math.isnan(value) or value < 0.6 * top else "white")
         if len(labelled) > len(m["order"]):
             ax.axhline(len(m["order"]) - 0.5, color="black", linewidth=1.5)
-        ax.set_xticks(range(len(m["cells"])), m["cells"], fontsize=8)
+        ax.set_xticks(range(len(m["cells"])), m["cells"], fontsize=8, rotation=15, ha="right")
         ax.set_yticks(range(len(labelled)), [label for label, _ in labelled], fontsize=8)
         ax.set_title(f"{mode}: regret against each cell's best {mode} candidate", fontsize=10)
         fig.colorbar(image, ax=ax, label="regret, % of the cell's best")
