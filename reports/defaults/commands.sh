@@ -22,19 +22,7 @@ cd "$(dirname "$0")/../.."
 
 harness models install gemma3-270m   # SmolLM2-135M comes with `make`
 
-# `harness sweep --trials N` runs N more trials, so a second run of this script would add 20 to every study:
-# sweep_to runs a study until it has 20 finished trials and skips it when it has them.
-sweep_to() {
-  local study=$1; shift
-  local done=0
-  if [ -f "experiments/$study/trials.jsonl" ]; then
-    done=$(grep -c '"state": "COMPLETE"' "experiments/$study/trials.jsonl" || true)
-  fi
-  if [ "$done" -lt 20 ]; then
-    /usr/bin/time -f "$study sweep: %e s" \
-      harness sweep -e experiments/defaults.yaml --study "$study" --trials $((20 - done)) "$@"
-  fi
-}
+source reports/defaults/sweep_to.sh   # sweep_to STUDY [flags]: until the study has 20 finished trials
 
 declare -A MODELS=([smollm2]=smollm2-135m [gemma3]=gemma3-270m)
 declare -A TASKS=([stdlib_qa]=stdlib-qa [headlines]=headline-sentiment [company]=fictional-company)

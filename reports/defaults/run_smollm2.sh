@@ -12,17 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv/bin:$PATH"
 
-sweep_to() {  # until the study has 20 finished trials (`--trials N` runs N more: a rerun must not add 20)
-  local study=$1; shift
-  local done=0
-  if [ -f "experiments/$study/trials.jsonl" ]; then
-    done=$(grep -c '"state": "COMPLETE"' "experiments/$study/trials.jsonl" || true)
-  fi
-  if [ "$done" -lt 20 ]; then
-    /usr/bin/time -f "$study sweep: %e s" \
-      harness sweep -e experiments/defaults.yaml --study "$study" --trials $((20 - done)) "$@"
-  fi
-}
+source reports/defaults/sweep_to.sh   # sweep_to STUDY [flags]: until the study has 20 finished trials
 
 STUDIES=()
 for pair in stdlib_qa:stdlib-qa headlines:headline-sentiment company:fictional-company; do
