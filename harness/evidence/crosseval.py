@@ -202,17 +202,20 @@ def run_cell(cell: Cell, views: list[StudyView], candidates: list[CrossCandidate
         raise SpecError(f"--workers {workers}: study {view.name!r} is in SQLite ({public_url(storage)}), which several "
                         "workers cannot share, and its cell lives in the same storage; use --workers 1, or copy "
                         "the studies to a journal file or PostgreSQL with optuna.copy_study and pass --storage")
-    cell.folder.mkdir(parents=True, exist_ok=True)
-    space_path = _space_file(cell, views, cell.plan(candidates))
-    # the cell's settings, all of them (model, data, split, budget, training, evaluation), with the candidates'
-    # params as the only thing from elsewhere; no warm start or range test may add trials to the cell
-    flags = {"study": cell.linked, "storage": storage, "out": str(cell.folder), "pruner": "none",
-             "sampler": "random", "space": str(space_path), "wandb": wandb, "trials": 1, "pack": pack,
-             "lr_range_test": False, "warm_start": "none"}
-    spec = storage_for_workers(build_sweep_spec(view.sweep, flags, f"study {view.name}"), workers)
-    if max_memory_mb is not None:
-        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, max_memory_mb=max_memory_mb))
-    linked = open_study(spec, load_space(space_path))
+    cell, space_path = generation(cell, views, cell.plan(candidates))
+
+    def spec_of(name: str, folder: Path) -> Any:
+        # the cell's settings, all of them (model, data, split, budget, training, evaluation), with the candidates'
+        # params as the only thing from elsewhere; no warm start or range test may add trials to the cell
+        flags = {"study": name, "storage": storage, "out": str(folder), "pruner": "none", "sampler": "random",
+                 "space": str(folder / "space.yaml"), "wandb": wandb, "trials": 1, "pack": pack,
+                 "lr_range_test": False, "warm_start": "none"}
+        spec = storage_for_workers(build_sweep_spec(view.sweep, flags, f"study {view.name}"), workers)
+        if max_memory_mb is not None:
+            spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, max_memory_mb=max_memory_mb))
+        return spec
+
+    linked = open_study(spec_of(cell.linked, cell.folder), load_space(space_path))
     for key, value in view.attrs.items():  # the untuned model is not scored again; the split is the cell's
         if (key.startswith("baseline") or key in COPIED_ATTRS) and key not in linked.user_attrs:
             linked.set_user_attr(key, value)
@@ -227,13 +230,54 @@ def run_cell(cell: Cell, views: list[StudyView], candidates: list[CrossCandidate
         if variant:
             attrs["variant"] = variant
         linked.enqueue_trial({k: planned.params[k] for k in AXES}, user_attrs=attrs)
-    waiting = len(linked.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-    if waiting:
-        say(f"defaults: cell {view.name}: {waiting} runs to go in study {cell.linked}")
-        run_sweep(dataclasses.replace(spec, trials=waiting), workers=workers)
-    else:
+    # Every linked study of the cell: a waiting run counts as planned (missing_runs), so one left waiting in an
+    # earlier generation or another set's study (a cross-evaluation stopped before it ran) is run there.
+    ran = 0
+    for name, folder in linked_studies(cell):
+        waiting = len(optuna.load_study(study_name=name, storage=storage).get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+        if waiting:
+            say(f"defaults: cell {view.name}: {waiting} runs to go in study {name}")
+            run_sweep(dataclasses.replace(spec_of(name, folder), trials=waiting), workers=workers)
+            ran += waiting
+    if not ran:
         say(f"defaults: cell {view.name}: every run is done ({cell.linked})")
-    return waiting
+    return ran
+
+
+def generation(cell: Cell, views: list[StudyView], planned: list[Planned]) -> tuple[Cell, Path]:
+    """The cell as it runs now, with its space file: linked study `<linked>`, else `<linked>+2`, `+3`, ... (the
+    first whose space file holds every planned config; a new one's file is written now). An Optuna study's
+    categorical choices cannot grow, so a config outside the space of the cell's study (a published default
+    added to a cross-evaluation first run with --no-published, a larger --top) goes to a continuation study of
+    the same cell, whose runs are read with the others (cell_views)."""
+    n = 1
+    while True:
+        here = cell if n == 1 else dataclasses.replace(cell, linked=f"{cell.linked}+{n}",
+                                                       folder=cell.folder.with_name(f"{cell.folder.name}+{n}"))
+        path = here.folder / "space.yaml"
+        if not path.exists():
+            here.folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(yaml.safe_dump(cell_space(views, planned), sort_keys=False))
+            return here, path
+        axes = (yaml.safe_load(path.read_text()) or {}).get("axes") or {}
+        if all(p.params[axis] in (axes.get(axis) or {}).get("choices", []) for p in planned for axis in AXES):
+            return here, path
+        n += 1
+
+
+def linked_studies(cell: Cell) -> list[tuple[str, Path]]:
+    """Every linked study of the cell in its storage (`<study>@defaults-<suffix>`: any set of studies, any
+    generation), this one first, with its folder (`defaults-<suffix>` beside the cell's)."""
+    import optuna
+
+    from harness.search.study import resolve_url
+
+    prefix = f"{cell.view.name}@defaults-"
+    names = sorted(n for n in optuna.get_all_study_names(storage=resolve_url(cell.view.storage))
+                   if n.startswith(prefix))
+    return [(name, cell.folder.parent / f"defaults-{name[len(prefix):]}")
+            for name in sorted(names, key=lambda n: n != cell.linked)]
 
 
 def missing_runs(cell: Cell, candidates: list[CrossCandidate], seeds: int,
@@ -247,17 +291,10 @@ def missing_runs(cell: Cell, candidates: list[CrossCandidate], seeds: int,
 
 def cell_views(cell: Cell) -> list[StudyView]:
     """Every linked study holding the cell's runs: this cross-evaluation's (when it exists and has trials), then
-    other cross-evaluations' of the same cell (`<study>@defaults-<digest>`, any other set of studies)."""
-    import optuna
-
-    from harness.search.study import resolve_url
-
-    prefix = f"{cell.view.name}@defaults-"
-    names = sorted(n for n in optuna.get_all_study_names(storage=resolve_url(cell.view.storage))
-                   if n.startswith(prefix))
+    other cross-evaluations' of the same cell (`<study>@defaults-<digest>`, any other set of studies) and
+    continuation studies (`+2`, ...: generation)."""
     views = []
-    for name in sorted(names, key=lambda n: n != cell.linked):  # this cross-evaluation's first
-        folder = cell.folder.parent / f"defaults-{name[len(prefix):]}"
+    for name, folder in linked_studies(cell):
         try:
             view = open_view(name, cell.view.storage, str(folder))
         except SpecError:  # created, nothing enqueued yet
@@ -265,21 +302,6 @@ def cell_views(cell: Cell) -> list[StudyView]:
         if view.rows and (view.attrs.get(LINK_ATTR) or {}).get("cell") == cell.view.name:
             views.append(view)
     return views
-
-
-def _space_file(cell: Cell, views: list[StudyView], planned: list[Planned]) -> Path:
-    """The cell's space file, written once; a config outside an existing one is refused with the reason."""
-    path = cell.folder / "space.yaml"
-    if not path.exists():
-        path.write_text(yaml.safe_dump(cell_space(views, planned), sort_keys=False))
-        return path
-    axes = (yaml.safe_load(path.read_text()) or {}).get("axes") or {}
-    for p in planned:
-        for axis in AXES:
-            if p.params[axis] not in (axes.get(axis) or {}).get("choices", []):
-                raise SpecError(f"study {cell.linked!r} was created before {p.source} ({axis} {p.params[axis]}) "
-                                f"was a config of it; delete that linked study and {path} to start the cell again")
-    return path
 
 
 def read_cell(cell: Cell, candidates: list[CrossCandidate]) -> tuple[dict[str, Runs], dict[str, Any]]:

@@ -395,3 +395,40 @@ def test_report_only_trains_nothing_and_writes_what_is_done(crossed: dict[str, A
     doc = json.loads((root / "reports_only" / "defaults.json").read_text())
     assert all(e["pairs"] == 2 for row in doc["modes"]["none"]["regret"].values() for e in row.values()
                if e["value"] not in (None, 0.0))
+
+
+@pytest.mark.integration
+def test_references_added_later_go_to_a_continuation_study_and_waiting_runs_anywhere_are_run(tmp_path: Path) -> None:
+    """A cross-evaluation run first with --no-published, then with a reference whose learning rate is outside the
+    cells' space (an Optuna study's categorical choices cannot grow): the reference trains in `<linked>+2`, the
+    candidates' runs are not repeated, and a run left waiting in the first study (a stop before it ran) is run
+    there, once."""
+    url = f"sqlite:///{tmp_path}/studies.db"
+    for (name, (model, data, train, eval_size)), lrs in zip(CELLS.items(), ([5e-3], [2e-3])):
+        _source(url, name, model, data, tmp_path / name, lrs, train=train, eval_size=eval_size)
+    base = ["defaults", "--study", "a", "--study", "b", "--storage", url]
+    first = run_cli(*base, "--seeds", "1", "--no-published", "--reports-dir", str(tmp_path / "r1"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    linked = f"a@defaults-{digest(['a', 'b'])}"
+    stopped = optuna.load_study(study_name=linked, storage=url)  # seed 2 of a#0, enqueued and never run
+    stopped.enqueue_trial({**PARAMS, "learning_rate": 5e-3}, user_attrs={"seed": 2, "defaults_candidate": "a#0"})
+    late = [{"name": "ref-late", "source": "a reference outside the space",
+             "params": {**PARAMS, "learning_rate": 7e-4}, "training": {"scheduler": "constant"}}]
+    (tmp_path / "late.yaml").write_text(yaml.safe_dump(late))
+    second = run_cli(*base, "--seeds", "2", "--defaults-file", str(tmp_path / "late.yaml"),
+                     "--reports-dir", str(tmp_path / "r2"))
+    assert second.returncode == 0, second.stderr[-3000:]
+
+    def runs(study: str) -> list[tuple[float, int, str]]:
+        trials = optuna.load_study(study_name=study, storage=url).trials
+        lr = [{**t.system_attrs.get("fixed_params", {}), **t.params}["learning_rate"] for t in trials]
+        return sorted((r, t.user_attrs["seed"], t.state.name) for r, t in zip(lr, trials))
+
+    # cell a: a#0 and b#0 on seed 1 from the first run, then a#0's waiting seed 2, run where it was waiting
+    assert runs(linked) == [(2e-3, 1, "COMPLETE"), (5e-3, 1, "COMPLETE"), (5e-3, 2, "COMPLETE")]
+    # what was missing, and only that: b#0's seed 2 and the reference's two seeds
+    assert runs(f"{linked}+2") == [(7e-4, 1, "COMPLETE"), (7e-4, 2, "COMPLETE"), (2e-3, 2, "COMPLETE")]
+    assert (tmp_path / "a" / f"defaults-{digest(['a', 'b'])}+2" / "space.yaml").exists()
+    doc = json.loads((tmp_path / "r2" / "defaults.json").read_text())
+    versus = doc["modes"]["none"]["versus_choice"]["ref-late"]
+    assert {cell: e["pairs"] for cell, e in versus.items()} == {"a": 2, "b": 2}
