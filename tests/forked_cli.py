@@ -41,7 +41,7 @@ import harness.cli
 from harness.search import runner
 
 PRELOAD = ["harness.cli", "optuna", "torch", "transformers", "harness.search.sweep", "harness.evidence.compare",
-           "harness.evidence.validate", "harness.publish.documents",
+           "harness.evidence.compare_doc", "harness.evidence.validate", "harness.publish.documents",
            "peft", "bitsandbytes", "datasets", "evaluate", "harness.trial.run", "harness.trial.baselines",
            "harness.runtime.quiet"]
 """What the fork server imports once: the command line, what its commands import in their own process, and what

@@ -65,7 +65,8 @@ def compare(study: str = "default", *, storage: str | None = None, out: str | No
     keep; a positive number, and another than the study's is refused."""
     from harness.config.budget import memory_budget
     from harness.config.paths import study_reports_dir
-    from harness.evidence.compare import build_comparison, write_comparison
+    from harness.evidence.compare import build_comparison
+    from harness.evidence.compare_doc import write_comparison
     from harness.evidence.confirm import confirm_until_resolved
 
     check_sequential(confirm_until, resolution)

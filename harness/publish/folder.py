@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.evidence.compare import build_comparison, comparison_markdown, write_comparison
+from harness.evidence.compare import build_comparison
+from harness.evidence.compare_doc import comparison_markdown, write_comparison
 from harness.evidence.grouping import Grouping
 from harness.search.artifacts import store_study_files
 from harness.search.readout import StudyView

@@ -11,7 +11,8 @@ import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from helpers import load_without_harness
-from harness.evidence.compare import build_comparison, comparison_markdown, write_comparison
+from harness.evidence.compare import build_comparison
+from harness.evidence.compare_doc import comparison_markdown, write_comparison
 from harness.evidence.confirm import enqueue, plan_confirmations
 from harness.search.readout import open_view
 from harness.evidence.recommend import recommend_many, recommend_study, write_recommended

@@ -12,7 +12,8 @@ import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from harness.evidence.compare import build_comparison, comparison_markdown
+from harness.evidence.compare import build_comparison
+from harness.evidence.compare_doc import comparison_markdown
 from harness.evidence.confirm import plan_confirmations
 from harness.search.readout import open_view
 from harness.evidence.recommend import recommend_study, write_recommended

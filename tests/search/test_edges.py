@@ -10,7 +10,8 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 
-from harness.evidence.compare import build_comparison, comparison_markdown, write_comparison
+from harness.evidence.compare import build_comparison
+from harness.evidence.compare_doc import comparison_markdown, write_comparison
 from harness.search.edges import edge_warnings
 from harness.search.progress import print_sweep_end
 from harness.search.readout import StudyView, view_of
