@@ -220,6 +220,7 @@ def run_cell(cell: Cell, views: list[StudyView], candidates: list[CrossCandidate
         if (key.startswith("baseline") or key in COPIED_ATTRS) and key not in linked.user_attrs:
             linked.set_user_attr(key, value)
     linked.set_user_attr(LINK_ATTR, {"cell": view.name, "studies": [v.name for v in views]})
+    withdraw_unneeded(cell, cell.plan(candidates), seeds, grow, storage)
     references = {r.source for r in cell.references}
     for planned, seed in missing_runs(cell, candidates, seeds, grow):
         attrs: dict[str, Any] = {"seed": seed}
@@ -243,6 +244,34 @@ def run_cell(cell: Cell, views: list[StudyView], candidates: list[CrossCandidate
     if not ran:
         say(f"defaults: cell {view.name}: every run is done ({cell.linked})")
     return ran
+
+
+def withdraw_unneeded(cell: Cell, planned: list[Planned], seeds: int, grow: set[str] | None, storage: str) -> int:
+    """Runs left waiting in the cell's linked studies that this round does not plan (a config outside `grow`, a
+    seed past `seeds`, a config no longer planned), e.g. from a stopped run that planned more, are withdrawn:
+    marked failed with status `withdrawn`, so that they are not run; a later round that needs them plans them
+    again. Returns how many."""
+    import optuna
+
+    from harness.evidence.longruns import config_key
+
+    wanted = {p.key for p in planned if grow is None or p.key in grow}
+    last_seed = int(cell.view.sweep.get("seed", 0)) + seeds
+    withdrawn = 0
+    for name, _ in linked_studies(cell):
+        study = optuna.load_study(study_name=name, storage=storage)
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            params = {**t.system_attrs.get("fixed_params", {}), **(t.user_attrs.get("variant") or {})}
+            if (config_key(params, t.user_attrs.get("training")) in wanted
+                    and int(t.user_attrs.get("seed", last_seed + 1)) <= last_seed):
+                continue
+            study._storage.set_trial_user_attr(t._trial_id, "status", "withdrawn")
+            study._storage.set_trial_user_attr(t._trial_id, "reason", "planned by an earlier round that is no "
+                                               "longer needed (its comparison resolved, or it was planned for "
+                                               "another cell)")
+            study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+            withdrawn += 1
+    return withdrawn
 
 
 def generation(cell: Cell, views: list[StudyView], planned: list[Planned]) -> tuple[Cell, Path]:
@@ -323,7 +352,7 @@ def _describe(cell: Cell, views: list[StudyView]) -> dict[str, Any]:
     view = cell.view
     done = [r for v in views for r in v.completed()]
     failed = [f"{v.name} trial #{r.number} ({r.status or r.state.lower()}): {r.reason}"
-              for v in views for r in v.rows if r.finished and r.state != "COMPLETE"]
+              for v in views for r in v.rows if r.finished and r.state != "COMPLETE" and r.status != "withdrawn"]
     steps, per_step = budget_of(view)
     return {"name": view.name, "linked_study": cell.linked, "out": str(cell.folder),
             "runs_from": [v.name for v in views if v.name != cell.linked],
@@ -382,7 +411,7 @@ def cross_evaluate(studies: list[str], *, storage: str | None = None, top: int =
     harness.evidence.sequential.until_resolved), intervals at each look's level. `train=False`: nothing is
     trained; the read-out of the runs done so far (a cross-evaluation stopped part-way)."""
     from harness.evidence.sequential import until_resolved
-    from harness.evidence.transfer import fewest_pairs, unresolved
+    from harness.evidence.transfer import fewest_pairs, unresolved_by_cell
 
     views = open_views(studies, storage)
     check_studies(views)
@@ -405,14 +434,18 @@ def cross_evaluate(studies: list[str], *, storage: str | None = None, top: int =
         return result
     keys = {p.source: p.key for cell in cells for p in cell.plan(candidates)}
 
+    # grow: "<cell>\n<config key>" pairs: a comparison is within a cell, so seeds are added only where it is open
     def round_(n: int, grow: set[str] | None) -> tuple[CrossEvaluation, set[str], int]:
         for cell in cells:
-            run_cell(cell, views, candidates, n, grow=grow, **options)  # type: ignore[arg-type]
+            mine = None if grow is None else {k.split("\n", 1)[1] for k in grow
+                                               if k.split("\n", 1)[0] == cell.view.name}
+            run_cell(cell, views, candidates, n, grow=mine, **options)  # type: ignore[arg-type]
         result = read_cross(cells, candidates, sequential["resolution"], sequential["max_seeds"])
         modes = result.doc["modes"].values()
-        names = set().union(*(unresolved(m) for m in modes))
+        open_ = {f"{cell}\n{keys[name]}" for m in modes for cell, names in unresolved_by_cell(m).items()
+                 for name in names}
         have = min((fewest_pairs(m, n) for m in modes), default=n)
-        return result, {keys[name] for name in names}, have
+        return result, open_, have
 
     return until_resolved(round_, sequential["max_seeds"], sequential["resolution"], say, "cross-evaluation",
-                          "config")
+                          "config-in-a-cell pair")

@@ -202,30 +202,39 @@ def _finite(value: float) -> float | None:
     return None if math.isinf(value) or math.isnan(value) else value
 
 
-def _open_comparisons(matrix: dict[str, Any]) -> list[tuple[set[str], dict[str, Any]]]:
-    """A mode matrix's unresolved comparisons, each with the configs on its two sides: a candidate and its cell's
-    best; a reference and the mode's choice."""
+def _open_comparisons(matrix: dict[str, Any]) -> list[tuple[set[str], str, dict[str, Any]]]:
+    """A mode matrix's unresolved comparisons, each with the configs on its two sides and its cell: a candidate
+    and its cell's best; a reference and the mode's choice."""
     out = []
     for name, row in matrix["regret"].items():
         for cell, entry in row.items():
             if entry["value"] is not None and not entry["resolved"]:
-                out.append(({name, matrix["best"][cell]}, entry))
+                out.append(({name, matrix["best"][cell]}, cell, entry))
     for name, row in (matrix.get("versus_choice") or {}).items():
-        for entry in row.values():
+        for cell, entry in row.items():
             if entry["value"] is not None and not entry["resolved"]:
-                out.append(({name, matrix["choice"]}, entry))
+                out.append(({name, matrix["choice"]}, cell, entry))
     return out
 
 
 def unresolved(matrix: dict[str, Any]) -> set[str]:
-    """The configs on either side of an unresolved comparison of a mode's matrix (where a sequential run adds
-    seeds): a candidate and its cell's best, a reference and the mode's choice."""
-    return set().union(*(names for names, _ in _open_comparisons(matrix)))
+    """The configs on either side of an unresolved comparison of a mode's matrix: a candidate and its cell's
+    best, a reference and the mode's choice."""
+    return set().union(*(names for names, _, _ in _open_comparisons(matrix)))
+
+
+def unresolved_by_cell(matrix: dict[str, Any]) -> dict[str, set[str]]:
+    """Per cell, the configs on either side of its unresolved comparisons: where a sequential run adds seeds (a
+    comparison is within one cell, so a config open in one cell gets no seeds in the others)."""
+    out: dict[str, set[str]] = {}
+    for names, cell, _ in _open_comparisons(matrix):
+        out.setdefault(cell, set()).update(names)
+    return out
 
 
 def fewest_pairs(matrix: dict[str, Any], default: int) -> int:
     """The fewest seeds any unresolved comparison of a mode's matrix has (`default` when none is open)."""
-    return min((entry["pairs"] for _, entry in _open_comparisons(matrix)), default=default)
+    return min((entry["pairs"] for _, _, entry in _open_comparisons(matrix)), default=default)
 
 
 def defaults_doc(objective: str, direction: str, steps: int, cells: list[dict[str, Any]],

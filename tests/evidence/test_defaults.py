@@ -331,7 +331,7 @@ def test_a_defaults_file_adds_its_configs_beside_the_published_defaults(tmp_path
 def test_a_sequential_cross_evaluation_adds_seeds_only_for_unresolved_regrets(tmp_path: Path,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """`--confirm-until resolved`: 2 seeds everywhere, then 2 more only for the candidates of an unresolved regret
-    (the candidate and its cell's best), until none is left; nothing trains here (run_cell and read_cross are
+    (the candidate and its cell's best) and only in its cell, until none is left; nothing trains here (run_cell and read_cross are
     stand-ins)."""
     from harness.evidence import crosseval
 
@@ -356,8 +356,8 @@ def test_a_sequential_cross_evaluation_adds_seeds_only_for_unresolved_regrets(tm
     crosseval.cross_evaluate(["a", "b"], storage=url, sequential={"max_seeds": 6, "resolution": "1%"},
                              say=lambda line: None)
     keys = {c.name: c.key for v in (open_view("a", url), open_view("b", url)) for c in study_candidates(v, 1)}
-    assert calls == [("a", 2, None), ("b", 2, None), ("a", 4, {keys["a#0"], keys["b#0"]}),
-                     ("b", 4, {keys["a#0"], keys["b#0"]})]
+    # the open comparison is in cell a: cell b gets no seeds (a comparison is within one cell)
+    assert calls == [("a", 2, None), ("b", 2, None), ("a", 4, {keys["a#0"], keys["b#0"]}), ("b", 4, set())]
 
 
 @pytest.mark.integration
@@ -432,3 +432,13 @@ def test_references_added_later_go_to_a_continuation_study_and_waiting_runs_anyw
     doc = json.loads((tmp_path / "r2" / "defaults.json").read_text())
     versus = doc["modes"]["none"]["versus_choice"]["ref-late"]
     assert {cell: e["pairs"] for cell, e in versus.items()} == {"a": 2, "b": 2}
+    # a run left waiting that no round plans (seed 5 of a#0, from a stopped run that planned more) is withdrawn,
+    # not run, and not reported as a failed run
+    stopped.enqueue_trial({**PARAMS, "learning_rate": 5e-3}, user_attrs={"seed": 5, "defaults_candidate": "a#0"})
+    third = run_cli(*base, "--seeds", "2", "--defaults-file", str(tmp_path / "late.yaml"),
+                    "--reports-dir", str(tmp_path / "r3"))
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert runs(linked)[-1] == (5e-3, 5, "FAIL") and len(runs(linked)) == 4
+    assert optuna.load_study(study_name=linked, storage=url).trials[-1].user_attrs["status"] == "withdrawn"
+    doc = json.loads((tmp_path / "r3" / "defaults.json").read_text())
+    assert [c["failed_runs"] for c in doc["cells"]] == [[], []]
