@@ -3,11 +3,11 @@
 # three studies, the cross-evaluation of their best config per mode with the published defaults beside them, and
 # both defaults validated at 120 steps on two SmolLM2 cells. Every step resumes where it stopped.
 #
-# Run so far (2026-12-07, reports/defaults/README.md): the three studies, then the interim cross-evaluation
+# Run so far (2026-12-07, reports/defaults/README.md): the three studies, the interim cross-evaluation
 #   harness defaults --study defaults_smollm2_stdlib_qa --study defaults_smollm2_headlines \
 #     --study defaults_smollm2_company --top 1 --seeds 2 --no-published --reports-dir reports/defaults/interim
-# (candidates only, 2 seeds: what one session's time allowed). The commands below add the published defaults'
-# runs and the seeds of unresolved comparisons to the same cells, then validate.
+# (candidates only, 2 seeds), and the cross-evaluation below with the published defaults, to 4 seeds
+# (reports/defaults/smollm2). The validations at 120 steps wait for the six-study choice (commands.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv/bin:$PATH"
