@@ -254,6 +254,7 @@ def withdraw_unneeded(cell: Cell, planned: list[Planned], seeds: int, grow: set[
     import optuna
 
     from harness.evidence.longruns import config_key
+    from harness.search.recovery import fail_trial
 
     wanted = {p.key for p in planned if grow is None or p.key in grow}
     last_seed = int(cell.view.sweep.get("seed", 0)) + seeds
@@ -265,12 +266,8 @@ def withdraw_unneeded(cell: Cell, planned: list[Planned], seeds: int, grow: set[
             if (config_key(params, t.user_attrs.get("training")) in wanted
                     and int(t.user_attrs.get("seed", last_seed + 1)) <= last_seed):
                 continue
-            study._storage.set_trial_user_attr(t._trial_id, "status", "withdrawn")
-            study._storage.set_trial_user_attr(t._trial_id, "reason", "planned by an earlier round that is no "
-                                               "longer needed (its comparison resolved, or it was planned for "
-                                               "another cell)")
-            study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
-            withdrawn += 1
+            withdrawn += fail_trial(study, t._trial_id, "withdrawn", "planned by an earlier round that is no "
+                                    "longer needed (its comparison resolved, or it was planned for another cell)")
     return withdrawn
 
 

@@ -157,22 +157,29 @@ def _who(trial: Any) -> str:
 def recover(study: Any, on_lost: Callable[[Any, str, int | None], None]) -> int:
     """Fail every lost trial with its reason, enqueue its retry, and hand it to `on_lost(trial, reason,
     retry_number)` (which records it). Call under the claim lock. Returns how many were recovered."""
-    import optuna
-
     done = 0
     for trial, reason in _lost_trials(study):
-        storage = study._storage
-        try:
-            storage.set_trial_user_attr(trial._trial_id, "status", "failed")
-            storage.set_trial_user_attr(trial._trial_id, "reason", reason)
-            if not storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
+        if not fail_trial(study, trial._trial_id, "failed", reason):
             continue  # its worker told the result after all, or another worker recovered it
-        lost = storage.get_trial(trial._trial_id)
+        lost = study._storage.get_trial(trial._trial_id)
         on_lost(lost, reason, retry(study, lost))
         done += 1
     return done
+
+
+def fail_trial(study: Any, trial_id: int, status: str, reason: str) -> bool:
+    """Mark an unfinished (running or waiting) trial failed, with the harness status and reason set first (a
+    finished trial takes no attrs); False when it finished meanwhile (another process told its result or
+    failed it)."""
+    import optuna
+
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial_id, "status", status)
+        storage.set_trial_user_attr(trial_id, "reason", reason)
+        return bool(storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
 
 
 def retry(study: Any, trial: Any) -> int | None:
