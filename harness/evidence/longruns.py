@@ -6,6 +6,7 @@ report read them here. Nothing here trains.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -53,13 +54,53 @@ def read_validation(view: StudyView, steps: int | None = None) -> Validation:
     if link is None or link[1] is None:
         raise SpecError(f"study {view.name!r} has no validation; run `harness validate --study {view.name} --steps N`")
     n, where = link
-    long_view = open_view(where["study"], view.storage, where.get("out"))
+    views = generation_views(where["study"], view.storage, where.get("out"))
+    long_view = dataclasses.replace(views[0], rows=tuple(r for v in views for r in v.rows))
     configs = collect(view, long_view)
     sequential = long_view.attrs.get("sequential") or {}  # set by `validate --confirm-until resolved`
     doc = validation_doc(view.objective, view.directions[0], int(view.sweep.get("max_steps") or 0), n, configs,
                          sequential.get("resolution"), sequential.get("max_seeds"))
-    doc.update(_context(view, long_view))
+    doc.update(_context(view, long_view, views))
     return Validation(where["study"], n, doc, long_view=long_view)
+
+
+def generation_name(linked: str, n: int) -> str:
+    """A validation's linked study (n = 1) or its n-th generation, a continuation study `<linked>+<n>`: an
+    Optuna study's categorical choices cannot grow, so a config outside the first one's space (a defaults file
+    given to a later `harness validate`) trains in a continuation, read with the others."""
+    return linked if n == 1 else f"{linked}+{n}"
+
+
+def generation_names(linked: str, storage: str) -> list[str]:
+    """The linked study and every continuation of it in the storage (`<linked>+2`, `+3`, ...), in order."""
+    import optuna
+
+    from harness.search.study import resolve_url
+
+    names = set(optuna.get_all_study_names(storage=resolve_url(storage)))
+    found: list[str] = []
+    while generation_name(linked, len(found) + 1) in names:
+        found.append(generation_name(linked, len(found) + 1))
+    return found
+
+
+def generation_folder(out: str | None, n: int) -> str | None:
+    """The folder of a validation's n-th generation: the linked study's, with the continuation's suffix."""
+    return out if n == 1 or out is None else f"{out}+{n}"
+
+
+def generation_views(linked: str, storage: str, out: str | None = None, *,
+                     skip_empty: bool = False) -> list[StudyView]:
+    """The linked study and its continuations read back, in order (`out`: the linked study's folder); a study
+    with no trials yet is an error (the read-outs) or, with `skip_empty`, left out (planning)."""
+    views = []
+    for n, name in enumerate(generation_names(linked, storage) or [linked], start=1):
+        try:
+            views.append(open_view(name, storage, generation_folder(out, n)))
+        except SpecError:
+            if not skip_empty:
+                raise
+    return views
 
 
 def collect(view: StudyView, long_view: StudyView) -> list[ConfigRuns]:
@@ -86,12 +127,13 @@ def collect(view: StudyView, long_view: StudyView) -> list[ConfigRuns]:
     return out
 
 
-def _context(view: StudyView, long_view: StudyView) -> dict[str, Any]:
-    """What the numbers were measured on (STYLE: every number says what it is) and what could not run."""
-    finished = [r for r in long_view.rows if r.finished]
-    failed = [f"trial #{r.number} ({r.status or r.state.lower()}): {r.reason}" for r in finished
-              if r.state != "COMPLETE"]
-    return {"study": view.name, "linked_study": long_view.name, "model": view.source.get("label"),
+def _context(view: StudyView, long_view: StudyView, views: list[StudyView]) -> dict[str, Any]:
+    """What the numbers were measured on (STYLE: every number says what it is) and what could not run (`views`:
+    the generations whose rows `long_view` holds; a failed run in a continuation names its study)."""
+    failed = [f"trial #{r.number}{'' if v is views[0] else ' of ' + v.name} ({r.status or r.state.lower()}): "
+              f"{r.reason}" for v in views for r in v.rows if r.finished and r.state != "COMPLETE"]
+    return {"study": view.name, "linked_study": long_view.name, "continuation_studies": [v.name for v in views[1:]],
+            "model": view.source.get("label"),
             "source_precision": view.source.get("precision"), "data": view.sweep.get("data"),
             "held_out_examples": view.n_eval,
             "devices": sorted({r.device_name for r in long_view.completed()}),

@@ -30,7 +30,8 @@ from harness.search.readout import StudyView, TrialRow, measured_alone, open_vie
 from harness.config.space import OPTIONAL_AXES
 from harness.config.errors import SpecError
 from harness.config.training import TrainSpec
-from harness.evidence.longruns import Validation, config_key, read_validation
+from harness.evidence.longruns import (Validation, config_key, generation_folder, generation_name, generation_names,
+                                      generation_views, read_validation)
 from harness.evidence.sequential import DEFAULT_RESOLUTION, until_resolved
 
 COPIED_ATTRS = ("model_source", "split_hash", "data_source", "n_train", "n_eval", "truncated")
@@ -199,24 +200,32 @@ def run_validation(view: StudyView, *, steps: int | None = None, epochs: float |
         plan += runnable
     name = linked_name(view.name, n)
     folder = view.out_dir(out) / f"validation@{n}"
-    folder.mkdir(parents=True, exist_ok=True)
-    stored_plan, space_path = _linked_state(view, name, folder, plan)
+    stored_plan = _merged_plan(view, name, plan)
+    here, here_folder = _generation(view, name, folder, plan)
+    if here != name:
+        say(f"validation: a config is outside study {name!r}'s space (its choices cannot grow); its runs go to "
+            f"the continuation study {here}, read with it")
     # The long runs train the planned configs as they are: the source study's warm start (published defaults are
     # validated only when planned: --defaults) and its learning-rate range test (forced or by default) must not
     # add trials to, run again on, or narrow the linked study, whose trials are enqueued before it starts.
-    flags = {"study": name, "max_steps": n, "storage": storage, "out": str(folder), "pruner": "none",
-             "sampler": "random", "space": str(space_path), "wandb": wandb, "trials": 1, "pack": pack,
-             "lr_range_test": False, "warm_start": "none"}
-    spec = storage_for_workers(build_sweep_spec(view.sweep, flags, f"study {view.name}"), workers)
-    if max_memory_mb is not None:  # as crosseval does for its cells: the long runs' own budget
-        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, max_memory_mb=max_memory_mb))
-    space = load_space(space_path)
-    linked = open_study(spec, space)
-    _share_attrs(view, linked, stored_plan, skipped)
-    if sequential:
-        linked.set_user_attr("sequential", sequential)
+
+    def spec_of(study: str, where: Path) -> Any:
+        flags = {"study": study, "max_steps": n, "storage": storage, "out": str(where), "pruner": "none",
+                 "sampler": "random", "space": str(where / "space.yaml"), "wandb": wandb, "trials": 1,
+                 "pack": pack, "lr_range_test": False, "warm_start": "none"}
+        spec = storage_for_workers(build_sweep_spec(view.sweep, flags, f"study {view.name}"), workers)
+        if max_memory_mb is not None:  # as crosseval does for its cells: the long runs' own budget
+            spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, max_memory_mb=max_memory_mb))
+        return spec
+
+    first = open_study(spec_of(name, folder), load_space(folder / "space.yaml"))
+    linked = first if here == name else open_study(spec_of(here, here_folder), load_space(here_folder / "space.yaml"))
+    for study in {id(first): first, id(linked): linked}.values():
+        _share_attrs(view, study, stored_plan, skipped)
+        if sequential:
+            study.set_user_attr("sequential", sequential)
     _record_link(view, name, n, folder)
-    rows = list(view_of(linked, view.storage).rows) if linked.get_trials(deepcopy=False) else []
+    rows = [r for v in generation_views(name, view.storage, str(folder), skip_empty=True) for r in v.rows]
     missing = plan_runs(plan, rows, seeds, int(view.sweep.get("seed", 0)), grow)
     # Packed long runs: each config's first missing run trains alone when none of its runs did (or waits to),
     # so that its peak memory and seconds at the real budget are its own (readout.alone_rows reads them).
@@ -233,25 +242,31 @@ def run_validation(view: StudyView, *, steps: int | None = None, epochs: float |
         if variant:  # not axes of the linked space: the trial's config takes them from here
             attrs["variant"] = variant
         linked.enqueue_trial({k: planned.params[k] for k in AXES}, user_attrs=attrs)
-    waiting = len(linked.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
     configs = len(dict((p.key, p) for p in plan))
     counts = (f"{configs} configs x {seeds} seeds at {n} steps" if grow is None else
               f"{len(grow)} of {configs} configs, in unresolved comparisons, up to {seeds} seeds at {n} steps")
     for source, reason in skipped.items():
         say(f"skipped published default {source}: {reason}")
-    if waiting:
-        say(f"validation: {waiting} long runs to go ({counts}) in study {name}")
-        run_sweep(dataclasses.replace(spec, trials=waiting), workers=workers)
-    else:
+    # Every generation: a waiting run counts as planned (plan_runs), so one left waiting in an earlier
+    # generation (a validation stopped before it ran) is run where it waits.
+    waiting = 0
+    for k, gen in enumerate(generation_names(name, view.storage), start=1):
+        study = optuna.load_study(study_name=gen, storage=storage)
+        left = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+        if left:
+            say(f"validation: {left} long runs to go ({counts}) in study {gen}")
+            run_sweep(dataclasses.replace(spec_of(gen, Path(str(generation_folder(str(folder), k)))), trials=left),
+                      workers=workers)
+            waiting += left
+    if not waiting:
         say(f"validation: every long run is done ({counts}) in study {name}")
     result = read_validation(open_view(view.name, view.storage, str(view.out_dir(out))), n)
     result.ran = waiting
     return result
 
 
-def _linked_state(view: StudyView, name: str, folder: Path, plan: list[Planned]) -> tuple[list[dict[str, Any]], Path]:
-    """The plan merged with the one the linked study already holds, and its space file (written once; an
-    existing linked study keeps its space, and a config outside it is refused with the reason)."""
+def _merged_plan(view: StudyView, name: str, plan: list[Planned]) -> list[dict[str, Any]]:
+    """The plan merged with the one the linked study already holds (what every read-out reports)."""
     from harness.search.study import load_existing_study
 
     try:
@@ -260,19 +275,25 @@ def _linked_state(view: StudyView, name: str, folder: Path, plan: list[Planned])
         existing = None
     stored = list((existing.user_attrs.get("validation_plan") or []) if existing is not None else [])
     keys = {config_key(p["params"], p.get("training")) for p in stored}
-    merged = stored + [p.to_dict() for p in plan if p.key not in keys]
-    space_path = folder / "space.yaml"
-    if existing is None or not space_path.exists():
-        space_path.write_text(yaml.safe_dump(linked_space(view, plan), sort_keys=False))
-    else:
-        axes = (yaml.safe_load(space_path.read_text()) or {}).get("axes") or {}
-        for p in plan:
-            for axis in AXES:
-                if p.params[axis] not in (axes.get(axis) or {}).get("choices", []):
-                    raise SpecError(f"study {name!r} was created before the config {p.note or p.source} "
-                                    f"({axis} {p.params[axis]}) existed in {view.name!r}; validate it at another "
-                                    "--steps, or delete the linked study to start it again")
-    return merged, space_path
+    return stored + [p.to_dict() for p in plan if p.key not in keys]
+
+
+def _generation(view: StudyView, name: str, folder: Path, plan: list[Planned]) -> tuple[str, Path]:
+    """The generation the missing runs go to, with its folder: the linked study, else the first continuation
+    `<name>+2`, `+3`, ... whose space file holds every planned config (a new one's file is written now, from
+    the study's configs and the plan, so that another --top later fits it too)."""
+    n = 1
+    while True:
+        study, where = generation_name(name, n), Path(str(generation_folder(str(folder), n)))
+        path = where / "space.yaml"
+        if not path.exists():
+            where.mkdir(parents=True, exist_ok=True)
+            path.write_text(yaml.safe_dump(linked_space(view, plan), sort_keys=False))
+            return study, where
+        axes = (yaml.safe_load(path.read_text()) or {}).get("axes") or {}
+        if all(p.params[axis] in (axes.get(axis) or {}).get("choices", []) for p in plan for axis in AXES):
+            return study, where
+        n += 1
 
 
 def _share_attrs(view: StudyView, linked: Any, plan: list[dict[str, Any]], skipped: dict[str, str]) -> None:

@@ -285,7 +285,7 @@ def validation_markdown(doc: dict[str, Any], command: str, plot: str | None) -> 
            f"Written by `{command}`. The study's trials ran {short} optimizer steps each; here its top configs and "
            f"the field's published defaults are re-trained from scratch at {long} steps (a fresh schedule over "
            f"{long} steps, warm-up and decay scaled to it), as trials of the linked study "
-           f"`{doc.get('linked_study', '?')}`.", "",
+           f"`{doc.get('linked_study', '?')}`{_continued(doc)}.", "",
            f"- model: {doc.get('model')} (source weights: {doc.get('source_precision')})",
            f"- data: {doc.get('data')}; {doc.get('held_out_examples')} held-out examples",
            f"- devices: {', '.join(doc.get('devices') or []) or 'not recorded'}; seeds at {long} steps: "
@@ -318,3 +318,9 @@ def validation_markdown(doc: dict[str, Any], command: str, plot: str | None) -> 
     if plot:
         out += ["", f"![short vs long budget]({plot})"]
     return "\n".join(out) + "\n"
+
+
+def _continued(doc: dict[str, Any]) -> str:
+    """The continuation studies holding some of the runs (configs outside the linked study's space), if any."""
+    later = doc.get("continuation_studies") or []
+    return f" and its continuation{'s' if len(later) > 1 else ''} {', '.join(f'`{n}`' for n in later)}" if later else ""

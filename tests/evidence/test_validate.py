@@ -306,6 +306,42 @@ def test_validate_end_to_end_resumes_after_ctrl_c_and_is_idempotent(tmp_path: Pa
     assert "loaded" in load_without_harness(reports / "recommended.yaml", tmp_path)
 
 
+@pytest.mark.usefixtures("tiny_checkpoint")
+def test_a_config_outside_the_linked_space_trains_in_a_continuation_study(tmp_path: Path) -> None:
+    """An Optuna study's choices cannot grow: a defaults file given to a later validation, whose config is not a
+    choice of the linked study, trains in `<linked>+2`, and every read-out sees its runs with the others."""
+    exp = fast_experiment(tmp_path)
+    out, reports = tmp_path / "v", tmp_path / "reports"
+    swept = run_cli("sweep", "-e", str(exp), "--study", "v", "--out", str(out), "--trials", "2")
+    assert swept.returncode == 0, swept.stderr[-3000:]
+    first, later = tmp_path / "first.yaml", tmp_path / "later.yaml"
+    first.write_text(ONE_DEFAULT)
+    later.write_text(ONE_DEFAULT.replace("team-default", "other-default").replace("5.0e-3", "7.0e-3"))
+    args = ["validate", "--study", "v", "--out", str(out), "--steps", "4", "--top", "1", "--seeds", "1",
+            "--reports-dir", str(reports)]
+    done = run_cli(*args, "--defaults-file", str(first))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _linked_states(out, "v@4") == ["COMPLETE", "COMPLETE"] and _linked_states(out, "v@4+2") == []
+
+    grown = run_cli(*args, "--defaults-file", str(later))
+    assert grown.returncode == 0, grown.stderr[-3000:]
+    assert "continuation study v@4+2" in grown.stdout
+    assert _linked_states(out, "v@4") == ["COMPLETE", "COMPLETE"]  # the search config's run is not repeated
+    assert _linked_states(out, "v@4+2") == ["COMPLETE"]              # only the new default trains there
+    doc = json.loads((reports / "validation.json").read_text())
+    assert doc["linked_study"] == "v@4" and doc["continuation_studies"] == ["v@4+2"]
+    assert {c["source"]: c["long"]["n"] for c in doc["configs"]} == {"search": 1, "team-default": 1,
+                                                                     "other-default": 1}
+    assert "`v@4+2`" in (reports / "validation.md").read_text()
+    records = [json.loads(line) for line in (out / "validation@4+2" / "trials.jsonl").read_text().splitlines()]
+    assert [r["params"]["learning_rate"] for r in records if r["state"] == "COMPLETE"] == [7e-3]
+
+    again = run_cli(*args, "--defaults-file", str(later))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "every long run is done" in again.stdout
+    assert len(_linked_states(out, "v@4")) == 2 and len(_linked_states(out, "v@4+2")) == 1
+
+
 @pytest.mark.integration
 def test_validate_refuses_bad_input_in_one_line(source: str, tmp_path: Path) -> None:
     url = source
