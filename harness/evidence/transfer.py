@@ -144,13 +144,15 @@ def mode_matrix(cells: Mapping[str, Mapping[str, Runs]], names: list[str], direc
             for row in table.values():
                 row[cell]["gain_lost"] = _share(row[cell].get("diff"), gap)
     gains = {n: [row[c]["gain_lost"] for c in row] for n, row in regret.items()}
-    return {"candidates": names, "cells": list(cells), "best": bests, "regret": regret,
-            "worst": {n: _finite(worst(values[n])) for n in names},
-            "mean": {n: _finite(mean_regret(values[n])) for n in names},
-            "median": {n: _finite(median_regret(values[n])) for n in names},
-            "worst_gain_lost": {n: None if None in g or not g else max(g) for n, g in gains.items()},
-            "order": order, "choice": choice, "references": refs, "reference_regret": against_best,
-            "versus_choice": versus}
+    matrix = {"candidates": names, "cells": list(cells), "best": bests, "regret": regret,
+              "worst": {n: _finite(worst(values[n])) for n in names},
+              "mean": {n: _finite(mean_regret(values[n])) for n in names},
+              "median": {n: _finite(median_regret(values[n])) for n in names},
+              "worst_gain_lost": {n: None if None in g or not g else max(g) for n, g in gains.items()},
+              "order": order, "choice": choice, "references": refs, "reference_regret": against_best,
+              "versus_choice": versus}
+    matrix["out_of_contention"] = out_of_contention(matrix)
+    return matrix
 
 
 def _gap(best: float | None, baseline: float | None) -> float | None:
@@ -202,11 +204,31 @@ def _finite(value: float) -> float | None:
     return None if math.isinf(value) or math.isnan(value) else value
 
 
+def out_of_contention(matrix: dict[str, Any]) -> list[str]:
+    """The candidates that can no longer be the choice, whatever more seeds say about their other cells: in some
+    cell their regret's interval lies wholly above the top of the choice's worst-cell interval (so their worst
+    regret exceeds the choice's, at the intervals' level). A sequential run adds no seeds to their comparisons
+    (racing: the seeds go to the candidates still in contention). None while the choice, or an interval of it,
+    is missing."""
+    choice = matrix.get("choice")
+    if choice is None:
+        return []
+    tops = [e["ci95"][1] if e.get("ci95") else None for e in matrix["regret"][choice].values()]
+    if not tops or None in tops:
+        return []
+    bound = max(tops)
+    return sorted(name for name, row in matrix["regret"].items() if name != choice and any(
+        e["value"] is not None and e.get("ci95") and e["ci95"][0] > bound for e in row.values()))
+
+
 def _open_comparisons(matrix: dict[str, Any]) -> list[tuple[set[str], str, dict[str, Any]]]:
     """A mode matrix's unresolved comparisons, each with the configs on its two sides and its cell: a candidate
-    and its cell's best; a reference and the mode's choice."""
+    still in contention and its cell's best; a reference and the mode's choice."""
     out = []
+    gone = set(matrix.get("out_of_contention") or ())
     for name, row in matrix["regret"].items():
+        if name in gone:
+            continue
         for cell, entry in row.items():
             if entry["value"] is not None and not entry["resolved"]:
                 out.append(({name, matrix["best"][cell]}, cell, entry))
@@ -356,9 +378,10 @@ def defaults_markdown(doc: dict[str, Any], command: str, plot: str | None) -> st
         out += ["", f"## {mode}: regret against each cell's best", "",
                 "| candidate | config | " + " | ".join(m["cells"]) + " | worst | median | mean | worst share of "
                 "the gain |", "|---|---|" + "---|" * len(m["cells"]) + "---:|---:|---:|---:|"]
+        gone = set(m.get("out_of_contention") or ())
         for name in m["order"]:
             p = by_name[name]["params"]
-            mark = " **(chosen)**" if name == m["choice"] else ""
+            mark = " **(chosen)**" if name == m["choice"] else " (out of contention)" if name in gone else ""
             config = (f"r {p.get('lora_r')}, alpha {float(p.get('lora_alpha', 0)):g}, lr "
                       f"{float(p.get('learning_rate', 0)):.3g}, {p.get('target_modules')}")
             cells = " | ".join(_cell_text(m["regret"][name][c]) for c in m["cells"])
@@ -366,6 +389,10 @@ def defaults_markdown(doc: dict[str, Any], command: str, plot: str | None) -> st
                        + f" | {_pct(m['worst'][name])} | {_pct(m['median'][name])} | {_pct(m['mean'][name])} | "
                        + f"{_share_text(m.get('worst_gain_lost', {}).get(name))} |")
         out += ["", f"Each cell's best: " + ", ".join(f"{c}: {b}" for c, b in m["best"].items())]
+        if gone:
+            out += ["", f"Out of contention ({len(gone)}): in some cell the regret's interval lies wholly above the top "
+                    "of the choice's worst-cell interval, so more seeds could not make it the choice; a sequential "
+                    "run adds no seeds to its comparisons, which may stay unresolved."]
         out += _references_markdown(doc, mode, m)
     if plot:
         out += ["", f"![regret by candidate and cell]({plot})"]

@@ -18,8 +18,9 @@ from optuna.distributions import CategoricalDistribution
 from helpers import assert_one_line_error, load_without_harness, run_cli
 from harness.config.errors import SpecError
 from harness.evidence.crosseval import cells_of, check_studies, digest, missing_runs, study_candidates
-from harness.evidence.transfer import (BEATS, EVEN, LOSES, OPEN, Runs, choose, defaults_doc, fewest_pairs,
-                                       minimax_order, mode_matrix, unresolved, verdict_of)
+from harness.evidence.transfer import (BEATS, EVEN, LOSES, OPEN, Runs, choose, defaults_doc, defaults_markdown,
+                                       fewest_pairs, minimax_order, mode_matrix, unresolved, unresolved_by_cell,
+                                       verdict_of)
 from harness.search.readout import open_view
 
 # ---- the choice: minimax regret, pure functions --------------------------------------------------------------
@@ -84,6 +85,31 @@ def test_a_published_default_is_a_reference_never_a_cells_best_nor_the_choice() 
     cells["y"].pop("pub")
     assert mode_matrix(cells, ["a", "b"], "minimize", references=["pub"])["versus_choice"]["pub"]["y"]["verdict"] \
         == "not run"
+
+
+def test_a_candidate_out_of_contention_gets_no_more_seeds() -> None:
+    """Racing: b's regret in cell x lies wholly above the top of the choice's worst-cell interval, so no seed can
+    make b the choice; its unresolved comparison in z gets no seeds. c, still in contention, does."""
+    cells = {"x": {"a": Runs({1: 2.00, 2: 2.00}), "b": Runs({1: 3.00, 2: 3.02}), "c": Runs({1: 2.01, 2: 2.03})},
+             "y": {"a": Runs({1: 1.00, 2: 1.00}), "b": Runs({1: 0.99, 2: 0.99}), "c": Runs({1: 1.00, 2: 1.02})},
+             "z": {"a": Runs({1: 1.00, 2: 1.00}), "b": Runs({1: 1.00, 2: 1.04}), "c": Runs({1: 1.001, 2: 1.001})}}
+    m = mode_matrix(cells, ["a", "b", "c"], "minimize")
+    # a: best in x and z, +1.01% in y with no spread (resolved): the choice, its worst interval's top 1.01%
+    assert m["best"] == {"x": "a", "y": "b", "z": "a"} and m["choice"] == "a"
+    assert m["worst"]["a"] == pytest.approx(0.01 / 0.99)
+    # b in x: diffs 1.00, 1.02 over 2.00 -> +50.5% +- 12.706 x 0.01414 / sqrt 2 / 2 = 6.35%: above 1.01%
+    assert m["regret"]["b"]["x"]["ci95"][0] == pytest.approx(0.505 - 0.0635, abs=1e-3)
+    assert not m["regret"]["b"]["z"]["resolved"]  # b's open comparison: no seeds for it
+    assert m["out_of_contention"] == ["b"]
+    # c: open in x (against a) and y (against b, the cell's best, which gets seeds as c's counterpart there)
+    assert unresolved_by_cell(m) == {"x": {"a", "c"}, "y": {"b", "c"}}
+    assert "b (out of contention)" in defaults_markdown(
+        {"rule": "r", "steps": 40, "resolution": "1%", "objective": "eval_loss", "cells": [],
+         "candidates": [{"name": n, "params": {}} for n in "abc"], "modes": {"none": m}}, "cmd", None)
+    # without the choice's interval (one seed) nothing is out of contention
+    one = mode_matrix({c: {n: Runs({1: r.by_seed[1]}) for n, r in runs.items()} for c, runs in cells.items()},
+                      ["a", "b", "c"], "minimize")
+    assert one["out_of_contention"] == []
 
 
 def test_the_references_of_a_mode_are_its_published_defaults_and_the_median_is_reported() -> None:
