@@ -84,9 +84,9 @@ def generation_names(linked: str, storage: str) -> list[str]:
     return found
 
 
-def generation_folder(out: str | None, n: int) -> str | None:
+def generation_folder(out: str, n: int) -> str:
     """The folder of a validation's n-th generation: the linked study's, with the continuation's suffix."""
-    return out if n == 1 or out is None else f"{out}+{n}"
+    return out if n == 1 else f"{out}+{n}"
 
 
 def generation_views(linked: str, storage: str, out: str | None = None, *,
@@ -96,7 +96,7 @@ def generation_views(linked: str, storage: str, out: str | None = None, *,
     views = []
     for n, name in enumerate(generation_names(linked, storage) or [linked], start=1):
         try:
-            views.append(open_view(name, storage, generation_folder(out, n)))
+            views.append(open_view(name, storage, None if out is None else generation_folder(out, n)))
         except SpecError:
             if not skip_empty:
                 raise

@@ -390,9 +390,9 @@ def defaults_markdown(doc: dict[str, Any], command: str, plot: str | None) -> st
                        + f"{_share_text(m.get('worst_gain_lost', {}).get(name))} |")
         out += ["", f"Each cell's best: " + ", ".join(f"{c}: {b}" for c, b in m["best"].items())]
         if gone:
-            out += ["", f"Out of contention ({len(gone)}): in some cell the regret's interval lies wholly above the top "
-                    "of the choice's worst-cell interval, so more seeds could not make it the choice; a sequential "
-                    "run adds no seeds to its comparisons, which may stay unresolved."]
+            out += ["", f"Out of contention ({len(gone)}): in some cell the regret's interval lies wholly above "
+                    "the top of the choice's worst-cell interval, so more seeds could not make it the choice; a "
+                    "sequential run adds no seeds to its comparisons, which may stay unresolved."]
         out += _references_markdown(doc, mode, m)
     if plot:
         out += ["", f"![regret by candidate and cell]({plot})"]

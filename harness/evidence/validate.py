@@ -26,7 +26,7 @@ import yaml
 
 from harness.evidence.confirm import confirmation_seeds
 from harness.config.defaults import AXES, is_harness_defaults, load_defaults, load_harness_defaults
-from harness.search.readout import StudyView, TrialRow, measured_alone, open_view, view_of
+from harness.search.readout import StudyView, TrialRow, measured_alone, open_view
 from harness.config.space import OPTIONAL_AXES
 from harness.config.errors import SpecError
 from harness.config.training import TrainSpec
@@ -255,8 +255,8 @@ def run_validation(view: StudyView, *, steps: int | None = None, epochs: float |
         left = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
         if left:
             say(f"validation: {left} long runs to go ({counts}) in study {gen}")
-            run_sweep(dataclasses.replace(spec_of(gen, Path(str(generation_folder(str(folder), k)))), trials=left),
-                      workers=workers)
+            spec = spec_of(gen, Path(generation_folder(str(folder), k)))
+            run_sweep(dataclasses.replace(spec, trials=left), workers=workers)
             waiting += left
     if not waiting:
         say(f"validation: every long run is done ({counts}) in study {name}")
@@ -284,7 +284,7 @@ def _generation(view: StudyView, name: str, folder: Path, plan: list[Planned]) -
     the study's configs and the plan, so that another --top later fits it too)."""
     n = 1
     while True:
-        study, where = generation_name(name, n), Path(str(generation_folder(str(folder), n)))
+        study, where = generation_name(name, n), Path(generation_folder(str(folder), n))
         path = where / "space.yaml"
         if not path.exists():
             where.mkdir(parents=True, exist_ok=True)
