@@ -27,14 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from harness.config.defaults import AXES
 from harness.config.errors import SpecError
 from harness.config.space import OPTIONAL_AXES
 from harness.config.training import TrainSpec
 from harness.evidence.compare import example_scores
-from harness.evidence.longruns import config_key
+from harness.evidence.longruns import config_key, fitting_generation, generation_folder, generation_name
 from harness.evidence.validate import COPIED_ATTRS, Planned, model_dims_of, plan_runs, published
 from harness.evidence.transfer import Runs
 from harness.search.readout import StudyView, open_view
@@ -253,7 +251,7 @@ def withdraw_unneeded(cell: Cell, planned: list[Planned], seeds: int, grow: set[
     again. Returns how many."""
     import optuna
 
-    from harness.evidence.longruns import config_key
+    from harness.evidence.longruns import config_key, fitting_generation, generation_folder, generation_name
     from harness.search.recovery import fail_trial
 
     wanted = {p.key for p in planned if grow is None or p.key in grow}
@@ -277,19 +275,10 @@ def generation(cell: Cell, views: list[StudyView], planned: list[Planned]) -> tu
     categorical choices cannot grow, so a config outside the space of the cell's study (a published default
     added to a cross-evaluation first run with --no-published, a larger --top) goes to a continuation study of
     the same cell, whose runs are read with the others (cell_views)."""
-    n = 1
-    while True:
-        here = cell if n == 1 else dataclasses.replace(cell, linked=f"{cell.linked}+{n}",
-                                                       folder=cell.folder.with_name(f"{cell.folder.name}+{n}"))
-        path = here.folder / "space.yaml"
-        if not path.exists():
-            here.folder.mkdir(parents=True, exist_ok=True)
-            path.write_text(yaml.safe_dump(cell_space(views, planned), sort_keys=False))
-            return here, path
-        axes = (yaml.safe_load(path.read_text()) or {}).get("axes") or {}
-        if all(p.params[axis] in (axes.get(axis) or {}).get("choices", []) for p in planned for axis in AXES):
-            return here, path
-        n += 1
+    n = fitting_generation(cell.folder, [p.params for p in planned], lambda: cell_space(views, planned))
+    here = cell if n == 1 else dataclasses.replace(cell, linked=generation_name(cell.linked, n),
+                                                   folder=Path(generation_folder(str(cell.folder), n)))
+    return here, here.folder / "space.yaml"
 
 
 def linked_studies(cell: Cell) -> list[tuple[str, Path]]:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from harness.config.defaults import AXES
 from harness.config.errors import SpecError
@@ -87,6 +91,24 @@ def generation_names(linked: str, storage: str) -> list[str]:
 def generation_folder(out: str, n: int) -> str:
     """The folder of a validation's n-th generation: the linked study's, with the continuation's suffix."""
     return out if n == 1 else f"{out}+{n}"
+
+
+def fitting_generation(folder: Path, params: list[dict[str, Any]], space: Callable[[], dict[str, Any]]) -> int:
+    """The first generation (1: the linked study; n: its continuation `+n`, folder with the same suffix) whose
+    space file holds every axis value of `params`; one without a space file is new, and `space()` is written
+    there now. Shared by validations and the cross-evaluation's cells."""
+    n = 1
+    while True:
+        where = Path(generation_folder(str(folder), n))
+        path = where / "space.yaml"
+        if not path.exists():
+            where.mkdir(parents=True, exist_ok=True)
+            path.write_text(yaml.safe_dump(space(), sort_keys=False))
+            return n
+        axes = (yaml.safe_load(path.read_text()) or {}).get("axes") or {}
+        if all(p[axis] in (axes.get(axis) or {}).get("choices", []) for p in params for axis in AXES):
+            return n
+        n += 1
 
 
 def generation_views(linked: str, storage: str, out: str | None = None, *,

@@ -22,16 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from harness.evidence.confirm import confirmation_seeds
 from harness.config.defaults import AXES, is_harness_defaults, load_defaults, load_harness_defaults
 from harness.search.readout import StudyView, TrialRow, measured_alone, open_view
 from harness.config.space import OPTIONAL_AXES
 from harness.config.errors import SpecError
 from harness.config.training import TrainSpec
-from harness.evidence.longruns import (Validation, config_key, generation_folder, generation_name, generation_names,
-                                      generation_views, read_validation)
+from harness.evidence.longruns import (Validation, config_key, fitting_generation, generation_folder, generation_name,
+                                      generation_names, generation_views, read_validation)
 from harness.evidence.sequential import DEFAULT_RESOLUTION, until_resolved
 
 COPIED_ATTRS = ("model_source", "split_hash", "data_source", "n_train", "n_eval", "truncated")
@@ -201,7 +199,10 @@ def run_validation(view: StudyView, *, steps: int | None = None, epochs: float |
     name = linked_name(view.name, n)
     folder = view.out_dir(out) / f"validation@{n}"
     stored_plan = _merged_plan(view, name, plan)
-    here, here_folder = _generation(view, name, folder, plan)
+    # a config outside the linked study's space goes to a continuation (longruns.fitting_generation), whose new
+    # space is written from the study's configs and the plan, so that another --top later fits it too
+    k = fitting_generation(folder, [p.params for p in plan], lambda: linked_space(view, plan))
+    here, here_folder = generation_name(name, k), Path(generation_folder(str(folder), k))
     if here != name:
         say(f"validation: a config is outside study {name!r}'s space (its choices cannot grow); its runs go to "
             f"the continuation study {here}, read with it")
@@ -276,24 +277,6 @@ def _merged_plan(view: StudyView, name: str, plan: list[Planned]) -> list[dict[s
     stored = list((existing.user_attrs.get("validation_plan") or []) if existing is not None else [])
     keys = {config_key(p["params"], p.get("training")) for p in stored}
     return stored + [p.to_dict() for p in plan if p.key not in keys]
-
-
-def _generation(view: StudyView, name: str, folder: Path, plan: list[Planned]) -> tuple[str, Path]:
-    """The generation the missing runs go to, with its folder: the linked study, else the first continuation
-    `<name>+2`, `+3`, ... whose space file holds every planned config (a new one's file is written now, from
-    the study's configs and the plan, so that another --top later fits it too)."""
-    n = 1
-    while True:
-        study, where = generation_name(name, n), Path(generation_folder(str(folder), n))
-        path = where / "space.yaml"
-        if not path.exists():
-            where.mkdir(parents=True, exist_ok=True)
-            path.write_text(yaml.safe_dump(linked_space(view, plan), sort_keys=False))
-            return study, where
-        axes = (yaml.safe_load(path.read_text()) or {}).get("axes") or {}
-        if all(p.params[axis] in (axes.get(axis) or {}).get("choices", []) for p in plan for axis in AXES):
-            return study, where
-        n += 1
 
 
 def _share_attrs(view: StudyView, linked: Any, plan: list[dict[str, Any]], skipped: dict[str, str]) -> None:
