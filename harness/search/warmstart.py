@@ -59,8 +59,8 @@ def _shown(axis: Axis) -> str:
     return f"range [{axis.low:g}, {axis.high:g}]"
 
 
-NO_SHIPPED = ("none ship with this version yet (harness/config/defaults.yaml is written from the measured "
-              "cross-evaluation of issue 42, `harness defaults`); the published defaults only")
+NO_SHIPPED = ("harness/config/defaults.yaml is missing from this installation (it ships with harness, copied from "
+              "reports/defaults/defaults.yaml); the published defaults only")
 """Why `--warm-start defaults` has no harness defaults to add (said once, as a skipped warm-start config)."""
 
 

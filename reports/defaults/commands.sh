@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The defaults run of issue 42: what `reports/defaults/` and the shipped harness/config/defaults.yaml will come
-# from. PARTLY RUN: the six studies (run_smollm2.sh, run_gemma3.sh), the SmolLM2 cells' cross-evaluation to 4
-# seeds, and the six-cell cross-evaluation's first look (2 seeds; stopped as its second look began); see
-# reports/defaults/README.md. harness ships no defaults.yaml until the whole run is done (`harness sweep
-# --warm-start defaults` says so). Every step resumes: a second run of this script adds only what is missing
+# from. RUN UP TO THE VALIDATIONS: the six studies (run_smollm2.sh, run_gemma3.sh) and the six-cell
+# cross-evaluation to 4 seeds are done and its defaults.yaml ships; the 120-step validations are begun (see
+# reports/defaults/README.md). Every step resumes: a second run of this script adds only what is missing
 # (a cross-evaluation reads the runs an earlier set of studies left in the same cells).
 #
 # Six studies, {SmolLM2-135M, Gemma-3-270M} x {stdlib-qa, headline-sentiment, fictional-company}, one space

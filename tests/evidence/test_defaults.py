@@ -351,7 +351,7 @@ def test_a_defaults_file_adds_its_configs_beside_the_published_defaults(tmp_path
     configs, skipped = published_configs(space, shipped=path)
     assert "shipped default harness-none" in [c.label for c in configs]
     _, skipped = published_configs(space, shipped=tmp_path / "none-shipped.yaml")
-    assert "none ship with this version yet" in skipped["harness defaults"]
+    assert "defaults.yaml is missing from this installation" in skipped["harness defaults"]
 
 
 def test_a_sequential_cross_evaluation_adds_seeds_only_for_unresolved_regrets(tmp_path: Path,
@@ -468,3 +468,23 @@ def test_references_added_later_go_to_a_continuation_study_and_waiting_runs_anyw
     assert optuna.load_study(study_name=linked, storage=url).trials[-1].user_attrs["status"] == "withdrawn"
     doc = json.loads((tmp_path / "r3" / "defaults.json").read_text())
     assert [c["failed_runs"] for c in doc["cells"]] == [[], []]
+
+
+def test_the_shipped_defaults_are_what_the_committed_report_chose() -> None:
+    """harness/config/defaults.yaml is reports/defaults/defaults.yaml as `harness defaults` wrote it, and each
+    mode's config is the choice defaults.json records, with its measured regrets (fails on a hand-edited file, a
+    copy from another read-out, or a report rerun without copying)."""
+    from harness.config.defaults import SHIPPED, load_harness_defaults
+
+    root = Path(__file__).resolve().parents[2]
+    report = root / "reports" / "defaults"
+    assert SHIPPED.read_bytes() == (report / "defaults.yaml").read_bytes()
+    doc = json.loads((report / "defaults.json").read_text())
+    shipped = yaml.safe_load(SHIPPED.read_text())
+    assert shipped["evidence"]["choice"] == {mode: m["choice"] for mode, m in doc["modes"].items()}
+    for default in load_harness_defaults():
+        mode = default.name.removeprefix("harness-")
+        chosen = next(c for c in doc["candidates"] if c["name"] == doc["modes"][mode]["choice"])
+        assert default.params == {k: chosen["params"][k] for k in default.params}
+        evidence = shipped["per_quantization"][mode]["evidence"]
+        assert evidence["worst_regret"] == pytest.approx(doc["modes"][mode]["worst"][chosen["name"]])

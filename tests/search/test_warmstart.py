@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from helpers import REPO, load_study, loss_only_experiment, run_cli
+from harness.config.defaults import load_harness_defaults
 from harness.config.errors import SpecError
 from harness.config.space import parse_space
 from harness.search.warmstart import express, published_configs, study_configs
@@ -73,14 +74,23 @@ def test_warm_started_sweeps_from_the_command_line(tmp_path: Path) -> None:
     # outside the narrowed range (that interplay: tests/search/test_lr_narrowing.py)
     common = ("sweep", "-e", str(exp), "--model", "tiny-llama", "--space", str(space), "--max-steps", "2",
               "--out", str(out), "--wandb", "disabled", "--no-lr-range-test")
-    proc = run_cli(*common, "--trials", "2", "--study", "first", "--warm-start", "defaults")
+    # The published 16-bit default, then harness's own shipped 16-bit default (harness/config/defaults.yaml, the
+    # measured cross-evaluation's choice: its values come from the file); the 4-bit ones are outside the space.
+    shipped = next(d for d in load_harness_defaults() if d.name == "harness-none")
+    proc = run_cli(*common, "--trials", "3", "--study", "first", "--warm-start", "defaults")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "warm start: 1 of 1 configs enqueued as the first trials (published default unsloth-16bit)" in proc.stderr
+    assert ("warm start: 2 of 2 configs enqueued as the first trials (published default unsloth-16bit, shipped "
+            "default harness-none)") in proc.stderr
     assert "warm start: skipped unsloth-4bit: quantization 'nf4-dq' is outside" in proc.stderr
+    assert "warm start: skipped harness-nf4-dq: quantization 'nf4-dq' is outside" in proc.stderr
     first = load_study(out, "first")
     assert first.trials[0].user_attrs["warm_start"] == "published default unsloth-16bit"
     assert first.trials[0].params["lora_r"] == 16 and first.trials[0].params["learning_rate"] == 2e-4
-    assert "warm_start" not in first.trials[1].user_attrs  # sampled
+    assert first.trials[1].user_attrs["warm_start"] == "shipped default harness-none"
+    assert "defaults.yaml" in first.trials[1].user_attrs["warm_start_source"]
+    assert first.trials[1].params["lora_r"] == shipped.params["lora_r"]
+    assert first.trials[1].params["learning_rate"] == pytest.approx(shipped.params["learning_rate"])
+    assert "warm_start" not in first.trials[2].user_attrs  # sampled
     # Another study starts from the first one's best configs; a study that is not there is one line, exit 2.
     proc = run_cli(*common, "--trials", "2", "--study", "second", "--warm-start", "first")
     assert proc.returncode == 0, proc.stderr[-3000:]
