@@ -48,7 +48,7 @@ PRELOAD = ["harness.cli", "optuna", "torch", "transformers", "harness.search.swe
 their trial worker imports. By name, from the installed package: the server's sys.path is a fresh
 interpreter's, without tests/ (Python 3.11 does not pass it on)."""
 
-ENTRY = os.path.join(os.path.dirname(harness.cli.__file__), "__main__.py")
+ENTRY = os.path.join(os.path.dirname(harness.__file__), "__main__.py")
 """sys.argv[0] of `python -m harness`: the records name the command from sys.argv."""
 
 RUNTIME_PREFIXES = ("HARNESS_", "WANDB_")

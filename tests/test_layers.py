@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"evidence"},  # compare, confirm, validate, statistics, recommend
     {"publish"},  # plots, report, documents, the W&B summary run
     {"advise"},  # retrieval vs fine-tuning
-    {"cli", "__main__", "api"},  # the command line and the Python API it calls (one unit: harness/api is the top)
+    {"cli", "__main__", "api"},  # the command line and the Python API it calls (one unit, the top)
 ]
 """Bottom first. A module in layer i may import its own subpackage and any package of a layer below i."""
 
@@ -27,10 +27,10 @@ PACKAGE = REPO / "harness"
 
 
 def unit(module: str) -> str:
-    """The subpackage a module belongs to (`harness.search.sweep` -> `search`); the modules at the top of
-    harness/ (cli, __main__) and the Python API they call (harness/api) are one unit, `top`."""
+    """The subpackage a module belongs to (`harness.search.sweep` -> `search`); the command line (harness/cli,
+    __main__) and the Python API it calls (harness/api) are one unit, `top`."""
     parts = module.split(".")
-    if parts[1] == "api":
+    if parts[1] in ("api", "cli"):
         return "top"
     return parts[1] if len(parts) > 2 or (PACKAGE / parts[1]).is_dir() else "top"
 

@@ -157,14 +157,16 @@ def validate(study: str = "default", *, storage: str | None = None, out: str | N
              seeds: int = 2, defaults: bool = True, defaults_file: str | Path | None = None, workers: int = 1,
              wandb: str | None = None, confirm_until: str | None = None, max_seeds: int = 10,
              resolution: str | None = None, pack: int = 1, max_memory_mb: float | None = None,
-             command: str | None = None, say: Say = print) -> Documents:
+             report_only: bool = False, command: str | None = None, say: Say = print) -> Documents:
     """Re-train the top configs and the published defaults at the real budget (`harness validate`): does the
     ranking hold? Writes validation.md/json/png; returns the document, its verdict lines and the files.
     `max_memory_mb`: the long runs' memory budget (fitted or infeasible, as `sweep`'s), pinned in the linked
-    study; default the study's own."""
+    study; default the study's own. `report_only`: train nothing, write the read-out of the long runs done so
+    far (of the `steps`/`epochs` budget, else the latest validation): a validation stopped part-way."""
     from harness.config.budget import memory_budget
     from harness.config.paths import study_reports_dir
-    from harness.evidence.validate import run_validation, validate_until_resolved
+    from harness.evidence.longruns import read_validation
+    from harness.evidence.validate import long_budget
     from harness.evidence.validation import verdict_lines
     from harness.publish.documents import write_validation
 
@@ -173,14 +175,27 @@ def validate(study: str = "default", *, storage: str | None = None, out: str | N
                    defaults_file=Path(defaults_file) if defaults_file else None, out=out, workers=workers,
                    wandb=wandb, pack=pack, max_memory_mb=memory_budget(max_memory_mb))
     view = grouped_view(study, storage, out, None)[0]
+    if report_only:
+        result = read_validation(view, None if steps is None and epochs is None else long_budget(view, steps, epochs))
+        say(f"validation: nothing trained (--report-only); the read-out of the {result.long_steps}-step runs done so far")
+    else:
+        result = _validate(view, confirm_until, max_seeds, resolution, seeds, options, say)
+    files = write_validation(result.doc, Path(study_reports_dir(study, reports_dir)),
+                             command or call_text("validate", study=study, steps=steps, epochs=epochs))
+    return Documents(result.doc, list(verdict_lines(result.doc)), list(files))
+
+
+def _validate(view: Any, confirm_until: str | None, max_seeds: int, resolution: str | None, seeds: int,
+              options: dict[str, Any], say: Say) -> Any:
+    """`harness validate`'s long runs, sequential or at a fixed number of seeds, and their read-out."""
+    from harness.evidence.validate import run_validation, validate_until_resolved
+
     with interruptible():
         if confirm_until:
             result = validate_until_resolved(view, max_seeds, resolution, say=say, **options)
         else:
             result = run_validation(view, seeds=seeds, say=say, **options)
-    files = write_validation(result.doc, Path(study_reports_dir(study, reports_dir)),
-                             command or call_text("validate", study=study, steps=steps, epochs=epochs))
-    return Documents(result.doc, list(verdict_lines(result.doc)), list(files))
+    return result
 
 
 def advise(study: str = "default", *, storage: str | None = None, out: str | None = None,

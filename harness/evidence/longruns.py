@@ -56,7 +56,10 @@ def read_validation(view: StudyView, steps: int | None = None) -> Validation:
     the statistics (validation.validation_doc)."""
     link = latest_link(view) if steps is None else (steps, (view.attrs.get("validations") or {}).get(str(steps)))
     if link is None or link[1] is None:
-        raise SpecError(f"study {view.name!r} has no validation; run `harness validate --study {view.name} --steps N`")
+        at = "" if steps is None else f" at {steps} steps"
+        have = ", ".join(sorted(view.attrs.get("validations") or {}, key=int))
+        raise SpecError(f"study {view.name!r} has no validation{at}" + (f" (it has: {have} steps)" if have else "")
+                        + f"; run `harness validate --study {view.name} --steps N`")
     n, where = link
     views = generation_views(where["study"], view.storage, where.get("out"))
     long_view = dataclasses.replace(views[0], rows=tuple(r for v in views for r in v.rows))

@@ -269,6 +269,16 @@ def test_validate_end_to_end_resumes_after_ctrl_c_and_is_idempotent(tmp_path: Pa
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "resumed" in stderr
+    stopped = _linked_states(out, "v@4")
+    assert "WAITING" in stopped, stopped
+
+    # --report-only: the read-out of what the stopped validation did, training nothing (not even the runs it
+    # left waiting, which any other `harness validate` of the study would run)
+    read = run_cli(*args, "--report-only")
+    assert read.returncode == 0, read.stderr[-3000:]
+    assert "nothing trained (--report-only)" in read.stdout and _linked_states(out, "v@4") == stopped
+    partial = json.loads((reports / "validation.json").read_text())
+    assert partial["long_steps"] == 4 and all(not c["long"] or c["long"]["n"] <= 1 for c in partial["configs"])
 
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -353,6 +363,8 @@ def test_validate_refuses_bad_input_in_one_line(source: str, tmp_path: Path) -> 
     assert_one_line_error(run_cli(*base, "--study", "s", "--steps", "10"), "must be larger than")
     assert_one_line_error(run_cli(*base, "--study", "failed", "--steps", "40"), "no completed trials")
     assert_one_line_error(run_cli(*base, "--study", "s"), "--steps N or --epochs E")
+    assert_one_line_error(run_cli(*base, "--study", "s", "--steps", "40", "--report-only"),
+                          "has no validation at 40 steps")
     assert_one_line_error(run_cli(*base, "--study", "s", "--steps", "40", "--top", "0"), "--top must be >= 1")
     assert_one_line_error(run_cli(*base, "--study", "s", "--steps", "40", "--workers", "2"), "cannot share")
     bad = tmp_path / "defaults.yaml"

@@ -6,45 +6,21 @@ study stays resumable); 1 anything else.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from harness.cli.common import (GRACE_OPTION, HEARTBEAT_OPTION, OUT_OPTION, PACK_OPTION, REPORTS_OPTION,
+                                STORAGE_OPTION, STUDY_MEMORY_OPTION, STUDY_OPTION, TIME_BUDGET_OPTION, command_line,
+                                print_documents, sweep_errors)
+from harness.cli.evidence import compare, defaults, export, recommend, validate
 from harness.config.errors import SpecError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=False,
                   help="Find out which LoRA / QLoRA settings to fine-tune with, and prove it.")
-
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"harness: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-HEARTBEAT_OPTION = typer.Option(None, "--heartbeat-interval", envvar="HARNESS_HEARTBEAT_INTERVAL",
-                                help="Seconds between a running trial's heartbeats (relational storages; default 10).")
-GRACE_OPTION = typer.Option(None, "--grace-period", envvar="HARNESS_GRACE_PERIOD",
-                            help="Seconds without a heartbeat before a trial's worker counts as lost (default 60).")
-RERUN_PACK_OPTION = typer.Option(1, "--pack", help="Train up to K of the planned re-runs at once on one copy of the "
-                                "base model (those of one quantization mode and target set), as `sweep --pack` does.")
-TIME_BUDGET_OPTION = typer.Option(None, "--time-budget", metavar="DURATION",
-                                  help="Wall time for this run (90s, 20m, 2h, 1h30m): no trial starts that is "
-                                       "predicted to end past it (the measured mean trial time once a trial has "
-                                       "finished, the planner's prediction before). Per invocation: counted from "
-                                       "this command's start, not stored in the study; a resume or a joining "
-                                       "worker runs under its own --time-budget, or none.")
-STUDY_MEMORY_OPTION = typer.Option(None, "--max-memory-mb",
-                                   help="The study's memory budget in MiB, which its trials run under (pinned when "
-                                        "the sweep created it): a positive number; another than the study's is "
-                                        "refused.")
-PACK_OPTION = typer.Option(None, "--pack", help="Train up to K trials at once on one copy of the base model (those "
-                          "of one quantization mode and target set; DoRA and PiSSA/OLoRA trials train alone), each "
-                          "with its own optimizer, schedule, clipping and pruning decision (default 1).")
 
 
 @app.command()
@@ -115,7 +91,7 @@ def sweep(
                             "one by")
         _plan(experiment, model, data, space, trials, max_steps, seed, plan, json_out, max_memory_mb)
         return
-    with _sweep_errors():
+    with sweep_errors():
         handle = harness.sweep(experiment, model=model, data=data, space=space, trials=trials, study=study,
                                storage=storage, max_steps=max_steps, seed=seed, out=out, wandb=wandb,
                                sampler=sampler, pruner=pruner, warm_start=warm_start, task_metrics=task_metrics,
@@ -136,7 +112,7 @@ def _plan(experiment: Optional[Path], model: Optional[str], data: Optional[str],
 
     if not plan:
         raise SpecError("--json goes with --plan (the plan as one JSON object)")
-    with _sweep_errors():
+    with sweep_errors():
         answer = harness.plan(experiment, model=model, data=data, space=space, trials=trials, max_steps=max_steps,
                               seed=seed, max_memory_mb=max_memory_mb)
     typer.echo(json.dumps(answer) if json_out else "\n".join(plan_lines(answer)))
@@ -160,51 +136,17 @@ def worker(
     """Join an existing study and run trials of it with the settings it was created with."""
     import harness
 
-    with _sweep_errors():
+    with sweep_errors():
         handle = harness.worker(study=study, storage=storage, trials=trials, out=out, pack=pack,
                                 heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                                 time_budget=time_budget, max_memory_mb=max_memory_mb)
     _print_sweep_end(handle)
 
 
-@contextlib.contextmanager
-def _sweep_errors() -> Iterator[None]:
-    """Around a command that runs trials. Failed parallel workers: one `harness: error:` line, exit 1. Ctrl-C:
-    the API raises KeyboardInterrupt from the sweep's Interrupted (what was in flight recorded), which is raised
-    again here, so that main prints its message and exits 130 (a KeyboardInterrupt out of a command would
-    reach main as click's Abort, without the message)."""
-    from harness.search.exits import Interrupted
-    from harness.search.workers import WorkersFailed
-
-    try:
-        yield
-    except WorkersFailed as failed:
-        _fail(str(failed), 1)
-    except KeyboardInterrupt as stop:
-        if isinstance(stop.__cause__, Interrupted):
-            raise stop.__cause__ from None
-        raise
-
-
 def _print_sweep_end(handle: Any) -> None:
     from harness.search.progress import print_sweep_end
 
     print_sweep_end(handle.outcome, handle.spec.objectives)
-
-
-STUDY_OPTION = typer.Option("default", help="Study name.")
-STORAGE_OPTION = typer.Option(None, help="Storage URL (default $HARNESS_STORAGE, else sqlite:///<out>/study.db).")
-OUT_OPTION = typer.Option(None, help="The sweep's --out folder (default experiments/<study>).")
-REPORTS_OPTION = typer.Option(None, "--reports-dir", help="Where report files go (default reports/<study>).")
-DEVICE_OPTION = typer.Option(None, "--device", help="Only the trials that ran on this device (the name compare lists "
-                                                    "when a study ran on several); tables never mix devices.")
-
-
-MAX_SEEDS_OPTION = typer.Option(10, "--max-seeds", help="The most seeds per config --confirm-until spends.")
-RESOLUTION_OPTION = typer.Option(None, "--resolution",
-                                 help="A comparison is resolved when its interval excludes zero or is at most this "
-                                      "wide on each side: a percent of the reference (1%, the default) or the "
-                                      "objective's units (0.02).")
 
 
 @app.command("import")
@@ -239,224 +181,9 @@ def status(study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, o
     print_status(handle.study, handle.storage)
 
 
-@app.command()
-def compare(
-    study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION,
-    reports_dir: Optional[str] = REPORTS_OPTION,
-    confirm_seeds: int = typer.Option(0, "--confirm-seeds", help="Re-run each mode's top configs with K fresh seeds first."),
-    confirm_top: int = typer.Option(1, "--confirm-top", help="How many configs per mode to confirm."),
-    device: Optional[str] = DEVICE_OPTION,
-    by: str = typer.Option("quantization", "--by",
-                           help="Group trials by this categorical axis (or several, comma-separated: their "
-                                "combinations), e.g. use_dora or init_lora_weights,use_dora; each group is compared "
-                                "with the one at the axes' defaults. Confirmation re-runs each group's best config."),
-    confirm_until: Optional[str] = typer.Option(None, "--confirm-until",
-                                                help="resolved: sequential confirmation; add seeds (2, then 2 at a "
-                                                     "time) to the groups of unresolved comparisons until every one "
-                                                     "is resolved or --max-seeds are spent."),
-    max_seeds: int = MAX_SEEDS_OPTION,
-    resolution: Optional[str] = RESOLUTION_OPTION,
-    pack: int = RERUN_PACK_OPTION,
-    max_memory_mb: Optional[float] = STUDY_MEMORY_OPTION,
-) -> None:
-    """LoRA vs QLoRA (or any categorical axis, --by): per group, quality, memory and time; writes
-    comparison.md/json (comparison_by_<axes>.md/json with --by)."""
-    import harness
-    from harness.search.progress import comparison_table, print_table
-
-    with _sweep_errors():
-        result = harness.compare(study, storage=storage, out=out, reports_dir=reports_dir,
-                                 confirm_seeds=confirm_seeds, confirm_top=confirm_top, device=device, by=by,
-                                 confirm_until=confirm_until, max_seeds=max_seeds, resolution=resolution,
-                                 pack=pack, max_memory_mb=max_memory_mb, say=typer.echo)
-    setup, tail = result.lines()
-    for line in setup:
-        typer.echo(line)
-    print_table(comparison_table(result.comparison))
-    for line in tail:
-        typer.echo(line)
-    typer.echo(f"written: {result.markdown} and {result.json}")
-
-
-QUANTIZATION_EXPORT_OPTION = typer.Option(None, "--quantization",
-                                          help="With --format: export the best config of this quantization mode "
-                                               "(recommended.yaml's per_quantization) instead of the overall best.")
-FORMAT_OPTION = typer.Option(None, "--format",
-                             help="Also write the config for: peft (recommended.yaml itself), axolotl, llamafactory, "
-                                  "trl, unsloth, or same (the --from-config file the sweep started from, tuned); "
-                                  "comma-separated or repeated.")
-
-
-@app.command()
-def recommend(
-    study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION,
-    reports_dir: Optional[str] = typer.Option(None, "--reports-dir",
-                                              help="Where recommended.yaml goes (default reports/<study>, or "
-                                                   "reports/<S1+S2...> with --from)."),
-    sweep_dir: Optional[str] = typer.Option(None, "--sweep-dir", hidden=True, help="Deprecated spelling of --out."),
-    from_: Optional[list[str]] = typer.Option(None, "--from", help="Aggregate several studies (repeat the flag)."),
-    max_memory_mb: Optional[float] = typer.Option(None, help="Also recommend the best config under this peak memory."),
-    confirm_seeds: int = typer.Option(0, "--confirm-seeds", help="Re-run each mode's top configs with K fresh seeds first."),
-    confirm_top: int = typer.Option(1, "--confirm-top", help="How many configs per mode to confirm."),
-    allow_diverged: bool = typer.Option(False, "--allow-diverged",
-                                        help="Also recommend configs one of whose confirmation seeds diverged or failed."),
-    formats: Optional[list[str]] = FORMAT_OPTION,
-    quantization: Optional[str] = QUANTIZATION_EXPORT_OPTION,
-) -> None:
-    """The recommended config(s) as YAML that peft.LoraConfig, BitsAndBytesConfig and TrainingArguments load,
-    and (--format) as Axolotl, LLaMA-Factory, TRL or Unsloth configs, or your own file tuned."""
-    import harness
-
-    out, path = _recommend_paths(out, sweep_dir)
-    with _exports(), _sweep_errors():
-        _print_recommendation(harness.recommend(
-            study, storage=storage, out=out, reports_dir=reports_dir, from_=from_, max_memory_mb=max_memory_mb,
-            confirm_seeds=confirm_seeds, confirm_top=confirm_top, allow_diverged=allow_diverged, formats=formats,
-            quantization=quantization, file=path, command=_command(), say=typer.echo))
-
-
-def _command() -> str:
-    """This command line as the documents it writes record it, credentials redacted."""
-    from harness.runtime.redaction import redact_command
-
-    return redact_command(sys.argv[1:])
-
-
-def _print_recommendation(result: Any) -> None:
-    for line in result.summary + result.exports:
-        typer.echo(line)
-
-
-@contextlib.contextmanager
-def _exports() -> Iterator[None]:
-    """A refused --format: the files written first, then one line for the refused ones, exit 2."""
-    from harness.api.readouts import ExportRefused
-
-    try:
-        yield
-    except ExportRefused as refused:
-        _print_recommendation(refused.result)
-        _fail(str(refused), 2)
-
-
-@app.command()
-def export(
-    recommended: Path = typer.Argument(..., help="A recommended.yaml written by `harness recommend`."),
-    formats: Optional[list[str]] = FORMAT_OPTION,
-    quantization: Optional[str] = QUANTIZATION_EXPORT_OPTION,
-) -> None:
-    """An existing recommended.yaml as Axolotl, LLaMA-Factory, TRL or Unsloth configs, written beside it."""
-    import harness
-
-    with _exports():
-        _print_recommendation(harness.export(recommended, formats=formats, quantization=quantization,
-                                             command=_command()))
-
-
-def _recommend_paths(out: Optional[str], sweep_dir: Optional[str]) -> tuple[Optional[str], Optional[Path]]:
-    """`--out` is the sweep's folder, as for status, compare and report. The old spellings still work, with
-    a deprecation line: `--sweep-dir DIR` (now --out DIR) and `--out FILE.yaml` (now --reports-dir)."""
-    yaml_path = None
-    if out is not None and out.endswith((".yaml", ".yml")):
-        typer.echo("harness: deprecated: `recommend --out FILE.yaml`; --out is now the sweep's folder (as for "
-                   "status, compare and report) and --reports-dir DIR writes DIR/recommended.yaml", err=True)
-        out, yaml_path = None, Path(out)
-    if sweep_dir is not None:
-        typer.echo("harness: deprecated: `recommend --sweep-dir DIR`; use --out DIR (as for status, compare and "
-                   "report)", err=True)
-        out = out or sweep_dir
-    return out, yaml_path
-
-
-@app.command()
-def validate(
-    study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION,
-    reports_dir: Optional[str] = REPORTS_OPTION,
-    steps: Optional[int] = typer.Option(None, "--steps", help="The long budget in optimizer steps (larger than the "
-                                                              "study's steps per trial)."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", help="The long budget in epochs of the training split "
-                                                                  "(instead of --steps)."),
-    top: int = typer.Option(3, "--top", help="How many of the study's best configs to re-train."),
-    seeds: int = typer.Option(2, "--seeds", help="Fresh seeds per config at the long budget."),
-    defaults: bool = typer.Option(True, "--defaults/--no-defaults",
-                                  help="Also re-train the published defaults (harness/config/published_defaults.yaml)."),
-    defaults_file: Optional[Path] = typer.Option(None, "--defaults-file",
-                                                 help="Your own defaults to compare against, in the format of "
-                                                      "harness/config/published_defaults.yaml (instead of the shipped ones)."),
-    workers: int = typer.Option(1, "--workers", help="Worker processes (more than 1 needs journal or PostgreSQL storage)."),
-    wandb: Optional[str] = typer.Option(None, help="auto, offline, online or disabled (default: the study's)."),
-    confirm_until: Optional[str] = typer.Option(None, "--confirm-until",
-                                                help="resolved: sequential validation; 2 seeds per config, then 2 "
-                                                     "more at a time for the configs of unresolved comparisons "
-                                                     "(instead of --seeds)."),
-    max_seeds: int = MAX_SEEDS_OPTION,
-    resolution: Optional[str] = RESOLUTION_OPTION,
-    pack: int = RERUN_PACK_OPTION,
-    max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb",
-                                                  help="Peak memory (MiB) a long run may use (fitted or infeasible, "
-                                                       "as sweep's); pinned in the linked study; default the "
-                                                       "study's own."),
-) -> None:
-    """Re-train the top configs and the published defaults at the real budget; does the ranking hold?"""
-    import harness
-
-    with _sweep_errors():
-        result = harness.validate(study, storage=storage, out=out, reports_dir=reports_dir, steps=steps,
-                                  epochs=epochs, top=top, seeds=seeds, defaults=defaults, defaults_file=defaults_file,
-                                  workers=workers, wandb=wandb, confirm_until=confirm_until, max_seeds=max_seeds,
-                                  resolution=resolution, pack=pack, max_memory_mb=max_memory_mb, command=_command(),
-                                  say=typer.echo)
-    _print_documents(result)
-
-
-def _print_documents(result: Any) -> None:
-    for line in result.lines:
-        typer.echo(line)
-    typer.echo(f"written: {', '.join(map(str, result.files))}")
-
-
-@app.command()
-def defaults(
-    study: list[str] = typer.Option(..., "--study", help="A study whose model and data are a cell and whose top "
-                                                        "configs are candidates (repeat: at least two)."),
-    storage: Optional[str] = typer.Option(None, help="Storage URL of every study (default $HARNESS_STORAGE, else "
-                                                     "each study's sqlite:///experiments/<study>/study.db)."),
-    reports_dir: Optional[str] = typer.Option(None, "--reports-dir", help="Where defaults.md/json/png/yaml go "
-                                                                          "(default reports/defaults)."),
-    top: int = typer.Option(1, "--top", help="Candidates per study and quantization mode: its K best configs."),
-    seeds: Optional[int] = typer.Option(None, "--seeds", help="Shared seeds per candidate in every cell (default 2)."),
-    confirm_until: Optional[str] = typer.Option(None, "--confirm-until",
-                                                help="resolved: 2 seeds, then 2 more at a time for the candidates "
-                                                     "of unresolved regrets (instead of --seeds)."),
-    max_seeds: int = MAX_SEEDS_OPTION,
-    resolution: Optional[str] = RESOLUTION_OPTION,
-    published: bool = typer.Option(True, "--published/--no-published",
-                                   help="Also train the published defaults in every cell, on the same seeds, and "
-                                        "compare each with its mode's choice."),
-    defaults_file: Optional[Path] = typer.Option(None, "--defaults-file",
-                                                 help="Other defaults to compare against, in the format of "
-                                                      "harness/config/published_defaults.yaml (instead of the "
-                                                      "shipped ones)."),
-    report_only: bool = typer.Option(False, "--report-only", help="Train nothing: write the read-out of the runs "
-                                                                  "done so far (a cross-evaluation stopped part-way)."),
-    workers: int = typer.Option(1, "--workers", help="Worker processes (more than 1 needs journal or PostgreSQL storage)."),
-    pack: int = RERUN_PACK_OPTION,
-    max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb", help="Peak memory (MiB) a run may use "
-                                                                                "(fitted or infeasible, as sweep's)."),
-    wandb: Optional[str] = typer.Option(None, help="auto, offline, online or disabled (default: each study's)."),
-    formats: Optional[list[str]] = FORMAT_OPTION,
-) -> None:
-    """Default configs that transfer: each study's top configs trained on every study's model and data, and per
-    quantization mode the one with the smallest worst-cell regret."""
-    import harness
-
-    with _exports(), _sweep_errors():
-        _print_documents(harness.defaults(study, storage=storage, top=top, seeds=seeds, confirm_until=confirm_until,
-                                          max_seeds=max_seeds, resolution=resolution, published=published,
-                                          defaults_file=defaults_file, report_only=report_only,
-                                          reports_dir=reports_dir,
-                                          workers=workers, pack=pack, max_memory_mb=max_memory_mb, wandb=wandb,
-                                          formats=formats, command=_command(), say=typer.echo))
+# registered here, between status and advise, as `harness --help` has always listed them
+for _evidence_command in (compare, recommend, export, validate, defaults):
+    app.command()(_evidence_command)
 
 
 @app.command()
@@ -484,10 +211,10 @@ def advise(
     on the study's held-out questions."""
     import harness
 
-    _print_documents(harness.advise(study, storage=storage, out=out, reports_dir=reports_dir, corpus=corpus, k=k,
+    print_documents(harness.advise(study, storage=storage, out=out, reports_dir=reports_dir, corpus=corpus, k=k,
                                     retriever=retriever, adapter=adapter, questions=questions,
                                     max_context_tokens=max_context_tokens, passage_words=passage_words,
-                                    overlap_words=overlap_words, metric=metric, wandb=wandb, command=_command(),
+                                    overlap_words=overlap_words, metric=metric, wandb=wandb, command=command_line(),
                                     say=typer.echo))
 
 
@@ -502,7 +229,7 @@ def report(
     import harness
 
     for line in harness.report(study, storage=storage, out=out, reports_dir=reports_dir, wandb=wandb, by=by,
-                               command=_command()).lines():
+                               command=command_line()).lines():
         typer.echo(line)
 
 
@@ -627,3 +354,4 @@ def main() -> None:
         sys.exit(code)
     fast_exit_collection()
     sys.exit(code if isinstance(code, int) else 0)
+
