@@ -45,6 +45,11 @@ DEVICE_OPTION = typer.Option(None, "--device", help="Only the trials that ran on
                                                     "when a study ran on several); tables never mix devices.")
 
 
+CONFIRM_SEEDS_OPTION = typer.Option(0, "--confirm-seeds",
+                                    help="Re-run each mode's top configs with K fresh seeds first.")
+CONFIRM_TOP_OPTION = typer.Option(1, "--confirm-top", help="How many configs per mode to confirm.")
+RERUN_WORKERS_OPTION = typer.Option(1, "--workers", help="Worker processes (more than 1 needs journal or PostgreSQL "
+                                                         "storage).")
 MAX_SEEDS_OPTION = typer.Option(10, "--max-seeds", help="The most seeds per config --confirm-until spends.")
 RESOLUTION_OPTION = typer.Option(None, "--resolution",
                                  help="A comparison is resolved when its interval excludes zero or is at most this "

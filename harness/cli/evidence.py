@@ -8,8 +8,9 @@ from typing import Optional
 
 import typer
 
-from harness.cli.common import (DEVICE_OPTION, FORMAT_OPTION, MAX_SEEDS_OPTION, OUT_OPTION, QUANTIZATION_EXPORT_OPTION,
-                                REPORTS_OPTION, RERUN_PACK_OPTION, RESOLUTION_OPTION, STORAGE_OPTION,
+from harness.cli.common import (CONFIRM_SEEDS_OPTION, CONFIRM_TOP_OPTION, DEVICE_OPTION, FORMAT_OPTION,
+                                MAX_SEEDS_OPTION, OUT_OPTION, QUANTIZATION_EXPORT_OPTION, REPORTS_OPTION,
+                                RERUN_PACK_OPTION, RERUN_WORKERS_OPTION, RESOLUTION_OPTION, STORAGE_OPTION,
                                 STUDY_MEMORY_OPTION, STUDY_OPTION, command_line, print_documents,
                                 print_recommendation, refused_exports, sweep_errors)
 
@@ -17,8 +18,8 @@ from harness.cli.common import (DEVICE_OPTION, FORMAT_OPTION, MAX_SEEDS_OPTION, 
 def compare(
     study: str = STUDY_OPTION, storage: Optional[str] = STORAGE_OPTION, out: Optional[str] = OUT_OPTION,
     reports_dir: Optional[str] = REPORTS_OPTION,
-    confirm_seeds: int = typer.Option(0, "--confirm-seeds", help="Re-run each mode's top configs with K fresh seeds first."),
-    confirm_top: int = typer.Option(1, "--confirm-top", help="How many configs per mode to confirm."),
+    confirm_seeds: int = CONFIRM_SEEDS_OPTION,
+    confirm_top: int = CONFIRM_TOP_OPTION,
     device: Optional[str] = DEVICE_OPTION,
     by: str = typer.Option("quantization", "--by",
                            help="Group trials by this categorical axis (or several, comma-separated: their "
@@ -60,8 +61,8 @@ def recommend(
     sweep_dir: Optional[str] = typer.Option(None, "--sweep-dir", hidden=True, help="Deprecated spelling of --out."),
     from_: Optional[list[str]] = typer.Option(None, "--from", help="Aggregate several studies (repeat the flag)."),
     max_memory_mb: Optional[float] = typer.Option(None, help="Also recommend the best config under this peak memory."),
-    confirm_seeds: int = typer.Option(0, "--confirm-seeds", help="Re-run each mode's top configs with K fresh seeds first."),
-    confirm_top: int = typer.Option(1, "--confirm-top", help="How many configs per mode to confirm."),
+    confirm_seeds: int = CONFIRM_SEEDS_OPTION,
+    confirm_top: int = CONFIRM_TOP_OPTION,
     allow_diverged: bool = typer.Option(False, "--allow-diverged",
                                         help="Also recommend configs one of whose confirmation seeds diverged or failed."),
     formats: Optional[list[str]] = FORMAT_OPTION,
@@ -121,7 +122,7 @@ def validate(
     defaults_file: Optional[Path] = typer.Option(None, "--defaults-file",
                                                  help="Your own defaults to compare against, in the format of "
                                                       "harness/config/published_defaults.yaml (instead of the shipped ones)."),
-    workers: int = typer.Option(1, "--workers", help="Worker processes (more than 1 needs journal or PostgreSQL storage)."),
+    workers: int = RERUN_WORKERS_OPTION,
     wandb: Optional[str] = typer.Option(None, help="auto, offline, online or disabled (default: the study's)."),
     confirm_until: Optional[str] = typer.Option(None, "--confirm-until",
                                                 help="resolved: sequential validation; 2 seeds per config, then 2 "
@@ -173,7 +174,7 @@ def defaults(
                                                       "shipped ones)."),
     report_only: bool = typer.Option(False, "--report-only", help="Train nothing: write the read-out of the runs "
                                                                   "done so far (a cross-evaluation stopped part-way)."),
-    workers: int = typer.Option(1, "--workers", help="Worker processes (more than 1 needs journal or PostgreSQL storage)."),
+    workers: int = RERUN_WORKERS_OPTION,
     pack: int = RERUN_PACK_OPTION,
     max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb", help="Peak memory (MiB) a run may use "
                                                                                 "(fitted or infeasible, as sweep's)."),

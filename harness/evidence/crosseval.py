@@ -251,7 +251,6 @@ def withdraw_unneeded(cell: Cell, planned: list[Planned], seeds: int, grow: set[
     again. Returns how many."""
     import optuna
 
-    from harness.evidence.longruns import config_key, fitting_generation, generation_folder, generation_name
     from harness.search.recovery import fail_trial
 
     wanted = {p.key for p in planned if grow is None or p.key in grow}

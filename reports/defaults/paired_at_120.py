@@ -8,11 +8,11 @@ seeds only (harness's own read-outs add the held-out set's bootstrap noise in qu
 
 from __future__ import annotations
 
-import statistics
 import sys
 
 import optuna
-from scipy import stats
+
+from harness.evidence.stats import paired
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 MODES = {"harness-none": ["unsloth-16bit", "peft-defaults"], "harness-nf4-dq": ["unsloth-4bit", "qlora-guanaco-7b"]}
@@ -41,11 +41,9 @@ def main(study_name: str, steps: int) -> None:
             if len(shared) < 2:
                 print(f"  {other} - {mine}: {len(shared)} shared seed(s), no interval")
                 continue
-            diffs = [runs[other][s] - runs[mine][s] for s in shared]
-            mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
-            half = stats.t.ppf(0.975, len(diffs) - 1) * sd / len(diffs) ** 0.5
-            rel = mean / statistics.mean(runs[mine][s] for s in shared)
-            print(f"  {other} - {mine}: {mean:+.4f} nats [{mean - half:+.4f}, {mean + half:+.4f}] "
+            d = paired(runs[other], runs[mine])  # published minus harness, the paired t over the shared seeds
+            mean, rel = d.diff, d.diff / d.reference
+            print(f"  {other} - {mine}: {mean:+.4f} nats [{d.ci_low:+.4f}, {d.ci_high:+.4f}] "
                   f"({rel:+.1%} of the harness default's loss), seeds {shared}")
 
 
